@@ -1,0 +1,1 @@
+"""ccbridge services: Session, History, Routing, Connector, and their shared runtime."""

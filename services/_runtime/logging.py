@@ -1,0 +1,76 @@
+"""One logging stack for every process: stdlib logging with a JSON formatter.
+
+Request context (request id, conversation id, rpc) lives in contextvars, set by the gRPC
+interceptor and the gateway middleware, and is added to every record. Message text is
+never put into log records by ccbridge code; secrets are wrapped in ``Secret``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+conversation_id_var: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "conversation_id", default=""
+)
+rpc_var: contextvars.ContextVar[str] = contextvars.ContextVar("rpc", default="")
+
+_STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object per line, with the context variables."""
+
+    def __init__(self, component: str) -> None:
+        super().__init__()
+        self.component = component
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, object] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "component": self.component,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, var in (("request_id", request_id_var), ("conversation_id", conversation_id_var),
+                         ("rpc", rpc_var)):
+            value = var.get()
+            if value:
+                doc[key] = value
+        for key, value in record.__dict__.items():
+            if key not in _STD_ATTRS and not key.startswith("_"):
+                doc[key] = value
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """Human-readable single-line format for local runs."""
+
+    def __init__(self, component: str) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s " + component + " %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        cid = conversation_id_var.get()
+        return f"{text} [conversation={cid}]" if cid else text
+
+
+def configure_logging(component: str, level: str = "INFO", fmt: str = "json") -> None:
+    """Configures the root logger once for this process (call from ``__main__``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(component) if fmt == "json" else ConsoleFormatter(component))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Access logs of uvicorn/httpx would carry URLs with secrets (webhook path token).
+    logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

@@ -1,0 +1,138 @@
+"""Helpers to parse settings from the environment all at once.
+
+Each deployable has a frozen dataclass with ``from_env(environ)``; these helpers collect
+every problem so that one error names every missing or invalid key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class SettingsError(ValueError):
+    """One or more settings are missing or invalid; the message names all of them."""
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret value whose repr never shows it (safe to log a settings object)."""
+
+    value: str
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self.value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+
+class EnvReader:
+    """Reads typed values from an environment mapping, collecting errors.
+
+    Call :meth:`done` at the end: it raises one :class:`SettingsError` for everything wrong.
+    """
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._env = environ
+        self.errors: list[str] = []
+
+    def str(self, key: str, default: str | None = None) -> str:
+        raw = self._env.get(key)
+        if raw is None or raw == "":
+            if default is None:
+                self.errors.append(f"{key} is required")
+                return ""
+            return default
+        return raw
+
+    def optional(self, key: str) -> str | None:
+        raw = self._env.get(key)
+        return raw if raw else None
+
+    def secret(self, key: str, *, required: bool = True, default: str = "") -> Secret:
+        raw = self._env.get(key, "")
+        if not raw:
+            if required:
+                self.errors.append(f"{key} is required (a secret)")
+            return Secret(default)
+        return Secret(raw)
+
+    def int(self, key: str, default: int, *, minimum: int | None = None,
+            maximum: int | None = None) -> int:
+        raw = self._env.get(key)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.errors.append(f"{key} must be an integer, got {raw!r}")
+            return default
+        if minimum is not None and value < minimum:
+            self.errors.append(f"{key} must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            self.errors.append(f"{key} must be <= {maximum}, got {value}")
+        return value
+
+    def float(self, key: str, default: float, *, minimum: float | None = None) -> float:
+        raw = self._env.get(key)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.errors.append(f"{key} must be a number, got {raw!r}")
+            return default
+        if minimum is not None and value < minimum:
+            self.errors.append(f"{key} must be >= {minimum}, got {value}")
+        return value
+
+    def bool(self, key: str, default: bool) -> bool:
+        raw = self._env.get(key)
+        if raw is None or raw == "":
+            return default
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        self.errors.append(f"{key} must be true or false, got {raw!r}")
+        return default
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.str(key, default)
+        if value not in choices:
+            self.errors.append(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+            return default
+        return value
+
+    def list(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        raw = self._env.get(key)
+        if raw is None or raw.strip() == "":
+            return default
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+    def done(self, what: str) -> None:
+        if self.errors:
+            raise SettingsError(f"invalid {what} settings: " + "; ".join(self.errors))
+
+
+@dataclass(frozen=True)
+class CommonSettings:
+    """Settings every process shares."""
+
+    redis_url: str
+    log_level: str
+    log_format: str
+    shutdown_grace_s: float
+
+    @classmethod
+    def read(cls, env: EnvReader) -> CommonSettings:
+        return cls(
+            redis_url=env.str("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            log_format=env.choice("LOG_FORMAT", "json", ("json", "console")),
+            shutdown_grace_s=env.float("CCBRIDGE_SHUTDOWN_GRACE_S", 5.0, minimum=0.0),
+        )

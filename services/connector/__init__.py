@@ -1,0 +1,1 @@
+"""Connector service: one contract (base.py), one adapter per CCaaS (adapters/)."""

@@ -1,0 +1,1 @@
+"""CCaaS adapters, one module each."""

@@ -1,0 +1,1 @@
+"""Test support: a real Redis server, free ports, component processes."""
