@@ -1,0 +1,1 @@
+"""Session service: handover lifecycle, durable inbox/outbox, delivery workers."""

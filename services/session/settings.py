@@ -1,0 +1,72 @@
+"""Settings of the Session service (environment variables, parsed all at once)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services._runtime.settings import CommonSettings, EnvReader, Secret
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Everything the Session process needs; see the settings table in README.md."""
+
+    common: CommonSettings
+    bind_host: str
+    port: int
+    history_addr: str
+    routing_addr: str
+    connector_addr: str
+    infobip_base_url: str
+    infobip_api_key: Secret
+    infobip_timeout_s: float
+    infobip_agent_id: str
+    redis_prefix: str
+    lease_ttl_ms: int
+    worker_concurrency: int
+    scheduler_poll_ms: int
+    batch_per_step: int
+    delivery_max_attempts: int
+    open_max_attempts: int
+    retry_base_ms: int
+    retry_max_ms: int
+    dedupe_ttl_s: int
+    closed_retention_s: int
+    reconcile_interval_s: float
+    reconcile_infobip: bool
+    workers_enabled: bool
+    grpc_timeout_s: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> SessionSettings:
+        env = EnvReader(environ)
+        settings = cls(
+            common=CommonSettings.read(env),
+            bind_host=env.str("CCBRIDGE_BIND_HOST", "127.0.0.1"),
+            port=env.int("CCBRIDGE_SESSION_PORT", 50051, minimum=0, maximum=65535),
+            history_addr=env.str("HISTORY_ADDR", "127.0.0.1:50052"),
+            routing_addr=env.str("ROUTING_ADDR", "127.0.0.1:50053"),
+            connector_addr=env.str("CONNECTOR_ADDR", "127.0.0.1:50054"),
+            infobip_base_url=env.str("INFOBIP_BASE_URL"),
+            infobip_api_key=env.secret("INFOBIP_API_KEY"),
+            infobip_timeout_s=env.float("INFOBIP_TIMEOUT_S", 10.0, minimum=0.1),
+            infobip_agent_id=env.str("CCBRIDGE_INFOBIP_AGENT_ID", ""),
+            redis_prefix=env.str("CCBRIDGE_REDIS_PREFIX", "ccb"),
+            lease_ttl_ms=env.int("CCBRIDGE_LEASE_TTL_MS", 15000, minimum=500),
+            worker_concurrency=env.int("CCBRIDGE_WORKER_CONCURRENCY", 64, minimum=1),
+            scheduler_poll_ms=env.int("CCBRIDGE_SCHEDULER_POLL_MS", 50, minimum=1),
+            batch_per_step=env.int("CCBRIDGE_BATCH_PER_STEP", 100, minimum=1),
+            delivery_max_attempts=env.int("CCBRIDGE_DELIVERY_MAX_ATTEMPTS", 25, minimum=1),
+            open_max_attempts=env.int("CCBRIDGE_OPEN_MAX_ATTEMPTS", 10, minimum=1),
+            retry_base_ms=env.int("CCBRIDGE_RETRY_BASE_MS", 500, minimum=1),
+            retry_max_ms=env.int("CCBRIDGE_RETRY_MAX_MS", 60000, minimum=1),
+            dedupe_ttl_s=env.int("CCBRIDGE_DEDUPE_TTL_S", 7 * 86400, minimum=60),
+            closed_retention_s=env.int("CCBRIDGE_CLOSED_RETENTION_S", 7 * 86400, minimum=60),
+            reconcile_interval_s=env.float("CCBRIDGE_RECONCILE_INTERVAL_S", 60.0, minimum=0.1),
+            reconcile_infobip=env.bool("CCBRIDGE_RECONCILE_INFOBIP", True),
+            workers_enabled=env.bool("CCBRIDGE_WORKERS_ENABLED", True),
+            grpc_timeout_s=env.float("CCBRIDGE_GRPC_TIMEOUT_S", 5.0, minimum=0.1),
+        )
+        env.done("session")
+        return settings

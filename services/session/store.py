@@ -1,0 +1,455 @@
+"""Session's Redis state: handover records, inbox/outbox queues, dedupe sets, leases,
+the delivery schedule, per-state indexes and dead letters.
+
+Layout (prefix ``ccb`` by default; ``{cid}`` is a hash tag so one conversation's keys
+live in one Redis Cluster slot):
+
+=============================  ==========================================================
+``ccb:h:{cid}``                hash: the handover record (state, connector, case id, ...)
+``ccb:in:{cid}``               list: end-user messages to deliver to the CCaaS, in order
+``ccb:out:{cid}``              list: agent messages to deliver to the end user, in order
+``ccb:seen:{cid}``             set: accepted message/event ids (dedupe), with a TTL
+``ccb:tx:{cid}``               set: ids already in the transcript (not relayed again)
+``ccb:lease:{cid}``            string: token of the worker delivering this conversation
+``ccb:ext:{connector:extid}``  string: reverse index case → conversation id
+``ccb:due``                    zset: conversations with work, scored by due time (ms)
+``ccb:state:<STATE>``          zset: conversations per state, scored by last change (ms)
+``ccb:dlq`` / ``ccb:dl:<id>``  zset + hash: dead letters
+=============================  ==========================================================
+
+Every per-conversation transition is one Lua script over that conversation's keys only;
+the global index keys are updated right after (idempotently) and repaired by the
+reconciler, so the layout works unchanged on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ccbridge.common.v1 import common_pb2
+
+STATES = ("OPENING", "ACTIVE", "CLOSING", "CLOSED", "FAILED")
+INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE = 0, 1, 2
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# KEYS: h, in, seen   ARGV: msg id, msg bytes, dedupe ttl s, channel, end user, business, now
+_INGEST = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if st ~= 'OPENING' and st ~= 'ACTIVE' then return 0 end
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 2 end
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+redis.call('RPUSH', KEYS[2], ARGV[2])
+if ARGV[5] ~= '' and not redis.call('HGET', KEYS[1], 'end_user') then
+  redis.call('HSET', KEYS[1], 'end_user', ARGV[5], 'business_sender', ARGV[6])
+end
+if ARGV[4] ~= '' and not redis.call('HGET', KEYS[1], 'channel') then
+  redis.call('HSET', KEYS[1], 'channel', ARGV[4])
+end
+return 1
+"""
+
+# KEYS: h   ARGV: now, tags json, metadata json
+_CREATE = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if st then return {0, st} end
+redis.call('HSET', KEYS[1], 'state', 'OPENING', 'created_at', ARGV[1], 'updated_at', ARGV[1],
+  'version', 1, 'tags', ARGV[2], 'metadata', ARGV[3], 'history', 'OPENING@' .. ARGV[1])
+return {1, 'OPENING'}
+"""
+
+# Generic guarded transition. KEYS: h, lease   ARGV: lease token ('' = no lease check),
+# allowed states (comma list), new state, now, then field/value pairs to set.
+_TRANSITION = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return {0, 'lease'} end
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return {0, 'missing'} end
+local allowed = false
+for s in string.gmatch(ARGV[2], '[^,]+') do if s == st then allowed = true end end
+if not allowed then return {0, st} end
+if ARGV[3] ~= '' and ARGV[3] ~= st then
+  redis.call('HSET', KEYS[1], 'state', ARGV[3])
+  local hist = redis.call('HGET', KEYS[1], 'history') or ''
+  redis.call('HSET', KEYS[1], 'history', hist .. ',' .. ARGV[3] .. '@' .. ARGV[4])
+end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return {1, st}
+"""
+
+# Pops the head of a queue only if it is still the expected message and we hold the
+# lease. KEYS: queue, lease   ARGV: token, expected bytes
+_POP_HEAD = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[2] then return 0 end
+redis.call('LPOP', KEYS[1])
+return 1
+"""
+
+# KEYS: h, out, seen   ARGV: event id, msg bytes ('' for a close), ttl, now, reason
+_AGENT_EVENT = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return 0 end
+local by = redis.call('HGET', KEYS[1], 'closed_by') or ''
+if st == 'CLOSED' or st == 'FAILED' or (st == 'CLOSING' and by == 'INFOBIP') then return 0 end
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 2 end
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+if ARGV[2] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  return 1
+end
+if st ~= 'CLOSING' then
+  redis.call('HSET', KEYS[1], 'state', 'CLOSING', 'closed_by', 'CCAAS', 'close_reason', ARGV[5],
+    'updated_at', ARGV[4])
+  local hist = redis.call('HGET', KEYS[1], 'history') or ''
+  redis.call('HSET', KEYS[1], 'history', hist .. ',CLOSING@' .. ARGV[4])
+  redis.call('HINCRBY', KEYS[1], 'version', 1)
+end
+return 3
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+@dataclass
+class HandoverRecord:
+    """A decoded handover hash."""
+
+    conversation_id: str
+    state: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+    def get(self, key: str, default: str = "") -> str:
+        return self.fields.get(key, default)
+
+    def get_int(self, key: str, default: int = 0) -> int:
+        try:
+            return int(self.fields.get(key, default))
+        except ValueError:
+            return default
+
+    @property
+    def tags(self) -> list[str]:
+        return list(json.loads(self.get("tags", "[]")))
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(json.loads(self.get("metadata", "{}")))
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    id: str
+    conversation_id: str
+    queue: str
+    message: bytes
+    reason: str
+    attempts: int
+    dead_at_ms: int
+
+
+class SessionStore:
+    """All Redis access of the Session service."""
+
+    def __init__(self, redis: aioredis.Redis, *, prefix: str = "ccb",
+                 dedupe_ttl_s: int = 7 * 86400, closed_retention_s: int = 7 * 86400) -> None:
+        self.r = redis
+        self.p = prefix
+        self.dedupe_ttl_s = dedupe_ttl_s
+        self.closed_retention_s = closed_retention_s
+        self._ingest = redis.register_script(_INGEST)
+        self._create = redis.register_script(_CREATE)
+        self._transition = redis.register_script(_TRANSITION)
+        self._pop_head = redis.register_script(_POP_HEAD)
+        self._agent_event = redis.register_script(_AGENT_EVENT)
+        self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(_RENEW)
+
+    # -- key names ---------------------------------------------------------------------
+    def k_h(self, cid: str) -> str:
+        return f"{self.p}:h:{{{cid}}}"
+
+    def k_in(self, cid: str) -> str:
+        return f"{self.p}:in:{{{cid}}}"
+
+    def k_out(self, cid: str) -> str:
+        return f"{self.p}:out:{{{cid}}}"
+
+    def k_seen(self, cid: str) -> str:
+        return f"{self.p}:seen:{{{cid}}}"
+
+    def k_tx(self, cid: str) -> str:
+        return f"{self.p}:tx:{{{cid}}}"
+
+    def k_lease(self, cid: str) -> str:
+        return f"{self.p}:lease:{{{cid}}}"
+
+    def k_ext(self, connector: str, external_id: str) -> str:
+        return f"{self.p}:ext:{{{connector}:{external_id}}}"
+
+    @property
+    def k_due(self) -> str:
+        return f"{self.p}:due"
+
+    def k_state(self, state: str) -> str:
+        return f"{self.p}:state:{state}"
+
+    @property
+    def k_dlq(self) -> str:
+        return f"{self.p}:dlq"
+
+    def k_dl(self, dl_id: str) -> str:
+        return f"{self.p}:dl:{dl_id}"
+
+    # -- handovers ---------------------------------------------------------------------
+    async def create(self, cid: str, tags: Sequence[str], metadata: dict[str, str]) -> bool:
+        """Creates an OPENING handover; False when one exists (any state)."""
+        ts = now_ms()
+        created, _state = await self._create(
+            keys=[self.k_h(cid)],
+            args=[ts, json.dumps(list(tags)), json.dumps(metadata, sort_keys=True)],
+        )
+        if int(created):
+            await self._index(cid, "OPENING", None, ts, due=True)
+        return bool(int(created))
+
+    async def get(self, cid: str) -> HandoverRecord | None:
+        raw = await self.r.hgetall(self.k_h(cid))
+        if not raw:
+            return None
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        return HandoverRecord(cid, fields.get("state", ""), fields)
+
+    async def queue_lengths(self, cid: str) -> tuple[int, int]:
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.llen(self.k_in(cid))
+            pipe.llen(self.k_out(cid))
+            inbox, outbox = await pipe.execute()
+        return int(inbox), int(outbox)
+
+    async def transition(self, cid: str, *, allowed: Sequence[str], new_state: str = "",
+                         lease_token: str = "", values: dict[str, str] | None = None,
+                         due: bool = False) -> tuple[bool, str]:
+        """Atomically moves to ``new_state`` (or only sets ``values``) if the current
+        state is in ``allowed`` (and, with a token, the lease is still ours).
+
+        Returns (done, previous state or 'lease'/'missing')."""
+        ts = now_ms()
+        args: list[Any] = [lease_token, ",".join(allowed), new_state, ts]
+        for key, value in (values or {}).items():
+            args.extend((key, value))
+        ok, prev = await self._transition(keys=[self.k_h(cid), self.k_lease(cid)], args=args)
+        prev_s = prev.decode() if isinstance(prev, bytes) else str(prev)
+        if int(ok) and new_state and new_state != prev_s:
+            await self._index(cid, new_state, prev_s, ts, due=due)
+        elif int(ok) and due:
+            await self.schedule(cid, ts)
+        return bool(int(ok)), prev_s
+
+    async def _index(self, cid: str, state: str, prev: str | None, ts: int, *,
+                     due: bool) -> None:
+        async with self.r.pipeline(transaction=False) as pipe:
+            if prev and prev != state:
+                pipe.zrem(self.k_state(prev), cid)
+            pipe.zadd(self.k_state(state), {cid: ts})
+            if due:
+                pipe.zadd(self.k_due, {cid: ts})
+            await pipe.execute()
+
+    async def finish_closed(self, cid: str) -> None:
+        """Housekeeping after CLOSED: drop from the schedule, expire the record."""
+        ttl = self.closed_retention_s
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.k_due, cid)
+            pipe.expire(self.k_h(cid), ttl)
+            pipe.expire(self.k_tx(cid), ttl)
+            pipe.expire(self.k_in(cid), ttl)
+            pipe.expire(self.k_out(cid), ttl)
+            pipe.zremrangebyscore(self.k_state("CLOSED"), 0, now_ms() - ttl * 1000)
+            await pipe.execute()
+
+    # -- ingest --------------------------------------------------------------------------
+    async def ingest(self, messages: Sequence[common_pb2.Message]) -> list[int]:
+        """Stores end-user messages of open handovers; one round trip for the batch (a
+        second one schedules delivery for accepted ones). Returns an outcome per message."""
+        if not messages:
+            return []
+        async with self.r.pipeline(transaction=False) as pipe:
+            for m in messages:
+                cid = m.conversation_id
+                await self._ingest(
+                    keys=[self.k_h(cid), self.k_in(cid), self.k_seen(cid)],
+                    args=[m.id, m.SerializeToString(), self.dedupe_ttl_s, m.channel,
+                          getattr(m, "from"), m.to, 0],
+                    client=pipe,
+                )
+            outcomes = [int(x) for x in await pipe.execute()]
+        accepted = {m.conversation_id for m, o in zip(messages, outcomes, strict=True)
+                    if o == INGEST_ACCEPTED}
+        if accepted:
+            ts = now_ms()
+            # NX: a conversation in back-off keeps its later due time.
+            await self.r.zadd(self.k_due, dict.fromkeys(accepted, ts), nx=True)
+        return outcomes
+
+    async def agent_event(self, cid: str, event_id: str, message: bytes | None,
+                          reason: str = "") -> int:
+        """Stores an agent message (or a case-closed event). 0 ignored, 1 message queued,
+        2 duplicate, 3 closing."""
+        ts = now_ms()
+        result = int(await self._agent_event(
+            keys=[self.k_h(cid), self.k_out(cid), self.k_seen(cid)],
+            args=[f"e:{event_id}", message or b"", self.dedupe_ttl_s, ts, reason],
+        ))
+        if result == 3:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for state in ("OPENING", "ACTIVE"):
+                    pipe.zrem(self.k_state(state), cid)
+                pipe.zadd(self.k_state("CLOSING"), {cid: ts})
+                pipe.zadd(self.k_due, {cid: ts})
+                await pipe.execute()
+        elif result == 1:
+            await self.r.zadd(self.k_due, {cid: ts}, nx=True)
+        return result
+
+    async def queue_agent_message(self, cid: str, message: common_pb2.Message) -> bool:
+        """Queues an agent message sent through the API; False when a duplicate."""
+        res = await self.agent_event(cid, f"api:{message.id}", message.SerializeToString())
+        return res == 1
+
+    # -- reverse index, transcript ids ------------------------------------------------------
+    async def link_case(self, cid: str, connector: str, external_id: str) -> None:
+        await self.r.set(self.k_ext(connector, external_id), cid)
+
+    async def lookup_case(self, connector: str, external_id: str) -> str | None:
+        raw = await self.r.get(self.k_ext(connector, external_id))
+        return raw.decode() if raw else None
+
+    async def remember_transcript(self, cid: str, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.sadd(self.k_tx(cid), *ids)
+            pipe.expire(self.k_tx(cid), self.dedupe_ttl_s)
+            await pipe.execute()
+
+    async def in_transcript(self, cid: str, message_id: str) -> bool:
+        return bool(await self.r.sismember(self.k_tx(cid), message_id))
+
+    # -- leases and schedule ------------------------------------------------------------
+    async def acquire_lease(self, cid: str, ttl_ms: int) -> str | None:
+        token = uuid.uuid4().hex
+        ok = await self.r.set(self.k_lease(cid), token, nx=True, px=ttl_ms)
+        return token if ok else None
+
+    async def renew_lease(self, cid: str, token: str, ttl_ms: int) -> bool:
+        return bool(await self._renew(keys=[self.k_lease(cid)], args=[token, ttl_ms]))
+
+    async def release_lease(self, cid: str, token: str) -> None:
+        await self._release(keys=[self.k_lease(cid)], args=[token])
+
+    async def due(self, limit: int) -> list[str]:
+        raw = await self.r.zrangebyscore(self.k_due, "-inf", now_ms(), start=0, num=limit)
+        return [c.decode() for c in raw]
+
+    async def schedule(self, cid: str, at_ms: int) -> None:
+        await self.r.zadd(self.k_due, {cid: at_ms})
+
+    async def postpone_if_earlier(self, cid: str, at_ms: int) -> None:
+        """Moves an existing schedule entry later (another replica holds the lease)."""
+        await self.r.zadd(self.k_due, {cid: at_ms}, xx=True, gt=True)
+
+    async def unschedule(self, cid: str) -> None:
+        await self.r.zrem(self.k_due, cid)
+
+    # -- queues --------------------------------------------------------------------------
+    async def head(self, queue_key: str) -> bytes | None:
+        raw = await self.r.lindex(queue_key, 0)
+        return bytes(raw) if raw is not None else None
+
+    async def pop_head(self, cid: str, queue_key: str, token: str, expected: bytes) -> int:
+        """1 popped, 0 head changed, -1 lease lost."""
+        return int(await self._pop_head(keys=[queue_key, self.k_lease(cid)],
+                                        args=[token, expected]))
+
+    # -- dead letters ------------------------------------------------------------------------
+    async def dead_letter(self, cid: str, queue: str, queue_key: str, token: str,
+                          payload: bytes, reason: str, attempts: int) -> bool:
+        """Moves the head message to the dead letters (only if still head and leased)."""
+        popped = await self.pop_head(cid, queue_key, token, payload)
+        if popped != 1:
+            return False
+        dl_id = uuid.uuid4().hex
+        ts = now_ms()
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.hset(self.k_dl(dl_id), mapping={
+                "conversation_id": cid, "queue": queue, "message": payload,
+                "reason": reason[:500], "attempts": attempts, "dead_at": ts,
+            })
+            pipe.zadd(self.k_dlq, {dl_id: ts})
+            pipe.hincrby(self.k_h(cid), "dead_letters", 1)
+            await pipe.execute()
+        return True
+
+    async def list_dead_letters(self, cid: str, offset: int, limit: int
+                                ) -> tuple[list[DeadLetterRecord], int | None]:
+        ids = [i.decode() for i in await self.r.zrange(self.k_dlq, 0, -1)]
+        out: list[DeadLetterRecord] = []
+        matched = 0
+        for dl_id in ids:
+            rec = await self.get_dead_letter(dl_id)
+            if rec is None or (cid and rec.conversation_id != cid):
+                continue
+            if matched >= offset and len(out) < limit:
+                out.append(rec)
+            matched += 1
+            if len(out) >= limit and matched > offset + limit:
+                return out, offset + limit
+        return out, None
+
+    async def get_dead_letter(self, dl_id: str) -> DeadLetterRecord | None:
+        raw = await self.r.hgetall(self.k_dl(dl_id))
+        if not raw:
+            return None
+        f = {k.decode(): v for k, v in raw.items()}
+        return DeadLetterRecord(
+            id=dl_id, conversation_id=f[ "conversation_id"].decode(), queue=f["queue"].decode(),
+            message=bytes(f["message"]), reason=f["reason"].decode(),
+            attempts=int(f["attempts"]), dead_at_ms=int(f["dead_at"]),
+        )
+
+    async def replay_dead_letter(self, rec: DeadLetterRecord) -> None:
+        queue_key = self.k_in(rec.conversation_id) if rec.queue == "inbox" else self.k_out(
+            rec.conversation_id)
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.rpush(queue_key, rec.message)
+            pipe.hincrby(self.k_h(rec.conversation_id), "dead_letters", -1)
+            pipe.zrem(self.k_dlq, rec.id)
+            pipe.delete(self.k_dl(rec.id))
+            pipe.zadd(self.k_due, {rec.conversation_id: now_ms()})
+            await pipe.execute()
+
+    # -- listing ---------------------------------------------------------------------------
+    async def list_state(self, state: str, offset: int, limit: int) -> tuple[list[str], bool]:
+        raw = await self.r.zrevrange(self.k_state(state), offset, offset + limit)
+        ids = [c.decode() for c in raw]
+        return ids[:limit], len(ids) > limit

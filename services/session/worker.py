@@ -1,0 +1,543 @@
+"""The conversation worker: opens cases, delivers inbox and outbox in order, closes.
+
+A scheduler loop reads due conversations from Redis; for each one a task takes the
+conversation's lease (so exactly one replica works on it), runs one step of its state
+machine, and schedules the next step. Everything it needs to resume lives in Redis, so
+any process may be killed at any instant.
+
+One step, by state:
+
+- OPENING: history.GetTranscript → routing.Route → connector.OpenCase → ACTIVE.
+- ACTIVE: deliver the inbox to the CCaaS and the outbox to Infobip, head first; a
+  failing head is retried with back-off (its own timer per direction, so a CCaaS outage
+  never delays agent replies), dead-lettered after the budget or at once when the far
+  side says retrying cannot help.
+- CLOSING: drain what may still be delivered, then close the other side, then CLOSED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+
+from ccbridge.common.v1 import common_pb2
+from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
+from ccbridge.history.v1 import history_pb2, history_pb2_grpc
+from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
+from services._runtime.errors import RETRY_AFTER_METADATA, FarSideError
+from services._runtime.infobip import InfobipClient, InfobipNotFound
+from services._runtime.logging import conversation_id_var
+from services.session.settings import SessionSettings
+from services.session.store import HandoverRecord, SessionStore, now_ms
+
+log = logging.getLogger(__name__)
+
+# gRPC codes after which a retry can help.
+_RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED,
+}
+MAX_TEXT = 4096  # Infobip's documented content size limit
+
+
+@dataclass
+class StepFailure(Exception):
+    """A far-side call failed; ``retryable`` and ``retry_after`` steer the back-off."""
+
+    reason: str
+    retryable: bool
+    retry_after: float | None = None
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class LeaseLost(Exception):
+    """Another worker took the conversation over; stop touching it."""
+
+
+def _from_rpc_error(exc: grpc.aio.AioRpcError, what: str) -> StepFailure:
+    retry_after: float | None = None
+    for key, value in exc.trailing_metadata() or ():
+        if key == RETRY_AFTER_METADATA:
+            with contextlib.suppress(ValueError):
+                retry_after = float(value)
+    return StepFailure(f"{what}: {exc.code().name}: {exc.details()}",
+                       exc.code() in _RETRYABLE, retry_after)
+
+
+def _from_far_side(exc: FarSideError, what: str) -> StepFailure:
+    return StepFailure(f"{what}: {exc}", exc.retryable, exc.retry_after)
+
+
+class Peers:
+    """gRPC stubs of the services Session calls, plus the Infobip client."""
+
+    def __init__(self, history: history_pb2_grpc.HistoryServiceStub,
+                 routing: routing_pb2_grpc.RoutingServiceStub,
+                 connector: connector_pb2_grpc.ConnectorServiceStub,
+                 infobip: InfobipClient) -> None:
+        self.history = history
+        self.routing = routing
+        self.connector = connector
+        self.infobip = infobip
+
+
+class ConversationWorker:
+    """Schedules and runs conversation steps; see the module docstring."""
+
+    def __init__(self, store: SessionStore, peers: Peers, settings: SessionSettings) -> None:
+        self.store = store
+        self.peers = peers
+        self.s = settings
+        self._wake = asyncio.Event()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._sem = asyncio.Semaphore(settings.worker_concurrency)
+        self._stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._reconcile_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._schedule_loop(), name="scheduler")
+        self._reconcile_task = asyncio.create_task(self._reconcile_loop(), name="reconciler")
+
+    def wake(self) -> None:
+        """Called after this process accepted work, so delivery starts at once."""
+        self._wake.set()
+
+    async def stop(self, timeout_s: float) -> None:
+        """Stops taking new work and waits for in-flight steps (no half delivery)."""
+        self._stopping = True
+        self._wake.set()
+        for task in (self._loop_task, self._reconcile_task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._running:
+            _done, pending = await asyncio.wait(list(self._running.values()), timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+
+    # -- scheduling ------------------------------------------------------------------------
+    async def _schedule_loop(self) -> None:
+        poll = self.s.scheduler_poll_ms / 1000
+        while not self._stopping:
+            try:
+                due = await self.store.due(self.s.worker_concurrency * 2)
+            except Exception:
+                log.warning("cannot read the schedule; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            for cid in due:
+                if cid in self._running:
+                    continue
+                self._running[cid] = asyncio.create_task(self._run(cid), name=f"conv-{cid}")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), poll)
+
+    async def _run(self, cid: str) -> None:
+        try:
+            async with self._sem:
+                if not self._stopping:
+                    await self.run_step(cid)
+        except Exception:
+            log.exception("conversation step failed")
+            with contextlib.suppress(Exception):
+                await self.store.schedule(cid, now_ms() + 1000)
+        finally:
+            self._running.pop(cid, None)
+            self._wake.set()
+
+    @contextlib.asynccontextmanager
+    async def _lease(self, cid: str) -> AsyncIterator[str | None]:
+        ttl = self.s.lease_ttl_ms
+        token = await self.store.acquire_lease(cid, ttl)
+        if token is None:
+            yield None
+            return
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(ttl / 3000)
+                if not await self.store.renew_lease(cid, token, ttl):
+                    return
+
+        renewer = asyncio.create_task(renew())
+        try:
+            yield token
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            with contextlib.suppress(Exception):
+                await self.store.release_lease(cid, token)
+
+    async def run_step(self, cid: str) -> None:
+        """Runs one step for a conversation if its lease can be taken."""
+        conversation_id_var.set(cid)
+        async with self._lease(cid) as token:
+            if token is None:
+                # Another replica works on it; look again when its lease could expire.
+                await self.store.postpone_if_earlier(cid, now_ms() + self.s.lease_ttl_ms // 2)
+                return
+            try:
+                await self._step(cid, token)
+            except LeaseLost:
+                log.warning("lease lost; another worker continues")
+
+    async def _step(self, cid: str, token: str) -> None:
+        rec = await self.store.get(cid)
+        if rec is None:
+            await self.store.unschedule(cid)
+            return
+        if rec.state == "OPENING":
+            await self._open(rec, token)
+            rec = await self.store.get(cid) or rec
+        if rec.state in ("ACTIVE", "CLOSING"):
+            await self._deliver(rec, token)
+            rec = await self.store.get(cid) or rec
+        if rec.state == "CLOSING":
+            await self._close(rec, token)
+            rec = await self.store.get(cid) or rec
+        await self._reschedule(rec)
+
+    async def _reschedule(self, rec: HandoverRecord) -> None:
+        cid = rec.conversation_id
+        if rec.state in ("CLOSED", "FAILED"):
+            await self.store.unschedule(cid)
+            if rec.state == "CLOSED":
+                await self.store.finish_closed(cid)
+            return
+        inbox, outbox = await self.store.queue_lengths(cid)
+        times: list[int] = []
+        if rec.state == "OPENING":
+            times.append(rec.get_int("open_next_at"))
+        if inbox and rec.state in ("ACTIVE", "CLOSING"):
+            times.append(rec.get_int("in_next_at"))
+        if outbox and rec.state in ("ACTIVE", "CLOSING"):
+            times.append(rec.get_int("out_next_at"))
+        if rec.state == "CLOSING":
+            times.append(rec.get_int("close_next_at"))
+        if times:
+            await self.store.schedule(cid, max(min(times), now_ms()))
+            return
+        await self.store.unschedule(cid)
+        # Work accepted between our last look and the unschedule must not be stranded.
+        inbox, outbox = await self.store.queue_lengths(cid)
+        if inbox or outbox:
+            await self.store.schedule(cid, now_ms())
+
+    def _backoff_ms(self, attempts: int, retry_after: float | None) -> int:
+        base = min(self.s.retry_max_ms, self.s.retry_base_ms * (2 ** max(0, attempts - 1)))
+        delay = base / 2 + random.uniform(0, base / 2)  # jitter
+        if retry_after is not None:
+            delay = max(delay, retry_after * 1000)
+        return int(min(delay, max(self.s.retry_max_ms, (retry_after or 0) * 1000)))
+
+    # -- opening ---------------------------------------------------------------------------
+    async def _open(self, rec: HandoverRecord, token: str) -> None:
+        cid = rec.conversation_id
+        if rec.get_int("open_next_at") > now_ms():
+            return
+        try:
+            external_id, connector, decision, transcript = await self._open_case(rec)
+        except StepFailure as failure:
+            attempts = rec.get_int("open_attempts") + 1
+            if not failure.retryable or attempts >= self.s.open_max_attempts:
+                log.error("opening failed for good: %s", failure.reason)
+                await self.store.transition(
+                    cid, allowed=("OPENING",), new_state="FAILED", lease_token=token,
+                    values={"failure_reason": failure.reason[:500],
+                            "open_attempts": str(attempts)})
+                return
+            log.warning("opening failed (attempt %d), retrying: %s", attempts, failure.reason)
+            await self.store.transition(
+                cid, allowed=("OPENING",), lease_token=token,
+                values={"failure_reason": failure.reason[:500], "open_attempts": str(attempts),
+                        "open_next_at": str(now_ms() + self._backoff_ms(
+                            attempts, failure.retry_after))})
+            return
+        # Link first: agent events that arrive right after activation must resolve.
+        await self.store.link_case(cid, connector, external_id)
+        await self.store.remember_transcript(cid, [m.id for m in transcript.messages])
+        values = {
+            "connector": connector, "external_id": external_id,
+            "routing": json.dumps({"connector": decision.connector, "queue": decision.queue,
+                                   "priority": decision.priority,
+                                   "skills": list(decision.skills), "rule": decision.rule}),
+            "failure_reason": "", "open_attempts": "0", "opened_at": str(now_ms()),
+        }
+        if transcript.channel:
+            values["channel"] = transcript.channel
+        if transcript.end_user:
+            values["end_user"] = transcript.end_user
+            values["business_sender"] = transcript.business_sender
+        ok, prev = await self.store.transition(
+            cid, allowed=("OPENING",), new_state="ACTIVE", lease_token=token, values=values)
+        if not ok and prev == "CLOSING":
+            # Closed at Infobip while opening: keep the case id so the close reaches it.
+            await self.store.transition(cid, allowed=("CLOSING",), lease_token=token,
+                                        values={"connector": connector,
+                                                "external_id": external_id})
+        elif not ok:
+            raise LeaseLost()
+        log.info("handover active", extra={"connector": connector, "rule": decision.rule,
+                                          "transcript_messages": len(transcript.messages)})
+
+    async def _open_case(self, rec: HandoverRecord) -> tuple[
+            str, str, common_pb2.RoutingDecision, history_pb2.Transcript]:
+        cid = rec.conversation_id
+        timeout = self.s.grpc_timeout_s
+        try:
+            transcript = (await self.peers.history.GetTranscript(
+                history_pb2.GetTranscriptRequest(conversation_id=cid), timeout=timeout * 6
+            )).transcript
+        except grpc.aio.AioRpcError as exc:
+            raise _from_rpc_error(exc, "history.GetTranscript") from exc
+        tags, metadata = rec.tags, rec.metadata
+        if (tags or metadata) and not rec.get("annotated"):
+            try:
+                await self.peers.history.AnnotateConversation(
+                    history_pb2.AnnotateConversationRequest(
+                        conversation_id=cid, tags=tags, metadata=metadata), timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                # Context still reaches routing and the case; the Infobip copy is a nicety.
+                log.warning("could not annotate the Infobip conversation: %s", exc.code().name)
+        all_tags = list(dict.fromkeys([*transcript.tags, *tags]))
+        all_meta = {**dict(transcript.metadata), **metadata}
+        context = common_pb2.ConversationContext(
+            conversation_id=cid, channel=transcript.channel or rec.get("channel"),
+            tags=all_tags, metadata=all_meta,
+            end_user=transcript.end_user or rec.get("end_user"),
+            business_sender=transcript.business_sender or rec.get("business_sender"),
+            language=all_meta.get("language", all_meta.get("lang", "")),
+        )
+        try:
+            decision = (await self.peers.routing.Route(
+                routing_pb2.RouteRequest(context=context), timeout=timeout)).decision
+        except grpc.aio.AioRpcError as exc:
+            raise _from_rpc_error(exc, "routing.Route") from exc
+        case = connector_pb2.CaseInfo(
+            conversation_id=cid, channel=context.channel, end_user=context.end_user,
+            routing=decision, tags=all_tags, metadata=all_meta,
+            transcript=transcript.messages, transcript_truncated=transcript.truncated,
+        )
+        try:
+            opened = await self.peers.connector.OpenCase(
+                connector_pb2.OpenCaseRequest(connector=decision.connector, case=case,
+                                              idempotency_key=cid), timeout=timeout * 6)
+        except grpc.aio.AioRpcError as exc:
+            raise _from_rpc_error(exc, "connector.OpenCase") from exc
+        return opened.external_id, decision.connector, decision, transcript
+
+    # -- delivery --------------------------------------------------------------------------
+    async def _deliver(self, rec: HandoverRecord, token: str) -> None:
+        closed_by = rec.get("closed_by")
+        # After a CCaaS close, end-user messages have no case to go to; after an Infobip
+        # close, agent messages have no conversation. Both are dead-lettered, not dropped.
+        await self._drain(rec, token, "inbox", deliverable=not (
+            rec.state == "CLOSING" and closed_by == "CCAAS"))
+        await self._drain(rec, token, "outbox", deliverable=not (
+            rec.state == "CLOSING" and closed_by == "INFOBIP"))
+
+    async def _drain(self, rec: HandoverRecord, token: str, queue: str, *,
+                     deliverable: bool) -> None:
+        cid = rec.conversation_id
+        key = self.store.k_in(cid) if queue == "inbox" else self.store.k_out(cid)
+        prefix = "in" if queue == "inbox" else "out"
+        if rec.get_int(f"{prefix}_next_at") > now_ms():
+            return
+        attempts = rec.get_int(f"{prefix}_attempts")
+        delivered = 0
+        while not self._stopping and delivered < self.s.batch_per_step:
+            payload = await self.store.head(key)
+            if payload is None:
+                break
+            message = common_pb2.Message.FromString(payload)
+            if not deliverable:
+                reason = ("case closed before delivery" if queue == "inbox"
+                          else "conversation closed at Infobip before delivery")
+                await self.store.dead_letter(cid, queue, key, token, payload, reason, 0)
+                continue
+            if queue == "inbox" and await self.store.in_transcript(cid, message.id):
+                await self._pop(cid, key, token, payload)  # already in the case transcript
+                continue
+            try:
+                if queue == "inbox":
+                    await self._post_customer_message(rec, message)
+                else:
+                    await self._send_to_end_user(rec, message)
+            except StepFailure as failure:
+                attempts += 1
+                if not failure.retryable or attempts >= self.s.delivery_max_attempts:
+                    log.error("%s delivery gave up after %d attempts: %s", queue, attempts,
+                              failure.reason)
+                    await self.store.dead_letter(cid, queue, key, token, payload,
+                                                 failure.reason, attempts)
+                    attempts = 0
+                    await self.store.transition(
+                        cid, allowed=("ACTIVE", "CLOSING"), lease_token=token,
+                        values={f"{prefix}_attempts": "0", "failure_reason": failure.reason[:500],
+                                "flagged": "dead_letters"})
+                    continue
+                log.warning("%s delivery failed (attempt %d): %s", queue, attempts,
+                            failure.reason)
+                await self.store.transition(
+                    cid, allowed=("ACTIVE", "CLOSING"), lease_token=token,
+                    values={f"{prefix}_attempts": str(attempts),
+                            f"{prefix}_next_at": str(now_ms() + self._backoff_ms(
+                                attempts, failure.retry_after)),
+                            "failure_reason": failure.reason[:500]})
+                return
+            await self._pop(cid, key, token, payload)
+            delivered += 1
+            if attempts:
+                attempts = 0
+                await self.store.transition(cid, allowed=("ACTIVE", "CLOSING"),
+                                            lease_token=token,
+                                            values={f"{prefix}_attempts": "0",
+                                                    f"{prefix}_next_at": "0"})
+
+    async def _pop(self, cid: str, key: str, token: str, payload: bytes) -> None:
+        popped = await self.store.pop_head(cid, key, token, payload)
+        if popped == -1:
+            raise LeaseLost()
+
+    async def _post_customer_message(self, rec: HandoverRecord,
+                                     message: common_pb2.Message) -> None:
+        try:
+            await self.peers.connector.PostCustomerMessage(
+                connector_pb2.PostCustomerMessageRequest(
+                    connector=rec.get("connector"), external_id=rec.get("external_id"),
+                    conversation_id=rec.conversation_id, message=message,
+                    idempotency_key=message.id),
+                timeout=self.s.grpc_timeout_s * 3)
+        except grpc.aio.AioRpcError as exc:
+            raise _from_rpc_error(exc, "connector.PostCustomerMessage") from exc
+
+    async def _send_to_end_user(self, rec: HandoverRecord, message: common_pb2.Message) -> None:
+        channel, sender, end_user = rec.get("channel"), rec.get("business_sender"), rec.get(
+            "end_user")
+        if not (channel and sender and end_user):
+            raise StepFailure("end-user address unknown (no inbound message seen yet)",
+                              retryable=False)
+        content_type = message.content_type or "TEXT"
+        try:
+            content = json.loads(message.content_json or "{}")
+        except ValueError:
+            raise StepFailure("agent message content is not JSON", retryable=False) from None
+        parts = [content]
+        text = content.get("text") if isinstance(content, dict) else None
+        if content_type == "TEXT" and isinstance(text, str) and len(text) > MAX_TEXT:
+            parts = [{**content, "text": text[i:i + MAX_TEXT]}
+                     for i in range(0, len(text), MAX_TEXT)]
+        for part in parts:
+            body = {"channel": channel, "from": sender, "to": end_user,
+                    "contentType": content_type, "content": part}
+            try:
+                await self.peers.infobip.create_message(rec.conversation_id, body)
+            except FarSideError as exc:
+                raise _from_far_side(exc, "infobip.CreateMessage") from exc
+
+    # -- closing ---------------------------------------------------------------------------
+    async def _close(self, rec: HandoverRecord, token: str) -> None:
+        cid = rec.conversation_id
+        if rec.get_int("close_next_at") > now_ms():
+            return
+        inbox, outbox = await self.store.queue_lengths(cid)
+        if inbox or outbox:
+            return  # drain first; the next step comes back here
+        closed_by = rec.get("closed_by") or "OPERATOR"
+        try:
+            if closed_by in ("INFOBIP", "OPERATOR") and rec.get("external_id"):
+                try:
+                    await self.peers.connector.CloseCase(
+                        connector_pb2.CloseCaseRequest(
+                            connector=rec.get("connector"), external_id=rec.get("external_id"),
+                            conversation_id=cid, reason=rec.get("close_reason") or closed_by,
+                            idempotency_key=f"close:{cid}"),
+                        timeout=self.s.grpc_timeout_s * 3)
+                except grpc.aio.AioRpcError as exc:
+                    raise _from_rpc_error(exc, "connector.CloseCase") from exc
+            if closed_by in ("CCAAS", "OPERATOR"):
+                try:
+                    await self.peers.infobip.close_conversation(cid)
+                except InfobipNotFound:
+                    log.warning("conversation unknown at Infobip; closing the handover anyway")
+                except FarSideError as exc:
+                    raise _from_far_side(exc, "infobip.UpdateConversation") from exc
+        except StepFailure as failure:
+            attempts = rec.get_int("close_attempts") + 1
+            if failure.retryable and attempts < self.s.delivery_max_attempts:
+                await self.store.transition(
+                    cid, allowed=("CLOSING",), lease_token=token,
+                    values={"close_attempts": str(attempts), "failure_reason": failure.reason,
+                            "close_next_at": str(now_ms() + self._backoff_ms(
+                                attempts, failure.retry_after))})
+                return
+            log.error("close failed for good, marking closed and flagged: %s", failure.reason)
+            await self.store.transition(cid, allowed=("CLOSING",), new_state="CLOSED",
+                                        lease_token=token,
+                                        values={"failure_reason": failure.reason[:500],
+                                                "flagged": "close_failed"})
+            return
+        await self.store.transition(cid, allowed=("CLOSING",), new_state="CLOSED",
+                                    lease_token=token, values={"closed_at": str(now_ms())})
+        log.info("handover closed", extra={"closed_by": closed_by})
+
+    # -- reconciler ------------------------------------------------------------------------
+    async def _reconcile_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.s.reconcile_interval_s)
+            try:
+                await self.reconcile_once()
+            except Exception:
+                log.warning("reconcile round failed", exc_info=True)
+
+    async def reconcile_once(self) -> dict[str, int]:
+        """Repairs the schedule and closes handovers whose Infobip conversation was closed
+        without us hearing of it (a missed webhook must not keep a case open forever)."""
+        stats = {"rescheduled": 0, "closed": 0}
+        for state in ("OPENING", "ACTIVE", "CLOSING"):
+            offset = 0
+            while True:
+                ids, more = await self.store.list_state(state, offset, 500)
+                for cid in ids:
+                    rec = await self.store.get(cid)
+                    if rec is None or rec.state != state:
+                        await self.store.r.zrem(self.store.k_state(state), cid)
+                        continue
+                    inbox, outbox = await self.store.queue_lengths(cid)
+                    if (state != "ACTIVE" or inbox or outbox) and await self.store.r.zscore(
+                            self.store.k_due, cid) is None:
+                        await self.store.schedule(cid, now_ms())
+                        stats["rescheduled"] += 1
+                    if state == "ACTIVE" and self.s.reconcile_infobip:
+                        try:
+                            conv = await self.peers.infobip.get_conversation(cid)
+                        except FarSideError:
+                            continue
+                        if str(conv.get("status", "")).upper() == "CLOSED":
+                            ok, _ = await self.store.transition(
+                                cid, allowed=("ACTIVE",), new_state="CLOSING", due=True,
+                                values={"closed_by": "INFOBIP",
+                                        "close_reason": "reconciler: closed at Infobip"})
+                            stats["closed"] += int(ok)
+                if not more:
+                    break
+                offset += 500
+        if stats["rescheduled"] or stats["closed"]:
+            log.info("reconciled", extra=stats)
+            self.wake()
+        return stats
