@@ -6,6 +6,7 @@ every problem so that one error names every missing or invalid key.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -35,11 +36,11 @@ class EnvReader:
     Call :meth:`done` at the end: it raises one :class:`SettingsError` for everything wrong.
     """
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
+    def __init__(self, environ: Mapping[builtins.str, builtins.str]) -> None:
         self._env = environ
-        self.errors: list[str] = []
+        self.errors: builtins.list[builtins.str] = []
 
-    def str(self, key: str, default: str | None = None) -> str:
+    def str(self, key: builtins.str, default: builtins.str | None = None) -> builtins.str:
         raw = self._env.get(key)
         if raw is None or raw == "":
             if default is None:
@@ -48,11 +49,11 @@ class EnvReader:
             return default
         return raw
 
-    def optional(self, key: str) -> str | None:
+    def optional(self, key: builtins.str) -> builtins.str | None:
         raw = self._env.get(key)
         return raw if raw else None
 
-    def secret(self, key: str, *, required: bool = True, default: str = "") -> Secret:
+    def secret(self, key: builtins.str, *, required: builtins.bool = True, default: builtins.str = "") -> Secret:
         raw = self._env.get(key, "")
         if not raw:
             if required:
@@ -60,8 +61,8 @@ class EnvReader:
             return Secret(default)
         return Secret(raw)
 
-    def int(self, key: str, default: int, *, minimum: int | None = None,
-            maximum: int | None = None) -> int:
+    def int(self, key: builtins.str, default: builtins.int, *, minimum: builtins.int | None = None,
+            maximum: builtins.int | None = None) -> builtins.int:
         raw = self._env.get(key)
         if raw is None or raw == "":
             return default
@@ -76,7 +77,7 @@ class EnvReader:
             self.errors.append(f"{key} must be <= {maximum}, got {value}")
         return value
 
-    def float(self, key: str, default: float, *, minimum: float | None = None) -> float:
+    def float(self, key: builtins.str, default: builtins.float, *, minimum: builtins.float | None = None) -> builtins.float:
         raw = self._env.get(key)
         if raw is None or raw == "":
             return default
@@ -89,7 +90,7 @@ class EnvReader:
             self.errors.append(f"{key} must be >= {minimum}, got {value}")
         return value
 
-    def bool(self, key: str, default: bool) -> bool:
+    def bool(self, key: builtins.str, default: builtins.bool) -> builtins.bool:
         raw = self._env.get(key)
         if raw is None or raw == "":
             return default
@@ -101,20 +102,20 @@ class EnvReader:
         self.errors.append(f"{key} must be true or false, got {raw!r}")
         return default
 
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(self, key: builtins.str, default: builtins.str, choices: builtins.tuple[builtins.str, ...]) -> builtins.str:
         value = self.str(key, default)
         if value not in choices:
             self.errors.append(f"{key} must be one of {', '.join(choices)}, got {value!r}")
             return default
         return value
 
-    def list(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    def list(self, key: builtins.str, default: builtins.tuple[builtins.str, ...] = ()) -> builtins.tuple[builtins.str, ...]:
         raw = self._env.get(key)
         if raw is None or raw.strip() == "":
             return default
         return tuple(item.strip() for item in raw.split(",") if item.strip())
 
-    def done(self, what: str) -> None:
+    def done(self, what: builtins.str) -> None:
         if self.errors:
             raise SettingsError(f"invalid {what} settings: " + "; ".join(self.errors))
 

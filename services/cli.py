@@ -1,0 +1,172 @@
+"""The ``ccbridge`` command.
+
+``ccbridge serve <component>``   run one component in this process (what a pod runs)
+``ccbridge up [--demo]``         run the whole mesh locally as separate processes
+``ccbridge sim infobip|ccaas``   run a simulator
+``ccbridge handovers ...``       look up, list, close handovers (gRPC, for operators)
+``ccbridge dead-letters ...``    list and replay dead letters
+``ccbridge infobip ...``         point an Infobip account at the gateway
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from ccbridge.session.v1 import session_pb2, session_pb2_grpc
+from services.cli_infobip import add_infobip_commands
+
+COMPONENTS = ("gateway", "session", "history", "routing", "connector")
+_MODULES = {"gateway": "gateway.__main__", "session": "services.session.__main__",
+            "history": "services.history.__main__", "routing": "services.routing.__main__",
+            "connector": "services.connector.__main__"}
+_STATES = {name.removeprefix("HANDOVER_STATE_"): value
+           for name, value in session_pb2.HandoverState.items() if value}
+
+
+def _serve(args: argparse.Namespace) -> int:
+    module = importlib.import_module(_MODULES[args.component])
+    module.main()
+    return 0
+
+
+def _sim(args: argparse.Namespace) -> int:
+    module = importlib.import_module(
+        "simulators.infobip.__main__" if args.which == "infobip" else "simulators.ccaas.__main__")
+    module.main(args.rest)
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from services.localrun import run_up
+
+    return run_up(demo=args.demo, data_dir=args.data_dir, keep_running=not args.once)
+
+
+def _session_stub(addr: str) -> tuple[grpc.Channel, session_pb2_grpc.SessionServiceStub]:
+    channel = grpc.insecure_channel(addr)
+    return channel, session_pb2_grpc.SessionServiceStub(channel)
+
+
+def _print(message: object) -> None:
+    print(json.dumps(MessageToDict(message, preserving_proto_field_name=True),  # type: ignore[arg-type]
+                     indent=2, sort_keys=True))
+
+
+def _handovers(args: argparse.Namespace) -> int:
+    channel, stub = _session_stub(args.session)
+    with channel:
+        try:
+            if args.action == "get":
+                _print(stub.GetHandover(session_pb2.GetHandoverRequest(
+                    conversation_id=args.conversation_id), timeout=10))
+            elif args.action == "list":
+                _print(stub.ListHandovers(session_pb2.ListHandoversRequest(
+                    state=_STATES[args.state.upper()], page_size=args.limit,
+                    page_token=args.page_token), timeout=10))
+            elif args.action == "close":
+                _print(stub.CloseHandover(session_pb2.CloseHandoverRequest(
+                    conversation_id=args.conversation_id,
+                    initiator=session_pb2.CLOSE_INITIATOR_OPERATOR, reason=args.reason),
+                    timeout=10))
+            elif args.action == "retry":
+                _print(stub.RetryHandover(session_pb2.RetryHandoverRequest(
+                    conversation_id=args.conversation_id), timeout=10))
+        except grpc.RpcError as exc:
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            return 1
+    return 0
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    channel, stub = _session_stub(args.session)
+    with channel:
+        try:
+            if args.action == "list":
+                _print(stub.ListDeadLetters(session_pb2.ListDeadLettersRequest(
+                    conversation_id=args.conversation_id or "", page_size=args.limit),
+                    timeout=10))
+            else:
+                _print(stub.ReplayDeadLetter(session_pb2.ReplayDeadLetterRequest(id=args.id),
+                                             timeout=10))
+        except grpc.RpcError as exc:
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ccbridge",
+        description="Hands Infobip chatbot conversations to agents in any contact center.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run one component (settings from the environment)")
+    serve.add_argument("component", choices=COMPONENTS)
+    serve.set_defaults(func=_serve)
+
+    up = sub.add_parser("up", help="run every component locally as separate processes")
+    up.add_argument("--demo", action="store_true",
+                    help="also start the Infobip and CCaaS simulators and play a handover")
+    up.add_argument("--data-dir", default=os.environ.get("CCBRIDGE_DATA_DIR", ".ccbridge"),
+                    help="where the embedded Redis keeps its AOF and logs go "
+                         "(default .ccbridge, or CCBRIDGE_DATA_DIR)")
+    up.add_argument("--once", action="store_true",
+                    help="with --demo: stop after the demo instead of waiting for Ctrl-C")
+    up.set_defaults(func=_up)
+
+    sim = sub.add_parser("sim", help="run a simulator (pass --help after the name)")
+    sim.add_argument("which", choices=("infobip", "ccaas"))
+    sim.add_argument("rest", nargs=argparse.REMAINDER)
+    sim.set_defaults(func=_sim)
+
+    session_addr = os.environ.get("SESSION_ADDR", "127.0.0.1:50051")
+    ho = sub.add_parser("handovers", help="look up, list, close or retry handovers")
+    ho.add_argument("--session", default=session_addr, help="Session gRPC address")
+    ho_sub = ho.add_subparsers(dest="action", required=True)
+    get = ho_sub.add_parser("get")
+    get.add_argument("conversation_id")
+    lst = ho_sub.add_parser("list")
+    lst.add_argument("--state", default="ACTIVE", choices=[s.lower() for s in _STATES]
+                     + list(_STATES))
+    lst.add_argument("--limit", type=int, default=50)
+    lst.add_argument("--page-token", default="")
+    close = ho_sub.add_parser("close")
+    close.add_argument("conversation_id")
+    close.add_argument("--reason", default="operator")
+    retry = ho_sub.add_parser("retry")
+    retry.add_argument("conversation_id")
+    ho.set_defaults(func=_handovers)
+
+    dl = sub.add_parser("dead-letters", help="list or replay dead letters")
+    dl.add_argument("--session", default=session_addr, help="Session gRPC address")
+    dl_sub = dl.add_subparsers(dest="action", required=True)
+    dl_list = dl_sub.add_parser("list")
+    dl_list.add_argument("--conversation-id")
+    dl_list.add_argument("--limit", type=int, default=50)
+    dl_replay = dl_sub.add_parser("replay")
+    dl_replay.add_argument("id")
+    dl.set_defaults(func=_dead_letters)
+
+    add_infobip_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except KeyboardInterrupt:
+        code = 130
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

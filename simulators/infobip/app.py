@@ -1,0 +1,350 @@
+"""The Starlette app of the Infobip simulator: the HTTP surface over
+:class:`~simulators.infobip.state.InfobipSimState`.
+
+API routes (``/ccaas/1/...``, ``/subscriptions/1/...``) require ``Authorization: App
+<key>`` and answer Infobip's shapes; injected failures and the Get Messages page delay
+apply to them only. Control routes (``/_sim/...``) take and return JSON without
+authentication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from simulators.infobip.state import (
+    Failure,
+    InfobipSimState,
+    SimError,
+    bad_request,
+)
+from simulators.infobip.webhooks import DeliveryResult
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+_MAX_BODY = 1024 * 1024
+
+
+def _error_response(exc: SimError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > _MAX_BODY:
+        raise SimError(413, "BAD_REQUEST", "Request body too large")
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise bad_request(text="Request body is not valid JSON") from None
+
+
+def _query(request: Request) -> dict[str, list[str]]:
+    query: dict[str, list[str]] = {}
+    for key, value in request.query_params.multi_items():
+        query.setdefault(key, []).append(value)
+    return query
+
+
+def _results(results: list[DeliveryResult]) -> dict[str, Any]:
+    """The delivery outcome the control API reports (first legacy / event status)."""
+    legacy = next((r for r in results if r.kind == "legacy"), None)
+    event = next((r for r in results if r.kind == "event"), None)
+    return {
+        "webhook_status": legacy.status if legacy else None,
+        "event_status": event.status if event else None,
+        "deliveries": [r.to_api() for r in results],
+    }
+
+
+def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key") -> Starlette:
+    """Builds the simulator app around ``state`` (a fresh one when None).
+
+    The app's lifespan closes the state's webhook client on shutdown; when the app runs
+    under ``httpx.ASGITransport`` (no lifespan), call ``await state.aclose()`` yourself.
+    """
+    sim = state if state is not None else InfobipSimState()
+    expected = f"App {api_key}".encode()
+
+    def api(handler: Handler) -> Handler:
+        async def wrapped(request: Request) -> Response:
+            supplied = request.headers.get("authorization", "")
+            scheme, _, key = supplied.partition(" ")
+            if scheme.lower() != "app" or not hmac.compare_digest(
+                    f"App {key.strip()}".encode(), expected):
+                return _error_response(SimError(401, "UNAUTHORIZED", "Invalid login details"))
+            failure = sim.take_failure(request.method, request.url.path)
+            if failure is not None:
+                if failure.delay_ms:
+                    await asyncio.sleep(failure.delay_ms / 1000)
+                if failure.status:
+                    return _error_response(failure.error())
+            try:
+                return await handler(request)
+            except SimError as exc:
+                return _error_response(exc)
+
+        return wrapped
+
+    def control(handler: Handler) -> Handler:
+        async def wrapped(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except SimError as exc:
+                return _error_response(exc)
+
+        return wrapped
+
+    # -- API ------------------------------------------------------------------------------
+
+    async def list_conversations(request: Request) -> Response:
+        return JSONResponse(sim.list_conversations(_query(request)))
+
+    async def get_conversation(request: Request) -> Response:
+        return JSONResponse(sim.get_conversation(request.path_params["cid"]))
+
+    async def update_conversation(request: Request) -> Response:
+        body = await _json_body(request)
+        conversation, deliveries = sim.update_conversation(
+            request.path_params["cid"], body, partial=request.method == "PATCH")
+        sim.sender.post_in_background(deliveries)
+        return JSONResponse(conversation)
+
+    async def list_messages(request: Request) -> Response:
+        page = sim.list_messages(request.path_params["cid"], _query(request))
+        if sim.page_delay_ms:
+            await asyncio.sleep(sim.page_delay_ms / 1000)
+        return JSONResponse(page)
+
+    async def create_message(request: Request) -> Response:
+        body = await _json_body(request)
+        agent_id = request.headers.get("x-agent-id") or None
+        return JSONResponse(sim.create_message(request.path_params["cid"], body, agent_id))
+
+    async def add_tag(request: Request) -> Response:
+        return JSONResponse(sim.add_tag(request.path_params["cid"], await _json_body(request)))
+
+    async def remove_tag(request: Request) -> Response:
+        return JSONResponse(sim.remove_tag(request.path_params["cid"],
+                                           request.path_params["name"]))
+
+    async def metadata(request: Request) -> Response:
+        cid = request.path_params["cid"]
+        if request.method == "GET":
+            return JSONResponse(sim.get_metadata(cid))
+        if request.method == "DELETE":
+            return JSONResponse(sim.delete_metadata(cid))
+        body = await _json_body(request)
+        return JSONResponse(sim.set_metadata(cid, body, merge=request.method == "PATCH"))
+
+    async def tags(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse(sim.list_tags(_query(request)))
+        return JSONResponse(sim.create_tag(await _json_body(request)))
+
+    async def delete_tag(request: Request) -> Response:
+        return JSONResponse(sim.delete_tag(request.path_params["name"]))
+
+    async def account_configuration(request: Request) -> Response:
+        return JSONResponse(sim.set_account_configuration(await _json_body(request)))
+
+    async def subscriptions(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse(sim.list_subscriptions())
+        created = sim.create_subscription(await _json_body(request))
+        return JSONResponse(created, status_code=201)
+
+    async def subscription(request: Request) -> Response:
+        sid = request.path_params["sid"]
+        if request.method == "DELETE":
+            sim.delete_subscription(sid)
+            return Response(status_code=204)
+        return JSONResponse(sim.get_subscription(sid))
+
+    # -- control --------------------------------------------------------------------------
+
+    async def sim_health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def sim_reset(request: Request) -> Response:
+        sim.reset()
+        return JSONResponse({"status": "reset"})
+
+    async def sim_config(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse(sim.config())
+        body = await _json_body(request)
+        if not isinstance(body, Mapping):
+            raise bad_request(text="Request body must be a JSON object")
+        return JSONResponse(sim.set_config(body))
+
+    async def sim_failures(request: Request) -> Response:
+        if request.method == "DELETE":
+            sim.clear_failures()
+            return JSONResponse({"failures": []})
+        if request.method == "GET":
+            return JSONResponse({"failures": sim.config()["failures"]})
+        body = await _json_body(request) or {}
+        if not isinstance(body, Mapping):
+            raise bad_request(text="Request body must be a JSON object")
+        sim.inject_failure(_parse_failure(body))
+        return JSONResponse({"failures": sim.config()["failures"]})
+
+    async def sim_create_conversation(request: Request) -> Response:
+        body = await _json_body(request) or {}
+        if not isinstance(body, Mapping):
+            raise bad_request(text="Request body must be a JSON object")
+        kwargs = _conversation_kwargs(body)
+        conversation = sim.create_conversation(**kwargs)
+        return JSONResponse(sim.snapshot(conversation.id))
+
+    async def sim_conversation(request: Request) -> Response:
+        return JSONResponse(sim.snapshot(request.path_params["cid"]))
+
+    async def sim_send(request: Request) -> Response:
+        body = await _json_body(request) or {}
+        if not isinstance(body, Mapping):
+            raise bad_request(text="Request body must be a JSON object")
+        content_type, content = _end_user_content(body)
+        message, deliveries = sim.end_user_message(request.path_params["cid"], content_type,
+                                                   content)
+        results = await sim.sender.post_all(deliveries)
+        return JSONResponse({"conversationId": message["conversationId"], "message": message,
+                             **_results(results)})
+
+    async def sim_close(request: Request) -> Response:
+        already, deliveries = sim.close_from_infobip(request.path_params["cid"])
+        results = await sim.sender.post_all(deliveries)
+        return JSONResponse({"alreadyClosed": already, **_results(results)})
+
+    async def sim_agent_messages(request: Request) -> Response:
+        return JSONResponse({"messages": sim.agent_messages(request.path_params["cid"])})
+
+    conversation_path = "/ccaas/1/conversations/{cid}"
+    routes = [
+        Route("/ccaas/1/conversations", api(list_conversations), methods=["GET"]),
+        Route(conversation_path, api(get_conversation), methods=["GET"]),
+        Route(conversation_path, api(update_conversation), methods=["PUT", "PATCH"]),
+        Route(conversation_path + "/messages", api(list_messages), methods=["GET"]),
+        Route(conversation_path + "/messages", api(create_message), methods=["POST"]),
+        Route(conversation_path + "/tags", api(add_tag), methods=["POST"]),
+        Route(conversation_path + "/tags/{name}", api(remove_tag), methods=["DELETE"]),
+        Route(conversation_path + "/metadata", api(metadata),
+              methods=["GET", "PUT", "PATCH", "DELETE"]),
+        Route("/ccaas/1/tags", api(tags), methods=["GET", "POST"]),
+        Route("/ccaas/1/tags/{name}", api(delete_tag), methods=["DELETE"]),
+        Route("/ccaas/1/account/configuration", api(account_configuration), methods=["PUT"]),
+        Route("/subscriptions/1/subscription/CUSTOMER_ENGAGEMENT", api(subscriptions),
+              methods=["GET", "POST"]),
+        Route("/subscriptions/1/subscription/CUSTOMER_ENGAGEMENT/{sid}", api(subscription),
+              methods=["GET", "DELETE"]),
+        Route("/_sim/health", control(sim_health), methods=["GET"]),
+        Route("/_sim/reset", control(sim_reset), methods=["POST"]),
+        Route("/_sim/config", control(sim_config), methods=["GET", "PUT"]),
+        Route("/_sim/failures", control(sim_failures), methods=["GET", "POST", "DELETE"]),
+        Route("/_sim/conversations", control(sim_create_conversation), methods=["POST"]),
+        Route("/_sim/conversations/{cid}", control(sim_conversation), methods=["GET"]),
+        Route("/_sim/conversations/{cid}/send", control(sim_send), methods=["POST"]),
+        Route("/_sim/conversations/{cid}/close", control(sim_close), methods=["POST"]),
+        Route("/_sim/conversations/{cid}/agent-messages", control(sim_agent_messages),
+              methods=["GET"]),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        message_id = {404: "NOT_FOUND", 405: "BAD_REQUEST"}.get(status, "GENERAL_ERROR")
+        return _error_response(SimError(status, message_id,
+                                        "Not found" if status == 404 else "Bad request"))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await sim.aclose()
+
+    app = Starlette(routes=routes, exception_handlers={404: http_error, 405: http_error},
+                    lifespan=lifespan)
+    app.state.sim = sim
+    return app
+
+
+def _parse_failure(body: Mapping[str, Any]) -> Failure:
+    errors: dict[str, list[str]] = {}
+    count = body.get("count", 1)
+    status = body.get("status", 429)
+    retry_after = body.get("retry_after")
+    delay_ms = body.get("delay_ms", 0)
+    shape = body.get("shape", "requestError")
+    if not isinstance(count, int) or count < 1:
+        errors["count"] = ["must be a positive integer"]
+    if not isinstance(status, int) or not (status == 0 or 400 <= status <= 599):
+        errors["status"] = ["must be 0 (delay only) or an HTTP error status 400-599"]
+    if retry_after is not None and (not isinstance(retry_after, (int, float))
+                                    or retry_after < 0):
+        errors["retry_after"] = ["must be a non-negative number of seconds"]
+    if not isinstance(delay_ms, int) or delay_ms < 0:
+        errors["delay_ms"] = ["must be a non-negative integer"]
+    if shape not in ("requestError", "status"):
+        errors["shape"] = ["must be requestError or status"]
+    if errors:
+        raise bad_request(errors)
+    return Failure(
+        remaining=count, status=status,
+        retry_after=float(retry_after) if retry_after is not None else None,
+        method=str(body.get("method") or "").upper(),
+        path_prefix=str(body.get("path_prefix") or ""), shape=shape, delay_ms=delay_ms,
+    )
+
+
+def _conversation_kwargs(body: Mapping[str, Any]) -> dict[str, Any]:
+    history = body.get("history", 0)
+    if not isinstance(history, int):
+        raise bad_request({"history": ["must be an integer"]})
+    kwargs: dict[str, Any] = {"history": history}
+    for key, name in (("channel", "channel"), ("end_user", "end_user"),
+                      ("endUser", "end_user"), ("business_sender", "business_sender"),
+                      ("businessSender", "business_sender"), ("id", "conversation_id"),
+                      ("status", "status"), ("topic", "topic"), ("agent_id", "agent_id"),
+                      ("queue_id", "queue_id")):
+        value = body.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value:
+            raise bad_request({key: ["must be a non-empty string"]})
+        kwargs[name] = value
+    tags = body.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise bad_request({"tags": ["must be a list of strings"]})
+    kwargs["tags"] = tags
+    metadata = body.get("metadata", {})
+    if not isinstance(metadata, Mapping) or not all(isinstance(v, str)
+                                                    for v in metadata.values()):
+        raise bad_request({"metadata": ["must be an object of strings"]})
+    kwargs["metadata"] = dict(metadata)
+    return kwargs
+
+
+def _end_user_content(body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    content = body.get("content")
+    if content is not None:
+        content_type = body.get("contentType", "TEXT")
+        if not isinstance(content, Mapping) or not isinstance(content_type, str):
+            raise bad_request({"content": ["must be an object, with contentType a string"]})
+        return content_type, dict(content)
+    text = body.get("text")
+    if not isinstance(text, str) or not text:
+        raise bad_request({"text": ["give text, or contentType and content"]})
+    return "TEXT", {"text": text}

@@ -1,0 +1,274 @@
+"""The Infobip client against the Infobip simulator (in-process, and over loopback HTTP)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from services._runtime.infobip import (
+    InfobipClient,
+    InfobipError,
+    InfobipNotFound,
+    parse_error_body,
+)
+from services._runtime.settings import Secret
+from simulators.infobip import Failure
+from simulators.infobip.server import start_server
+from tests.simulators.infobip.harness import API_KEY, Sim, running_sim
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Sim]:
+    async with running_sim() as sim:
+        yield sim
+
+
+@pytest.fixture
+async def client(sim: Sim) -> AsyncIterator[InfobipClient]:
+    client = sim.client(max_retries=3)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def test_parse_error_body_accepts_both_shapes() -> None:
+    assert parse_error_body({"requestError": {"serviceException": {
+        "messageId": "NOT_FOUND", "text": "No such entity"}}}) == ("NOT_FOUND", "No such entity")
+    assert parse_error_body({"statusCode": "ERROR", "message": "Oops"}) == ("ERROR", "Oops")
+    assert parse_error_body("<html>") == ("", "")
+
+
+async def test_reads_conversation_and_messages(sim: Sim, client: InfobipClient) -> None:
+    conversation = sim.state.create_conversation(history=5, topic="billing")
+    fetched = await client.get_conversation(conversation.id)
+    assert fetched["id"] == conversation.id and fetched["status"] == "OPEN"
+    page = await client.get_messages(conversation.id, limit=3)
+    assert len(page["messages"]) == 3
+    assert page["pagination"]["totalItems"] == 5
+    created = [m["createdAt"] for m in page["messages"]]
+    assert created == sorted(created, reverse=True)
+
+
+async def test_unknown_conversation_is_not_found(client: InfobipClient) -> None:
+    with pytest.raises(InfobipNotFound) as caught:
+        await client.get_conversation("does-not-exist")
+    assert caught.value.status == 400
+    assert caught.value.message_id == "NOT_FOUND"
+    assert not caught.value.retryable
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_request_error_shape_is_parsed(sim: Sim, client: InfobipClient) -> None:
+    conversation = sim.state.create_conversation(history=1)
+    body = {"channel": "WHATSAPP", "from": "447492263897", "to": conversation.end_user,
+            "contentType": "TEXT", "content": {"text": "x" * 4097}}
+    with pytest.raises(InfobipError) as caught:
+        await client.create_message(conversation.id, body)
+    assert caught.value.status == 400
+    assert caught.value.message_id == "BAD_REQUEST"
+    assert caught.value.text == "Bad request"
+    assert not caught.value.retryable
+    assert caught.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_status_error_shape_is_parsed(sim: Sim) -> None:
+    conversation = sim.state.create_conversation(history=1)
+    sim.state.inject_failure(Failure(remaining=1, status=500, shape="status"))
+    client = sim.client(max_retries=0)
+    try:
+        with pytest.raises(InfobipError) as caught:
+            await client.get_conversation(conversation.id)
+    finally:
+        await client.aclose()
+    assert caught.value.status == 500
+    assert caught.value.message_id == "ERROR"
+    assert caught.value.text.startswith("Something went wrong")
+    assert caught.value.retryable
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_bad_api_key_is_unauthorized(sim: Sim) -> None:
+    client = InfobipClient("http://infobip.test", Secret("wrong"), transport=sim.transport())
+    try:
+        with pytest.raises(InfobipError) as caught:
+            await client.get_conversation("x")
+    finally:
+        await client.aclose()
+    assert caught.value.status == 401
+    assert caught.value.message_id == "UNAUTHORIZED"
+    assert not caught.value.retryable
+    assert "wrong" not in str(caught.value)
+
+
+async def test_429_with_retry_after_then_success(sim: Sim, client: InfobipClient) -> None:
+    conversation = sim.state.create_conversation(history=3)
+    sim.state.inject_failure(Failure(remaining=2, status=429, retry_after=1, method="GET",
+                                     path_prefix=f"/ccaas/1/conversations/{conversation.id}"))
+    page = await client.get_messages(conversation.id)
+    assert len(page["messages"]) == 3
+    assert sim.state.failures == []  # both injected 429s were answered before success
+
+
+async def test_429_without_retries_carries_retry_after(sim: Sim) -> None:
+    conversation = sim.state.create_conversation(history=1)
+    sim.state.inject_failure(Failure(remaining=1, status=429, retry_after=7))
+    client = sim.client(max_retries=0)
+    try:
+        with pytest.raises(InfobipError) as caught:
+            await client.get_messages(conversation.id)
+    finally:
+        await client.aclose()
+    assert caught.value.status == 429
+    assert caught.value.message_id == "TOO_MANY_REQUESTS"
+    assert caught.value.retryable
+    assert caught.value.retry_after == 7.0
+
+
+async def test_retry_after_beyond_the_cap_is_left_to_the_caller(sim: Sim) -> None:
+    conversation = sim.state.create_conversation(history=1)
+    sim.state.inject_failure(Failure(remaining=5, status=503, retry_after=60))
+    client = sim.client(max_retries=3, backoff_cap_s=2.0)
+    try:
+        with pytest.raises(InfobipError) as caught:
+            await client.get_conversation(conversation.id)
+    finally:
+        await client.aclose()
+    assert caught.value.retry_after == 60.0
+    assert sim.state.failures[0].remaining == 4  # one attempt, no retry
+
+
+async def test_backoff_never_earlier_than_retry_after() -> None:
+    client = InfobipClient("http://x", Secret("k"), backoff_base_s=0.01, backoff_cap_s=5.0)
+    try:
+        for attempt in range(5):
+            delay = client._backoff(attempt, 3.0)
+            assert delay is not None and delay >= 3.0
+            plain = client._backoff(attempt, None)
+            assert plain is not None and 0 <= plain <= 5.0
+        assert client._backoff(0, 6.0) is None
+    finally:
+        await client.aclose()
+
+
+async def test_5xx_reads_are_retried(sim: Sim, client: InfobipClient) -> None:
+    conversation = sim.state.create_conversation(history=2)
+    sim.state.inject_failure(Failure(remaining=2, status=500))
+    assert (await client.get_conversation(conversation.id))["id"] == conversation.id
+
+
+async def test_create_message_is_not_retried(sim: Sim, client: InfobipClient) -> None:
+    conversation = sim.state.create_conversation(history=2)
+    sim.state.inject_failure(Failure(remaining=1, status=500, method="POST"))
+    body = {"channel": conversation.channel, "from": conversation.business_sender,
+            "to": conversation.end_user, "contentType": "TEXT", "content": {"text": "Hello"}}
+    with pytest.raises(InfobipError) as caught:
+        await client.create_message(conversation.id, body)
+    assert caught.value.retryable
+    assert sim.state.agent_messages(conversation.id) == []
+    created = await client.create_message(conversation.id, body)
+    assert created["direction"] == "OUTBOUND"
+    assert [m["id"] for m in sim.state.agent_messages(conversation.id)] == [created["id"]]
+
+
+async def test_create_message_sends_agent_id(sim: Sim) -> None:
+    conversation = sim.state.create_conversation(history=2)
+    client = sim.client(agent_id="agent-7")
+    try:
+        await client.create_message(conversation.id, {
+            "channel": conversation.channel, "from": conversation.business_sender,
+            "to": conversation.end_user, "contentType": "TEXT", "content": {"text": "Hi"}})
+    finally:
+        await client.aclose()
+    [sent] = sim.state.agent_messages(conversation.id)
+    assert sent["agentIdHeader"] == "agent-7" and sent["authorType"] == "AGENT"
+
+
+async def test_timeout_is_retryable(sim: Sim) -> None:
+    conversation = sim.state.create_conversation(history=1)
+    sim.state.page_delay_ms = 2000
+    client = sim.client(timeout_s=0.2, max_retries=0)
+    try:
+        with pytest.raises(InfobipError) as caught:
+            await client.get_messages(conversation.id)
+    finally:
+        await client.aclose()
+    assert caught.value.status is None
+    assert caught.value.retryable
+    assert "timed out" in str(caught.value)
+
+
+async def test_timeout_and_connection_errors_over_real_http() -> None:
+    server = await start_server(api_key=API_KEY)
+    try:
+        conversation = server.state.create_conversation(history=1)
+        server.state.inject_failure(Failure(remaining=1, status=0, delay_ms=2000))
+        client = InfobipClient(server.url, Secret(API_KEY), timeout_s=0.2, max_retries=0)
+        try:
+            with pytest.raises(InfobipError) as caught:
+                await client.get_conversation(conversation.id)
+            assert caught.value.status is None and caught.value.retryable
+            # The next call is not delayed.
+            assert (await client.get_conversation(conversation.id))["id"] == conversation.id
+        finally:
+            await client.aclose()
+    finally:
+        await server.stop()
+    refused = InfobipClient(server.url, Secret(API_KEY), timeout_s=1.0, max_retries=0)
+    try:
+        with pytest.raises(InfobipError) as caught:
+            await refused.get_conversation("x")
+        assert caught.value.status is None and caught.value.retryable
+    finally:
+        await refused.aclose()
+
+
+async def test_close_conversation(sim: Sim, client: InfobipClient) -> None:
+    conversation = sim.state.create_conversation(history=2, topic="refund", agent_id="a-1")
+    sim.state.update_conversation(conversation.id, {"priority": "HIGH"}, partial=True)
+    assert await client.close_conversation(conversation.id) is False
+    after = sim.state.get_conversation(conversation.id)
+    assert after["status"] == "CLOSED" and after["closedAt"]
+    # The full update kept the writable fields it did not mean to change.
+    assert (after["topic"], after["agentId"], after["priority"]) == ("refund", "a-1", "HIGH")
+    assert await client.close_conversation(conversation.id) is True
+
+
+async def test_tags(sim: Sim, client: InfobipClient) -> None:
+    conversation = sim.state.create_conversation(history=1)
+    await client.create_tag("vip")
+    await client.create_tag("vip")  # "Tag already exists." counts as success
+    await client.add_tag(conversation.id, "vip")
+    assert await client.get_tags(conversation.id) == ["vip"]
+    with pytest.raises(InfobipNotFound):
+        await client.add_tag(conversation.id, "never_created")
+
+
+async def test_get_tags_pages_through(sim: Sim, client: InfobipClient) -> None:
+    names = [f"t{i:04d}" for i in range(1001)]
+    conversation = sim.state.create_conversation(history=1, tags=names)
+    assert sorted(await client.get_tags(conversation.id)) == names
+
+
+async def test_metadata(sim: Sim, client: InfobipClient) -> None:
+    conversation = sim.state.create_conversation(history=1, metadata={"lang": "hr"})
+    await client.patch_metadata(conversation.id, {"tier": "gold"})
+    assert await client.get_metadata(conversation.id) == {"lang": "hr", "tier": "gold"}
+
+
+async def test_account_configuration_and_subscription(sim: Sim, client: InfobipClient) -> None:
+    result = await client.update_account_configuration("https://gw.example/webhooks/infobip/t")
+    assert result["statusCode"] == "SUCCESS"
+    assert sim.state.webhook_url == "https://gw.example/webhooks/infobip/t"
+    created = await client.create_subscription(
+        "ccbridge", "ccbridge", ["CONVERSATION_MESSAGE_RECEIVED"],
+        "https://gw.example/webhooks/infobip/events", Secret("s3cret"))
+    assert created == {"subscriptionId": "ccbridge"}
+    subscription = sim.state.subscriptions["ccbridge"]
+    assert subscription.secret == "s3cret" and subscription.security_type == "HMAC"
+    with pytest.raises(InfobipError) as caught:  # a second create conflicts
+        await client.create_subscription("ccbridge", "ccbridge", ["CONVERSATION_CREATED"],
+                                         "https://gw.example/x", Secret("s"))
+    assert caught.value.status == 400
