@@ -1,0 +1,3 @@
+"""ccbridge gateway: the Starlette HTTP edge that turns chatbot calls and Infobip/CCaaS
+webhooks into gRPC calls to Session and Connector. ``gateway.app.create_app`` builds
+the app; ``python -m gateway`` serves it with uvicorn."""

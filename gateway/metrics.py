@@ -1,0 +1,66 @@
+"""Prometheus metrics of the gateway, in a registry owned by one app instance.
+
+A per-app :class:`CollectorRegistry` (not the process-global one) keeps apps created by
+tests independent. Label children are cached because the request path is hot.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class GatewayMetrics:
+    """Request counts and latency by route, ingest outcomes, gRPC errors by code."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "ccbridge_gateway_requests_total",
+            "HTTP requests answered, by route and status.",
+            ("route", "method", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ccbridge_gateway_request_duration_seconds",
+            "HTTP request latency by route.",
+            ("route",),
+            registry=self.registry,
+        )
+        self.ingest = Counter(
+            "ccbridge_gateway_ingest_messages_total",
+            "Infobip messages handled by the webhooks, by outcome "
+            "(accepted, duplicate, ignored by Session, skipped at the edge).",
+            ("source", "outcome"),
+            registry=self.registry,
+        )
+        self.grpc_errors = Counter(
+            "ccbridge_gateway_grpc_errors_total",
+            "Failed gRPC calls to peers, by RPC and code.",
+            ("rpc", "code"),
+            registry=self.registry,
+        )
+        self._children: dict[tuple[str, ...], MetricWrapperBase] = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = ("r", route, method, str(status))
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.requests.labels(route, method, str(status))
+        child.inc()  # type: ignore[attr-defined]
+        hist = self._children.get(("l", route))
+        if hist is None:
+            hist = self._children[("l", route)] = self.latency.labels(route)
+        hist.observe(seconds)  # type: ignore[attr-defined]
+
+    def count_ingest(self, source: str, outcome: str, n: int) -> None:
+        if n:
+            self.ingest.labels(source, outcome).inc(n)
+
+    def count_grpc_error(self, rpc: str, code: str) -> None:
+        self.grpc_errors.labels(rpc, code).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

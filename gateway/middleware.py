@@ -1,0 +1,84 @@
+"""The gateway's one ASGI middleware: request id, metrics and the last-resort 500.
+
+It sets ``request_id_var`` (from a well-formed ``X-Request-Id`` or a new one) for logs
+and gRPC metadata, echoes ``X-Request-Id`` on the answer, records request count and
+latency by *route template* (never the raw path: it may hold the webhook token), and
+turns any unhandled exception into a generic JSON 500 so that no detail leaks.
+Written as plain ASGI (not BaseHTTPMiddleware) to keep the hot path lean.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import error_response
+from gateway.metrics import GatewayMetrics
+from services._runtime.logging import conversation_id_var, request_id_var
+
+log = logging.getLogger(__name__)
+
+_REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def _route_label(scope: Scope) -> str:
+    route: BaseRoute | None = scope.get("route")
+    if isinstance(route, Route):
+        return route.path
+    return "unmatched"
+
+
+class RequestContextMiddleware:
+    """Request id, metrics and the generic 500 (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = b""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                if _REQUEST_ID_RE.match(value):
+                    request_id = value
+                break
+        if not request_id:
+            request_id = uuid.uuid4().hex.encode()
+        rid_token = request_id_var.set(request_id.decode())
+        cid_token = conversation_id_var.set("")
+        status = 500
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("unhandled error on %s", _route_label(scope))
+            status = 500
+            if not response_started:
+                response = error_response(
+                    500, "internal", "internal error", {"X-Request-Id": request_id.decode()}
+                )
+                await response(scope, receive, send)
+        finally:
+            self.metrics.observe_request(
+                _route_label(scope), scope["method"], status, time.perf_counter() - started
+            )
+            conversation_id_var.reset(cid_token)
+            request_id_var.reset(rid_token)

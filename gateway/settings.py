@@ -1,0 +1,103 @@
+"""Settings of the gateway (the HTTP edge), parsed from the environment all at once.
+
+Secrets (escalation token, webhook path token, Infobip webhook HMAC secrets and Basic
+password) are wrapped in :class:`Secret` so that a settings object is safe to log.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services._runtime.settings import CommonSettings, EnvReader, Secret
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+MIN_WEBHOOK_TOKEN_CHARS = 16
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Everything the gateway reads from the environment.
+
+    ``infobip_webhook_secrets`` holds one or more HMAC secrets (comma-separated in
+    ``INFOBIP_WEBHOOK_SECRET``) so a secret can be rotated without downtime.
+    """
+
+    escalation_token: Secret
+    webhook_token: Secret
+    infobip_webhook_secrets: tuple[Secret, ...]
+    infobip_basic_user: Secret
+    infobip_basic_password: Secret
+    infobip_allowed_ips: tuple[IPNetwork, ...]
+    max_body_bytes: int
+    grpc_timeout_s: float
+    session_addr: str
+    connector_addr: str
+    http_port: int
+    bind_host: str
+    forwarded_allow_ips: str
+    common: CommonSettings
+
+    @property
+    def events_hmac_enabled(self) -> bool:
+        return bool(self.infobip_webhook_secrets)
+
+    @property
+    def events_basic_enabled(self) -> bool:
+        return bool(self.infobip_basic_user) and bool(self.infobip_basic_password)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
+        """Parses every key; raises one ``SettingsError`` naming every bad one."""
+        env = EnvReader(environ)
+        escalation_token = env.secret("CCBRIDGE_ESCALATION_TOKEN")
+        webhook_token = env.secret("CCBRIDGE_WEBHOOK_TOKEN")
+        if webhook_token and len(webhook_token.value) < MIN_WEBHOOK_TOKEN_CHARS:
+            env.errors.append(
+                f"CCBRIDGE_WEBHOOK_TOKEN must be at least {MIN_WEBHOOK_TOKEN_CHARS} characters"
+            )
+        if webhook_token and "/" in webhook_token.value:
+            env.errors.append("CCBRIDGE_WEBHOOK_TOKEN must not contain '/'")
+        secrets = tuple(
+            Secret(part.strip())
+            for part in env.secret("INFOBIP_WEBHOOK_SECRET", required=False).value.split(",")
+            if part.strip()
+        )
+        basic_user = env.secret("INFOBIP_WEBHOOK_BASIC_USER", required=False)
+        basic_password = env.secret("INFOBIP_WEBHOOK_BASIC_PASSWORD", required=False)
+        if bool(basic_user) != bool(basic_password):
+            env.errors.append(
+                "INFOBIP_WEBHOOK_BASIC_USER and INFOBIP_WEBHOOK_BASIC_PASSWORD must be set together"
+            )
+        networks: list[IPNetwork] = []
+        for item in env.list("CCBRIDGE_INFOBIP_ALLOWED_IPS"):
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                env.errors.append(f"CCBRIDGE_INFOBIP_ALLOWED_IPS: {item!r} is not an IP or CIDR")
+        settings = cls(
+            escalation_token=escalation_token,
+            webhook_token=webhook_token,
+            infobip_webhook_secrets=secrets,
+            infobip_basic_user=basic_user,
+            infobip_basic_password=basic_password,
+            infobip_allowed_ips=tuple(networks),
+            max_body_bytes=env.int(
+                "CCBRIDGE_MAX_BODY_BYTES",
+                DEFAULT_MAX_BODY_BYTES,
+                minimum=1024,
+                maximum=64 * 1024 * 1024,
+            ),
+            grpc_timeout_s=env.float("CCBRIDGE_GRPC_TIMEOUT_S", 5.0, minimum=0.1),
+            session_addr=env.str("SESSION_ADDR", "127.0.0.1:50051"),
+            connector_addr=env.str("CONNECTOR_ADDR", "127.0.0.1:50054"),
+            http_port=env.int("CCBRIDGE_HTTP_PORT", 8000, minimum=0, maximum=65535),
+            bind_host=env.str("CCBRIDGE_BIND_HOST", "127.0.0.1"),
+            forwarded_allow_ips=env.str("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+            common=CommonSettings.read(env),
+        )
+        env.done("gateway")
+        return settings

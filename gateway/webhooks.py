@@ -1,0 +1,565 @@
+"""Webhook routes: Infobip's legacy account-configuration webhook, Infobip's
+Subscriptions ("Conversations webhook") events, and CCaaS pushes forwarded to Connector.
+
+This module also owns the translation of Infobip message JSON into
+``ccbridge.common.v1.Message``. Parsing is tolerant (unknown fields ignored, timestamps
+in every observed format, content type inferred when absent) but every request is
+validated completely before any gRPC call, so a 400 never follows a partial effect.
+Every webhook answers 2xx only after Session (or Connector) returned, i.e. after the
+content is stored durably; transient backend failures answer 503 with ``Retry-After``
+so the sender retries.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import grpc
+import orjson
+from ccbridge.common.v1 import common_pb2
+from ccbridge.connector.v1 import connector_pb2
+from ccbridge.session.v1 import session_pb2
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway._request import consteq, parse_json, read_body, require_json
+from gateway.backends import Backends
+from gateway.errors import HttpError, JsonResponse, http_error_from_grpc
+from gateway.metrics import GatewayMetrics
+from gateway.settings import GatewaySettings
+from services._runtime.logging import conversation_id_var
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADERS = ("x-hub-signature-256", "x-signature", "x-infobip-signature")
+MAX_ID_CHARS = 256
+_CONNECTOR_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+_EXT_TYPES: dict[str, str] = {
+    **dict.fromkeys(
+        ("jpg", "jpeg", "png", "gif", "webp", "bmp", "heic", "heif", "svg", "tif", "tiff"), "IMAGE"
+    ),
+    **dict.fromkeys(("mp4", "mov", "3gp", "avi", "mkv", "webm", "mpeg", "mpg", "m4v"), "VIDEO"),
+    **dict.fromkeys(("mp3", "ogg", "oga", "opus", "m4a", "aac", "wav", "amr", "flac"), "AUDIO"),
+    **dict.fromkeys(
+        (
+            "pdf",
+            "doc",
+            "docx",
+            "xls",
+            "xlsx",
+            "ppt",
+            "pptx",
+            "txt",
+            "csv",
+            "rtf",
+            "odt",
+            "ods",
+            "odp",
+            "zip",
+            "json",
+            "xml",
+        ),
+        "DOCUMENT",
+    ),
+}
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _bad(where: str, problem: str, code: str = "invalid_message") -> HttpError:
+    return HttpError(400, code, f"{where}: {problem}")
+
+
+def _scalar_text(value: object) -> str:
+    """Infobip string fields, tolerating numbers (phone numbers sent as JSON numbers)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None:
+        return ""
+    if isinstance(value, int | float):
+        return str(value)
+    return ""
+
+
+def _required_id(
+    obj: dict[str, object], key: str, where: str, code: str = "invalid_message"
+) -> str:
+    value = obj.get(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise _bad(where, f"{key} is required", code)
+    if len(value) > MAX_ID_CHARS:
+        raise _bad(where, f"{key} is longer than {MAX_ID_CHARS} characters", code)
+    return value
+
+
+# An instant as (seconds, nanos) since the epoch: set on the Timestamp field directly,
+# which is several times cheaper than Timestamp.FromDatetime on this hot path.
+Instant = tuple[int, int]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MIN_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
+_MAX_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
+def now_instant() -> Instant:
+    ns = time.time_ns()
+    return ns // 1_000_000_000, ns % 1_000_000_000
+
+
+def parse_instant(value: object) -> Instant | None:
+    """Parses Infobip timestamps leniently: ``+00:00``, ``+0000`` or ``Z`` offsets,
+    optional fractions; numbers are epoch seconds (or milliseconds when that large).
+    Returns None when the value is missing or unreadable."""
+    try:
+        if isinstance(value, str) and value.strip():
+            parsed = datetime.fromisoformat(value.strip())
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = value / 1000 if abs(value) >= 100_000_000_000 else value
+            parsed = datetime.fromtimestamp(seconds, tz=UTC)
+        else:
+            return None
+        delta = parsed - _EPOCH
+        seconds = delta.days * 86_400 + delta.seconds
+        if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+            return None  # outside google.protobuf.Timestamp's range
+        return seconds, delta.microseconds * 1000
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def infer_content_type(content: object) -> str:
+    """Content type of a Subscriptions message, whose payload has no ``contentType``."""
+    if not isinstance(content, dict):
+        return "UNKNOWN"
+    if isinstance(content.get("text"), str):
+        return "TEXT"
+    url = content.get("url")
+    if isinstance(url, str) and url:
+        path = urlsplit(url).path if "://" in url else url
+        ext = path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
+        return _EXT_TYPES.get(ext, "MEDIA")
+    if "latitude" in content and "longitude" in content:
+        return "LOCATION"
+    return "UNKNOWN"
+
+
+def _content_json(content: object) -> str:
+    if content is None:
+        return "{}"
+    return orjson.dumps(content).decode()
+
+
+def _build_message(
+    msg: dict[str, object],
+    *,
+    message_id: str,
+    conversation_id: str,
+    channel: object,
+    created_at: object,
+    fallback: Instant,
+) -> common_pb2.Message:
+    content = msg.get("content")
+    content_type = msg.get("contentType")
+    message = common_pb2.Message(
+        id=message_id,
+        conversation_id=conversation_id,
+        direction=common_pb2.DIRECTION_INBOUND,
+        channel=_scalar_text(channel),
+        to=_scalar_text(msg.get("to")),
+        author_type=_scalar_text(msg.get("authorType")),
+        content_type=content_type
+        if isinstance(content_type, str) and content_type
+        else infer_content_type(content),
+        content_json=_content_json(content),
+    )
+    setattr(message, "from", _scalar_text(msg.get("from")))  # `from` is a Python keyword
+    seconds, nanos = parse_instant(created_at) or fallback
+    message.created_at.seconds = seconds
+    message.created_at.nanos = nanos
+    return message
+
+
+def legacy_message(item: dict[str, object], where: str, now: Instant) -> common_pb2.Message:
+    """One Get-Messages-shaped item of the legacy webhook → Message (direction INBOUND)."""
+    message_id = _required_id(item, "id", where)
+    conversation_id = _required_id(item, "conversationId", where)
+    return _build_message(
+        item,
+        message_id=message_id,
+        conversation_id=conversation_id,
+        channel=item.get("channel"),
+        created_at=item.get("createdAt"),
+        fallback=now,
+    )
+
+
+def event_message(
+    event: dict[str, object], payload: dict[str, object], where: str, now: Instant
+) -> common_pb2.Message:
+    """``payload.message`` of an INBOUND_MESSAGE event → Message.
+
+    The conversation id is ``message.conversationId``, else ``payload.id`` (the payload
+    of message events is the conversation); content type is inferred from content.
+    """
+    msg = payload.get("message")
+    if not isinstance(msg, dict):
+        raise _bad(where, "payload.message must be an object", "invalid_event")
+    message_id = _required_id(msg, "id", f"{where}.payload.message")
+    conv = msg.get("conversationId") or payload.get("id")
+    conversation_id = _required_id(
+        {"conversationId": conv}, "conversationId", f"{where}.payload.message"
+    )
+    fallback = parse_instant(event.get("timestamp")) or now
+    return _build_message(
+        msg,
+        message_id=message_id,
+        conversation_id=conversation_id,
+        channel=msg.get("channel") or payload.get("channel"),
+        created_at=msg.get("createdAt"),
+        fallback=fallback,
+    )
+
+
+def _legacy_items(doc: object) -> tuple[Sequence[object], bool]:
+    """The message items of a legacy webhook body and whether it was a single object."""
+    if isinstance(doc, list):
+        return doc, False
+    if isinstance(doc, dict):
+        for key in ("messages", "results"):
+            if key in doc:
+                items = doc[key]
+                if not isinstance(items, list):
+                    raise HttpError(400, "invalid_body", f"{key} must be an array")
+                return items, False
+        return [doc], True
+    raise HttpError(
+        400,
+        "invalid_body",
+        'body must be a message object, an array of them, or {"messages": [...]}',
+    )
+
+
+def _is_outbound(item: dict[str, object]) -> bool:
+    direction = item.get("direction")
+    return isinstance(direction, str) and direction.upper() == "OUTBOUND"
+
+
+def _decode_signature(value: str) -> bytes | None:
+    """A SHA-256 signature in hex or base64 (standard or URL-safe), ``sha256=`` optional."""
+    text = value.strip()
+    if text[:7].lower() == "sha256=":
+        text = text[7:].strip()
+    if len(text) == 64:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            pass
+    try:
+        normalized = text.replace("-", "+").replace("_", "/")
+        raw = base64.b64decode(normalized + "=" * (-len(normalized) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == hashlib.sha256().digest_size else None
+
+
+@dataclass
+class _Counts:
+    accepted: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+
+    def add_results(self, results: Sequence[session_pb2.IngestResult]) -> None:
+        for result in results:
+            if result.outcome == session_pb2.INGEST_OUTCOME_ACCEPTED:
+                self.accepted += 1
+            elif result.outcome == session_pb2.INGEST_OUTCOME_DUPLICATE:
+                self.duplicates += 1
+            else:
+                self.ignored += 1
+
+
+# --------------------------------------------------------------------------- routes
+
+
+class WebhookRoutes:
+    """The three webhook endpoints, sharing one app's settings, backends and metrics."""
+
+    def __init__(
+        self, settings: GatewaySettings, backends: Backends, metrics: GatewayMetrics
+    ) -> None:
+        self._backends = backends
+        self._metrics = metrics
+        self._limit = settings.max_body_bytes
+        self._webhook_token = settings.webhook_token.value
+        self._allowed = settings.infobip_allowed_ips
+        self._hmac_keys = tuple(s.value.encode() for s in settings.infobip_webhook_secrets)
+        self._basic: tuple[bytes, bytes] | None = (
+            (
+                settings.infobip_basic_user.value.encode(),
+                settings.infobip_basic_password.value.encode(),
+            )
+            if settings.events_basic_enabled
+            else None
+        )
+
+    def routes(self) -> list[Route]:
+        # /events is declared before /{token}: the token (>= 16 chars) never equals it.
+        return [
+            Route("/webhooks/infobip/events", self.infobip_events, methods=["POST"]),
+            Route("/webhooks/infobip/{token}", self.infobip_legacy, methods=["POST"]),
+            Route("/webhooks/ccaas/{connector}", self.ccaas, methods=["POST"]),
+        ]
+
+    # ---- Infobip legacy account-configuration webhook
+
+    async def infobip_legacy(self, request: Request) -> Response:
+        """One message object, an array, or ``{"messages"|"results": [...]}`` → Ingest."""
+        self._check_ip(request)
+        if not consteq(request.path_params["token"], self._webhook_token):
+            raise HttpError(401, "unauthorized", "invalid webhook token")
+        require_json(request)
+        doc = parse_json(await read_body(request, self._limit))
+        items, single = _legacy_items(doc)
+        now = now_instant()
+        messages: list[common_pb2.Message] = []
+        skipped = 0
+        for index, item in enumerate(items):
+            where = "body" if single else f"messages[{index}]"
+            if not isinstance(item, dict):
+                raise _bad(where, "must be an object")
+            if _is_outbound(item):
+                skipped += 1  # our own or the bot's messages: not from the end user
+                continue
+            messages.append(legacy_message(item, where, now))
+        counts = await self._ingest(messages, "legacy")
+        counts.ignored += skipped
+        self._metrics.count_ingest("legacy", "skipped", skipped)
+        return JsonResponse(
+            {
+                "accepted": counts.accepted,
+                "duplicates": counts.duplicates,
+                "ignored": counts.ignored,
+            }
+        )
+
+    def _check_ip(self, request: Request) -> None:
+        if not self._allowed:
+            return
+        host = request.client.host if request.client else ""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            raise HttpError(403, "forbidden", "caller address not allowed") from None
+        if not any(address in network for network in self._allowed):
+            raise HttpError(403, "forbidden", "caller address not allowed")
+
+    # ---- Infobip Subscriptions (Conversations webhook) events
+
+    async def infobip_events(self, request: Request) -> Response:
+        """``{type, timestamp, payload}`` or an array of them.
+
+        INBOUND_MESSAGE → Ingest; CONVERSATION_STATUS_UPDATED with status CLOSED →
+        CloseHandover(initiator INFOBIP); every other type is counted as ignored.
+        """
+        if not self._hmac_keys and self._basic is None:
+            raise HttpError(
+                401,
+                "webhook_auth_not_configured",
+                "this route needs INFOBIP_WEBHOOK_SECRET or Basic credentials",
+            )
+        body = await read_body(request, self._limit)
+        self._authenticate_events(request, body)
+        require_json(request)
+        doc = parse_json(body)
+        if isinstance(doc, dict):
+            events: Sequence[object] = [doc]
+            single = True
+        elif isinstance(doc, list):
+            events, single = doc, False
+        else:
+            raise HttpError(400, "invalid_body", "body must be an event object or an array")
+
+        # Validate everything first; then run the plan in event order, batching
+        # consecutive inbound messages into one Ingest call.
+        now = now_instant()
+        plan: list[list[common_pb2.Message] | str] = []
+        ignored = 0
+        for index, event in enumerate(events):
+            where = "event" if single else f"events[{index}]"
+            if not isinstance(event, dict):
+                raise _bad(where, "must be an object", "invalid_event")
+            kind = event.get("type")
+            if not isinstance(kind, str) or not kind:
+                raise _bad(where, "type is required", "invalid_event")
+            payload = event.get("payload")
+            if kind == "INBOUND_MESSAGE":
+                if not isinstance(payload, dict):
+                    raise _bad(where, "payload must be an object", "invalid_event")
+                message = event_message(event, payload, where, now)
+                if plan and isinstance(plan[-1], list):
+                    plan[-1].append(message)
+                else:
+                    plan.append([message])
+            elif kind == "CONVERSATION_STATUS_UPDATED":
+                if not isinstance(payload, dict):
+                    raise _bad(where, "payload must be an object", "invalid_event")
+                status = payload.get("status")
+                if isinstance(status, str) and status.upper() == "CLOSED":
+                    plan.append(_required_id(payload, "id", f"{where}.payload", "invalid_event"))
+                else:
+                    ignored += 1
+            else:
+                ignored += 1
+
+        counts = _Counts(ignored=ignored)
+        closed = 0
+        for step in plan:
+            if isinstance(step, list):
+                result = await self._ingest(step, "events")
+                counts.accepted += result.accepted
+                counts.duplicates += result.duplicates
+                counts.ignored += result.ignored
+            elif await self._close(step):
+                closed += 1
+            else:
+                counts.ignored += 1
+        return JsonResponse(
+            {
+                "accepted": counts.accepted,
+                "duplicates": counts.duplicates,
+                "ignored": counts.ignored,
+                "closed": closed,
+            }
+        )
+
+    def _authenticate_events(self, request: Request, body: bytes) -> None:
+        if self._hmac_keys and self._hmac_ok(request, body):
+            return
+        if self._basic is not None and self._basic_ok(request):
+            return
+        headers = {"WWW-Authenticate": 'Basic realm="ccbridge"'} if self._basic else None
+        raise HttpError(
+            401, "unauthorized", "missing or invalid webhook signature or credentials", headers
+        )
+
+    def _hmac_ok(self, request: Request, body: bytes) -> bool:
+        given = [
+            sig
+            for name in SIGNATURE_HEADERS
+            if (value := request.headers.get(name)) is not None
+            and (sig := _decode_signature(value)) is not None
+        ]
+        if not given:
+            return False
+        ok = False
+        for key in self._hmac_keys:
+            expected = hmac.new(key, body, hashlib.sha256).digest()
+            for signature in given:
+                # No early exit: every comparison runs so timing says nothing.
+                ok |= hmac.compare_digest(expected, signature)
+        return ok
+
+    def _basic_ok(self, request: Request) -> bool:
+        assert self._basic is not None
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        user, sep, password = decoded.partition(b":")
+        user_ok = hmac.compare_digest(user, self._basic[0])
+        password_ok = hmac.compare_digest(password, self._basic[1])
+        return bool(sep) and user_ok and password_ok
+
+    async def _close(self, conversation_id: str) -> bool:
+        """CloseHandover(INFOBIP); False when Session has no such handover."""
+        conversation_id_var.set(conversation_id)
+        request = session_pb2.CloseHandoverRequest(
+            conversation_id=conversation_id,
+            initiator=session_pb2.CLOSE_INITIATOR_INFOBIP,
+            reason="infobip_closed",
+        )
+        try:
+            await self._backends.call(
+                "CloseHandover", self._backends.session.CloseHandover, request
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return False  # no handover: the bot owned the conversation
+            raise http_error_from_grpc(exc, webhook=True) from None
+        return True
+
+    async def _ingest(self, messages: list[common_pb2.Message], source: str) -> _Counts:
+        """One Ingest call for every message of the request, in order."""
+        counts = _Counts()
+        if not messages:
+            return counts
+        conversation_id_var.set(messages[0].conversation_id)
+        try:
+            response = await self._backends.call(
+                "Ingest",
+                self._backends.session.Ingest,
+                session_pb2.IngestRequest(messages=messages),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise http_error_from_grpc(exc, webhook=True) from None
+        counts.add_results(response.results)
+        self._metrics.count_ingest(source, "accepted", counts.accepted)
+        self._metrics.count_ingest(source, "duplicate", counts.duplicates)
+        self._metrics.count_ingest(source, "ignored", counts.ignored)
+        log.debug(
+            "ingested %d messages: %d accepted, %d duplicates, %d ignored",
+            len(messages),
+            counts.accepted,
+            counts.duplicates,
+            counts.ignored,
+        )
+        return counts
+
+    # ---- CCaaS pushes
+
+    async def ccaas(self, request: Request) -> Response:
+        """Forwards lower-cased headers and the raw body to ConnectorService.HandleWebhook;
+        the connector verifies (signature, timestamp) and parses."""
+        connector = request.path_params["connector"]
+        if not _CONNECTOR_RE.match(connector):
+            raise HttpError(404, "unknown_connector", "no such connector")
+        body = await read_body(request, self._limit)
+        headers = [
+            connector_pb2.Header(name=name.lower(), value=value)
+            for name, value in request.headers.items()
+        ]
+        try:
+            response = await self._backends.call(
+                "HandleWebhook",
+                self._backends.connector.HandleWebhook,
+                connector_pb2.HandleWebhookRequest(connector=connector, headers=headers, body=body),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise http_error_from_grpc(exc, webhook=True) from None
+        return JsonResponse(
+            {
+                "accepted": response.accepted,
+                "duplicates": response.duplicates,
+                "ignored": response.ignored,
+            }
+        )
