@@ -111,6 +111,8 @@ class ProcessGroup:
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        if log_path is not None:
+            out.close()  # the child has its own descriptor
         proc = Proc(name, popen, log_path, port)
         self.procs[name] = proc
         return proc
