@@ -32,12 +32,15 @@ def start_simulators(group: ProcessGroup, env: Mapping[str, str], infobip_port: 
 
 
 class _Clock:
-    def __init__(self) -> None:
+    def __init__(self, pace_s: float) -> None:
         self.t0 = time.monotonic()
+        self.pace_s = pace_s
 
     def say(self, who: str, text: str) -> None:
-        print(f"{DIM}{(time.monotonic() - self.t0) * 1000:8.0f} ms{RESET}  "
+        print(f"{DIM}+{(time.monotonic() - self.t0) * 1000:8.0f} ms{RESET}  "
               f"{BOLD}{who:<10}{RESET} {text}", flush=True)
+        time.sleep(self.pace_s)  # a person is watching…
+        self.t0 += self.pace_s  # …but the timestamps show only the bridge's time
 
 
 def _wait(what: str, probe: Callable[[], Any], timeout_s: float = 20.0) -> Any:
@@ -51,13 +54,13 @@ def _wait(what: str, probe: Callable[[], Any], timeout_s: float = 20.0) -> Any:
 
 
 def play_demo(env: Mapping[str, str], infobip_port: int, ccaas_port: int,
-              gateway_port: int) -> None:
+              gateway_port: int, *, pace_s: float = 0.4) -> None:
     """Plays one handover from escalation to close."""
     infobip = httpx.Client(base_url=f"http://127.0.0.1:{infobip_port}", timeout=10)
     ccaas = httpx.Client(base_url=f"http://127.0.0.1:{ccaas_port}", timeout=10)
     gateway = httpx.Client(base_url=f"http://127.0.0.1:{gateway_port}", timeout=10)
     auth = {"Authorization": f"Bearer {env['CCBRIDGE_ESCALATION_TOKEN']}"}
-    clock = _Clock()
+    clock = _Clock(pace_s)
     try:
         print(f"\n{BOLD}Demo: a WhatsApp chat goes from the bot to a human agent and back{RESET}")
         conv = infobip.post("/_sim/conversations", json={
@@ -76,11 +79,12 @@ def play_demo(env: Mapping[str, str], infobip_port: int, ccaas_port: int,
             return found[0] if found else None
 
         opened = _wait("the case to open", case)
-        clock.say("ccaas", f"{GREEN}case {opened['caseId']} opened{RESET} "
-                           f"(queue {opened['routing'].get('queue') or '-'}, rule "
-                           f"{opened['routing'].get('rule')}); transcript of "
-                           f"{len(ccaas.get(f'/_sim/cases/{opened['caseId']}').json()['transcript'])}"
-                           " messages")
+        case_id = opened["caseId"]
+        full = ccaas.get(f"/_sim/cases/{case_id}").json()
+        routing = opened.get("routing") or {}
+        clock.say("ccaas", f"{GREEN}case {case_id} opened{RESET} (queue "
+                           f"{routing.get('queue') or '-'}, rule {routing.get('rule')}); "
+                           f"transcript of {len(full['transcript'])} messages")
         case_id = opened["caseId"]
         for text in ("Hi, my parcel never arrived.", "Order 1234.", "Can a human help?"):
             sent = infobip.post(f"/_sim/conversations/{cid}/send", json={"text": text}).json()
