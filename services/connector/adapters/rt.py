@@ -1,0 +1,808 @@
+"""The ``rt`` connector: Request Tracker 5 through its REST2 API, by polling transactions.
+
+A handover becomes an RT ticket in a queue (the routed queue or CCBRIDGE_RT_QUEUE) with
+the transcript as its first message and the Infobip conversation id in a ticket custom
+field. Customer messages are appended as correspondence by the bridge's RT user, each
+carrying a ``(ccb:<key>)`` marker in its subject so that a retry after a crash finds the
+message it already posted. Agent replies and resolutions are found by ONE TransactionSQL
+query per queue and poll, from a cursor (the highest transaction id handled) kept in
+Redis; a Redis lease lets only one replica poll a queue. See docs/connectors/rt.md.
+
+Redis keys owned here (a queue's keys share a hash tag, a conversation's too):
+``ccb:rt:cursor:{<queue>}``, ``ccb:rt:lease:{<queue>}``, ``ccb:rt:queues``,
+``ccb:rt:open:{<conversation>}``, ``ccb:rt:msg:{<conversation>}:<key>``,
+``ccb:rt:msglock:{<conversation>}:<key>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import json
+import logging
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from typing import Any, Literal
+
+import httpx
+import redis.asyncio as aioredis
+from ccbridge.common.v1 import common_pb2
+
+from services._runtime.errors import FarSideError
+from services._runtime.settings import EnvReader, Secret
+from services.connector.base import (
+    Adapter,
+    AgentMessage,
+    CaseClosedEvent,
+    CaseEvent,
+    CaseToOpen,
+    OpenedCase,
+)
+
+log = logging.getLogger(__name__)
+
+INACTIVE_STATUSES = frozenset({"resolved", "rejected", "deleted"})
+"""RT's default lifecycle: a ticket in one of these is closed."""
+
+MESSAGE_KEY_TTL_S = 14 * 24 * 3600
+"""How long a posted message's idempotency record lives (Infobip retries within minutes)."""
+
+MAX_PAGES_PER_POLL = 10
+"""Bounds one poll (and the time a lease must cover); the rest comes next interval."""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# Moves the cursor forward only, and only while the caller still holds the queue's lease
+# (a replica that lost it must not move the cursor of the one that took over).
+_COMMIT_CURSOR = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return -1
+end
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[2]) > current then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_PENDING = "pending"
+
+
+@dataclass(frozen=True)
+class RtSettings:
+    """Where RT is and how the adapter uses it."""
+
+    url: str  # base URL of RT, e.g. http://127.0.0.1:8080/rt (REST2 is <url>/REST/2.0)
+    token: Secret  # API token of the bridge's RT user
+    user: str  # name of that RT user: its own transactions are never read back
+    queue: str  # default queue (when the routing decision names none)
+    conversation_field: str  # ticket custom field holding the Infobip conversation id
+    timeout_s: float  # per HTTP call
+    requestor_domain: str  # made-up requestor addresses: <channel>-<end user>@<domain>
+    poll_page: int  # transactions per page (RT allows up to 100)
+    lease_ttl_s: float  # poll lease per queue; renewed on every poll
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> RtSettings:
+        env = EnvReader(environ)
+        url = env.str("CCBRIDGE_RT_URL").rstrip("/")
+        if url and not re.match(r"^https?://[^/\s]+", url):
+            env.errors.append(f"CCBRIDGE_RT_URL must be an http(s) URL, got {url!r}")
+        settings = cls(
+            url=url,
+            token=env.secret("CCBRIDGE_RT_TOKEN"),
+            user=env.str("CCBRIDGE_RT_USER", "bridge"),
+            queue=env.str("CCBRIDGE_RT_QUEUE", "Chat Handover"),
+            conversation_field=env.str("CCBRIDGE_RT_CONVERSATION_FIELD",
+                                       "Infobip Conversation"),
+            timeout_s=env.float("CCBRIDGE_RT_TIMEOUT_S", 10.0, minimum=0.1),
+            requestor_domain=env.str("CCBRIDGE_RT_REQUESTOR_DOMAIN",
+                                     "customers.ccbridge.invalid"),
+            poll_page=env.int("CCBRIDGE_RT_POLL_PAGE", 100, minimum=1, maximum=100),
+            lease_ttl_s=env.float("CCBRIDGE_RT_LEASE_TTL_S", 30.0, minimum=1.0),
+        )
+        if "{" in settings.conversation_field or "}" in settings.conversation_field:
+            env.errors.append("CCBRIDGE_RT_CONVERSATION_FIELD must not contain braces")
+        env.done("rt connector")
+        return settings
+
+
+def factory(environ: Mapping[str, str], redis: aioredis.Redis) -> RtAdapter:
+    """Builds the adapter from the environment (raises SettingsError naming every bad key)."""
+    return RtAdapter(RtSettings.from_env(environ), redis)
+
+
+# --- RT query and text helpers --------------------------------------------------------
+
+
+def sql_quote(value: str) -> str:
+    """A TicketSQL/TransactionSQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def message_marker(idempotency_key: str) -> str:
+    """The ``(ccb:...)`` marker a customer message carries in its RT subject. Keys that
+    could confuse a LIKE search or exceed RT's 255-character subject are hashed."""
+    if re.fullmatch(r"[A-Za-z0-9.:@=-]{1,100}", idempotency_key):
+        return f"(ccb:{idempotency_key})"
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:40]
+    return f"(ccb:sha256-{digest})"
+
+
+def requestor_address(channel: str, end_user: str, conversation_id: str, domain: str) -> str:
+    """A stable made-up e-mail address for the end user (RT wants an address per person;
+    the .invalid default domain guarantees RT's notifications go nowhere)."""
+    local = f"{channel}-{end_user or conversation_id}".lower()
+    local = re.sub(r"[^a-z0-9._-]+", "-", local)
+    local = re.sub(r"[-.]{2,}", "-", local).strip(".-")[:64].strip(".-")
+    return f"{local or 'customer'}@{domain}"
+
+
+def _content(message: common_pb2.Message) -> dict[str, Any]:
+    try:
+        loaded = json.loads(message.content_json) if message.content_json else {}
+    except ValueError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def message_text(message: common_pb2.Message) -> str:
+    """Readable text of an Infobip message; non-text content is summarized in brackets."""
+    content = _content(message)
+    kind = (message.content_type or "TEXT").upper()
+    text = content.get("text")
+    if kind == "TEXT" and isinstance(text, str):
+        return text
+    if kind in {"IMAGE", "VIDEO", "DOCUMENT", "AUDIO", "FILE"}:
+        parts = [f"[{kind.lower()}]", str(content.get("url", "")), str(content.get("caption", ""))]
+        return " ".join(p for p in parts if p)
+    if kind == "LOCATION":
+        where = f"{content.get('latitude', '?')},{content.get('longitude', '?')}"
+        extra = [str(content[k]) for k in ("locationName", "address") if content.get(k)]
+        return " ".join(["[location]", where, *extra])
+    if kind == "EMAIL":
+        body = content.get("contentText")
+        if not isinstance(body, str) and isinstance(content.get("contentHtml"), str):
+            body = html_to_text(str(content["contentHtml"]))
+        subject = content.get("subject")
+        return "\n".join(str(p) for p in (subject, body) if p) or "[email]"
+    if isinstance(text, str) and text:
+        return text
+    return f"[{kind.lower()} message]"
+
+
+def author_role(message: common_pb2.Message) -> Literal["customer", "agent", "bot"]:
+    if message.direction == common_pb2.DIRECTION_INBOUND:
+        return "customer"
+    return "agent" if message.author_type.upper() == "AGENT" else "bot"
+
+
+def _timestamp(message: common_pb2.Message) -> str:
+    if not message.HasField("created_at") or message.created_at.seconds <= 0:
+        return "?"
+    moment = datetime.fromtimestamp(message.created_at.seconds, tz=UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def transcript_lines(transcript: Iterable[common_pb2.Message]) -> list[str]:
+    """``[time] customer|bot|agent: text``, one line per message (continuations indented)."""
+    lines = []
+    for message in transcript:
+        text = message_text(message).replace("\r\n", "\n").strip("\n")
+        first, *rest = text.split("\n") or [""]
+        lines.append(f"[{_timestamp(message)}] {author_role(message)}: {first}")
+        lines.extend(f"    {line}" for line in rest)
+    return lines
+
+
+def case_subject(case: CaseToOpen) -> str:
+    first = next((message_text(m) for m in case.transcript if author_role(m) == "customer"), "")
+    first = " ".join(first.split())
+    if len(first) > 80:
+        first = first[:79] + "…"
+    return f"Chat handover ({case.channel or 'chat'}): {first or case.conversation_id}"
+
+
+def case_content(case: CaseToOpen) -> str:
+    """The ticket's first message: context, then the transcript as readable plain text."""
+    head = [
+        "Chat handed over by the Infobip bridge. Reply here to answer the customer;",
+        "comments stay internal. Resolve the ticket to end the chat.",
+        "",
+        f"Conversation: {case.conversation_id}",
+        f"Channel: {case.channel}",
+        f"Customer: {case.end_user}",
+    ]
+    if case.rule:
+        head.append(f"Routing rule: {case.rule}")
+    if case.skills:
+        head.append(f"Skills: {', '.join(case.skills)}")
+    if case.priority:
+        head.append(f"Priority: {case.priority}")
+    if case.tags:
+        head.append(f"Tags: {', '.join(case.tags)}")
+    if case.metadata:
+        head.append("Metadata: " + "; ".join(f"{k}={v}" for k, v in sorted(case.metadata.items())))
+    note = " (capped: earlier messages left out)" if case.transcript_truncated else ""
+    head += ["", f"Transcript (times UTC, oldest first){note}:"]
+    body = transcript_lines(case.transcript) or ["(no messages)"]
+    return "\n".join(head + body) + "\n"
+
+
+class _HtmlText(HTMLParser):
+    """HTML (RT's rich-text editor) → readable plain text."""
+
+    _BLOCK = frozenset({"p", "div", "br", "tr", "table", "ul", "ol", "blockquote", "pre",
+                        "h1", "h2", "h3", "h4", "h5", "h6", "hr", "section", "article"})
+    _SKIP = frozenset({"script", "style", "head", "title"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self._skip = 0
+        self._pre = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIP:
+            self._skip += 1
+        elif tag == "li":
+            self.out.append("\n- ")
+        elif tag in {"td", "th"}:
+            self.out.append(" ")
+        elif tag in self._BLOCK:
+            self.out.append("\n")
+            if tag == "pre":
+                self._pre += 1
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in {"br", "hr"}:
+            self.out.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP:
+            self._skip = max(0, self._skip - 1)
+        elif tag in self._BLOCK and tag != "br":
+            self.out.append("\n")
+            if tag == "pre":
+                self._pre = max(0, self._pre - 1)
+
+    def handle_data(self, data: str) -> None:
+        if self._skip:
+            return
+        self.out.append(data if self._pre else re.sub(r"\s+", " ", data))
+
+    def text(self) -> str:
+        lines = [line.strip() for line in "".join(self.out).replace("\xa0", " ").split("\n")]
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def html_to_text(markup: str) -> str:
+    parser = _HtmlText()
+    parser.feed(markup)
+    parser.close()
+    return parser.text()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    raw = response.headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(tz=UTC)).total_seconds())
+
+
+def _rt_message(response: httpx.Response) -> str:
+    """RT's error text: {"message": ...} or a list of strings; else a short body excerpt."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200].strip() or response.reason_phrase
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])
+    if isinstance(body, list):
+        return "; ".join(str(item) for item in body)[:300]
+    return response.reason_phrase
+
+
+def _maybe_processed(exc: FarSideError) -> bool:
+    """False when RT certainly did not act on the request: the connection was never made,
+    or RT refused it (4xx). Timeouts mid-request and 5xx leave it open."""
+    cause = exc.__cause__
+    if isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return False
+    return not (exc.status is not None and 400 <= exc.status < 500)
+
+
+def _user_id(value: Any) -> str:
+    """REST2 renders users as {"id": "<name>", ...}."""
+    if isinstance(value, dict):
+        return str(value.get("id", ""))
+    return str(value or "")
+
+
+@dataclass(frozen=True)
+class _Ticket:
+    """What the poll needs to know about a ticket."""
+
+    requestors: frozenset[str]  # user names (for made-up requestors: the address)
+    conversation_id: str  # '' when no handover opened it
+
+
+@dataclass
+class _QueuePoll:
+    """What one poll saw in one queue, kept until ``commit_poll``."""
+
+    lease_token: str
+    max_seen: int
+    events: list[tuple[int, CaseEvent]] = field(default_factory=list)
+
+
+class RtAdapter(Adapter):
+    """Request Tracker 5 over REST2 (poll mode). One instance per process."""
+
+    name = "rt"
+    mode: Literal["push", "poll"] = "poll"
+
+    def __init__(self, settings: RtSettings, redis: aioredis.Redis, *,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self._redis = redis
+        self._http = httpx.AsyncClient(
+            base_url=f"{settings.url}/REST/2.0",
+            headers={"Authorization": f"token {settings.token.value}",
+                     "Accept": "application/json"},
+            timeout=httpx.Timeout(settings.timeout_s),
+            transport=transport,
+            follow_redirects=False,
+        )
+        self._leases: dict[str, str] = {}  # queue → our lease token
+        self._pending: dict[str, _QueuePoll] = {}  # queue → last poll, until committed
+        self._lease_ms = int(settings.lease_ttl_s * 1000)
+
+    # --- HTTP ------------------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, *, params: Mapping[str, str | int] | None = None,
+                    json_body: Any = None, expect: tuple[int, ...] = (200,)) -> httpx.Response:
+        """One REST2 call; far-side failures become FarSideError (retryable when a retry
+        can help: timeouts, connection errors, 429, 5xx)."""
+        try:
+            response = await self._http.request(method, path, params=params, json=json_body)
+        except httpx.TimeoutException as exc:
+            raise FarSideError(f"RT {method} {path}: timed out ({type(exc).__name__})",
+                               retryable=True) from exc
+        except httpx.TransportError as exc:
+            raise FarSideError(f"RT {method} {path}: {type(exc).__name__}: {exc}",
+                               retryable=True) from exc
+        if response.status_code in expect:
+            return response
+        status = response.status_code
+        message = _rt_message(response)
+        retryable = status == 429 or status >= 500
+        raise FarSideError(f"RT {method} {path}: HTTP {status}: {message}",
+                           retryable=retryable, status=status,
+                           retry_after=_retry_after(response) if retryable else None)
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise FarSideError(f"RT {response.request.url.path}: answered HTTP "
+                               f"{response.status_code} without JSON (is CCBRIDGE_RT_URL right?)",
+                               retryable=False, status=response.status_code) from exc
+
+    async def _items(self, path: str, params: Mapping[str, str | int]) -> list[dict[str, Any]]:
+        if "[" in str(params.get("query", "")):
+            # RT 5.0.3 takes any query containing '[' for a JSON search and fails (500).
+            raise FarSideError(f"RT GET {path}: RT cannot search for a queue name or id "
+                               "containing '['", retryable=False)
+        body = self._json(await self._call("GET", path, params=params))
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise FarSideError(f"RT GET {path}: no items in the answer", retryable=False)
+        return [item for item in items if isinstance(item, dict)]
+
+    async def _max_transaction_id(self) -> int:
+        items = await self._items("/transactions", {
+            "query": "id > 0", "orderby": "id", "order": "DESC", "per_page": 1,
+        })
+        return int(items[0]["id"]) if items else 0
+
+    # --- Redis helpers ---------------------------------------------------------------
+
+    @staticmethod
+    def _cursor_key(queue: str) -> str:
+        return f"ccb:rt:cursor:{{{queue}}}"
+
+    @staticmethod
+    def _lease_key(queue: str) -> str:
+        return f"ccb:rt:lease:{{{queue}}}"
+
+    async def _get(self, key: str) -> str | None:
+        raw = await self._redis.get(key)
+        if raw is None:
+            return None
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def _release(self, key: str, token: str) -> None:
+        await self._redis.eval(_RELEASE, 1, key, token)
+
+    async def _ensure_cursor(self, queue: str) -> int:
+        """The queue's cursor; the first time, RT's current highest transaction id (so a
+        fresh bridge does not replay history). SET NX: a concurrent start cannot move it."""
+        current = await self._get(self._cursor_key(queue))
+        if current is None:
+            await self._redis.set(self._cursor_key(queue), await self._max_transaction_id(),
+                                  nx=True)
+            current = await self._get(self._cursor_key(queue))
+        return int(current or 0)
+
+    # --- open ------------------------------------------------------------------------
+
+    async def _find_ticket(self, queue: str, conversation_id: str) -> str | None:
+        query = (f"Queue = {sql_quote(queue)} AND "
+                 f"'CF.{{{self.settings.conversation_field}}}' = {sql_quote(conversation_id)}")
+        items = await self._items("/tickets", {
+            "query": query, "orderby": "id", "order": "DESC", "per_page": 1, "fields": "Status",
+        })
+        return str(items[0]["id"]) if items else None
+
+    async def open_case(self, case: CaseToOpen) -> OpenedCase:
+        queue = case.queue or self.settings.queue
+        lock_key = f"ccb:rt:open:{{{case.conversation_id}}}"
+        token = secrets.token_hex(8)
+        # Three calls at most; the lock outlives them so two opens never race.
+        budget = 3 * self.settings.timeout_s + 1
+        if not await self._redis.set(lock_key, token, nx=True,
+                                     px=int((budget + 5) * 1000)):
+            wait_ms = await self._redis.pttl(lock_key)
+            raise FarSideError("another open of this conversation is in progress",
+                               retryable=True, retry_after=max(wait_ms, 1000) / 1000)
+        in_doubt = False  # the create may have reached RT without us learning the outcome
+        try:
+            async with asyncio.timeout(budget):
+                existing = await self._find_ticket(queue, case.conversation_id)
+                # Before the ticket exists: the first poll must see every later reply.
+                await self._ensure_cursor(queue)
+                await self._redis.sadd("ccb:rt:queues", queue)
+                if existing is not None:
+                    log.info("rt: ticket %s already exists for conversation %s",
+                             existing, case.conversation_id)
+                    return OpenedCase(external_id=existing, existing=True)
+                body: dict[str, Any] = {
+                    "Queue": queue,
+                    "Subject": case_subject(case),
+                    "Requestor": requestor_address(case.channel, case.end_user,
+                                                   case.conversation_id,
+                                                   self.settings.requestor_domain),
+                    "Content": case_content(case),
+                    "ContentType": "text/plain",
+                    "CustomFields": {self.settings.conversation_field: case.conversation_id},
+                }
+                if case.priority > 0:
+                    body["Priority"] = min(case.priority, 100)
+                in_doubt = True
+                try:
+                    answer = await self._call("POST", "/ticket", json_body=body, expect=(201,))
+                except FarSideError as exc:
+                    in_doubt = _maybe_processed(exc)
+                    raise
+                in_doubt = False
+                created = self._json(answer)
+                ticket_id = str(created.get("id", "")) if isinstance(created, dict) else ""
+                if not ticket_id.isdigit():
+                    raise FarSideError("RT POST /ticket: no ticket id in the answer",
+                                       retryable=True)
+                log.info("rt: opened ticket %s in queue %s for conversation %s",
+                         ticket_id, queue, case.conversation_id)
+                return OpenedCase(external_id=ticket_id, existing=False)
+        except TimeoutError as exc:
+            raise FarSideError("RT open_case: out of time", retryable=True) from exc
+        finally:
+            # Unknown outcome: keep the lock until it expires, so that the retry's search
+            # runs after RT finished the create (see post_customer_message).
+            if not in_doubt:
+                await self._release(lock_key, token)
+
+    # --- customer messages -------------------------------------------------------------
+
+    async def _find_posted(self, external_id: str, marker: str) -> str | None:
+        """The Correspond transaction of this ticket that carries ``marker``, if any."""
+        query = (f"ObjectType = 'RT::Ticket' AND ObjectId = {int(external_id)} AND "
+                 f"Type = 'Correspond' AND Creator = {sql_quote(self.settings.user)} AND "
+                 f"Data LIKE {sql_quote(marker)}")
+        items = await self._items("/transactions", {
+            "query": query, "orderby": "id", "per_page": 100, "fields": "Data",
+        })
+        for item in items:  # LIKE is a substring match (and '_' a wildcard): check exactly
+            if marker in str(item.get("Data", "")):
+                return str(item["id"])
+        return None
+
+    async def post_customer_message(
+        self, external_id: str, conversation_id: str, message: common_pb2.Message,
+        idempotency_key: str,
+    ) -> str:
+        if not external_id.isdigit():
+            raise FarSideError(f"not an RT ticket id: {external_id!r}", retryable=False)
+        if not idempotency_key:
+            raise FarSideError("an idempotency key is required", retryable=False)
+        done_key = f"ccb:rt:msg:{{{conversation_id}}}:{idempotency_key}"
+        lock_key = f"ccb:rt:msglock:{{{conversation_id}}}:{idempotency_key}"
+        state = await self._get(done_key)
+        if state and state != _PENDING:
+            return state  # posted before: the RT transaction id
+        token = secrets.token_hex(8)
+        budget = 2 * self.settings.timeout_s + 1
+        if not await self._redis.set(lock_key, token, nx=True, px=int((budget + 5) * 1000)):
+            wait_ms = await self._redis.pttl(lock_key)
+            raise FarSideError("this message is being posted by another attempt",
+                               retryable=True, retry_after=max(wait_ms, 1000) / 1000)
+        marker = message_marker(idempotency_key)
+        in_doubt = False  # the POST may have reached RT without us learning the outcome
+        try:
+            async with asyncio.timeout(budget):
+                state = await self._get(done_key)
+                if state and state != _PENDING:
+                    return state
+                if state == _PENDING:
+                    # An earlier attempt may have reached RT and died before recording it.
+                    found = await self._find_posted(external_id, marker)
+                    if found:
+                        await self._redis.set(done_key, found, ex=MESSAGE_KEY_TTL_S)
+                        log.info("rt: message already on ticket %s (transaction %s)",
+                                 external_id, found)
+                        return found
+                await self._redis.set(done_key, _PENDING, ex=MESSAGE_KEY_TTL_S)
+                in_doubt = True
+                try:
+                    response = await self._call(
+                        "POST", f"/ticket/{external_id}/correspond", expect=(201,), json_body={
+                            "Subject": f"Customer message {marker}",
+                            "Content": message_text(message) or "(empty message)",
+                            "ContentType": "text/plain",
+                        })
+                except FarSideError as exc:
+                    in_doubt = _maybe_processed(exc)
+                    raise
+                in_doubt = False
+                match = re.search(r"/transaction/(\d+)", response.headers.get("location", ""))
+                txn_id = match.group(1) if match else ""
+                if not txn_id:
+                    # Posted, but RT did not say where: find it by its marker.
+                    txn_id = await self._find_posted(external_id, marker) or ""
+                if txn_id:
+                    await self._redis.set(done_key, txn_id, ex=MESSAGE_KEY_TTL_S)
+                log.info("rt: posted customer message to ticket %s (transaction %s)",
+                         external_id, txn_id or "?")
+                return txn_id
+        except TimeoutError as exc:
+            raise FarSideError("RT post_customer_message: out of time",
+                               retryable=True) from exc
+        finally:
+            # After a POST with an unknown outcome, keep the lock until it expires: RT may
+            # still be working on the request, and the next attempt's search must see it.
+            if not in_doubt:
+                await self._release(lock_key, token)
+
+    # --- close -------------------------------------------------------------------------
+
+    async def _status(self, external_id: str) -> str:
+        body = self._json(await self._call("GET", f"/ticket/{external_id}"))
+        return str(body.get("Status", "")) if isinstance(body, dict) else ""
+
+    async def close_case(self, external_id: str, conversation_id: str, reason: str,
+                         idempotency_key: str) -> bool:
+        if not external_id.isdigit():
+            raise FarSideError(f"not an RT ticket id: {external_id!r}", retryable=False)
+        if await self._status(external_id) in INACTIVE_STATUSES:
+            return True
+        answer = self._json(await self._call("PUT", f"/ticket/{external_id}",
+                                             json_body={"Status": "resolved"}))
+        # REST2 answers 200 with messages even when a change was refused: check the state.
+        status = await self._status(external_id)
+        if status not in INACTIVE_STATUSES:
+            detail = "; ".join(str(m) for m in answer) if isinstance(answer, list) else ""
+            raise FarSideError(f"RT did not resolve ticket {external_id} (status {status!r}: "
+                               f"{detail})", retryable=False)
+        log.info("rt: resolved ticket %s for conversation %s (%s)", external_id,
+                 conversation_id, reason)
+        return False
+
+    # --- poll --------------------------------------------------------------------------
+
+    async def _queues(self) -> list[str]:
+        queues = [self.settings.queue]
+        for raw in sorted(await self._redis.smembers("ccb:rt:queues")):
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if name not in queues:
+                queues.append(name)
+        return queues
+
+    async def _hold_lease(self, queue: str) -> str | None:
+        """Takes or renews the queue's poll lease; None when another replica holds it."""
+        key = self._lease_key(queue)
+        token = self._leases.get(queue)
+        if token and await self._redis.eval(_RENEW, 1, key, token,
+                                            self._lease_ms):
+            return token
+        token = secrets.token_hex(12)
+        if await self._redis.set(key, token, nx=True, px=self._lease_ms):
+            self._leases[queue] = token
+            return token
+        self._leases.pop(queue, None)
+        return None
+
+    def _poll_query(self, queue: str, cursor: int) -> str:
+        return (f"TicketQueue = {sql_quote(queue)} AND id > {cursor} AND "
+                f"Creator != {sql_quote(self.settings.user)} AND (Type = 'Correspond' OR "
+                "(Type = 'Status' AND (NewValue = 'resolved' OR NewValue = 'rejected' OR "
+                "NewValue = 'deleted')))")
+
+    async def _new_transactions(self, queue: str, cursor: int) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        after = cursor
+        for _ in range(MAX_PAGES_PER_POLL):
+            # Transaction searches have no total and no next page: page by id.
+            page = await self._items("/transactions", {
+                "query": self._poll_query(queue, after), "orderby": "id", "order": "ASC",
+                "per_page": self.settings.poll_page,
+                "fields": "Type,Creator,ObjectId,ObjectType,NewValue,Created",
+            })
+            found.extend(page)
+            if len(page) < self.settings.poll_page:
+                break
+            after = max(int(item["id"]) for item in page)
+        return found
+
+    async def _ticket(self, ticket_id: str, cache: dict[str, _Ticket]) -> _Ticket:
+        """Requestors and conversation id of a ticket, read once per poll."""
+        if ticket_id not in cache:
+            try:
+                body = self._json(await self._call("GET", f"/ticket/{ticket_id}"))
+            except FarSideError as exc:
+                if exc.retryable:
+                    raise
+                # Gone or out of our rights (e.g. moved away): not ours to follow. Skipping
+                # it keeps one bad ticket from blocking the queue's cursor forever.
+                log.warning("rt: cannot read ticket %s (%s); its events are skipped",
+                            ticket_id, exc.status)
+                body = {}
+            body = body if isinstance(body, dict) else {}
+            conversation = ""
+            for cf in body.get("CustomFields") or []:
+                if isinstance(cf, dict) and cf.get("name") == self.settings.conversation_field:
+                    values = cf.get("values") or []
+                    conversation = str(values[0]) if values else ""
+            requestors = frozenset(_user_id(p).lower() for p in body.get("Requestor") or [])
+            cache[ticket_id] = _Ticket(requestors=requestors, conversation_id=conversation)
+        return cache[ticket_id]
+
+    async def _reply_text(self, txn_id: int) -> str:
+        # Never ask for Parent here: RT 5.0.3 answers 500.
+        items = await self._items(f"/transaction/{txn_id}/attachments", {
+            "fields": "ContentType,Content,Filename", "per_page": 100,
+        })
+        plain: list[str] = []
+        html: list[str] = []
+        files: list[str] = []
+        for item in items:
+            kind = str(item.get("ContentType", "")).lower()
+            name = str(item.get("Filename") or "")
+            content = item.get("Content")
+            if name:
+                files.append(f"[attachment: {name}]")
+            elif kind == "text/plain" and isinstance(content, str) and content.strip():
+                plain.append(content.strip())
+            elif kind == "text/html" and isinstance(content, str) and content.strip():
+                html.append(html_to_text(content))
+        body = plain or html  # multipart/alternative: the plain part, else the HTML one
+        return "\n\n".join([*body, *files]).strip()
+
+    async def _to_event(self, item: dict[str, Any],
+                        tickets: dict[str, _Ticket]) -> CaseEvent | None:
+        txn_id = int(item["id"])
+        ticket_id = str(item.get("ObjectId", ""))
+        kind = item.get("Type")
+        creator = _user_id(item.get("Creator"))
+        if item.get("ObjectType", "RT::Ticket") != "RT::Ticket" or not ticket_id:
+            return None
+        if kind not in {"Status", "Correspond"}:
+            return None
+        # The customer's own posts (mail gateway, or a requestor replying by e-mail) are
+        # not agent replies; checked before any call.
+        if kind == "Correspond" and creator.lower().endswith(
+                "@" + self.settings.requestor_domain.lower()):
+            return None
+        ticket = await self._ticket(ticket_id, tickets)
+        if not ticket.conversation_id:
+            return None  # a ticket of the queue that no handover opened (e.g. by e-mail)
+        event_id = f"rt-txn-{txn_id}"
+        if kind == "Status":
+            return CaseClosedEvent(external_id=ticket_id, event_id=event_id,
+                                   reason=str(item.get("NewValue") or "resolved"))
+        if creator.lower() in ticket.requestors:
+            return None
+        try:
+            text = await self._reply_text(txn_id)
+        except FarSideError as exc:
+            if exc.retryable:
+                raise
+            log.warning("rt: cannot read transaction %s on ticket %s (%s); skipped", txn_id,
+                        ticket_id, exc.status)
+            return None
+        if not text:
+            log.info("rt: transaction %s on ticket %s has no content; skipped", txn_id,
+                     ticket_id)
+            return None
+        return AgentMessage(external_id=ticket_id, event_id=event_id, message_id=event_id,
+                            text=text, agent_name=creator)
+
+    async def poll(self) -> list[CaseEvent]:
+        self._pending.clear()
+        events: list[CaseEvent] = []
+        for queue in await self._queues():
+            token = await self._hold_lease(queue)
+            if token is None:
+                continue
+            cursor = await self._ensure_cursor(queue)
+            items = await self._new_transactions(queue, cursor)
+            seen = _QueuePoll(lease_token=token, max_seen=cursor)
+            tickets: dict[str, _Ticket] = {}
+            for item in items:
+                txn_id = int(item["id"])
+                seen.max_seen = max(seen.max_seen, txn_id)
+                event = await self._to_event(item, tickets)
+                if event is not None:
+                    seen.events.append((txn_id, event))
+                    events.append(event)
+            self._pending[queue] = seen
+        return events
+
+    async def commit_poll(self, events: Sequence[CaseEvent]) -> None:
+        """Moves each queue's cursor past what the last poll saw (skipped transactions
+        too), but never past an event of that poll that is not in ``events``."""
+        accepted = {event.event_id for event in events}
+        for queue, seen in self._pending.items():
+            missing = [txn for txn, event in seen.events if event.event_id not in accepted]
+            target = min(missing) - 1 if missing else seen.max_seen
+            moved = await self._redis.eval(
+                _COMMIT_CURSOR, 2, self._cursor_key(queue), self._lease_key(queue),
+                seen.lease_token, target)
+            if moved == -1:
+                log.warning("rt: lost the poll lease of queue %s; cursor not moved", queue)
+        self._pending.clear()
+
+    async def aclose(self) -> None:
+        for queue, token in list(self._leases.items()):
+            try:
+                await self._release(self._lease_key(queue), token)
+            except Exception:  # Redis gone: the lease expires on its own
+                log.warning("rt: could not release the poll lease of queue %s", queue)
+        self._leases.clear()
+        await self._http.aclose()
