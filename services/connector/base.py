@@ -69,6 +69,15 @@ class CaseClosedEvent:
 CaseEvent = AgentMessage | CaseClosedEvent
 
 
+@dataclass(frozen=True)
+class WebhookBatch:
+    """What one pushed webhook carried: the events for Session, and how many items the
+    adapter skipped on purpose (event types it does not handle)."""
+
+    events: list[CaseEvent]
+    ignored: int = 0
+
+
 class Adapter(abc.ABC):
     """One CCaaS. Instances live for the process; they own their HTTP clients."""
 
@@ -97,6 +106,11 @@ class Adapter(abc.ABC):
         from services._runtime.errors import InvalidArgument
 
         raise InvalidArgument(f"connector {self.name!r} does not accept webhooks")
+
+    def parse_webhook_batch(self, headers: Mapping[str, str], body: bytes) -> WebhookBatch:
+        """Like ``parse_webhook``, also counting skipped items. The connector service calls
+        this; adapters that skip items override it, the others only ``parse_webhook``."""
+        return WebhookBatch(self.parse_webhook(headers, body))
 
     async def poll(self) -> list[CaseEvent]:
         """Poll-mode adapters: returns new events since the stored cursor. The connector

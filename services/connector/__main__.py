@@ -1,0 +1,149 @@
+"""Entry point of the connector service: ``python -m services.connector``.
+
+``serve`` runs until SIGTERM; ``start`` runs the same server in-process (tests, ``ccbridge
+up``) and returns a handle with ``.port`` and ``.stop()``. Resources (Redis client, the
+Session channel, adapters' HTTP clients) are created in the running loop and closed in
+reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import grpc
+import redis.asyncio as aioredis
+from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
+
+from services._runtime.channels import create_channel
+from services._runtime.logging import configure_logging
+from services._runtime.redis import create_redis
+from services._runtime.server import ServiceHealth, create_server, serve_until_signalled
+from services._runtime.settings import SettingsError
+from services.connector.base import Adapter
+from services.connector.poller import Poller
+from services.connector.registry import create_adapters
+from services.connector.servicer import ConnectorServicer
+from services.connector.session_client import SessionReporter
+from services.connector.settings import ConnectorSettings
+from services.connector.store import PollLease
+
+SERVICE_NAME = connector_pb2.DESCRIPTOR.services_by_name["ConnectorService"].full_name
+
+
+@dataclass
+class ConnectorServer:
+    """The connector service's parts; ``stop`` closes them in reverse order."""
+
+    server: grpc.aio.Server
+    port: int
+    health: ServiceHealth
+    adapters: dict[str, Adapter]
+    pollers: list[Poller]
+    redis: aioredis.Redis
+    channel: grpc.aio.Channel
+    _closed: bool = field(default=False, repr=False)
+
+    async def stop_pollers(self) -> None:
+        for poller in self.pollers:
+            await poller.stop()
+
+    async def close_resources(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for adapter in reversed(self.adapters.values()):
+            await adapter.aclose()
+        await self.channel.close()
+        await self.redis.aclose()
+
+    async def stop(self, grace_s: float = 0.5) -> None:
+        await self.health.enter_shutdown()
+        await self.stop_pollers()
+        await self.server.stop(grace_s)
+        await self.close_resources()
+
+
+async def build(settings: ConnectorSettings,
+                adapters: Mapping[str, Adapter] | None = None) -> ConnectorServer:
+    """Creates every part (not started). ``adapters`` replaces the configured ones."""
+    redis = create_redis(settings.common.redis_url)
+    channel = create_channel(settings.session_addr)
+    try:
+        built = dict(adapters) if adapters is not None else await create_adapters(settings, redis)
+    except BaseException:
+        await channel.close()
+        await redis.aclose()
+        raise
+    reporter = SessionReporter(channel)
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    lease_ttl_s = max(30.0, settings.poll_interval_s * 5)
+    pollers = [
+        Poller(name, adapter, reporter, PollLease(redis, name, owner, lease_ttl_s),
+               interval_s=settings.poll_interval_s)
+        for name, adapter in built.items() if adapter.mode == "poll"
+    ]
+
+    def register(server: grpc.aio.Server) -> Iterable[str]:
+        connector_pb2_grpc.add_ConnectorServiceServicer_to_server(
+            ConnectorServicer(built, reporter), server
+        )
+        return (SERVICE_NAME,)
+
+    async def ready() -> bool:
+        return bool(await redis.ping())
+
+    server, port, health = create_server(settings.address, register, ready)
+    return ConnectorServer(server, port, health, built, pollers, redis, channel)
+
+
+async def start(settings: ConnectorSettings,
+                adapters: Mapping[str, Adapter] | None = None) -> ConnectorServer:
+    """Starts the service in the running loop (bind port 0 for tests)."""
+    parts = await build(settings, adapters)
+    try:
+        await parts.server.start()
+        await parts.health.start()
+    except BaseException:
+        await parts.stop(0)
+        raise
+    for poller in parts.pollers:
+        poller.start()
+    return parts
+
+
+async def serve(settings: ConnectorSettings) -> None:
+    """Runs the service until SIGTERM/SIGINT."""
+    parts = await build(settings)
+    try:
+        for poller in parts.pollers:
+            poller.start()
+        await serve_until_signalled(parts.server, parts.health,
+                                    grace_s=settings.common.shutdown_grace_s,
+                                    on_drain=parts.stop_pollers)
+    finally:
+        await parts.stop_pollers()
+        await parts.close_resources()
+
+
+def main() -> None:
+    try:
+        settings = ConnectorSettings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"ccbridge connector: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging("connector", settings.common.log_level, settings.common.log_format)
+    try:
+        asyncio.run(serve(settings))
+    except SettingsError as exc:  # raised by an adapter factory for its own settings
+        print(f"ccbridge connector: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

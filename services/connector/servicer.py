@@ -1,0 +1,120 @@
+"""gRPC ConnectorService: dispatches each call to the adapter it names, and turns pushed
+webhooks into Session events (answering only after Session stored them)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import grpc
+from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
+
+from services._runtime.errors import InvalidArgument, NotFound
+from services._runtime.logging import conversation_id_var
+from services.connector.base import Adapter, CaseToOpen
+from services.connector.session_client import SessionReporter
+
+log = logging.getLogger(__name__)
+
+
+class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
+    """One servicer for every configured adapter. Adapter errors (FarSideError,
+    Unauthenticated, InvalidArgument) propagate to the shared error interceptor."""
+
+    def __init__(self, adapters: Mapping[str, Adapter], reporter: SessionReporter) -> None:
+        self.adapters = dict(adapters)
+        self.reporter = reporter
+
+    def _adapter(self, name: str) -> Adapter:
+        if not name:
+            raise InvalidArgument("connector is required")
+        adapter = self.adapters.get(name)
+        if adapter is None:
+            configured = ", ".join(self.adapters) or "none"
+            raise InvalidArgument(f"unknown connector {name!r} (configured: {configured})")
+        return adapter
+
+    async def OpenCase(
+        self, request: connector_pb2.OpenCaseRequest, context: grpc.aio.ServicerContext
+    ) -> connector_pb2.OpenCaseResponse:
+        adapter = self._adapter(request.connector)
+        if not request.HasField("case") or not request.case.conversation_id:
+            raise InvalidArgument("case.conversation_id is required")
+        case = request.case
+        conversation_id_var.set(case.conversation_id)
+        opened = await adapter.open_case(CaseToOpen(
+            conversation_id=case.conversation_id,
+            channel=case.channel,
+            end_user=case.end_user,
+            queue=case.routing.queue,
+            priority=case.routing.priority,
+            skills=tuple(case.routing.skills),
+            rule=case.routing.rule,
+            tags=tuple(case.tags),
+            metadata=dict(case.metadata),
+            transcript=list(case.transcript),
+            transcript_truncated=case.transcript_truncated,
+            # A retried open must find the case the first attempt created.
+            idempotency_key=request.idempotency_key or case.conversation_id,
+        ))
+        return connector_pb2.OpenCaseResponse(external_id=opened.external_id,
+                                              existing=opened.existing)
+
+    async def PostCustomerMessage(
+        self, request: connector_pb2.PostCustomerMessageRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> connector_pb2.PostCustomerMessageResponse:
+        adapter = self._adapter(request.connector)
+        if not request.external_id:
+            raise InvalidArgument("external_id is required")
+        if not request.HasField("message"):
+            raise InvalidArgument("message is required")
+        key = request.idempotency_key or request.message.id
+        if not key:
+            raise InvalidArgument("idempotency_key (or message.id) is required")
+        message_id = await adapter.post_customer_message(
+            request.external_id, request.conversation_id, request.message, key
+        )
+        return connector_pb2.PostCustomerMessageResponse(external_message_id=message_id)
+
+    async def CloseCase(
+        self, request: connector_pb2.CloseCaseRequest, context: grpc.aio.ServicerContext
+    ) -> connector_pb2.CloseCaseResponse:
+        adapter = self._adapter(request.connector)
+        if not request.external_id:
+            raise InvalidArgument("external_id is required")
+        key = request.idempotency_key or f"{request.conversation_id or request.external_id}:close"
+        already = await adapter.close_case(request.external_id, request.conversation_id,
+                                           request.reason, key)
+        return connector_pb2.CloseCaseResponse(already_closed=already)
+
+    async def HandleWebhook(
+        self, request: connector_pb2.HandleWebhookRequest, context: grpc.aio.ServicerContext
+    ) -> connector_pb2.HandleWebhookResponse:
+        # The name comes from the URL path (/webhooks/ccaas/{connector}): unknown → 404.
+        if request.connector and request.connector not in self.adapters:
+            raise NotFound(f"unknown connector {request.connector!r}")
+        adapter = self._adapter(request.connector)
+        headers: dict[str, str] = {}
+        for header in request.headers:
+            headers.setdefault(header.name.lower(), header.value)
+        batch = adapter.parse_webhook_batch(headers, request.body)
+        if not batch.events:
+            return connector_pb2.HandleWebhookResponse(ignored=batch.ignored)
+        response = await self.reporter.report(request.connector, batch.events)
+        log.info("webhook %s: %d events (accepted %d, duplicates %d, ignored %d)",
+                 request.connector, len(batch.events), response.accepted, response.duplicates,
+                 response.ignored + batch.ignored)
+        return connector_pb2.HandleWebhookResponse(
+            accepted=response.accepted,
+            duplicates=response.duplicates,
+            ignored=response.ignored + batch.ignored,
+        )
+
+    async def ListConnectors(
+        self, request: connector_pb2.ListConnectorsRequest, context: grpc.aio.ServicerContext
+    ) -> connector_pb2.ListConnectorsResponse:
+        return connector_pb2.ListConnectorsResponse(connectors=[
+            connector_pb2.ConnectorInfo(name=name, mode=adapter.mode)
+            for name, adapter in self.adapters.items()
+        ])

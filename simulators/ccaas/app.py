@@ -1,0 +1,345 @@
+"""The CCaaS simulator's HTTP app: the far side of ccbridge's generic ``webhook`` connector
+(docs/connectors/webhook.md), plus a control API under ``/_sim/`` and a small web page.
+
+``POST /webhook`` receives case.open / case.message / case.close, verifies the signature
+(401 otherwise), honours idempotency keys (a repeated key has one effect and returns the
+stored answer with ``Idempotent-Replayed: true``) and records every attempt. The control
+API lets a test or a person reply as an agent and close a case: the simulator then signs
+an event and POSTs it to the bridge, as a real CCaaS would.
+
+The signing code here is written from the documented contract on purpose, independently
+of ccbridge's adapter, so a mistake on one side shows up as a failed signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from simulators.ccaas.state import Answer, CaseClosed, CaseNotFound, CcaasState
+
+log = logging.getLogger(__name__)
+
+TOLERANCE_S = 300
+MAX_BODY_BYTES = 8 * 1024 * 1024
+BRIDGE_TIMEOUT_S = 10.0
+EVENT_TYPES = ("case.open", "case.message", "case.close")
+_UI_HTML = Path(__file__).with_name("ui.html")
+
+
+def _secrets(secret: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in secret.split(",") if p.strip())
+    if not parts:
+        raise ValueError("the CCaaS simulator needs a secret")
+    return parts
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """``v1=`` + hex HMAC-SHA256 of ``"<timestamp>.<body>"``."""
+    digest = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256)
+    return "v1=" + digest.hexdigest()
+
+
+def signature_ok(secrets: Sequence[str], timestamp: str | None, sig: str | None,
+                 body: bytes, now: float) -> bool:
+    if not timestamp or not sig:
+        return False
+    try:
+        ts = int(timestamp)
+    except ValueError:
+        return False
+    if abs(now - ts) > TOLERANCE_S:
+        return False
+    offered = [p.strip() for p in sig.split(",") if p.strip()]
+    return any(hmac.compare_digest(signature(s, ts, body), o) for s in secrets for o in offered)
+
+
+def _json(answer: Answer, *, replayed: bool = False) -> JSONResponse:
+    headers = dict(answer.headers)
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(answer.body, status_code=answer.status, headers=headers)
+
+
+def _problem(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _is_str(doc: dict[str, Any], key: str) -> bool:
+    return isinstance(doc.get(key), str) and bool(doc[key])
+
+
+def _message_problem(message: object) -> str | None:
+    if not isinstance(message, dict):
+        return "message must be an object"
+    for key in ("id", "direction", "contentType"):
+        if not _is_str(message, key):
+            return f"message.{key} is required"
+    if not isinstance(message.get("content"), dict):
+        return "message.content must be an object"
+    if "authorType" not in message or "createdAt" not in message:
+        return "message.authorType and message.createdAt are required"
+    return None
+
+
+def validate(doc: object) -> str | None:
+    """What is wrong with a bridge event (the contract's required fields), or None."""
+    if not isinstance(doc, dict):
+        return "body must be a JSON object"
+    for key in ("type", "id", "conversationId", "idempotencyKey", "timestamp"):
+        if not _is_str(doc, key):
+            return f"{key} is required"
+    kind = doc["type"]
+    if kind not in EVENT_TYPES:
+        return f"unknown type {kind!r}"
+    if kind == "case.open":
+        case = doc.get("case")
+        if not isinstance(case, dict):
+            return "case must be an object"
+        for key in ("channel", "endUser"):
+            if not isinstance(case.get(key), str):
+                return f"case.{key} is required"
+        routing = case.get("routing")
+        if not isinstance(routing, dict) or not {"queue", "priority", "skills",
+                                                 "rule"} <= routing.keys():
+            return "case.routing must carry queue, priority, skills, rule"
+        if not isinstance(case.get("tags"), list) or not isinstance(case.get("metadata"), dict):
+            return "case.tags (list) and case.metadata (object) are required"
+        transcript = doc.get("transcript")
+        if not isinstance(transcript, list):
+            return "transcript must be a list"
+        for message in transcript:
+            problem = _message_problem(message)
+            if problem:
+                return f"transcript: {problem}"
+        if not isinstance(doc.get("transcriptTruncated"), bool):
+            return "transcriptTruncated must be a boolean"
+        return None
+    if not _is_str(doc, "caseId"):
+        return "caseId is required"
+    if kind == "case.message":
+        return _message_problem(doc.get("message"))
+    if not isinstance(doc.get("reason"), str):
+        return "reason must be a string"
+    return None
+
+
+def create_app(state: CcaasState | None = None, *, secret: str,
+               bridge_webhook_url: str | None) -> Starlette:
+    """The simulator app. ``secret`` may hold comma-separated secrets (first signs, any
+    verifies); ``bridge_webhook_url`` is where agent events go (the gateway's
+    ``/webhooks/ccaas/webhook``), changeable later with ``POST /_sim/config``."""
+    sim = state if state is not None else CcaasState()
+    secrets = _secrets(secret)
+    config: dict[str, str | None] = {"bridge_webhook_url": bridge_webhook_url}
+
+    async def receive(request: Request) -> Response:
+        body = await request.body()
+        header_key = request.headers.get("idempotency-key", "")
+        if len(body) > MAX_BODY_BYTES:
+            sim.record_delivery(type=None, eventId=None, idempotencyKey=header_key,
+                                caseId=None, conversationId=None, status=413,
+                                outcome="too_large")
+            return _problem(413, "body too large")
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        info = doc if isinstance(doc, dict) else {}
+        record = {"type": info.get("type"), "eventId": info.get("id"),
+                  "idempotencyKey": header_key or info.get("idempotencyKey"),
+                  "caseId": info.get("caseId"), "conversationId": info.get("conversationId")}
+        # A CCaaS that is down answers before it looks at anything.
+        fault = sim.take_fault()
+        if fault is not None:
+            sim.record_delivery(**record, status=fault.status, outcome="fault")
+            return _json(fault)
+        if not signature_ok(secrets, request.headers.get("x-ccbridge-timestamp"),
+                            request.headers.get("x-ccbridge-signature"), body, time.time()):
+            sim.record_delivery(**record, status=401, outcome="unauthorized")
+            return _problem(401, "bad or missing signature")
+        problem = validate(doc)
+        if problem is None and header_key and header_key != info.get("idempotencyKey"):
+            problem = "Idempotency-Key header differs from idempotencyKey"
+        if problem is not None:
+            sim.record_delivery(**record, status=400, outcome="invalid")
+            return _problem(400, problem)
+        answer, replayed = sim.apply(info["type"], info["idempotencyKey"], info)
+        if info["type"] == "case.open":
+            record["caseId"] = answer.body.get("caseId")
+        sim.record_delivery(**record, status=answer.status,
+                            outcome="replayed" if replayed else "ok")
+        return _json(answer, replayed=replayed)
+
+    async def push(event: dict[str, Any]) -> tuple[int, Any]:
+        """Signs ``event`` and POSTs it to the bridge; (status, answer) or (0, error)."""
+        url = config["bridge_webhook_url"]
+        if not url:
+            return 0, "no bridge webhook URL configured"
+        body = json.dumps(event, separators=(",", ":")).encode()
+        ts = int(time.time())
+        headers = {"Content-Type": "application/json", "X-Ccbridge-Timestamp": str(ts),
+                   "X-Ccbridge-Signature": signature(secrets[0], ts, body)}
+        try:
+            async with httpx.AsyncClient(timeout=BRIDGE_TIMEOUT_S) as client:
+                response = await client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            sim.record_webhook(event=event, status=0, error=type(exc).__name__)
+            return 0, f"bridge unreachable ({type(exc).__name__})"
+        try:
+            answer: Any = response.json()
+        except ValueError:
+            answer = response.text[:2000]
+        sim.record_webhook(event=event, status=response.status_code, answer=answer)
+        return response.status_code, answer
+
+    async def _control_body(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if not raw.strip():
+            return {}
+        doc = json.loads(raw)
+        if not isinstance(doc, dict):
+            raise ValueError("body must be a JSON object")
+        return doc
+
+    async def reply(request: Request) -> Response:
+        case_id = request.path_params["case_id"]
+        try:
+            doc = await _control_body(request)
+        except ValueError:
+            return _problem(400, "body must be a JSON object")
+        text, agent = doc.get("text"), doc.get("agentName", "Agent")
+        message_id, event_id = doc.get("messageId"), doc.get("eventId")
+        if not isinstance(text, str) or not text:
+            return _problem(400, "text is required")
+        if not isinstance(agent, str) or any(
+            v is not None and not (isinstance(v, str) and v) for v in (message_id, event_id)
+        ):
+            return _problem(400, "agentName, messageId and eventId must be strings")
+        try:
+            message = sim.add_agent_message(case_id, text, agent, message_id)
+        except CaseNotFound:
+            return _problem(404, "unknown case")
+        except CaseClosed:
+            return _problem(409, "case is closed")
+        event = {"type": "agent.message", "id": event_id or sim.next_event_id(),
+                 "caseId": case_id,
+                 "message": {"id": message["id"], "text": message["text"],
+                             "agentName": message["agentName"]}}
+        status, answer = await push(event)
+        sim.set_agent_delivery(case_id, message["id"],
+                               "delivered" if 200 <= status < 300 else f"failed ({status})")
+        return JSONResponse({"event": event, "bridgeStatus": status, "bridgeAnswer": answer})
+
+    async def close(request: Request) -> Response:
+        case_id = request.path_params["case_id"]
+        try:
+            doc = await _control_body(request)
+        except ValueError:
+            return _problem(400, "body must be a JSON object")
+        reason, event_id = doc.get("reason", "resolved"), doc.get("eventId")
+        if not isinstance(reason, str) or (event_id is not None and not isinstance(event_id, str)):
+            return _problem(400, "reason and eventId must be strings")
+        try:
+            sim.close_by_agent(case_id, reason)
+        except CaseNotFound:
+            return _problem(404, "unknown case")
+        except CaseClosed:
+            return _problem(409, "case is closed")
+        event = {"type": "case.closed", "id": event_id or sim.next_event_id(),
+                 "caseId": case_id, "reason": reason}
+        status, answer = await push(event)
+        return JSONResponse({"event": event, "bridgeStatus": status, "bridgeAnswer": answer})
+
+    async def list_cases(request: Request) -> Response:
+        full = request.query_params.get("full", "") in ("1", "true")
+        return JSONResponse({"cases": sim.cases(request.query_params.get("conversationId"),
+                                                full=full)})
+
+    async def get_case(request: Request) -> Response:
+        try:
+            return JSONResponse(sim.case(request.path_params["case_id"]))
+        except CaseNotFound:
+            return _problem(404, "unknown case")
+
+    async def deliveries(request: Request) -> Response:
+        return JSONResponse({"deliveries": sim.deliveries()})
+
+    async def webhooks(request: Request) -> Response:
+        return JSONResponse({"webhooks": sim.webhooks()})
+
+    async def status(request: Request) -> Response:
+        return JSONResponse({**sim.status(), "bridgeWebhookUrl": config["bridge_webhook_url"]})
+
+    async def down(request: Request) -> Response:
+        sim.set_down(True)
+        return JSONResponse(sim.status())
+
+    async def up(request: Request) -> Response:
+        sim.set_down(False)
+        return JSONResponse(sim.status())
+
+    async def fail(request: Request) -> Response:
+        try:
+            doc = await _control_body(request)
+        except ValueError:
+            return _problem(400, "body must be a JSON object")
+        count, code = doc.get("count", 1), doc.get("status", 503)
+        retry_after = doc.get("retryAfter", 1)
+        if (not isinstance(count, int) or count < 0 or not isinstance(code, int)
+                or not 400 <= code <= 599
+                or not (retry_after is None or isinstance(retry_after, int | float))):
+            return _problem(400, "count >= 0, status 400..599, retryAfter a number or null")
+        sim.inject_failures(count, code, retry_after)
+        return JSONResponse(sim.status())
+
+    async def reset(request: Request) -> Response:
+        sim.reset()
+        return JSONResponse(sim.status())
+
+    async def set_config(request: Request) -> Response:
+        try:
+            doc = await _control_body(request)
+        except ValueError:
+            return _problem(400, "body must be a JSON object")
+        url = doc.get("bridgeWebhookUrl")
+        if not (url is None or (isinstance(url, str) and url.startswith(("http://",
+                                                                         "https://")))):
+            return _problem(400, "bridgeWebhookUrl must be an http(s) URL or null")
+        config["bridge_webhook_url"] = url
+        return JSONResponse({"bridgeWebhookUrl": url})
+
+    async def ui(request: Request) -> Response:
+        return HTMLResponse(_UI_HTML.read_text(encoding="utf-8"))
+
+    app = Starlette(routes=[
+        Route("/webhook", receive, methods=["POST"]),
+        Route("/bridge", receive, methods=["POST"]),  # alias used by `ccbridge up --demo`
+        Route("/_sim/status", status, methods=["GET"]),
+        Route("/_sim/cases", list_cases, methods=["GET"]),
+        Route("/_sim/cases/{case_id}", get_case, methods=["GET"]),
+        Route("/_sim/cases/{case_id}/reply", reply, methods=["POST"]),
+        Route("/_sim/cases/{case_id}/close", close, methods=["POST"]),
+        Route("/_sim/deliveries", deliveries, methods=["GET"]),
+        Route("/_sim/webhooks", webhooks, methods=["GET"]),
+        Route("/_sim/down", down, methods=["POST"]),
+        Route("/_sim/up", up, methods=["POST"]),
+        Route("/_sim/fail", fail, methods=["POST"]),
+        Route("/_sim/reset", reset, methods=["POST"]),
+        Route("/_sim/config", set_config, methods=["POST"]),
+        Route("/_sim/ui", ui, methods=["GET"]),
+    ])
+    app.state.ccaas = sim
+    return app

@@ -1,0 +1,279 @@
+"""In-memory state of the CCaaS simulator: cases with their transcript and ordered
+messages, the idempotency table, every delivery attempt, and the fault switches.
+
+Every method takes one lock (threading.RLock): the app runs in uvicorn's loop while a
+test or the demo may read the state from another thread.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+JsonObject = dict[str, Any]
+
+
+def now_iso() -> str:
+    moment = datetime.now(tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class CaseNotFound(KeyError):
+    """No case with that id."""
+
+
+class CaseClosed(RuntimeError):
+    """The case is closed."""
+
+
+@dataclass
+class Answer:
+    """An HTTP answer to a bridge call (status, JSON body, extra headers)."""
+
+    status: int
+    body: JsonObject
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SimCase:
+    """A case as the simulated contact center stores it."""
+
+    id: str
+    conversation_id: str
+    channel: str
+    end_user: str
+    routing: JsonObject
+    tags: list[str]
+    metadata: JsonObject
+    transcript: list[JsonObject]
+    transcript_truncated: bool
+    opened_at: str
+    status: str = "open"
+    closed_at: str | None = None
+    close_reason: str | None = None
+    closed_by: str | None = None  # "bridge" (case.close) or "agent" (the control API)
+    # Customer messages (case.message) and agent replies, in arrival order.
+    messages: list[JsonObject] = field(default_factory=list)
+
+    def summary(self) -> JsonObject:
+        return {
+            "caseId": self.id, "conversationId": self.conversation_id, "status": self.status,
+            "channel": self.channel, "endUser": self.end_user, "routing": self.routing,
+            "messageCount": len(self.messages), "openedAt": self.opened_at,
+            "closedAt": self.closed_at,
+        }
+
+    def full(self) -> JsonObject:
+        return {
+            **self.summary(), "tags": self.tags, "metadata": self.metadata,
+            "transcript": self.transcript, "transcriptTruncated": self.transcript_truncated,
+            "messages": self.messages, "closeReason": self.close_reason,
+            "closedBy": self.closed_by,
+        }
+
+
+class CcaasState:
+    """Thread-safe state; JSON-ready copies go out, never live objects."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._cases: dict[str, SimCase] = {}
+            self._answers: dict[tuple[str, str], Answer] = {}
+            self._deliveries: list[JsonObject] = []
+            self._webhooks: list[JsonObject] = []
+            self._case_seq = 0
+            self._message_seq = 0
+            self._event_seq = 0
+            self.down = False
+            self._failures: list[tuple[int, float | None]] = []
+
+    # --- fault switches -------------------------------------------------------------
+
+    def set_down(self, down: bool) -> None:
+        with self._lock:
+            self.down = down
+
+    def inject_failures(self, count: int, status: int = 503,
+                        retry_after: float | None = 1.0) -> None:
+        with self._lock:
+            self._failures.extend([(status, retry_after)] * count)
+
+    def take_fault(self) -> Answer | None:
+        """The answer forced by the fault switches for the next bridge call, if any."""
+        with self._lock:
+            if self.down:
+                return Answer(503, {"error": "simulator is down"}, {"Retry-After": "1"})
+            if self._failures:
+                status, retry_after = self._failures.pop(0)
+                headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
+                return Answer(status, {"error": "injected failure"}, headers)
+            return None
+
+    def status(self) -> JsonObject:
+        with self._lock:
+            return {"down": self.down, "pendingFailures": len(self._failures),
+                    "cases": len(self._cases), "deliveries": len(self._deliveries)}
+
+    # --- deliveries -----------------------------------------------------------------
+
+    def record_delivery(self, **fields: Any) -> None:
+        with self._lock:
+            self._deliveries.append({"seq": len(self._deliveries) + 1, "at": now_iso(),
+                                     "monotonic": time.monotonic(), **fields})
+
+    def deliveries(self) -> list[JsonObject]:
+        with self._lock:
+            return copy.deepcopy(self._deliveries)
+
+    def record_webhook(self, **fields: Any) -> None:
+        """One event the simulator pushed to the bridge, with the bridge's answer."""
+        with self._lock:
+            self._webhooks.append({"seq": len(self._webhooks) + 1, "at": now_iso(), **fields})
+
+    def webhooks(self) -> list[JsonObject]:
+        with self._lock:
+            return copy.deepcopy(self._webhooks)
+
+    # --- bridge events (idempotent) ---------------------------------------------------
+
+    def replay(self, event_type: str, key: str) -> Answer | None:
+        """The stored answer of an earlier call with this key, if any."""
+        with self._lock:
+            answer = self._answers.get((event_type, key))
+            return copy.deepcopy(answer) if answer else None
+
+    def _remember(self, event_type: str, key: str, answer: Answer) -> Answer:
+        # Only successes are stored: a failed call with the same key runs again.
+        if 200 <= answer.status < 300:
+            self._answers[(event_type, key)] = copy.deepcopy(answer)
+        return answer
+
+    def apply(self, event_type: str, key: str, doc: JsonObject) -> tuple[Answer, bool]:
+        """Applies a validated bridge event once per (type, key); returns the answer and
+        whether it is the replay of a stored one."""
+        with self._lock:
+            stored = self.replay(event_type, key)
+            if stored is not None:
+                return stored, True
+            if event_type == "case.open":
+                answer = self._open_case_event(doc)
+            elif event_type == "case.message":
+                answer = self._customer_message(key, doc)
+            else:
+                answer = self._close_by_bridge(doc)
+            return self._remember(event_type, key, answer), False
+
+    def _open_case_event(self, doc: JsonObject) -> Answer:
+        with self._lock:
+            self._case_seq += 1
+            case_ = doc["case"]
+            case = SimCase(
+                id=f"CASE-{self._case_seq:05d}",
+                conversation_id=doc["conversationId"],
+                channel=case_["channel"], end_user=case_["endUser"],
+                routing=copy.deepcopy(case_["routing"]), tags=list(case_["tags"]),
+                metadata=copy.deepcopy(case_["metadata"]),
+                transcript=copy.deepcopy(doc["transcript"]),
+                transcript_truncated=doc["transcriptTruncated"],
+                opened_at=now_iso(),
+            )
+            self._cases[case.id] = case
+            return Answer(201, {"caseId": case.id})
+
+    def _customer_message(self, key: str, doc: JsonObject) -> Answer:
+        with self._lock:
+            case = self._cases.get(doc["caseId"])
+            if case is None:
+                return Answer(404, {"error": "unknown case"})
+            if case.status != "open":
+                return Answer(409, {"error": "case is closed"})
+            self._message_seq += 1
+            message_id = f"MSG-{self._message_seq:06d}"
+            case.messages.append({
+                **copy.deepcopy(doc["message"]),
+                "from": "customer", "messageId": message_id,
+                "idempotencyKey": key, "receivedAt": now_iso(),
+            })
+            return Answer(200, {"messageId": message_id})
+
+    def _close_by_bridge(self, doc: JsonObject) -> Answer:
+        with self._lock:
+            case = self._cases.get(doc["caseId"])
+            if case is None:
+                return Answer(404, {"error": "unknown case"})
+            if case.status != "open":
+                return Answer(200, {"alreadyClosed": True})
+            case.status, case.closed_at = "closed", now_iso()
+            case.close_reason, case.closed_by = doc.get("reason") or "", "bridge"
+            return Answer(200, {"alreadyClosed": False})
+
+    # --- agent side -------------------------------------------------------------------
+
+    def _writable_case(self, case_id: str) -> SimCase:
+        case = self._cases.get(case_id)
+        if case is None:
+            raise CaseNotFound(case_id)
+        if case.status != "open":
+            raise CaseClosed(case_id)
+        return case
+
+    def next_event_id(self) -> str:
+        with self._lock:
+            self._event_seq += 1
+            return f"EVT-{self._event_seq:06d}"
+
+    def add_agent_message(self, case_id: str, text: str, agent_name: str,
+                          message_id: str | None = None) -> JsonObject:
+        """Records an agent reply (once per message id); returns the stored message."""
+        with self._lock:
+            case = self._writable_case(case_id)
+            if message_id:
+                for existing in case.messages:
+                    if existing.get("from") == "agent" and existing["id"] == message_id:
+                        return copy.deepcopy(existing)
+            else:
+                self._message_seq += 1
+                message_id = f"AGT-{self._message_seq:06d}"
+            message = {"id": message_id, "from": "agent", "text": text, "agentName": agent_name,
+                       "createdAt": now_iso(), "delivery": "pending"}
+            case.messages.append(message)
+            return copy.deepcopy(message)
+
+    def set_agent_delivery(self, case_id: str, message_id: str, outcome: str) -> None:
+        with self._lock:
+            case = self._cases.get(case_id)
+            for message in case.messages if case else ():
+                if message.get("from") == "agent" and message["id"] == message_id:
+                    message["delivery"] = outcome
+
+    def close_by_agent(self, case_id: str, reason: str) -> None:
+        with self._lock:
+            case = self._writable_case(case_id)
+            case.status, case.closed_at = "closed", now_iso()
+            case.close_reason, case.closed_by = reason, "agent"
+
+    # --- reads ------------------------------------------------------------------------
+
+    def cases(self, conversation_id: str | None = None, *, full: bool = False
+              ) -> list[JsonObject]:
+        with self._lock:
+            return [
+                copy.deepcopy(c.full() if full else c.summary()) for c in self._cases.values()
+                if conversation_id is None or c.conversation_id == conversation_id
+            ]
+
+    def case(self, case_id: str) -> JsonObject:
+        with self._lock:
+            found = self._cases.get(case_id)
+            if found is None:
+                raise CaseNotFound(case_id)
+            return copy.deepcopy(found.full())

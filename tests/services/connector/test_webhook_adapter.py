@@ -1,0 +1,172 @@
+"""The webhook adapter's HTTP edge cases (Retry-After forms, timeouts, oversized or
+malformed answers) and its signing/verification helpers.
+
+The far side here is an httpx.MockTransport: these are behaviours the CCaaS simulator
+cannot be made to show (slow or oversized answers), so a double of the far edge is used.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import httpx
+import pytest
+from ccbridge.common.v1 import common_pb2
+
+from services._runtime.errors import FarSideError, Unauthenticated
+from services._runtime.settings import Secret
+from services.connector.adapters.webhook import (
+    MAX_RESPONSE_BYTES,
+    WebhookAdapter,
+    event_id,
+    sign,
+    signed_headers,
+    verify_signature,
+)
+from services.connector.base import CaseToOpen
+from services.connector.settings import WebhookSettings
+
+NOW = 1_750_000_000.0
+
+
+def adapter(handler: Callable[[httpx.Request], httpx.Response]) -> WebhookAdapter:
+    settings = WebhookSettings(url="http://ccaas.test/webhook",
+                               secrets=(Secret("s-new"), Secret("s-old")), timeout_s=1.0)
+    return WebhookAdapter(settings, transport=httpx.MockTransport(handler), clock=lambda: NOW)
+
+
+def case() -> CaseToOpen:
+    return CaseToOpen(conversation_id="conv-1", channel="SMS", end_user="4470", queue="",
+                      priority=0, skills=(), rule="default", tags=(), metadata={},
+                      transcript=[], transcript_truncated=False, idempotency_key="conv-1")
+
+
+async def failure(handler: Callable[[httpx.Request], httpx.Response]) -> FarSideError:
+    client = adapter(handler)
+    try:
+        with pytest.raises(FarSideError) as info:
+            await client.open_case(case())
+    finally:
+        await client.aclose()
+    return info.value
+
+
+async def test_request_shape_and_signature() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, json={"caseId": "C-1"})
+
+    client = adapter(handler)
+    try:
+        opened = await client.open_case(case())
+        message = common_pb2.Message(id="ib-7", direction=common_pb2.DIRECTION_INBOUND,
+                                     content_type="TEXT", content_json='{"text":"hi"}')
+        await client.post_customer_message("C-1", "conv-1", message, "ib-7")
+        await client.close_case("C-1", "conv-1", "operator", "")
+    finally:
+        await client.aclose()
+    assert (opened.external_id, opened.existing) == ("C-1", False)
+    open_req, message_req, close_req = seen
+    doc = json.loads(open_req.content)
+    assert doc["type"] == "case.open" and doc["id"] == event_id("case.open", "conv-1")
+    assert doc["timestamp"] == "2025-06-15T15:06:40.000Z"
+    assert open_req.headers["idempotency-key"] == "conv-1"
+    assert open_req.headers["x-ccbridge-timestamp"] == str(int(NOW))
+    assert open_req.headers["x-ccbridge-signature"] == sign("s-new", int(NOW), open_req.content)
+    assert json.loads(message_req.content)["message"] == {
+        "id": "ib-7", "direction": "INBOUND", "authorType": "", "createdAt": None,
+        "contentType": "TEXT", "content": {"text": "hi"},
+    }
+    assert message_req.headers["idempotency-key"] == "ib-7"
+    close_doc = json.loads(close_req.content)
+    assert (close_doc["caseId"], close_doc["reason"], close_doc["idempotencyKey"]) == \
+        ("C-1", "operator", "conv-1:close")
+    assert event_id("case.open", "k") != event_id("case.message", "k")
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "retryable", "expected_after"),
+    [
+        (503, "7", True, 7.0),
+        (429, "1.5", True, 1.5),
+        (408, None, True, None),
+        (500, "soon", True, None),
+        (502, format_datetime(datetime.fromtimestamp(NOW, UTC) + timedelta(seconds=30),
+                              usegmt=True), True, 30.0),
+        (400, "5", False, None),
+        (404, None, False, None),
+        (409, None, False, None),
+        (302, None, False, None),
+    ],
+)
+async def test_status_mapping(status: int, retry_after: str | None, retryable: bool,
+                              expected_after: float | None) -> None:
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    error = await failure(lambda _: httpx.Response(status, headers=headers, json={}))
+    assert (error.retryable, error.status) == (retryable, status)
+    assert error.retry_after == expected_after
+
+
+async def test_timeouts_and_connection_errors_are_retryable() -> None:
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    assert (await failure(slow)).retryable is True
+    assert (await failure(refused)).retryable is True
+
+
+async def test_bad_answers() -> None:
+    huge = b'{"caseId": "' + b"x" * MAX_RESPONSE_BYTES + b'"}'
+    error = await failure(lambda _: httpx.Response(200, content=huge))
+    assert error.retryable is False and "larger" in str(error)
+    error = await failure(lambda _: httpx.Response(200, text="<html>ok</html>"))
+    assert error.retryable is False and "caseId" in str(error)
+
+
+async def test_replayed_header_means_existing() -> None:
+    client = adapter(lambda _: httpx.Response(201, json={"caseId": "C-9"},
+                                              headers={"Idempotent-Replayed": "true"}))
+    try:
+        opened = await client.open_case(case())
+    finally:
+        await client.aclose()
+    assert (opened.external_id, opened.existing) == ("C-9", True)
+
+
+def test_verify_signature_rotation_and_window() -> None:
+    body = b'{"type":"case.closed","id":"e","caseId":"c"}'
+    for secret in ("s-new", "s-old"):
+        headers = {k.lower(): v for k, v in signed_headers(secret, body, now=NOW).items()}
+        verify_signature(["s-new", "s-old"], headers, body, now=NOW + 299)
+    headers = {k.lower(): v for k, v in signed_headers("s-old", body, now=NOW).items()}
+    with pytest.raises(Unauthenticated):
+        verify_signature(["s-new"], headers, body, now=NOW)
+    with pytest.raises(Unauthenticated):
+        verify_signature(["s-old"], headers, body, now=NOW + 301)
+    # Several signatures in one header (the CCaaS rotating its own secret).
+    headers["x-ccbridge-signature"] = "v1=deadbeef," + headers["x-ccbridge-signature"]
+    verify_signature(["s-old"], headers, body, now=NOW)
+    with pytest.raises(Unauthenticated):
+        verify_signature(["s-old"], {**headers, "x-ccbridge-timestamp": "x"}, body, now=NOW)
+
+
+async def test_parse_webhook_via_adapter_uses_the_clock() -> None:
+    client = adapter(lambda _: httpx.Response(200))
+    try:
+        body = json.dumps({"type": "case.closed", "id": "e1", "caseId": "C-1"}).encode()
+        headers = signed_headers("s-new", body, now=NOW)
+        events = client.parse_webhook(headers, body)  # mixed-case header names are fine
+        assert [(e.external_id, e.event_id) for e in events] == [("C-1", "e1")]
+        assert events[0].reason == "closed"  # type: ignore[union-attr]
+        with pytest.raises(Unauthenticated):
+            client.parse_webhook(signed_headers("s-new", body, now=NOW - 301), body)
+    finally:
+        await client.aclose()
