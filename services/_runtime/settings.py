@@ -53,7 +53,9 @@ class EnvReader:
         raw = self._env.get(key)
         return raw if raw else None
 
-    def secret(self, key: builtins.str, *, required: builtins.bool = True, default: builtins.str = "") -> Secret:
+    def secret(
+        self, key: builtins.str, *, required: builtins.bool = True, default: builtins.str = ""
+    ) -> Secret:
         raw = self._env.get(key, "")
         if not raw:
             if required:
@@ -61,8 +63,14 @@ class EnvReader:
             return Secret(default)
         return Secret(raw)
 
-    def int(self, key: builtins.str, default: builtins.int, *, minimum: builtins.int | None = None,
-            maximum: builtins.int | None = None) -> builtins.int:
+    def int(
+        self,
+        key: builtins.str,
+        default: builtins.int,
+        *,
+        minimum: builtins.int | None = None,
+        maximum: builtins.int | None = None,
+    ) -> builtins.int:
         raw = self._env.get(key)
         if raw is None or raw == "":
             return default
@@ -77,7 +85,9 @@ class EnvReader:
             self.errors.append(f"{key} must be <= {maximum}, got {value}")
         return value
 
-    def float(self, key: builtins.str, default: builtins.float, *, minimum: builtins.float | None = None) -> builtins.float:
+    def float(
+        self, key: builtins.str, default: builtins.float, *, minimum: builtins.float | None = None
+    ) -> builtins.float:
         raw = self._env.get(key)
         if raw is None or raw == "":
             return default
@@ -102,14 +112,18 @@ class EnvReader:
         self.errors.append(f"{key} must be true or false, got {raw!r}")
         return default
 
-    def choice(self, key: builtins.str, default: builtins.str, choices: builtins.tuple[builtins.str, ...]) -> builtins.str:
+    def choice(
+        self, key: builtins.str, default: builtins.str, choices: builtins.tuple[builtins.str, ...]
+    ) -> builtins.str:
         value = self.str(key, default)
         if value not in choices:
             self.errors.append(f"{key} must be one of {', '.join(choices)}, got {value!r}")
             return default
         return value
 
-    def list(self, key: builtins.str, default: builtins.tuple[builtins.str, ...] = ()) -> builtins.tuple[builtins.str, ...]:
+    def list(
+        self, key: builtins.str, default: builtins.tuple[builtins.str, ...] = ()
+    ) -> builtins.tuple[builtins.str, ...]:
         raw = self._env.get(key)
         if raw is None or raw.strip() == "":
             return default

@@ -1,4 +1,4 @@
-"""Entry point of the Session service: ``ccbridge serve session`` / ``python -m services.session``."""
+"""Entry point of the Session service (`ccbridge serve session`, `python -m services.session`)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
-
 from ccbridge.connector.v1 import connector_pb2_grpc
 from ccbridge.history.v1 import history_pb2_grpc
 from ccbridge.routing.v1 import routing_pb2_grpc
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
+
 from services._runtime.channels import create_channel
 from services._runtime.infobip import InfobipClient
 from services._runtime.logging import configure_logging
@@ -58,18 +58,27 @@ class RunningSession:
 async def start(settings: SessionSettings, *, start_server: bool = True) -> RunningSession:
     """Builds and (by default) starts the service with its worker."""
     redis = create_redis(settings.common.redis_url)
-    store = SessionStore(redis, prefix=settings.redis_prefix,
-                         dedupe_ttl_s=settings.dedupe_ttl_s,
-                         closed_retention_s=settings.closed_retention_s)
+    store = SessionStore(
+        redis,
+        prefix=settings.redis_prefix,
+        dedupe_ttl_s=settings.dedupe_ttl_s,
+        closed_retention_s=settings.closed_retention_s,
+    )
     history_ch = create_channel(settings.history_addr)
     routing_ch = create_channel(settings.routing_addr)
     connector_ch = create_channel(settings.connector_addr)
-    infobip = InfobipClient(settings.infobip_base_url, settings.infobip_api_key,
-                            timeout_s=settings.infobip_timeout_s,
-                            agent_id=settings.infobip_agent_id)
-    peers = Peers(history_pb2_grpc.HistoryServiceStub(history_ch),
-                  routing_pb2_grpc.RoutingServiceStub(routing_ch),
-                  connector_pb2_grpc.ConnectorServiceStub(connector_ch), infobip)
+    infobip = InfobipClient(
+        settings.infobip_base_url,
+        settings.infobip_api_key,
+        timeout_s=settings.infobip_timeout_s,
+        agent_id=settings.infobip_agent_id,
+    )
+    peers = Peers(
+        history_pb2_grpc.HistoryServiceStub(history_ch),
+        routing_pb2_grpc.RoutingServiceStub(routing_ch),
+        connector_pb2_grpc.ConnectorServiceStub(connector_ch),
+        infobip,
+    )
     worker = ConversationWorker(store, peers, settings) if settings.workers_enabled else None
     servicer = SessionServicer(store, worker)
 
@@ -81,9 +90,15 @@ async def start(settings: SessionSettings, *, start_server: bool = True) -> Runn
         return bool(await redis.ping())
 
     server, port, health = create_server(f"{settings.bind_host}:{settings.port}", register, ready)
-    running = RunningSession(server, port, health, worker, store, settings,
-                             [redis.aclose, history_ch.close, routing_ch.close,
-                              connector_ch.close, infobip.aclose])
+    running = RunningSession(
+        server,
+        port,
+        health,
+        worker,
+        store,
+        settings,
+        [redis.aclose, history_ch.close, routing_ch.close, connector_ch.close, infobip.aclose],
+    )
     if start_server:
         await server.start()
         await health.start()
@@ -98,9 +113,12 @@ async def serve(settings: SessionSettings) -> None:
     if running.worker is not None:
         running.worker.start()
     try:
-        await serve_until_signalled(running.server, running.health,
-                                    grace_s=settings.common.shutdown_grace_s,
-                                    on_drain=running.drain)
+        await serve_until_signalled(
+            running.server,
+            running.health,
+            grace_s=settings.common.shutdown_grace_s,
+            on_drain=running.drain,
+        )
     finally:
         await running.close_resources()
 

@@ -10,10 +10,10 @@ import re
 import uuid
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from ccbridge.common.v1 import common_pb2
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from services.session.errors import (
     HandoverNotFound,
     HandoverStateConflict,
@@ -38,17 +38,21 @@ _STATE_NAMES = {
     session_pb2.HANDOVER_STATE_FAILED: "FAILED",
 }
 _STATE_VALUES = {v: k for k, v in _STATE_NAMES.items()}
-_INITIATORS = {"CCAAS": session_pb2.CLOSE_INITIATOR_CCAAS,
-               "INFOBIP": session_pb2.CLOSE_INITIATOR_INFOBIP,
-               "OPERATOR": session_pb2.CLOSE_INITIATOR_OPERATOR}
-_OUTCOMES = {0: session_pb2.INGEST_OUTCOME_IGNORED, 1: session_pb2.INGEST_OUTCOME_ACCEPTED,
-             2: session_pb2.INGEST_OUTCOME_DUPLICATE}
+_INITIATORS = {
+    "CCAAS": session_pb2.CLOSE_INITIATOR_CCAAS,
+    "INFOBIP": session_pb2.CLOSE_INITIATOR_INFOBIP,
+    "OPERATOR": session_pb2.CLOSE_INITIATOR_OPERATOR,
+}
+_OUTCOMES = {
+    0: session_pb2.INGEST_OUTCOME_IGNORED,
+    1: session_pb2.INGEST_OUTCOME_ACCEPTED,
+    2: session_pb2.INGEST_OUTCOME_DUPLICATE,
+}
 
 
 def _check_cid(cid: str) -> str:
     if not _CID.match(cid):
-        raise InvalidHandoverRequest(
-            "conversation_id must be 1-128 characters of [A-Za-z0-9._:-]")
+        raise InvalidHandoverRequest("conversation_id must be 1-128 characters of [A-Za-z0-9._:-]")
     return cid
 
 
@@ -97,19 +101,30 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return session_pb2.Handover(
             conversation_id=rec.conversation_id,
             state=_STATE_VALUES.get(rec.state, session_pb2.HANDOVER_STATE_UNSPECIFIED),
-            connector=rec.get("connector"), external_id=rec.get("external_id"),
+            connector=rec.get("connector"),
+            external_id=rec.get("external_id"),
             routing=common_pb2.RoutingDecision(
-                connector=routing.get("connector", ""), queue=routing.get("queue", ""),
-                priority=int(routing.get("priority", 0)), skills=routing.get("skills", []),
-                rule=routing.get("rule", "")),
-            channel=rec.get("channel"), end_user=rec.get("end_user"),
-            business_sender=rec.get("business_sender"), tags=rec.tags, metadata=rec.metadata,
-            created_at=_ts(rec.get_int("created_at")), updated_at=_ts(rec.get_int("updated_at")),
-            version=rec.get_int("version"), failure_reason=rec.get("failure_reason"),
-            inbox_pending=inbox, outbox_pending=outbox,
+                connector=routing.get("connector", ""),
+                queue=routing.get("queue", ""),
+                priority=int(routing.get("priority", 0)),
+                skills=routing.get("skills", []),
+                rule=routing.get("rule", ""),
+            ),
+            channel=rec.get("channel"),
+            end_user=rec.get("end_user"),
+            business_sender=rec.get("business_sender"),
+            tags=rec.tags,
+            metadata=rec.metadata,
+            created_at=_ts(rec.get_int("created_at")),
+            updated_at=_ts(rec.get_int("updated_at")),
+            version=rec.get_int("version"),
+            failure_reason=rec.get("failure_reason"),
+            inbox_pending=inbox,
+            outbox_pending=outbox,
             dead_letters=rec.get_int("dead_letters"),
-            closed_by=_INITIATORS.get(rec.get("closed_by"),
-                                      session_pb2.CLOSE_INITIATOR_UNSPECIFIED),
+            closed_by=_INITIATORS.get(
+                rec.get("closed_by"), session_pb2.CLOSE_INITIATOR_UNSPECIFIED
+            ),
         )
 
     async def _load(self, cid: str) -> HandoverRecord:
@@ -119,8 +134,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return rec
 
     # -- RPCs ------------------------------------------------------------------------------
-    async def Escalate(self, request: session_pb2.EscalateRequest,
-                       context: grpc.aio.ServicerContext) -> session_pb2.EscalateResponse:
+    async def Escalate(
+        self, request: session_pb2.EscalateRequest, context: grpc.aio.ServicerContext
+    ) -> session_pb2.EscalateResponse:
         cid = _check_cid(request.conversation_id)
         if len(request.tags) > 50 or any(not t or len(t) > 100 for t in request.tags):
             raise InvalidHandoverRequest("tags: at most 50, each 1-100 characters")
@@ -133,20 +149,25 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         rec = await self._load(cid)
         return session_pb2.EscalateResponse(handover=await self.to_proto(rec), created=created)
 
-    async def Ingest(self, request: session_pb2.IngestRequest,
-                     context: grpc.aio.ServicerContext) -> session_pb2.IngestResponse:
+    async def Ingest(
+        self, request: session_pb2.IngestRequest, context: grpc.aio.ServicerContext
+    ) -> session_pb2.IngestResponse:
         for m in request.messages:
             if not m.id or not m.conversation_id:
                 raise InvalidHandoverRequest("every message needs id and conversation_id")
         outcomes = await self.store.ingest(request.messages)
         if INGEST_ACCEPTED in outcomes:
             self._wake()
-        return session_pb2.IngestResponse(results=[
-            session_pb2.IngestResult(message_id=m.id, outcome=_OUTCOMES[o])
-            for m, o in zip(request.messages, outcomes, strict=True)])
+        return session_pb2.IngestResponse(
+            results=[
+                session_pb2.IngestResult(message_id=m.id, outcome=_OUTCOMES[o])
+                for m, o in zip(request.messages, outcomes, strict=True)
+            ]
+        )
 
     async def ReportCaseEvents(
-        self, request: session_pb2.ReportCaseEventsRequest,
+        self,
+        request: session_pb2.ReportCaseEventsRequest,
         context: grpc.aio.ServicerContext,
     ) -> session_pb2.ReportCaseEventsResponse:
         accepted = duplicates = ignored = 0
@@ -165,11 +186,11 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 msg.conversation_id = cid
                 msg.id = msg.id or event.event_id
                 msg.direction = common_pb2.DIRECTION_OUTBOUND
-                result = await self.store.agent_event(cid, event.event_id,
-                                                      msg.SerializeToString())
+                result = await self.store.agent_event(cid, event.event_id, msg.SerializeToString())
             elif kind == "case_closed":
-                result = await self.store.agent_event(cid, event.event_id, None,
-                                                      event.case_closed.reason or "closed")
+                result = await self.store.agent_event(
+                    cid, event.event_id, None, event.case_closed.reason or "closed"
+                )
             else:
                 ignored += 1
                 continue
@@ -181,16 +202,17 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 accepted += 1
         if accepted:
             self._wake()
-        return session_pb2.ReportCaseEventsResponse(accepted=accepted, duplicates=duplicates,
-                                                    ignored=ignored)
+        return session_pb2.ReportCaseEventsResponse(
+            accepted=accepted, duplicates=duplicates, ignored=ignored
+        )
 
-    async def GetHandover(self, request: session_pb2.GetHandoverRequest,
-                          context: grpc.aio.ServicerContext) -> session_pb2.GetHandoverResponse:
+    async def GetHandover(
+        self, request: session_pb2.GetHandoverRequest, context: grpc.aio.ServicerContext
+    ) -> session_pb2.GetHandoverResponse:
         cid = request.conversation_id
         if not cid:
             if not (request.connector and request.external_id):
-                raise InvalidHandoverRequest(
-                    "give conversation_id, or connector and external_id")
+                raise InvalidHandoverRequest("give conversation_id, or connector and external_id")
             found = await self.store.lookup_case(request.connector, request.external_id)
             if found is None:
                 raise HandoverNotFound("no handover for that case")
@@ -199,7 +221,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return session_pb2.GetHandoverResponse(handover=await self.to_proto(rec))
 
     async def ListHandovers(
-        self, request: session_pb2.ListHandoversRequest, context: grpc.aio.ServicerContext,
+        self,
+        request: session_pb2.ListHandoversRequest,
+        context: grpc.aio.ServicerContext,
     ) -> session_pb2.ListHandoversResponse:
         state = _STATE_NAMES.get(request.state)
         if state is None:
@@ -213,26 +237,38 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             if rec is not None:
                 handovers.append(await self.to_proto(rec))
         return session_pb2.ListHandoversResponse(
-            handovers=handovers, next_page_token=_page_token(offset + size) if more else "")
+            handovers=handovers, next_page_token=_page_token(offset + size) if more else ""
+        )
 
     async def CloseHandover(
-        self, request: session_pb2.CloseHandoverRequest, context: grpc.aio.ServicerContext,
+        self,
+        request: session_pb2.CloseHandoverRequest,
+        context: grpc.aio.ServicerContext,
     ) -> session_pb2.CloseHandoverResponse:
         cid = _check_cid(request.conversation_id)
-        by = {session_pb2.CLOSE_INITIATOR_INFOBIP: "INFOBIP",
-              session_pb2.CLOSE_INITIATOR_CCAAS: "CCAAS"}.get(request.initiator, "OPERATOR")
+        by = {
+            session_pb2.CLOSE_INITIATOR_INFOBIP: "INFOBIP",
+            session_pb2.CLOSE_INITIATOR_CCAAS: "CCAAS",
+        }.get(request.initiator, "OPERATOR")
         rec = await self._load(cid)
         if rec.state in ("CLOSED", "CLOSING"):
             return session_pb2.CloseHandoverResponse(handover=await self.to_proto(rec))
         if rec.state == "FAILED":
-            await self.store.transition(cid, allowed=("FAILED",), new_state="CLOSED",
-                                        values={"closed_by": by,
-                                                "close_reason": request.reason[:200]})
+            await self.store.transition(
+                cid,
+                allowed=("FAILED",),
+                new_state="CLOSED",
+                values={"closed_by": by, "close_reason": request.reason[:200]},
+            )
             await self.store.finish_closed(cid)
         else:
             ok, prev = await self.store.transition(
-                cid, allowed=("OPENING", "ACTIVE"), new_state="CLOSING", due=True,
-                values={"closed_by": by, "close_reason": request.reason[:200] or by.lower()})
+                cid,
+                allowed=("OPENING", "ACTIVE"),
+                new_state="CLOSING",
+                due=True,
+                values={"closed_by": by, "close_reason": request.reason[:200] or by.lower()},
+            )
             if not ok and prev not in ("CLOSING", "CLOSED"):
                 raise HandoverStateConflict(f"cannot close a handover in state {prev}")
             log.info("close requested", extra={"closed_by": by})
@@ -241,7 +277,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return session_pb2.CloseHandoverResponse(handover=await self.to_proto(rec))
 
     async def SendAgentMessage(
-        self, request: session_pb2.SendAgentMessageRequest, context: grpc.aio.ServicerContext,
+        self,
+        request: session_pb2.SendAgentMessageRequest,
+        context: grpc.aio.ServicerContext,
     ) -> session_pb2.SendAgentMessageResponse:
         cid = _check_cid(request.conversation_id)
         rec = await self._load(cid)
@@ -266,12 +304,18 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return session_pb2.SendAgentMessageResponse(message_id=msg.id, duplicate=not queued)
 
     async def RetryHandover(
-        self, request: session_pb2.RetryHandoverRequest, context: grpc.aio.ServicerContext,
+        self,
+        request: session_pb2.RetryHandoverRequest,
+        context: grpc.aio.ServicerContext,
     ) -> session_pb2.RetryHandoverResponse:
         cid = _check_cid(request.conversation_id)
         ok, prev = await self.store.transition(
-            cid, allowed=("FAILED",), new_state="OPENING", due=True,
-            values={"open_attempts": "0", "open_next_at": "0", "failure_reason": ""})
+            cid,
+            allowed=("FAILED",),
+            new_state="OPENING",
+            due=True,
+            values={"open_attempts": "0", "open_next_at": "0", "failure_reason": ""},
+        )
         if not ok:
             if prev == "missing":
                 raise HandoverNotFound(f"no handover for conversation {cid}")
@@ -281,21 +325,35 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return session_pb2.RetryHandoverResponse(handover=await self.to_proto(rec))
 
     async def ListDeadLetters(
-        self, request: session_pb2.ListDeadLettersRequest, context: grpc.aio.ServicerContext,
+        self,
+        request: session_pb2.ListDeadLettersRequest,
+        context: grpc.aio.ServicerContext,
     ) -> session_pb2.ListDeadLettersResponse:
         size = _page_size(request.page_size)
         offset = _page_offset(request.page_token)
         records, next_offset = await self.store.list_dead_letters(
-            request.conversation_id, offset, size)
+            request.conversation_id, offset, size
+        )
         return session_pb2.ListDeadLettersResponse(
-            dead_letters=[session_pb2.DeadLetter(
-                id=r.id, conversation_id=r.conversation_id, queue=r.queue,
-                message=common_pb2.Message.FromString(r.message), reason=r.reason,
-                attempts=r.attempts, dead_at=_ts(r.dead_at_ms)) for r in records],
-            next_page_token=_page_token(next_offset) if next_offset is not None else "")
+            dead_letters=[
+                session_pb2.DeadLetter(
+                    id=r.id,
+                    conversation_id=r.conversation_id,
+                    queue=r.queue,
+                    message=common_pb2.Message.FromString(r.message),
+                    reason=r.reason,
+                    attempts=r.attempts,
+                    dead_at=_ts(r.dead_at_ms),
+                )
+                for r in records
+            ],
+            next_page_token=_page_token(next_offset) if next_offset is not None else "",
+        )
 
     async def ReplayDeadLetter(
-        self, request: session_pb2.ReplayDeadLetterRequest, context: grpc.aio.ServicerContext,
+        self,
+        request: session_pb2.ReplayDeadLetterRequest,
+        context: grpc.aio.ServicerContext,
     ) -> session_pb2.ReplayDeadLetterResponse:
         if not request.id:
             raise InvalidHandoverRequest("id is required")

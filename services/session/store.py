@@ -32,11 +32,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-
 from ccbridge.common.v1 import common_pb2
 
 STATES = ("OPENING", "ACTIVE", "CLOSING", "CLOSED", "FAILED")
 INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE = 0, 1, 2
+
+
+def _text(value: object) -> str:
+    """Redis replies are bytes (decode_responses=False); some paths give str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bytes(value: object) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def now_ms() -> int:
@@ -170,8 +178,14 @@ class DeadLetterRecord:
 class SessionStore:
     """All Redis access of the Session service."""
 
-    def __init__(self, redis: aioredis.Redis, *, prefix: str = "ccb",
-                 dedupe_ttl_s: int = 7 * 86400, closed_retention_s: int = 7 * 86400) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        prefix: str = "ccb",
+        dedupe_ttl_s: int = 7 * 86400,
+        closed_retention_s: int = 7 * 86400,
+    ) -> None:
         self.r = redis
         self.p = prefix
         self.dedupe_ttl_s = dedupe_ttl_s
@@ -236,7 +250,7 @@ class SessionStore:
         raw = await self.r.hgetall(self.k_h(cid))
         if not raw:
             return None
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        fields = {_text(k): _text(v) for k, v in raw.items()}
         return HandoverRecord(cid, fields.get("state", ""), fields)
 
     async def queue_lengths(self, cid: str) -> tuple[int, int]:
@@ -246,9 +260,16 @@ class SessionStore:
             inbox, outbox = await pipe.execute()
         return int(inbox), int(outbox)
 
-    async def transition(self, cid: str, *, allowed: Sequence[str], new_state: str = "",
-                         lease_token: str = "", values: dict[str, str] | None = None,
-                         due: bool = False) -> tuple[bool, str]:
+    async def transition(
+        self,
+        cid: str,
+        *,
+        allowed: Sequence[str],
+        new_state: str = "",
+        lease_token: str = "",
+        values: dict[str, str] | None = None,
+        due: bool = False,
+    ) -> tuple[bool, str]:
         """Atomically moves to ``new_state`` (or only sets ``values``) if the current
         state is in ``allowed`` (and, with a token, the lease is still ours).
 
@@ -265,8 +286,7 @@ class SessionStore:
             await self.schedule(cid, ts)
         return bool(int(ok)), prev_s
 
-    async def _index(self, cid: str, state: str, prev: str | None, ts: int, *,
-                     due: bool) -> None:
+    async def _index(self, cid: str, state: str, prev: str | None, ts: int, *, due: bool) -> None:
         async with self.r.pipeline(transaction=False) as pipe:
             if prev and prev != state:
                 pipe.zrem(self.k_state(prev), cid)
@@ -298,28 +318,41 @@ class SessionStore:
                 cid = m.conversation_id
                 await self._ingest(
                     keys=[self.k_h(cid), self.k_in(cid), self.k_seen(cid)],
-                    args=[m.id, m.SerializeToString(), self.dedupe_ttl_s, m.channel,
-                          getattr(m, "from"), m.to, 0],
+                    args=[
+                        m.id,
+                        m.SerializeToString(),
+                        self.dedupe_ttl_s,
+                        m.channel,
+                        getattr(m, "from"),
+                        m.to,
+                        0,
+                    ],
                     client=pipe,
                 )
             outcomes = [int(x) for x in await pipe.execute()]
-        accepted = {m.conversation_id for m, o in zip(messages, outcomes, strict=True)
-                    if o == INGEST_ACCEPTED}
+        accepted = {
+            m.conversation_id
+            for m, o in zip(messages, outcomes, strict=True)
+            if o == INGEST_ACCEPTED
+        }
         if accepted:
             ts = now_ms()
             # NX: a conversation in back-off keeps its later due time.
             await self.r.zadd(self.k_due, dict.fromkeys(accepted, ts), nx=True)
         return outcomes
 
-    async def agent_event(self, cid: str, event_id: str, message: bytes | None,
-                          reason: str = "") -> int:
+    async def agent_event(
+        self, cid: str, event_id: str, message: bytes | None, reason: str = ""
+    ) -> int:
         """Stores an agent message (or a case-closed event). 0 ignored, 1 message queued,
         2 duplicate, 3 closing."""
         ts = now_ms()
-        result = int(await self._agent_event(
-            keys=[self.k_h(cid), self.k_out(cid), self.k_seen(cid)],
-            args=[f"e:{event_id}", message or b"", self.dedupe_ttl_s, ts, reason],
-        ))
+        result = int(
+            await self._agent_event(
+                keys=[self.k_h(cid), self.k_out(cid), self.k_seen(cid)],
+                args=[f"e:{event_id}", message or b"", self.dedupe_ttl_s, ts, reason],
+            )
+        )
         if result == 3:
             async with self.r.pipeline(transaction=False) as pipe:
                 for state in ("OPENING", "ACTIVE"):
@@ -342,7 +375,7 @@ class SessionStore:
 
     async def lookup_case(self, connector: str, external_id: str) -> str | None:
         raw = await self.r.get(self.k_ext(connector, external_id))
-        return raw.decode() if raw else None
+        return _text(raw) if raw else None
 
     async def remember_transcript(self, cid: str, ids: Sequence[str]) -> None:
         if not ids:
@@ -369,7 +402,7 @@ class SessionStore:
 
     async def due(self, limit: int) -> list[str]:
         raw = await self.r.zrangebyscore(self.k_due, "-inf", now_ms(), start=0, num=limit)
-        return [c.decode() for c in raw]
+        return [_text(c) for c in raw]
 
     async def schedule(self, cid: str, at_ms: int) -> None:
         await self.r.zadd(self.k_due, {cid: at_ms})
@@ -384,16 +417,25 @@ class SessionStore:
     # -- queues --------------------------------------------------------------------------
     async def head(self, queue_key: str) -> bytes | None:
         raw = await self.r.lindex(queue_key, 0)
-        return bytes(raw) if raw is not None else None
+        return _bytes(raw) if raw is not None else None
 
     async def pop_head(self, cid: str, queue_key: str, token: str, expected: bytes) -> int:
         """1 popped, 0 head changed, -1 lease lost."""
-        return int(await self._pop_head(keys=[queue_key, self.k_lease(cid)],
-                                        args=[token, expected]))
+        return int(
+            await self._pop_head(keys=[queue_key, self.k_lease(cid)], args=[token, expected])
+        )
 
     # -- dead letters ------------------------------------------------------------------------
-    async def dead_letter(self, cid: str, queue: str, queue_key: str, token: str,
-                          payload: bytes, reason: str, attempts: int) -> bool:
+    async def dead_letter(
+        self,
+        cid: str,
+        queue: str,
+        queue_key: str,
+        token: str,
+        payload: bytes,
+        reason: str,
+        attempts: int,
+    ) -> bool:
         """Moves the head message to the dead letters (only if still head and leased)."""
         popped = await self.pop_head(cid, queue_key, token, payload)
         if popped != 1:
@@ -401,18 +443,26 @@ class SessionStore:
         dl_id = uuid.uuid4().hex
         ts = now_ms()
         async with self.r.pipeline(transaction=False) as pipe:
-            pipe.hset(self.k_dl(dl_id), mapping={
-                "conversation_id": cid, "queue": queue, "message": payload,
-                "reason": reason[:500], "attempts": attempts, "dead_at": ts,
-            })
+            pipe.hset(
+                self.k_dl(dl_id),
+                mapping={
+                    "conversation_id": cid,
+                    "queue": queue,
+                    "message": payload,
+                    "reason": reason[:500],
+                    "attempts": attempts,
+                    "dead_at": ts,
+                },
+            )
             pipe.zadd(self.k_dlq, {dl_id: ts})
             pipe.hincrby(self.k_h(cid), "dead_letters", 1)
             await pipe.execute()
         return True
 
-    async def list_dead_letters(self, cid: str, offset: int, limit: int
-                                ) -> tuple[list[DeadLetterRecord], int | None]:
-        ids = [i.decode() for i in await self.r.zrange(self.k_dlq, 0, -1)]
+    async def list_dead_letters(
+        self, cid: str, offset: int, limit: int
+    ) -> tuple[list[DeadLetterRecord], int | None]:
+        ids = [_text(i) for i in await self.r.zrange(self.k_dlq, 0, -1)]
         out: list[DeadLetterRecord] = []
         matched = 0
         for dl_id in ids:
@@ -430,16 +480,23 @@ class SessionStore:
         raw = await self.r.hgetall(self.k_dl(dl_id))
         if not raw:
             return None
-        f = {k.decode(): v for k, v in raw.items()}
+        f = {_text(k): v for k, v in raw.items()}
         return DeadLetterRecord(
-            id=dl_id, conversation_id=f[ "conversation_id"].decode(), queue=f["queue"].decode(),
-            message=bytes(f["message"]), reason=f["reason"].decode(),
-            attempts=int(f["attempts"]), dead_at_ms=int(f["dead_at"]),
+            id=dl_id,
+            conversation_id=_text(f["conversation_id"]),
+            queue=_text(f["queue"]),
+            message=_bytes(f["message"]),
+            reason=_text(f["reason"]),
+            attempts=int(_text(f["attempts"])),
+            dead_at_ms=int(_text(f["dead_at"])),
         )
 
     async def replay_dead_letter(self, rec: DeadLetterRecord) -> None:
-        queue_key = self.k_in(rec.conversation_id) if rec.queue == "inbox" else self.k_out(
-            rec.conversation_id)
+        queue_key = (
+            self.k_in(rec.conversation_id)
+            if rec.queue == "inbox"
+            else self.k_out(rec.conversation_id)
+        )
         async with self.r.pipeline(transaction=False) as pipe:
             pipe.rpush(queue_key, rec.message)
             pipe.hincrby(self.k_h(rec.conversation_id), "dead_letters", -1)
@@ -451,5 +508,5 @@ class SessionStore:
     # -- listing ---------------------------------------------------------------------------
     async def list_state(self, state: str, offset: int, limit: int) -> tuple[list[str], bool]:
         raw = await self.r.zrevrange(self.k_state(state), offset, offset + limit)
-        ids = [c.decode() for c in raw]
+        ids = [_text(c) for c in raw]
         return ids[:limit], len(ids) > limit

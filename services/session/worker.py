@@ -26,11 +26,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
-
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
 from ccbridge.history.v1 import history_pb2, history_pb2_grpc
 from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
+
 from services._runtime.errors import RETRY_AFTER_METADATA, FarSideError
 from services._runtime.infobip import InfobipClient, InfobipNotFound
 from services._runtime.logging import conversation_id_var
@@ -41,9 +41,13 @@ log = logging.getLogger(__name__)
 
 # gRPC codes after which a retry can help.
 _RETRYABLE = {
-    grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.CANCELLED,
 }
 MAX_TEXT = 4096  # Infobip's documented content size limit
 
@@ -70,8 +74,9 @@ def _from_rpc_error(exc: grpc.aio.AioRpcError, what: str) -> StepFailure:
         if key == RETRY_AFTER_METADATA:
             with contextlib.suppress(ValueError):
                 retry_after = float(value)
-    return StepFailure(f"{what}: {exc.code().name}: {exc.details()}",
-                       exc.code() in _RETRYABLE, retry_after)
+    return StepFailure(
+        f"{what}: {exc.code().name}: {exc.details()}", exc.code() in _RETRYABLE, retry_after
+    )
 
 
 def _from_far_side(exc: FarSideError, what: str) -> StepFailure:
@@ -81,10 +86,13 @@ def _from_far_side(exc: FarSideError, what: str) -> StepFailure:
 class Peers:
     """gRPC stubs of the services Session calls, plus the Infobip client."""
 
-    def __init__(self, history: history_pb2_grpc.HistoryServiceStub,
-                 routing: routing_pb2_grpc.RoutingServiceStub,
-                 connector: connector_pb2_grpc.ConnectorServiceStub,
-                 infobip: InfobipClient) -> None:
+    def __init__(
+        self,
+        history: history_pb2_grpc.HistoryServiceStub,
+        routing: routing_pb2_grpc.RoutingServiceStub,
+        connector: connector_pb2_grpc.ConnectorServiceStub,
+        infobip: InfobipClient,
+    ) -> None:
         self.history = history
         self.routing = routing
         self.connector = connector
@@ -257,26 +265,43 @@ class ConversationWorker:
             if not failure.retryable or attempts >= self.s.open_max_attempts:
                 log.error("opening failed for good: %s", failure.reason)
                 await self.store.transition(
-                    cid, allowed=("OPENING",), new_state="FAILED", lease_token=token,
-                    values={"failure_reason": failure.reason[:500],
-                            "open_attempts": str(attempts)})
+                    cid,
+                    allowed=("OPENING",),
+                    new_state="FAILED",
+                    lease_token=token,
+                    values={"failure_reason": failure.reason[:500], "open_attempts": str(attempts)},
+                )
                 return
             log.warning("opening failed (attempt %d), retrying: %s", attempts, failure.reason)
             await self.store.transition(
-                cid, allowed=("OPENING",), lease_token=token,
-                values={"failure_reason": failure.reason[:500], "open_attempts": str(attempts),
-                        "open_next_at": str(now_ms() + self._backoff_ms(
-                            attempts, failure.retry_after))})
+                cid,
+                allowed=("OPENING",),
+                lease_token=token,
+                values={
+                    "failure_reason": failure.reason[:500],
+                    "open_attempts": str(attempts),
+                    "open_next_at": str(now_ms() + self._backoff_ms(attempts, failure.retry_after)),
+                },
+            )
             return
         # Link first: agent events that arrive right after activation must resolve.
         await self.store.link_case(cid, connector, external_id)
         await self.store.remember_transcript(cid, [m.id for m in transcript.messages])
         values = {
-            "connector": connector, "external_id": external_id,
-            "routing": json.dumps({"connector": decision.connector, "queue": decision.queue,
-                                   "priority": decision.priority,
-                                   "skills": list(decision.skills), "rule": decision.rule}),
-            "failure_reason": "", "open_attempts": "0", "opened_at": str(now_ms()),
+            "connector": connector,
+            "external_id": external_id,
+            "routing": json.dumps(
+                {
+                    "connector": decision.connector,
+                    "queue": decision.queue,
+                    "priority": decision.priority,
+                    "skills": list(decision.skills),
+                    "rule": decision.rule,
+                }
+            ),
+            "failure_reason": "",
+            "open_attempts": "0",
+            "opened_at": str(now_ms()),
         }
         if transcript.channel:
             values["channel"] = transcript.channel
@@ -284,25 +309,38 @@ class ConversationWorker:
             values["end_user"] = transcript.end_user
             values["business_sender"] = transcript.business_sender
         ok, prev = await self.store.transition(
-            cid, allowed=("OPENING",), new_state="ACTIVE", lease_token=token, values=values)
+            cid, allowed=("OPENING",), new_state="ACTIVE", lease_token=token, values=values
+        )
         if not ok and prev == "CLOSING":
             # Closed at Infobip while opening: keep the case id so the close reaches it.
-            await self.store.transition(cid, allowed=("CLOSING",), lease_token=token,
-                                        values={"connector": connector,
-                                                "external_id": external_id})
+            await self.store.transition(
+                cid,
+                allowed=("CLOSING",),
+                lease_token=token,
+                values={"connector": connector, "external_id": external_id},
+            )
         elif not ok:
             raise LeaseLost()
-        log.info("handover active", extra={"connector": connector, "rule": decision.rule,
-                                          "transcript_messages": len(transcript.messages)})
+        log.info(
+            "handover active",
+            extra={
+                "connector": connector,
+                "rule": decision.rule,
+                "transcript_messages": len(transcript.messages),
+            },
+        )
 
-    async def _open_case(self, rec: HandoverRecord) -> tuple[
-            str, str, common_pb2.RoutingDecision, history_pb2.Transcript]:
+    async def _open_case(
+        self, rec: HandoverRecord
+    ) -> tuple[str, str, common_pb2.RoutingDecision, history_pb2.Transcript]:
         cid = rec.conversation_id
         timeout = self.s.grpc_timeout_s
         try:
-            transcript = (await self.peers.history.GetTranscript(
-                history_pb2.GetTranscriptRequest(conversation_id=cid), timeout=timeout * 6
-            )).transcript
+            transcript = (
+                await self.peers.history.GetTranscript(
+                    history_pb2.GetTranscriptRequest(conversation_id=cid), timeout=timeout * 6
+                )
+            ).transcript
         except grpc.aio.AioRpcError as exc:
             raise _from_rpc_error(exc, "history.GetTranscript") from exc
         tags, metadata = rec.tags, rec.metadata
@@ -310,33 +348,49 @@ class ConversationWorker:
             try:
                 await self.peers.history.AnnotateConversation(
                     history_pb2.AnnotateConversationRequest(
-                        conversation_id=cid, tags=tags, metadata=metadata), timeout=timeout)
+                        conversation_id=cid, tags=tags, metadata=metadata
+                    ),
+                    timeout=timeout,
+                )
             except grpc.aio.AioRpcError as exc:
                 # Context still reaches routing and the case; the Infobip copy is a nicety.
                 log.warning("could not annotate the Infobip conversation: %s", exc.code().name)
         all_tags = list(dict.fromkeys([*transcript.tags, *tags]))
         all_meta = {**dict(transcript.metadata), **metadata}
         context = common_pb2.ConversationContext(
-            conversation_id=cid, channel=transcript.channel or rec.get("channel"),
-            tags=all_tags, metadata=all_meta,
+            conversation_id=cid,
+            channel=transcript.channel or rec.get("channel"),
+            tags=all_tags,
+            metadata=all_meta,
             end_user=transcript.end_user or rec.get("end_user"),
             business_sender=transcript.business_sender or rec.get("business_sender"),
             language=all_meta.get("language", all_meta.get("lang", "")),
         )
         try:
-            decision = (await self.peers.routing.Route(
-                routing_pb2.RouteRequest(context=context), timeout=timeout)).decision
+            decision = (
+                await self.peers.routing.Route(
+                    routing_pb2.RouteRequest(context=context), timeout=timeout
+                )
+            ).decision
         except grpc.aio.AioRpcError as exc:
             raise _from_rpc_error(exc, "routing.Route") from exc
         case = connector_pb2.CaseInfo(
-            conversation_id=cid, channel=context.channel, end_user=context.end_user,
-            routing=decision, tags=all_tags, metadata=all_meta,
-            transcript=transcript.messages, transcript_truncated=transcript.truncated,
+            conversation_id=cid,
+            channel=context.channel,
+            end_user=context.end_user,
+            routing=decision,
+            tags=all_tags,
+            metadata=all_meta,
+            transcript=transcript.messages,
+            transcript_truncated=transcript.truncated,
         )
         try:
             opened = await self.peers.connector.OpenCase(
-                connector_pb2.OpenCaseRequest(connector=decision.connector, case=case,
-                                              idempotency_key=cid), timeout=timeout * 6)
+                connector_pb2.OpenCaseRequest(
+                    connector=decision.connector, case=case, idempotency_key=cid
+                ),
+                timeout=timeout * 6,
+            )
         except grpc.aio.AioRpcError as exc:
             raise _from_rpc_error(exc, "connector.OpenCase") from exc
         return opened.external_id, decision.connector, decision, transcript
@@ -346,13 +400,19 @@ class ConversationWorker:
         closed_by = rec.get("closed_by")
         # After a CCaaS close, end-user messages have no case to go to; after an Infobip
         # close, agent messages have no conversation. Both are dead-lettered, not dropped.
-        await self._drain(rec, token, "inbox", deliverable=not (
-            rec.state == "CLOSING" and closed_by == "CCAAS"))
-        await self._drain(rec, token, "outbox", deliverable=not (
-            rec.state == "CLOSING" and closed_by == "INFOBIP"))
+        await self._drain(
+            rec, token, "inbox", deliverable=not (rec.state == "CLOSING" and closed_by == "CCAAS")
+        )
+        await self._drain(
+            rec,
+            token,
+            "outbox",
+            deliverable=not (rec.state == "CLOSING" and closed_by == "INFOBIP"),
+        )
 
-    async def _drain(self, rec: HandoverRecord, token: str, queue: str, *,
-                     deliverable: bool) -> None:
+    async def _drain(
+        self, rec: HandoverRecord, token: str, queue: str, *, deliverable: bool
+    ) -> None:
         cid = rec.conversation_id
         key = self.store.k_in(cid) if queue == "inbox" else self.store.k_out(cid)
         prefix = "in" if queue == "inbox" else "out"
@@ -366,8 +426,11 @@ class ConversationWorker:
                 break
             message = common_pb2.Message.FromString(payload)
             if not deliverable:
-                reason = ("case closed before delivery" if queue == "inbox"
-                          else "conversation closed at Infobip before delivery")
+                reason = (
+                    "case closed before delivery"
+                    if queue == "inbox"
+                    else "conversation closed at Infobip before delivery"
+                )
                 await self.store.dead_letter(cid, queue, key, token, payload, reason, 0)
                 continue
             if queue == "inbox" and await self.store.in_transcript(cid, message.id):
@@ -381,57 +444,81 @@ class ConversationWorker:
             except StepFailure as failure:
                 attempts += 1
                 if not failure.retryable or attempts >= self.s.delivery_max_attempts:
-                    log.error("%s delivery gave up after %d attempts: %s", queue, attempts,
-                              failure.reason)
-                    await self.store.dead_letter(cid, queue, key, token, payload,
-                                                 failure.reason, attempts)
+                    log.error(
+                        "%s delivery gave up after %d attempts: %s", queue, attempts, failure.reason
+                    )
+                    await self.store.dead_letter(
+                        cid, queue, key, token, payload, failure.reason, attempts
+                    )
                     attempts = 0
                     await self.store.transition(
-                        cid, allowed=("ACTIVE", "CLOSING"), lease_token=token,
-                        values={f"{prefix}_attempts": "0", "failure_reason": failure.reason[:500],
-                                "flagged": "dead_letters"})
+                        cid,
+                        allowed=("ACTIVE", "CLOSING"),
+                        lease_token=token,
+                        values={
+                            f"{prefix}_attempts": "0",
+                            "failure_reason": failure.reason[:500],
+                            "flagged": "dead_letters",
+                        },
+                    )
                     continue
-                log.warning("%s delivery failed (attempt %d): %s", queue, attempts,
-                            failure.reason)
+                log.warning("%s delivery failed (attempt %d): %s", queue, attempts, failure.reason)
                 await self.store.transition(
-                    cid, allowed=("ACTIVE", "CLOSING"), lease_token=token,
-                    values={f"{prefix}_attempts": str(attempts),
-                            f"{prefix}_next_at": str(now_ms() + self._backoff_ms(
-                                attempts, failure.retry_after)),
-                            "failure_reason": failure.reason[:500]})
+                    cid,
+                    allowed=("ACTIVE", "CLOSING"),
+                    lease_token=token,
+                    values={
+                        f"{prefix}_attempts": str(attempts),
+                        f"{prefix}_next_at": str(
+                            now_ms() + self._backoff_ms(attempts, failure.retry_after)
+                        ),
+                        "failure_reason": failure.reason[:500],
+                    },
+                )
                 return
             await self._pop(cid, key, token, payload)
             delivered += 1
             if attempts:
                 attempts = 0
-                await self.store.transition(cid, allowed=("ACTIVE", "CLOSING"),
-                                            lease_token=token,
-                                            values={f"{prefix}_attempts": "0",
-                                                    f"{prefix}_next_at": "0"})
+                await self.store.transition(
+                    cid,
+                    allowed=("ACTIVE", "CLOSING"),
+                    lease_token=token,
+                    values={f"{prefix}_attempts": "0", f"{prefix}_next_at": "0"},
+                )
 
     async def _pop(self, cid: str, key: str, token: str, payload: bytes) -> None:
         popped = await self.store.pop_head(cid, key, token, payload)
         if popped == -1:
             raise LeaseLost()
 
-    async def _post_customer_message(self, rec: HandoverRecord,
-                                     message: common_pb2.Message) -> None:
+    async def _post_customer_message(
+        self, rec: HandoverRecord, message: common_pb2.Message
+    ) -> None:
         try:
             await self.peers.connector.PostCustomerMessage(
                 connector_pb2.PostCustomerMessageRequest(
-                    connector=rec.get("connector"), external_id=rec.get("external_id"),
-                    conversation_id=rec.conversation_id, message=message,
-                    idempotency_key=message.id),
-                timeout=self.s.grpc_timeout_s * 3)
+                    connector=rec.get("connector"),
+                    external_id=rec.get("external_id"),
+                    conversation_id=rec.conversation_id,
+                    message=message,
+                    idempotency_key=message.id,
+                ),
+                timeout=self.s.grpc_timeout_s * 3,
+            )
         except grpc.aio.AioRpcError as exc:
             raise _from_rpc_error(exc, "connector.PostCustomerMessage") from exc
 
     async def _send_to_end_user(self, rec: HandoverRecord, message: common_pb2.Message) -> None:
-        channel, sender, end_user = rec.get("channel"), rec.get("business_sender"), rec.get(
-            "end_user")
+        channel, sender, end_user = (
+            rec.get("channel"),
+            rec.get("business_sender"),
+            rec.get("end_user"),
+        )
         if not (channel and sender and end_user):
-            raise StepFailure("end-user address unknown (no inbound message seen yet)",
-                              retryable=False)
+            raise StepFailure(
+                "end-user address unknown (no inbound message seen yet)", retryable=False
+            )
         content_type = message.content_type or "TEXT"
         try:
             content = json.loads(message.content_json or "{}")
@@ -440,11 +527,17 @@ class ConversationWorker:
         parts = [content]
         text = content.get("text") if isinstance(content, dict) else None
         if content_type == "TEXT" and isinstance(text, str) and len(text) > MAX_TEXT:
-            parts = [{**content, "text": text[i:i + MAX_TEXT]}
-                     for i in range(0, len(text), MAX_TEXT)]
+            parts = [
+                {**content, "text": text[i : i + MAX_TEXT]} for i in range(0, len(text), MAX_TEXT)
+            ]
         for part in parts:
-            body = {"channel": channel, "from": sender, "to": end_user,
-                    "contentType": content_type, "content": part}
+            body = {
+                "channel": channel,
+                "from": sender,
+                "to": end_user,
+                "contentType": content_type,
+                "content": part,
+            }
             try:
                 await self.peers.infobip.create_message(rec.conversation_id, body)
             except FarSideError as exc:
@@ -464,10 +557,14 @@ class ConversationWorker:
                 try:
                     await self.peers.connector.CloseCase(
                         connector_pb2.CloseCaseRequest(
-                            connector=rec.get("connector"), external_id=rec.get("external_id"),
-                            conversation_id=cid, reason=rec.get("close_reason") or closed_by,
-                            idempotency_key=f"close:{cid}"),
-                        timeout=self.s.grpc_timeout_s * 3)
+                            connector=rec.get("connector"),
+                            external_id=rec.get("external_id"),
+                            conversation_id=cid,
+                            reason=rec.get("close_reason") or closed_by,
+                            idempotency_key=f"close:{cid}",
+                        ),
+                        timeout=self.s.grpc_timeout_s * 3,
+                    )
                 except grpc.aio.AioRpcError as exc:
                     raise _from_rpc_error(exc, "connector.CloseCase") from exc
             if closed_by in ("CCAAS", "OPERATOR"):
@@ -481,19 +578,34 @@ class ConversationWorker:
             attempts = rec.get_int("close_attempts") + 1
             if failure.retryable and attempts < self.s.delivery_max_attempts:
                 await self.store.transition(
-                    cid, allowed=("CLOSING",), lease_token=token,
-                    values={"close_attempts": str(attempts), "failure_reason": failure.reason,
-                            "close_next_at": str(now_ms() + self._backoff_ms(
-                                attempts, failure.retry_after))})
+                    cid,
+                    allowed=("CLOSING",),
+                    lease_token=token,
+                    values={
+                        "close_attempts": str(attempts),
+                        "failure_reason": failure.reason,
+                        "close_next_at": str(
+                            now_ms() + self._backoff_ms(attempts, failure.retry_after)
+                        ),
+                    },
+                )
                 return
             log.error("close failed for good, marking closed and flagged: %s", failure.reason)
-            await self.store.transition(cid, allowed=("CLOSING",), new_state="CLOSED",
-                                        lease_token=token,
-                                        values={"failure_reason": failure.reason[:500],
-                                                "flagged": "close_failed"})
+            await self.store.transition(
+                cid,
+                allowed=("CLOSING",),
+                new_state="CLOSED",
+                lease_token=token,
+                values={"failure_reason": failure.reason[:500], "flagged": "close_failed"},
+            )
             return
-        await self.store.transition(cid, allowed=("CLOSING",), new_state="CLOSED",
-                                    lease_token=token, values={"closed_at": str(now_ms())})
+        await self.store.transition(
+            cid,
+            allowed=("CLOSING",),
+            new_state="CLOSED",
+            lease_token=token,
+            values={"closed_at": str(now_ms())},
+        )
         log.info("handover closed", extra={"closed_by": closed_by})
 
     # -- reconciler ------------------------------------------------------------------------
@@ -520,7 +632,8 @@ class ConversationWorker:
                         continue
                     inbox, outbox = await self.store.queue_lengths(cid)
                     if (state != "ACTIVE" or inbox or outbox) and await self.store.r.zscore(
-                            self.store.k_due, cid) is None:
+                        self.store.k_due, cid
+                    ) is None:
                         await self.store.schedule(cid, now_ms())
                         stats["rescheduled"] += 1
                     if state == "ACTIVE" and self.s.reconcile_infobip:
@@ -530,9 +643,15 @@ class ConversationWorker:
                             continue
                         if str(conv.get("status", "")).upper() == "CLOSED":
                             ok, _ = await self.store.transition(
-                                cid, allowed=("ACTIVE",), new_state="CLOSING", due=True,
-                                values={"closed_by": "INFOBIP",
-                                        "close_reason": "reconciler: closed at Infobip"})
+                                cid,
+                                allowed=("ACTIVE",),
+                                new_state="CLOSING",
+                                due=True,
+                                values={
+                                    "closed_by": "INFOBIP",
+                                    "close_reason": "reconciler: closed at Infobip",
+                                },
+                            )
                             stats["closed"] += int(ok)
                 if not more:
                     break

@@ -33,12 +33,15 @@ class Mesh:
     ccaas: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
-        self.gateway = httpx.Client(base_url=f"http://127.0.0.1:{self.ports['gateway']}",
-                                    timeout=30)
-        self.infobip = httpx.Client(base_url=f"http://127.0.0.1:{self.ports['infobip-sim']}",
-                                    timeout=30)
-        self.ccaas = httpx.Client(base_url=f"http://127.0.0.1:{self.ports['ccaas-sim']}",
-                                  timeout=30)
+        self.gateway = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.ports['gateway']}", timeout=30
+        )
+        self.infobip = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.ports['infobip-sim']}", timeout=30
+        )
+        self.ccaas = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.ports['ccaas-sim']}", timeout=30
+        )
 
     # -- chatbot / Infobip side --------------------------------------------------------------
     @property
@@ -50,15 +53,21 @@ class Mesh:
         return f"/webhooks/infobip/{self.env['CCBRIDGE_WEBHOOK_TOKEN']}"
 
     def conversation(self, history: int = 10, **extra: Any) -> dict[str, Any]:
-        doc = {"history": history, "channel": "WHATSAPP", "endUser": "385981234567",
-               "businessSender": "447492263897", **extra}
+        doc = {
+            "history": history,
+            "channel": "WHATSAPP",
+            "endUser": "385981234567",
+            "businessSender": "447492263897",
+            **extra,
+        }
         response = self.infobip.post("/_sim/conversations", json=doc)
         response.raise_for_status()
         return dict(response.json())
 
     def escalate(self, cid: str, **extra: Any) -> httpx.Response:
-        return self.gateway.post("/v1/escalations", headers=self.auth,
-                                 json={"conversationId": cid, **extra})
+        return self.gateway.post(
+            "/v1/escalations", headers=self.auth, json={"conversationId": cid, **extra}
+        )
 
     def send(self, cid: str, text: str) -> dict[str, Any]:
         response = self.infobip.post(f"/_sim/conversations/{cid}/send", json={"text": text})
@@ -69,8 +78,9 @@ class Mesh:
         return dict(self.gateway.get(f"/v1/handovers/{cid}", headers=self.auth).json())
 
     def agent_messages(self, cid: str) -> list[dict[str, Any]]:
-        return list(self.infobip.get(f"/_sim/conversations/{cid}/agent-messages")
-                    .json()["messages"])
+        return list(
+            self.infobip.get(f"/_sim/conversations/{cid}/agent-messages").json()["messages"]
+        )
 
     # -- CCaaS side ----------------------------------------------------------------------------
     def case_for(self, cid: str) -> dict[str, Any] | None:
@@ -83,8 +93,9 @@ class Mesh:
         case = self.case_for(cid)
         if case is None:
             return []
-        return [m["content"].get("text", "") for m in case["messages"]
-                if m.get("from") == "customer"]
+        return [
+            m["content"].get("text", "") for m in case["messages"] if m.get("from") == "customer"
+        ]
 
 
 def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = 60.0) -> Any:
@@ -112,7 +123,9 @@ def mesh(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
     client.close()
     ports = {name: free_port() for name in (*ORDER, "infobip-sim", "ccaas-sim")}
     base = {
-        "PATH": "/usr/bin:/bin", "LOG_LEVEL": "INFO", "LOG_FORMAT": "json",
+        "PATH": "/usr/bin:/bin",
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": "json",
         "CCBRIDGE_ESCALATION_TOKEN": secrets.token_urlsafe(16),
         "CCBRIDGE_WEBHOOK_TOKEN": secrets.token_urlsafe(24),
         "INFOBIP_WEBHOOK_SECRET": secrets.token_urlsafe(16),
@@ -122,19 +135,42 @@ def mesh(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
         "CCBRIDGE_WEBHOOK_CONNECTOR_URL": f"http://127.0.0.1:{ports['ccaas-sim']}/webhook",
         "CCBRIDGE_CONNECTORS": "webhook",
         # Short timers so crash recovery and outages resolve in seconds.
-        "CCBRIDGE_LEASE_TTL_MS": "2000", "CCBRIDGE_RETRY_BASE_MS": "100",
-        "CCBRIDGE_RETRY_MAX_MS": "1000", "CCBRIDGE_SCHEDULER_POLL_MS": "20",
-        "CCBRIDGE_RECONCILE_INTERVAL_S": "5", "CCBRIDGE_SHUTDOWN_GRACE_S": "2",
+        "CCBRIDGE_LEASE_TTL_MS": "2000",
+        "CCBRIDGE_RETRY_BASE_MS": "100",
+        "CCBRIDGE_RETRY_MAX_MS": "1000",
+        "CCBRIDGE_SCHEDULER_POLL_MS": "20",
+        "CCBRIDGE_RECONCILE_INTERVAL_S": "5",
+        "CCBRIDGE_SHUTDOWN_GRACE_S": "2",
     }
     env = mesh_env(base, ports, redis_url)
     group = ProcessGroup(log_dir=Path(tmp_path_factory.mktemp("mesh-logs")))
     gateway = f"http://127.0.0.1:{ports['gateway']}"
-    group.start("infobip-sim", env, ports["infobip-sim"], args=[
-        "--port", str(ports["infobip-sim"]), "--api-key", env["INFOBIP_API_KEY"],
-        "--webhook-url", f"{gateway}/webhooks/infobip/{env['CCBRIDGE_WEBHOOK_TOKEN']}"])
-    group.start("ccaas-sim", env, ports["ccaas-sim"], args=[
-        "--port", str(ports["ccaas-sim"]), "--secret", env["CCBRIDGE_WEBHOOK_CONNECTOR_SECRET"],
-        "--bridge-url", f"{gateway}/webhooks/ccaas/webhook"])
+    group.start(
+        "infobip-sim",
+        env,
+        ports["infobip-sim"],
+        args=[
+            "--port",
+            str(ports["infobip-sim"]),
+            "--api-key",
+            env["INFOBIP_API_KEY"],
+            "--webhook-url",
+            f"{gateway}/webhooks/infobip/{env['CCBRIDGE_WEBHOOK_TOKEN']}",
+        ],
+    )
+    group.start(
+        "ccaas-sim",
+        env,
+        ports["ccaas-sim"],
+        args=[
+            "--port",
+            str(ports["ccaas-sim"]),
+            "--secret",
+            env["CCBRIDGE_WEBHOOK_CONNECTOR_SECRET"],
+            "--bridge-url",
+            f"{gateway}/webhooks/ccaas/webhook",
+        ],
+    )
     group.wait_ready("infobip-sim", "http:/_sim/health")
     group.wait_ready("ccaas-sim", "http:/_sim/status")
     handle = Mesh(group, env, ports, redis_url)

@@ -18,21 +18,45 @@ def test_demo_plays_a_whole_handover(tmp_path: Path) -> None:
     env = {**os.environ, **{var: str(free_port()) for var in PORT_ENV.values()}}
     env.pop("REDIS_URL", None)  # the demo embeds its own Redis
     result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "up", "--demo", "--once",
-         "--data-dir", str(tmp_path / "data")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "up",
+            "--demo",
+            "--once",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for step in ("POST /v1/escalations → 202", "opened", "3 customer messages arrived",
-                 "Create Message ×2", "conversation CLOSED", "handover CLOSED"):
+    for step in (
+        "POST /v1/escalations → 202",
+        "opened",
+        "3 customer messages arrived",
+        "Create Message ×2",
+        "conversation CLOSED",
+        "handover CLOSED",
+    ):
         assert step in result.stdout, result.stdout
     assert (tmp_path / "data" / "redis" / "appendonly.aof").exists() or any(
-        (tmp_path / "data" / "redis").glob("appendonly*")), "embedded Redis persists (AOF)"
+        (tmp_path / "data" / "redis").glob("appendonly*")
+    ), "embedded Redis persists (AOF)"
 
 
 def test_help_works_outside_the_source_tree(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "services.cli", "--help"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0
     for command in ("serve", "up", "sim", "handovers", "dead-letters", "infobip"):
         assert command in result.stdout
@@ -41,12 +65,40 @@ def test_help_works_outside_the_source_tree(tmp_path: Path) -> None:
 def test_installed_wheel_works_without_the_source_tree(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
     wheels, target = tmp_path / "wheels", tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(wheels), str(root)], check=True, timeout=300,
-                   capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(root),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     wheel = next(wheels.glob("ccbridge-*.whl"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
-                    str(target), str(wheel)], check=True, timeout=300, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "import services, gateway, simulators.ccaas, simulators.infobip, ccbridge.session.v1;"
@@ -55,8 +107,13 @@ def test_installed_wheel_works_without_the_source_tree(tmp_path: Path) -> None:
         "assert files('simulators.ccaas').joinpath('ui.html').is_file();"
         "from services.cli import build_parser; build_parser().parse_args(['serve', 'session'])"
     )
-    result = subprocess.run([sys.executable, "-c", probe, str(target)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(target)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     scripts = list((target / "bin").glob("ccbridge"))
     assert scripts, "the wheel declares the ccbridge console script"

@@ -32,9 +32,11 @@ def test_full_handover_with_1500_messages_of_history(mesh: Mesh) -> None:
     assert len({m["id"] for m in transcript}) == 1000
     times = [_created(m) for m in transcript]
     assert times == sorted(times)
-    history = mesh.infobip.get(f"/ccaas/1/conversations/{cid}/messages",
-                               params={"limit": 999, "orderBy": "createdAt:desc"},
-                               headers={"Authorization": "App e2e-key"}).json()["messages"]
+    history = mesh.infobip.get(
+        f"/ccaas/1/conversations/{cid}/messages",
+        params={"limit": 999, "orderBy": "createdAt:desc"},
+        headers={"Authorization": "App e2e-key"},
+    ).json()["messages"]
     assert transcript[-1]["id"] == history[0]["id"]  # the newest message is included
     handover = wait_for("ACTIVE", lambda: (h := mesh.handover(cid)).get("state") == "ACTIVE" and h)
     assert handover["tags"] == ["vip"]
@@ -49,28 +51,40 @@ def test_full_handover_with_1500_messages_of_history(mesh: Mesh) -> None:
     # Agent replies reach Infobip Create Message with from/to/channel swapped.
     case_id = case["caseId"]
     for text in ("Hello from Alice", "Second reply"):
-        reply = mesh.ccaas.post(f"/_sim/cases/{case_id}/reply",
-                                json={"text": text, "agentName": "Alice"}).json()
+        reply = mesh.ccaas.post(
+            f"/_sim/cases/{case_id}/reply", json={"text": text, "agentName": "Alice"}
+        ).json()
         assert reply["bridgeStatus"] == 200
-    sent = wait_for("agent replies at Infobip",
-                    lambda: m if len(m := mesh.agent_messages(cid)) >= 2 else None)
+    sent = wait_for(
+        "agent replies at Infobip", lambda: m if len(m := mesh.agent_messages(cid)) >= 2 else None
+    )
     assert [m["content"]["text"] for m in sent] == ["Hello from Alice", "Second reply"]
     for m in sent:
-        assert (m["channel"], m["from"], m["to"]) == ("WHATSAPP", "447492263897",
-                                                      "385981234567")
+        assert (m["channel"], m["from"], m["to"]) == ("WHATSAPP", "447492263897", "385981234567")
 
     # The agent closes: Infobip conversation CLOSED, handover CLOSED.
     closed = mesh.ccaas.post(f"/_sim/cases/{case_id}/close", json={"reason": "resolved"})
     assert closed.json()["bridgeStatus"] == 200
-    wait_for("Infobip CLOSED", lambda: mesh.infobip.get(
-        f"/_sim/conversations/{cid}").json()["status"] == "CLOSED")
+    wait_for(
+        "Infobip CLOSED",
+        lambda: mesh.infobip.get(f"/_sim/conversations/{cid}").json()["status"] == "CLOSED",
+    )
     wait_for("handover CLOSED", lambda: mesh.handover(cid).get("state") == "CLOSED")
 
     # Later messages of that conversation are not relayed.
-    late = mesh.gateway.post(mesh.webhook_path, json={
-        "id": f"late-{uuid.uuid4()}", "conversationId": cid, "channel": "WHATSAPP",
-        "from": "385981234567", "to": "447492263897", "direction": "INBOUND",
-        "contentType": "TEXT", "content": {"text": "are you still there?"}})
+    late = mesh.gateway.post(
+        mesh.webhook_path,
+        json={
+            "id": f"late-{uuid.uuid4()}",
+            "conversationId": cid,
+            "channel": "WHATSAPP",
+            "from": "385981234567",
+            "to": "447492263897",
+            "direction": "INBOUND",
+            "contentType": "TEXT",
+            "content": {"text": "are you still there?"},
+        },
+    )
     assert late.status_code == 200 and late.json()["ignored"] == 1
     assert len(mesh.customer_texts(cid)) == 200
 
@@ -93,7 +107,8 @@ def test_messages_sent_while_opening_arrive_once_after_the_case(mesh: Mesh) -> N
     def all_early() -> list[str] | None:
         c = mesh.case_for(cid) or {}
         seen = [m["content"].get("text") for m in c.get("transcript", [])] + [
-            m["content"].get("text") for m in c.get("messages", []) if m["from"] == "customer"]
+            m["content"].get("text") for m in c.get("messages", []) if m["from"] == "customer"
+        ]
         early = [t for t in seen if t and t.startswith("early ")]
         return early if len(set(early)) == len(texts) else None
 
@@ -108,9 +123,16 @@ def test_duplicates_have_one_effect_and_bad_credentials_are_rejected(mesh: Mesh)
     cid = mesh.conversation(history=3)["id"]
     mesh.escalate(cid)
     wait_for("ACTIVE", lambda: mesh.handover(cid).get("state") == "ACTIVE")
-    message = {"id": f"dup-{uuid.uuid4()}", "conversationId": cid, "channel": "WHATSAPP",
-               "from": "385981234567", "to": "447492263897", "direction": "INBOUND",
-               "contentType": "TEXT", "content": {"text": "only once"}}
+    message = {
+        "id": f"dup-{uuid.uuid4()}",
+        "conversationId": cid,
+        "channel": "WHATSAPP",
+        "from": "385981234567",
+        "to": "447492263897",
+        "direction": "INBOUND",
+        "contentType": "TEXT",
+        "content": {"text": "only once"},
+    }
     first = mesh.gateway.post(mesh.webhook_path, json=message)
     second = mesh.gateway.post(mesh.webhook_path, json=[message, message])
     assert first.json()["accepted"] == 1
@@ -119,14 +141,27 @@ def test_duplicates_have_one_effect_and_bad_credentials_are_rejected(mesh: Mesh)
     wait_for("the message", lambda: "only once" in mesh.customer_texts(cid))
     assert mesh.customer_texts(cid).count("only once") == 1
 
-    assert mesh.gateway.post("/webhooks/infobip/wrong-token-0123456789",
-                             json=message).status_code == 401
-    assert mesh.gateway.post("/v1/escalations", json={"conversationId": cid},
-                             headers={"Authorization": "Bearer nope"}).status_code == 401
-    bad_sig = mesh.gateway.post("/webhooks/ccaas/webhook", content=b'{"type":"case.closed"}',
-                                headers={"X-Ccbridge-Timestamp": "1",
-                                         "X-Ccbridge-Signature": "v1=00",
-                                         "Content-Type": "application/json"})
+    assert (
+        mesh.gateway.post("/webhooks/infobip/wrong-token-0123456789", json=message).status_code
+        == 401
+    )
+    assert (
+        mesh.gateway.post(
+            "/v1/escalations",
+            json={"conversationId": cid},
+            headers={"Authorization": "Bearer nope"},
+        ).status_code
+        == 401
+    )
+    bad_sig = mesh.gateway.post(
+        "/webhooks/ccaas/webhook",
+        content=b'{"type":"case.closed"}',
+        headers={
+            "X-Ccbridge-Timestamp": "1",
+            "X-Ccbridge-Signature": "v1=00",
+            "Content-Type": "application/json",
+        },
+    )
     assert bad_sig.status_code == 401
     # A duplicate agent event (same event id) reaches the end user once.
     case_id = mesh.case_for(cid)["caseId"]
@@ -161,21 +196,32 @@ def test_sigkill_session_while_relaying_500_messages(mesh: Mesh) -> None:
     texts = [f"crash {i:03d}" for i in range(500)]
     killed = False
     for i, text in enumerate(texts):
-        doc = {"id": f"{cid}-crash-{i}", "conversationId": cid, "channel": "WHATSAPP",
-               "from": "385981234567", "to": "447492263897", "direction": "INBOUND",
-               "contentType": "TEXT", "content": {"text": text}}
+        doc = {
+            "id": f"{cid}-crash-{i}",
+            "conversationId": cid,
+            "channel": "WHATSAPP",
+            "from": "385981234567",
+            "to": "447492263897",
+            "direction": "INBOUND",
+            "contentType": "TEXT",
+            "content": {"text": text},
+        }
         _post_until_accepted(mesh.gateway, mesh.webhook_path, doc)
         if not killed and len(mesh.customer_texts(cid)) >= 50:
             mesh.group.kill("session")  # SIGKILL in the middle of relaying
             killed = True
             start_component(mesh, "session")
     assert killed
-    wait_for("500 messages at the CCaaS", lambda: len(mesh.customer_texts(cid)) >= 500,
-             timeout_s=120)
+    wait_for(
+        "500 messages at the CCaaS", lambda: len(mesh.customer_texts(cid)) >= 500, timeout_s=120
+    )
     assert mesh.customer_texts(cid) == texts, "each message exactly once, in order"
     # Redeliveries (if any) carried the same idempotency key as the first attempt.
-    deliveries = [d for d in mesh.ccaas.get("/_sim/deliveries").json()["deliveries"]
-                  if d.get("conversationId") == cid and d.get("type") == "case.message"]
+    deliveries = [
+        d
+        for d in mesh.ccaas.get("/_sim/deliveries").json()["deliveries"]
+        if d.get("conversationId") == cid and d.get("type") == "case.message"
+    ]
     keys = [d["idempotencyKey"] for d in deliveries]
     assert set(keys) == {f"{cid}-crash-{i}" for i in range(500)}
 
@@ -189,10 +235,17 @@ def test_ccaas_outage_messages_wait_and_arrive(mesh: Mesh) -> None:
     try:
         for text in texts:
             assert mesh.send(cid, text)["webhook_status"] == 200
-        wait_for("failed attempts", lambda: mesh.handover(cid)["inboxPending"] == 20
-                 and any(d.get("status") == 503 for d in mesh.ccaas.get(
-                     "/_sim/deliveries").json()["deliveries"]
-                     if d.get("conversationId") == cid))
+        wait_for(
+            "failed attempts",
+            lambda: (
+                mesh.handover(cid)["inboxPending"] == 20
+                and any(
+                    d.get("status") == 503
+                    for d in mesh.ccaas.get("/_sim/deliveries").json()["deliveries"]
+                    if d.get("conversationId") == cid
+                )
+            ),
+        )
         assert mesh.customer_texts(cid) == []
     finally:
         mesh.ccaas.post("/_sim/up")

@@ -22,8 +22,11 @@ pytestmark = pytest.mark.e2e
 def _health(port: int, service: str = "") -> int | None:
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            return int(health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=0.5).status)
+            return int(
+                health_pb2_grpc.HealthStub(channel)
+                .Check(health_pb2.HealthCheckRequest(service=service), timeout=0.5)
+                .status
+            )
     except grpc.RpcError:
         return None
 
@@ -36,8 +39,11 @@ def test_grpc_service_flips_health_and_exits_zero(mesh: Mesh, name: str) -> None
     proc = mesh.group.procs[name]
     started = time.monotonic()
     proc.popen.send_signal(signal.SIGTERM)
-    wait_for("NOT_SERVING during the drain",
-             lambda: _health(port) == health_pb2.HealthCheckResponse.NOT_SERVING, 5)
+    wait_for(
+        "NOT_SERVING during the drain",
+        lambda: _health(port) == health_pb2.HealthCheckResponse.NOT_SERVING,
+        5,
+    )
     code = proc.popen.wait(30)
     elapsed = time.monotonic() - started
     mesh.group.procs.pop(name)
@@ -52,9 +58,19 @@ def test_session_sigterm_mid_relay_leaves_nothing_half_delivered(mesh: Mesh) -> 
     mesh.escalate(cid)
     wait_for("ACTIVE", lambda: mesh.handover(cid).get("state") == "ACTIVE")
     texts = [f"graceful {i:03d}" for i in range(150)]
-    docs = [{"id": f"{cid}-g-{i}", "conversationId": cid, "channel": "WHATSAPP",
-             "from": "385981234567", "to": "447492263897", "direction": "INBOUND",
-             "contentType": "TEXT", "content": {"text": t}} for i, t in enumerate(texts)]
+    docs = [
+        {
+            "id": f"{cid}-g-{i}",
+            "conversationId": cid,
+            "channel": "WHATSAPP",
+            "from": "385981234567",
+            "to": "447492263897",
+            "direction": "INBOUND",
+            "contentType": "TEXT",
+            "content": {"text": t},
+        }
+        for i, t in enumerate(texts)
+    ]
     # Accept everything first (one batch), then stop the session while it relays.
     assert mesh.gateway.post(mesh.webhook_path, json=docs).json()["accepted"] == 150
     wait_for("relay under way", lambda: len(mesh.customer_texts(cid)) >= 10)
@@ -64,8 +80,11 @@ def test_session_sigterm_mid_relay_leaves_nothing_half_delivered(mesh: Mesh) -> 
     start_component(mesh, "session")
     wait_for("every message", lambda: len(mesh.customer_texts(cid)) >= 150)
     assert mesh.customer_texts(cid) == texts
-    keys = [d["idempotencyKey"] for d in mesh.ccaas.get("/_sim/deliveries").json()["deliveries"]
-            if d.get("conversationId") == cid and d.get("type") == "case.message"]
+    keys = [
+        d["idempotencyKey"]
+        for d in mesh.ccaas.get("/_sim/deliveries").json()["deliveries"]
+        if d.get("conversationId") == cid and d.get("type") == "case.message"
+    ]
     assert len(keys) == len(set(keys)) == 150, "a graceful stop re-sends nothing"
 
 
@@ -78,11 +97,18 @@ def test_gateway_finishes_in_flight_requests_then_exits_zero(mesh: Mesh) -> None
     result: dict[str, object] = {}
 
     def post() -> None:
-        doc = {"id": f"inflight-{uuid.uuid4()}", "conversationId": cid, "channel": "WHATSAPP",
-               "from": "385981234567", "to": "447492263897", "contentType": "TEXT",
-               "content": {"text": "in flight"}}
-        with httpx.Client(base_url=f"http://127.0.0.1:{mesh.ports['gateway']}",
-                          timeout=30) as client:
+        doc = {
+            "id": f"inflight-{uuid.uuid4()}",
+            "conversationId": cid,
+            "channel": "WHATSAPP",
+            "from": "385981234567",
+            "to": "447492263897",
+            "contentType": "TEXT",
+            "content": {"text": "in flight"},
+        }
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{mesh.ports['gateway']}", timeout=30
+        ) as client:
             result["status"] = client.post(mesh.webhook_path, json=doc).status_code
 
     os.kill(session.pid, signal.SIGSTOP)  # the request now waits inside the gateway
@@ -91,8 +117,14 @@ def test_gateway_finishes_in_flight_requests_then_exits_zero(mesh: Mesh) -> None
         thread.start()
         time.sleep(0.5)
         gateway.popen.send_signal(signal.SIGTERM)
-        wait_for("/readyz 503 while draining", lambda: httpx.get(
-            f"http://127.0.0.1:{mesh.ports['gateway']}/readyz", timeout=1).status_code == 503, 5)
+        wait_for(
+            "/readyz 503 while draining",
+            lambda: (
+                httpx.get(f"http://127.0.0.1:{mesh.ports['gateway']}/readyz", timeout=1).status_code
+                == 503
+            ),
+            5,
+        )
     finally:
         os.kill(session.pid, signal.SIGCONT)
     thread.join(30)

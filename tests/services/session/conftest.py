@@ -6,27 +6,32 @@ from collections.abc import AsyncIterator, Mapping
 
 import grpc
 import pytest
-
 from ccbridge.session.v1 import session_pb2_grpc
+
 from services.session.__main__ import RunningSession, start
 from services.session.settings import SessionSettings
 
 
 def session_settings(redis_url: str, **overrides: str) -> SessionSettings:
     env: Mapping[str, str] = {
-        "REDIS_URL": redis_url, "CCBRIDGE_SESSION_PORT": "0",
-        "INFOBIP_BASE_URL": "http://127.0.0.1:9", "INFOBIP_API_KEY": "test-key",
+        "REDIS_URL": redis_url,
+        "CCBRIDGE_SESSION_PORT": "0",
+        "INFOBIP_BASE_URL": "http://127.0.0.1:9",
+        "INFOBIP_API_KEY": "test-key",
         # Peers on a closed port: these tests exercise the API, not the worker.
-        "HISTORY_ADDR": "127.0.0.1:9", "ROUTING_ADDR": "127.0.0.1:9",
-        "CONNECTOR_ADDR": "127.0.0.1:9", "CCBRIDGE_WORKERS_ENABLED": "false",
+        "HISTORY_ADDR": "127.0.0.1:9",
+        "ROUTING_ADDR": "127.0.0.1:9",
+        "CONNECTOR_ADDR": "127.0.0.1:9",
+        "CCBRIDGE_WORKERS_ENABLED": "false",
         **overrides,
     }
     return SessionSettings.from_env(env)
 
 
 @pytest.fixture
-async def session_api(redis_url: str, redis_client: object
-                      ) -> AsyncIterator[tuple[RunningSession, session_pb2_grpc.SessionServiceStub]]:
+async def session_api(
+    redis_url: str, redis_client: object
+) -> AsyncIterator[tuple[RunningSession, session_pb2_grpc.SessionServiceStub]]:
     running = await start(session_settings(redis_url))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:

@@ -6,9 +6,9 @@ import json
 
 import grpc
 import pytest
-
 from ccbridge.common.v1 import common_pb2
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
+
 from services.session.__main__ import RunningSession
 
 Api = tuple[RunningSession, session_pb2_grpc.SessionServiceStub]
@@ -16,15 +16,23 @@ IN = common_pb2.DIRECTION_INBOUND
 
 
 def msg(cid: str, mid: str, text: str = "hi") -> common_pb2.Message:
-    return common_pb2.Message(id=mid, conversation_id=cid, direction=IN, channel="WHATSAPP",
-                              to="447000", content_type="TEXT",
-                              content_json=json.dumps({"text": text}), **{"from": "385911"})
+    return common_pb2.Message(
+        id=mid,
+        conversation_id=cid,
+        direction=IN,
+        channel="WHATSAPP",
+        to="447000",
+        content_type="TEXT",
+        content_json=json.dumps({"text": text}),
+        **{"from": "385911"},
+    )
 
 
 async def test_escalate_is_idempotent(session_api: Api) -> None:
     _, stub = session_api
-    first = await stub.Escalate(session_pb2.EscalateRequest(
-        conversation_id="c-1", tags=["vip"], metadata={"lang": "de"}))
+    first = await stub.Escalate(
+        session_pb2.EscalateRequest(conversation_id="c-1", tags=["vip"], metadata={"lang": "de"})
+    )
     again = await stub.Escalate(session_pb2.EscalateRequest(conversation_id="c-1"))
     assert first.created and not again.created
     assert again.handover.state == session_pb2.HANDOVER_STATE_OPENING
@@ -43,15 +51,22 @@ async def test_escalate_rejects_bad_ids(session_api: Api) -> None:
 async def test_ingest_outcomes_and_order(session_api: Api) -> None:
     running, stub = session_api
     await stub.Escalate(session_pb2.EscalateRequest(conversation_id="c-2"))
-    res = await stub.Ingest(session_pb2.IngestRequest(messages=[
-        msg("c-2", "m1"), msg("bot-only", "m2"), msg("c-2", "m3"), msg("c-2", "m1")]))
+    res = await stub.Ingest(
+        session_pb2.IngestRequest(
+            messages=[msg("c-2", "m1"), msg("bot-only", "m2"), msg("c-2", "m3"), msg("c-2", "m1")]
+        )
+    )
     assert [r.outcome for r in res.results] == [
-        session_pb2.INGEST_OUTCOME_ACCEPTED, session_pb2.INGEST_OUTCOME_IGNORED,
-        session_pb2.INGEST_OUTCOME_ACCEPTED, session_pb2.INGEST_OUTCOME_DUPLICATE]
+        session_pb2.INGEST_OUTCOME_ACCEPTED,
+        session_pb2.INGEST_OUTCOME_IGNORED,
+        session_pb2.INGEST_OUTCOME_ACCEPTED,
+        session_pb2.INGEST_OUTCOME_DUPLICATE,
+    ]
     queued = await running.store.r.lrange(running.store.k_in("c-2"), 0, -1)
     assert [common_pb2.Message.FromString(q).id for q in queued] == ["m1", "m3"]
-    handover = (await stub.GetHandover(session_pb2.GetHandoverRequest(
-        conversation_id="c-2"))).handover
+    handover = (
+        await stub.GetHandover(session_pb2.GetHandoverRequest(conversation_id="c-2"))
+    ).handover
     assert handover.inbox_pending == 2
     assert handover.end_user == "385911" and handover.business_sender == "447000"
 
@@ -77,16 +92,22 @@ async def test_list_by_state_is_paged(session_api: Api) -> None:
     seen: list[str] = []
     token = ""
     while True:
-        page = await stub.ListHandovers(session_pb2.ListHandoversRequest(
-            state=session_pb2.HANDOVER_STATE_OPENING, page_size=2, page_token=token))
+        page = await stub.ListHandovers(
+            session_pb2.ListHandoversRequest(
+                state=session_pb2.HANDOVER_STATE_OPENING, page_size=2, page_token=token
+            )
+        )
         seen += [h.conversation_id for h in page.handovers]
         token = page.next_page_token
         if not token:
             break
     assert sorted(seen) == [f"l-{i}" for i in range(5)]
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.ListHandovers(session_pb2.ListHandoversRequest(
-            state=session_pb2.HANDOVER_STATE_OPENING, page_token="!!"))
+        await stub.ListHandovers(
+            session_pb2.ListHandoversRequest(
+                state=session_pb2.HANDOVER_STATE_OPENING, page_token="!!"
+            )
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -96,19 +117,29 @@ async def test_case_events_need_a_linked_case(session_api: Api) -> None:
     await running.store.link_case("c-3", "webhook", "case-9")
     agent = common_pb2.Message(id="a1", content_type="TEXT", content_json='{"text":"hello"}')
     events = [
-        session_pb2.CaseEvent(connector="webhook", external_id="case-9", event_id="e1",
-                              agent_message=agent),
-        session_pb2.CaseEvent(connector="webhook", external_id="case-9", event_id="e1",
-                              agent_message=agent),
-        session_pb2.CaseEvent(connector="webhook", external_id="unknown", event_id="e2",
-                              agent_message=agent),
-        session_pb2.CaseEvent(connector="webhook", external_id="case-9", event_id="e3",
-                              case_closed=session_pb2.CaseClosed(reason="resolved")),
+        session_pb2.CaseEvent(
+            connector="webhook", external_id="case-9", event_id="e1", agent_message=agent
+        ),
+        session_pb2.CaseEvent(
+            connector="webhook", external_id="case-9", event_id="e1", agent_message=agent
+        ),
+        session_pb2.CaseEvent(
+            connector="webhook", external_id="unknown", event_id="e2", agent_message=agent
+        ),
+        session_pb2.CaseEvent(
+            connector="webhook",
+            external_id="case-9",
+            event_id="e3",
+            case_closed=session_pb2.CaseClosed(reason="resolved"),
+        ),
     ]
     res = await stub.ReportCaseEvents(session_pb2.ReportCaseEventsRequest(events=events))
     assert (res.accepted, res.duplicates, res.ignored) == (2, 1, 1)
-    handover = (await stub.GetHandover(session_pb2.GetHandoverRequest(
-        connector="webhook", external_id="case-9"))).handover
+    handover = (
+        await stub.GetHandover(
+            session_pb2.GetHandoverRequest(connector="webhook", external_id="case-9")
+        )
+    ).handover
     assert handover.state == session_pb2.HANDOVER_STATE_CLOSING
     assert handover.closed_by == session_pb2.CLOSE_INITIATOR_CCAAS
     assert handover.outbox_pending == 1
@@ -118,18 +149,24 @@ async def test_case_events_need_a_linked_case(session_api: Api) -> None:
 
 
 async def test_close_and_retry_rules(session_api: Api) -> None:
-    running, stub = session_api
+    _running, stub = session_api
     await stub.Escalate(session_pb2.EscalateRequest(conversation_id="c-4"))
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.RetryHandover(session_pb2.RetryHandoverRequest(conversation_id="c-4"))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    closed = await stub.CloseHandover(session_pb2.CloseHandoverRequest(
-        conversation_id="c-4", initiator=session_pb2.CLOSE_INITIATOR_INFOBIP))
+    closed = await stub.CloseHandover(
+        session_pb2.CloseHandoverRequest(
+            conversation_id="c-4", initiator=session_pb2.CLOSE_INITIATOR_INFOBIP
+        )
+    )
     assert closed.handover.state == session_pb2.HANDOVER_STATE_CLOSING
     assert closed.handover.closed_by == session_pb2.CLOSE_INITIATOR_INFOBIP
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.SendAgentMessage(session_pb2.SendAgentMessageRequest(
-            conversation_id="c-4", message=common_pb2.Message(content_json='{"text":"x"}')))
+        await stub.SendAgentMessage(
+            session_pb2.SendAgentMessageRequest(
+                conversation_id="c-4", message=common_pb2.Message(content_json='{"text":"x"}')
+            )
+        )
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -137,12 +174,17 @@ async def test_send_agent_message_validates_and_dedupes(session_api: Api) -> Non
     _, stub = session_api
     await stub.Escalate(session_pb2.EscalateRequest(conversation_id="c-5"))
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.SendAgentMessage(session_pb2.SendAgentMessageRequest(
-            conversation_id="c-5", message=common_pb2.Message(content_json="nope")))
+        await stub.SendAgentMessage(
+            session_pb2.SendAgentMessageRequest(
+                conversation_id="c-5", message=common_pb2.Message(content_json="nope")
+            )
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     m = common_pb2.Message(id="k1", content_json='{"text":"hello"}')
-    first = await stub.SendAgentMessage(session_pb2.SendAgentMessageRequest(
-        conversation_id="c-5", message=m))
-    second = await stub.SendAgentMessage(session_pb2.SendAgentMessageRequest(
-        conversation_id="c-5", message=m))
+    first = await stub.SendAgentMessage(
+        session_pb2.SendAgentMessageRequest(conversation_id="c-5", message=m)
+    )
+    second = await stub.SendAgentMessage(
+        session_pb2.SendAgentMessageRequest(conversation_id="c-5", message=m)
+    )
     assert (first.duplicate, second.duplicate) == (False, True)
