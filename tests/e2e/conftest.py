@@ -19,6 +19,18 @@ from services.localrun import ORDER
 
 pytestmark = pytest.mark.e2e
 
+# Routing by escalation tags and by what Infobip itself holds (Get Tags, Get Metadata).
+ROUTING_RULES = """
+default: {connector: webhook, queue: general}
+rules:
+  - name: vip
+    match: {tags_any: [vip]}
+    route: {queue: vip, priority: 10, skills: [vip]}
+  - name: billing-de
+    match: {tags_any: [billing], metadata: {country: DE}}
+    route: {queue: billing-de, priority: 5, skills: [billing, german]}
+"""
+
 
 @dataclass
 class Mesh:
@@ -122,6 +134,8 @@ def mesh(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
     client.flushdb()
     client.close()
     ports = {name: free_port() for name in (*ORDER, "infobip-sim", "ccaas-sim")}
+    rules = tmp_path_factory.mktemp("routing") / "rules.yaml"
+    rules.write_text(ROUTING_RULES)
     base = {
         "PATH": "/usr/bin:/bin",
         "LOG_LEVEL": "INFO",
@@ -134,6 +148,7 @@ def mesh(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
         "INFOBIP_BASE_URL": f"http://127.0.0.1:{ports['infobip-sim']}",
         "CCBRIDGE_WEBHOOK_CONNECTOR_URL": f"http://127.0.0.1:{ports['ccaas-sim']}/webhook",
         "CCBRIDGE_CONNECTORS": "webhook",
+        "CCBRIDGE_ROUTING_RULES": str(rules),
         # Short timers so crash recovery and outages resolve in seconds.
         "CCBRIDGE_LEASE_TTL_MS": "2000",
         "CCBRIDGE_RETRY_BASE_MS": "100",

@@ -117,3 +117,54 @@ def test_installed_wheel_works_without_the_source_tree(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     scripts = list((target / "bin").glob("ccbridge"))
     assert scripts, "the wheel declares the ccbridge console script"
+
+
+def test_up_runs_five_processes_and_sigterm_stops_them_all(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    import httpx
+
+    from services._runtime.procs import port_open
+
+    ports = {var: free_port() for var in PORT_ENV.values()}
+    env = {
+        **os.environ,
+        **{k: str(v) for k, v in ports.items()},
+        "INFOBIP_BASE_URL": "http://127.0.0.1:9",
+        "INFOBIP_API_KEY": "k",
+        "CCBRIDGE_ESCALATION_TOKEN": "escalation-token",
+        "CCBRIDGE_WEBHOOK_TOKEN": "webhook-token-0123456789",
+        "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://127.0.0.1:9/case",
+        "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "secret",
+    }
+    env.pop("REDIS_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up", "--data-dir", str(tmp_path / "data")],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    gateway = f"http://127.0.0.1:{ports['CCBRIDGE_HTTP_PORT']}/readyz"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(gateway, timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        assert all(port_open(p) for p in ports.values())
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "stopped" in out
+    assert not any(port_open(p) for p in ports.values()), "every component stopped"
+    assert (tmp_path / "data" / "logs" / "session.log").exists()

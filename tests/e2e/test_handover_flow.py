@@ -40,6 +40,10 @@ def test_full_handover_with_1500_messages_of_history(mesh: Mesh) -> None:
     assert transcript[-1]["id"] == history[0]["id"]  # the newest message is included
     handover = wait_for("ACTIVE", lambda: (h := mesh.handover(cid)).get("state") == "ACTIVE" and h)
     assert handover["tags"] == ["vip"]
+    # Routed by the escalation's tag; the tag and metadata were attached at Infobip.
+    assert (case["routing"]["rule"], case["routing"]["queue"]) == ("vip", "vip")
+    at_infobip = mesh.infobip.get(f"/_sim/conversations/{cid}").json()
+    assert "vip" in at_infobip["tags"] and at_infobip["metadata"]["language"] == "en"
 
     # 200 end-user messages arrive at the CCaaS in order.
     texts = [f"message {i:03d}" for i in range(200)]
@@ -87,6 +91,16 @@ def test_full_handover_with_1500_messages_of_history(mesh: Mesh) -> None:
     )
     assert late.status_code == 200 and late.json()["ignored"] == 1
     assert len(mesh.customer_texts(cid)) == 200
+
+
+def test_routing_reads_infobip_tags_and_metadata(mesh: Mesh) -> None:
+    cid = mesh.conversation(history=5, tags=["billing"], metadata={"country": "DE"})["id"]
+    assert mesh.escalate(cid).status_code == 202
+    case = wait_for("the case", lambda: mesh.case_for(cid))
+    assert case["routing"]["rule"] == "billing-de"
+    assert (case["routing"]["queue"], case["routing"]["priority"]) == ("billing-de", 5)
+    assert case["routing"]["skills"] == ["billing", "german"]
+    assert "billing" in case["tags"] and case["metadata"]["country"] == "DE"
 
 
 def test_messages_sent_while_opening_arrive_once_after_the_case(mesh: Mesh) -> None:
