@@ -1,8 +1,8 @@
 """gRPC client channels to peer services.
 
 Addresses come from ``<PEER>_ADDR`` settings. ``dns:///`` addresses (headless Kubernetes
-Services) are balanced with round_robin across every replica; a default deadline is set
-per call by the callers.
+Services) are balanced with round_robin across every replica; callers set a deadline on
+every call.
 """
 
 from __future__ import annotations
@@ -14,20 +14,9 @@ import grpc
 _SERVICE_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
-        "methodConfig": [
-            {
-                "name": [{}],
-                # Transparent retry of calls that never reached a server (connection
-                # refused while a peer restarts). Our RPCs are idempotent by design.
-                "retryPolicy": {
-                    "maxAttempts": 4,
-                    "initialBackoff": "0.1s",
-                    "maxBackoff": "1s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ],
+        # No retryPolicy: an UNAVAILABLE from a peer may be the far side's outage, which
+        # Session retries with its own back-off (honouring Retry-After). gRPC still
+        # retries transparently calls that never reached a server.
     }
 )
 

@@ -1,0 +1,236 @@
+"""The connector conformance suite's fixtures: the whole mesh as separate processes (the
+shape of tests/e2e/conftest.py) configured for one connector, plus that connector's
+far-side driver.
+
+``bridge`` is parametrized over the connectors and module-scoped, so each connector gets
+one mesh for the whole suite (pytest groups the tests by parameter and tears one mesh
+down before starting the next). The ``rt`` parameter needs the session's real Request
+Tracker (``rt_peer``): where RT cannot run, its tests are skipped with the how-to hint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import redis
+
+from services._runtime.procs import ProcessGroup, free_port, mesh_env
+from services.localrun import ORDER
+from tests.conformance.drivers import FarSideDriver, RtDriver, WebhookDriver
+from tests.e2e.conftest import Mesh
+from tests.support.rt import RtPeer, rt_peer  # noqa: F401  (the session fixture)
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def running_mesh(redis_url: str, log_dir: Path, extra_env: Mapping[str, str]) -> Iterator[Mesh]:
+    """Both simulators and the five components as processes on loopback, with the e2e
+    suite's short timers, and ``extra_env`` on top (the connector's settings)."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+    ports = {name: free_port() for name in (*ORDER, "infobip-sim", "ccaas-sim")}
+    base = {
+        "PATH": "/usr/bin:/bin",
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": "json",
+        "CCBRIDGE_ESCALATION_TOKEN": secrets.token_urlsafe(16),
+        "CCBRIDGE_WEBHOOK_TOKEN": secrets.token_urlsafe(24),
+        "INFOBIP_WEBHOOK_SECRET": secrets.token_urlsafe(16),
+        "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": secrets.token_urlsafe(16),
+        "INFOBIP_API_KEY": "conformance-key",
+        "INFOBIP_BASE_URL": f"http://127.0.0.1:{ports['infobip-sim']}",
+        "CCBRIDGE_WEBHOOK_CONNECTOR_URL": f"http://127.0.0.1:{ports['ccaas-sim']}/webhook",
+        "CCBRIDGE_CONNECTORS": "webhook",
+        # Short timers so outages resolve in seconds.
+        "CCBRIDGE_LEASE_TTL_MS": "2000",
+        "CCBRIDGE_RETRY_BASE_MS": "100",
+        "CCBRIDGE_RETRY_MAX_MS": "1000",
+        "CCBRIDGE_SCHEDULER_POLL_MS": "20",
+        "CCBRIDGE_RECONCILE_INTERVAL_S": "5",
+        "CCBRIDGE_SHUTDOWN_GRACE_S": "2",
+        **extra_env,
+    }
+    env = mesh_env(base, ports, redis_url)
+    group = ProcessGroup(log_dir=log_dir)
+    gateway = f"http://127.0.0.1:{ports['gateway']}"
+    handle: Mesh | None = None
+    try:
+        group.start(
+            "infobip-sim",
+            env,
+            ports["infobip-sim"],
+            args=[
+                "--port",
+                str(ports["infobip-sim"]),
+                "--api-key",
+                env["INFOBIP_API_KEY"],
+                "--webhook-url",
+                f"{gateway}/webhooks/infobip/{env['CCBRIDGE_WEBHOOK_TOKEN']}",
+            ],
+        )
+        group.start(
+            "ccaas-sim",
+            env,
+            ports["ccaas-sim"],
+            args=[
+                "--port",
+                str(ports["ccaas-sim"]),
+                "--secret",
+                env["CCBRIDGE_WEBHOOK_CONNECTOR_SECRET"],
+                "--bridge-url",
+                f"{gateway}/webhooks/ccaas/webhook",
+            ],
+        )
+        group.wait_ready("infobip-sim", "http:/_sim/health")
+        group.wait_ready("ccaas-sim", "http:/_sim/status")
+        for name in ORDER:
+            group.start(name, env, ports[name])
+        for name in ORDER:
+            group.wait_ready(name, "http:/readyz" if name == "gateway" else "grpc")
+        handle = Mesh(group, env, ports, redis_url)
+        yield handle
+    except BaseException:
+        for proc in group.procs.values():
+            print(f"--- {proc.name} log ---\n{proc.tail(60)}")
+        raise
+    finally:
+        if handle is not None:
+            handle.gateway.close()
+            handle.infobip.close()
+            handle.ccaas.close()
+        group.stop_all()
+
+
+@dataclass
+class Bridge:
+    """One connector under test: the running mesh and the far side's driver."""
+
+    mesh: Mesh
+    far: FarSideDriver
+    subscribed: bool = field(default=False)
+
+    def eventually(
+        self, what: str, probe: Callable[[], T | None], *, timeout_s: float | None = None
+    ) -> T:
+        """Polls ``probe`` until it returns something truthy. The timeout only bounds how
+        long a broken mesh keeps the suite waiting; it is never a timing assertion."""
+        deadline = time.monotonic() + (timeout_s or self.far.timeout_s)
+        last: T | None = None
+        while time.monotonic() < deadline:
+            last = probe()
+            if last:
+                return last
+            time.sleep(self.far.probe_interval_s)
+        raise AssertionError(
+            f"[{self.far.name}] timed out waiting for {what}; last value: {last!r}"[:2000]
+        )
+
+    def active_conversation(self, history: int = 4) -> tuple[str, str]:
+        """A new Infobip conversation (its own end user) handed over and ACTIVE; returns
+        the conversation id and the case id at the far side."""
+        end_user = f"3859{uuid.uuid4().int % 10**8:08d}"
+        cid = str(self.mesh.conversation(history=history, endUser=end_user)["id"])
+        answer = self.mesh.escalate(cid)
+        assert answer.status_code == 202, answer.text
+        handover = self.eventually(
+            "the handover to be ACTIVE",
+            lambda: h if (h := self.mesh.handover(cid)).get("state") == "ACTIVE" else None,
+        )
+        assert handover["connector"] == self.far.name, handover
+        case = self.eventually("the case at the far side", lambda: self.far.find_case(cid))
+        assert handover["externalId"] == case, (handover, case)
+        return cid, case
+
+    def subscribe(self) -> None:
+        """Registers the Infobip Subscriptions webhook with the real CLI (once per mesh),
+        so Infobip-side closes reach the bridge."""
+        if self.subscribed:
+            return
+        url = f"http://127.0.0.1:{self.mesh.ports['gateway']}/webhooks/infobip/events"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "infobip",
+                "subscribe",
+                "--url",
+                url,
+                "--subscription-id",
+                f"conformance-{uuid.uuid4().hex[:8]}",
+            ],
+            env=self.mesh.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        self.subscribed = True
+
+
+CONNECTORS = [
+    pytest.param("webhook", id="webhook"),
+    pytest.param("rt", id="rt", marks=pytest.mark.rt),
+]
+
+
+@pytest.fixture(scope="module", params=CONNECTORS)
+def bridge(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Bridge]:
+    name = str(request.param)
+    log_dir = Path(tmp_path_factory.mktemp(f"conformance-{name}-logs"))
+    extra: dict[str, str] = {}
+    if name == "rt":
+        peer: RtPeer = request.getfixturevalue("rt_peer")  # skips with the how-to hint
+        extra = {
+            "CCBRIDGE_CONNECTORS": "webhook,rt",
+            "CCBRIDGE_ROUTING_DEFAULT_CONNECTOR": "rt",
+            "CCBRIDGE_RT_URL": peer.url,
+            "CCBRIDGE_RT_TOKEN": peer.bridge_token,
+            "CCBRIDGE_RT_USER": peer.bridge_user,
+            "CCBRIDGE_RT_TIMEOUT_S": "5",
+            "CCBRIDGE_POLL_INTERVAL_S": "0.5",
+        }
+
+        def make_driver(mesh: Mesh) -> FarSideDriver:
+            return RtDriver(peer)
+    else:
+
+        def make_driver(mesh: Mesh) -> FarSideDriver:
+            return WebhookDriver(f"http://127.0.0.1:{mesh.ports['ccaas-sim']}")
+
+    with running_mesh(redis_url, log_dir, extra) as mesh:
+        driver = make_driver(mesh)
+        try:
+            yield Bridge(mesh, driver)
+        finally:
+            driver.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed conformance test shows the tail of the connector's and session's logs."""
+    report = yield
+    bridge_obj = getattr(item, "funcargs", {}).get("bridge")
+    if report.failed and isinstance(bridge_obj, Bridge):
+        for name in ("connector", "session"):
+            proc = bridge_obj.mesh.group.procs.get(name)
+            if proc is not None:
+                report.sections.append((f"{name} log (tail)", proc.tail(40)))
+    return report

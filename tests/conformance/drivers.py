@@ -1,0 +1,336 @@
+"""Far-side drivers for the connector conformance suite: one class per connector, same
+methods, so one test body checks every connector (DESIGN.md §7: open, relay in order,
+duplicates, agent reply, close, outage and recovery).
+
+A driver plays the contact center's agent and reads what the agent sees, through the
+far side's own API only: the CCaaS simulator's control API for ``webhook``, Request
+Tracker's REST2 API (as the bridge user to read, as ``agent1`` to act) for ``rt``.
+"""
+
+from __future__ import annotations
+
+import abc
+import html
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from tests.support.rt import RtPeer
+
+
+@dataclass(frozen=True)
+class TranscriptLine:
+    """One transcript message as the agent sees it: UTC time to the second, who wrote
+    it (``customer``, ``bot`` or ``agent``) and the text (media summarized)."""
+
+    at: str  # "YYYY-MM-DD HH:MM:SS"
+    role: str
+    text: str
+
+
+def infobip_line(message: dict[str, Any]) -> TranscriptLine:
+    """What an Infobip message should look like in a transcript (for comparisons)."""
+    at = datetime.fromisoformat(str(message["createdAt"]).replace("Z", "+00:00"))
+    if message.get("direction") == "INBOUND":
+        role = "customer"
+    else:
+        role = "agent" if str(message.get("authorType", "")).upper() == "AGENT" else "bot"
+    content = message.get("content") or {}
+    kind = str(message.get("contentType") or "TEXT").upper()
+    if kind == "TEXT":
+        text = str(content.get("text", ""))
+    else:  # the adapters summarize media; the URL is what must survive
+        text = str(content.get("url", ""))
+    return TranscriptLine(at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"), role, text)
+
+
+def same_line(expected: TranscriptLine, seen: TranscriptLine) -> bool:
+    """Equal for text; for media the summary must carry the URL."""
+    if (expected.at, expected.role) != (seen.at, seen.role):
+        return False
+    if expected.text.startswith(("http://", "https://")):
+        return expected.text in seen.text
+    return expected.text == seen.text
+
+
+class FarSideDriver(abc.ABC):
+    """The contact center as a test sees it. ``case`` arguments are the far side's case
+    id (the handover's ``externalId``)."""
+
+    name: str  # the connector name (CCBRIDGE_CONNECTORS)
+    bulk_messages: int  # customer messages of the ordering test (RT is slow per call)
+    outage_messages: int  # messages sent while the far side is down
+    probe_interval_s: float  # pause between two probes (keeps a slow far side free)
+    timeout_s: float  # upper bound of one wait (never a timing assertion)
+    can_go_down: bool = True
+
+    @abc.abstractmethod
+    def find_case(self, conversation_id: str) -> str | None:
+        """The case opened for the conversation, looked up at the far side."""
+
+    @abc.abstractmethod
+    def transcript(self, case: str) -> list[TranscriptLine]:
+        """The transcript the case was opened with, oldest first."""
+
+    @abc.abstractmethod
+    def customer_messages(self, case: str) -> list[str]:
+        """Texts of the end-user messages relayed onto the case, in the far side's order."""
+
+    @abc.abstractmethod
+    def agent_reply(self, case: str, text: str) -> None:
+        """An agent answers the end user."""
+
+    @abc.abstractmethod
+    def agent_close(self, case: str) -> None:
+        """An agent closes (resolves) the case."""
+
+    @abc.abstractmethod
+    def is_closed(self, case: str) -> bool:
+        """Whether the far side shows the case closed."""
+
+    @abc.abstractmethod
+    def take_down(self) -> None:
+        """The far side stops answering the bridge."""
+
+    @abc.abstractmethod
+    def bring_back(self) -> None:
+        """The far side answers again (same address, same data)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Releases the driver's clients."""
+
+
+class WebhookDriver(FarSideDriver):
+    """The generic ``webhook`` connector against the CCaaS simulator
+    (docs/connectors/webhook.md, "Trying it with the CCaaS simulator")."""
+
+    name = "webhook"
+    bulk_messages = 100
+    outage_messages = 20
+    probe_interval_s = 0.05
+    timeout_s = 60.0
+
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=30)
+
+    def _case(self, case: str) -> dict[str, Any]:
+        response = self.http.get(f"/_sim/cases/{case}")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def find_case(self, conversation_id: str) -> str | None:
+        cases = self.http.get("/_sim/cases", params={"conversationId": conversation_id})
+        found = cases.json()["cases"]
+        return str(found[0]["caseId"]) if found else None
+
+    def transcript(self, case: str) -> list[TranscriptLine]:
+        return [infobip_line(m) for m in self._case(case)["transcript"]]
+
+    def customer_messages(self, case: str) -> list[str]:
+        return [
+            str(m["content"].get("text", ""))
+            for m in self._case(case)["messages"]
+            if m.get("from") == "customer"
+        ]
+
+    def agent_reply(self, case: str, text: str) -> None:
+        answer = self.http.post(
+            f"/_sim/cases/{case}/reply", json={"text": text, "agentName": "Alice"}
+        )
+        answer.raise_for_status()
+        assert answer.json()["bridgeStatus"] == 200, answer.text
+
+    def agent_close(self, case: str) -> None:
+        answer = self.http.post(f"/_sim/cases/{case}/close", json={"reason": "resolved"})
+        answer.raise_for_status()
+        assert answer.json()["bridgeStatus"] == 200, answer.text
+
+    def is_closed(self, case: str) -> bool:
+        return bool(self._case(case)["status"] == "closed")
+
+    def take_down(self) -> None:
+        self.http.post("/_sim/down").raise_for_status()
+
+    def bring_back(self) -> None:
+        self.http.post("/_sim/up").raise_for_status()
+
+    def close(self) -> None:
+        self.http.close()
+
+
+_TRANSCRIPT_LINE = re.compile(r"^\[([^\]]*)\] (customer|bot|agent): (.*)$")
+INACTIVE = frozenset({"resolved", "rejected", "deleted"})
+
+
+class RtDriver(FarSideDriver):
+    """Request Tracker 5 over REST2 (docs/connectors/rt.md): the case is a ticket whose
+    custom field holds the conversation id; the transcript is the ticket's first message;
+    customer messages are correspondence by the bridge user carrying a ``(ccb:…)``
+    marker; an agent (``agent1``) replies in HTML and resolves the ticket."""
+
+    name = "rt"
+    bulk_messages = 30
+    outage_messages = 10
+    probe_interval_s = 0.5
+    timeout_s = 120.0
+
+    def __init__(
+        self,
+        peer: RtPeer,
+        *,
+        queue: str = "Chat Handover",
+        conversation_field: str = "Infobip Conversation",
+    ) -> None:
+        self.peer = peer
+        self.queue = queue
+        self.conversation_field = conversation_field
+        self.can_go_down = peer.managed  # an RT this session did not start is left alone
+        self.bridge = httpx.Client(
+            base_url=peer.rest2, timeout=30, headers={"Authorization": f"token {peer.bridge_token}"}
+        )
+        self.agent = httpx.Client(
+            base_url=peer.rest2, timeout=30, headers={"Authorization": f"token {peer.agent_token}"}
+        )
+
+    @staticmethod
+    def _items(response: httpx.Response) -> list[dict[str, Any]]:
+        response.raise_for_status()
+        return [dict(item) for item in response.json()["items"]]
+
+    def _transactions(self, query: str, fields: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        after = 0
+        while True:  # transaction searches have no totals: page by id
+            page = self._items(
+                self.bridge.get(
+                    "/transactions",
+                    params={
+                        "query": f"{query} AND id > {after}",
+                        "orderby": "id",
+                        "order": "ASC",
+                        "per_page": 100,
+                        "fields": fields,
+                    },
+                )
+            )
+            found.extend(page)
+            if len(page) < 100:
+                return found
+            after = max(int(item["id"]) for item in page)
+
+    def find_case(self, conversation_id: str) -> str | None:
+        query = (
+            f"Queue = '{self.queue}' AND 'CF.{{{self.conversation_field}}}' = '{conversation_id}'"
+        )
+        items = self._items(
+            self.bridge.get(
+                "/tickets",
+                params={
+                    "query": query,
+                    "orderby": "id",
+                    "order": "ASC",
+                    "per_page": 10,
+                },
+            )
+        )
+        assert len(items) <= 1, f"{len(items)} tickets for conversation {conversation_id}"
+        return str(items[0]["id"]) if items else None
+
+    def transcript(self, case: str) -> list[TranscriptLine]:
+        create = self._transactions(
+            f"ObjectType = 'RT::Ticket' AND ObjectId = {int(case)} AND Type = 'Create'", "Type"
+        )
+        assert len(create) == 1, create
+        parts = self._items(
+            self.bridge.get(
+                f"/transaction/{create[0]['id']}/attachments",
+                params={"fields": "ContentType,Content", "per_page": 100},
+            )
+        )
+        body = "".join(
+            str(p.get("Content") or "")
+            for p in parts
+            if str(p.get("ContentType", "")).lower() == "text/plain"
+        )
+        _, marker, lines = body.partition("Transcript (times UTC, oldest first)")
+        assert marker, "the ticket's first message has no transcript"
+        seen: list[TranscriptLine] = []
+        for line in lines.split("\n")[1:]:  # skip the rest of the heading line
+            match = _TRANSCRIPT_LINE.match(line)
+            if match:
+                seen.append(TranscriptLine(match[1], match[2], match[3]))
+            elif line.startswith("    ") and seen:  # a continuation of a multi-line text
+                last = seen[-1]
+                seen[-1] = TranscriptLine(last.at, last.role, f"{last.text}\n{line[4:]}")
+        return seen
+
+    def customer_messages(self, case: str) -> list[str]:
+        posts = self._transactions(
+            f"ObjectType = 'RT::Ticket' AND ObjectId = {int(case)} AND Type = 'Correspond' "
+            f"AND Creator = '{self.peer.bridge_user}'",
+            "Data",
+        )
+        order = [int(p["id"]) for p in posts if "(ccb:" in str(p.get("Data", ""))]
+        texts: dict[int, str] = {}
+        page = 1
+        while True:  # one listing of the ticket's attachments instead of one call per post
+            items = self._items(
+                self.bridge.get(
+                    f"/ticket/{int(case)}/attachments",
+                    params={
+                        "fields": "TransactionId,ContentType,Content,Filename",
+                        "per_page": 100,
+                        "page": page,
+                    },
+                )
+            )
+            for item in items:
+                txn = int(item.get("TransactionId") or 0)
+                if (
+                    txn in order
+                    and not item.get("Filename")
+                    and str(item.get("ContentType", "")).lower() == "text/plain"
+                ):
+                    texts[txn] = str(item.get("Content") or "").rstrip("\n")
+            if len(items) < 100:
+                break
+            page += 1
+        return [texts.get(txn, f"<no text in transaction {txn}>") for txn in order]
+
+    def agent_reply(self, case: str, text: str) -> None:
+        # What RT's rich-text editor sends.
+        answer = self.agent.post(
+            f"/ticket/{int(case)}/correspond",
+            json={
+                "Content": f"<p>{html.escape(text)}</p>",
+                "ContentType": "text/html",
+            },
+        )
+        assert answer.status_code == 201, answer.text
+
+    def _status(self, case: str) -> str:
+        response = self.bridge.get(f"/ticket/{int(case)}")
+        response.raise_for_status()
+        return str(response.json()["Status"])
+
+    def agent_close(self, case: str) -> None:
+        answer = self.agent.put(f"/ticket/{int(case)}", json={"Status": "resolved"})
+        assert answer.status_code == 200, answer.text
+        assert self._status(case) == "resolved", answer.text  # 200 even when refused
+
+    def is_closed(self, case: str) -> bool:
+        return self._status(case) in INACTIVE
+
+    def take_down(self) -> None:
+        self.peer.stop()
+
+    def bring_back(self) -> None:
+        self.peer.start()
+
+    def close(self) -> None:
+        self.bridge.close()
+        self.agent.close()
