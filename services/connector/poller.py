@@ -31,6 +31,7 @@ class Poller:
         self.lease = lease
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def poll_once(self) -> int | None:
         """One cycle; returns the number of events reported, None when another replica
@@ -48,7 +49,7 @@ class Poller:
         return len(events)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.poll_once()
             except asyncio.CancelledError:
@@ -62,11 +63,18 @@ class Poller:
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name=f"poller-{self.name}")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
+            # Python 3.11's asyncio.wait_for (used inside redis-py) can swallow a cancel
+            # that races with a completed operation; the flag ends the loop anyway, and
+            # cancelling again until done covers the rest.
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=0.1)
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None

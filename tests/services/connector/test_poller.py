@@ -170,31 +170,17 @@ async def test_service_runs_pollers_for_poll_adapters(
         "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://127.0.0.1:9/unused",
         "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "unused-secret",
     })
-    import sys
-    async def watchdog() -> None:
-        await asyncio.sleep(8)
-        print("WATCHDOG", file=sys.stderr)
-        for t in asyncio.all_tasks():
-            t.print_stack(file=sys.stderr)
-    wd = asyncio.create_task(watchdog())
-    print("S0", file=sys.stderr)
     server = await start(settings, adapters={"polling": adapter})
-    print("S1", file=sys.stderr)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = connector_pb2_grpc.ConnectorServiceStub(channel)
             listed = await stub.ListConnectors(connector_pb2.ListConnectorsRequest(), timeout=5)
             assert [(c.name, c.mode) for c in listed.connectors] == [("polling", "poll")]
-            print("S2", file=sys.stderr)
-        print("S3", file=sys.stderr)
         for _ in range(500):
             if adapter.cursor == 3:
                 break
             await asyncio.sleep(0.01)
-        print("S4", file=sys.stderr)
     finally:
         await server.stop()
-        print("S5", file=sys.stderr)
-        wd.cancel()
     assert adapter.cursor == 3
     assert sorted(double.seen) == ["tx-1", "tx-2", "tx-3"]
