@@ -1,29 +1,85 @@
-"""Redis connection helpers (one async client per process, created in the running loop)."""
+"""Redis connection helpers (one async client per process, created in the running loop).
+
+``REDIS_URL`` forms:
+
+- ``redis://[:password@]host:port/db`` and ``rediss://…`` (TLS): one server;
+- ``redis+sentinel://[:password@]host1:26379,host2:26379/<master name>[/db]``: Redis
+  Sentinel; the client asks the sentinels for the current master and follows failovers.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+SENTINEL_SCHEME = "redis+sentinel"
+
+
+def _client_options(max_connections: int) -> dict[str, Any]:
+    return {
+        "decode_responses": False,
+        "socket_timeout": 5.0,
+        "socket_connect_timeout": 3.0,
+        "health_check_interval": 15,
+        "max_connections": max_connections,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """Splits a ``redis+sentinel://`` URL into sentinels, master name, db and password."""
+    parts = urlsplit(url)
+    hosts = parts.netloc.rsplit("@", 1)[-1]
+    sentinels: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"sentinel address {item!r} must be host:port")
+        sentinels.append((host, int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ValueError("redis+sentinel:// URL needs the master name as its path")
+    db = int(path[1]) if len(path) > 1 and path[1].isdigit() else 0
+    password = unquote(parts.password) if parts.password else None
+    return sentinels, path[0], db, password
+
+
+class _SentinelRedis(aioredis.Redis):
+    """A master client that also closes its connections to the sentinels."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for sentinel in self.connection_pool.sentinel_manager.sentinels:  # type: ignore[attr-defined]
+            await sentinel.aclose()
+
 
 def create_redis(url: str, *, max_connections: int = 64) -> aioredis.Redis:
     """Creates a client with timeouts and a short retry on connection errors."""
-    return aioredis.Redis.from_url(
-        url,
-        decode_responses=False,
-        socket_timeout=5.0,
-        socket_connect_timeout=3.0,
-        health_check_interval=15,
-        max_connections=max_connections,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
+    options = _client_options(max_connections)
+    if url.startswith(f"{SENTINEL_SCHEME}://"):
+        sentinels, master, db, password = parse_sentinel_url(url)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            sentinels,
+            socket_timeout=options["socket_timeout"],
+            sentinel_kwargs={"password": password} if password else None,
+        )
+        client: aioredis.Redis = sentinel.master_for(
+            master, redis_class=_SentinelRedis, db=db, password=password, **options
+        )
+        return client
+    return aioredis.Redis.from_url(url, **options)
 
 
-def redis_ready(client: aioredis.Redis) -> object:
+def redis_ready(client: aioredis.Redis) -> Callable[[], Awaitable[bool]]:
     """Returns a readiness check: Redis answers PING."""
 
     async def check() -> bool:
