@@ -14,9 +14,22 @@ import grpc
 _SERVICE_CONFIG = json.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
-        # No retryPolicy: an UNAVAILABLE from a peer may be the far side's outage, which
-        # Session retries with its own back-off (honouring Retry-After). gRPC still
-        # retries transparently calls that never reached a server.
+        "methodConfig": [
+            {
+                "name": [{}],
+                # Retries UNAVAILABLE from a peer that restarts or shuts down (another
+                # replica, or the restarted process, answers). Answers our servicers
+                # chose carry `grpc-retry-pushback-ms: -1` (server.py), so a far-side
+                # outage reported by a peer is never multiplied here.
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
     }
 )
 

@@ -32,6 +32,10 @@ from services._runtime.logging import conversation_id_var, request_id_var, rpc_v
 log = logging.getLogger(__name__)
 
 LIVENESS_SERVICE = "liveness"
+# Clients retry UNAVAILABLE from a restarting peer (services/_runtime/channels.py); an
+# answer a servicer chose (e.g. "the far side is down") must not be retried by the
+# channel: the caller's own back-off, which honours Retry-After, decides.
+_NO_CHANNEL_RETRY = ("grpc-retry-pushback-ms", "-1")
 ReadyCheck = Callable[[], Awaitable[bool]]
 
 
@@ -58,15 +62,19 @@ class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mi
             try:
                 return await inner(request, context)
             except FarSideError as exc:
+                trailers = [_NO_CHANNEL_RETRY]
                 if exc.retry_after is not None:
-                    context.set_trailing_metadata(((RETRY_AFTER_METADATA, f"{exc.retry_after}"),))
+                    trailers.append((RETRY_AFTER_METADATA, f"{exc.retry_after}"))
+                context.set_trailing_metadata(tuple(trailers))
                 await context.abort(exc.code, str(exc))
             except CcbridgeError as exc:
+                context.set_trailing_metadata((_NO_CHANNEL_RETRY,))
                 await context.abort(exc.code, str(exc))
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception:
                 log.exception("unhandled error in %s", method)
+                context.set_trailing_metadata((_NO_CHANNEL_RETRY,))
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
         return grpc.unary_unary_rpc_method_handler(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,3 +204,16 @@ def mesh(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
         handle.infobip.close()
         handle.ccaas.close()
         group.stop_all()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed end-to-end test shows the tail of every component's log."""
+    report = yield
+    mesh_obj = getattr(item, "funcargs", {}).get("mesh")
+    if report.failed and isinstance(mesh_obj, Mesh):
+        for name, proc in mesh_obj.group.procs.items():
+            report.sections.append((f"{name} log (tail)", proc.tail(30)))
+    return report
