@@ -55,12 +55,15 @@ class GatewaySettings:
         env = EnvReader(environ)
         escalation_token = env.secret("CCBRIDGE_ESCALATION_TOKEN")
         webhook_token = env.secret("CCBRIDGE_WEBHOOK_TOKEN")
-        if webhook_token and len(webhook_token.value) < MIN_WEBHOOK_TOKEN_CHARS:
-            env.errors.append(
-                f"CCBRIDGE_WEBHOOK_TOKEN must be at least {MIN_WEBHOOK_TOKEN_CHARS} characters"
-            )
-        if webhook_token and "/" in webhook_token.value:
-            env.errors.append("CCBRIDGE_WEBHOOK_TOKEN must not contain '/'")
+        # A comma-separated list lets a rotation accept the old and the new token.
+        for part in webhook_token.value.split(",") if webhook_token else ():
+            if len(part.strip()) < MIN_WEBHOOK_TOKEN_CHARS:
+                env.errors.append(
+                    f"CCBRIDGE_WEBHOOK_TOKEN: each token must be at least "
+                    f"{MIN_WEBHOOK_TOKEN_CHARS} characters"
+                )
+            if "/" in part:
+                env.errors.append("CCBRIDGE_WEBHOOK_TOKEN must not contain '/'")
         secrets = tuple(
             Secret(part.strip())
             for part in env.secret("INFOBIP_WEBHOOK_SECRET", required=False).value.split(",")

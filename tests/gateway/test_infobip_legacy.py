@@ -7,6 +7,7 @@ import random
 
 import httpx
 import orjson
+import pytest
 from ccbridge.common.v1 import common_pb2
 from ccbridge.session.v1 import session_pb2
 
@@ -51,6 +52,26 @@ async def test_bad_token_is_401(gateway: httpx.AsyncClient, peers: Peers) -> Non
         response = await gateway.post(f"/webhooks/infobip/{token}", json=infobip_message("m1"))
         assert_error(response, 401, "unauthorized")
     assert peers.session.calls == []
+
+
+async def test_token_rotation_accepts_old_and_new(peers: Peers) -> None:
+    new = "rotated-webhook-token-9876543210"
+    env = peers.env(CCBRIDGE_WEBHOOK_TOKEN=f"{new},{WEBHOOK_TOKEN}")
+    async with running_gateway(env) as (client, _app):
+        for token in (new, WEBHOOK_TOKEN):
+            response = await client.post(f"/webhooks/infobip/{token}", json=infobip_message("r"))
+            assert response.status_code == 200
+        bad = await client.post("/webhooks/infobip/not-a-configured-token-x", json={})
+        assert_error(bad, 401, "unauthorized")
+
+
+def test_every_rotated_token_must_be_long_enough() -> None:
+    from gateway.settings import GatewaySettings
+    from services._runtime.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="each token"):
+        GatewaySettings.from_env({"CCBRIDGE_ESCALATION_TOKEN": "x",
+                                  "CCBRIDGE_WEBHOOK_TOKEN": f"{WEBHOOK_TOKEN},short"})
 
 
 async def test_single_message_is_ingested(gateway: httpx.AsyncClient, peers: Peers) -> None:
