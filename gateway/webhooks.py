@@ -307,7 +307,9 @@ class WebhookRoutes:
         self._backends = backends
         self._metrics = metrics
         self._limit = settings.max_body_bytes
-        self._webhook_token = settings.webhook_token.value
+        self._webhook_tokens = tuple(
+            t.strip() for t in settings.webhook_token.value.split(",") if t.strip()
+        )
         self._allowed = settings.infobip_allowed_ips
         self._hmac_keys = tuple(s.value.encode() for s in settings.infobip_webhook_secrets)
         self._basic: tuple[bytes, bytes] | None = (
@@ -332,7 +334,10 @@ class WebhookRoutes:
     async def infobip_legacy(self, request: Request) -> Response:
         """One message object, an array, or ``{"messages"|"results": [...]}`` → Ingest."""
         self._check_ip(request)
-        if not consteq(request.path_params["token"], self._webhook_token):
+        token = request.path_params["token"]
+        # Compare with every configured token (rotation), never short-circuiting.
+        matches = [consteq(token, known) for known in self._webhook_tokens]
+        if not any(matches):
             raise HttpError(401, "unauthorized", "invalid webhook token")
         require_json(request)
         doc = parse_json(await read_body(request, self._limit))
