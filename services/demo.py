@@ -9,53 +9,7 @@ from typing import Any
 
 import httpx
 
-from services._runtime.procs import ProcessGroup
-
 GREEN, DIM, BOLD, RESET = "\033[32m", "\033[2m", "\033[1m", "\033[0m"
-
-
-def start_simulators(
-    group: ProcessGroup,
-    env: Mapping[str, str],
-    infobip_port: int,
-    ccaas_port: int,
-    gateway_port: int,
-) -> None:
-    """Starts the Infobip and CCaaS simulators wired to the gateway."""
-    gateway = f"http://127.0.0.1:{gateway_port}"
-    group.start(
-        "infobip-sim",
-        env,
-        infobip_port,
-        args=[
-            "--port",
-            str(infobip_port),
-            "--api-key",
-            env["INFOBIP_API_KEY"],
-            "--webhook-url",
-            f"{gateway}/webhooks/infobip/{env['CCBRIDGE_WEBHOOK_TOKEN']}",
-        ],
-    )
-    group.start(
-        "ccaas-sim",
-        env,
-        ccaas_port,
-        args=[
-            "--port",
-            str(ccaas_port),
-            "--secret",
-            env["CCBRIDGE_WEBHOOK_CONNECTOR_SECRET"],
-            "--bridge-url",
-            f"{gateway}/webhooks/ccaas/webhook",
-        ],
-    )
-    group.wait_ready("infobip-sim", "http:/_sim/health")
-    group.wait_ready("ccaas-sim", "http:/_sim/status")
-    print(f"  ✓ infobip-sim http://127.0.0.1:{infobip_port}  (Infobip Conversations API)")
-    print(
-        f"  ✓ ccaas-sim   http://127.0.0.1:{ccaas_port}/_sim/ui  (a contact center; "
-        "open it in a browser)"
-    )
 
 
 class _Clock:

@@ -13,6 +13,7 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
@@ -49,7 +50,48 @@ def demo_environment(
     return env
 
 
-def start_mesh(group: ProcessGroup, env: dict[str, str], ports: dict[str, int]) -> None:
+def start_simulators(
+    group: ProcessGroup,
+    env: Mapping[str, str],
+    infobip_port: int,
+    ccaas_port: int,
+    gateway_port: int,
+) -> None:
+    """Starts the Infobip and CCaaS simulators wired to the gateway, and waits for them."""
+    gateway = f"http://127.0.0.1:{gateway_port}"
+    group.start(
+        "infobip-sim",
+        env,
+        infobip_port,
+        args=[
+            "--port",
+            str(infobip_port),
+            "--api-key",
+            env["INFOBIP_API_KEY"],
+            "--webhook-url",
+            f"{gateway}/webhooks/infobip/{env['CCBRIDGE_WEBHOOK_TOKEN']}",
+        ],
+    )
+    group.start(
+        "ccaas-sim",
+        env,
+        ccaas_port,
+        args=[
+            "--port",
+            str(ccaas_port),
+            "--secret",
+            env["CCBRIDGE_WEBHOOK_CONNECTOR_SECRET"],
+            "--bridge-url",
+            f"{gateway}/webhooks/ccaas/webhook",
+        ],
+    )
+    group.wait_ready("infobip-sim", "http:/_sim/health")
+    group.wait_ready("ccaas-sim", "http:/_sim/status")
+
+
+def start_mesh(
+    group: ProcessGroup, env: Mapping[str, str], ports: Mapping[str, int], *, quiet: bool = False
+) -> None:
     """Starts the five components in dependency order and waits for each to be ready."""
     for name in ORDER:
         if port_open(ports[name]):
@@ -91,12 +133,17 @@ def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
         else:
             _status(f"  ✓ redis      {redis_url.split('@')[-1]} (REDIS_URL)")
         if demo:
-            from services.demo import play_demo, start_simulators
+            from services.demo import play_demo
 
             infobip_port, ccaas_port = free_port(), free_port()
             environ = demo_environment(environ, infobip_port, ccaas_port, ports["gateway"])
             env = mesh_env(environ, ports, redis_url)
             start_simulators(group, env, infobip_port, ccaas_port, ports["gateway"])
+            print(f"  ✓ infobip-sim http://127.0.0.1:{infobip_port}  (Infobip Conversations API)")
+            print(
+                f"  ✓ ccaas-sim   http://127.0.0.1:{ccaas_port}/_sim/ui  (a contact center; "
+                "open it in a browser)"
+            )
             start_mesh(group, env, ports)
             _status(f"  logs: {data / 'logs'}")
             play_demo(env, infobip_port, ccaas_port, ports["gateway"])

@@ -10,107 +10,22 @@ Tracker (``rt_peer``): where RT cannot run, its tests are skipped with the how-t
 
 from __future__ import annotations
 
-import contextlib
-import secrets
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
-import redis
 
-from services._runtime.procs import ProcessGroup, free_port, mesh_env
-from services.localrun import ORDER
 from tests.conformance.drivers import FarSideDriver, RtDriver, WebhookDriver
-from tests.e2e.conftest import Mesh
+from tests.support.mesh import Mesh, running_mesh
 from tests.support.rt import RtPeer, rt_peer  # noqa: F401  (the session fixture)
 
 T = TypeVar("T")
-
-
-@contextlib.contextmanager
-def running_mesh(redis_url: str, log_dir: Path, extra_env: Mapping[str, str]) -> Iterator[Mesh]:
-    """Both simulators and the five components as processes on loopback, with the e2e
-    suite's short timers, and ``extra_env`` on top (the connector's settings)."""
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    client.close()
-    ports = {name: free_port() for name in (*ORDER, "infobip-sim", "ccaas-sim")}
-    base = {
-        "PATH": "/usr/bin:/bin",
-        "LOG_LEVEL": "INFO",
-        "LOG_FORMAT": "json",
-        "CCBRIDGE_ESCALATION_TOKEN": secrets.token_urlsafe(16),
-        "CCBRIDGE_WEBHOOK_TOKEN": secrets.token_urlsafe(24),
-        "INFOBIP_WEBHOOK_SECRET": secrets.token_urlsafe(16),
-        "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": secrets.token_urlsafe(16),
-        "INFOBIP_API_KEY": "conformance-key",
-        "INFOBIP_BASE_URL": f"http://127.0.0.1:{ports['infobip-sim']}",
-        "CCBRIDGE_WEBHOOK_CONNECTOR_URL": f"http://127.0.0.1:{ports['ccaas-sim']}/webhook",
-        "CCBRIDGE_CONNECTORS": "webhook",
-        # Short timers so outages resolve in seconds.
-        "CCBRIDGE_LEASE_TTL_MS": "2000",
-        "CCBRIDGE_RETRY_BASE_MS": "100",
-        "CCBRIDGE_RETRY_MAX_MS": "1000",
-        "CCBRIDGE_SCHEDULER_POLL_MS": "20",
-        "CCBRIDGE_RECONCILE_INTERVAL_S": "5",
-        "CCBRIDGE_SHUTDOWN_GRACE_S": "2",
-        **extra_env,
-    }
-    env = mesh_env(base, ports, redis_url)
-    group = ProcessGroup(log_dir=log_dir)
-    gateway = f"http://127.0.0.1:{ports['gateway']}"
-    handle: Mesh | None = None
-    try:
-        group.start(
-            "infobip-sim",
-            env,
-            ports["infobip-sim"],
-            args=[
-                "--port",
-                str(ports["infobip-sim"]),
-                "--api-key",
-                env["INFOBIP_API_KEY"],
-                "--webhook-url",
-                f"{gateway}/webhooks/infobip/{env['CCBRIDGE_WEBHOOK_TOKEN']}",
-            ],
-        )
-        group.start(
-            "ccaas-sim",
-            env,
-            ports["ccaas-sim"],
-            args=[
-                "--port",
-                str(ports["ccaas-sim"]),
-                "--secret",
-                env["CCBRIDGE_WEBHOOK_CONNECTOR_SECRET"],
-                "--bridge-url",
-                f"{gateway}/webhooks/ccaas/webhook",
-            ],
-        )
-        group.wait_ready("infobip-sim", "http:/_sim/health")
-        group.wait_ready("ccaas-sim", "http:/_sim/status")
-        for name in ORDER:
-            group.start(name, env, ports[name])
-        for name in ORDER:
-            group.wait_ready(name, "http:/readyz" if name == "gateway" else "grpc")
-        handle = Mesh(group, env, ports, redis_url)
-        yield handle
-    except BaseException:
-        for proc in group.procs.values():
-            print(f"--- {proc.name} log ---\n{proc.tail(60)}")
-        raise
-    finally:
-        if handle is not None:
-            handle.gateway.close()
-            handle.infobip.close()
-            handle.ccaas.close()
-        group.stop_all()
 
 
 @dataclass

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
-from tests.e2e.conftest import Mesh, wait_for
+from tests.support.mesh import Mesh, wait_for
 
 pytestmark = pytest.mark.e2e
 

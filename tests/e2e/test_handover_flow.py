@@ -8,7 +8,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.e2e.conftest import Mesh, start_component, wait_for
+from tests.support.mesh import Mesh, start_component, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -178,7 +178,9 @@ def test_duplicates_have_one_effect_and_bad_credentials_are_rejected(mesh: Mesh)
     )
     assert bad_sig.status_code == 401
     # A duplicate agent event (same event id) reaches the end user once.
-    case_id = mesh.case_for(cid)["caseId"]
+    case = mesh.case_for(cid)
+    assert case is not None
+    case_id = case["caseId"]
     reply = {"text": "dedupe me", "agentName": "Bob", "messageId": "m-1", "eventId": "ev-1"}
     for _ in range(2):
         mesh.ccaas.post(f"/_sim/cases/{case_id}/reply", json=reply)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.e2e.conftest import Mesh, start_component, wait_for
+from tests.support.mesh import Mesh, start_component, wait_for
 
 pytestmark = pytest.mark.e2e
 

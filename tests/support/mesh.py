@@ -1,0 +1,163 @@
+"""The whole mesh as separate processes on loopback, as in production, with the Infobip
+and CCaaS simulators at the edges (the only doubles) and a real Redis. Shared by the
+end-to-end tests and the connector conformance suite."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from services._runtime.procs import ProcessGroup, free_port, mesh_env
+from services.localrun import ORDER, start_mesh, start_simulators
+
+
+@dataclass
+class Mesh:
+    """Handles to a running mesh: clients for the gateway and both simulators."""
+
+    group: ProcessGroup
+    env: dict[str, str]
+    ports: dict[str, int]
+    redis_url: str
+    gateway: httpx.Client = field(init=False)
+    infobip: httpx.Client = field(init=False)
+    ccaas: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gateway = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.ports['gateway']}", timeout=30
+        )
+        self.infobip = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.ports['infobip-sim']}", timeout=30
+        )
+        self.ccaas = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.ports['ccaas-sim']}", timeout=30
+        )
+
+    # -- chatbot / Infobip side --------------------------------------------------------------
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.env['CCBRIDGE_ESCALATION_TOKEN']}"}
+
+    @property
+    def webhook_path(self) -> str:
+        return f"/webhooks/infobip/{self.env['CCBRIDGE_WEBHOOK_TOKEN']}"
+
+    def conversation(self, history: int = 10, **extra: Any) -> dict[str, Any]:
+        doc = {
+            "history": history,
+            "channel": "WHATSAPP",
+            "endUser": "385981234567",
+            "businessSender": "447492263897",
+            **extra,
+        }
+        response = self.infobip.post("/_sim/conversations", json=doc)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def escalate(self, cid: str, **extra: Any) -> httpx.Response:
+        return self.gateway.post(
+            "/v1/escalations", headers=self.auth, json={"conversationId": cid, **extra}
+        )
+
+    def send(self, cid: str, text: str) -> dict[str, Any]:
+        response = self.infobip.post(f"/_sim/conversations/{cid}/send", json={"text": text})
+        response.raise_for_status()
+        return dict(response.json())
+
+    def handover(self, cid: str) -> dict[str, Any]:
+        return dict(self.gateway.get(f"/v1/handovers/{cid}", headers=self.auth).json())
+
+    def agent_messages(self, cid: str) -> list[dict[str, Any]]:
+        return list(
+            self.infobip.get(f"/_sim/conversations/{cid}/agent-messages").json()["messages"]
+        )
+
+    # -- CCaaS side ----------------------------------------------------------------------------
+    def case_for(self, cid: str) -> dict[str, Any] | None:
+        cases = self.ccaas.get("/_sim/cases", params={"conversationId": cid}).json()["cases"]
+        if not cases:
+            return None
+        return dict(self.ccaas.get(f"/_sim/cases/{cases[0]['caseId']}").json())
+
+    def customer_texts(self, cid: str) -> list[str]:
+        case = self.case_for(cid)
+        if case is None:
+            return []
+        return [
+            m["content"].get("text", "") for m in case["messages"] if m.get("from") == "customer"
+        ]
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = 60.0) -> Any:
+    """Polls ``probe`` until it returns something truthy (no timing assertions: a
+    timeout only bounds how long a broken mesh keeps the suite waiting)."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}"[:2000])
+
+
+def start_component(mesh: Mesh, name: str) -> None:
+    mesh.group.start(name, mesh.env, mesh.ports[name])
+    mesh.group.wait_ready(name, "http:/readyz" if name == "gateway" else "grpc")
+
+
+@contextlib.contextmanager
+def running_mesh(redis_url: str, log_dir: Path, extra_env: Mapping[str, str]) -> Iterator[Mesh]:
+    """Both simulators and the five components as processes on loopback, with short
+    timers (crash recovery and outages resolve in seconds) and ``extra_env`` on top."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+    ports = {name: free_port() for name in (*ORDER, "infobip-sim", "ccaas-sim")}
+    base = {
+        "PATH": "/usr/bin:/bin",
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": "json",
+        "CCBRIDGE_ESCALATION_TOKEN": secrets.token_urlsafe(16),
+        "CCBRIDGE_WEBHOOK_TOKEN": secrets.token_urlsafe(24),
+        "INFOBIP_WEBHOOK_SECRET": secrets.token_urlsafe(16),
+        "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": secrets.token_urlsafe(16),
+        "INFOBIP_API_KEY": "e2e-key",
+        "INFOBIP_BASE_URL": f"http://127.0.0.1:{ports['infobip-sim']}",
+        "CCBRIDGE_WEBHOOK_CONNECTOR_URL": f"http://127.0.0.1:{ports['ccaas-sim']}/webhook",
+        "CCBRIDGE_CONNECTORS": "webhook",
+        "CCBRIDGE_LEASE_TTL_MS": "2000",
+        "CCBRIDGE_RETRY_BASE_MS": "100",
+        "CCBRIDGE_RETRY_MAX_MS": "1000",
+        "CCBRIDGE_SCHEDULER_POLL_MS": "20",
+        "CCBRIDGE_RECONCILE_INTERVAL_S": "5",
+        "CCBRIDGE_SHUTDOWN_GRACE_S": "2",
+        **extra_env,
+    }
+    env = mesh_env(base, ports, redis_url)
+    group = ProcessGroup(log_dir=log_dir)
+    handle: Mesh | None = None
+    try:
+        start_simulators(group, env, ports["infobip-sim"], ports["ccaas-sim"], ports["gateway"])
+        start_mesh(group, env, ports, quiet=True)
+        handle = Mesh(group, env, ports, redis_url)
+        yield handle
+    except BaseException:
+        for proc in group.procs.values():
+            print(f"--- {proc.name} log ---\n{proc.tail(60)}")
+        raise
+    finally:
+        if handle is not None:
+            handle.gateway.close()
+            handle.infobip.close()
+            handle.ccaas.close()
+        group.stop_all()
