@@ -8,10 +8,8 @@ reverse order.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
-import sys
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,10 +19,9 @@ import redis.asyncio as aioredis
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
 
 from services._runtime.channels import create_channel
-from services._runtime.logging import configure_logging
+from services._runtime.entry import run_component
 from services._runtime.redis import create_redis
 from services._runtime.server import ServiceHealth, create_server, serve_until_signalled
-from services._runtime.settings import SettingsError
 from services.connector.base import Adapter
 from services.connector.poller import Poller
 from services.connector.registry import create_adapters
@@ -69,8 +66,9 @@ class ConnectorServer:
         await self.close_resources()
 
 
-async def build(settings: ConnectorSettings,
-                adapters: Mapping[str, Adapter] | None = None) -> ConnectorServer:
+async def build(
+    settings: ConnectorSettings, adapters: Mapping[str, Adapter] | None = None
+) -> ConnectorServer:
     """Creates every part (not started). ``adapters`` replaces the configured ones."""
     redis = create_redis(settings.common.redis_url)
     channel = create_channel(settings.session_addr)
@@ -84,9 +82,15 @@ async def build(settings: ConnectorSettings,
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     lease_ttl_s = max(30.0, settings.poll_interval_s * 5)
     pollers = [
-        Poller(name, adapter, reporter, PollLease(redis, name, owner, lease_ttl_s),
-               interval_s=settings.poll_interval_s)
-        for name, adapter in built.items() if adapter.mode == "poll"
+        Poller(
+            name,
+            adapter,
+            reporter,
+            PollLease(redis, name, owner, lease_ttl_s),
+            interval_s=settings.poll_interval_s,
+        )
+        for name, adapter in built.items()
+        if adapter.mode == "poll"
     ]
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
@@ -102,8 +106,9 @@ async def build(settings: ConnectorSettings,
     return ConnectorServer(server, port, health, built, pollers, redis, channel)
 
 
-async def start(settings: ConnectorSettings,
-                adapters: Mapping[str, Adapter] | None = None) -> ConnectorServer:
+async def start(
+    settings: ConnectorSettings, adapters: Mapping[str, Adapter] | None = None
+) -> ConnectorServer:
     """Starts the service in the running loop (bind port 0 for tests)."""
     parts = await build(settings, adapters)
     try:
@@ -123,26 +128,19 @@ async def serve(settings: ConnectorSettings) -> None:
     try:
         for poller in parts.pollers:
             poller.start()
-        await serve_until_signalled(parts.server, parts.health,
-                                    grace_s=settings.common.shutdown_grace_s,
-                                    on_drain=parts.stop_pollers)
+        await serve_until_signalled(
+            parts.server,
+            parts.health,
+            grace_s=settings.common.shutdown_grace_s,
+            on_drain=parts.stop_pollers,
+        )
     finally:
         await parts.stop_pollers()
         await parts.close_resources()
 
 
 def main() -> None:
-    try:
-        settings = ConnectorSettings.from_env(os.environ)
-    except SettingsError as exc:
-        print(f"ccbridge connector: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    configure_logging("connector", settings.common.log_level, settings.common.log_format)
-    try:
-        asyncio.run(serve(settings))
-    except SettingsError as exc:  # raised by an adapter factory for its own settings
-        print(f"ccbridge connector: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_component("connector", ConnectorSettings.from_env, serve)
 
 
 if __name__ == "__main__":

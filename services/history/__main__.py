@@ -7,9 +7,6 @@ Redis, and an Infobip outage is reported per call (UNAVAILABLE), not by draining
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -17,22 +14,25 @@ import grpc
 import httpx
 from ccbridge.history.v1 import history_pb2, history_pb2_grpc
 
+from services._runtime.entry import run_component
 from services._runtime.infobip import InfobipClient
-from services._runtime.logging import configure_logging
 from services._runtime.server import ServiceHealth, create_server, serve_until_signalled
-from services._runtime.settings import SettingsError
 from services.history.servicer import HistoryServicer
 from services.history.settings import HistorySettings
 
 SERVICE_NAME = history_pb2.DESCRIPTOR.services_by_name["HistoryService"].full_name
 
 
-async def _build(settings: HistorySettings, address: str,
-           transport: httpx.AsyncBaseTransport | None
-           ) -> tuple[grpc.aio.Server, int, ServiceHealth, InfobipClient]:
-    client = InfobipClient(settings.infobip_base_url, settings.infobip_api_key,
-                           timeout_s=settings.infobip_timeout_s,
-                           max_retries=settings.infobip_max_retries, transport=transport)
+async def _build(
+    settings: HistorySettings, address: str, transport: httpx.AsyncBaseTransport | None
+) -> tuple[grpc.aio.Server, int, ServiceHealth, InfobipClient]:
+    client = InfobipClient(
+        settings.infobip_base_url,
+        settings.infobip_api_key,
+        timeout_s=settings.infobip_timeout_s,
+        max_retries=settings.infobip_max_retries,
+        transport=transport,
+    )
     servicer = HistoryServicer(client, default_limit=settings.history_limit)
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
@@ -67,8 +67,12 @@ class RunningHistory:
         await self.client.aclose()
 
 
-async def start(settings: HistorySettings, *, address: str | None = None,
-                transport: httpx.AsyncBaseTransport | None = None) -> RunningHistory:
+async def start(
+    settings: HistorySettings,
+    *,
+    address: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> RunningHistory:
     """Starts the server in the running loop (``address`` defaults to the settings';
     ``transport`` routes Infobip calls, e.g. to an in-process simulator)."""
     server, port, keeper, client = await _build(settings, address or settings.address, transport)
@@ -87,13 +91,7 @@ async def serve(settings: HistorySettings) -> None:
 
 
 def main() -> None:
-    try:
-        settings = HistorySettings.from_env(os.environ)
-    except SettingsError as exc:
-        print(f"history: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    configure_logging("history", settings.common.log_level, settings.common.log_format)
-    asyncio.run(serve(settings))
+    run_component("history", HistorySettings.from_env, serve)
 
 
 if __name__ == "__main__":

@@ -6,18 +6,14 @@ up``) and returns a handle with ``.port`` and ``.stop()``.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
 from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
 
-from services._runtime.logging import configure_logging
+from services._runtime.entry import run_component
 from services._runtime.server import ServiceHealth, create_server, serve_until_signalled
-from services._runtime.settings import SettingsError
 from services.routing.rules import RulesError
 from services.routing.servicer import RoutingServicer
 from services.routing.settings import RoutingSettings
@@ -42,8 +38,11 @@ class RoutingServer:
 
 
 def _build(settings: RoutingSettings) -> tuple[grpc.aio.Server, int, ServiceHealth, RulesStore]:
-    store = RulesStore(settings.rules_path, default_connector=settings.default_connector,
-                       reload_s=settings.reload_s)
+    store = RulesStore(
+        settings.rules_path,
+        default_connector=settings.default_connector,
+        reload_s=settings.reload_s,
+    )
     store.load_initial()  # fail fast on a missing or invalid file
 
     def register(server: grpc.aio.Server) -> Iterable[str]:
@@ -71,24 +70,15 @@ async def serve(settings: RoutingSettings) -> None:
     server, _, health, store = _build(settings)
     store.start()
     try:
-        await serve_until_signalled(server, health, grace_s=settings.common.shutdown_grace_s,
-                                    on_drain=store.stop)
+        await serve_until_signalled(
+            server, health, grace_s=settings.common.shutdown_grace_s, on_drain=store.stop
+        )
     finally:
         await store.stop()
 
 
 def main() -> None:
-    try:
-        settings = RoutingSettings.from_env(os.environ)
-    except SettingsError as exc:
-        print(f"ccbridge routing: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    configure_logging("routing", settings.common.log_level, settings.common.log_format)
-    try:
-        asyncio.run(serve(settings))
-    except RulesError as exc:
-        print(f"ccbridge routing: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_component("routing", RoutingSettings.from_env, serve, fatal=(RulesError,))
 
 
 if __name__ == "__main__":

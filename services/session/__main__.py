@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -15,11 +12,10 @@ from ccbridge.routing.v1 import routing_pb2_grpc
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
 from services._runtime.channels import create_channel
+from services._runtime.entry import run_component
 from services._runtime.infobip import InfobipClient
-from services._runtime.logging import configure_logging
 from services._runtime.redis import create_redis
 from services._runtime.server import ServiceHealth, create_server, serve_until_signalled
-from services._runtime.settings import SettingsError
 from services.session.servicer import SessionServicer
 from services.session.settings import SessionSettings
 from services.session.store import SessionStore
@@ -124,13 +120,7 @@ async def serve(settings: SessionSettings) -> None:
 
 
 def main() -> None:
-    try:
-        settings = SessionSettings.from_env(os.environ)
-    except SettingsError as exc:
-        print(f"ccbridge session: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    configure_logging("session", settings.common.log_level, settings.common.log_format)
-    asyncio.run(serve(settings))
+    run_component("session", SessionSettings.from_env, serve)
 
 
 if __name__ == "__main__":
