@@ -26,5 +26,10 @@ protos: setup
 demo: setup
 	$(BIN)/ccbridge up --demo
 
+# The benchmark (about 3 minutes): mesh vs. the floor, results in bench/results/.
+bench: setup
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench
+
 clean:
 	rm -rf $(VENV) .ccbridge build *.egg-info

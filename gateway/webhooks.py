@@ -514,20 +514,17 @@ class WebhookRoutes:
         return True
 
     async def _ingest(self, messages: list[common_pb2.Message], source: str) -> _Counts:
-        """One Ingest call for every message of the request, in order."""
+        """Every message of the request to Session.Ingest, in order (batched with
+        concurrent requests by the backends; answered only once stored)."""
         counts = _Counts()
         if not messages:
             return counts
         conversation_id_var.set(messages[0].conversation_id)
         try:
-            response = await self._backends.call(
-                "Ingest",
-                self._backends.session.Ingest,
-                session_pb2.IngestRequest(messages=messages),
-            )
+            results = await self._backends.ingest(messages)
         except grpc.aio.AioRpcError as exc:
             raise http_error_from_grpc(exc, webhook=True) from None
-        counts.add_results(response.results)
+        counts.add_results(results)
         self._metrics.count_ingest(source, "accepted", counts.accepted)
         self._metrics.count_ingest(source, "duplicate", counts.duplicates)
         self._metrics.count_ingest(source, "ignored", counts.ignored)

@@ -104,7 +104,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             connector=rec.get("connector"),
             external_id=rec.get("external_id"),
             routing=common_pb2.RoutingDecision(
-                connector=routing.get("connector", ""),
+                connector=routing.get("connector") or rec.get("connector"),
                 queue=routing.get("queue", ""),
                 priority=int(routing.get("priority", 0)),
                 skills=routing.get("skills", []),

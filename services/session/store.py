@@ -9,13 +9,20 @@ live in one Redis Cluster slot):
 ``ccb:in:{cid}``               list: end-user messages to deliver to the CCaaS, in order
 ``ccb:out:{cid}``              list: agent messages to deliver to the end user, in order
 ``ccb:seen:{cid}``             set: accepted message/event ids (dedupe), with a TTL
-``ccb:tx:{cid}``               set: ids already in the transcript (not relayed again)
+``ccb:ti:{cid}``               hash: ids of the transcript's inbound messages (not relayed
+                               again), with a TTL; a hash stays a listpack up to 512 ids
 ``ccb:lease:{cid}``            string: token of the worker delivering this conversation
 ``ccb:ext:{connector:extid}``  string: reverse index case → conversation id
 ``ccb:due``                    zset: conversations with work, scored by due time (ms)
 ``ccb:state:<STATE>``          zset: conversations per state, scored by last change (ms)
 ``ccb:dlq`` / ``ccb:dl:<id>``  zset + hash: dead letters
 =============================  ==========================================================
+
+The handover hash keeps every value within Redis's ``hash-max-listpack-value`` (64 bytes)
+so Redis stores it as a compact listpack (about a third of a hashtable's memory): the
+routing decision is compact JSON without empty values, ``history`` records each
+transition as ``STATE@<ms after created_at>``, and empty values (no tags, no metadata, a
+cleared failure reason) are not stored at all: a missing field reads as empty.
 
 Every per-conversation transition is one Lua script over that conversation's keys only;
 the global index keys are updated right after (idempotently) and repaired by the
@@ -33,6 +40,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from ccbridge.common.v1 import common_pb2
+from redis.exceptions import NoScriptError
 
 STATES = ("OPENING", "ACTIVE", "CLOSING", "CLOSED", "FAILED")
 INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE = 0, 1, 2
@@ -72,7 +80,9 @@ _CREATE = """
 local st = redis.call('HGET', KEYS[1], 'state')
 if st then return {0, st} end
 redis.call('HSET', KEYS[1], 'state', 'OPENING', 'created_at', ARGV[1], 'updated_at', ARGV[1],
-  'version', 1, 'tags', ARGV[2], 'metadata', ARGV[3], 'history', 'OPENING@' .. ARGV[1])
+  'version', 1, 'history', 'OPENING@0')
+if ARGV[2] ~= '[]' then redis.call('HSET', KEYS[1], 'tags', ARGV[2]) end
+if ARGV[3] ~= '{}' then redis.call('HSET', KEYS[1], 'metadata', ARGV[3]) end
 return {1, 'OPENING'}
 """
 
@@ -88,11 +98,16 @@ if not allowed then return {0, st} end
 if ARGV[3] ~= '' and ARGV[3] ~= st then
   redis.call('HSET', KEYS[1], 'state', ARGV[3])
   local hist = redis.call('HGET', KEYS[1], 'history') or ''
-  redis.call('HSET', KEYS[1], 'history', hist .. ',' .. ARGV[3] .. '@' .. ARGV[4])
+  local since = tonumber(ARGV[4]) - (tonumber(redis.call('HGET', KEYS[1], 'created_at')) or 0)
+  redis.call('HSET', KEYS[1], 'history',
+    hist .. ',' .. ARGV[3] .. '@' .. string.format('%d', since))
 end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'version', 1)
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 5, #ARGV, 2 do
+  if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i])
+  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
 return {1, st}
 """
 
@@ -121,7 +136,8 @@ if st ~= 'CLOSING' then
   redis.call('HSET', KEYS[1], 'state', 'CLOSING', 'closed_by', 'CCAAS', 'close_reason', ARGV[5],
     'updated_at', ARGV[4])
   local hist = redis.call('HGET', KEYS[1], 'history') or ''
-  redis.call('HSET', KEYS[1], 'history', hist .. ',CLOSING@' .. ARGV[4])
+  local since = tonumber(ARGV[4]) - (tonumber(redis.call('HGET', KEYS[1], 'created_at')) or 0)
+  redis.call('HSET', KEYS[1], 'history', hist .. ',CLOSING@' .. string.format('%d', since))
   redis.call('HINCRBY', KEYS[1], 'version', 1)
 end
 return 3
@@ -212,7 +228,7 @@ class SessionStore:
         return f"{self.p}:seen:{{{cid}}}"
 
     def k_tx(self, cid: str) -> str:
-        return f"{self.p}:tx:{{{cid}}}"
+        return f"{self.p}:ti:{{{cid}}}"
 
     def k_lease(self, cid: str) -> str:
         return f"{self.p}:lease:{{{cid}}}"
@@ -247,11 +263,50 @@ class SessionStore:
         return bool(int(created))
 
     async def get(self, cid: str) -> HandoverRecord | None:
-        raw = await self.r.hgetall(self.k_h(cid))
+        return self._record(cid, await self.r.hgetall(self.k_h(cid)))
+
+    def _record(self, cid: str, raw: Any) -> HandoverRecord | None:
         if not raw:
             return None
         fields = {_text(k): _text(v) for k, v in raw.items()}
         return HandoverRecord(cid, fields.get("state", ""), fields)
+
+    async def begin_step(
+        self, cid: str, lease_ttl_ms: int
+    ) -> tuple[str | None, HandoverRecord | None, int, int]:
+        """Takes the conversation's lease and reads its record and queue lengths, in one
+        round trip: (lease token or None, record, inbox length, outbox length)."""
+        token = uuid.uuid4().hex
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.set(self.k_lease(cid), token, nx=True, px=lease_ttl_ms)
+            pipe.hgetall(self.k_h(cid))
+            pipe.llen(self.k_in(cid))
+            pipe.llen(self.k_out(cid))
+            ok, raw, inbox, outbox = await pipe.execute()
+        return (token if ok else None), self._record(cid, raw), int(inbox), int(outbox)
+
+    async def snapshot(self, cid: str) -> tuple[HandoverRecord | None, int, int]:
+        """The record and both queue lengths, in one round trip."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.k_h(cid))
+            pipe.llen(self.k_in(cid))
+            pipe.llen(self.k_out(cid))
+            raw, inbox, outbox = await pipe.execute()
+        return self._record(cid, raw), int(inbox), int(outbox)
+
+    async def unschedule_if_idle(self, cid: str) -> bool:
+        """Drops the conversation from the schedule, then (same round trip, in order)
+        reads its queues; if work arrived meanwhile it is scheduled again at once.
+        Returns whether it was rescheduled."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.k_due, cid)
+            pipe.llen(self.k_in(cid))
+            pipe.llen(self.k_out(cid))
+            _, inbox, outbox = await pipe.execute()
+        if inbox or outbox:
+            await self.schedule(cid, now_ms())
+            return True
+        return False
 
     async def queue_lengths(self, cid: str) -> tuple[int, int]:
         async with self.r.pipeline(transaction=False) as pipe:
@@ -313,12 +368,21 @@ class SessionStore:
         second one schedules delivery for accepted ones). Returns an outcome per message."""
         if not messages:
             return []
-        async with self.r.pipeline(transaction=False) as pipe:
-            for m in messages:
-                cid = m.conversation_id
-                await self._ingest(
-                    keys=[self.k_h(cid), self.k_in(cid), self.k_seen(cid)],
-                    args=[
+        pending = list(range(len(messages)))
+        outcomes: list[int] = [0] * len(messages)
+        for _attempt in range(2):
+            # EVALSHA straight into the pipeline: redis-py's Script-in-pipeline path asks
+            # SCRIPT EXISTS first, an extra round trip on every call.
+            async with self.r.pipeline(transaction=False) as pipe:
+                for index in pending:
+                    m = messages[index]
+                    cid = m.conversation_id
+                    pipe.evalsha(
+                        self._ingest.sha,
+                        3,
+                        self.k_h(cid),
+                        self.k_in(cid),
+                        self.k_seen(cid),
                         m.id,
                         m.SerializeToString(),
                         self.dedupe_ttl_s,
@@ -326,10 +390,22 @@ class SessionStore:
                         getattr(m, "from"),
                         m.to,
                         0,
-                    ],
-                    client=pipe,
-                )
-            outcomes = [int(x) for x in await pipe.execute()]
+                    )
+                replies = await pipe.execute(raise_on_error=False)
+            missing = []
+            for index, reply in zip(pending, replies, strict=True):
+                if isinstance(reply, NoScriptError):
+                    missing.append(index)  # not run: safe to run again, in order
+                elif isinstance(reply, Exception):
+                    raise reply
+                else:
+                    outcomes[index] = int(reply)
+            if not missing:
+                break
+            await self.r.script_load(_INGEST)
+            pending = missing
+        else:
+            raise NoScriptError("the ingest script could not be loaded")
         accepted = {
             m.conversation_id
             for m, o in zip(messages, outcomes, strict=True)
@@ -381,12 +457,19 @@ class SessionStore:
         if not ids:
             return
         async with self.r.pipeline(transaction=False) as pipe:
-            pipe.sadd(self.k_tx(cid), *ids)
+            pipe.hset(self.k_tx(cid), mapping=dict.fromkeys(ids, b""))
             pipe.expire(self.k_tx(cid), self.dedupe_ttl_s)
             await pipe.execute()
 
     async def in_transcript(self, cid: str, message_id: str) -> bool:
-        return bool(await self.r.sismember(self.k_tx(cid), message_id))
+        return bool(await self.r.hexists(self.k_tx(cid), message_id))
+
+    async def in_transcript_many(self, cid: str, message_ids: Sequence[str]) -> list[bool]:
+        """For each id, whether it is in the conversation's transcript (one round trip)."""
+        if not message_ids:
+            return []
+        found = await self.r.hmget(self.k_tx(cid), list(message_ids))
+        return [value is not None for value in found]
 
     # -- leases and schedule ------------------------------------------------------------
     async def acquire_lease(self, cid: str, ttl_ms: int) -> str | None:
@@ -415,6 +498,10 @@ class SessionStore:
         await self.r.zrem(self.k_due, cid)
 
     # -- queues --------------------------------------------------------------------------
+    async def peek(self, queue_key: str, count: int) -> list[bytes]:
+        """The first ``count`` messages of a queue, head first."""
+        return [_bytes(raw) for raw in await self.r.lrange(queue_key, 0, count - 1)]
+
     async def head(self, queue_key: str) -> bytes | None:
         raw = await self.r.lindex(queue_key, 0)
         return _bytes(raw) if raw is not None else None

@@ -50,6 +50,7 @@ _RETRYABLE = {
     grpc.StatusCode.CANCELLED,
 }
 MAX_TEXT = 4096  # Infobip's documented content size limit
+PEEK_WINDOW = 32  # head messages read in one round trip by a delivery step
 
 
 @dataclass
@@ -62,6 +63,10 @@ class StepFailure(Exception):
 
     def __str__(self) -> str:
         return self.reason
+
+
+# A handover record (None when missing) with its inbox and outbox lengths.
+Snapshot = tuple[HandoverRecord | None, int, int]
 
 
 class LeaseLost(Exception):
@@ -168,11 +173,14 @@ class ConversationWorker:
             self._wake.set()
 
     @contextlib.asynccontextmanager
-    async def _lease(self, cid: str) -> AsyncIterator[str | None]:
+    async def _lease(self, cid: str) -> AsyncIterator[tuple[str | None, Snapshot]]:
+        """Holds the conversation's lease (renewed in the background) and yields its token
+        (None: another worker holds it) with the record and queue lengths read in the
+        same round trip."""
         ttl = self.s.lease_ttl_ms
-        token = await self.store.acquire_lease(cid, ttl)
+        token, rec, inbox, outbox = await self.store.begin_step(cid, ttl)
         if token is None:
-            yield None
+            yield None, (rec, inbox, outbox)
             return
 
         async def renew() -> None:
@@ -183,7 +191,7 @@ class ConversationWorker:
 
         renewer = asyncio.create_task(renew())
         try:
-            yield token
+            yield token, (rec, inbox, outbox)
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -194,40 +202,45 @@ class ConversationWorker:
     async def run_step(self, cid: str) -> None:
         """Runs one step for a conversation if its lease can be taken."""
         conversation_id_var.set(cid)
-        async with self._lease(cid) as token:
+        async with self._lease(cid) as (token, snapshot):
             if token is None:
                 # Another replica works on it; look again when its lease could expire.
                 await self.store.postpone_if_earlier(cid, now_ms() + self.s.lease_ttl_ms // 2)
                 return
             try:
-                await self._step(cid, token)
+                await self._step(cid, token, snapshot)
             except LeaseLost:
                 log.warning("lease lost; another worker continues")
 
-    async def _step(self, cid: str, token: str) -> None:
-        rec = await self.store.get(cid)
+    async def _step(self, cid: str, token: str, snapshot: Snapshot) -> None:
+        # Each re-read also brings the queue lengths (one round trip), so empty queues
+        # cost no read and the reschedule needs none.
+        rec, inbox, outbox = snapshot
         if rec is None:
             await self.store.unschedule(cid)
             return
         if rec.state == "OPENING":
             await self._open(rec, token)
-            rec = await self.store.get(cid) or rec
+            rec, inbox, outbox = await self._reread(rec)
         if rec.state in ("ACTIVE", "CLOSING"):
-            await self._deliver(rec, token)
-            rec = await self.store.get(cid) or rec
+            await self._deliver(rec, token, inbox, outbox)
+            rec, inbox, outbox = await self._reread(rec)
         if rec.state == "CLOSING":
             await self._close(rec, token)
-            rec = await self.store.get(cid) or rec
-        await self._reschedule(rec)
+            rec, inbox, outbox = await self._reread(rec)
+        await self._reschedule(rec, inbox, outbox)
 
-    async def _reschedule(self, rec: HandoverRecord) -> None:
+    async def _reread(self, rec: HandoverRecord) -> tuple[HandoverRecord, int, int]:
+        fresh, inbox, outbox = await self.store.snapshot(rec.conversation_id)
+        return fresh or rec, inbox, outbox
+
+    async def _reschedule(self, rec: HandoverRecord, inbox: int, outbox: int) -> None:
         cid = rec.conversation_id
         if rec.state in ("CLOSED", "FAILED"):
             await self.store.unschedule(cid)
             if rec.state == "CLOSED":
                 await self.store.finish_closed(cid)
             return
-        inbox, outbox = await self.store.queue_lengths(cid)
         times: list[int] = []
         if rec.state == "OPENING":
             times.append(rec.get_int("open_next_at"))
@@ -240,11 +253,8 @@ class ConversationWorker:
         if times:
             await self.store.schedule(cid, max(min(times), now_ms()))
             return
-        await self.store.unschedule(cid)
         # Work accepted between our last look and the unschedule must not be stranded.
-        inbox, outbox = await self.store.queue_lengths(cid)
-        if inbox or outbox:
-            await self.store.schedule(cid, now_ms())
+        await self.store.unschedule_if_idle(cid)
 
     def _backoff_ms(self, attempts: int, retry_after: float | None) -> int:
         base = min(self.s.retry_max_ms, self.s.retry_base_ms * (2 ** max(0, attempts - 1)))
@@ -286,18 +296,29 @@ class ConversationWorker:
             return
         # Link first: agent events that arrive right after activation must resolve.
         await self.store.link_case(cid, connector, external_id)
-        await self.store.remember_transcript(cid, [m.id for m in transcript.messages])
+        # Only inbound messages can come back through Ingest (webhooks carry the end
+        # user's messages), so only their ids are remembered.
+        await self.store.remember_transcript(
+            cid,
+            [m.id for m in transcript.messages if m.direction != common_pb2.DIRECTION_OUTBOUND],
+        )
         values = {
             "connector": connector,
             "external_id": external_id,
+            # Compact, without empty values and without the connector (its own field):
+            # short values keep the hash a listpack (see store.py).
             "routing": json.dumps(
                 {
-                    "connector": decision.connector,
-                    "queue": decision.queue,
-                    "priority": decision.priority,
-                    "skills": list(decision.skills),
-                    "rule": decision.rule,
-                }
+                    key: value
+                    for key, value in (
+                        ("queue", decision.queue),
+                        ("priority", decision.priority),
+                        ("skills", list(decision.skills)),
+                        ("rule", decision.rule),
+                    )
+                    if value
+                },
+                separators=(",", ":"),
             ),
             "failure_reason": "",
             "open_attempts": "0",
@@ -396,19 +417,26 @@ class ConversationWorker:
         return opened.external_id, decision.connector, decision, transcript
 
     # -- delivery --------------------------------------------------------------------------
-    async def _deliver(self, rec: HandoverRecord, token: str) -> None:
+    async def _deliver(self, rec: HandoverRecord, token: str, inbox: int, outbox: int) -> None:
+        """Drains both queues (``inbox``/``outbox``: their lengths when the step read the
+        record; an empty one is not read again, later arrivals get the next step)."""
         closed_by = rec.get("closed_by")
         # After a CCaaS close, end-user messages have no case to go to; after an Infobip
         # close, agent messages have no conversation. Both are dead-lettered, not dropped.
-        await self._drain(
-            rec, token, "inbox", deliverable=not (rec.state == "CLOSING" and closed_by == "CCAAS")
-        )
-        await self._drain(
-            rec,
-            token,
-            "outbox",
-            deliverable=not (rec.state == "CLOSING" and closed_by == "INFOBIP"),
-        )
+        if inbox:
+            await self._drain(
+                rec,
+                token,
+                "inbox",
+                deliverable=not (rec.state == "CLOSING" and closed_by == "CCAAS"),
+            )
+        if outbox:
+            await self._drain(
+                rec,
+                token,
+                "outbox",
+                deliverable=not (rec.state == "CLOSING" and closed_by == "INFOBIP"),
+            )
 
     async def _drain(
         self, rec: HandoverRecord, token: str, queue: str, *, deliverable: bool
@@ -420,21 +448,32 @@ class ConversationWorker:
             return
         attempts = rec.get_int(f"{prefix}_attempts")
         delivered = 0
+        # Head messages read ahead in one round trip (with their transcript check), then
+        # delivered and popped one by one: the head still leaves only once accepted.
+        window: list[tuple[bytes, common_pb2.Message, bool]] = []
+        drained = False  # the last read returned the whole queue
         while not self._stopping and delivered < self.s.batch_per_step:
-            payload = await self.store.head(key)
-            if payload is None:
-                break
-            message = common_pb2.Message.FromString(payload)
+            if not window:
+                if drained:
+                    break  # later arrivals are seen by the reschedule
+                wanted = min(self.s.batch_per_step - delivered, PEEK_WINDOW)
+                window = await self._peek(cid, key, queue, wanted)
+                if not window:
+                    break
+                drained = len(window) < wanted
+            payload, message, in_transcript = window.pop(0)
             if not deliverable:
                 reason = (
                     "case closed before delivery"
                     if queue == "inbox"
                     else "conversation closed at Infobip before delivery"
                 )
-                await self.store.dead_letter(cid, queue, key, token, payload, reason, 0)
+                if not await self.store.dead_letter(cid, queue, key, token, payload, reason, 0):
+                    return  # the head changed or the lease is gone: the next step re-reads
                 continue
-            if queue == "inbox" and await self.store.in_transcript(cid, message.id):
-                await self._pop(cid, key, token, payload)  # already in the case transcript
+            if in_transcript:
+                if not await self._pop(cid, key, token, payload):  # already in the transcript
+                    window.clear()
                 continue
             try:
                 if queue == "inbox":
@@ -447,9 +486,10 @@ class ConversationWorker:
                     log.error(
                         "%s delivery gave up after %d attempts: %s", queue, attempts, failure.reason
                     )
-                    await self.store.dead_letter(
+                    if not await self.store.dead_letter(
                         cid, queue, key, token, payload, failure.reason, attempts
-                    )
+                    ):
+                        return  # the head changed or the lease is gone
                     attempts = 0
                     await self.store.transition(
                         cid,
@@ -476,7 +516,8 @@ class ConversationWorker:
                     },
                 )
                 return
-            await self._pop(cid, key, token, payload)
+            if not await self._pop(cid, key, token, payload):
+                window.clear()
             delivered += 1
             if attempts:
                 attempts = 0
@@ -487,10 +528,25 @@ class ConversationWorker:
                     values={f"{prefix}_attempts": "0", f"{prefix}_next_at": "0"},
                 )
 
-    async def _pop(self, cid: str, key: str, token: str, payload: bytes) -> None:
+    async def _peek(
+        self, cid: str, key: str, queue: str, count: int
+    ) -> list[tuple[bytes, common_pb2.Message, bool]]:
+        """Up to ``count`` head messages, parsed, each with "already in the case
+        transcript" (inbox only)."""
+        payloads = await self.store.peek(key, count)
+        messages = [common_pb2.Message.FromString(p) for p in payloads]
+        if queue == "inbox" and messages:
+            flags = await self.store.in_transcript_many(cid, [m.id for m in messages])
+        else:
+            flags = [False] * len(messages)
+        return list(zip(payloads, messages, flags, strict=True))
+
+    async def _pop(self, cid: str, key: str, token: str, payload: bytes) -> bool:
+        """Pops the delivered head; False when the head changed (read it again)."""
         popped = await self.store.pop_head(cid, key, token, payload)
         if popped == -1:
             raise LeaseLost()
+        return popped == 1
 
     async def _post_customer_message(
         self, rec: HandoverRecord, message: common_pb2.Message

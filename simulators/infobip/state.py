@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -639,7 +640,10 @@ class InfobipSimState:
                 "content": dict(content),
             }
             conversation.messages.append(message)
-            conversation.agent_messages.append({**message, "agentIdHeader": agent_id})
+            # receivedMonotonic: CLOCK_MONOTONIC is system-wide, so benchmarks in other
+            # processes can time the relay agent reply → Create Message.
+            conversation.agent_messages.append({**message, "agentIdHeader": agent_id,
+                                                "receivedMonotonic": time.monotonic()})
             conversation.updated_at = at
             return dict(message)
 
