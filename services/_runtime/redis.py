@@ -76,7 +76,10 @@ def create_redis(url: str, *, max_connections: int = 64) -> aioredis.Redis:
             master, redis_class=_SentinelRedis, db=db, password=password, **options
         )
         return client
-    return aioredis.Redis.from_url(url, **options)
+    # A blocking pool waits (up to the timeout) for a free connection under load instead
+    # of failing the request with "Too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(url, timeout=5.0, **options)
+    return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
 
 
 def redis_ready(client: aioredis.Redis) -> Callable[[], Awaitable[bool]]:
