@@ -9,6 +9,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.support.redis_server import RedisServer, env_redis_url
+from tests.support.rt import rt_peer
+
+# One definition of the session's Request Tracker for every test module: a fixture
+# imported into two modules would be two fixtures, each wanting the one RT.
+__all__ = ["rt_peer"]
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ import pytest
 
 from tests.conformance.drivers import FarSideDriver, RtDriver, WebhookDriver
 from tests.support.mesh import Mesh, running_mesh
-from tests.support.rt import RtPeer, rt_peer  # noqa: F401  (the session fixture)
+from tests.support.rt import RtPeer
 
 T = TypeVar("T")
 

@@ -4,8 +4,7 @@
 40 s once), resets it to a clean seeded database, starts it on a free loopback port and
 stops it at the end. Where RT cannot run (not root, no apt) the tests are skipped with a
 hint. ``CCBRIDGE_TEST_RT_ENV=<path of a peer.env>`` uses an RT that is already running
-(no reset, no stop). Import the fixture into a test module:
-``from tests.support.rt import rt_peer  # noqa: F401``.
+(no reset, no stop). The fixture is registered once, in tests/conftest.py.
 """
 
 from __future__ import annotations

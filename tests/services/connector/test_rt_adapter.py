@@ -29,7 +29,7 @@ from services.connector.adapters.rt import (
     requestor_address,
 )
 from services.connector.base import AgentMessage, CaseClosedEvent, CaseEvent, CaseToOpen
-from tests.support.rt import RtPeer, rt_peer  # noqa: F401  (session fixture)
+from tests.support.rt import RtPeer
 
 pytestmark = pytest.mark.rt
 
@@ -72,7 +72,7 @@ def _settings(peer: RtPeer, **overrides: str) -> RtSettings:
 
 
 @pytest.fixture
-async def make_adapter(rt_peer: RtPeer, redis_client: aioredis.Redis,  # noqa: F811
+async def make_adapter(rt_peer: RtPeer, redis_client: aioredis.Redis,
                        ) -> AsyncIterator[Callable[..., RtAdapter]]:
     made: list[RtAdapter] = []
 
@@ -89,7 +89,7 @@ async def make_adapter(rt_peer: RtPeer, redis_client: aioredis.Redis,  # noqa: F
 
 
 @pytest.fixture
-async def agent(rt_peer: RtPeer) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811
+async def agent(rt_peer: RtPeer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
         base_url=rt_peer.rest2, timeout=10,
         headers={"Authorization": f"token {rt_peer.agent_token}"},
@@ -98,7 +98,7 @@ async def agent(rt_peer: RtPeer) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F
 
 
 @pytest.fixture
-async def bridge_http(rt_peer: RtPeer) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811
+async def bridge_http(rt_peer: RtPeer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
         base_url=rt_peer.rest2, timeout=10,
         headers={"Authorization": f"token {rt_peer.bridge_token}"},
@@ -239,7 +239,7 @@ class _LoseAnswers(httpx.AsyncBaseTransport):
 
 
 async def test_lost_answer_is_not_posted_twice(
-        rt_peer: RtPeer, redis_client: aioredis.Redis,  # noqa: F811
+        rt_peer: RtPeer, redis_client: aioredis.Redis,
         make_adapter: Callable[..., RtAdapter], bridge_http: httpx.AsyncClient) -> None:
     conversation = f"c-{uuid.uuid4().hex}"
     ticket = (await make_adapter().open_case(_case(conversation))).external_id
@@ -263,7 +263,7 @@ async def test_lost_answer_is_not_posted_twice(
 
 
 async def test_lost_create_answer_is_not_a_second_ticket(
-        rt_peer: RtPeer, redis_client: aioredis.Redis,  # noqa: F811
+        rt_peer: RtPeer, redis_client: aioredis.Redis,
         make_adapter: Callable[..., RtAdapter], bridge_http: httpx.AsyncClient) -> None:
     conversation = f"c-{uuid.uuid4().hex}"
     flaky = RtAdapter(_settings(rt_peer), redis_client, transport=_LoseAnswers("/ticket"))
@@ -311,7 +311,7 @@ async def test_agent_reply_polled_once_and_cursor_survives_restart(
 
 
 async def test_customer_posts_are_not_agent_replies(
-        make_adapter: Callable[..., RtAdapter], rt_peer: RtPeer,  # noqa: F811
+        make_adapter: Callable[..., RtAdapter], rt_peer: RtPeer,
         agent: httpx.AsyncClient) -> None:
     adapter = make_adapter()
     conversation = f"c-{uuid.uuid4().hex}"
@@ -386,7 +386,7 @@ async def test_lease_lets_one_adapter_poll_a_queue(
     assert [e.event_id for e in _mine(await _poll_all(second), ticket)] == [f"rt-txn-{reply}"]
 
 
-async def test_routed_queue_and_factory(rt_peer: RtPeer,  # noqa: F811
+async def test_routed_queue_and_factory(rt_peer: RtPeer,
                                         redis_client: aioredis.Redis) -> None:
     adapter = factory({"CCBRIDGE_RT_URL": rt_peer.url,
                        "CCBRIDGE_RT_TOKEN": rt_peer.bridge_token}, redis_client)
@@ -403,7 +403,7 @@ async def test_routed_queue_and_factory(rt_peer: RtPeer,  # noqa: F811
         await adapter.aclose()
 
 
-async def test_rt_down_is_retryable(rt_peer: RtPeer,  # noqa: F811
+async def test_rt_down_is_retryable(rt_peer: RtPeer,
                                     make_adapter: Callable[..., RtAdapter]) -> None:
     if not rt_peer.managed:
         pytest.skip("RT is not managed by this test session")
