@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2_grpc
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from services._runtime.channels import create_channel

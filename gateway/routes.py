@@ -12,12 +12,12 @@ import re
 
 import grpc
 import orjson
-from ccbridge.session.v1 import session_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ccbridge.session.v1 import session_pb2
 from gateway._request import consteq, parse_json, read_body, require_json
 from gateway.backends import Backends
 from gateway.errors import HttpError, JsonResponse, http_error_from_grpc

@@ -27,13 +27,13 @@ from urllib.parse import urlsplit
 
 import grpc
 import orjson
-from ccbridge.common.v1 import common_pb2
-from ccbridge.connector.v1 import connector_pb2
-from ccbridge.session.v1 import session_pb2
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ccbridge.common.v1 import common_pb2
+from ccbridge.connector.v1 import connector_pb2
+from ccbridge.session.v1 import session_pb2
 from gateway._request import consteq, parse_json, read_body, require_json
 from gateway.backends import Backends
 from gateway.errors import HttpError, JsonResponse, http_error_from_grpc

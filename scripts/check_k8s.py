@@ -78,8 +78,11 @@ PLACEHOLDER = "REPLACE_ME"
 # Components of k8s/components in the order an overlay must list them.
 COMPONENT_ORDER = ("example-secret", "network-policies", "external-redis")
 HPA_COMPONENTS = ("gateway", "session", "connector")
-REQUIRED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/component",
-                   "app.kubernetes.io/part-of")
+REQUIRED_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+)
 
 Doc = dict[str, Any]
 
@@ -164,8 +167,9 @@ def component_names() -> tuple[str, ...]:
 def component_combinations() -> list[tuple[str, ...]]:
     """Every subset of the components, each in COMPONENT_ORDER."""
     names = component_names()
-    return [combo for size in range(len(names) + 1)
-            for combo in itertools.combinations(names, size)]
+    return [
+        combo for size in range(len(names) + 1) for combo in itertools.combinations(names, size)
+    ]
 
 
 def combination_target(workdir: Path, combo: Sequence[str]) -> Target:
@@ -311,8 +315,9 @@ def check_labels(docs: Iterable[Doc]) -> list[str]:
     return problems
 
 
-def _check_security(ref: str, pod: Mapping[str, Any], c: Mapping[str, Any],
-                    component: str | None) -> list[str]:
+def _check_security(
+    ref: str, pod: Mapping[str, Any], c: Mapping[str, Any], component: str | None
+) -> list[str]:
     problems = []
     pod_sc = pod.get("securityContext") or {}
     sc = c.get("securityContext") or {}
@@ -374,8 +379,9 @@ def _check_probes(ref: str, c: Mapping[str, Any], component: str | None) -> list
             if probe and not http:
                 problems.append(f"{ref}: {kind}Probe must be an HTTP probe")
             elif http and http.get("path") != wanted_paths[kind]:
-                problems.append(f"{ref}: {kind}Probe path {http.get('path')!r} is not "
-                                f"{wanted_paths[kind]!r}")
+                problems.append(
+                    f"{ref}: {kind}Probe path {http.get('path')!r} is not {wanted_paths[kind]!r}"
+                )
     return problems
 
 
@@ -443,8 +449,10 @@ def check_workloads(docs: list[Doc], *, limits_required: bool = False) -> list[s
             if "configMap" in volume and volume["configMap"]["name"] not in config_maps:
                 problems.append(f"{ref}: ConfigMap {volume['configMap']['name']} not rendered")
             if "secret" in volume:
-                problems.append(f"{ref}: mounts Secret {volume['secret'].get('secretName')}; "
-                                "ccbridge reads secrets from the environment")
+                problems.append(
+                    f"{ref}: mounts Secret {volume['secret'].get('secretName')}; "
+                    "ccbridge reads secrets from the environment"
+                )
 
         tgps = pod.get("terminationGracePeriodSeconds", 30)
         for c in [*pod.get("initContainers", []), *pod.get("containers", [])]:
@@ -493,11 +501,14 @@ def check_workloads(docs: list[Doc], *, limits_required: bool = False) -> list[s
 
             for source in c.get("envFrom") or ():
                 if "configMapRef" in source and source["configMapRef"]["name"] not in config_maps:
-                    problems.append(f"{cref}: ConfigMap {source['configMapRef']['name']} "
-                                    "not rendered")
+                    problems.append(
+                        f"{cref}: ConfigMap {source['configMapRef']['name']} not rendered"
+                    )
                 if "secretRef" in source:
-                    problems.append(f"{cref}: envFrom a Secret gives every key to every "
-                                    "component; use secretKeyRef per key")
+                    problems.append(
+                        f"{cref}: envFrom a Secret gives every key to every "
+                        "component; use secretKeyRef per key"
+                    )
             for env in c.get("env") or ():
                 ref_ = (env.get("valueFrom") or {}).get("secretKeyRef")
                 if ref_:
@@ -506,8 +517,10 @@ def check_workloads(docs: list[Doc], *, limits_required: bool = False) -> list[s
                         if key not in _secret_values(secrets[name]) and not ref_.get("optional"):
                             problems.append(f"{cref}: Secret {name} has no key {key}")
                     elif name not in EXTERNAL_SECRETS:
-                        problems.append(f"{cref}: Secret {name} is neither rendered nor one "
-                                        "the operator creates")
+                        problems.append(
+                            f"{cref}: Secret {name} is neither rendered nor one "
+                            "the operator creates"
+                        )
                 cm_ref = (env.get("valueFrom") or {}).get("configMapKeyRef")
                 if cm_ref and cm_ref["name"] not in config_maps:
                     problems.append(f"{cref}: ConfigMap {cm_ref['name']} not rendered")
@@ -522,10 +535,12 @@ def check_services(docs: list[Doc]) -> list[str]:
         ref = _ref(svc)
         spec = svc["spec"]
         selected = [
-            w for w in workloads
+            w
+            for w in workloads
             if spec.get("selector")
-            and _selector_matches({"matchLabels": spec["selector"]},
-                                  _labels(w["spec"]["template"].get("metadata")))
+            and _selector_matches(
+                {"matchLabels": spec["selector"]}, _labels(w["spec"]["template"].get("metadata"))
+            )
         ]
         if len(selected) != 1:
             problems.append(f"{ref}: selects {len(selected)} workloads, must select one")
@@ -543,11 +558,15 @@ def check_services(docs: list[Doc]) -> list[str]:
             if grpc and (port.get("name") != "grpc" or port.get("appProtocol") != "grpc"):
                 problems.append(f"{ref}: gRPC port must be named grpc with appProtocol grpc")
         if grpc and spec.get("clusterIP") != "None":
-            problems.append(f"{ref}: gRPC Services are headless (clusterIP: None) so that "
-                            "clients balance over every pod")
-        if selected[0]["kind"] == "StatefulSet" and selected[0]["spec"].get("serviceName") == (
-            svc["metadata"]["name"]
-        ) and spec.get("clusterIP") != "None":
+            problems.append(
+                f"{ref}: gRPC Services are headless (clusterIP: None) so that "
+                "clients balance over every pod"
+            )
+        if (
+            selected[0]["kind"] == "StatefulSet"
+            and selected[0]["spec"].get("serviceName") == (svc["metadata"]["name"])
+            and spec.get("clusterIP") != "None"
+        ):
             problems.append(f"{ref}: a StatefulSet's governing Service must be headless")
     return problems
 
@@ -678,8 +697,10 @@ def check_secrets(docs: Iterable[Doc]) -> list[str]:
             continue
         for key, value in sorted(_secret_values(doc).items()):
             if PLACEHOLDER not in value:
-                problems.append(f"{_ref(doc)}: {key} looks like a real value; only "
-                                f"{PLACEHOLDER} placeholders belong in git")
+                problems.append(
+                    f"{_ref(doc)}: {key} looks like a real value; only "
+                    f"{PLACEHOLDER} placeholders belong in git"
+                )
     return problems
 
 
@@ -689,8 +710,11 @@ def check_redis(docs: list[Doc]) -> list[str]:
     for sts in (d for d in docs if d.get("kind") == "StatefulSet"):
         if sts["metadata"]["name"] != "redis":
             continue
-        args = " ".join(str(a) for c in sts["spec"]["template"]["spec"]["containers"]
-                        for a in [*(c.get("command") or []), *(c.get("args") or [])])
+        args = " ".join(
+            str(a)
+            for c in sts["spec"]["template"]["spec"]["containers"]
+            for a in [*(c.get("command") or []), *(c.get("args") or [])]
+        )
         if "--appendonly yes" not in args:
             problems.append(f"{_ref(sts)}: run with --appendonly yes (AOF)")
         if "--maxmemory-policy noeviction" not in args:
@@ -707,8 +731,9 @@ def check_overlay(docs: list[Doc], overlay: str) -> list[str]:
     problems = []
     deployments = _by_kind(docs, "Deployment")
     if set(deployments) != set(COMPONENTS):
-        problems.append(f"overlays/{overlay}: Deployments {sorted(deployments)} != "
-                        f"{sorted(COMPONENTS)}")
+        problems.append(
+            f"overlays/{overlay}: Deployments {sorted(deployments)} != {sorted(COMPONENTS)}"
+        )
     if overlay == "dev":
         for name, dep in deployments.items():
             if dep["spec"].get("replicas", 1) != 1:
@@ -724,10 +749,15 @@ def check_overlay(docs: list[Doc], overlay: str) -> list[str]:
             labels = _labels(dep["spec"]["template"].get("metadata"))
             covering = [p for p in pdbs if _selector_matches(p["spec"].get("selector"), labels)]
             if len(covering) != 1 or covering[0]["spec"].get("minAvailable", 0) < 1:
-                problems.append(f"overlays/prod: Deployment/{name} needs one "
-                                "PodDisruptionBudget with minAvailable >= 1")
-        hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in docs
-                if h.get("kind") == "HorizontalPodAutoscaler"}
+                problems.append(
+                    f"overlays/prod: Deployment/{name} needs one "
+                    "PodDisruptionBudget with minAvailable >= 1"
+                )
+        hpas = {
+            h["spec"]["scaleTargetRef"]["name"]: h
+            for h in docs
+            if h.get("kind") == "HorizontalPodAutoscaler"
+        }
         for name in HPA_COMPONENTS:
             hpa = hpas.get(name)
             if hpa is None or hpa.get("apiVersion") != "autoscaling/v2":
@@ -770,17 +800,25 @@ OTHER_NS = "elsewhere"
 
 
 def _peers(docs: list[Doc]) -> list[Peer]:
-    namespace = next((d["metadata"].get("namespace") for d in _workloads(docs)
-                      if d["metadata"].get("namespace")), "default")
+    namespace = next(
+        (
+            d["metadata"].get("namespace")
+            for d in _workloads(docs)
+            if d["metadata"].get("namespace")
+        ),
+        "default",
+    )
     peers = []
     for wl in _workloads(docs):
         template = wl["spec"]["template"]
         ports = tuple(
             (p.get("protocol", "TCP"), int(p["containerPort"]))
-            for c in template["spec"]["containers"] for p in c.get("ports") or ()
+            for c in template["spec"]["containers"]
+            for p in c.get("ports") or ()
         )
-        peers.append(Peer(wl["metadata"]["name"], namespace,
-                          _labels(template.get("metadata")), ports=ports))
+        peers.append(
+            Peer(wl["metadata"]["name"], namespace, _labels(template.get("metadata")), ports=ports)
+        )
     peers += [
         Peer("dns", "kube-system", {"k8s-app": "kube-dns"}, ports=(("UDP", 53), ("TCP", 53))),
         Peer("grpc-client", OTHER_NS, {"ccbridge/grpc-client": "true"}),
@@ -800,8 +838,11 @@ def _peer_matches(rule_peer: Mapping[str, Any], peer: Peer, policy_ns: str) -> b
         network = ipaddress.ip_network(block["cidr"])
         if address.version != network.version or address not in network:
             return False
-        return not any(address in ipaddress.ip_network(e) for e in block.get("except") or ()
-                       if ipaddress.ip_network(e).version == address.version)
+        return not any(
+            address in ipaddress.ip_network(e)
+            for e in block.get("except") or ()
+            if ipaddress.ip_network(e).version == address.version
+        )
     if peer.ip:
         return False
     if "namespaceSelector" in rule_peer:
@@ -833,7 +874,8 @@ def _allowed(policies: list[Doc], src: Peer, dst: Peer, protocol: str, port: int
         if pod.ip:
             return True  # nothing outside the cluster is isolated by our policies
         selecting = [
-            p for p in policies
+            p
+            for p in policies
             if p["metadata"].get("namespace", pod.namespace) == pod.namespace
             and _selector_matches(p["spec"].get("podSelector"), pod.labels)
             and kind in p["spec"].get("policyTypes", ["Ingress"])
@@ -849,22 +891,30 @@ def _allowed(policies: list[Doc], src: Peer, dst: Peer, protocol: str, port: int
                     return True
         return False
 
-    return (direction_allows(src, dst, "Egress", "egress", "to")
-            and direction_allows(dst, src, "Ingress", "ingress", "from"))
+    return direction_allows(src, dst, "Egress", "egress", "to") and direction_allows(
+        dst, src, "Ingress", "ingress", "from"
+    )
 
 
 def expected_flows(docs: list[Doc], components: Iterable[str]) -> set[tuple[str, str, int]]:
     """The flows the mesh needs, and nothing more (docs/deploy.md has the diagram)."""
     workloads = {w["metadata"]["name"] for w in _workloads(docs)}
     flows = {
-        ("other-pod", "gateway", 8000), ("grpc-client", "gateway", 8000),
-        ("gateway", "session", 50051), ("gateway", "connector", 50054),
-        ("session", "history", 50052), ("session", "routing", 50053),
-        ("session", "connector", 50054), ("connector", "session", 50051),
-        ("session", "internet", 443), ("history", "internet", 443),
+        ("other-pod", "gateway", 8000),
+        ("grpc-client", "gateway", 8000),
+        ("gateway", "session", 50051),
+        ("gateway", "connector", 50054),
+        ("session", "history", 50052),
+        ("session", "routing", 50053),
+        ("session", "connector", 50054),
+        ("connector", "session", 50051),
+        ("session", "internet", 443),
+        ("history", "internet", 443),
         ("connector", "internet", 443),
-        ("grpc-client", "session", 50051), ("grpc-client", "history", 50052),
-        ("grpc-client", "routing", 50053), ("grpc-client", "connector", 50054),
+        ("grpc-client", "session", 50051),
+        ("grpc-client", "history", 50052),
+        ("grpc-client", "routing", 50053),
+        ("grpc-client", "connector", 50054),
     }
     for name in workloads:
         flows.add((name, "dns", 53))
@@ -873,8 +923,12 @@ def expected_flows(docs: list[Doc], components: Iterable[str]) -> set[tuple[str,
     if "external-redis" in components:
         for port in (6379, 6380):
             flows |= {("session", "external-redis", port), ("connector", "external-redis", port)}
-    return {f for f in flows if f[0] in workloads | {"other-pod", "grpc-client"}
-            and f[1] in workloads | {"dns", "internet", "external-redis"}}
+    return {
+        f
+        for f in flows
+        if f[0] in workloads | {"other-pod", "grpc-client"}
+        and f[1] in workloads | {"dns", "internet", "external-redis"}
+    }
 
 
 def check_network_policies(docs: list[Doc], components: Iterable[str]) -> list[str]:
@@ -895,15 +949,18 @@ def check_network_policies(docs: list[Doc], components: Iterable[str]) -> list[s
                 if _allowed(policies, src, dst, protocol, port):
                     allowed.add((src.name, dst.name, port))
     expected = expected_flows(docs, components)
-    problems = [f"NetworkPolicy: {s} -> {d}:{p} is needed but denied"
-                for s, d, p in sorted(expected - allowed)]
-    problems += [f"NetworkPolicy: {s} -> {d}:{p} is allowed but not needed"
-                 for s, d, p in sorted(allowed - expected)]
+    problems = [
+        f"NetworkPolicy: {s} -> {d}:{p} is needed but denied"
+        for s, d, p in sorted(expected - allowed)
+    ]
+    problems += [
+        f"NetworkPolicy: {s} -> {d}:{p} is allowed but not needed"
+        for s, d, p in sorted(allowed - expected)
+    ]
     return problems
 
 
-def check_docs(docs: list[Doc], target: Target,
-               version: str = KUBERNETES_VERSION) -> list[str]:
+def check_docs(docs: list[Doc], target: Target, version: str = KUBERNETES_VERSION) -> list[str]:
     """Every check of one rendered target."""
     problems = validate_schema(docs, version)
     problems += check_labels(docs)
@@ -937,8 +994,9 @@ def _apply_profile(config: Doc, profile: Mapping[str, Any]) -> tuple[Doc, list[s
         path = str(patch.get("path", ""))
         parts = [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
         if any(p.isdigit() or p == "-" for p in parts):
-            problems.append(f"skaffold profile {profile['name']}: patch {path} uses a list "
-                            "index; patch by path")
+            problems.append(
+                f"skaffold profile {profile['name']}: patch {path} uses a list index; patch by path"
+            )
             continue
         node = effective
         for part in parts[:-1]:
@@ -955,14 +1013,16 @@ def _apply_profile(config: Doc, profile: Mapping[str, Any]) -> tuple[Doc, list[s
     return effective, problems
 
 
-def check_skaffold(path: Path = REPO / "skaffold.yaml",
-                   renderer: Sequence[str] | None = None) -> list[str]:
+def check_skaffold(
+    path: Path = REPO / "skaffold.yaml", renderer: Sequence[str] | None = None
+) -> list[str]:
     """Schema version, the artifact, every path named, every profile's manifests."""
     problems: list[str] = []
     config = yaml.safe_load(path.read_text())
     if not re.fullmatch(r"skaffold/v4beta\d+", str(config.get("apiVersion", ""))):
-        problems.append(f"skaffold.yaml: apiVersion {config.get('apiVersion')!r} is not "
-                        "skaffold/v4beta*")
+        problems.append(
+            f"skaffold.yaml: apiVersion {config.get('apiVersion')!r} is not skaffold/v4beta*"
+        )
     if config.get("kind") != "Config":
         problems.append("skaffold.yaml: kind must be Config")
     artifacts = (config.get("build") or {}).get("artifacts") or []
@@ -1000,8 +1060,11 @@ def check_skaffold(path: Path = REPO / "skaffold.yaml",
             except RenderError as exc:
                 problems.append(f"skaffold.yaml {name}: {exc}")
                 continue
-            images = {str(c.get("image")) for w in _workloads(docs)
-                      for c in w["spec"]["template"]["spec"]["containers"]}
+            images = {
+                str(c.get("image"))
+                for w in _workloads(docs)
+                for c in w["spec"]["template"]["spec"]["containers"]
+            }
             if IMAGE not in images:
                 problems.append(f"skaffold.yaml {name}: {rel} does not use image {IMAGE}")
             forwards = effective.get("portForward") or []
@@ -1011,13 +1074,18 @@ def check_skaffold(path: Path = REPO / "skaffold.yaml",
                 if forward.get("resourceType") != "service" or svc is None:
                     problems.append(f"skaffold.yaml {name}: portForward names no Service of {rel}")
                 elif forward.get("port") not in {p["port"] for p in svc["spec"]["ports"]}:
-                    problems.append(f"skaffold.yaml {name}: portForward port is not a port of "
-                                    f"Service/{forward['resourceName']}")
+                    problems.append(
+                        f"skaffold.yaml {name}: portForward port is not a port of "
+                        f"Service/{forward['resourceName']}"
+                    )
                 elif forward.get("namespace", "default") != svc_ns:
-                    problems.append(f"skaffold.yaml {name}: portForward namespace "
-                                    f"{forward.get('namespace')!r} != {svc_ns!r}")
-            if not any(f.get("resourceName") == "gateway" and f.get("localPort") == 8000
-                       for f in forwards):
+                    problems.append(
+                        f"skaffold.yaml {name}: portForward namespace "
+                        f"{forward.get('namespace')!r} != {svc_ns!r}"
+                    )
+            if not any(
+                f.get("resourceName") == "gateway" and f.get("localPort") == 8000 for f in forwards
+            ):
                 problems.append(f"skaffold.yaml {name}: forward the gateway to local port 8000")
     return problems
 
@@ -1075,8 +1143,9 @@ def check_dockerfile(repo: Path = REPO) -> list[str]:
     copies = [rest for word, rest in runtime if word in ("COPY", "ADD")]
     if copies != ["--from=builder /opt/venv /opt/venv"]:
         problems.append(f"Dockerfile: the runtime stage copies only the venv, got {copies}")
-    if any(word == "RUN" and re.search(r"apt-get install|pip install", rest)
-           for word, rest in runtime):
+    if any(
+        word == "RUN" and re.search(r"apt-get install|pip install", rest) for word, rest in runtime
+    ):
         problems.append("Dockerfile: no package installs in the runtime stage")
     entry = [rest for word, rest in runtime if word == "ENTRYPOINT"]
     cmd = [rest for word, rest in runtime if word == "CMD"]
@@ -1095,8 +1164,9 @@ def check_dockerfile(repo: Path = REPO) -> list[str]:
 # --- driver -----------------------------------------------------------------------------
 
 
-def check_target(target: Target, renderer: Sequence[str] | None = None,
-                 version: str = KUBERNETES_VERSION) -> list[str]:
+def check_target(
+    target: Target, renderer: Sequence[str] | None = None, version: str = KUBERNETES_VERSION
+) -> list[str]:
     """Renders one target and returns its problems (a failed render is one problem)."""
     try:
         docs = render(target.path, renderer)
@@ -1122,8 +1192,11 @@ def run(version: str = KUBERNETES_VERSION) -> tuple[int, list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kubernetes-version", default=KUBERNETES_VERSION,
-                        help="schema version to validate against (default %(default)s)")
+    parser.add_argument(
+        "--kubernetes-version",
+        default=KUBERNETES_VERSION,
+        help="schema version to validate against (default %(default)s)",
+    )
     options = parser.parse_args(argv)
     try:
         count, problems = run(options.kubernetes_version)
@@ -1132,8 +1205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for problem in problems:
         print(problem)
-    print(f"check_k8s: {count} renders, Kubernetes {options.kubernetes_version}, "
-          f"{len(problems)} problem(s)")
+    print(
+        f"check_k8s: {count} renders, Kubernetes {options.kubernetes_version}, "
+        f"{len(problems)} problem(s)"
+    )
     return 1 if problems else 0
 
 

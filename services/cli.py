@@ -18,9 +18,9 @@ import sys
 from collections.abc import Sequence
 
 import grpc
-from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 from google.protobuf.json_format import MessageToDict
 
+from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 from services.cli_infobip import add_infobip_commands
 
 COMPONENTS = ("gateway", "session", "history", "routing", "connector")

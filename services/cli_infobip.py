@@ -51,8 +51,9 @@ class InfobipCliSettings:
         env = EnvReader(environ)
         base_url = env.str("INFOBIP_BASE_URL")
         if base_url and not base_url.startswith(("https://", "http://")):
-            env.errors.append(f"INFOBIP_BASE_URL must start with https:// or http://, "
-                              f"got {base_url!r}")
+            env.errors.append(
+                f"INFOBIP_BASE_URL must start with https:// or http://, got {base_url!r}"
+            )
         settings = cls(
             base_url=base_url.rstrip("/"),
             api_key=env.secret("INFOBIP_API_KEY"),
@@ -67,31 +68,44 @@ def add_infobip_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Adds ``infobip configure-webhook`` and ``infobip subscribe``; each sets
     ``func=<callable(args) -> int>``."""
     infobip = subparsers.add_parser(
-        "infobip", help="register the gateway with Infobip",
+        "infobip",
+        help="register the gateway with Infobip",
         description="Register the ccbridge gateway with Infobip (reads INFOBIP_BASE_URL, "
-                    "INFOBIP_API_KEY and, for subscribe, INFOBIP_WEBHOOK_SECRET).")
+        "INFOBIP_API_KEY and, for subscribe, INFOBIP_WEBHOOK_SECRET).",
+    )
     commands = infobip.add_subparsers(dest="infobip_command", required=True)
 
     configure = commands.add_parser(
         "configure-webhook",
         help="point the account's inbound-message webhook at the gateway (legacy, deprecated)",
         description="Update Account Configuration: Infobip POSTs every inbound message of the "
-                    "account to URL, without authentication (the path token protects it).")
-    configure.add_argument("--url", required=True,
-                           help="https://<gateway>/webhooks/infobip/<token>")
+        "account to URL, without authentication (the path token protects it).",
+    )
+    configure.add_argument(
+        "--url", required=True, help="https://<gateway>/webhooks/infobip/<token>"
+    )
     configure.set_defaults(func=configure_webhook_command)
 
     subscribe = commands.add_parser(
-        "subscribe", help="create a Subscriptions API subscription to the gateway (HMAC)",
+        "subscribe",
+        help="create a Subscriptions API subscription to the gateway (HMAC)",
         description="Create a CUSTOMER_ENGAGEMENT subscription whose events Infobip POSTs to "
-                    "URL, signed with HMAC-SHA256 using INFOBIP_WEBHOOK_SECRET.")
+        "URL, signed with HMAC-SHA256 using INFOBIP_WEBHOOK_SECRET.",
+    )
     subscribe.add_argument("--url", required=True, help="https://<gateway>/webhooks/infobip/events")
-    subscribe.add_argument("--subscription-id", default="ccbridge",
-                           help="subscription id, also the base of the profile id (ccbridge)")
+    subscribe.add_argument(
+        "--subscription-id",
+        default="ccbridge",
+        help="subscription id, also the base of the profile id (ccbridge)",
+    )
     subscribe.add_argument("--name", default="ccbridge", help="display name (ccbridge)")
-    subscribe.add_argument("--events", nargs="+", default=list(DEFAULT_SUBSCRIPTION_EVENTS),
-                           metavar="EVENT",
-                           help="events (default: " + " ".join(DEFAULT_SUBSCRIPTION_EVENTS) + ")")
+    subscribe.add_argument(
+        "--events",
+        nargs="+",
+        default=list(DEFAULT_SUBSCRIPTION_EVENTS),
+        metavar="EVENT",
+        help="events (default: " + " ".join(DEFAULT_SUBSCRIPTION_EVENTS) + ")",
+    )
     subscribe.set_defaults(func=subscribe_command)
 
 
@@ -116,8 +130,9 @@ Action = Callable[[InfobipClient], Awaitable[dict[str, Any]]]
 
 
 async def _call(settings: InfobipCliSettings, action: Action) -> dict[str, Any]:
-    async with InfobipClient(settings.base_url, settings.api_key,
-                             timeout_s=settings.timeout_s) as client:
+    async with InfobipClient(
+        settings.base_url, settings.api_key, timeout_s=settings.timeout_s
+    ) as client:
         return await action(client)
 
 
@@ -141,17 +156,21 @@ def configure_webhook_command(args: argparse.Namespace) -> int:
     if problem is None and match is None:
         problem = "--url must end with the gateway path /webhooks/infobip/<token>"
     elif problem is None and match is not None and match.group(1) == "events":
-        problem = ("/webhooks/infobip/events is the subscriptions route; "
-                   "use /webhooks/infobip/<token> here")
+        problem = (
+            "/webhooks/infobip/events is the subscriptions route; "
+            "use /webhooks/infobip/<token> here"
+        )
     if problem is None and len(url) > 255:
         problem = "--url must be at most 255 characters (Infobip's limit)"
     if problem:
         print(f"ccbridge infobip: {problem}", file=sys.stderr)
         return 2
     if match is not None and len(match.group(1)) < _SHORT_TOKEN:
-        print(f"ccbridge infobip: warning: the path token is shorter than {_SHORT_TOKEN} "
-              "characters; Infobip sends no credentials, the token is the only protection",
-              file=sys.stderr)
+        print(
+            f"ccbridge infobip: warning: the path token is shorter than {_SHORT_TOKEN} "
+            "characters; Infobip sends no credentials, the token is the only protection",
+            file=sys.stderr,
+        )
     settings = _settings(need_secret=False)
     if settings is None:
         return 2
@@ -169,15 +188,22 @@ def subscribe_command(args: argparse.Namespace) -> int:
         print(f"ccbridge infobip: {problem}", file=sys.stderr)
         return 2
     if not urlsplit(url).path.endswith(_EVENTS_PATH):
-        print(f"ccbridge infobip: warning: the gateway receives subscription events on "
-              f"{_EVENTS_PATH}; {url!r} does not end with it", file=sys.stderr)
+        print(
+            f"ccbridge infobip: warning: the gateway receives subscription events on "
+            f"{_EVENTS_PATH}; {url!r} does not end with it",
+            file=sys.stderr,
+        )
     settings = _settings(need_secret=True)
     if settings is None:
         return 2
     events = list(dict.fromkeys(args.events))
     secret = settings.webhook_secret
-    return _run(settings, lambda client: client.create_subscription(
-        args.subscription_id, args.name, events, url, secret))
+    return _run(
+        settings,
+        lambda client: client.create_subscription(
+            args.subscription_id, args.name, events, url, secret
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

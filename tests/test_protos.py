@@ -15,6 +15,7 @@ def test_generated_code_matches_protos(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
+
     def listing(root: Path) -> list[Path]:
         return sorted(
             p.relative_to(root)

@@ -60,8 +60,16 @@ class InfobipError(FarSideError):
     ``statusCode`` of the status-shaped body, ``text`` its human-readable text.
     """
 
-    def __init__(self, message: str, *, status: int | None, message_id: str = "",
-                 text: str = "", retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None,
+        message_id: str = "",
+        text: str = "",
+        retryable: bool,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message, retryable=retryable, retry_after=retry_after, status=status)
         self.message_id = message_id
         self.text = text
@@ -71,10 +79,10 @@ class InfobipNotFound(InfobipError):
     """The conversation, tag or other entity does not exist (Infobip answers 400 or 404
     with ``NOT_FOUND``). Never retryable; maps to gRPC NOT_FOUND."""
 
-    def __init__(self, message: str, *, status: int | None, message_id: str = "NOT_FOUND",
-                 text: str = "") -> None:
-        super().__init__(message, status=status, message_id=message_id, text=text,
-                         retryable=False)
+    def __init__(
+        self, message: str, *, status: int | None, message_id: str = "NOT_FOUND", text: str = ""
+    ) -> None:
+        super().__init__(message, status=status, message_id=message_id, text=text, retryable=False)
 
     @property
     def code(self) -> grpc.StatusCode:
@@ -119,14 +127,21 @@ def _error_from_response(response: httpx.Response, what: str) -> InfobipError:
     if text:
         summary += f": {text[:200]}"
     if status == 404 or (status == 400 and message_id.upper() == "NOT_FOUND"):
-        return InfobipNotFound(summary, status=status, message_id=message_id or "NOT_FOUND",
-                               text=text)
+        return InfobipNotFound(
+            summary, status=status, message_id=message_id or "NOT_FOUND", text=text
+        )
     retryable = status >= 500 or status in (408, 429)
     retry_after = (
         parse_retry_after(response.headers.get("retry-after")) if status in (429, 503) else None
     )
-    return InfobipError(summary, status=status, message_id=message_id, text=text,
-                        retryable=retryable, retry_after=retry_after)
+    return InfobipError(
+        summary,
+        status=status,
+        message_id=message_id,
+        text=text,
+        retryable=retryable,
+        retry_after=retry_after,
+    )
 
 
 def _is_closed_error(exc: InfobipError) -> bool:
@@ -182,24 +197,38 @@ class InfobipClient:
 
     # -- transport ----------------------------------------------------------------------
 
-    async def _send_once(self, method: str, path: str, what: str, *,
-                         params: Mapping[str, str | int] | None,
-                         json_body: object, headers: Mapping[str, str] | None) -> object:
+    async def _send_once(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        params: Mapping[str, str | int] | None,
+        json_body: object,
+        headers: Mapping[str, str] | None,
+    ) -> object:
         try:
             # httpx timeouts are per phase; this bounds the whole attempt.
             async with asyncio.timeout(self._timeout_s):
                 response = await self._http.request(
-                    method, path, params=params, json=json_body, headers=headers,
+                    method,
+                    path,
+                    params=params,
+                    json=json_body,
+                    headers=headers,
                 )
         except (TimeoutError, httpx.TimeoutException) as exc:
-            raise InfobipError(f"Infobip {what} timed out after {self._timeout_s}s",
-                               status=None, retryable=True) from exc
+            raise InfobipError(
+                f"Infobip {what} timed out after {self._timeout_s}s", status=None, retryable=True
+            ) from exc
         except httpx.TransportError as exc:
-            raise InfobipError(f"Infobip {what} failed: {type(exc).__name__}",
-                               status=None, retryable=True) from exc
+            raise InfobipError(
+                f"Infobip {what} failed: {type(exc).__name__}", status=None, retryable=True
+            ) from exc
         except httpx.HTTPError as exc:  # e.g. an invalid URL: retrying cannot help
-            raise InfobipError(f"Infobip {what} failed: {type(exc).__name__}",
-                               status=None, retryable=False) from exc
+            raise InfobipError(
+                f"Infobip {what} failed: {type(exc).__name__}", status=None, retryable=False
+            ) from exc
         if response.status_code >= 400:
             raise _error_from_response(response, what)
         if not response.content:
@@ -207,13 +236,21 @@ class InfobipClient:
         try:
             body: object = response.json()
         except ValueError as exc:
-            raise InfobipError(f"Infobip {what} answered a body that is not JSON",
-                               status=response.status_code, retryable=False) from exc
+            raise InfobipError(
+                f"Infobip {what} answered a body that is not JSON",
+                status=response.status_code,
+                retryable=False,
+            ) from exc
         # The 2019 API answered some failures 200 with a status-shaped body.
         if isinstance(body, Mapping) and str(body.get("statusCode", "")).upper() == "ERROR":
             _, text = parse_error_body(body)
-            raise InfobipError(f"Infobip {what} failed: {text[:200]}", status=response.status_code,
-                               message_id="ERROR", text=text, retryable=False)
+            raise InfobipError(
+                f"Infobip {what} failed: {text[:200]}",
+                status=response.status_code,
+                message_id="ERROR",
+                text=text,
+                retryable=False,
+            )
         return body
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
@@ -226,30 +263,49 @@ class InfobipClient:
             delay = max(delay, retry_after)
         return delay
 
-    async def _request(self, method: str, path: str, what: str, *, retry: bool,
-                       params: Mapping[str, str | int] | None = None, json_body: object = None,
-                       headers: Mapping[str, str] | None = None) -> object:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        retry: bool,
+        params: Mapping[str, str | int] | None = None,
+        json_body: object = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> object:
         attempt = 0
         while True:
             try:
-                return await self._send_once(method, path, what, params=params,
-                                             json_body=json_body, headers=headers)
+                return await self._send_once(
+                    method, path, what, params=params, json_body=json_body, headers=headers
+                )
             except InfobipError as exc:
                 if not (retry and exc.retryable and attempt < self._max_retries):
                     raise
                 delay = self._backoff(attempt, exc.retry_after)
                 if delay is None:
                     raise
-                log.warning("Infobip %s failed (status %s %s); retry %d/%d in %.2fs", what,
-                            exc.status, exc.message_id, attempt + 1, self._max_retries, delay)
+                log.warning(
+                    "Infobip %s failed (status %s %s); retry %d/%d in %.2fs",
+                    what,
+                    exc.status,
+                    exc.message_id,
+                    attempt + 1,
+                    self._max_retries,
+                    delay,
+                )
                 attempt += 1
                 await asyncio.sleep(delay)
 
     @staticmethod
     def _object(body: object, what: str) -> dict[str, Any]:
         if not isinstance(body, dict):
-            raise InfobipError(f"Infobip {what} answered {type(body).__name__}, not an object",
-                               status=200, retryable=False)
+            raise InfobipError(
+                f"Infobip {what} answered {type(body).__name__}, not an object",
+                status=200,
+                retryable=False,
+            )
         return body
 
     @staticmethod
@@ -260,20 +316,29 @@ class InfobipClient:
 
     # -- conversations and messages -------------------------------------------------------
 
-    async def get_messages(self, conversation_id: str, *, page: int = 0,
-                           limit: int = MAX_PAGE_SIZE,
-                           order_by: str = "createdAt:desc") -> dict[str, Any]:
+    async def get_messages(
+        self,
+        conversation_id: str,
+        *,
+        page: int = 0,
+        limit: int = MAX_PAGE_SIZE,
+        order_by: str = "createdAt:desc",
+    ) -> dict[str, Any]:
         """One page of Get Messages: ``{"messages": [...], "pagination": {...}}``."""
         body = await self._request(
-            "GET", self._conversation_path(conversation_id, "/messages"), "get messages",
-            retry=True, params={"page": page, "limit": limit, "orderBy": order_by},
+            "GET",
+            self._conversation_path(conversation_id, "/messages"),
+            "get messages",
+            retry=True,
+            params={"page": page, "limit": limit, "orderBy": order_by},
         )
         return self._object(body, "get messages")
 
     async def get_conversation(self, conversation_id: str) -> dict[str, Any]:
         """Get Conversation (``ConversationApiModel``)."""
-        body = await self._request("GET", self._conversation_path(conversation_id),
-                                   "get conversation", retry=True)
+        body = await self._request(
+            "GET", self._conversation_path(conversation_id), "get conversation", retry=True
+        )
         return self._object(body, "get conversation")
 
     async def create_message(self, conversation_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -281,8 +346,12 @@ class InfobipClient:
         caller's durable queue retries with its idempotency handling."""
         headers = {"x-agent-id": self._agent_id} if self._agent_id else None
         created = await self._request(
-            "POST", self._conversation_path(conversation_id, "/messages"), "create message",
-            retry=False, json_body=dict(body), headers=headers,
+            "POST",
+            self._conversation_path(conversation_id, "/messages"),
+            "create message",
+            retry=False,
+            json_body=dict(body),
+            headers=headers,
         )
         return self._object(created, "create message")
 
@@ -296,12 +365,20 @@ class InfobipClient:
         current = await self.get_conversation(conversation_id)
         if str(current.get("status", "")).upper() == "CLOSED":
             return True
-        update = {key: current[key] for key in _WRITABLE_CONVERSATION_FIELDS
-                  if current.get(key) is not None}
+        update = {
+            key: current[key]
+            for key in _WRITABLE_CONVERSATION_FIELDS
+            if current.get(key) is not None
+        }
         update["status"] = "CLOSED"
         try:
-            await self._request("PUT", self._conversation_path(conversation_id),
-                                "close conversation", retry=True, json_body=update)
+            await self._request(
+                "PUT",
+                self._conversation_path(conversation_id),
+                "close conversation",
+                retry=True,
+                json_body=update,
+            )
         except InfobipError as exc:
             if _is_closed_error(exc):
                 return True
@@ -313,8 +390,7 @@ class InfobipClient:
     async def create_tag(self, name: str) -> None:
         """Creates the tag; a 400 "Tag already exists" counts as success."""
         try:
-            await self._request("POST", TAGS, "create tag", retry=True,
-                                json_body={"name": name})
+            await self._request("POST", TAGS, "create tag", retry=True, json_body={"name": name})
         except InfobipError as exc:
             if exc.status == 400 and _TAG_EXISTS_TEXT in exc.text.lower():
                 return
@@ -322,19 +398,33 @@ class InfobipClient:
 
     async def add_tag(self, conversation_id: str, name: str) -> None:
         """Adds an existing tag to the conversation (create it first with create_tag)."""
-        await self._request("POST", self._conversation_path(conversation_id, "/tags"),
-                            "add tag", retry=True, json_body={"tagName": name})
+        await self._request(
+            "POST",
+            self._conversation_path(conversation_id, "/tags"),
+            "add tag",
+            retry=True,
+            json_body={"tagName": name},
+        )
 
     async def get_tags(self, conversation_id: str) -> list[str]:
         """Names of the tags attached to the conversation (pages through Get Tags)."""
         names: list[str] = []
         seen: set[str] = set()
         for page in range(_MAX_TAG_PAGES):
-            body = self._object(await self._request(
-                "GET", TAGS, "get tags", retry=True,
-                params={"conversationId": conversation_id, "page": page,
-                        "limit": MAX_PAGE_SIZE},
-            ), "get tags")
+            body = self._object(
+                await self._request(
+                    "GET",
+                    TAGS,
+                    "get tags",
+                    retry=True,
+                    params={
+                        "conversationId": conversation_id,
+                        "page": page,
+                        "limit": MAX_PAGE_SIZE,
+                    },
+                ),
+                "get tags",
+            )
             items = body.get("tags")
             if not isinstance(items, list):
                 break
@@ -346,8 +436,11 @@ class InfobipClient:
                     names.append(name)
                     fresh += 1
             total = _int_or_none(_mapping(body.get("pagination")).get("totalItems"))
-            if (len(items) < MAX_PAGE_SIZE or fresh == 0
-                    or (total is not None and (page + 1) * MAX_PAGE_SIZE >= total)):
+            if (
+                len(items) < MAX_PAGE_SIZE
+                or fresh == 0
+                or (total is not None and (page + 1) * MAX_PAGE_SIZE >= total)
+            ):
                 break
         return names
 
@@ -355,8 +448,9 @@ class InfobipClient:
 
     async def get_metadata(self, conversation_id: str) -> dict[str, str]:
         """The conversation's metadata; non-string values are JSON-encoded to strings."""
-        body = await self._request("GET", self._conversation_path(conversation_id, "/metadata"),
-                                   "get metadata", retry=True)
+        body = await self._request(
+            "GET", self._conversation_path(conversation_id, "/metadata"), "get metadata", retry=True
+        )
         # The spec declares the schema as a string; accept a JSON-encoded object too.
         if isinstance(body, str):
             try:
@@ -369,19 +463,35 @@ class InfobipClient:
 
     async def patch_metadata(self, conversation_id: str, metadata: Mapping[str, str]) -> None:
         """Merges ``metadata`` into the conversation's metadata (creates it when absent)."""
-        await self._request("PATCH", self._conversation_path(conversation_id, "/metadata"),
-                            "patch metadata", retry=True, json_body=dict(metadata))
+        await self._request(
+            "PATCH",
+            self._conversation_path(conversation_id, "/metadata"),
+            "patch metadata",
+            retry=True,
+            json_body=dict(metadata),
+        )
 
     # -- account and subscriptions --------------------------------------------------------
 
     async def update_account_configuration(self, webhook_url: str) -> dict[str, Any]:
         """Sets the legacy account webhook (every inbound message is POSTed there)."""
-        body = await self._request("PUT", ACCOUNT_CONFIGURATION, "update account configuration",
-                                   retry=True, json_body={"webhookUrl": webhook_url})
+        body = await self._request(
+            "PUT",
+            ACCOUNT_CONFIGURATION,
+            "update account configuration",
+            retry=True,
+            json_body={"webhookUrl": webhook_url},
+        )
         return self._object(body, "update account configuration")
 
-    async def create_subscription(self, subscription_id: str, name: str, events: Iterable[str],
-                                  notify_url: str, hmac_secret: Secret) -> dict[str, Any]:
+    async def create_subscription(
+        self,
+        subscription_id: str,
+        name: str,
+        events: Iterable[str],
+        notify_url: str,
+        hmac_secret: Secret,
+    ) -> dict[str, Any]:
         """Creates a CUSTOMER_ENGAGEMENT subscription that POSTs the events to
         ``notify_url``, signed with HMAC-SHA256 using ``hmac_secret``. Not retried (a
         repeated create would conflict with the first)."""
@@ -395,13 +505,13 @@ class InfobipClient:
                 "security": {
                     "authId": f"{subscription_id}-hmac",
                     "type": "HMAC",
-                    "credentials": {"secretKey": hmac_secret.value,
-                                    "algorithm": "HMAC_SHA_256"},
+                    "credentials": {"secretKey": hmac_secret.value, "algorithm": "HMAC_SHA_256"},
                 },
             },
         }
-        created = await self._request("POST", SUBSCRIPTIONS, "create subscription",
-                                      retry=False, json_body=body)
+        created = await self._request(
+            "POST", SUBSCRIPTIONS, "create subscription", retry=False, json_body=body
+        )
         return self._object(created, "create subscription")
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import grpc
 import redis.asyncio as aioredis
-from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
 
+from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
 from services._runtime.channels import create_channel
 from services._runtime.entry import run_component
 from services._runtime.redis import create_redis

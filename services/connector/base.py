@@ -90,15 +90,19 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     async def post_customer_message(
-        self, external_id: str, conversation_id: str, message: common_pb2.Message,
+        self,
+        external_id: str,
+        conversation_id: str,
+        message: common_pb2.Message,
         idempotency_key: str,
     ) -> str:
         """Appends one end-user message; returns the CCaaS message id ('' if none).
         Posting the same idempotency key twice must have one effect at the CCaaS."""
 
     @abc.abstractmethod
-    async def close_case(self, external_id: str, conversation_id: str, reason: str,
-                         idempotency_key: str) -> bool:
+    async def close_case(
+        self, external_id: str, conversation_id: str, reason: str, idempotency_key: str
+    ) -> bool:
         """Closes the case; returns True when it was already closed."""
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[CaseEvent]:
@@ -117,8 +121,9 @@ class Adapter(abc.ABC):
         service commits the cursor (``commit_poll``) only after Session stored them."""
         return []
 
-    async def commit_poll(self, events: Sequence[CaseEvent]) -> None:
-        """Advances the stored cursor past ``events`` (called after Session accepted them)."""
+    async def commit_poll(self, events: Sequence[CaseEvent]) -> None:  # noqa: B027
+        """Advances the stored cursor past ``events`` (called after Session accepted them).
+        Optional: push-mode adapters have no cursor."""
 
-    async def aclose(self) -> None:
-        """Releases clients."""
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Releases clients (adapters without clients need not override it)."""

@@ -23,8 +23,15 @@ log = logging.getLogger(__name__)
 class Poller:
     """Polls one adapter until stopped."""
 
-    def __init__(self, name: str, adapter: Adapter, reporter: SessionReporter,
-                 lease: PollLease | None, *, interval_s: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        adapter: Adapter,
+        reporter: SessionReporter,
+        lease: PollLease | None,
+        *,
+        interval_s: float,
+    ) -> None:
         self.name = name
         self.adapter = adapter
         self.reporter = reporter
@@ -41,9 +48,14 @@ class Poller:
         events = await self.adapter.poll()
         if events:
             response = await self.reporter.report(self.name, events)
-            log.info("poller %s: %d events (accepted %d, duplicates %d, ignored %d)",
-                     self.name, len(events), response.accepted, response.duplicates,
-                     response.ignored)
+            log.info(
+                "poller %s: %d events (accepted %d, duplicates %d, ignored %d)",
+                self.name,
+                len(events),
+                response.accepted,
+                response.duplicates,
+                response.ignored,
+            )
         # Commit even an empty batch: the adapter may have skipped irrelevant items.
         await self.adapter.commit_poll(events)
         return len(events)
@@ -55,8 +67,9 @@ class Poller:
             except asyncio.CancelledError:
                 raise
             except FarSideError as exc:
-                log.warning("poller %s: far side failed (%s); retrying next interval",
-                            self.name, exc)
+                log.warning(
+                    "poller %s: far side failed (%s); retrying next interval", self.name, exc
+                )
             except Exception:  # any failure: nothing committed, try again next interval
                 log.exception("poller %s: cycle failed; retrying next interval", self.name)
             await asyncio.sleep(self.interval_s)

@@ -38,8 +38,7 @@ ADAPTERS: dict[str, AdapterFactory] = {
 }
 
 
-async def create_adapters(settings: ConnectorSettings,
-                          redis: aioredis.Redis) -> dict[str, Adapter]:
+async def create_adapters(settings: ConnectorSettings, redis: aioredis.Redis) -> dict[str, Adapter]:
     """Builds every configured adapter, in CCBRIDGE_CONNECTORS order. If one factory
     fails, the adapters already built are closed before the error propagates."""
     adapters: dict[str, Adapter] = {}

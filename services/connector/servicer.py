@@ -7,8 +7,8 @@ import logging
 from collections.abc import Mapping
 
 import grpc
-from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
 
+from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
 from services._runtime.errors import InvalidArgument, NotFound
 from services._runtime.logging import conversation_id_var
 from services.connector.base import Adapter, CaseToOpen
@@ -42,26 +42,30 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
             raise InvalidArgument("case.conversation_id is required")
         case = request.case
         conversation_id_var.set(case.conversation_id)
-        opened = await adapter.open_case(CaseToOpen(
-            conversation_id=case.conversation_id,
-            channel=case.channel,
-            end_user=case.end_user,
-            queue=case.routing.queue,
-            priority=case.routing.priority,
-            skills=tuple(case.routing.skills),
-            rule=case.routing.rule,
-            tags=tuple(case.tags),
-            metadata=dict(case.metadata),
-            transcript=list(case.transcript),
-            transcript_truncated=case.transcript_truncated,
-            # A retried open must find the case the first attempt created.
-            idempotency_key=request.idempotency_key or case.conversation_id,
-        ))
-        return connector_pb2.OpenCaseResponse(external_id=opened.external_id,
-                                              existing=opened.existing)
+        opened = await adapter.open_case(
+            CaseToOpen(
+                conversation_id=case.conversation_id,
+                channel=case.channel,
+                end_user=case.end_user,
+                queue=case.routing.queue,
+                priority=case.routing.priority,
+                skills=tuple(case.routing.skills),
+                rule=case.routing.rule,
+                tags=tuple(case.tags),
+                metadata=dict(case.metadata),
+                transcript=list(case.transcript),
+                transcript_truncated=case.transcript_truncated,
+                # A retried open must find the case the first attempt created.
+                idempotency_key=request.idempotency_key or case.conversation_id,
+            )
+        )
+        return connector_pb2.OpenCaseResponse(
+            external_id=opened.external_id, existing=opened.existing
+        )
 
     async def PostCustomerMessage(
-        self, request: connector_pb2.PostCustomerMessageRequest,
+        self,
+        request: connector_pb2.PostCustomerMessageRequest,
         context: grpc.aio.ServicerContext,
     ) -> connector_pb2.PostCustomerMessageResponse:
         adapter = self._adapter(request.connector)
@@ -84,8 +88,9 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
         if not request.external_id:
             raise InvalidArgument("external_id is required")
         key = request.idempotency_key or f"{request.conversation_id or request.external_id}:close"
-        already = await adapter.close_case(request.external_id, request.conversation_id,
-                                           request.reason, key)
+        already = await adapter.close_case(
+            request.external_id, request.conversation_id, request.reason, key
+        )
         return connector_pb2.CloseCaseResponse(already_closed=already)
 
     async def HandleWebhook(
@@ -102,9 +107,14 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
         if not batch.events:
             return connector_pb2.HandleWebhookResponse(ignored=batch.ignored)
         response = await self.reporter.report(request.connector, batch.events)
-        log.info("webhook %s: %d events (accepted %d, duplicates %d, ignored %d)",
-                 request.connector, len(batch.events), response.accepted, response.duplicates,
-                 response.ignored + batch.ignored)
+        log.info(
+            "webhook %s: %d events (accepted %d, duplicates %d, ignored %d)",
+            request.connector,
+            len(batch.events),
+            response.accepted,
+            response.duplicates,
+            response.ignored + batch.ignored,
+        )
         return connector_pb2.HandleWebhookResponse(
             accepted=response.accepted,
             duplicates=response.duplicates,
@@ -114,7 +124,9 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
     async def ListConnectors(
         self, request: connector_pb2.ListConnectorsRequest, context: grpc.aio.ServicerContext
     ) -> connector_pb2.ListConnectorsResponse:
-        return connector_pb2.ListConnectorsResponse(connectors=[
-            connector_pb2.ConnectorInfo(name=name, mode=adapter.mode)
-            for name, adapter in self.adapters.items()
-        ])
+        return connector_pb2.ListConnectorsResponse(
+            connectors=[
+                connector_pb2.ConnectorInfo(name=name, mode=adapter.mode)
+                for name, adapter in self.adapters.items()
+            ]
+        )

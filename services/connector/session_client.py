@@ -8,9 +8,9 @@ import logging
 from collections.abc import Sequence
 
 import grpc
+
 from ccbridge.common.v1 import common_pb2
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
-
 from services._runtime.errors import InvalidArgument, Unavailable
 from services.connector.base import AgentMessage, CaseEvent
 
@@ -31,10 +31,16 @@ def to_case_event(connector: str, event: CaseEvent) -> session_pb2.CaseEvent:
             content_json=json.dumps(content, ensure_ascii=False, separators=(",", ":")),
             author_name=event.agent_name,
         )
-        return session_pb2.CaseEvent(connector=connector, external_id=event.external_id,
-                                     event_id=event.event_id, agent_message=message)
+        return session_pb2.CaseEvent(
+            connector=connector,
+            external_id=event.external_id,
+            event_id=event.event_id,
+            agent_message=message,
+        )
     return session_pb2.CaseEvent(
-        connector=connector, external_id=event.external_id, event_id=event.event_id,
+        connector=connector,
+        external_id=event.external_id,
+        event_id=event.event_id,
         case_closed=session_pb2.CaseClosed(reason=event.reason),
     )
 
@@ -46,8 +52,9 @@ class SessionReporter:
         self._stub = session_pb2_grpc.SessionServiceStub(channel)
         self.timeout_s = timeout_s
 
-    async def report(self, connector: str,
-                     events: Sequence[CaseEvent]) -> session_pb2.ReportCaseEventsResponse:
+    async def report(
+        self, connector: str, events: Sequence[CaseEvent]
+    ) -> session_pb2.ReportCaseEventsResponse:
         """Returns Session's counts once it stored the events durably.
 
         Raises Unavailable when Session cannot be reached or fails (the caller's caller

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import grpc
 import httpx
-from ccbridge.history.v1 import history_pb2, history_pb2_grpc
 
+from ccbridge.history.v1 import history_pb2, history_pb2_grpc
 from services._runtime.entry import run_component
 from services._runtime.infobip import InfobipClient
 from services._runtime.server import ServiceHealth, create_server, serve_until_signalled

@@ -15,7 +15,6 @@ import re
 from typing import Any
 
 from ccbridge.history.v1 import history_pb2, history_pb2_grpc
-
 from services._runtime.errors import InvalidArgument
 from services._runtime.infobip import InfobipClient
 from services.history.settings import MAX_HISTORY_LIMIT
@@ -37,8 +36,9 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
         self._client = client
         self._default_limit = default_limit
 
-    async def GetTranscript(self, request: history_pb2.GetTranscriptRequest,
-                            context: Any) -> history_pb2.GetTranscriptResponse:
+    async def GetTranscript(
+        self, request: history_pb2.GetTranscriptRequest, context: Any
+    ) -> history_pb2.GetTranscriptResponse:
         cid = request.conversation_id.strip()
         if not cid:
             raise InvalidArgument("conversation_id is required")
@@ -58,9 +58,13 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
             await asyncio.gather(tags_task, metadata_task, return_exceptions=True)
             raise
         transcript = builder.build(more_available=more, tags=tags, metadata=metadata)
-        log.info("transcript of %d messages (%d in total, %d pages, truncated=%s)",
-                 len(transcript.messages), transcript.total_messages,
-                 transcript.pages_fetched, transcript.truncated)
+        log.info(
+            "transcript of %d messages (%d in total, %d pages, truncated=%s)",
+            len(transcript.messages),
+            transcript.total_messages,
+            transcript.pages_fetched,
+            transcript.truncated,
+        )
         return history_pb2.GetTranscriptResponse(transcript=transcript)
 
     async def _page_messages(self, cid: str, cap: int) -> tuple[TranscriptBuilder, bool]:
@@ -73,8 +77,9 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
         builder = TranscriptBuilder(cid, cap)
         more = False
         for page in range(max_pages):
-            body = await self._client.get_messages(cid, page=page, limit=size,
-                                                   order_by="createdAt:desc")
+            body = await self._client.get_messages(
+                cid, page=page, limit=size, order_by="createdAt:desc"
+            )
             count, fresh = builder.add_page(body)
             total = builder.total_items
             more = count >= size and (total is None or (page + 1) * size < total)
@@ -90,20 +95,26 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
         try:
             return await self._client.get_tags(cid)
         except Exception as exc:  # a transcript without tags beats no transcript
-            log.warning("reading tags failed (%s: %s); transcript without tags",
-                        type(exc).__name__, exc)
+            log.warning(
+                "reading tags failed (%s: %s); transcript without tags", type(exc).__name__, exc
+            )
             return []
 
     async def _metadata(self, cid: str) -> dict[str, str]:
         try:
             return await self._client.get_metadata(cid)
         except Exception as exc:  # a transcript without metadata beats no transcript
-            log.warning("reading metadata failed (%s: %s); transcript without metadata",
-                        type(exc).__name__, exc)
+            log.warning(
+                "reading metadata failed (%s: %s); transcript without metadata",
+                type(exc).__name__,
+                exc,
+            )
             return {}
 
     async def AnnotateConversation(
-        self, request: history_pb2.AnnotateConversationRequest, context: Any,
+        self,
+        request: history_pb2.AnnotateConversationRequest,
+        context: Any,
     ) -> history_pb2.AnnotateConversationResponse:
         cid = request.conversation_id.strip()
         if not cid:
@@ -111,9 +122,11 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
         bad = [tag for tag in request.tags if not TAG_NAME.match(tag)]
         if bad:
             raise InvalidArgument(
-                f"invalid tag names {bad[:5]!r}: use 1-100 characters of [A-Za-z0-9._]")
-        bad_keys = [key for key in request.metadata
-                    if not key.strip() or len(key) > _MAX_METADATA_KEY]
+                f"invalid tag names {bad[:5]!r}: use 1-100 characters of [A-Za-z0-9._]"
+            )
+        bad_keys = [
+            key for key in request.metadata if not key.strip() or len(key) > _MAX_METADATA_KEY
+        ]
         if bad_keys:
             raise InvalidArgument("metadata keys must be 1-255 characters and not blank")
         tags = list(dict.fromkeys(request.tags))  # dedupe, keep order

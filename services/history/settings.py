@@ -38,8 +38,9 @@ class HistorySettings:
         common = CommonSettings.read(env)
         base_url = env.str("INFOBIP_BASE_URL")
         if base_url and not base_url.startswith(("https://", "http://")):
-            env.errors.append(f"INFOBIP_BASE_URL must start with https:// or http://, "
-                              f"got {base_url!r}")
+            env.errors.append(
+                f"INFOBIP_BASE_URL must start with https:// or http://, got {base_url!r}"
+            )
         settings = cls(
             common=common,
             bind_host=env.str("CCBRIDGE_BIND_HOST", "127.0.0.1"),
@@ -48,8 +49,9 @@ class HistorySettings:
             infobip_api_key=env.secret("INFOBIP_API_KEY"),
             infobip_timeout_s=env.float("INFOBIP_TIMEOUT_S", 10.0, minimum=0.1),
             infobip_max_retries=env.int("INFOBIP_MAX_RETRIES", 3, minimum=0, maximum=10),
-            history_limit=env.int("CCBRIDGE_HISTORY_LIMIT", 1000, minimum=1,
-                                  maximum=MAX_HISTORY_LIMIT),
+            history_limit=env.int(
+                "CCBRIDGE_HISTORY_LIMIT", 1000, minimum=1, maximum=MAX_HISTORY_LIMIT
+            ),
         )
         env.done("history")
         return settings

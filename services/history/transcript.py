@@ -18,7 +18,6 @@ from typing import Any
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.history.v1 import history_pb2
-
 from services._runtime.infobip import MAX_PAGE_SIZE
 
 log = logging.getLogger(__name__)
@@ -86,13 +85,15 @@ def to_message(item: Mapping[str, Any], conversation_id: str) -> common_pb2.Mess
     message = common_pb2.Message(
         id=_text(item.get("id")),
         conversation_id=_text(item.get("conversationId")) or conversation_id,
-        direction=_DIRECTIONS.get(_text(item.get("direction")).upper(),
-                                  common_pb2.DIRECTION_UNSPECIFIED),
+        direction=_DIRECTIONS.get(
+            _text(item.get("direction")).upper(), common_pb2.DIRECTION_UNSPECIFIED
+        ),
         channel=_text(item.get("channel")),
         author_type=_text(item.get("authorType")),
         content_type=_text(item.get("contentType")),
-        content_json=json.dumps(content if content is not None else {}, ensure_ascii=False,
-                                separators=(",", ":")),
+        content_json=json.dumps(
+            content if content is not None else {}, ensure_ascii=False, separators=(",", ":")
+        ),
         author_name=_text(item.get("authorName")),
     )
     # `from` is a Python keyword: set it through setattr.
@@ -149,14 +150,15 @@ class TranscriptBuilder:
             fresh += 1
         return len(items), fresh
 
-    def build(self, *, more_available: bool, tags: list[str],
-              metadata: Mapping[str, str]) -> history_pb2.Transcript:
+    def build(
+        self, *, more_available: bool, tags: list[str], metadata: Mapping[str, str]
+    ) -> history_pb2.Transcript:
         """The transcript: the most recent ``cap`` messages, oldest first (createdAt, then
         id); ``truncated`` when older messages exist that were left out."""
         if self.skipped:
             log.warning("skipped %d Infobip messages without an id", self.skipped)
         ordered = sorted(self._entries.values(), key=lambda e: (e.moment, e.message.id))
-        kept = ordered[-self.cap:] if len(ordered) > self.cap else ordered
+        kept = ordered[-self.cap :] if len(ordered) > self.cap else ordered
         total = max(self.total_items or 0, len(ordered))
         truncated = len(ordered) > len(kept) or more_available or total > len(kept)
         transcript = history_pb2.Transcript(
@@ -175,15 +177,27 @@ class TranscriptBuilder:
     def _fill_addresses(transcript: history_pb2.Transcript, ordered: list[_Entry]) -> None:
         """Channel, end user and business sender from the latest INBOUND message; with no
         inbound message, from the latest OUTBOUND one (addresses swapped)."""
-        latest_in = next((e.message for e in reversed(ordered)
-                          if e.message.direction == common_pb2.DIRECTION_INBOUND), None)
+        latest_in = next(
+            (
+                e.message
+                for e in reversed(ordered)
+                if e.message.direction == common_pb2.DIRECTION_INBOUND
+            ),
+            None,
+        )
         if latest_in is not None:
             transcript.channel = latest_in.channel
             transcript.end_user = getattr(latest_in, "from")
             transcript.business_sender = latest_in.to
             return
-        latest_out = next((e.message for e in reversed(ordered)
-                           if e.message.direction == common_pb2.DIRECTION_OUTBOUND), None)
+        latest_out = next(
+            (
+                e.message
+                for e in reversed(ordered)
+                if e.message.direction == common_pb2.DIRECTION_OUTBOUND
+            ),
+            None,
+        )
         if latest_out is not None:
             transcript.channel = latest_out.channel
             transcript.end_user = latest_out.to

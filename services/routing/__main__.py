@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
-from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
 
+from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
 from services._runtime.entry import run_component
 from services._runtime.server import ServiceHealth, create_server, serve_until_signalled
 from services.routing.rules import RulesError

@@ -252,8 +252,15 @@ class _Parser:
                 allowed_text = ", ".join(allowed)
                 self.error(value.line, where, f"unknown key {key!r} (allowed: {allowed_text})")
 
-    def strings(self, value: object, line: int, where: str, *, upper: bool = False,
-                allow_scalar: bool = True) -> tuple[str, ...] | None:
+    def strings(
+        self,
+        value: object,
+        line: int,
+        where: str,
+        *,
+        upper: bool = False,
+        allow_scalar: bool = True,
+    ) -> tuple[str, ...] | None:
         items: list[object]
         if isinstance(value, str) and allow_scalar:
             items = [value]
@@ -271,8 +278,9 @@ class _Parser:
             out.append(item.strip().upper() if upper else item.strip())
         return tuple(out)
 
-    def nonempty_strings(self, value: object, line: int, where: str, *,
-                         upper: bool = False) -> tuple[str, ...] | None:
+    def nonempty_strings(
+        self, value: object, line: int, where: str, *, upper: bool = False
+    ) -> tuple[str, ...] | None:
         items = self.strings(value, line, where, upper=upper)
         if items is not None and not items:
             self.error(line, where, "must not be empty (remove the condition to match anything)")
@@ -306,8 +314,9 @@ class _Parser:
             priority = 0
         raw_skills = value.get("skills", [])
         skills = () if raw_skills is None else self.strings(raw_skills, line, f"{where} skills")
-        return Route(connector=connector.strip(), queue=queue, priority=priority,
-                     skills=skills or ())
+        return Route(
+            connector=connector.strip(), queue=queue, priority=priority, skills=skills or ()
+        )
 
     def metadata(self, value: object, line: int, where: str) -> tuple[MetadataCondition, ...]:
         if not isinstance(value, _Map):
@@ -363,11 +372,17 @@ class _Parser:
         if "language" in value:
             languages = self.nonempty_strings(value["language"], line, f"{where}.language")
         metadata = (
-            self.metadata(value["metadata"], line, f"{where}.metadata") if "metadata" in value
+            self.metadata(value["metadata"], line, f"{where}.metadata")
+            if "metadata" in value
             else ()
         )
-        return Match(channels=channels, tags_any=tags_any, tags_all=tags_all,
-                     metadata=metadata, languages=languages)
+        return Match(
+            channels=channels,
+            tags_any=tags_any,
+            tags_all=tags_all,
+            metadata=metadata,
+            languages=languages,
+        )
 
     def document(self, doc: object) -> RuleSet:
         if not isinstance(doc, _Map):

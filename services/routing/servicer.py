@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import grpc
+
 from ccbridge.common.v1 import common_pb2
 from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
-
 from services.routing.rules import Decision, Facts
 from services.routing.store import RulesStore
 
@@ -14,15 +14,19 @@ def facts_from_context(context: common_pb2.ConversationContext) -> Facts:
     """The facts routing looks at; the language falls back to metadata language/lang."""
     metadata = dict(context.metadata)
     language = context.language or metadata.get("language", "") or metadata.get("lang", "")
-    return Facts(channel=context.channel, tags=tuple(context.tags), metadata=metadata,
-                 language=language)
+    return Facts(
+        channel=context.channel, tags=tuple(context.tags), metadata=metadata, language=language
+    )
 
 
 def decision_to_proto(decision: Decision) -> common_pb2.RoutingDecision:
     route = decision.route
     return common_pb2.RoutingDecision(
-        connector=route.connector, queue=route.queue, priority=route.priority,
-        skills=list(route.skills), rule=decision.rule,
+        connector=route.connector,
+        queue=route.queue,
+        priority=route.priority,
+        skills=list(route.skills),
+        rule=decision.rule,
     )
 
 

@@ -92,8 +92,11 @@ class RulesStore:
             signature = self._stat()
         except OSError as exc:
             if not self._missing_logged:
-                log.error("routing rules file %s unreadable (%s); keeping the last good rules",
-                          self.path, exc.strerror or type(exc).__name__)
+                log.error(
+                    "routing rules file %s unreadable (%s); keeping the last good rules",
+                    self.path,
+                    exc.strerror or type(exc).__name__,
+                )
                 self._missing_logged = True
             return False
         self._missing_logged = False
@@ -103,12 +106,18 @@ class RulesStore:
             rules = self._read()
         except RulesError as exc:
             self._failed_signature = signature
-            log.error("routing rules file %s is invalid; keeping the last good rules: %s",
-                      self.path, "; ".join(exc.errors))
+            log.error(
+                "routing rules file %s is invalid; keeping the last good rules: %s",
+                self.path,
+                "; ".join(exc.errors),
+            )
             return False
         except OSError as exc:
-            log.error("routing rules file %s unreadable (%s); keeping the last good rules",
-                      self.path, exc.strerror or type(exc).__name__)
+            log.error(
+                "routing rules file %s unreadable (%s); keeping the last good rules",
+                self.path,
+                exc.strerror or type(exc).__name__,
+            )
             return False
         self._rules = rules
         self._signature = signature

@@ -6,11 +6,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
+
 from ccbridge.connector.v1 import connector_pb2_grpc
 from ccbridge.history.v1 import history_pb2_grpc
 from ccbridge.routing.v1 import routing_pb2_grpc
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
-
 from services._runtime.channels import create_channel
 from services._runtime.entry import run_component
 from services._runtime.infobip import InfobipClient

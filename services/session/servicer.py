@@ -10,10 +10,10 @@ import re
 import uuid
 
 import grpc
-from ccbridge.common.v1 import common_pb2
-from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ccbridge.common.v1 import common_pb2
+from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 from services.session.errors import (
     HandoverNotFound,
     HandoverStateConflict,

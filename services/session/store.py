@@ -39,8 +39,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from ccbridge.common.v1 import common_pb2
 from redis.exceptions import NoScriptError
+
+from ccbridge.common.v1 import common_pb2
 
 STATES = ("OPENING", "ACTIVE", "CLOSING", "CLOSED", "FAILED")
 INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE = 0, 1, 2

@@ -26,11 +26,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
+
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
 from ccbridge.history.v1 import history_pb2, history_pb2_grpc
 from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
-
 from services._runtime.errors import RETRY_AFTER_METADATA, FarSideError
 from services._runtime.infobip import InfobipClient, InfobipNotFound
 from services._runtime.logging import conversation_id_var

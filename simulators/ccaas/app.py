@@ -52,8 +52,9 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return "v1=" + digest.hexdigest()
 
 
-def signature_ok(secrets: Sequence[str], timestamp: str | None, sig: str | None,
-                 body: bytes, now: float) -> bool:
+def signature_ok(
+    secrets: Sequence[str], timestamp: str | None, sig: str | None, body: bytes, now: float
+) -> bool:
     if not timestamp or not sig:
         return False
     try:
@@ -112,8 +113,10 @@ def validate(doc: object) -> str | None:
             if not isinstance(case.get(key), str):
                 return f"case.{key} is required"
         routing = case.get("routing")
-        if not isinstance(routing, dict) or not {"queue", "priority", "skills",
-                                                 "rule"} <= routing.keys():
+        if (
+            not isinstance(routing, dict)
+            or not {"queue", "priority", "skills", "rule"} <= routing.keys()
+        ):
             return "case.routing must carry queue, priority, skills, rule"
         if not isinstance(case.get("tags"), list) or not isinstance(case.get("metadata"), dict):
             return "case.tags (list) and case.metadata (object) are required"
@@ -136,8 +139,9 @@ def validate(doc: object) -> str | None:
     return None
 
 
-def create_app(state: CcaasState | None = None, *, secret: str,
-               bridge_webhook_url: str | None) -> Starlette:
+def create_app(
+    state: CcaasState | None = None, *, secret: str, bridge_webhook_url: str | None
+) -> Starlette:
     """The simulator app. ``secret`` may hold comma-separated secrets (first signs, any
     verifies); ``bridge_webhook_url`` is where agent events go (the gateway's
     ``/webhooks/ccaas/webhook``), changeable later with ``POST /_sim/config``."""
@@ -149,25 +153,40 @@ def create_app(state: CcaasState | None = None, *, secret: str,
         body = await request.body()
         header_key = request.headers.get("idempotency-key", "")
         if len(body) > MAX_BODY_BYTES:
-            sim.record_delivery(type=None, eventId=None, idempotencyKey=header_key,
-                                caseId=None, conversationId=None, status=413,
-                                outcome="too_large")
+            sim.record_delivery(
+                type=None,
+                eventId=None,
+                idempotencyKey=header_key,
+                caseId=None,
+                conversationId=None,
+                status=413,
+                outcome="too_large",
+            )
             return _problem(413, "body too large")
         try:
             doc = json.loads(body)
         except ValueError:
             doc = None
         info = doc if isinstance(doc, dict) else {}
-        record = {"type": info.get("type"), "eventId": info.get("id"),
-                  "idempotencyKey": header_key or info.get("idempotencyKey"),
-                  "caseId": info.get("caseId"), "conversationId": info.get("conversationId")}
+        record = {
+            "type": info.get("type"),
+            "eventId": info.get("id"),
+            "idempotencyKey": header_key or info.get("idempotencyKey"),
+            "caseId": info.get("caseId"),
+            "conversationId": info.get("conversationId"),
+        }
         # A CCaaS that is down answers before it looks at anything.
         fault = sim.take_fault()
         if fault is not None:
             sim.record_delivery(**record, status=fault.status, outcome="fault")
             return _json(fault)
-        if not signature_ok(secrets, request.headers.get("x-ccbridge-timestamp"),
-                            request.headers.get("x-ccbridge-signature"), body, time.time()):
+        if not signature_ok(
+            secrets,
+            request.headers.get("x-ccbridge-timestamp"),
+            request.headers.get("x-ccbridge-signature"),
+            body,
+            time.time(),
+        ):
             sim.record_delivery(**record, status=401, outcome="unauthorized")
             return _problem(401, "bad or missing signature")
         problem = validate(doc)
@@ -179,8 +198,9 @@ def create_app(state: CcaasState | None = None, *, secret: str,
         answer, replayed = sim.apply(info["type"], info["idempotencyKey"], info)
         if info["type"] == "case.open":
             record["caseId"] = answer.body.get("caseId")
-        sim.record_delivery(**record, status=answer.status,
-                            outcome="replayed" if replayed else "ok")
+        sim.record_delivery(
+            **record, status=answer.status, outcome="replayed" if replayed else "ok"
+        )
         return _json(answer, replayed=replayed)
 
     async def push(event: dict[str, Any]) -> tuple[int, Any]:
@@ -190,8 +210,11 @@ def create_app(state: CcaasState | None = None, *, secret: str,
             return 0, "no bridge webhook URL configured"
         body = json.dumps(event, separators=(",", ":")).encode()
         ts = int(time.time())
-        headers = {"Content-Type": "application/json", "X-Ccbridge-Timestamp": str(ts),
-                   "X-Ccbridge-Signature": signature(secrets[0], ts, body)}
+        headers = {
+            "Content-Type": "application/json",
+            "X-Ccbridge-Timestamp": str(ts),
+            "X-Ccbridge-Signature": signature(secrets[0], ts, body),
+        }
         try:
             async with httpx.AsyncClient(timeout=BRIDGE_TIMEOUT_S) as client:
                 response = await client.post(url, content=body, headers=headers)
@@ -234,13 +257,20 @@ def create_app(state: CcaasState | None = None, *, secret: str,
             return _problem(404, "unknown case")
         except CaseClosed:
             return _problem(409, "case is closed")
-        event = {"type": "agent.message", "id": event_id or sim.next_event_id(),
-                 "caseId": case_id,
-                 "message": {"id": message["id"], "text": message["text"],
-                             "agentName": message["agentName"]}}
+        event = {
+            "type": "agent.message",
+            "id": event_id or sim.next_event_id(),
+            "caseId": case_id,
+            "message": {
+                "id": message["id"],
+                "text": message["text"],
+                "agentName": message["agentName"],
+            },
+        }
         status, answer = await push(event)
-        sim.set_agent_delivery(case_id, message["id"],
-                               "delivered" if 200 <= status < 300 else f"failed ({status})")
+        sim.set_agent_delivery(
+            case_id, message["id"], "delivered" if 200 <= status < 300 else f"failed ({status})"
+        )
         return JSONResponse({"event": event, "bridgeStatus": status, "bridgeAnswer": answer})
 
     async def close(request: Request) -> Response:
@@ -258,15 +288,20 @@ def create_app(state: CcaasState | None = None, *, secret: str,
             return _problem(404, "unknown case")
         except CaseClosed:
             return _problem(409, "case is closed")
-        event = {"type": "case.closed", "id": event_id or sim.next_event_id(),
-                 "caseId": case_id, "reason": reason}
+        event = {
+            "type": "case.closed",
+            "id": event_id or sim.next_event_id(),
+            "caseId": case_id,
+            "reason": reason,
+        }
         status, answer = await push(event)
         return JSONResponse({"event": event, "bridgeStatus": status, "bridgeAnswer": answer})
 
     async def list_cases(request: Request) -> Response:
         full = request.query_params.get("full", "") in ("1", "true")
-        return JSONResponse({"cases": sim.cases(request.query_params.get("conversationId"),
-                                                full=full)})
+        return JSONResponse(
+            {"cases": sim.cases(request.query_params.get("conversationId"), full=full)}
+        )
 
     async def get_case(request: Request) -> Response:
         try:
@@ -298,9 +333,13 @@ def create_app(state: CcaasState | None = None, *, secret: str,
             return _problem(400, "body must be a JSON object")
         count, code = doc.get("count", 1), doc.get("status", 503)
         retry_after = doc.get("retryAfter", 1)
-        if (not isinstance(count, int) or count < 0 or not isinstance(code, int)
-                or not 400 <= code <= 599
-                or not (retry_after is None or isinstance(retry_after, int | float))):
+        if (
+            not isinstance(count, int)
+            or count < 0
+            or not isinstance(code, int)
+            or not 400 <= code <= 599
+            or not (retry_after is None or isinstance(retry_after, int | float))
+        ):
             return _problem(400, "count >= 0, status 400..599, retryAfter a number or null")
         sim.inject_failures(count, code, retry_after)
         return JSONResponse(sim.status())
@@ -315,8 +354,7 @@ def create_app(state: CcaasState | None = None, *, secret: str,
         except ValueError:
             return _problem(400, "body must be a JSON object")
         url = doc.get("bridgeWebhookUrl")
-        if not (url is None or (isinstance(url, str) and url.startswith(("http://",
-                                                                         "https://")))):
+        if not (url is None or (isinstance(url, str) and url.startswith(("http://", "https://")))):
             return _problem(400, "bridgeWebhookUrl must be an http(s) URL or null")
         config["bridge_webhook_url"] = url
         return JSONResponse({"bridgeWebhookUrl": url})
@@ -324,22 +362,24 @@ def create_app(state: CcaasState | None = None, *, secret: str,
     async def ui(request: Request) -> Response:
         return HTMLResponse(_UI_HTML.read_text(encoding="utf-8"))
 
-    app = Starlette(routes=[
-        Route("/webhook", receive, methods=["POST"]),
-        Route("/bridge", receive, methods=["POST"]),  # alias used by `ccbridge up --demo`
-        Route("/_sim/status", status, methods=["GET"]),
-        Route("/_sim/cases", list_cases, methods=["GET"]),
-        Route("/_sim/cases/{case_id}", get_case, methods=["GET"]),
-        Route("/_sim/cases/{case_id}/reply", reply, methods=["POST"]),
-        Route("/_sim/cases/{case_id}/close", close, methods=["POST"]),
-        Route("/_sim/deliveries", deliveries, methods=["GET"]),
-        Route("/_sim/webhooks", webhooks, methods=["GET"]),
-        Route("/_sim/down", down, methods=["POST"]),
-        Route("/_sim/up", up, methods=["POST"]),
-        Route("/_sim/fail", fail, methods=["POST"]),
-        Route("/_sim/reset", reset, methods=["POST"]),
-        Route("/_sim/config", set_config, methods=["POST"]),
-        Route("/_sim/ui", ui, methods=["GET"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/webhook", receive, methods=["POST"]),
+            Route("/bridge", receive, methods=["POST"]),  # alias used by `ccbridge up --demo`
+            Route("/_sim/status", status, methods=["GET"]),
+            Route("/_sim/cases", list_cases, methods=["GET"]),
+            Route("/_sim/cases/{case_id}", get_case, methods=["GET"]),
+            Route("/_sim/cases/{case_id}/reply", reply, methods=["POST"]),
+            Route("/_sim/cases/{case_id}/close", close, methods=["POST"]),
+            Route("/_sim/deliveries", deliveries, methods=["GET"]),
+            Route("/_sim/webhooks", webhooks, methods=["GET"]),
+            Route("/_sim/down", down, methods=["POST"]),
+            Route("/_sim/up", up, methods=["POST"]),
+            Route("/_sim/fail", fail, methods=["POST"]),
+            Route("/_sim/reset", reset, methods=["POST"]),
+            Route("/_sim/config", set_config, methods=["POST"]),
+            Route("/_sim/ui", ui, methods=["GET"]),
+        ]
+    )
     app.state.ccaas = sim
     return app

@@ -62,17 +62,26 @@ class SimCase:
 
     def summary(self) -> JsonObject:
         return {
-            "caseId": self.id, "conversationId": self.conversation_id, "status": self.status,
-            "channel": self.channel, "endUser": self.end_user, "routing": self.routing,
-            "messageCount": len(self.messages), "openedAt": self.opened_at,
+            "caseId": self.id,
+            "conversationId": self.conversation_id,
+            "status": self.status,
+            "channel": self.channel,
+            "endUser": self.end_user,
+            "routing": self.routing,
+            "messageCount": len(self.messages),
+            "openedAt": self.opened_at,
             "closedAt": self.closed_at,
         }
 
     def full(self) -> JsonObject:
         return {
-            **self.summary(), "tags": self.tags, "metadata": self.metadata,
-            "transcript": self.transcript, "transcriptTruncated": self.transcript_truncated,
-            "messages": self.messages, "closeReason": self.close_reason,
+            **self.summary(),
+            "tags": self.tags,
+            "metadata": self.metadata,
+            "transcript": self.transcript,
+            "transcriptTruncated": self.transcript_truncated,
+            "messages": self.messages,
+            "closeReason": self.close_reason,
             "closedBy": self.closed_by,
         }
 
@@ -102,8 +111,9 @@ class CcaasState:
         with self._lock:
             self.down = down
 
-    def inject_failures(self, count: int, status: int = 503,
-                        retry_after: float | None = 1.0) -> None:
+    def inject_failures(
+        self, count: int, status: int = 503, retry_after: float | None = 1.0
+    ) -> None:
         with self._lock:
             self._failures.extend([(status, retry_after)] * count)
 
@@ -120,15 +130,25 @@ class CcaasState:
 
     def status(self) -> JsonObject:
         with self._lock:
-            return {"down": self.down, "pendingFailures": len(self._failures),
-                    "cases": len(self._cases), "deliveries": len(self._deliveries)}
+            return {
+                "down": self.down,
+                "pendingFailures": len(self._failures),
+                "cases": len(self._cases),
+                "deliveries": len(self._deliveries),
+            }
 
     # --- deliveries -----------------------------------------------------------------
 
     def record_delivery(self, **fields: Any) -> None:
         with self._lock:
-            self._deliveries.append({"seq": len(self._deliveries) + 1, "at": now_iso(),
-                                     "monotonic": time.monotonic(), **fields})
+            self._deliveries.append(
+                {
+                    "seq": len(self._deliveries) + 1,
+                    "at": now_iso(),
+                    "monotonic": time.monotonic(),
+                    **fields,
+                }
+            )
 
     def deliveries(self) -> list[JsonObject]:
         with self._lock:
@@ -179,8 +199,10 @@ class CcaasState:
             case = SimCase(
                 id=f"CASE-{self._case_seq:05d}",
                 conversation_id=doc["conversationId"],
-                channel=case_["channel"], end_user=case_["endUser"],
-                routing=copy.deepcopy(case_["routing"]), tags=list(case_["tags"]),
+                channel=case_["channel"],
+                end_user=case_["endUser"],
+                routing=copy.deepcopy(case_["routing"]),
+                tags=list(case_["tags"]),
                 metadata=copy.deepcopy(case_["metadata"]),
                 transcript=copy.deepcopy(doc["transcript"]),
                 transcript_truncated=doc["transcriptTruncated"],
@@ -198,11 +220,15 @@ class CcaasState:
                 return Answer(409, {"error": "case is closed"})
             self._message_seq += 1
             message_id = f"MSG-{self._message_seq:06d}"
-            case.messages.append({
-                **copy.deepcopy(doc["message"]),
-                "from": "customer", "messageId": message_id,
-                "idempotencyKey": key, "receivedAt": now_iso(),
-            })
+            case.messages.append(
+                {
+                    **copy.deepcopy(doc["message"]),
+                    "from": "customer",
+                    "messageId": message_id,
+                    "idempotencyKey": key,
+                    "receivedAt": now_iso(),
+                }
+            )
             return Answer(200, {"messageId": message_id})
 
     def _close_by_bridge(self, doc: JsonObject) -> Answer:
@@ -231,8 +257,9 @@ class CcaasState:
             self._event_seq += 1
             return f"EVT-{self._event_seq:06d}"
 
-    def add_agent_message(self, case_id: str, text: str, agent_name: str,
-                          message_id: str | None = None) -> JsonObject:
+    def add_agent_message(
+        self, case_id: str, text: str, agent_name: str, message_id: str | None = None
+    ) -> JsonObject:
         """Records an agent reply (once per message id); returns the stored message."""
         with self._lock:
             case = self._writable_case(case_id)
@@ -243,8 +270,14 @@ class CcaasState:
             else:
                 self._message_seq += 1
                 message_id = f"AGT-{self._message_seq:06d}"
-            message = {"id": message_id, "from": "agent", "text": text, "agentName": agent_name,
-                       "createdAt": now_iso(), "delivery": "pending"}
+            message = {
+                "id": message_id,
+                "from": "agent",
+                "text": text,
+                "agentName": agent_name,
+                "createdAt": now_iso(),
+                "delivery": "pending",
+            }
             case.messages.append(message)
             return copy.deepcopy(message)
 
@@ -263,11 +296,11 @@ class CcaasState:
 
     # --- reads ------------------------------------------------------------------------
 
-    def cases(self, conversation_id: str | None = None, *, full: bool = False
-              ) -> list[JsonObject]:
+    def cases(self, conversation_id: str | None = None, *, full: bool = False) -> list[JsonObject]:
         with self._lock:
             return [
-                copy.deepcopy(c.full() if full else c.summary()) for c in self._cases.values()
+                copy.deepcopy(c.full() if full else c.summary())
+                for c in self._cases.values()
                 if conversation_id is None or c.conversation_id == conversation_id
             ]
 

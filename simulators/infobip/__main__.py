@@ -13,20 +13,28 @@ from simulators.infobip.state import InfobipSimState
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m simulators.infobip",
-                                     description="Infobip Conversations API simulator")
+    parser = argparse.ArgumentParser(
+        prog="python -m simulators.infobip", description="Infobip Conversations API simulator"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1)")
     parser.add_argument("--port", type=int, default=9001, help="port (9001)")
-    parser.add_argument("--api-key", default="sim-key",
-                        help="accepted key of 'Authorization: App <key>' (sim-key)")
-    parser.add_argument("--webhook-url", default=None,
-                        help="legacy account webhook URL end-user messages are POSTed to")
-    parser.add_argument("--page-delay-ms", type=int, default=0,
-                        help="delay of every Get Messages page, in ms (0)")
-    parser.add_argument("--webhook-timeout-s", type=float, default=5.0,
-                        help="timeout of each webhook POST (5)")
-    parser.add_argument("--log-level", default="info",
-                        choices=("debug", "info", "warning", "error"))
+    parser.add_argument(
+        "--api-key", default="sim-key", help="accepted key of 'Authorization: App <key>' (sim-key)"
+    )
+    parser.add_argument(
+        "--webhook-url",
+        default=None,
+        help="legacy account webhook URL end-user messages are POSTed to",
+    )
+    parser.add_argument(
+        "--page-delay-ms", type=int, default=0, help="delay of every Get Messages page, in ms (0)"
+    )
+    parser.add_argument(
+        "--webhook-timeout-s", type=float, default=5.0, help="timeout of each webhook POST (5)"
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
     return parser
 
 
@@ -34,13 +42,24 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.page_delay_ms < 0:
         raise SystemExit("--page-delay-ms must be >= 0")
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)-7s infobip-sim %(name)s: %(message)s")
-    state = InfobipSimState(webhook_url=args.webhook_url, page_delay_ms=args.page_delay_ms,
-                            webhook_timeout_s=args.webhook_timeout_s)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s infobip-sim %(name)s: %(message)s",
+    )
+    state = InfobipSimState(
+        webhook_url=args.webhook_url,
+        page_delay_ms=args.page_delay_ms,
+        webhook_timeout_s=args.webhook_timeout_s,
+    )
     app = create_app(state, api_key=args.api_key)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                            access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        lifespan="on",
+    )
     uvicorn.Server(config).run()
 
 

@@ -83,7 +83,8 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
             supplied = request.headers.get("authorization", "")
             scheme, _, key = supplied.partition(" ")
             if scheme.lower() != "app" or not hmac.compare_digest(
-                    f"App {key.strip()}".encode(), expected):
+                f"App {key.strip()}".encode(), expected
+            ):
                 return _error_response(SimError(401, "UNAUTHORIZED", "Invalid login details"))
             failure = sim.take_failure(request.method, request.url.path)
             if failure is not None:
@@ -118,7 +119,8 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
     async def update_conversation(request: Request) -> Response:
         body = await _json_body(request)
         conversation, deliveries = sim.update_conversation(
-            request.path_params["cid"], body, partial=request.method == "PATCH")
+            request.path_params["cid"], body, partial=request.method == "PATCH"
+        )
         sim.sender.post_in_background(deliveries)
         return JSONResponse(conversation)
 
@@ -137,8 +139,7 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
         return JSONResponse(sim.add_tag(request.path_params["cid"], await _json_body(request)))
 
     async def remove_tag(request: Request) -> Response:
-        return JSONResponse(sim.remove_tag(request.path_params["cid"],
-                                           request.path_params["name"]))
+        return JSONResponse(sim.remove_tag(request.path_params["cid"], request.path_params["name"]))
 
     async def metadata(request: Request) -> Response:
         cid = request.path_params["cid"]
@@ -218,11 +219,13 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
         if not isinstance(body, Mapping):
             raise bad_request(text="Request body must be a JSON object")
         content_type, content = _end_user_content(body)
-        message, deliveries = sim.end_user_message(request.path_params["cid"], content_type,
-                                                   content)
+        message, deliveries = sim.end_user_message(
+            request.path_params["cid"], content_type, content
+        )
         results = await sim.sender.post_all(deliveries)
-        return JSONResponse({"conversationId": message["conversationId"], "message": message,
-                             **_results(results)})
+        return JSONResponse(
+            {"conversationId": message["conversationId"], "message": message, **_results(results)}
+        )
 
     async def sim_close(request: Request) -> Response:
         already, deliveries = sim.close_from_infobip(request.path_params["cid"])
@@ -241,15 +244,24 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
         Route(conversation_path + "/messages", api(create_message), methods=["POST"]),
         Route(conversation_path + "/tags", api(add_tag), methods=["POST"]),
         Route(conversation_path + "/tags/{name}", api(remove_tag), methods=["DELETE"]),
-        Route(conversation_path + "/metadata", api(metadata),
-              methods=["GET", "PUT", "PATCH", "DELETE"]),
+        Route(
+            conversation_path + "/metadata",
+            api(metadata),
+            methods=["GET", "PUT", "PATCH", "DELETE"],
+        ),
         Route("/ccaas/1/tags", api(tags), methods=["GET", "POST"]),
         Route("/ccaas/1/tags/{name}", api(delete_tag), methods=["DELETE"]),
         Route("/ccaas/1/account/configuration", api(account_configuration), methods=["PUT"]),
-        Route("/subscriptions/1/subscription/CUSTOMER_ENGAGEMENT", api(subscriptions),
-              methods=["GET", "POST"]),
-        Route("/subscriptions/1/subscription/CUSTOMER_ENGAGEMENT/{sid}", api(subscription),
-              methods=["GET", "DELETE"]),
+        Route(
+            "/subscriptions/1/subscription/CUSTOMER_ENGAGEMENT",
+            api(subscriptions),
+            methods=["GET", "POST"],
+        ),
+        Route(
+            "/subscriptions/1/subscription/CUSTOMER_ENGAGEMENT/{sid}",
+            api(subscription),
+            methods=["GET", "DELETE"],
+        ),
         Route("/_sim/health", control(sim_health), methods=["GET"]),
         Route("/_sim/reset", control(sim_reset), methods=["POST"]),
         Route("/_sim/config", control(sim_config), methods=["GET", "PUT"]),
@@ -258,15 +270,17 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
         Route("/_sim/conversations/{cid}", control(sim_conversation), methods=["GET"]),
         Route("/_sim/conversations/{cid}/send", control(sim_send), methods=["POST"]),
         Route("/_sim/conversations/{cid}/close", control(sim_close), methods=["POST"]),
-        Route("/_sim/conversations/{cid}/agent-messages", control(sim_agent_messages),
-              methods=["GET"]),
+        Route(
+            "/_sim/conversations/{cid}/agent-messages", control(sim_agent_messages), methods=["GET"]
+        ),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         message_id = {404: "NOT_FOUND", 405: "BAD_REQUEST"}.get(status, "GENERAL_ERROR")
-        return _error_response(SimError(status, message_id,
-                                        "Not found" if status == 404 else "Bad request"))
+        return _error_response(
+            SimError(status, message_id, "Not found" if status == 404 else "Bad request")
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -275,8 +289,9 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
         finally:
             await sim.aclose()
 
-    app = Starlette(routes=routes, exception_handlers={404: http_error, 405: http_error},
-                    lifespan=lifespan)
+    app = Starlette(
+        routes=routes, exception_handlers={404: http_error, 405: http_error}, lifespan=lifespan
+    )
     app.state.sim = sim
     return app
 
@@ -292,8 +307,7 @@ def _parse_failure(body: Mapping[str, Any]) -> Failure:
         errors["count"] = ["must be a positive integer"]
     if not isinstance(status, int) or not (status == 0 or 400 <= status <= 599):
         errors["status"] = ["must be 0 (delay only) or an HTTP error status 400-599"]
-    if retry_after is not None and (not isinstance(retry_after, (int, float))
-                                    or retry_after < 0):
+    if retry_after is not None and (not isinstance(retry_after, (int, float)) or retry_after < 0):
         errors["retry_after"] = ["must be a non-negative number of seconds"]
     if not isinstance(delay_ms, int) or delay_ms < 0:
         errors["delay_ms"] = ["must be a non-negative integer"]
@@ -302,10 +316,13 @@ def _parse_failure(body: Mapping[str, Any]) -> Failure:
     if errors:
         raise bad_request(errors)
     return Failure(
-        remaining=count, status=status,
+        remaining=count,
+        status=status,
         retry_after=float(retry_after) if retry_after is not None else None,
         method=str(body.get("method") or "").upper(),
-        path_prefix=str(body.get("path_prefix") or ""), shape=shape, delay_ms=delay_ms,
+        path_prefix=str(body.get("path_prefix") or ""),
+        shape=shape,
+        delay_ms=delay_ms,
     )
 
 
@@ -314,11 +331,18 @@ def _conversation_kwargs(body: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(history, int):
         raise bad_request({"history": ["must be an integer"]})
     kwargs: dict[str, Any] = {"history": history}
-    for key, name in (("channel", "channel"), ("end_user", "end_user"),
-                      ("endUser", "end_user"), ("business_sender", "business_sender"),
-                      ("businessSender", "business_sender"), ("id", "conversation_id"),
-                      ("status", "status"), ("topic", "topic"), ("agent_id", "agent_id"),
-                      ("queue_id", "queue_id")):
+    for key, name in (
+        ("channel", "channel"),
+        ("end_user", "end_user"),
+        ("endUser", "end_user"),
+        ("business_sender", "business_sender"),
+        ("businessSender", "business_sender"),
+        ("id", "conversation_id"),
+        ("status", "status"),
+        ("topic", "topic"),
+        ("agent_id", "agent_id"),
+        ("queue_id", "queue_id"),
+    ):
         value = body.get(key)
         if value is None:
             continue
@@ -330,8 +354,7 @@ def _conversation_kwargs(body: Mapping[str, Any]) -> dict[str, Any]:
         raise bad_request({"tags": ["must be a list of strings"]})
     kwargs["tags"] = tags
     metadata = body.get("metadata", {})
-    if not isinstance(metadata, Mapping) or not all(isinstance(v, str)
-                                                    for v in metadata.values()):
+    if not isinstance(metadata, Mapping) or not all(isinstance(v, str) for v in metadata.values()):
         raise bad_request({"metadata": ["must be an object of strings"]})
     kwargs["metadata"] = dict(metadata)
     return kwargs

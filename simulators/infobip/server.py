@@ -28,14 +28,25 @@ class SimServer:
         await self._task
 
 
-async def start_server(state: InfobipSimState | None = None, *, api_key: str = "sim-key",
-                       host: str = "127.0.0.1", port: int = 0,
-                       startup_timeout_s: float = 10.0) -> SimServer:
+async def start_server(
+    state: InfobipSimState | None = None,
+    *,
+    api_key: str = "sim-key",
+    host: str = "127.0.0.1",
+    port: int = 0,
+    startup_timeout_s: float = 10.0,
+) -> SimServer:
     """Starts the simulator on ``host:port`` (0 = a free port) and waits until it
     listens."""
     sim = state if state is not None else InfobipSimState()
-    config = uvicorn.Config(create_app(sim, api_key=api_key), host=host, port=port,
-                            log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        create_app(sim, api_key=api_key),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     task = asyncio.get_running_loop().create_task(server.serve())
     try:

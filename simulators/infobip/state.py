@@ -30,24 +30,64 @@ CONVERSATION_STATUSES = ("OPEN", "WAITING", "SOLVED", "CLOSED")
 PRIORITIES = ("URGENT", "HIGH", "NORMAL", "LOW")
 # Channels Create Message accepts (spec enum of the request, plus the post channels used
 # in the spec's own examples).
-REQUEST_CHANNELS = frozenset({
-    "SMS", "VIBER", "FACEBOOK_MESSENGER", "WHATSAPP", "RCS", "LIVE_CHAT", "LINE",
-    "APPLE_BUSINESS_CHAT", "EMAIL", "TELEGRAM", "INSTAGRAM_MESSAGING", "KAKAO_SANGDAM",
-    "VIBER_BOT", "FACEBOOK_POST", "INSTAGRAM_POST",
-})
-SUBSCRIPTION_EVENTS = frozenset({
-    "CONVERSATION_ASSIGNMENT_UPDATED", "CONVERSATION_CREATED", "CONVERSATION_MESSAGE_DELETED",
-    "CONVERSATION_MESSAGE_RECEIVED", "CONVERSATION_MESSAGE_UPDATED",
-    "CONVERSATION_STATUS_UPDATED",
-})
-MESSAGE_FIELDS = frozenset({
-    "id", "channel", "from", "to", "direction", "conversationId", "authorId", "authorType",
-    "createdAt", "updatedAt", "contentType",
-})
-CONVERSATION_FIELDS = frozenset({
-    "id", "topic", "summary", "status", "priority", "queueId", "agentId", "createdAt",
-    "updatedAt", "closedAt",
-})
+REQUEST_CHANNELS = frozenset(
+    {
+        "SMS",
+        "VIBER",
+        "FACEBOOK_MESSENGER",
+        "WHATSAPP",
+        "RCS",
+        "LIVE_CHAT",
+        "LINE",
+        "APPLE_BUSINESS_CHAT",
+        "EMAIL",
+        "TELEGRAM",
+        "INSTAGRAM_MESSAGING",
+        "KAKAO_SANGDAM",
+        "VIBER_BOT",
+        "FACEBOOK_POST",
+        "INSTAGRAM_POST",
+    }
+)
+SUBSCRIPTION_EVENTS = frozenset(
+    {
+        "CONVERSATION_ASSIGNMENT_UPDATED",
+        "CONVERSATION_CREATED",
+        "CONVERSATION_MESSAGE_DELETED",
+        "CONVERSATION_MESSAGE_RECEIVED",
+        "CONVERSATION_MESSAGE_UPDATED",
+        "CONVERSATION_STATUS_UPDATED",
+    }
+)
+MESSAGE_FIELDS = frozenset(
+    {
+        "id",
+        "channel",
+        "from",
+        "to",
+        "direction",
+        "conversationId",
+        "authorId",
+        "authorType",
+        "createdAt",
+        "updatedAt",
+        "contentType",
+    }
+)
+CONVERSATION_FIELDS = frozenset(
+    {
+        "id",
+        "topic",
+        "summary",
+        "status",
+        "priority",
+        "queueId",
+        "agentId",
+        "createdAt",
+        "updatedAt",
+        "closedAt",
+    }
+)
 TAG_FIELDS = frozenset({"id", "name", "createdAt", "updatedAt"})
 _TAG_NAME = re.compile(r"^[A-Za-z0-9._]{1,100}$")
 _SUBSCRIPTION_ID = re.compile(r"^[A-Za-z0-9._~-]{1,255}$")
@@ -72,9 +112,15 @@ _BOT_LINES = (
 class SimError(Exception):
     """An API error, rendered as Infobip's ``requestError`` (or status) body."""
 
-    def __init__(self, status: int, message_id: str, text: str,
-                 validation_errors: Mapping[str, list[str]] | None = None,
-                 headers: Mapping[str, str] | None = None, shape: str = "requestError") -> None:
+    def __init__(
+        self,
+        status: int,
+        message_id: str,
+        text: str,
+        validation_errors: Mapping[str, list[str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        shape: str = "requestError",
+    ) -> None:
         super().__init__(text)
         self.status = status
         self.message_id = message_id
@@ -100,8 +146,9 @@ def closed_error() -> SimError:
     return SimError(400, "BAD_REQUEST", "Closed conversation cannot be changed")
 
 
-def bad_request(errors: Mapping[str, list[str]] | None = None,
-                text: str = "Bad request") -> SimError:
+def bad_request(
+    errors: Mapping[str, list[str]] | None = None, text: str = "Bad request"
+) -> SimError:
     return SimError(400, "BAD_REQUEST", text, errors)
 
 
@@ -192,12 +239,18 @@ class Subscription:
     password: str = field(default="", repr=False)
 
     def to_api(self) -> dict[str, Any]:
-        profile: dict[str, Any] = {"profileId": self.profile_id,
-                                   "webhook": {"notifyUrl": self.notify_url}}
+        profile: dict[str, Any] = {
+            "profileId": self.profile_id,
+            "webhook": {"notifyUrl": self.notify_url},
+        }
         if self.security_type:
             profile["security"] = {"authId": f"{self.subscription_id}-auth"}
-        return {"subscriptionId": self.subscription_id, "name": self.name,
-                "events": list(self.events), "profile": profile}
+        return {
+            "subscriptionId": self.subscription_id,
+            "name": self.name,
+            "events": list(self.events),
+            "profile": profile,
+        }
 
 
 @dataclass
@@ -214,13 +267,20 @@ class Failure:
     delay_ms: int = 0
 
     def matches(self, method: str, path: str) -> bool:
-        return ((not self.method or self.method == method)
-                and path.startswith(self.path_prefix or "/"))
+        return (not self.method or self.method == method) and path.startswith(
+            self.path_prefix or "/"
+        )
 
     def to_api(self) -> dict[str, Any]:
-        return {"remaining": self.remaining, "status": self.status,
-                "retry_after": self.retry_after, "method": self.method,
-                "path_prefix": self.path_prefix, "shape": self.shape, "delay_ms": self.delay_ms}
+        return {
+            "remaining": self.remaining,
+            "status": self.status,
+            "retry_after": self.retry_after,
+            "method": self.method,
+            "path_prefix": self.path_prefix,
+            "shape": self.shape,
+            "delay_ms": self.delay_ms,
+        }
 
     def error(self) -> SimError:
         message_id, text = {
@@ -233,8 +293,9 @@ class Failure:
         headers = {}
         if self.retry_after is not None and self.status in (429, 503):
             retry_after = self.retry_after
-            headers["Retry-After"] = (str(int(retry_after)) if retry_after == int(retry_after)
-                                      else str(retry_after))
+            headers["Retry-After"] = (
+                str(int(retry_after)) if retry_after == int(retry_after) else str(retry_after)
+            )
         return SimError(self.status, message_id, text, headers=headers, shape=self.shape)
 
 
@@ -247,10 +308,15 @@ class InfobipSimState:
     ``httpx.ASGITransport`` of an in-process gateway), ``webhook_timeout_s`` bounds them.
     """
 
-    def __init__(self, *, webhook_url: str | None = None, page_delay_ms: int = 0,
-                 webhook_timeout_s: float = 5.0,
-                 webhook_transport: httpx.AsyncBaseTransport | None = None,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        webhook_url: str | None = None,
+        page_delay_ms: int = 0,
+        webhook_timeout_s: float = 5.0,
+        webhook_transport: httpx.AsyncBaseTransport | None = None,
+        seed: int | None = None,
+    ) -> None:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self.initial_webhook_url = webhook_url
@@ -292,12 +358,21 @@ class InfobipSimState:
 
     # -- control: conversations ----------------------------------------------------------
 
-    def create_conversation(self, *, history: int = 0, channel: str = "WHATSAPP",
-                            end_user: str | None = None, business_sender: str | None = None,
-                            conversation_id: str | None = None, status: str = "OPEN",
-                            tags: Sequence[str] = (), metadata: Mapping[str, str] | None = None,
-                            topic: str | None = None, agent_id: str | None = None,
-                            queue_id: str | None = None) -> Conversation:
+    def create_conversation(
+        self,
+        *,
+        history: int = 0,
+        channel: str = "WHATSAPP",
+        end_user: str | None = None,
+        business_sender: str | None = None,
+        conversation_id: str | None = None,
+        status: str = "OPEN",
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, str] | None = None,
+        topic: str | None = None,
+        agent_id: str | None = None,
+        queue_id: str | None = None,
+    ) -> Conversation:
         """Creates a conversation with ``history`` messages that alternate between the
         end user (INBOUND, CUSTOMER) and the bot (OUTBOUND, BOT), 5-120 s apart, the
         latest one a minute ago."""
@@ -319,9 +394,17 @@ class InfobipSimState:
             started = latest - timedelta(seconds=sum(gaps))
             self._short_ids += 1
             conversation = Conversation(
-                id=cid, short_id=self._short_ids, channel=channel, end_user=end_user,
-                business_sender=business_sender, created_at=started, updated_at=latest,
-                status=status, topic=topic, agent_id=agent_id, queue_id=queue_id,
+                id=cid,
+                short_id=self._short_ids,
+                channel=channel,
+                end_user=end_user,
+                business_sender=business_sender,
+                created_at=started,
+                updated_at=latest,
+                status=status,
+                topic=topic,
+                agent_id=agent_id,
+                queue_id=queue_id,
                 metadata=dict(metadata or {}),
             )
             if status == "CLOSED":
@@ -351,14 +434,17 @@ class InfobipSimState:
             return "support@example.com"
         return "447492263897"
 
-    def _history_message(self, conversation: Conversation, index: int,
-                         at: datetime) -> dict[str, Any]:
+    def _history_message(
+        self, conversation: Conversation, index: int, at: datetime
+    ) -> dict[str, Any]:
         inbound = index % 2 == 0
         turn = index // 2
         if inbound and turn % 25 == 24:
             content_type = "IMAGE"
-            content: dict[str, Any] = {"url": f"https://example.com/media/{turn}.jpg",
-                                       "caption": "photo of the parcel"}
+            content: dict[str, Any] = {
+                "url": f"https://example.com/media/{turn}.jpg",
+                "caption": "photo of the parcel",
+            }
         else:
             content_type = "TEXT"
             lines = _CUSTOMER_LINES if inbound else _BOT_LINES
@@ -399,8 +485,9 @@ class InfobipSimState:
         with self._lock:
             return [dict(m) for m in self._get(conversation_id).agent_messages]
 
-    def end_user_message(self, conversation_id: str, content_type: str,
-                         content: Mapping[str, Any]) -> tuple[dict[str, Any], list[Delivery]]:
+    def end_user_message(
+        self, conversation_id: str, content_type: str, content: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], list[Delivery]]:
         """Stores an end-user message and returns it with the webhooks to POST.
 
         A CLOSED conversation is terminal: the message opens a new conversation of the
@@ -412,9 +499,12 @@ class InfobipSimState:
                 self._short_ids += 1
                 at = now_utc()
                 conversation = Conversation(
-                    id=self.new_id(), short_id=self._short_ids, channel=conversation.channel,
+                    id=self.new_id(),
+                    short_id=self._short_ids,
+                    channel=conversation.channel,
                     end_user=conversation.end_user,
-                    business_sender=conversation.business_sender, created_at=at,
+                    business_sender=conversation.business_sender,
+                    created_at=at,
                     updated_at=at,
                 )
                 self.conversations[conversation.id] = conversation
@@ -438,8 +528,11 @@ class InfobipSimState:
             deliveries: list[Delivery] = []
             if self.webhook_url:
                 deliveries.append(Delivery("legacy", self.webhook_url, dict(message)))
-            deliveries.extend(self._events_locked(
-                "CONVERSATION_MESSAGE_RECEIVED", "INBOUND_MESSAGE", conversation, message))
+            deliveries.extend(
+                self._events_locked(
+                    "CONVERSATION_MESSAGE_RECEIVED", "INBOUND_MESSAGE", conversation, message
+                )
+            )
             return dict(message), deliveries
 
     def close_from_infobip(self, conversation_id: str) -> tuple[bool, list[Delivery]]:
@@ -451,22 +544,32 @@ class InfobipSimState:
                 return True, []
             conversation.status = "CLOSED"
             conversation.closed_at = conversation.updated_at = now_utc()
-            return False, self._events_locked("CONVERSATION_STATUS_UPDATED",
-                                              "CONVERSATION_STATUS_UPDATED", conversation, None)
+            return False, self._events_locked(
+                "CONVERSATION_STATUS_UPDATED", "CONVERSATION_STATUS_UPDATED", conversation, None
+            )
 
     # -- webhook payloads -----------------------------------------------------------------
 
-    def _events_locked(self, event: str, event_type: str, conversation: Conversation,
-                       message: Mapping[str, Any] | None) -> list[Delivery]:
+    def _events_locked(
+        self,
+        event: str,
+        event_type: str,
+        conversation: Conversation,
+        message: Mapping[str, Any] | None,
+    ) -> list[Delivery]:
         targets = [s for s in self.subscriptions.values() if event in s.events]
         if not targets:
             return []
-        body = {"type": event_type, "timestamp": format_ts(now_utc()),
-                "payload": self._event_payload_locked(conversation, message)}
+        body = {
+            "type": event_type,
+            "timestamp": format_ts(now_utc()),
+            "payload": self._event_payload_locked(conversation, message),
+        }
         return [Delivery("event", s.notify_url, body, s) for s in targets]
 
-    def _event_payload_locked(self, conversation: Conversation,
-                              message: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _event_payload_locked(
+        self, conversation: Conversation, message: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
         last = message or (conversation.messages[-1] if conversation.messages else None)
         payload: dict[str, Any] = {
             "id": conversation.id,
@@ -476,12 +579,18 @@ class InfobipSimState:
             "channel": conversation.channel,
             "direction": (last or {}).get("direction", "INBOUND"),
             "queue": {"id": conversation.queue_id, "name": None},
-            "assignee": {"id": conversation.agent_id, "name": None, "email": None,
-                         "role": "AGENT" if conversation.agent_id else None},
+            "assignee": {
+                "id": conversation.agent_id,
+                "name": None,
+                "email": None,
+                "role": "AGENT" if conversation.agent_id else None,
+            },
             "customer": {"id": None, "name": None, "personId": None},
             "form": {"id": None, "name": None},
-            "tags": [{"id": self.tags.get(name, {}).get("id"), "name": name}
-                     for name in conversation.tags],
+            "tags": [
+                {"id": self.tags.get(name, {}).get("id"), "name": name}
+                for name in conversation.tags
+            ],
             "topic": conversation.topic,
             "summary": conversation.summary,
             "invoker": {"type": "SYSTEM", "id": None, "name": None},
@@ -499,8 +608,9 @@ class InfobipSimState:
                 "content": message["content"],
             }
         elif last is not None:
-            payload["lastMessage"] = {key: last[key]
-                                      for key in ("from", "to", "direction", "channel")}
+            payload["lastMessage"] = {
+                key: last[key] for key in ("from", "to", "direction", "channel")
+            }
         return payload
 
     # -- API: conversations ---------------------------------------------------------------
@@ -519,19 +629,24 @@ class InfobipSimState:
         agent_id = _single(query, "agentId")
         with self._lock:
             items = [
-                c for c in self.conversations.values()
-                if (not ids or c.id in ids) and (not queue_ids or c.queue_id in queue_ids)
+                c
+                for c in self.conversations.values()
+                if (not ids or c.id in ids)
+                and (not queue_ids or c.queue_id in queue_ids)
                 and (not tag_names or tag_names.intersection(c.tags))
                 and (not status or c.status == status)
                 and (not priority or c.priority == priority)
                 and (not agent_id or c.agent_id == agent_id)
             ]
             rows = [c.to_api() for c in items]
-        return {"conversations": paginate(rows, page, limit, order),
-                "pagination": pagination(len(rows), page, limit, order)}
+        return {
+            "conversations": paginate(rows, page, limit, order),
+            "pagination": pagination(len(rows), page, limit, order),
+        }
 
-    def update_conversation(self, conversation_id: str, body: object, *,
-                            partial: bool) -> tuple[dict[str, Any], list[Delivery]]:
+    def update_conversation(
+        self, conversation_id: str, body: object, *, partial: bool
+    ) -> tuple[dict[str, Any], list[Delivery]]:
         """PUT (full update) or PATCH (partial). Returns the conversation and the
         CONVERSATION_STATUS_UPDATED deliveries when the status changed."""
         if not isinstance(body, Mapping):
@@ -539,8 +654,7 @@ class InfobipSimState:
         errors: dict[str, list[str]] = {}
         _check_enum(body, "status", CONVERSATION_STATUSES, errors)
         _check_enum(body, "priority", PRIORITIES, errors)
-        for key, limit in (("topic", 1000), ("summary", 4000), ("queueId", 255),
-                           ("agentId", 255)):
+        for key, limit in (("topic", 1000), ("summary", 4000), ("queueId", 255), ("agentId", 255)):
             value = body.get(key)
             if value is not None and (not isinstance(value, str) or len(value) > limit):
                 errors[key] = [f"must be a string of at most {limit} characters"]
@@ -568,15 +682,19 @@ class InfobipSimState:
                 if conversation.status == "CLOSED":
                     conversation.closed_at = conversation.updated_at
                 if self.emit_api_events:
-                    deliveries = self._events_locked("CONVERSATION_STATUS_UPDATED",
-                                                     "CONVERSATION_STATUS_UPDATED",
-                                                     conversation, None)
+                    deliveries = self._events_locked(
+                        "CONVERSATION_STATUS_UPDATED",
+                        "CONVERSATION_STATUS_UPDATED",
+                        conversation,
+                        None,
+                    )
             return conversation.to_api(), deliveries
 
     # -- API: messages --------------------------------------------------------------------
 
-    def list_messages(self, conversation_id: str,
-                      query: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    def list_messages(
+        self, conversation_id: str, query: Mapping[str, Sequence[str]]
+    ) -> dict[str, Any]:
         page, limit, order = parse_paging(query, "id:asc", MESSAGE_FIELDS)
         message_ids = set(_multi(query, "messageIds"))
         channel = _single(query, "channel")
@@ -586,7 +704,8 @@ class InfobipSimState:
         with self._lock:
             conversation = self._get(conversation_id)
             rows = [
-                m for m in conversation.messages
+                m
+                for m in conversation.messages
                 if (not message_ids or m["id"] in message_ids)
                 and (not channel or m["channel"] == channel)
                 and (not direction or m["direction"] == direction)
@@ -594,11 +713,14 @@ class InfobipSimState:
                 and (before is None or datetime.fromisoformat(m["createdAt"]) < before)
             ]
             selected = paginate(rows, page, limit, order)
-            return {"messages": [dict(m) for m in selected],
-                    "pagination": pagination(len(rows), page, limit, order)}
+            return {
+                "messages": [dict(m) for m in selected],
+                "pagination": pagination(len(rows), page, limit, order),
+            }
 
-    def create_message(self, conversation_id: str, body: object,
-                       agent_id: str | None) -> dict[str, Any]:
+    def create_message(
+        self, conversation_id: str, body: object, agent_id: str | None
+    ) -> dict[str, Any]:
         if not isinstance(body, Mapping):
             raise bad_request(text="Request body must be a JSON object")
         errors: dict[str, list[str]] = {}
@@ -642,8 +764,9 @@ class InfobipSimState:
             conversation.messages.append(message)
             # receivedMonotonic: CLOCK_MONOTONIC is system-wide, so benchmarks in other
             # processes can time the relay agent reply → Create Message.
-            conversation.agent_messages.append({**message, "agentIdHeader": agent_id,
-                                                "receivedMonotonic": time.monotonic()})
+            conversation.agent_messages.append(
+                {**message, "agentIdHeader": agent_id, "receivedMonotonic": time.monotonic()}
+            )
             conversation.updated_at = at
             return dict(message)
 
@@ -653,15 +776,25 @@ class InfobipSimState:
         if name in self.tags:
             return False
         stamp = format_ts(now_utc())
-        self.tags[name] = {"id": self.new_id(), "name": name, "createdAt": stamp,
-                           "updatedAt": stamp}
+        self.tags[name] = {
+            "id": self.new_id(),
+            "name": name,
+            "createdAt": stamp,
+            "updatedAt": stamp,
+        }
         return True
 
     def create_tag(self, body: object) -> dict[str, Any]:
         name = body.get("name") if isinstance(body, Mapping) else None
         if not isinstance(name, str) or not _TAG_NAME.match(name):
-            raise bad_request({"name": ["Numbers, uppercase and lowercase letters, along with "
-                                        "'.' and '_' are allowed (1-100 characters)"]})
+            raise bad_request(
+                {
+                    "name": [
+                        "Numbers, uppercase and lowercase letters, along with "
+                        "'.' and '_' are allowed (1-100 characters)"
+                    ]
+                }
+            )
         with self._lock:
             if not self._ensure_tag_locked(name):
                 raise bad_request(text="Tag already exists.")
@@ -709,10 +842,11 @@ class InfobipSimState:
                 names: Iterable[str] = self._get(conversation_id).tags
             else:
                 names = self.tags
-            rows = [dict(self.tags[n]) for n in names
-                    if n in self.tags and name in n.lower()]
-        return {"tags": paginate(rows, page, limit, order),
-                "pagination": pagination(len(rows), page, limit, order)}
+            rows = [dict(self.tags[n]) for n in names if n in self.tags and name in n.lower()]
+        return {
+            "tags": paginate(rows, page, limit, order),
+            "pagination": pagination(len(rows), page, limit, order),
+        }
 
     # -- API: metadata --------------------------------------------------------------------
 
@@ -763,8 +897,11 @@ class InfobipSimState:
         if not isinstance(sid, str) or not _SUBSCRIPTION_ID.match(sid):
             errors["subscriptionId"] = ["must be 1-255 characters that need no URL encoding"]
         events = body.get("events")
-        if (not isinstance(events, list) or not events
-                or not all(isinstance(e, str) and e in SUBSCRIPTION_EVENTS for e in events)):
+        if (
+            not isinstance(events, list)
+            or not events
+            or not all(isinstance(e, str) and e in SUBSCRIPTION_EVENTS for e in events)
+        ):
             errors["events"] = [f"must be a list of {', '.join(sorted(SUBSCRIPTION_EVENTS))}"]
         profile = body.get("profile")
         profile = profile if isinstance(profile, Mapping) else {}
@@ -788,9 +925,12 @@ class InfobipSimState:
         if errors:
             raise bad_request(errors)
         subscription = Subscription(
-            subscription_id=str(sid), name=name if isinstance(name, str) else str(sid),
-            events=[str(e) for e in events or ()], profile_id=str(profile_id),
-            notify_url=str(notify_url), security_type=security_type,
+            subscription_id=str(sid),
+            name=name if isinstance(name, str) else str(sid),
+            events=[str(e) for e in events or ()],
+            profile_id=str(profile_id),
+            notify_url=str(notify_url),
+            security_type=security_type,
             secret=str(credentials.get("secretKey") or ""),
             username=str(credentials.get("username") or ""),
             password=str(credentials.get("password") or ""),
@@ -811,9 +951,15 @@ class InfobipSimState:
     def list_subscriptions(self) -> dict[str, Any]:
         with self._lock:
             results = [s.to_api() for s in self.subscriptions.values()]
-        return {"results": results,
-                "paging": {"page": 0, "size": len(results), "totalPages": 1,
-                           "totalResults": len(results)}}
+        return {
+            "results": results,
+            "paging": {
+                "page": 0,
+                "size": len(results),
+                "totalPages": 1,
+                "totalResults": len(results),
+            },
+        }
 
     def delete_subscription(self, subscription_id: str) -> None:
         with self._lock:
@@ -877,8 +1023,9 @@ class InfobipSimState:
 # -- paging -----------------------------------------------------------------------------
 
 
-def parse_paging(query: Mapping[str, Sequence[str]], default_order: str,
-                 fields: frozenset[str]) -> tuple[int, int, tuple[str, bool]]:
+def parse_paging(
+    query: Mapping[str, Sequence[str]], default_order: str, fields: frozenset[str]
+) -> tuple[int, int, tuple[str, bool]]:
     """``page`` (≥0, default 0), ``limit`` (1..999, default 10), ``orderBy``
     (``field:asc|desc``); anything else is a 400."""
     errors: dict[str, list[str]] = {}
@@ -892,24 +1039,31 @@ def parse_paging(query: Mapping[str, Sequence[str]], default_order: str,
     name, _, direction = raw_order.partition(":")
     direction = (direction or "asc").lower()
     if name not in fields or direction not in ("asc", "desc"):
-        errors["orderBy"] = [f"must be field:asc or field:desc, field one of "
-                             f"{', '.join(sorted(fields))}"]
+        errors["orderBy"] = [
+            f"must be field:asc or field:desc, field one of {', '.join(sorted(fields))}"
+        ]
     if errors:
         raise bad_request(errors)
     return page, limit, (name, direction == "desc")
 
 
-def paginate(rows: list[dict[str, Any]], page: int, limit: int,
-             order: tuple[str, bool]) -> list[dict[str, Any]]:
+def paginate(
+    rows: list[dict[str, Any]], page: int, limit: int, order: tuple[str, bool]
+) -> list[dict[str, Any]]:
     name, descending = order
-    ordered = sorted(rows, key=lambda row: (str(row.get(name) or ""), str(row.get("id"))),
-                     reverse=descending)
-    return ordered[page * limit:(page + 1) * limit]
+    ordered = sorted(
+        rows, key=lambda row: (str(row.get(name) or ""), str(row.get("id"))), reverse=descending
+    )
+    return ordered[page * limit : (page + 1) * limit]
 
 
 def pagination(total: int, page: int, limit: int, order: tuple[str, bool]) -> dict[str, Any]:
-    return {"totalItems": total, "page": page, "limit": limit,
-            "orderBy": f"{order[0]}:{'desc' if order[1] else 'asc'}"}
+    return {
+        "totalItems": total,
+        "page": page,
+        "limit": limit,
+        "orderBy": f"{order[0]}:{'desc' if order[1] else 'asc'}",
+    }
 
 
 def _multi(query: Mapping[str, Sequence[str]], name: str) -> list[str]:
@@ -922,8 +1076,9 @@ def _single(query: Mapping[str, Sequence[str]], name: str) -> str | None:
     return values[-1] if values else None
 
 
-def _int_param(query: Mapping[str, Sequence[str]], name: str, default: int,
-               errors: dict[str, list[str]]) -> int:
+def _int_param(
+    query: Mapping[str, Sequence[str]], name: str, default: int, errors: dict[str, list[str]]
+) -> int:
     raw = _single(query, name)
     if raw is None or raw == "":
         return default
@@ -941,12 +1096,14 @@ def _date_filter(query: Mapping[str, Sequence[str]], name: str) -> datetime | No
     try:
         return parse_ts(raw)
     except ValueError:
-        raise bad_request({name: ["must be a date-time like 2024-01-01T00:00:00.000+0000"]}) \
-            from None
+        raise bad_request(
+            {name: ["must be a date-time like 2024-01-01T00:00:00.000+0000"]}
+        ) from None
 
 
-def _check_enum(body: Mapping[str, Any], key: str, allowed: tuple[str, ...],
-                errors: dict[str, list[str]]) -> None:
+def _check_enum(
+    body: Mapping[str, Any], key: str, allowed: tuple[str, ...], errors: dict[str, list[str]]
+) -> None:
     value = body.get(key)
     if value is not None and value not in allowed:
         errors[key] = [f"must be one of {', '.join(allowed)}"]

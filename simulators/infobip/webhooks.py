@@ -56,8 +56,12 @@ class DeliveryResult:
     error: str = ""
 
     def to_api(self) -> dict[str, object]:
-        return {"kind": self.kind, "url": self.url, "status": self.status,
-                "error": self.error or None}
+        return {
+            "kind": self.kind,
+            "url": self.url,
+            "status": self.status,
+            "error": self.error or None,
+        }
 
 
 class WebhookSender:
@@ -72,8 +76,9 @@ class WebhookSender:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout_s),
-                                             transport=self._transport)
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self._timeout_s), transport=self._transport
+            )
         return self._client
 
     async def post(self, delivery: Delivery) -> DeliveryResult:

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
+from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 from tests.support.mesh import Mesh, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import grpc
 import httpx
 import pytest
-from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
-from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 from starlette.applications import Starlette
 
+from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
+from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from services._runtime.errors import (

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import httpx
-from ccbridge.connector.v1 import connector_pb2
 
+from ccbridge.connector.v1 import connector_pb2
 from tests.gateway.conftest import Peers, assert_error, running_gateway
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import httpx
-from ccbridge.session.v1 import session_pb2
 
+from ccbridge.session.v1 import session_pb2
 from services._runtime.errors import FailedPrecondition, Unavailable
 from tests.gateway.conftest import ESCALATION_TOKEN, Peers, assert_error, running_gateway
 

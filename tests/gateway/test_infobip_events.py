@@ -7,9 +7,9 @@ import random
 
 import httpx
 import orjson
+
 from ccbridge.common.v1 import common_pb2
 from ccbridge.session.v1 import session_pb2
-
 from services._runtime.errors import Unavailable
 from tests.gateway.conftest import (
     HMAC_SECRETS,

@@ -8,9 +8,9 @@ import random
 import httpx
 import orjson
 import pytest
+
 from ccbridge.common.v1 import common_pb2
 from ccbridge.session.v1 import session_pb2
-
 from services._runtime.errors import Unavailable
 from tests.gateway.conftest import WEBHOOK_TOKEN, Peers, assert_error, running_gateway
 from tests.support.redis_server import free_port
@@ -70,8 +70,9 @@ def test_every_rotated_token_must_be_long_enough() -> None:
     from services._runtime.settings import SettingsError
 
     with pytest.raises(SettingsError, match="each token"):
-        GatewaySettings.from_env({"CCBRIDGE_ESCALATION_TOKEN": "x",
-                                  "CCBRIDGE_WEBHOOK_TOKEN": f"{WEBHOOK_TOKEN},short"})
+        GatewaySettings.from_env(
+            {"CCBRIDGE_ESCALATION_TOKEN": "x", "CCBRIDGE_WEBHOOK_TOKEN": f"{WEBHOOK_TOKEN},short"}
+        )
 
 
 async def test_single_message_is_ingested(gateway: httpx.AsyncClient, peers: Peers) -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from ccbridge.session.v1 import session_pb2
 
+from ccbridge.session.v1 import session_pb2
 from services._runtime.errors import Unavailable
 from tests.gateway.conftest import WEBHOOK_TOKEN, Peers, assert_error
 from tests.gateway.test_infobip_legacy import CONV, infobip_message, ingested

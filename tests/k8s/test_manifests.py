@@ -73,9 +73,7 @@ def test_overlay_passes_every_check(overlay: str, renderer: list[str]) -> None:
     assert ck.check_target(target, renderer) == []
 
 
-@pytest.mark.parametrize(
-    "combo", ck.component_combinations(), ids=lambda c: "+".join(("base", *c))
-)
+@pytest.mark.parametrize("combo", ck.component_combinations(), ids=lambda c: "+".join(("base", *c)))
 def test_base_with_components_passes_every_check(
     combo: tuple[str, ...], renderer: list[str], tmp_path: Path
 ) -> None:
@@ -178,22 +176,30 @@ def test_short_termination_grace_is_caught(prod_docs: list[Doc], prod_target: An
 
     problems = _broken(prod_docs, prod_target, shorten)
     # 5 s preStop + 1 s drain + 5 s grace = 11 s.
-    assert any("Deployment/gateway: terminationGracePeriodSeconds 10 must exceed" in p
-               for p in problems)
+    assert any(
+        "Deployment/gateway: terminationGracePeriodSeconds 10 must exceed" in p for p in problems
+    )
 
 
 def test_real_looking_secret_is_caught(prod_docs: list[Doc], prod_target: Any) -> None:
     def leak(docs: list[Doc]) -> None:
-        docs.append({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "ccbridge-secrets", "namespace": "ccbridge",
-                         "labels": {"app.kubernetes.io/name": "ccbridge-secrets",
-                                    "app.kubernetes.io/component": "config",
-                                    "app.kubernetes.io/part-of": "ccbridge"}},
-            "type": "Opaque",
-            "data": {"INFOBIP_API_KEY": "c2stbGl2ZS0xMjM0NTY3ODkw"},  # base64 of a key
-        })
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": "ccbridge-secrets",
+                    "namespace": "ccbridge",
+                    "labels": {
+                        "app.kubernetes.io/name": "ccbridge-secrets",
+                        "app.kubernetes.io/component": "config",
+                        "app.kubernetes.io/part-of": "ccbridge",
+                    },
+                },
+                "type": "Opaque",
+                "data": {"INFOBIP_API_KEY": "c2stbGl2ZS0xMjM0NTY3ODkw"},  # base64 of a key
+            }
+        )
 
     problems = _broken(prod_docs, prod_target, leak)
     assert any("INFOBIP_API_KEY looks like a real value" in p for p in problems)
@@ -207,8 +213,7 @@ def test_unknown_field_fails_strict_schema_validation(
         _container(docs, "session")["readinesProbe"] = {"grpc": {"port": 50051}}
 
     problems = _broken(prod_docs, prod_target, typo)
-    assert any("Deployment/session: schema 1.30" in p and "readinesProbe" in p
-               for p in problems)
+    assert any("Deployment/session: schema 1.30" in p and "readinesProbe" in p for p in problems)
 
 
 def test_invalid_routing_rules_are_caught(prod_docs: list[Doc], prod_target: Any) -> None:
@@ -221,16 +226,18 @@ def test_invalid_routing_rules_are_caught(prod_docs: list[Doc], prod_target: Any
     assert any("priority must be an integer" in p for p in problems)
 
 
-def test_network_policy_gaps_and_holes_are_caught(
-    prod_docs: list[Doc], prod_target: Any
-) -> None:
+def test_network_policy_gaps_and_holes_are_caught(prod_docs: list[Doc], prod_target: Any) -> None:
     def open_up(docs: list[Doc]) -> None:
         # Without the history policy and the default deny, any pod may call history
         # (the callers' own egress policies still hold); without DNS nothing resolves.
-        docs[:] = [d for d in docs if not (
-            d["kind"] == "NetworkPolicy"
-            and d["metadata"]["name"] in ("default-deny", "history", "dns")
-        )]
+        docs[:] = [
+            d
+            for d in docs
+            if not (
+                d["kind"] == "NetworkPolicy"
+                and d["metadata"]["name"] in ("default-deny", "history", "dns")
+            )
+        ]
 
     problems = _broken(prod_docs, prod_target, open_up)
     assert "NetworkPolicy: other-pod -> history:50052 is allowed but not needed" in problems
@@ -244,8 +251,10 @@ def test_redis_egress_without_external_redis_component_is_denied(
 ) -> None:
     def unwiden(docs: list[Doc]) -> None:
         _find(docs, "NetworkPolicy", "redis-clients")["spec"]["egress"] = [
-            {"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "redis"}}}],
-             "ports": [{"protocol": "TCP", "port": 6379}]}
+            {
+                "to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "redis"}}}],
+                "ports": [{"protocol": "TCP", "port": 6379}],
+            }
         ]
 
     problems = _broken(prod_docs, prod_target, unwiden)
@@ -255,10 +264,14 @@ def test_redis_egress_without_external_redis_component_is_denied(
 def test_prod_promises_are_enforced(prod_docs: list[Doc], prod_target: Any) -> None:
     def shrink(docs: list[Doc]) -> None:
         _find(docs, "Deployment", "routing")["spec"]["replicas"] = 1
-        docs[:] = [d for d in docs if not (
-            d["kind"] in ("HorizontalPodAutoscaler", "PodDisruptionBudget")
-            and d["metadata"]["name"] == "session"
-        )]
+        docs[:] = [
+            d
+            for d in docs
+            if not (
+                d["kind"] in ("HorizontalPodAutoscaler", "PodDisruptionBudget")
+                and d["metadata"]["name"] == "session"
+            )
+        ]
 
     problems = _broken(prod_docs, prod_target, shrink)
     assert any("Deployment/routing needs replicas >= 2" in p for p in problems)
@@ -266,9 +279,7 @@ def test_prod_promises_are_enforced(prod_docs: list[Doc], prod_target: Any) -> N
     assert any("Deployment/session needs one PodDisruptionBudget" in p for p in problems)
 
 
-def test_peer_address_must_name_a_headless_service(
-    prod_docs: list[Doc], prod_target: Any
-) -> None:
+def test_peer_address_must_name_a_headless_service(prod_docs: list[Doc], prod_target: Any) -> None:
     def misaddress(docs: list[Doc]) -> None:
         settings = next(d for d in docs if d["metadata"]["name"].startswith("ccbridge-settings"))
         settings["data"]["ROUTING_ADDR"] = "routing:50053"
@@ -287,8 +298,9 @@ def test_skaffold_patch_by_list_index_is_caught(tmp_path: Path, renderer: list[s
     config["profiles"][1]["patches"] = [
         {"op": "replace", "path": "/manifests/kustomize/paths/0", "value": "k8s/overlays/prod"}
     ]
-    config["profiles"].append({"name": "broken", "manifests": {
-        "kustomize": {"paths": ["k8s/overlays/nowhere"]}}})
+    config["profiles"].append(
+        {"name": "broken", "manifests": {"kustomize": {"paths": ["k8s/overlays/nowhere"]}}}
+    )
     (tmp_path / "skaffold.yaml").write_text(yaml.safe_dump(config))
 
     problems = ck.check_skaffold(tmp_path / "skaffold.yaml", renderer)
@@ -314,8 +326,8 @@ def test_environment_a_component_refuses_is_caught(renderer: list[str]) -> None:
     del settings["data"]["INFOBIP_BASE_URL"]
 
     problems = _problems(docs, dev)
-    assert any("gateway refuses its environment" in p and "CCBRIDGE_WEBHOOK_TOKEN" in p
-               for p in problems)
-    assert any("session refuses its environment" in p and "INFOBIP_BASE_URL" in p
-               for p in problems)
+    assert any(
+        "gateway refuses its environment" in p and "CCBRIDGE_WEBHOOK_TOKEN" in p for p in problems
+    )
+    assert any("session refuses its environment" in p and "INFOBIP_BASE_URL" in p for p in problems)
     assert any("history refuses its environment" in p for p in problems)

@@ -35,8 +35,9 @@ async def client(sim: Sim) -> AsyncIterator[InfobipClient]:
 
 
 def test_parse_error_body_accepts_both_shapes() -> None:
-    assert parse_error_body({"requestError": {"serviceException": {
-        "messageId": "NOT_FOUND", "text": "No such entity"}}}) == ("NOT_FOUND", "No such entity")
+    assert parse_error_body(
+        {"requestError": {"serviceException": {"messageId": "NOT_FOUND", "text": "No such entity"}}}
+    ) == ("NOT_FOUND", "No such entity")
     assert parse_error_body({"statusCode": "ERROR", "message": "Oops"}) == ("ERROR", "Oops")
     assert parse_error_body("<html>") == ("", "")
 
@@ -63,8 +64,13 @@ async def test_unknown_conversation_is_not_found(client: InfobipClient) -> None:
 
 async def test_request_error_shape_is_parsed(sim: Sim, client: InfobipClient) -> None:
     conversation = sim.state.create_conversation(history=1)
-    body = {"channel": "WHATSAPP", "from": "447492263897", "to": conversation.end_user,
-            "contentType": "TEXT", "content": {"text": "x" * 4097}}
+    body = {
+        "channel": "WHATSAPP",
+        "from": "447492263897",
+        "to": conversation.end_user,
+        "contentType": "TEXT",
+        "content": {"text": "x" * 4097},
+    }
     with pytest.raises(InfobipError) as caught:
         await client.create_message(conversation.id, body)
     assert caught.value.status == 400
@@ -105,8 +111,15 @@ async def test_bad_api_key_is_unauthorized(sim: Sim) -> None:
 
 async def test_429_with_retry_after_then_success(sim: Sim, client: InfobipClient) -> None:
     conversation = sim.state.create_conversation(history=3)
-    sim.state.inject_failure(Failure(remaining=2, status=429, retry_after=1, method="GET",
-                                     path_prefix=f"/ccaas/1/conversations/{conversation.id}"))
+    sim.state.inject_failure(
+        Failure(
+            remaining=2,
+            status=429,
+            retry_after=1,
+            method="GET",
+            path_prefix=f"/ccaas/1/conversations/{conversation.id}",
+        )
+    )
     page = await client.get_messages(conversation.id)
     assert len(page["messages"]) == 3
     assert sim.state.failures == []  # both injected 429s were answered before success
@@ -162,8 +175,13 @@ async def test_5xx_reads_are_retried(sim: Sim, client: InfobipClient) -> None:
 async def test_create_message_is_not_retried(sim: Sim, client: InfobipClient) -> None:
     conversation = sim.state.create_conversation(history=2)
     sim.state.inject_failure(Failure(remaining=1, status=500, method="POST"))
-    body = {"channel": conversation.channel, "from": conversation.business_sender,
-            "to": conversation.end_user, "contentType": "TEXT", "content": {"text": "Hello"}}
+    body = {
+        "channel": conversation.channel,
+        "from": conversation.business_sender,
+        "to": conversation.end_user,
+        "contentType": "TEXT",
+        "content": {"text": "Hello"},
+    }
     with pytest.raises(InfobipError) as caught:
         await client.create_message(conversation.id, body)
     assert caught.value.retryable
@@ -177,9 +195,16 @@ async def test_create_message_sends_agent_id(sim: Sim) -> None:
     conversation = sim.state.create_conversation(history=2)
     client = sim.client(agent_id="agent-7")
     try:
-        await client.create_message(conversation.id, {
-            "channel": conversation.channel, "from": conversation.business_sender,
-            "to": conversation.end_user, "contentType": "TEXT", "content": {"text": "Hi"}})
+        await client.create_message(
+            conversation.id,
+            {
+                "channel": conversation.channel,
+                "from": conversation.business_sender,
+                "to": conversation.end_user,
+                "contentType": "TEXT",
+                "content": {"text": "Hi"},
+            },
+        )
     finally:
         await client.aclose()
     [sent] = sim.state.agent_messages(conversation.id)
@@ -263,12 +288,17 @@ async def test_account_configuration_and_subscription(sim: Sim, client: InfobipC
     assert result["statusCode"] == "SUCCESS"
     assert sim.state.webhook_url == "https://gw.example/webhooks/infobip/t"
     created = await client.create_subscription(
-        "ccbridge", "ccbridge", ["CONVERSATION_MESSAGE_RECEIVED"],
-        "https://gw.example/webhooks/infobip/events", Secret("s3cret"))
+        "ccbridge",
+        "ccbridge",
+        ["CONVERSATION_MESSAGE_RECEIVED"],
+        "https://gw.example/webhooks/infobip/events",
+        Secret("s3cret"),
+    )
     assert created == {"subscriptionId": "ccbridge"}
     subscription = sim.state.subscriptions["ccbridge"]
     assert subscription.secret == "s3cret" and subscription.security_type == "HMAC"
     with pytest.raises(InfobipError) as caught:  # a second create conflicts
-        await client.create_subscription("ccbridge", "ccbridge", ["CONVERSATION_CREATED"],
-                                         "https://gw.example/x", Secret("s"))
+        await client.create_subscription(
+            "ccbridge", "ccbridge", ["CONVERSATION_CREATED"], "https://gw.example/x", Secret("s")
+        )
     assert caught.value.status == 400

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import grpc
-from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
 
+from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
 from services._runtime.channels import create_channel
 from services._runtime.errors import FarSideError, Unavailable
 from services._runtime.server import create_server

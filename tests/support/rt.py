@@ -24,9 +24,11 @@ from tests.support.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "rt-peer.sh"
-HINT = ("Request Tracker tests need RT 5 from Debian packages: run "
-        "`sudo scripts/rt-peer.sh install` (Debian 12, root), then run pytest as root, "
-        "or point CCBRIDGE_TEST_RT_ENV at the peer.env of a running RT")
+HINT = (
+    "Request Tracker tests need RT 5 from Debian packages: run "
+    "`sudo scripts/rt-peer.sh install` (Debian 12, root), then run pytest as root, "
+    "or point CCBRIDGE_TEST_RT_ENV at the peer.env of a running RT"
+)
 SESSION_WAIT_S = 600.0
 CANNOT_RUN = 3  # rt-peer.sh: not root / not Debian
 NOT_INSTALLED = 4
@@ -70,23 +72,27 @@ def parse_env(text: str) -> dict[str, str]:
 
 
 def _run(*args: str, timeout: float = 300) -> str:
-    done = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    done = subprocess.run(
+        [str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
     if done.returncode in (CANNOT_RUN, NOT_INSTALLED):
         pytest.skip(f"{HINT} ({done.stderr.strip().splitlines()[-1:]})")
     if done.returncode != 0:
-        raise RuntimeError(f"rt-peer.sh {' '.join(args)} failed ({done.returncode}):\n"
-                           f"{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"rt-peer.sh {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}"
+        )
     return done.stdout
 
 
 def _peer(values: dict[str, str], *, managed: bool) -> RtPeer:
     return RtPeer(
-        url=values["RT_URL"], port=int(values["RT_PORT"]),
+        url=values["RT_URL"],
+        port=int(values["RT_PORT"]),
         bridge_user=values.get("RT_BRIDGE_USER", "bridge"),
         bridge_token=values["RT_BRIDGE_TOKEN"],
         agent_user=values.get("RT_AGENT1_USER", "agent1"),
-        agent_token=values["RT_AGENT1_TOKEN"], managed=managed,
+        agent_token=values["RT_AGENT1_TOKEN"],
+        managed=managed,
     )
 
 
@@ -121,8 +127,9 @@ def _session_lock() -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("another test session has used the RT peer for "
-                                       f"{SESSION_WAIT_S:.0f} s") from None
+                    raise RuntimeError(
+                        f"another test session has used the RT peer for {SESSION_WAIT_S:.0f} s"
+                    ) from None
                 time.sleep(0.5)
         try:
             yield

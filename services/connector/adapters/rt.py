@@ -31,8 +31,8 @@ from typing import Any, Literal
 
 import httpx
 import redis.asyncio as aioredis
-from ccbridge.common.v1 import common_pb2
 
+from ccbridge.common.v1 import common_pb2
 from services._runtime.errors import FarSideError
 from services._runtime.settings import EnvReader, Secret
 from services.connector.base import (
@@ -111,11 +111,9 @@ class RtSettings:
             token=env.secret("CCBRIDGE_RT_TOKEN"),
             user=env.str("CCBRIDGE_RT_USER", "bridge"),
             queue=env.str("CCBRIDGE_RT_QUEUE", "Chat Handover"),
-            conversation_field=env.str("CCBRIDGE_RT_CONVERSATION_FIELD",
-                                       "Infobip Conversation"),
+            conversation_field=env.str("CCBRIDGE_RT_CONVERSATION_FIELD", "Infobip Conversation"),
             timeout_s=env.float("CCBRIDGE_RT_TIMEOUT_S", 10.0, minimum=0.1),
-            requestor_domain=env.str("CCBRIDGE_RT_REQUESTOR_DOMAIN",
-                                     "customers.ccbridge.invalid"),
+            requestor_domain=env.str("CCBRIDGE_RT_REQUESTOR_DOMAIN", "customers.ccbridge.invalid"),
             poll_page=env.int("CCBRIDGE_RT_POLL_PAGE", 100, minimum=1, maximum=100),
             lease_ttl_s=env.float("CCBRIDGE_RT_LEASE_TTL_S", 30.0, minimum=1.0),
         )
@@ -250,8 +248,28 @@ def case_content(case: CaseToOpen) -> str:
 class _HtmlText(HTMLParser):
     """HTML (RT's rich-text editor) → readable plain text."""
 
-    _BLOCK = frozenset({"p", "div", "br", "tr", "table", "ul", "ol", "blockquote", "pre",
-                        "h1", "h2", "h3", "h4", "h5", "h6", "hr", "section", "article"})
+    _BLOCK = frozenset(
+        {
+            "p",
+            "div",
+            "br",
+            "tr",
+            "table",
+            "ul",
+            "ol",
+            "blockquote",
+            "pre",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "hr",
+            "section",
+            "article",
+        }
+    )
     _SKIP = frozenset({"script", "style", "head", "title"})
 
     def __init__(self) -> None:
@@ -368,14 +386,21 @@ class RtAdapter(Adapter):
     name = "rt"
     mode: Literal["push", "poll"] = "poll"
 
-    def __init__(self, settings: RtSettings, redis: aioredis.Redis, *,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        settings: RtSettings,
+        redis: aioredis.Redis,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.settings = settings
         self._redis = redis
         self._http = httpx.AsyncClient(
             base_url=f"{settings.url}/REST/2.0",
-            headers={"Authorization": f"token {settings.token.value}",
-                     "Accept": "application/json"},
+            headers={
+                "Authorization": f"token {settings.token.value}",
+                "Accept": "application/json",
+            },
             timeout=httpx.Timeout(settings.timeout_s),
             transport=transport,
             follow_redirects=False,
@@ -386,41 +411,58 @@ class RtAdapter(Adapter):
 
     # --- HTTP ------------------------------------------------------------------------
 
-    async def _call(self, method: str, path: str, *, params: Mapping[str, str | int] | None = None,
-                    json_body: Any = None, expect: tuple[int, ...] = (200,)) -> httpx.Response:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json_body: Any = None,
+        expect: tuple[int, ...] = (200,),
+    ) -> httpx.Response:
         """One REST2 call; far-side failures become FarSideError (retryable when a retry
         can help: timeouts, connection errors, 429, 5xx)."""
         try:
             response = await self._http.request(method, path, params=params, json=json_body)
         except httpx.TimeoutException as exc:
-            raise FarSideError(f"RT {method} {path}: timed out ({type(exc).__name__})",
-                               retryable=True) from exc
+            raise FarSideError(
+                f"RT {method} {path}: timed out ({type(exc).__name__})", retryable=True
+            ) from exc
         except httpx.TransportError as exc:
-            raise FarSideError(f"RT {method} {path}: {type(exc).__name__}: {exc}",
-                               retryable=True) from exc
+            raise FarSideError(
+                f"RT {method} {path}: {type(exc).__name__}: {exc}", retryable=True
+            ) from exc
         if response.status_code in expect:
             return response
         status = response.status_code
         message = _rt_message(response)
         retryable = status == 429 or status >= 500
-        raise FarSideError(f"RT {method} {path}: HTTP {status}: {message}",
-                           retryable=retryable, status=status,
-                           retry_after=_retry_after(response) if retryable else None)
+        raise FarSideError(
+            f"RT {method} {path}: HTTP {status}: {message}",
+            retryable=retryable,
+            status=status,
+            retry_after=_retry_after(response) if retryable else None,
+        )
 
     @staticmethod
     def _json(response: httpx.Response) -> Any:
         try:
             return response.json()
         except ValueError as exc:
-            raise FarSideError(f"RT {response.request.url.path}: answered HTTP "
-                               f"{response.status_code} without JSON (is CCBRIDGE_RT_URL right?)",
-                               retryable=False, status=response.status_code) from exc
+            raise FarSideError(
+                f"RT {response.request.url.path}: answered HTTP "
+                f"{response.status_code} without JSON (is CCBRIDGE_RT_URL right?)",
+                retryable=False,
+                status=response.status_code,
+            ) from exc
 
     async def _items(self, path: str, params: Mapping[str, str | int]) -> list[dict[str, Any]]:
         if "[" in str(params.get("query", "")):
             # RT 5.0.3 takes any query containing '[' for a JSON search and fails (500).
-            raise FarSideError(f"RT GET {path}: RT cannot search for a queue name or id "
-                               "containing '['", retryable=False)
+            raise FarSideError(
+                f"RT GET {path}: RT cannot search for a queue name or id containing '['",
+                retryable=False,
+            )
         body = self._json(await self._call("GET", path, params=params))
         items = body.get("items") if isinstance(body, dict) else None
         if not isinstance(items, list):
@@ -428,9 +470,15 @@ class RtAdapter(Adapter):
         return [item for item in items if isinstance(item, dict)]
 
     async def _max_transaction_id(self) -> int:
-        items = await self._items("/transactions", {
-            "query": "id > 0", "orderby": "id", "order": "DESC", "per_page": 1,
-        })
+        items = await self._items(
+            "/transactions",
+            {
+                "query": "id > 0",
+                "orderby": "id",
+                "order": "DESC",
+                "per_page": 1,
+            },
+        )
         return int(items[0]["id"]) if items else 0
 
     # --- Redis helpers ---------------------------------------------------------------
@@ -457,19 +505,29 @@ class RtAdapter(Adapter):
         fresh bridge does not replay history). SET NX: a concurrent start cannot move it."""
         current = await self._get(self._cursor_key(queue))
         if current is None:
-            await self._redis.set(self._cursor_key(queue), await self._max_transaction_id(),
-                                  nx=True)
+            await self._redis.set(
+                self._cursor_key(queue), await self._max_transaction_id(), nx=True
+            )
             current = await self._get(self._cursor_key(queue))
         return int(current or 0)
 
     # --- open ------------------------------------------------------------------------
 
     async def _find_ticket(self, queue: str, conversation_id: str) -> str | None:
-        query = (f"Queue = {sql_quote(queue)} AND "
-                 f"'CF.{{{self.settings.conversation_field}}}' = {sql_quote(conversation_id)}")
-        items = await self._items("/tickets", {
-            "query": query, "orderby": "id", "order": "DESC", "per_page": 1, "fields": "Status",
-        })
+        query = (
+            f"Queue = {sql_quote(queue)} AND "
+            f"'CF.{{{self.settings.conversation_field}}}' = {sql_quote(conversation_id)}"
+        )
+        items = await self._items(
+            "/tickets",
+            {
+                "query": query,
+                "orderby": "id",
+                "order": "DESC",
+                "per_page": 1,
+                "fields": "Status",
+            },
+        )
         return str(items[0]["id"]) if items else None
 
     async def open_case(self, case: CaseToOpen) -> OpenedCase:
@@ -478,11 +536,13 @@ class RtAdapter(Adapter):
         token = secrets.token_hex(8)
         # Three calls at most; the lock outlives them so two opens never race.
         budget = 3 * self.settings.timeout_s + 1
-        if not await self._redis.set(lock_key, token, nx=True,
-                                     px=int((budget + 5) * 1000)):
+        if not await self._redis.set(lock_key, token, nx=True, px=int((budget + 5) * 1000)):
             wait_ms = await self._redis.pttl(lock_key)
-            raise FarSideError("another open of this conversation is in progress",
-                               retryable=True, retry_after=max(wait_ms, 1000) / 1000)
+            raise FarSideError(
+                "another open of this conversation is in progress",
+                retryable=True,
+                retry_after=max(wait_ms, 1000) / 1000,
+            )
         in_doubt = False  # the create may have reached RT without us learning the outcome
         try:
             async with asyncio.timeout(budget):
@@ -491,15 +551,21 @@ class RtAdapter(Adapter):
                 await self._ensure_cursor(queue)
                 await self._redis.sadd("ccb:rt:queues", queue)
                 if existing is not None:
-                    log.info("rt: ticket %s already exists for conversation %s",
-                             existing, case.conversation_id)
+                    log.info(
+                        "rt: ticket %s already exists for conversation %s",
+                        existing,
+                        case.conversation_id,
+                    )
                     return OpenedCase(external_id=existing, existing=True)
                 body: dict[str, Any] = {
                     "Queue": queue,
                     "Subject": case_subject(case),
-                    "Requestor": requestor_address(case.channel, case.end_user,
-                                                   case.conversation_id,
-                                                   self.settings.requestor_domain),
+                    "Requestor": requestor_address(
+                        case.channel,
+                        case.end_user,
+                        case.conversation_id,
+                        self.settings.requestor_domain,
+                    ),
                     "Content": case_content(case),
                     "ContentType": "text/plain",
                     "CustomFields": {self.settings.conversation_field: case.conversation_id},
@@ -516,10 +582,15 @@ class RtAdapter(Adapter):
                 created = self._json(answer)
                 ticket_id = str(created.get("id", "")) if isinstance(created, dict) else ""
                 if not ticket_id.isdigit():
-                    raise FarSideError("RT POST /ticket: no ticket id in the answer",
-                                       retryable=True)
-                log.info("rt: opened ticket %s in queue %s for conversation %s",
-                         ticket_id, queue, case.conversation_id)
+                    raise FarSideError(
+                        "RT POST /ticket: no ticket id in the answer", retryable=True
+                    )
+                log.info(
+                    "rt: opened ticket %s in queue %s for conversation %s",
+                    ticket_id,
+                    queue,
+                    case.conversation_id,
+                )
                 return OpenedCase(external_id=ticket_id, existing=False)
         except TimeoutError as exc:
             raise FarSideError("RT open_case: out of time", retryable=True) from exc
@@ -533,19 +604,30 @@ class RtAdapter(Adapter):
 
     async def _find_posted(self, external_id: str, marker: str) -> str | None:
         """The Correspond transaction of this ticket that carries ``marker``, if any."""
-        query = (f"ObjectType = 'RT::Ticket' AND ObjectId = {int(external_id)} AND "
-                 f"Type = 'Correspond' AND Creator = {sql_quote(self.settings.user)} AND "
-                 f"Data LIKE {sql_quote(marker)}")
-        items = await self._items("/transactions", {
-            "query": query, "orderby": "id", "per_page": 100, "fields": "Data",
-        })
+        query = (
+            f"ObjectType = 'RT::Ticket' AND ObjectId = {int(external_id)} AND "
+            f"Type = 'Correspond' AND Creator = {sql_quote(self.settings.user)} AND "
+            f"Data LIKE {sql_quote(marker)}"
+        )
+        items = await self._items(
+            "/transactions",
+            {
+                "query": query,
+                "orderby": "id",
+                "per_page": 100,
+                "fields": "Data",
+            },
+        )
         for item in items:  # LIKE is a substring match (and '_' a wildcard): check exactly
             if marker in str(item.get("Data", "")):
                 return str(item["id"])
         return None
 
     async def post_customer_message(
-        self, external_id: str, conversation_id: str, message: common_pb2.Message,
+        self,
+        external_id: str,
+        conversation_id: str,
+        message: common_pb2.Message,
         idempotency_key: str,
     ) -> str:
         if not external_id.isdigit():
@@ -561,8 +643,11 @@ class RtAdapter(Adapter):
         budget = 2 * self.settings.timeout_s + 1
         if not await self._redis.set(lock_key, token, nx=True, px=int((budget + 5) * 1000)):
             wait_ms = await self._redis.pttl(lock_key)
-            raise FarSideError("this message is being posted by another attempt",
-                               retryable=True, retry_after=max(wait_ms, 1000) / 1000)
+            raise FarSideError(
+                "this message is being posted by another attempt",
+                retryable=True,
+                retry_after=max(wait_ms, 1000) / 1000,
+            )
         marker = message_marker(idempotency_key)
         in_doubt = False  # the POST may have reached RT without us learning the outcome
         try:
@@ -575,18 +660,23 @@ class RtAdapter(Adapter):
                     found = await self._find_posted(external_id, marker)
                     if found:
                         await self._redis.set(done_key, found, ex=MESSAGE_KEY_TTL_S)
-                        log.info("rt: message already on ticket %s (transaction %s)",
-                                 external_id, found)
+                        log.info(
+                            "rt: message already on ticket %s (transaction %s)", external_id, found
+                        )
                         return found
                 await self._redis.set(done_key, _PENDING, ex=MESSAGE_KEY_TTL_S)
                 in_doubt = True
                 try:
                     response = await self._call(
-                        "POST", f"/ticket/{external_id}/correspond", expect=(201,), json_body={
+                        "POST",
+                        f"/ticket/{external_id}/correspond",
+                        expect=(201,),
+                        json_body={
                             "Subject": f"Customer message {marker}",
                             "Content": message_text(message) or "(empty message)",
                             "ContentType": "text/plain",
-                        })
+                        },
+                    )
                 except FarSideError as exc:
                     in_doubt = _maybe_processed(exc)
                     raise
@@ -598,12 +688,14 @@ class RtAdapter(Adapter):
                     txn_id = await self._find_posted(external_id, marker) or ""
                 if txn_id:
                     await self._redis.set(done_key, txn_id, ex=MESSAGE_KEY_TTL_S)
-                log.info("rt: posted customer message to ticket %s (transaction %s)",
-                         external_id, txn_id or "?")
+                log.info(
+                    "rt: posted customer message to ticket %s (transaction %s)",
+                    external_id,
+                    txn_id or "?",
+                )
                 return txn_id
         except TimeoutError as exc:
-            raise FarSideError("RT post_customer_message: out of time",
-                               retryable=True) from exc
+            raise FarSideError("RT post_customer_message: out of time", retryable=True) from exc
         finally:
             # After a POST with an unknown outcome, keep the lock until it expires: RT may
             # still be working on the request, and the next attempt's search must see it.
@@ -616,22 +708,27 @@ class RtAdapter(Adapter):
         body = self._json(await self._call("GET", f"/ticket/{external_id}"))
         return str(body.get("Status", "")) if isinstance(body, dict) else ""
 
-    async def close_case(self, external_id: str, conversation_id: str, reason: str,
-                         idempotency_key: str) -> bool:
+    async def close_case(
+        self, external_id: str, conversation_id: str, reason: str, idempotency_key: str
+    ) -> bool:
         if not external_id.isdigit():
             raise FarSideError(f"not an RT ticket id: {external_id!r}", retryable=False)
         if await self._status(external_id) in INACTIVE_STATUSES:
             return True
-        answer = self._json(await self._call("PUT", f"/ticket/{external_id}",
-                                             json_body={"Status": "resolved"}))
+        answer = self._json(
+            await self._call("PUT", f"/ticket/{external_id}", json_body={"Status": "resolved"})
+        )
         # REST2 answers 200 with messages even when a change was refused: check the state.
         status = await self._status(external_id)
         if status not in INACTIVE_STATUSES:
             detail = "; ".join(str(m) for m in answer) if isinstance(answer, list) else ""
-            raise FarSideError(f"RT did not resolve ticket {external_id} (status {status!r}: "
-                               f"{detail})", retryable=False)
-        log.info("rt: resolved ticket %s for conversation %s (%s)", external_id,
-                 conversation_id, reason)
+            raise FarSideError(
+                f"RT did not resolve ticket {external_id} (status {status!r}: {detail})",
+                retryable=False,
+            )
+        log.info(
+            "rt: resolved ticket %s for conversation %s (%s)", external_id, conversation_id, reason
+        )
         return False
 
     # --- poll --------------------------------------------------------------------------
@@ -648,8 +745,7 @@ class RtAdapter(Adapter):
         """Takes or renews the queue's poll lease; None when another replica holds it."""
         key = self._lease_key(queue)
         token = self._leases.get(queue)
-        if token and await self._redis.eval(_RENEW, 1, key, token,
-                                            self._lease_ms):
+        if token and await self._redis.eval(_RENEW, 1, key, token, self._lease_ms):
             return token
         token = secrets.token_hex(12)
         if await self._redis.set(key, token, nx=True, px=self._lease_ms):
@@ -659,21 +755,28 @@ class RtAdapter(Adapter):
         return None
 
     def _poll_query(self, queue: str, cursor: int) -> str:
-        return (f"TicketQueue = {sql_quote(queue)} AND id > {cursor} AND "
-                f"Creator != {sql_quote(self.settings.user)} AND (Type = 'Correspond' OR "
-                "(Type = 'Status' AND (NewValue = 'resolved' OR NewValue = 'rejected' OR "
-                "NewValue = 'deleted')))")
+        return (
+            f"TicketQueue = {sql_quote(queue)} AND id > {cursor} AND "
+            f"Creator != {sql_quote(self.settings.user)} AND (Type = 'Correspond' OR "
+            "(Type = 'Status' AND (NewValue = 'resolved' OR NewValue = 'rejected' OR "
+            "NewValue = 'deleted')))"
+        )
 
     async def _new_transactions(self, queue: str, cursor: int) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         after = cursor
         for _ in range(MAX_PAGES_PER_POLL):
             # Transaction searches have no total and no next page: page by id.
-            page = await self._items("/transactions", {
-                "query": self._poll_query(queue, after), "orderby": "id", "order": "ASC",
-                "per_page": self.settings.poll_page,
-                "fields": "Type,Creator,ObjectId,ObjectType,NewValue,Created",
-            })
+            page = await self._items(
+                "/transactions",
+                {
+                    "query": self._poll_query(queue, after),
+                    "orderby": "id",
+                    "order": "ASC",
+                    "per_page": self.settings.poll_page,
+                    "fields": "Type,Creator,ObjectId,ObjectType,NewValue,Created",
+                },
+            )
             found.extend(page)
             if len(page) < self.settings.poll_page:
                 break
@@ -690,8 +793,9 @@ class RtAdapter(Adapter):
                     raise
                 # Gone or out of our rights (e.g. moved away): not ours to follow. Skipping
                 # it keeps one bad ticket from blocking the queue's cursor forever.
-                log.warning("rt: cannot read ticket %s (%s); its events are skipped",
-                            ticket_id, exc.status)
+                log.warning(
+                    "rt: cannot read ticket %s (%s); its events are skipped", ticket_id, exc.status
+                )
                 body = {}
             body = body if isinstance(body, dict) else {}
             conversation = ""
@@ -705,9 +809,13 @@ class RtAdapter(Adapter):
 
     async def _reply_text(self, txn_id: int) -> str:
         # Never ask for Parent here: RT 5.0.3 answers 500.
-        items = await self._items(f"/transaction/{txn_id}/attachments", {
-            "fields": "ContentType,Content,Filename", "per_page": 100,
-        })
+        items = await self._items(
+            f"/transaction/{txn_id}/attachments",
+            {
+                "fields": "ContentType,Content,Filename",
+                "per_page": 100,
+            },
+        )
         plain: list[str] = []
         html: list[str] = []
         files: list[str] = []
@@ -724,8 +832,9 @@ class RtAdapter(Adapter):
         body = plain or html  # multipart/alternative: the plain part, else the HTML one
         return "\n\n".join([*body, *files]).strip()
 
-    async def _to_event(self, item: dict[str, Any],
-                        tickets: dict[str, _Ticket]) -> CaseEvent | None:
+    async def _to_event(
+        self, item: dict[str, Any], tickets: dict[str, _Ticket]
+    ) -> CaseEvent | None:
         txn_id = int(item["id"])
         ticket_id = str(item.get("ObjectId", ""))
         kind = item.get("Type")
@@ -737,15 +846,19 @@ class RtAdapter(Adapter):
         # The customer's own posts (mail gateway, or a requestor replying by e-mail) are
         # not agent replies; checked before any call.
         if kind == "Correspond" and creator.lower().endswith(
-                "@" + self.settings.requestor_domain.lower()):
+            "@" + self.settings.requestor_domain.lower()
+        ):
             return None
         ticket = await self._ticket(ticket_id, tickets)
         if not ticket.conversation_id:
             return None  # a ticket of the queue that no handover opened (e.g. by e-mail)
         event_id = f"rt-txn-{txn_id}"
         if kind == "Status":
-            return CaseClosedEvent(external_id=ticket_id, event_id=event_id,
-                                   reason=str(item.get("NewValue") or "resolved"))
+            return CaseClosedEvent(
+                external_id=ticket_id,
+                event_id=event_id,
+                reason=str(item.get("NewValue") or "resolved"),
+            )
         if creator.lower() in ticket.requestors:
             return None
         try:
@@ -753,15 +866,23 @@ class RtAdapter(Adapter):
         except FarSideError as exc:
             if exc.retryable:
                 raise
-            log.warning("rt: cannot read transaction %s on ticket %s (%s); skipped", txn_id,
-                        ticket_id, exc.status)
+            log.warning(
+                "rt: cannot read transaction %s on ticket %s (%s); skipped",
+                txn_id,
+                ticket_id,
+                exc.status,
+            )
             return None
         if not text:
-            log.info("rt: transaction %s on ticket %s has no content; skipped", txn_id,
-                     ticket_id)
+            log.info("rt: transaction %s on ticket %s has no content; skipped", txn_id, ticket_id)
             return None
-        return AgentMessage(external_id=ticket_id, event_id=event_id, message_id=event_id,
-                            text=text, agent_name=creator)
+        return AgentMessage(
+            external_id=ticket_id,
+            event_id=event_id,
+            message_id=event_id,
+            text=text,
+            agent_name=creator,
+        )
 
     async def poll(self) -> list[CaseEvent]:
         self._pending.clear()
@@ -792,8 +913,13 @@ class RtAdapter(Adapter):
             missing = [txn for txn, event in seen.events if event.event_id not in accepted]
             target = min(missing) - 1 if missing else seen.max_seen
             moved = await self._redis.eval(
-                _COMMIT_CURSOR, 2, self._cursor_key(queue), self._lease_key(queue),
-                seen.lease_token, target)
+                _COMMIT_CURSOR,
+                2,
+                self._cursor_key(queue),
+                self._lease_key(queue),
+                seen.lease_token,
+                target,
+            )
             if moved == -1:
                 log.warning("rt: lost the poll lease of queue %s; cursor not moved", queue)
         self._pending.clear()

@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
-from ccbridge.common.v1 import common_pb2
 from google.protobuf import timestamp_pb2
 
+from ccbridge.common.v1 import common_pb2
 from services._runtime.errors import FarSideError, InvalidArgument, Unauthenticated
 from services.connector.base import (
     Adapter,
@@ -73,8 +73,14 @@ def signed_headers(secret: str, body: bytes, *, now: float | None = None) -> dic
     return {TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: sign(secret, timestamp, body)}
 
 
-def verify_signature(secrets: Sequence[str], headers: Mapping[str, str], body: bytes, *,
-                     now: float, tolerance_s: float = SIGNATURE_TOLERANCE_S) -> None:
+def verify_signature(
+    secrets: Sequence[str],
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    now: float,
+    tolerance_s: float = SIGNATURE_TOLERANCE_S,
+) -> None:
     """Raises :class:`Unauthenticated` unless the timestamp is fresh and one ``v1=``
     signature of the header matches one of ``secrets`` (compared in constant time).
 
@@ -91,9 +97,7 @@ def verify_signature(secrets: Sequence[str], headers: Mapping[str, str], body: b
     if abs(now - timestamp) > tolerance_s:
         raise Unauthenticated("timestamp outside the accepted window")
     # The header may carry several signatures ("v1=a,v1=b") while the CCaaS rotates.
-    candidates = [
-        part.strip()[3:] for part in raw_sig.split(",") if part.strip().startswith("v1=")
-    ]
+    candidates = [part.strip()[3:] for part in raw_sig.split(",") if part.strip().startswith("v1=")]
     signed = f"{timestamp}.".encode() + body
     ok = False
     for secret in secrets:
@@ -216,14 +220,20 @@ def parse_events(body: bytes) -> WebhookBatch:
             if not isinstance(text, str) or not text:
                 raise InvalidArgument(f"{where} message: text is required (a non-empty string)")
             agent_name = _optional_str(message, "agentName", f"{where} message")
-            events.append(AgentMessage(external_id=case_id, event_id=event_id_,
-                                       message_id=message_id, text=text, agent_name=agent_name))
+            events.append(
+                AgentMessage(
+                    external_id=case_id,
+                    event_id=event_id_,
+                    message_id=message_id,
+                    text=text,
+                    agent_name=agent_name,
+                )
+            )
         elif kind == "case.closed":
             event_id_ = _required_id(item, "id", where)
             case_id = _required_id(item, "caseId", where)
             reason = _optional_str(item, "reason", where) or "closed"
-            events.append(CaseClosedEvent(external_id=case_id, event_id=event_id_,
-                                          reason=reason))
+            events.append(CaseClosedEvent(external_id=case_id, event_id=event_id_, reason=reason))
         else:
             ignored += 1  # newer event types of the contract must not break older bridges
     return WebhookBatch(events, ignored)
@@ -283,14 +293,16 @@ class WebhookAdapter(Adapter):
         body, replayed = await self._send("case.open", key, case.conversation_id, payload)
         case_id = body.get("caseId")
         if not isinstance(case_id, str) or not case_id:
-            raise FarSideError("webhook connector: case.open answer has no caseId",
-                               retryable=False)
+            raise FarSideError("webhook connector: case.open answer has no caseId", retryable=False)
         existing = replayed or body.get("existing") is True
         log.info("webhook connector: case %s %s", case_id, "found" if existing else "opened")
         return OpenedCase(external_id=case_id, existing=existing)
 
     async def post_customer_message(
-        self, external_id: str, conversation_id: str, message: common_pb2.Message,
+        self,
+        external_id: str,
+        conversation_id: str,
+        message: common_pb2.Message,
         idempotency_key: str,
     ) -> str:
         key = idempotency_key or message.id
@@ -299,15 +311,17 @@ class WebhookAdapter(Adapter):
         message_id = body.get("messageId")
         return message_id if isinstance(message_id, str) else ""
 
-    async def close_case(self, external_id: str, conversation_id: str, reason: str,
-                         idempotency_key: str) -> bool:
+    async def close_case(
+        self, external_id: str, conversation_id: str, reason: str, idempotency_key: str
+    ) -> bool:
         key = idempotency_key or f"{conversation_id or external_id}:close"
         payload = {"caseId": external_id, "reason": reason}
         body, _ = await self._send("case.close", key, conversation_id, payload)
         return body.get("alreadyClosed") is True
 
-    async def _send(self, event_type: EventType, key: str, conversation_id: str,
-                    fields: Mapping[str, object]) -> tuple[dict[str, Any], bool]:
+    async def _send(
+        self, event_type: EventType, key: str, conversation_id: str, fields: Mapping[str, object]
+    ) -> tuple[dict[str, Any], bool]:
         """POSTs one signed event; returns (JSON object answer or {}, replayed)."""
         now = self._clock()
         doc = {
@@ -325,14 +339,19 @@ class WebhookAdapter(Adapter):
             **signed_headers(self._secrets[0], body, now=now),
         }
         try:
-            async with self._client.stream("POST", self.url, content=body,
-                                           headers=headers) as response:
+            async with self._client.stream(
+                "POST", self.url, content=body, headers=headers
+            ) as response:
                 status = response.status_code
                 if not 200 <= status < 300:
                     retryable = status in (408, 429) or status >= 500
                     retry_after = _parse_retry_after(response.headers.get("retry-after"), now)
-                    log.warning("webhook connector: %s answered HTTP %d (retryable=%s)",
-                                event_type, status, retryable)
+                    log.warning(
+                        "webhook connector: %s answered HTTP %d (retryable=%s)",
+                        event_type,
+                        status,
+                        retryable,
+                    )
                     raise FarSideError(
                         f"webhook connector: CCaaS answered HTTP {status} to {event_type}",
                         retryable=retryable,
@@ -343,15 +362,20 @@ class WebhookAdapter(Adapter):
                 replayed = response.headers.get(REPLAYED_HEADER, "").lower() == "true"
         except httpx.TimeoutException:
             log.warning("webhook connector: %s timed out", event_type)
-            raise FarSideError(f"webhook connector: {event_type} timed out",
-                               retryable=True) from None
+            raise FarSideError(
+                f"webhook connector: {event_type} timed out", retryable=True
+            ) from None
         except httpx.RequestError as exc:
             log.warning("webhook connector: %s failed: %s", event_type, type(exc).__name__)
-            raise FarSideError(f"webhook connector: {event_type} failed ({type(exc).__name__})",
-                               retryable=True) from None
+            raise FarSideError(
+                f"webhook connector: {event_type} failed ({type(exc).__name__})", retryable=True
+            ) from None
         if raw is None:
-            raise FarSideError(f"webhook connector: {event_type} answer larger than "
-                               f"{MAX_RESPONSE_BYTES} bytes", retryable=False, status=status)
+            raise FarSideError(
+                f"webhook connector: {event_type} answer larger than {MAX_RESPONSE_BYTES} bytes",
+                retryable=False,
+                status=status,
+            )
         return _json_object(raw), replayed
 
     # CCaaS → bridge

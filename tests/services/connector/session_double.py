@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import grpc
+
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
 

@@ -13,15 +13,15 @@ from typing import Any
 
 import grpc
 import pytest
-from ccbridge.common.v1 import common_pb2
-from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
-from ccbridge.session.v1 import session_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ccbridge.common.v1 import common_pb2
+from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
+from ccbridge.session.v1 import session_pb2
 from services._runtime.errors import RETRY_AFTER_METADATA
 from services._runtime.settings import SettingsError
 from services.connector.__main__ import ConnectorServer, start
@@ -53,39 +53,56 @@ async def session_double() -> AsyncIterator[tuple[SessionDouble, int]]:
 
 
 @pytest.fixture
-async def mesh(redis_url: str, redis_client: Any,
-               session_double: tuple[SessionDouble, int]) -> AsyncIterator[Mesh]:
+async def mesh(
+    redis_url: str, redis_client: Any, session_double: tuple[SessionDouble, int]
+) -> AsyncIterator[Mesh]:
     double, session_port = session_double
     state = CcaasState()
     app = create_app(state, secret=SECRET, bridge_webhook_url=None)
     async with serve_app(app) as url:
-        settings = ConnectorSettings.from_env({
-            "REDIS_URL": redis_url,
-            "CCBRIDGE_CONNECTOR_PORT": "0",
-            "SESSION_ADDR": f"127.0.0.1:{session_port}",
-            "CCBRIDGE_WEBHOOK_CONNECTOR_URL": f"{url}/webhook",
-            "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": f"{SECRET},{OLD_SECRET}",
-            "CCBRIDGE_WEBHOOK_CONNECTOR_TIMEOUT_S": "3",
-        })
+        settings = ConnectorSettings.from_env(
+            {
+                "REDIS_URL": redis_url,
+                "CCBRIDGE_CONNECTOR_PORT": "0",
+                "SESSION_ADDR": f"127.0.0.1:{session_port}",
+                "CCBRIDGE_WEBHOOK_CONNECTOR_URL": f"{url}/webhook",
+                "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": f"{SECRET},{OLD_SECRET}",
+                "CCBRIDGE_WEBHOOK_CONNECTOR_TIMEOUT_S": "3",
+            }
+        )
         connector = await start(settings)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{connector.port}") as channel:
-                yield Mesh(state, url, double, connector,
-                           connector_pb2_grpc.ConnectorServiceStub(channel), channel)
+                yield Mesh(
+                    state,
+                    url,
+                    double,
+                    connector,
+                    connector_pb2_grpc.ConnectorServiceStub(channel),
+                    channel,
+                )
         finally:
             await connector.stop()
 
 
 def transcript() -> list[common_pb2.Message]:
     first = common_pb2.Message(
-        id="ib-1", conversation_id="conv-1", direction=common_pb2.DIRECTION_INBOUND,
-        channel="WHATSAPP", author_type="CUSTOMER", content_type="TEXT",
+        id="ib-1",
+        conversation_id="conv-1",
+        direction=common_pb2.DIRECTION_INBOUND,
+        channel="WHATSAPP",
+        author_type="CUSTOMER",
+        content_type="TEXT",
         content_json='{"text":"I need help"}',
     )
     first.created_at.FromSeconds(1_735_725_600)
     second = common_pb2.Message(
-        id="ib-2", conversation_id="conv-1", direction=common_pb2.DIRECTION_OUTBOUND,
-        channel="WHATSAPP", author_type="BOT", content_type="IMAGE",
+        id="ib-2",
+        conversation_id="conv-1",
+        direction=common_pb2.DIRECTION_OUTBOUND,
+        channel="WHATSAPP",
+        author_type="BOT",
+        content_type="IMAGE",
         content_json='{"url":"https://example.com/a.png"}',
     )
     return [first, second]
@@ -96,10 +113,15 @@ def open_request(conversation: str = "conv-1") -> connector_pb2.OpenCaseRequest:
         connector="webhook",
         idempotency_key=conversation,
         case=connector_pb2.CaseInfo(
-            conversation_id=conversation, channel="WHATSAPP", end_user="447700900001",
-            routing=common_pb2.RoutingDecision(connector="webhook", queue="vip", priority=5,
-                                               skills=["german"], rule="vip-whatsapp"),
-            tags=["vip"], metadata={"tier": "gold"}, transcript=transcript(),
+            conversation_id=conversation,
+            channel="WHATSAPP",
+            end_user="447700900001",
+            routing=common_pb2.RoutingDecision(
+                connector="webhook", queue="vip", priority=5, skills=["german"], rule="vip-whatsapp"
+            ),
+            tags=["vip"],
+            metadata={"tier": "gold"},
+            transcript=transcript(),
             transcript_truncated=True,
         ),
     )
@@ -107,25 +129,35 @@ def open_request(conversation: str = "conv-1") -> connector_pb2.OpenCaseRequest:
 
 def customer_message(mid: str, text: str) -> connector_pb2.PostCustomerMessageRequest:
     return connector_pb2.PostCustomerMessageRequest(
-        connector="webhook", external_id="CASE-00001", conversation_id="conv-1",
+        connector="webhook",
+        external_id="CASE-00001",
+        conversation_id="conv-1",
         idempotency_key=mid,
-        message=common_pb2.Message(id=mid, conversation_id="conv-1",
-                                   direction=common_pb2.DIRECTION_INBOUND,
-                                   author_type="CUSTOMER", content_type="TEXT",
-                                   content_json=json.dumps({"text": text})),
+        message=common_pb2.Message(
+            id=mid,
+            conversation_id="conv-1",
+            direction=common_pb2.DIRECTION_INBOUND,
+            author_type="CUSTOMER",
+            content_type="TEXT",
+            content_json=json.dumps({"text": text}),
+        ),
     )
 
 
-def signed_webhook(doc: object, *, secret: str = SECRET, ts: int | None = None,
-                   body: bytes | None = None) -> connector_pb2.HandleWebhookRequest:
+def signed_webhook(
+    doc: object, *, secret: str = SECRET, ts: int | None = None, body: bytes | None = None
+) -> connector_pb2.HandleWebhookRequest:
     raw = json.dumps(doc).encode() if body is None else body
     stamp = int(time.time()) if ts is None else ts
     mac = hmac.new(secret.encode(), f"{stamp}.".encode() + raw, hashlib.sha256).hexdigest()
     return connector_pb2.HandleWebhookRequest(
-        connector="webhook", body=raw,
-        headers=[connector_pb2.Header(name="content-type", value="application/json"),
-                 connector_pb2.Header(name="x-ccbridge-timestamp", value=str(stamp)),
-                 connector_pb2.Header(name="x-ccbridge-signature", value=f"v1={mac}")],
+        connector="webhook",
+        body=raw,
+        headers=[
+            connector_pb2.Header(name="content-type", value="application/json"),
+            connector_pb2.Header(name="x-ccbridge-timestamp", value=str(stamp)),
+            connector_pb2.Header(name="x-ccbridge-signature", value=f"v1={mac}"),
+        ],
     )
 
 
@@ -146,21 +178,39 @@ async def test_open_case_is_idempotent_and_carries_the_contract(mesh: Mesh) -> N
     assert len(mesh.ccaas.cases()) == 1
 
     case = mesh.ccaas.case("CASE-00001")
-    assert case["routing"] == {"queue": "vip", "priority": 5, "skills": ["german"],
-                               "rule": "vip-whatsapp"}
-    assert (case["channel"], case["endUser"], case["tags"], case["metadata"]) == \
-        ("WHATSAPP", "447700900001", ["vip"], {"tier": "gold"})
+    assert case["routing"] == {
+        "queue": "vip",
+        "priority": 5,
+        "skills": ["german"],
+        "rule": "vip-whatsapp",
+    }
+    assert (case["channel"], case["endUser"], case["tags"], case["metadata"]) == (
+        "WHATSAPP",
+        "447700900001",
+        ["vip"],
+        {"tier": "gold"},
+    )
     assert case["transcriptTruncated"] is True
     assert case["transcript"] == [
-        {"id": "ib-1", "direction": "INBOUND", "authorType": "CUSTOMER",
-         "createdAt": "2025-01-01T10:00:00.000Z", "contentType": "TEXT",
-         "content": {"text": "I need help"}},
-        {"id": "ib-2", "direction": "OUTBOUND", "authorType": "BOT", "createdAt": None,
-         "contentType": "IMAGE", "content": {"url": "https://example.com/a.png"}},
+        {
+            "id": "ib-1",
+            "direction": "INBOUND",
+            "authorType": "CUSTOMER",
+            "createdAt": "2025-01-01T10:00:00.000Z",
+            "contentType": "TEXT",
+            "content": {"text": "I need help"},
+        },
+        {
+            "id": "ib-2",
+            "direction": "OUTBOUND",
+            "authorType": "BOT",
+            "createdAt": None,
+            "contentType": "IMAGE",
+            "content": {"url": "https://example.com/a.png"},
+        },
     ]
     deliveries = mesh.ccaas.deliveries()
-    assert [(d["type"], d["idempotencyKey"], d["eventId"], d["outcome"])
-            for d in deliveries] == [
+    assert [(d["type"], d["idempotencyKey"], d["eventId"], d["outcome"]) for d in deliveries] == [
         ("case.open", "conv-1", event_id("case.open", "conv-1"), "ok"),
         ("case.open", "conv-1", event_id("case.open", "conv-1"), "replayed"),
     ]
@@ -173,17 +223,20 @@ async def test_customer_messages_are_idempotent_and_ordered(mesh: Mesh) -> None:
     again = await mesh.stub.PostCustomerMessage(customer_message("ib-3", "one"), timeout=10)
     assert first.external_message_id and first.external_message_id == again.external_message_id
     messages = mesh.ccaas.case("CASE-00001")["messages"]
-    assert [(m["id"], m["content"]["text"]) for m in messages] == [("ib-3", "one"),
-                                                                    ("ib-4", "two")]
+    assert [(m["id"], m["content"]["text"]) for m in messages] == [("ib-3", "one"), ("ib-4", "two")]
     keys = [d["idempotencyKey"] for d in mesh.ccaas.deliveries() if d["type"] == "case.message"]
     assert keys == ["ib-3", "ib-4", "ib-3"]
 
 
 async def test_close_case(mesh: Mesh) -> None:
     await mesh.stub.OpenCase(open_request(), timeout=10)
-    request = connector_pb2.CloseCaseRequest(connector="webhook", external_id="CASE-00001",
-                                             conversation_id="conv-1", reason="infobip_closed",
-                                             idempotency_key="conv-1:close")
+    request = connector_pb2.CloseCaseRequest(
+        connector="webhook",
+        external_id="CASE-00001",
+        conversation_id="conv-1",
+        reason="infobip_closed",
+        idempotency_key="conv-1:close",
+    )
     first = await mesh.stub.CloseCase(request, timeout=10)
     retried = await mesh.stub.CloseCase(request, timeout=10)
     assert first.already_closed is False
@@ -217,38 +270,47 @@ async def test_far_side_client_errors_are_failed_precondition(mesh: Mesh) -> Non
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert RETRY_AFTER_METADATA not in dict(error.trailing_metadata() or ())
     # A message for a case the CCaaS does not know: 404 → FAILED_PRECONDITION.
-    error = await rpc_error(mesh.stub.PostCustomerMessage(customer_message("ib-9", "x"),
-                                                          timeout=10))
+    error = await rpc_error(
+        mesh.stub.PostCustomerMessage(customer_message("ib-9", "x"), timeout=10)
+    )
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 async def test_bad_requests_are_invalid_argument(mesh: Mesh) -> None:
     unknown = open_request()
     unknown.connector = "zendesk"
-    assert (await rpc_error(mesh.stub.OpenCase(unknown, timeout=5))).code() == \
-        grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        await rpc_error(mesh.stub.OpenCase(unknown, timeout=5))
+    ).code() == grpc.StatusCode.INVALID_ARGUMENT
     no_case = connector_pb2.OpenCaseRequest(connector="webhook")
-    assert (await rpc_error(mesh.stub.OpenCase(no_case, timeout=5))).code() == \
-        grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        await rpc_error(mesh.stub.OpenCase(no_case, timeout=5))
+    ).code() == grpc.StatusCode.INVALID_ARGUMENT
     no_key = customer_message("", "x")
-    assert (await rpc_error(mesh.stub.PostCustomerMessage(no_key, timeout=5))).code() == \
-        grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        await rpc_error(mesh.stub.PostCustomerMessage(no_key, timeout=5))
+    ).code() == grpc.StatusCode.INVALID_ARGUMENT
     bad_content = customer_message("ib-1", "x")
     bad_content.message.content_json = "not json"
-    assert (await rpc_error(mesh.stub.PostCustomerMessage(bad_content, timeout=5))).code() == \
-        grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        await rpc_error(mesh.stub.PostCustomerMessage(bad_content, timeout=5))
+    ).code() == grpc.StatusCode.INVALID_ARGUMENT
     webhook = signed_webhook([])
     webhook.connector = "nope"  # from the URL path: not found
-    assert (await rpc_error(mesh.stub.HandleWebhook(webhook, timeout=5))).code() == \
-        grpc.StatusCode.NOT_FOUND
+    assert (
+        await rpc_error(mesh.stub.HandleWebhook(webhook, timeout=5))
+    ).code() == grpc.StatusCode.NOT_FOUND
 
 
 # --- HandleWebhook -----------------------------------------------------------------------
 
-AGENT_MESSAGE = {"type": "agent.message", "id": "evt-1", "caseId": "CASE-00001",
-                 "message": {"id": "agent-msg-1", "text": "Hi, Anna here", "agentName": "Anna"}}
-CASE_CLOSED = {"type": "case.closed", "id": "evt-2", "caseId": "CASE-00001",
-               "reason": "resolved"}
+AGENT_MESSAGE = {
+    "type": "agent.message",
+    "id": "evt-1",
+    "caseId": "CASE-00001",
+    "message": {"id": "agent-msg-1", "text": "Hi, Anna here", "agentName": "Anna"},
+}
+CASE_CLOSED = {"type": "case.closed", "id": "evt-2", "caseId": "CASE-00001", "reason": "resolved"}
 
 
 async def test_webhook_events_reach_session(mesh: Mesh) -> None:
@@ -258,20 +320,31 @@ async def test_webhook_events_reach_session(mesh: Mesh) -> None:
     assert len(mesh.session.requests) == 1
     events = list(mesh.session.requests[0].events)
     expected_message = common_pb2.Message(
-        id="agent-msg-1", direction=common_pb2.DIRECTION_OUTBOUND, author_type="AGENT",
-        content_type="TEXT", content_json=json.dumps({"text": "Hi, Anna here"},
-                                                     separators=(",", ":")),
+        id="agent-msg-1",
+        direction=common_pb2.DIRECTION_OUTBOUND,
+        author_type="AGENT",
+        content_type="TEXT",
+        content_json=json.dumps({"text": "Hi, Anna here"}, separators=(",", ":")),
         author_name="Anna",
     )
     assert events == [
-        session_pb2.CaseEvent(connector="webhook", external_id="CASE-00001", event_id="evt-1",
-                              agent_message=expected_message),
-        session_pb2.CaseEvent(connector="webhook", external_id="CASE-00001", event_id="evt-2",
-                              case_closed=session_pb2.CaseClosed(reason="resolved")),
+        session_pb2.CaseEvent(
+            connector="webhook",
+            external_id="CASE-00001",
+            event_id="evt-1",
+            agent_message=expected_message,
+        ),
+        session_pb2.CaseEvent(
+            connector="webhook",
+            external_id="CASE-00001",
+            event_id="evt-2",
+            case_closed=session_pb2.CaseClosed(reason="resolved"),
+        ),
     ]
     # A redelivery is reported again; Session's answer says it was a duplicate.
-    again = await mesh.stub.HandleWebhook(signed_webhook(AGENT_MESSAGE, secret=OLD_SECRET),
-                                          timeout=10)
+    again = await mesh.stub.HandleWebhook(
+        signed_webhook(AGENT_MESSAGE, secret=OLD_SECRET), timeout=10
+    )
     assert (again.accepted, again.duplicates, again.ignored) == (0, 1, 0)
 
 
@@ -342,12 +415,18 @@ async def test_agent_reply_from_simulator_end_to_end(mesh: Mesh) -> None:
     # it forwards headers and raw body to HandleWebhook, as that route does.
     async def forward(request: Request) -> Response:
         call = connector_pb2.HandleWebhookRequest(
-            connector=request.path_params["connector"], body=await request.body(),
+            connector=request.path_params["connector"],
+            body=await request.body(),
             headers=[connector_pb2.Header(name=k, value=v) for k, v in request.headers.items()],
         )
         result = await mesh.stub.HandleWebhook(call, timeout=10)
-        return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates,
-                             "ignored": result.ignored})
+        return JSONResponse(
+            {
+                "accepted": result.accepted,
+                "duplicates": result.duplicates,
+                "ignored": result.ignored,
+            }
+        )
 
     gateway = Starlette(routes=[Route("/webhooks/ccaas/{connector}", forward, methods=["POST"])])
     await mesh.stub.OpenCase(open_request(), timeout=10)
@@ -355,13 +434,18 @@ async def test_agent_reply_from_simulator_end_to_end(mesh: Mesh) -> None:
         import httpx
 
         async with httpx.AsyncClient(base_url=mesh.ccaas_url, timeout=10) as client:
-            await client.post("/_sim/config",
-                              json={"bridgeWebhookUrl": f"{url}/webhooks/ccaas/webhook"})
-            reply = (await client.post("/_sim/cases/CASE-00001/reply",
-                                       json={"text": "How can I help?",
-                                             "agentName": "Bo"})).json()
-            closed = (await client.post("/_sim/cases/CASE-00001/close",
-                                        json={"reason": "resolved"})).json()
+            await client.post(
+                "/_sim/config", json={"bridgeWebhookUrl": f"{url}/webhooks/ccaas/webhook"}
+            )
+            reply = (
+                await client.post(
+                    "/_sim/cases/CASE-00001/reply",
+                    json={"text": "How can I help?", "agentName": "Bo"},
+                )
+            ).json()
+            closed = (
+                await client.post("/_sim/cases/CASE-00001/close", json={"reason": "resolved"})
+            ).json()
     assert reply["bridgeStatus"] == 200 and reply["bridgeAnswer"]["accepted"] == 1
     assert closed["bridgeStatus"] == 200 and closed["bridgeAnswer"]["accepted"] == 1
     events = [e for r in mesh.session.requests for e in r.events]
@@ -384,15 +468,24 @@ async def test_list_connectors_and_health(mesh: Mesh) -> None:
 
 def test_settings_report_every_problem() -> None:
     with pytest.raises(SettingsError) as info:
-        ConnectorSettings.from_env({"CCBRIDGE_CONNECTORS": "webhook,zendesk",
-                                    "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "ftp://x",
-                                    "CCBRIDGE_POLL_INTERVAL_S": "often"})
+        ConnectorSettings.from_env(
+            {
+                "CCBRIDGE_CONNECTORS": "webhook,zendesk",
+                "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "ftp://x",
+                "CCBRIDGE_POLL_INTERVAL_S": "often",
+            }
+        )
     text = str(info.value)
-    for fragment in ("unknown connector 'zendesk'", "CCBRIDGE_WEBHOOK_CONNECTOR_URL",
-                     "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET", "CCBRIDGE_POLL_INTERVAL_S"):
+    for fragment in (
+        "unknown connector 'zendesk'",
+        "CCBRIDGE_WEBHOOK_CONNECTOR_URL",
+        "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET",
+        "CCBRIDGE_POLL_INTERVAL_S",
+    ):
         assert fragment in text
-    settings = ConnectorSettings.from_env({"CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://x/h",
-                                           "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "a,b"})
+    settings = ConnectorSettings.from_env(
+        {"CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://x/h", "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "a,b"}
+    )
     assert settings.connectors == ("webhook",)
     assert settings.webhook is not None and len(settings.webhook.secrets) == 2
     assert "a" not in repr(settings.webhook.secrets) and "env=" not in repr(settings)

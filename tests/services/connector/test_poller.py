@@ -43,7 +43,7 @@ class PollingCcaas(Adapter):
         if self.fail_next_poll:
             self.fail_next_poll = False
             raise FarSideError("ccaas down", retryable=True)
-        return self.events[self.cursor:self.cursor + 2]
+        return self.events[self.cursor : self.cursor + 2]
 
     async def commit_poll(self, events: Sequence[CaseEvent]) -> None:
         self.cursor += len(events)
@@ -59,8 +59,9 @@ class PollingCcaas(Adapter):
 
 
 EVENTS: list[CaseEvent] = [
-    AgentMessage(external_id="T-1", event_id="tx-1", message_id="tx-1", text="hello",
-                 agent_name="Rita"),
+    AgentMessage(
+        external_id="T-1", event_id="tx-1", message_id="tx-1", text="hello", agent_name="Rita"
+    ),
     AgentMessage(external_id="T-1", event_id="tx-2", message_id="tx-2", text="any news?"),
     CaseClosedEvent(external_id="T-1", event_id="tx-3", reason="resolved"),
 ]
@@ -78,12 +79,14 @@ async def session() -> AsyncIterator[tuple[SessionDouble, SessionReporter]]:
 
 
 async def test_events_reported_then_committed(
-    session: tuple[SessionDouble, SessionReporter], redis_client: aioredis.Redis,
+    session: tuple[SessionDouble, SessionReporter],
+    redis_client: aioredis.Redis,
 ) -> None:
     double, reporter = session
     adapter = PollingCcaas(list(EVENTS))
-    poller = Poller("polling", adapter, reporter, PollLease(redis_client, "polling", "a", 30),
-                    interval_s=0.01)
+    poller = Poller(
+        "polling", adapter, reporter, PollLease(redis_client, "polling", "a", 30), interval_s=0.01
+    )
     assert await poller.poll_once() == 2
     assert adapter.cursor == 2
     assert await poller.poll_once() == 1
@@ -91,14 +94,17 @@ async def test_events_reported_then_committed(
     assert adapter.cursor == 3
     reported = [e for r in double.requests for e in r.events]
     assert [(e.event_id, e.WhichOneof("kind")) for e in reported] == [
-        ("tx-1", "agent_message"), ("tx-2", "agent_message"), ("tx-3", "case_closed")
+        ("tx-1", "agent_message"),
+        ("tx-2", "agent_message"),
+        ("tx-3", "case_closed"),
     ]
     assert reported[0].connector == "polling"
     assert reported[0].agent_message.author_name == "Rita"
 
 
 async def test_failures_commit_nothing(
-    session: tuple[SessionDouble, SessionReporter], redis_client: aioredis.Redis,
+    session: tuple[SessionDouble, SessionReporter],
+    redis_client: aioredis.Redis,
 ) -> None:
     double, reporter = session
     adapter = PollingCcaas(list(EVENTS))
@@ -116,7 +122,8 @@ async def test_failures_commit_nothing(
 
 
 async def test_background_poller_recovers_and_stops(
-    session: tuple[SessionDouble, SessionReporter], redis_client: aioredis.Redis,
+    session: tuple[SessionDouble, SessionReporter],
+    redis_client: aioredis.Redis,
 ) -> None:
     double, reporter = session
     adapter = PollingCcaas(list(EVENTS))
@@ -137,14 +144,25 @@ async def test_background_poller_recovers_and_stops(
 
 
 async def test_one_replica_polls_at_a_time(
-    session: tuple[SessionDouble, SessionReporter], redis_client: aioredis.Redis,
+    session: tuple[SessionDouble, SessionReporter],
+    redis_client: aioredis.Redis,
 ) -> None:
     _, reporter = session
-    first = Poller("polling", PollingCcaas(list(EVENTS)), reporter,
-                   PollLease(redis_client, "polling", "replica-a", 30), interval_s=0.01)
+    first = Poller(
+        "polling",
+        PollingCcaas(list(EVENTS)),
+        reporter,
+        PollLease(redis_client, "polling", "replica-a", 30),
+        interval_s=0.01,
+    )
     second_adapter = PollingCcaas(list(EVENTS))
-    second = Poller("polling", second_adapter, reporter,
-                    PollLease(redis_client, "polling", "replica-b", 30), interval_s=0.01)
+    second = Poller(
+        "polling",
+        second_adapter,
+        reporter,
+        PollLease(redis_client, "polling", "replica-b", 30),
+        interval_s=0.01,
+    )
     assert await first.poll_once() == 2
     assert await second.poll_once() is None
     assert second_adapter.cursor == 0
@@ -154,22 +172,26 @@ async def test_one_replica_polls_at_a_time(
 
 
 async def test_service_runs_pollers_for_poll_adapters(
-    session: tuple[SessionDouble, SessionReporter], redis_url: str,
+    session: tuple[SessionDouble, SessionReporter],
+    redis_url: str,
     redis_client: aioredis.Redis,
 ) -> None:
     from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
-
     from services.connector.__main__ import start
     from services.connector.settings import ConnectorSettings
 
     double, _ = session
     adapter = PollingCcaas(list(EVENTS))
-    settings = ConnectorSettings.from_env({
-        "REDIS_URL": redis_url, "CCBRIDGE_CONNECTOR_PORT": "0",
-        "SESSION_ADDR": f"127.0.0.1:{double.port}", "CCBRIDGE_POLL_INTERVAL_S": "0.01",
-        "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://127.0.0.1:9/unused",
-        "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "unused-secret",
-    })
+    settings = ConnectorSettings.from_env(
+        {
+            "REDIS_URL": redis_url,
+            "CCBRIDGE_CONNECTOR_PORT": "0",
+            "SESSION_ADDR": f"127.0.0.1:{double.port}",
+            "CCBRIDGE_POLL_INTERVAL_S": "0.01",
+            "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://127.0.0.1:9/unused",
+            "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "unused-secret",
+        }
+    )
     server = await start(settings, adapters={"polling": adapter})
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from ccbridge.common.v1 import common_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from ccbridge.common.v1 import common_pb2
 from services._runtime.errors import FarSideError
 from services._runtime.settings import SettingsError
 from services.connector.adapters.rt import (
@@ -34,46 +34,78 @@ from tests.support.rt import RtPeer
 pytestmark = pytest.mark.rt
 
 
-def _msg(conversation_id: str, text: str, *, inbound: bool = True, author: str = "",
-         seconds: int = 1_700_000_000, msg_id: str | None = None,
-         content_type: str = "TEXT", content: dict[str, Any] | None = None
-         ) -> common_pb2.Message:
+def _msg(
+    conversation_id: str,
+    text: str,
+    *,
+    inbound: bool = True,
+    author: str = "",
+    seconds: int = 1_700_000_000,
+    msg_id: str | None = None,
+    content_type: str = "TEXT",
+    content: dict[str, Any] | None = None,
+) -> common_pb2.Message:
     return common_pb2.Message(
-        id=msg_id or uuid.uuid4().hex, conversation_id=conversation_id,
+        id=msg_id or uuid.uuid4().hex,
+        conversation_id=conversation_id,
         direction=common_pb2.DIRECTION_INBOUND if inbound else common_pb2.DIRECTION_OUTBOUND,
-        channel="WHATSAPP", author_type=author or ("CUSTOMER" if inbound else "BOT"),
-        content_type=content_type, content_json=json.dumps(content or {"text": text}),
+        channel="WHATSAPP",
+        author_type=author or ("CUSTOMER" if inbound else "BOT"),
+        content_type=content_type,
+        content_json=json.dumps(content or {"text": text}),
         created_at=Timestamp(seconds=seconds),
     )
 
 
 def _case(conversation_id: str, queue: str = "") -> CaseToOpen:
     return CaseToOpen(
-        conversation_id=conversation_id, channel="WHATSAPP", end_user="4915112345678",
-        queue=queue, priority=0, skills=("billing",), rule="vip", tags=("vip",),
+        conversation_id=conversation_id,
+        channel="WHATSAPP",
+        end_user="4915112345678",
+        queue=queue,
+        priority=0,
+        skills=("billing",),
+        rule="vip",
+        tags=("vip",),
         metadata={"language": "de"},
         transcript=[
             _msg(conversation_id, "Where is my order 1234?", seconds=1_700_000_000),
-            _msg(conversation_id, "I could not find a delivery date.", inbound=False,
-                 seconds=1_700_000_005),
-            _msg(conversation_id, "", content_type="IMAGE", seconds=1_700_000_010,
-                 content={"url": "https://example.invalid/p.jpg", "caption": "parcel"}),
+            _msg(
+                conversation_id,
+                "I could not find a delivery date.",
+                inbound=False,
+                seconds=1_700_000_005,
+            ),
+            _msg(
+                conversation_id,
+                "",
+                content_type="IMAGE",
+                seconds=1_700_000_010,
+                content={"url": "https://example.invalid/p.jpg", "caption": "parcel"},
+            ),
             _msg(conversation_id, "I want a human.", seconds=1_700_000_020),
         ],
-        transcript_truncated=False, idempotency_key=f"open-{conversation_id}",
+        transcript_truncated=False,
+        idempotency_key=f"open-{conversation_id}",
     )
 
 
 def _settings(peer: RtPeer, **overrides: str) -> RtSettings:
-    env = {"CCBRIDGE_RT_URL": peer.url, "CCBRIDGE_RT_TOKEN": peer.bridge_token,
-           "CCBRIDGE_RT_USER": peer.bridge_user, "CCBRIDGE_RT_TIMEOUT_S": "10"}
+    env = {
+        "CCBRIDGE_RT_URL": peer.url,
+        "CCBRIDGE_RT_TOKEN": peer.bridge_token,
+        "CCBRIDGE_RT_USER": peer.bridge_user,
+        "CCBRIDGE_RT_TIMEOUT_S": "10",
+    }
     env.update(overrides)
     return RtSettings.from_env(env)
 
 
 @pytest.fixture
-async def make_adapter(rt_peer: RtPeer, redis_client: aioredis.Redis,
-                       ) -> AsyncIterator[Callable[..., RtAdapter]]:
+async def make_adapter(
+    rt_peer: RtPeer,
+    redis_client: aioredis.Redis,
+) -> AsyncIterator[Callable[..., RtAdapter]]:
     made: list[RtAdapter] = []
 
     def make(**overrides: str) -> RtAdapter:
@@ -91,7 +123,8 @@ async def make_adapter(rt_peer: RtPeer, redis_client: aioredis.Redis,
 @pytest.fixture
 async def agent(rt_peer: RtPeer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
-        base_url=rt_peer.rest2, timeout=10,
+        base_url=rt_peer.rest2,
+        timeout=10,
         headers={"Authorization": f"token {rt_peer.agent_token}"},
     ) as client:
         yield client
@@ -100,15 +133,17 @@ async def agent(rt_peer: RtPeer) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def bridge_http(rt_peer: RtPeer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
-        base_url=rt_peer.rest2, timeout=10,
+        base_url=rt_peer.rest2,
+        timeout=10,
         headers={"Authorization": f"token {rt_peer.bridge_token}"},
     ) as client:
         yield client
 
 
 async def _history(client: httpx.AsyncClient, ticket: str) -> list[dict[str, Any]]:
-    response = await client.get(f"/ticket/{ticket}/history",
-                                params={"fields": "Type,Creator,Data", "per_page": 100})
+    response = await client.get(
+        f"/ticket/{ticket}/history", params={"fields": "Type,Creator,Data", "per_page": 100}
+    )
     response.raise_for_status()
     return list(response.json()["items"])
 
@@ -116,16 +151,18 @@ async def _history(client: httpx.AsyncClient, ticket: str) -> list[dict[str, Any
 async def _bodies(client: httpx.AsyncClient, txn_ids: list[str]) -> list[str]:
     bodies = []
     for txn in txn_ids:
-        response = await client.get(f"/transaction/{txn}/attachments",
-                                    params={"fields": "ContentType,Content"})
+        response = await client.get(
+            f"/transaction/{txn}/attachments", params={"fields": "ContentType,Content"}
+        )
         response.raise_for_status()
         bodies.append(response.json()["items"][0]["Content"])
     return bodies
 
 
 async def _reply(agent: httpx.AsyncClient, ticket: str, html: str) -> str:
-    response = await agent.post(f"/ticket/{ticket}/correspond",
-                                json={"Content": html, "ContentType": "text/html"})
+    response = await agent.post(
+        f"/ticket/{ticket}/correspond", json={"Content": html, "ContentType": "text/html"}
+    )
     assert response.status_code == 201, response.text
     return response.headers["location"].rsplit("/", 1)[1]
 
@@ -145,25 +182,37 @@ async def _poll_all(adapter: RtAdapter) -> list[CaseEvent]:
 
 def test_settings_report_every_bad_key() -> None:
     with pytest.raises(SettingsError) as caught:
-        RtSettings.from_env({"CCBRIDGE_RT_URL": "ftp:/x", "CCBRIDGE_RT_POLL_PAGE": "500",
-                             "CCBRIDGE_RT_TIMEOUT_S": "soon"})
+        RtSettings.from_env(
+            {
+                "CCBRIDGE_RT_URL": "ftp:/x",
+                "CCBRIDGE_RT_POLL_PAGE": "500",
+                "CCBRIDGE_RT_TIMEOUT_S": "soon",
+            }
+        )
     text = str(caught.value)
-    for key in ("CCBRIDGE_RT_URL", "CCBRIDGE_RT_TOKEN", "CCBRIDGE_RT_POLL_PAGE",
-                "CCBRIDGE_RT_TIMEOUT_S"):
+    for key in (
+        "CCBRIDGE_RT_URL",
+        "CCBRIDGE_RT_TOKEN",
+        "CCBRIDGE_RT_POLL_PAGE",
+        "CCBRIDGE_RT_TIMEOUT_S",
+    ):
         assert key in text
-    settings = RtSettings.from_env({"CCBRIDGE_RT_URL": "http://rt.example/rt/",
-                                    "CCBRIDGE_RT_TOKEN": "1-2-abc"})
+    settings = RtSettings.from_env(
+        {"CCBRIDGE_RT_URL": "http://rt.example/rt/", "CCBRIDGE_RT_TOKEN": "1-2-abc"}
+    )
     assert settings.url == "http://rt.example/rt"
     assert settings.queue == "Chat Handover"
     assert "1-2-abc" not in repr(settings)
 
 
 def test_helpers() -> None:
-    assert html_to_text("<p>Hi, I am <b>Alice</b> &amp; co.<br>Line&nbsp;2</p>"
-                        "<ul><li>a</li><li>b</li></ul><style>p{}</style>") == (
-        "Hi, I am Alice & co.\nLine 2\n\n- a\n- b")
+    assert html_to_text(
+        "<p>Hi, I am <b>Alice</b> &amp; co.<br>Line&nbsp;2</p>"
+        "<ul><li>a</li><li>b</li></ul><style>p{}</style>"
+    ) == ("Hi, I am Alice & co.\nLine 2\n\n- a\n- b")
     assert requestor_address("WHATSAPP", "+49 151 2345", "c1", "x.invalid") == (
-        "whatsapp-49-151-2345@x.invalid")
+        "whatsapp-49-151-2345@x.invalid"
+    )
     assert message_marker("abc-123") == "(ccb:abc-123)"
     assert message_marker("it's 50%_off").startswith("(ccb:sha256-")
 
@@ -172,7 +221,8 @@ def test_helpers() -> None:
 
 
 async def test_open_case_is_idempotent_and_carries_the_transcript(
-        make_adapter: Callable[..., RtAdapter], bridge_http: httpx.AsyncClient) -> None:
+    make_adapter: Callable[..., RtAdapter], bridge_http: httpx.AsyncClient
+) -> None:
     adapter = make_adapter()
     conversation = f"c-{uuid.uuid4().hex}"
     first = await adapter.open_case(_case(conversation))
@@ -195,23 +245,30 @@ async def test_open_case_is_idempotent_and_carries_the_transcript(
 
 
 async def test_customer_messages_in_order_each_once(
-        make_adapter: Callable[..., RtAdapter], bridge_http: httpx.AsyncClient,
-        redis_client: aioredis.Redis) -> None:
+    make_adapter: Callable[..., RtAdapter],
+    bridge_http: httpx.AsyncClient,
+    redis_client: aioredis.Redis,
+) -> None:
     adapter = make_adapter()
     conversation = f"c-{uuid.uuid4().hex}"
     ticket = (await adapter.open_case(_case(conversation))).external_id
     texts = ["first", "second - Grüße 👋", "third"]
     messages = [_msg(conversation, text) for text in texts]
-    ids = [await adapter.post_customer_message(ticket, conversation, m, m.id)
-           for m in messages]
+    ids = [await adapter.post_customer_message(ticket, conversation, m, m.id) for m in messages]
     # A plain retry of the second message: answered from Redis.
-    assert await adapter.post_customer_message(ticket, conversation, messages[1],
-                                               messages[1].id) == ids[1]
+    assert (
+        await adapter.post_customer_message(ticket, conversation, messages[1], messages[1].id)
+        == ids[1]
+    )
     # A crash between RT's answer and the Redis write leaves the key "pending": the next
     # attempt (another replica) finds the transaction in RT instead of posting again.
     await redis_client.set(f"ccb:rt:msg:{{{conversation}}}:{messages[2].id}", "pending")
-    assert await make_adapter().post_customer_message(
-        ticket, conversation, messages[2], messages[2].id) == ids[2]
+    assert (
+        await make_adapter().post_customer_message(
+            ticket, conversation, messages[2], messages[2].id
+        )
+        == ids[2]
+    )
 
     history = await _history(bridge_http, ticket)
     posted = [t["id"] for t in history if t["Type"] == "Correspond"]
@@ -239,8 +296,11 @@ class _LoseAnswers(httpx.AsyncBaseTransport):
 
 
 async def test_lost_answer_is_not_posted_twice(
-        rt_peer: RtPeer, redis_client: aioredis.Redis,
-        make_adapter: Callable[..., RtAdapter], bridge_http: httpx.AsyncClient) -> None:
+    rt_peer: RtPeer,
+    redis_client: aioredis.Redis,
+    make_adapter: Callable[..., RtAdapter],
+    bridge_http: httpx.AsyncClient,
+) -> None:
     conversation = f"c-{uuid.uuid4().hex}"
     ticket = (await make_adapter().open_case(_case(conversation))).external_id
     message = _msg(conversation, "did this arrive?")
@@ -263,8 +323,11 @@ async def test_lost_answer_is_not_posted_twice(
 
 
 async def test_lost_create_answer_is_not_a_second_ticket(
-        rt_peer: RtPeer, redis_client: aioredis.Redis,
-        make_adapter: Callable[..., RtAdapter], bridge_http: httpx.AsyncClient) -> None:
+    rt_peer: RtPeer,
+    redis_client: aioredis.Redis,
+    make_adapter: Callable[..., RtAdapter],
+    bridge_http: httpx.AsyncClient,
+) -> None:
     conversation = f"c-{uuid.uuid4().hex}"
     flaky = RtAdapter(_settings(rt_peer), redis_client, transport=_LoseAnswers("/ticket"))
     try:
@@ -279,28 +342,36 @@ async def test_lost_create_answer_is_not_a_second_ticket(
     await redis_client.delete(f"ccb:rt:open:{{{conversation}}}")  # expired
     opened = await make_adapter().open_case(_case(conversation))
     assert opened.existing
-    found = await bridge_http.get("/tickets", params={
-        "query": f"'CF.{{Infobip Conversation}}' = '{conversation}'"})
+    found = await bridge_http.get(
+        "/tickets", params={"query": f"'CF.{{Infobip Conversation}}' = '{conversation}'"}
+    )
     assert [t["id"] for t in found.json()["items"]] == [opened.external_id]
 
 
 async def test_agent_reply_polled_once_and_cursor_survives_restart(
-        make_adapter: Callable[..., RtAdapter], agent: httpx.AsyncClient) -> None:
+    make_adapter: Callable[..., RtAdapter], agent: httpx.AsyncClient
+) -> None:
     adapter = make_adapter()
     conversation = f"c-{uuid.uuid4().hex}"
     ticket = (await adapter.open_case(_case(conversation))).external_id
     # Written before the bridge ever polled: the cursor was set when the case was opened.
     reply = await _reply(agent, ticket, "<p>Hi, I am <b>Alice</b>.</p><p>Parcel left today.</p>")
-    comment = await agent.post(f"/ticket/{ticket}/comment",
-                               json={"Content": "internal: carrier DHL",
-                                     "ContentType": "text/plain"})
+    comment = await agent.post(
+        f"/ticket/{ticket}/comment",
+        json={"Content": "internal: carrier DHL", "ContentType": "text/plain"},
+    )
     assert comment.status_code == 201
 
     uncommitted = _mine(await adapter.poll(), ticket)
-    assert uncommitted == [AgentMessage(external_id=ticket, event_id=f"rt-txn-{reply}",
-                                        message_id=f"rt-txn-{reply}",
-                                        text="Hi, I am Alice.\n\nParcel left today.",
-                                        agent_name="agent1")]
+    assert uncommitted == [
+        AgentMessage(
+            external_id=ticket,
+            event_id=f"rt-txn-{reply}",
+            message_id=f"rt-txn-{reply}",
+            text="Hi, I am Alice.\n\nParcel left today.",
+            agent_name="agent1",
+        )
+    ]
     # Not committed (Session did not take it): the next poll yields it again.
     events = _mine(await adapter.poll(), ticket)
     assert events == uncommitted
@@ -311,34 +382,49 @@ async def test_agent_reply_polled_once_and_cursor_survives_restart(
 
 
 async def test_customer_posts_are_not_agent_replies(
-        make_adapter: Callable[..., RtAdapter], rt_peer: RtPeer,
-        agent: httpx.AsyncClient) -> None:
+    make_adapter: Callable[..., RtAdapter], rt_peer: RtPeer, agent: httpx.AsyncClient
+) -> None:
     adapter = make_adapter()
     conversation = f"c-{uuid.uuid4().hex}"
     ticket = (await adapter.open_case(_case(conversation))).external_id
     await adapter.post_customer_message(ticket, conversation, _msg(conversation, "hi"), "k1")
     # The customer writes through RT's mail gateway (Creator = the requestor).
-    mail = ("From: whatsapp-4915112345678@customers.ccbridge.invalid\nSubject: chat\n"
-            "Content-Type: text/plain; charset=utf-8\n\nby mail\n")
+    mail = (
+        "From: whatsapp-4915112345678@customers.ccbridge.invalid\nSubject: chat\n"
+        "Content-Type: text/plain; charset=utf-8\n\nby mail\n"
+    )
     async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.post(f"{rt_peer.url}/REST/1.0/NoAuth/mail-gateway", data={
-            "queue": "Chat Handover", "action": "correspond", "ticket": ticket,
-            "message": mail})
+        response = await client.post(
+            f"{rt_peer.url}/REST/1.0/NoAuth/mail-gateway",
+            data={
+                "queue": "Chat Handover",
+                "action": "correspond",
+                "ticket": ticket,
+                "message": mail,
+            },
+        )
     assert response.text.startswith("ok"), response.text
     reply = await _reply(agent, ticket, "<div>Hello from agent1</div>")
     events = _mine(await _poll_all(adapter), ticket)
     assert [(e.event_id, getattr(e, "text", "")) for e in events] == [
-        (f"rt-txn-{reply}", "Hello from agent1")]
+        (f"rt-txn-{reply}", "Hello from agent1")
+    ]
 
 
 async def test_tickets_no_handover_opened_are_ignored(
-        make_adapter: Callable[..., RtAdapter], bridge_http: httpx.AsyncClient,
-        agent: httpx.AsyncClient) -> None:
+    make_adapter: Callable[..., RtAdapter], bridge_http: httpx.AsyncClient, agent: httpx.AsyncClient
+) -> None:
     adapter = make_adapter()
     await adapter.open_case(_case(f"c-{uuid.uuid4().hex}"))  # sets the cursor
-    created = await bridge_http.post("/ticket", json={
-        "Queue": "Chat Handover", "Subject": "by e-mail", "Requestor": "someone@example.org",
-        "Content": "not a chat"})
+    created = await bridge_http.post(
+        "/ticket",
+        json={
+            "Queue": "Chat Handover",
+            "Subject": "by e-mail",
+            "Requestor": "someone@example.org",
+            "Content": "not a chat",
+        },
+    )
     assert created.status_code == 201, created.text
     other = created.json()["id"]
     await _reply(agent, other, "<p>answer by e-mail</p>")
@@ -347,7 +433,8 @@ async def test_tickets_no_handover_opened_are_ignored(
 
 
 async def test_resolve_by_agent_is_a_case_closed_event(
-        make_adapter: Callable[..., RtAdapter], agent: httpx.AsyncClient) -> None:
+    make_adapter: Callable[..., RtAdapter], agent: httpx.AsyncClient
+) -> None:
     adapter = make_adapter()
     conversation = f"c-{uuid.uuid4().hex}"
     ticket = (await adapter.open_case(_case(conversation))).external_id
@@ -363,8 +450,9 @@ async def test_resolve_by_agent_is_a_case_closed_event(
     assert await adapter.close_case(ticket, conversation, "infobip_closed", "x") is True
 
 
-async def test_close_case_resolves(make_adapter: Callable[..., RtAdapter],
-                                   bridge_http: httpx.AsyncClient) -> None:
+async def test_close_case_resolves(
+    make_adapter: Callable[..., RtAdapter], bridge_http: httpx.AsyncClient
+) -> None:
     adapter = make_adapter()
     conversation = f"c-{uuid.uuid4().hex}"
     ticket = (await adapter.open_case(_case(conversation))).external_id
@@ -375,7 +463,8 @@ async def test_close_case_resolves(make_adapter: Callable[..., RtAdapter],
 
 
 async def test_lease_lets_one_adapter_poll_a_queue(
-        make_adapter: Callable[..., RtAdapter], agent: httpx.AsyncClient) -> None:
+    make_adapter: Callable[..., RtAdapter], agent: httpx.AsyncClient
+) -> None:
     first, second = make_adapter(), make_adapter()
     conversation = f"c-{uuid.uuid4().hex}"
     ticket = (await first.open_case(_case(conversation))).external_id
@@ -386,10 +475,10 @@ async def test_lease_lets_one_adapter_poll_a_queue(
     assert [e.event_id for e in _mine(await _poll_all(second), ticket)] == [f"rt-txn-{reply}"]
 
 
-async def test_routed_queue_and_factory(rt_peer: RtPeer,
-                                        redis_client: aioredis.Redis) -> None:
-    adapter = factory({"CCBRIDGE_RT_URL": rt_peer.url,
-                       "CCBRIDGE_RT_TOKEN": rt_peer.bridge_token}, redis_client)
+async def test_routed_queue_and_factory(rt_peer: RtPeer, redis_client: aioredis.Redis) -> None:
+    adapter = factory(
+        {"CCBRIDGE_RT_URL": rt_peer.url, "CCBRIDGE_RT_TOKEN": rt_peer.bridge_token}, redis_client
+    )
     try:
         assert adapter.name == "rt" and adapter.mode == "poll"
         with pytest.raises(FarSideError) as caught:  # no such queue: RT refuses (403)
@@ -403,8 +492,9 @@ async def test_routed_queue_and_factory(rt_peer: RtPeer,
         await adapter.aclose()
 
 
-async def test_rt_down_is_retryable(rt_peer: RtPeer,
-                                    make_adapter: Callable[..., RtAdapter]) -> None:
+async def test_rt_down_is_retryable(
+    rt_peer: RtPeer, make_adapter: Callable[..., RtAdapter]
+) -> None:
     if not rt_peer.managed:
         pytest.skip("RT is not managed by this test session")
     adapter = make_adapter()
@@ -413,8 +503,9 @@ async def test_rt_down_is_retryable(rt_peer: RtPeer,
     rt_peer.stop()
     try:
         with pytest.raises(FarSideError) as caught:
-            await adapter.post_customer_message(ticket, conversation,
-                                                _msg(conversation, "anyone?"), "down-1")
+            await adapter.post_customer_message(
+                ticket, conversation, _msg(conversation, "anyone?"), "down-1"
+            )
         assert caught.value.retryable is True
         with pytest.raises(FarSideError) as polled:
             await adapter.poll()
@@ -422,6 +513,7 @@ async def test_rt_down_is_retryable(rt_peer: RtPeer,
     finally:
         rt_peer.start()
     # Recovery: the same key is posted once.
-    txn = await adapter.post_customer_message(ticket, conversation,
-                                              _msg(conversation, "anyone?"), "down-1")
+    txn = await adapter.post_customer_message(
+        ticket, conversation, _msg(conversation, "anyone?"), "down-1"
+    )
     assert txn.isdigit()

@@ -14,8 +14,8 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
-from ccbridge.common.v1 import common_pb2
 
+from ccbridge.common.v1 import common_pb2
 from services._runtime.errors import FarSideError, Unauthenticated
 from services._runtime.settings import Secret
 from services.connector.adapters.webhook import (
@@ -33,15 +33,27 @@ NOW = 1_750_000_000.0
 
 
 def adapter(handler: Callable[[httpx.Request], httpx.Response]) -> WebhookAdapter:
-    settings = WebhookSettings(url="http://ccaas.test/webhook",
-                               secrets=(Secret("s-new"), Secret("s-old")), timeout_s=1.0)
+    settings = WebhookSettings(
+        url="http://ccaas.test/webhook", secrets=(Secret("s-new"), Secret("s-old")), timeout_s=1.0
+    )
     return WebhookAdapter(settings, transport=httpx.MockTransport(handler), clock=lambda: NOW)
 
 
 def case() -> CaseToOpen:
-    return CaseToOpen(conversation_id="conv-1", channel="SMS", end_user="4470", queue="",
-                      priority=0, skills=(), rule="default", tags=(), metadata={},
-                      transcript=[], transcript_truncated=False, idempotency_key="conv-1")
+    return CaseToOpen(
+        conversation_id="conv-1",
+        channel="SMS",
+        end_user="4470",
+        queue="",
+        priority=0,
+        skills=(),
+        rule="default",
+        tags=(),
+        metadata={},
+        transcript=[],
+        transcript_truncated=False,
+        idempotency_key="conv-1",
+    )
 
 
 async def failure(handler: Callable[[httpx.Request], httpx.Response]) -> FarSideError:
@@ -64,8 +76,12 @@ async def test_request_shape_and_signature() -> None:
     client = adapter(handler)
     try:
         opened = await client.open_case(case())
-        message = common_pb2.Message(id="ib-7", direction=common_pb2.DIRECTION_INBOUND,
-                                     content_type="TEXT", content_json='{"text":"hi"}')
+        message = common_pb2.Message(
+            id="ib-7",
+            direction=common_pb2.DIRECTION_INBOUND,
+            content_type="TEXT",
+            content_json='{"text":"hi"}',
+        )
         await client.post_customer_message("C-1", "conv-1", message, "ib-7")
         await client.close_case("C-1", "conv-1", "operator", "")
     finally:
@@ -79,13 +95,20 @@ async def test_request_shape_and_signature() -> None:
     assert open_req.headers["x-ccbridge-timestamp"] == str(int(NOW))
     assert open_req.headers["x-ccbridge-signature"] == sign("s-new", int(NOW), open_req.content)
     assert json.loads(message_req.content)["message"] == {
-        "id": "ib-7", "direction": "INBOUND", "authorType": "", "createdAt": None,
-        "contentType": "TEXT", "content": {"text": "hi"},
+        "id": "ib-7",
+        "direction": "INBOUND",
+        "authorType": "",
+        "createdAt": None,
+        "contentType": "TEXT",
+        "content": {"text": "hi"},
     }
     assert message_req.headers["idempotency-key"] == "ib-7"
     close_doc = json.loads(close_req.content)
-    assert (close_doc["caseId"], close_doc["reason"], close_doc["idempotencyKey"]) == \
-        ("C-1", "operator", "conv-1:close")
+    assert (close_doc["caseId"], close_doc["reason"], close_doc["idempotencyKey"]) == (
+        "C-1",
+        "operator",
+        "conv-1:close",
+    )
     assert event_id("case.open", "k") != event_id("case.message", "k")
 
 
@@ -96,16 +119,21 @@ async def test_request_shape_and_signature() -> None:
         (429, "1.5", True, 1.5),
         (408, None, True, None),
         (500, "soon", True, None),
-        (502, format_datetime(datetime.fromtimestamp(NOW, UTC) + timedelta(seconds=30),
-                              usegmt=True), True, 30.0),
+        (
+            502,
+            format_datetime(datetime.fromtimestamp(NOW, UTC) + timedelta(seconds=30), usegmt=True),
+            True,
+            30.0,
+        ),
         (400, "5", False, None),
         (404, None, False, None),
         (409, None, False, None),
         (302, None, False, None),
     ],
 )
-async def test_status_mapping(status: int, retry_after: str | None, retryable: bool,
-                              expected_after: float | None) -> None:
+async def test_status_mapping(
+    status: int, retry_after: str | None, retryable: bool, expected_after: float | None
+) -> None:
     headers = {"Retry-After": retry_after} if retry_after else {}
     error = await failure(lambda _: httpx.Response(status, headers=headers, json={}))
     assert (error.retryable, error.status) == (retryable, status)
@@ -132,8 +160,11 @@ async def test_bad_answers() -> None:
 
 
 async def test_replayed_header_means_existing() -> None:
-    client = adapter(lambda _: httpx.Response(201, json={"caseId": "C-9"},
-                                              headers={"Idempotent-Replayed": "true"}))
+    client = adapter(
+        lambda _: httpx.Response(
+            201, json={"caseId": "C-9"}, headers={"Idempotent-Replayed": "true"}
+        )
+    )
     try:
         opened = await client.open_case(case())
     finally:

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from ccbridge.common.v1 import common_pb2
-from ccbridge.history.v1 import history_pb2, history_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ccbridge.common.v1 import common_pb2
+from ccbridge.history.v1 import history_pb2, history_pb2_grpc
 from services.history.__main__ import RunningHistory, start
 from services.history.settings import HistorySettings
 from simulators.infobip import Failure
@@ -20,9 +20,12 @@ from tests.simulators.infobip.harness import API_KEY, BASE_URL, Sim, running_sim
 
 def history_settings(**overrides: str) -> HistorySettings:
     env: Mapping[str, str] = {
-        "INFOBIP_BASE_URL": BASE_URL, "INFOBIP_API_KEY": API_KEY,
-        "CCBRIDGE_HISTORY_PORT": "0", "INFOBIP_MAX_RETRIES": "0",
-        "CCBRIDGE_SHUTDOWN_GRACE_S": "0.5", **overrides,
+        "INFOBIP_BASE_URL": BASE_URL,
+        "INFOBIP_API_KEY": API_KEY,
+        "CCBRIDGE_HISTORY_PORT": "0",
+        "INFOBIP_MAX_RETRIES": "0",
+        "CCBRIDGE_SHUTDOWN_GRACE_S": "0.5",
+        **overrides,
     }
     return HistorySettings.from_env(env)
 
@@ -38,8 +41,7 @@ class History:
 @pytest.fixture
 async def history() -> AsyncIterator[History]:
     async with running_sim() as sim:
-        running = await start(history_settings(), address="127.0.0.1:0",
-                              transport=sim.transport())
+        running = await start(history_settings(), address="127.0.0.1:0", transport=sim.transport())
         channel = grpc.aio.insecure_channel(running.address)
         try:
             yield History(sim, running, history_pb2_grpc.HistoryServiceStub(channel), channel)
@@ -50,14 +52,15 @@ async def history() -> AsyncIterator[History]:
 
 async def transcript(h: History, cid: str, limit: int = 0) -> history_pb2.Transcript:
     response: history_pb2.GetTranscriptResponse = await h.stub.GetTranscript(
-        history_pb2.GetTranscriptRequest(conversation_id=cid, limit=limit), timeout=30)
+        history_pb2.GetTranscriptRequest(conversation_id=cid, limit=limit), timeout=30
+    )
     return response.transcript
 
 
 async def test_cap_keeps_the_most_recent_messages_oldest_first(history: History) -> None:
     conversation = history.sim.state.create_conversation(
-        history=1500, channel="WHATSAPP", end_user="385981112222",
-        business_sender="447492263897")
+        history=1500, channel="WHATSAPP", end_user="385981112222", business_sender="447492263897"
+    )
     stored = sorted(conversation.messages, key=lambda m: (m["createdAt"], m["id"]))
 
     result = await transcript(history, conversation.id)
@@ -72,13 +75,16 @@ async def test_cap_keeps_the_most_recent_messages_oldest_first(history: History)
     assert result.truncated
     assert result.pages_fetched == 2
     assert (result.channel, result.end_user, result.business_sender) == (
-        "WHATSAPP", "385981112222", "447492263897")
+        "WHATSAPP",
+        "385981112222",
+        "447492263897",
+    )
 
 
 async def test_small_conversation_with_tags_and_metadata(history: History) -> None:
     conversation = history.sim.state.create_conversation(
-        history=7, channel="LIVE_CHAT", tags=["vip", "billing"],
-        metadata={"language": "hr"})
+        history=7, channel="LIVE_CHAT", tags=["vip", "billing"], metadata={"language": "hr"}
+    )
     result = await transcript(history, conversation.id)
     assert len(result.messages) == 7 and not result.truncated
     assert result.pages_fetched == 1 and result.total_messages == 7
@@ -117,8 +123,9 @@ async def test_missing_conversation_id_is_invalid(history: History) -> None:
 
 async def test_infobip_outage_is_unavailable(history: History) -> None:
     conversation = history.sim.state.create_conversation(history=3)
-    history.sim.state.inject_failure(Failure(remaining=1, status=429, retry_after=3,
-                                             path_prefix="/ccaas/1/conversations/"))
+    history.sim.state.inject_failure(
+        Failure(remaining=1, status=429, retry_after=3, path_prefix="/ccaas/1/conversations/")
+    )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await transcript(history, conversation.id)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -126,12 +133,17 @@ async def test_infobip_outage_is_unavailable(history: History) -> None:
 
 
 async def test_tag_and_metadata_failures_do_not_fail_the_transcript(history: History) -> None:
-    conversation = history.sim.state.create_conversation(history=4, tags=["vip"],
-                                                         metadata={"a": "b"})
+    conversation = history.sim.state.create_conversation(
+        history=4, tags=["vip"], metadata={"a": "b"}
+    )
     history.sim.state.inject_failure(Failure(remaining=5, status=500, path_prefix="/ccaas/1/tags"))
-    history.sim.state.inject_failure(Failure(remaining=5, status=500,
-                                             path_prefix=f"/ccaas/1/conversations/"
-                                                         f"{conversation.id}/metadata"))
+    history.sim.state.inject_failure(
+        Failure(
+            remaining=5,
+            status=500,
+            path_prefix=f"/ccaas/1/conversations/{conversation.id}/metadata",
+        )
+    )
     result = await transcript(history, conversation.id)
     assert len(result.messages) == 4
     assert list(result.tags) == [] and dict(result.metadata) == {}
@@ -140,17 +152,26 @@ async def test_tag_and_metadata_failures_do_not_fail_the_transcript(history: His
 async def test_annotate_adds_tags_and_merges_metadata(history: History) -> None:
     conversation = history.sim.state.create_conversation(history=2, metadata={"x": "1"})
     history.sim.state.create_tag({"name": "existing"})
-    response = await history.stub.AnnotateConversation(history_pb2.AnnotateConversationRequest(
-        conversation_id=conversation.id, tags=["escalated", "existing", "escalated"],
-        metadata={"ccbridge.connector": "webhook"}), timeout=10)
+    response = await history.stub.AnnotateConversation(
+        history_pb2.AnnotateConversationRequest(
+            conversation_id=conversation.id,
+            tags=["escalated", "existing", "escalated"],
+            metadata={"ccbridge.connector": "webhook"},
+        ),
+        timeout=10,
+    )
     assert list(response.tags_added) == ["escalated", "existing"]
     assert response.metadata_merged
     snapshot = history.sim.state.snapshot(conversation.id)
     assert snapshot["tags"] == ["escalated", "existing"]
     assert snapshot["metadata"] == {"x": "1", "ccbridge.connector": "webhook"}
     # Idempotent.
-    again = await history.stub.AnnotateConversation(history_pb2.AnnotateConversationRequest(
-        conversation_id=conversation.id, tags=["escalated"]), timeout=10)
+    again = await history.stub.AnnotateConversation(
+        history_pb2.AnnotateConversationRequest(
+            conversation_id=conversation.id, tags=["escalated"]
+        ),
+        timeout=10,
+    )
     assert list(again.tags_added) == ["escalated"] and not again.metadata_merged
     assert history.sim.state.snapshot(conversation.id)["tags"] == ["escalated", "existing"]
 
@@ -159,8 +180,12 @@ async def test_annotate_rejects_bad_tag_names(history: History) -> None:
     conversation = history.sim.state.create_conversation(history=1)
     for bad in ("has space", "", "x" * 101, "ümlaut"):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await history.stub.AnnotateConversation(history_pb2.AnnotateConversationRequest(
-                conversation_id=conversation.id, tags=[bad]), timeout=10)
+            await history.stub.AnnotateConversation(
+                history_pb2.AnnotateConversationRequest(
+                    conversation_id=conversation.id, tags=[bad]
+                ),
+                timeout=10,
+            )
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert history.sim.state.tags == {}
 
@@ -168,16 +193,20 @@ async def test_annotate_rejects_bad_tag_names(history: History) -> None:
 async def test_annotate_closed_conversation_fails_precondition(history: History) -> None:
     conversation = history.sim.state.create_conversation(history=1, status="CLOSED")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await history.stub.AnnotateConversation(history_pb2.AnnotateConversationRequest(
-            conversation_id=conversation.id, tags=["late"]), timeout=10)
+        await history.stub.AnnotateConversation(
+            history_pb2.AnnotateConversationRequest(conversation_id=conversation.id, tags=["late"]),
+            timeout=10,
+        )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "Closed conversation" in (caught.value.details() or "")
 
 
 async def test_annotate_unknown_conversation_is_not_found(history: History) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await history.stub.AnnotateConversation(history_pb2.AnnotateConversationRequest(
-            conversation_id="nope", metadata={"a": "b"}), timeout=10)
+        await history.stub.AnnotateConversation(
+            history_pb2.AnnotateConversationRequest(conversation_id="nope", metadata={"a": "b"}),
+            timeout=10,
+        )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 

@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from ccbridge.common.v1 import common_pb2
 
+from ccbridge.common.v1 import common_pb2
 from services._runtime.settings import SettingsError
 from services.history.settings import HistorySettings
 from services.history.transcript import (
@@ -18,20 +18,28 @@ from services.history.transcript import (
 )
 
 
-@pytest.mark.parametrize("raw", [
-    "2025-03-21T13:12:06.495+00:00",
-    "2025-03-21T13:12:06.495+0000",
-    "2025-03-21T13:12:06.495Z",
-    "2025-03-21T15:12:06.495+02:00",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "2025-03-21T13:12:06.495+00:00",
+        "2025-03-21T13:12:06.495+0000",
+        "2025-03-21T13:12:06.495Z",
+        "2025-03-21T15:12:06.495+02:00",
+    ],
+)
 def test_timestamps_with_millis(raw: str) -> None:
     assert parse_timestamp(raw) == datetime(2025, 3, 21, 13, 12, 6, 495000, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("raw", [
-    "2025-03-21T13:12:06+00:00", "2025-03-21T13:12:06+0000", "2025-03-21T13:12:06Z",
-    "2025-03-21T13:12:06",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "2025-03-21T13:12:06+00:00",
+        "2025-03-21T13:12:06+0000",
+        "2025-03-21T13:12:06Z",
+        "2025-03-21T13:12:06",
+    ],
+)
 def test_timestamps_without_millis(raw: str) -> None:
     assert parse_timestamp(raw) == datetime(2025, 3, 21, 13, 12, 6, tzinfo=UTC)
 
@@ -42,12 +50,21 @@ def test_unparseable_timestamps(raw: object) -> None:
 
 
 def test_message_normalization_passes_unknown_values_through() -> None:
-    message = to_message({
-        "id": "m1", "channel": "BRAND_NEW_CHANNEL", "from": "a", "to": "b",
-        "direction": "SIDEWAYS", "authorType": "ROBOT", "contentType": "HOLOGRAM",
-        "content": {"text": "žuto", "n": 1}, "createdAt": "2025-01-01T00:00:00.000+0000",
-        "singleSendMessage": {"whatever": True},
-    }, "c1")
+    message = to_message(
+        {
+            "id": "m1",
+            "channel": "BRAND_NEW_CHANNEL",
+            "from": "a",
+            "to": "b",
+            "direction": "SIDEWAYS",
+            "authorType": "ROBOT",
+            "contentType": "HOLOGRAM",
+            "content": {"text": "žuto", "n": 1},
+            "createdAt": "2025-01-01T00:00:00.000+0000",
+            "singleSendMessage": {"whatever": True},
+        },
+        "c1",
+    )
     assert message.channel == "BRAND_NEW_CHANNEL"
     assert message.content_type == "HOLOGRAM"
     assert message.author_type == "ROBOT"
@@ -73,43 +90,76 @@ def test_page_size_is_fixed_per_transcript() -> None:
 def test_builder_dedupes_and_orders_with_id_tie_break() -> None:
     builder = TranscriptBuilder("c1", cap=10)
     same = "2025-01-01T00:00:00.000+00:00"
-    builder.add_page({"messages": [
-        {"id": "b", "direction": "INBOUND", "createdAt": same, "from": "u", "to": "biz",
-         "channel": "SMS"},
-        {"id": "a", "direction": "OUTBOUND", "createdAt": same},
-        {"id": "c", "direction": "OUTBOUND", "createdAt": "2024-12-31T23:59:59Z"},
-        {"direction": "INBOUND"},  # no id: skipped
-    ], "pagination": {"totalItems": 3}})
+    builder.add_page(
+        {
+            "messages": [
+                {
+                    "id": "b",
+                    "direction": "INBOUND",
+                    "createdAt": same,
+                    "from": "u",
+                    "to": "biz",
+                    "channel": "SMS",
+                },
+                {"id": "a", "direction": "OUTBOUND", "createdAt": same},
+                {"id": "c", "direction": "OUTBOUND", "createdAt": "2024-12-31T23:59:59Z"},
+                {"direction": "INBOUND"},  # no id: skipped
+            ],
+            "pagination": {"totalItems": 3},
+        }
+    )
     builder.add_page({"messages": [{"id": "a", "createdAt": same}]})
     transcript = builder.build(more_available=False, tags=[], metadata={})
     assert [m.id for m in transcript.messages] == ["c", "a", "b"]
     assert not transcript.truncated and transcript.total_messages == 3
     assert (transcript.end_user, transcript.business_sender, transcript.channel) == (
-        "u", "biz", "SMS")
+        "u",
+        "biz",
+        "SMS",
+    )
     assert transcript.pages_fetched == 2
 
 
 def test_builder_without_inbound_uses_outbound_swapped() -> None:
     builder = TranscriptBuilder("c1", cap=10)
-    builder.add_page({"messages": [{"id": "a", "direction": "OUTBOUND", "from": "biz",
-                                    "to": "user", "channel": "VIBER"}]})
+    builder.add_page(
+        {
+            "messages": [
+                {
+                    "id": "a",
+                    "direction": "OUTBOUND",
+                    "from": "biz",
+                    "to": "user",
+                    "channel": "VIBER",
+                }
+            ]
+        }
+    )
     transcript = builder.build(more_available=False, tags=[], metadata={})
     assert (transcript.end_user, transcript.business_sender, transcript.channel) == (
-        "user", "biz", "VIBER")
+        "user",
+        "biz",
+        "VIBER",
+    )
 
 
 def test_settings_report_every_problem_at_once() -> None:
     with pytest.raises(SettingsError) as caught:
         HistorySettings.from_env({"CCBRIDGE_HISTORY_LIMIT": "0", "INFOBIP_TIMEOUT_S": "x"})
     text = str(caught.value)
-    for key in ("INFOBIP_BASE_URL", "INFOBIP_API_KEY", "CCBRIDGE_HISTORY_LIMIT",
-                "INFOBIP_TIMEOUT_S"):
+    for key in (
+        "INFOBIP_BASE_URL",
+        "INFOBIP_API_KEY",
+        "CCBRIDGE_HISTORY_LIMIT",
+        "INFOBIP_TIMEOUT_S",
+    ):
         assert key in text
 
 
 def test_settings_defaults_and_secret_repr() -> None:
-    settings = HistorySettings.from_env({"INFOBIP_BASE_URL": "https://x.api.infobip.com/",
-                                         "INFOBIP_API_KEY": "very-secret"})
+    settings = HistorySettings.from_env(
+        {"INFOBIP_BASE_URL": "https://x.api.infobip.com/", "INFOBIP_API_KEY": "very-secret"}
+    )
     assert settings.history_limit == 1000 and settings.port == 50052
     assert settings.infobip_timeout_s == 10.0
     assert settings.infobip_base_url == "https://x.api.infobip.com"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from ccbridge.common.v1 import common_pb2
-from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ccbridge.common.v1 import common_pb2
+from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
 from services.routing.__main__ import RoutingServer, start
 from services.routing.rules import RulesError
 from services.routing.settings import RoutingSettings
@@ -58,8 +58,9 @@ async def rules_file(tmp_path: Path) -> Path:
 @pytest.fixture
 async def routing(rules_file: Path) -> AsyncIterator[RoutingServer]:
     # Reload check on every call so the test does not wait.
-    server = await start(settings({"CCBRIDGE_ROUTING_RULES": str(rules_file),
-                                   "CCBRIDGE_ROUTING_RELOAD_S": "0"}))
+    server = await start(
+        settings({"CCBRIDGE_ROUTING_RULES": str(rules_file), "CCBRIDGE_ROUTING_RELOAD_S": "0"})
+    )
     try:
         yield server
     finally:
@@ -72,10 +73,12 @@ async def channel(routing: RoutingServer) -> AsyncIterator[grpc.aio.Channel]:
         yield ch
 
 
-def ctx(channel: str = "", tags: tuple[str, ...] = (), **metadata: str
-        ) -> common_pb2.ConversationContext:
-    return common_pb2.ConversationContext(conversation_id="c-1", channel=channel, tags=tags,
-                                          metadata=metadata)
+def ctx(
+    channel: str = "", tags: tuple[str, ...] = (), **metadata: str
+) -> common_pb2.ConversationContext:
+    return common_pb2.ConversationContext(
+        conversation_id="c-1", channel=channel, tags=tags, metadata=metadata
+    )
 
 
 async def test_route_and_explain(channel: grpc.aio.Channel, rules_file: Path) -> None:
@@ -102,8 +105,9 @@ async def test_language_falls_back_to_metadata(tmp_path: Path) -> None:
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
             stub = routing_pb2_grpc.RoutingServiceStub(ch)
-            response = await stub.Route(routing_pb2.RouteRequest(context=ctx(lang="de-CH")),
-                                        timeout=5)
+            response = await stub.Route(
+                routing_pb2.RouteRequest(context=ctx(lang="de-CH")), timeout=5
+            )
             assert response.decision.rule == "de"
     finally:
         await server.stop()
@@ -125,8 +129,10 @@ async def test_reload_on_change_and_broken_file_keeps_last_good(
         write_rules(rules_file, RULES_V2 + "    unexpected: key\n")
         response = await stub.Route(request, timeout=5)
     assert response.decision.rule == "whatsapp-vip"  # the last good rules still apply
-    assert any("keeping the last good rules" in r.getMessage() and "unexpected" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "keeping the last good rules" in r.getMessage() and "unexpected" in r.getMessage()
+        for r in caplog.records
+    )
 
     os.unlink(rules_file)  # a vanished file also keeps the last good rules
     response = await stub.Route(request, timeout=5)
@@ -156,8 +162,9 @@ async def test_background_reload_without_calls(rules_file: Path) -> None:
 
 async def test_reload_checks_are_rate_limited(rules_file: Path) -> None:
     now = [100.0]
-    store = RulesStore(str(rules_file), default_connector="webhook", reload_s=2.0,
-                       clock=lambda: now[0])
+    store = RulesStore(
+        str(rules_file), default_connector="webhook", reload_s=2.0, clock=lambda: now[0]
+    )
     store.load_initial()
     write_rules(rules_file, RULES_V2)
     assert [r.name for r in store.rules.rules] == ["sms"]  # checked less than 2 s ago
@@ -170,10 +177,10 @@ async def test_no_rules_file_means_default_route_only() -> None:
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
             stub = routing_pb2_grpc.RoutingServiceStub(ch)
-            explained = await stub.Explain(routing_pb2.ExplainRequest(context=ctx("SMS")),
-                                           timeout=5)
-            assert explained.decision == common_pb2.RoutingDecision(connector="rt",
-                                                                    rule="default")
+            explained = await stub.Explain(
+                routing_pb2.ExplainRequest(context=ctx("SMS")), timeout=5
+            )
+            assert explained.decision == common_pb2.RoutingDecision(connector="rt", rule="default")
             assert explained.rules_source == ""
             assert list(explained.evaluations) == []
             health = health_pb2_grpc.HealthStub(ch)
@@ -196,7 +203,8 @@ def test_settings_errors_are_reported_together() -> None:
     from services._runtime.settings import SettingsError
 
     with pytest.raises(SettingsError) as info:
-        RoutingSettings.from_env({"CCBRIDGE_ROUTING_RELOAD_S": "soon",
-                                  "CCBRIDGE_ROUTING_PORT": "x"})
+        RoutingSettings.from_env(
+            {"CCBRIDGE_ROUTING_RELOAD_S": "soon", "CCBRIDGE_ROUTING_PORT": "x"}
+        )
     assert "CCBRIDGE_ROUTING_RELOAD_S" in str(info.value)
     assert "CCBRIDGE_ROUTING_PORT" in str(info.value)

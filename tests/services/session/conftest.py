@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Mapping
 
 import grpc
 import pytest
-from ccbridge.session.v1 import session_pb2_grpc
 
+from ccbridge.session.v1 import session_pb2_grpc
 from services.session.__main__ import RunningSession, start
 from services.session.settings import SessionSettings
 

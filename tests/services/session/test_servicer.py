@@ -6,9 +6,9 @@ import json
 
 import grpc
 import pytest
+
 from ccbridge.common.v1 import common_pb2
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
-
 from services.session.__main__ import RunningSession
 
 Api = tuple[RunningSession, session_pb2_grpc.SessionServiceStub]

@@ -5,8 +5,8 @@ one-round-trip step reads."""
 from __future__ import annotations
 
 import redis.asyncio as aioredis
-from ccbridge.common.v1 import common_pb2
 
+from ccbridge.common.v1 import common_pb2
 from services.session.store import (
     INGEST_ACCEPTED,
     INGEST_DUPLICATE,

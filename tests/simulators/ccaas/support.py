@@ -19,8 +19,9 @@ async def serve_app(app: ASGIApp) -> AsyncIterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False,
-                            ws="none", http="h11")
+    config = uvicorn.Config(
+        app, lifespan="off", log_level="warning", access_log=False, ws="none", http="h11"
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

@@ -24,50 +24,74 @@ from tests.simulators.ccaas.support import serve_app
 SECRET = "sim-secret-0123456789abcdef"
 
 
-def signed(doc: object, *, secret: str = SECRET, ts: int | None = None,
-           key: str | None = None) -> dict[str, Any]:
+def signed(
+    doc: object, *, secret: str = SECRET, ts: int | None = None, key: str | None = None
+) -> dict[str, Any]:
     """Request kwargs for a signed POST, computed by hand from the documented recipe."""
     body = json.dumps(doc).encode()
     stamp = int(time.time()) if ts is None else ts
     mac = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-    headers = {"Content-Type": "application/json", "X-Ccbridge-Timestamp": str(stamp),
-               "X-Ccbridge-Signature": f"v1={mac}"}
+    headers = {
+        "Content-Type": "application/json",
+        "X-Ccbridge-Timestamp": str(stamp),
+        "X-Ccbridge-Signature": f"v1={mac}",
+    }
     if key is not None:
         headers["Idempotency-Key"] = key
     return {"content": body, "headers": headers}
 
 
 def message(mid: str, text: str, direction: str = "INBOUND") -> dict[str, Any]:
-    return {"id": mid, "direction": direction, "authorType": "CUSTOMER",
-            "createdAt": "2025-01-01T10:00:00.000Z", "contentType": "TEXT",
-            "content": {"text": text}}
+    return {
+        "id": mid,
+        "direction": direction,
+        "authorType": "CUSTOMER",
+        "createdAt": "2025-01-01T10:00:00.000Z",
+        "contentType": "TEXT",
+        "content": {"text": text},
+    }
 
 
 def open_event(conversation: str = "conv-1") -> dict[str, Any]:
     return {
-        "type": "case.open", "id": f"evt-open-{conversation}", "conversationId": conversation,
-        "idempotencyKey": conversation, "timestamp": "2025-01-01T10:00:01.000Z",
-        "case": {"channel": "WHATSAPP", "endUser": "447700900001",
-                 "routing": {"queue": "vip", "priority": 5, "skills": ["de"], "rule": "r1"},
-                 "tags": ["vip"], "metadata": {"tier": "gold"}},
+        "type": "case.open",
+        "id": f"evt-open-{conversation}",
+        "conversationId": conversation,
+        "idempotencyKey": conversation,
+        "timestamp": "2025-01-01T10:00:01.000Z",
+        "case": {
+            "channel": "WHATSAPP",
+            "endUser": "447700900001",
+            "routing": {"queue": "vip", "priority": 5, "skills": ["de"], "rule": "r1"},
+            "tags": ["vip"],
+            "metadata": {"tier": "gold"},
+        },
         "transcript": [message("m-1", "hello bot"), message("m-2", "hi!", "OUTBOUND")],
         "transcriptTruncated": False,
     }
 
 
 def customer_event(case_id: str, mid: str, text: str) -> dict[str, Any]:
-    return {"type": "case.message", "id": f"evt-{mid}", "conversationId": "conv-1",
-            "idempotencyKey": mid, "timestamp": "2025-01-01T10:00:02.000Z",
-            "caseId": case_id, "message": message(mid, text)}
+    return {
+        "type": "case.message",
+        "id": f"evt-{mid}",
+        "conversationId": "conv-1",
+        "idempotencyKey": mid,
+        "timestamp": "2025-01-01T10:00:02.000Z",
+        "caseId": case_id,
+        "message": message(mid, text),
+    }
 
 
 @pytest.fixture
 async def sim() -> AsyncIterator[tuple[CcaasState, httpx.AsyncClient]]:
     state = CcaasState()
-    app = create_app(state, secret=f"{SECRET},older-secret-abcdef0123456789",
-                     bridge_webhook_url=None)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://sim") as client:
+    app = create_app(
+        state, secret=f"{SECRET},older-secret-abcdef0123456789", bridge_webhook_url=None
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://sim"
+    ) as client:
         yield state, client
 
 
@@ -83,8 +107,7 @@ async def test_signature_is_required(sim: tuple[CcaasState, httpx.AsyncClient]) 
     assert [r.status_code for r in (unsigned, wrong, stale, changed)] == [401, 401, 401, 401]
     assert state.cases() == []
     assert [d["outcome"] for d in state.deliveries()] == ["unauthorized"] * 4
-    rotated = await client.post("/webhook",
-                                **signed(doc, secret="older-secret-abcdef0123456789"))
+    rotated = await client.post("/webhook", **signed(doc, secret="older-secret-abcdef0123456789"))
     assert rotated.status_code == 201
 
 
@@ -104,7 +127,8 @@ async def test_open_is_idempotent_and_records_every_attempt(
     assert [m["id"] for m in case["transcript"]] == ["m-1", "m-2"]
     deliveries = state.deliveries()
     assert [(d["idempotencyKey"], d["eventId"], d["outcome"]) for d in deliveries] == [
-        ("conv-1", "evt-open-conv-1", "ok"), ("conv-1", "evt-open-conv-1", "replayed")
+        ("conv-1", "evt-open-conv-1", "ok"),
+        ("conv-1", "evt-open-conv-1", "replayed"),
     ]
     other = await client.post("/webhook", **signed(open_event("conv-2")))
     assert other.json() == {"caseId": "CASE-00002"}
@@ -126,17 +150,26 @@ async def test_messages_idempotent_in_order_and_close(
     unknown = await client.post("/webhook", **signed(customer_event("CASE-99999", "m-6", "x")))
     assert unknown.status_code == 404
 
-    close = {"type": "case.close", "id": "evt-close", "conversationId": "conv-1",
-             "idempotencyKey": "conv-1:close", "timestamp": "2025-01-01T10:00:09.000Z",
-             "caseId": case_id, "reason": "infobip_closed"}
+    close = {
+        "type": "case.close",
+        "id": "evt-close",
+        "conversationId": "conv-1",
+        "idempotencyKey": "conv-1:close",
+        "timestamp": "2025-01-01T10:00:09.000Z",
+        "caseId": case_id,
+        "reason": "infobip_closed",
+    }
     first = await client.post("/webhook", **signed(close))
     repeat = await client.post("/webhook", **signed(close))
     other_key = await client.post("/webhook", **signed({**close, "idempotencyKey": "k2"}))
     assert first.json() == repeat.json() == {"alreadyClosed": False}
     assert other_key.json() == {"alreadyClosed": True}
     case = state.case(case_id)
-    assert (case["status"], case["closedBy"], case["closeReason"]) == \
-        ("closed", "bridge", "infobip_closed")
+    assert (case["status"], case["closedBy"], case["closeReason"]) == (
+        "closed",
+        "bridge",
+        "infobip_closed",
+    )
     late = await client.post("/webhook", **signed(customer_event(case_id, "m-7", "late")))
     assert late.status_code == 409
 
@@ -150,8 +183,9 @@ async def test_invalid_events_are_rejected(sim: tuple[CcaasState, httpx.AsyncCli
     not_json = signed({})
     not_json["content"] = b"{nope"
     ts = not_json["headers"]["X-Ccbridge-Timestamp"]
-    not_json["headers"]["X-Ccbridge-Signature"] = "v1=" + hmac.new(
-        SECRET.encode(), f"{ts}.".encode() + b"{nope", hashlib.sha256).hexdigest()
+    not_json["headers"]["X-Ccbridge-Signature"] = (
+        "v1=" + hmac.new(SECRET.encode(), f"{ts}.".encode() + b"{nope", hashlib.sha256).hexdigest()
+    )
     assert (await client.post("/webhook", **not_json)).status_code == 400
     assert state.cases() == []
 
@@ -163,8 +197,7 @@ async def test_down_and_injected_failures(sim: tuple[CcaasState, httpx.AsyncClie
     assert (down.status_code, down.headers["retry-after"]) == (503, "1")
     await client.post("/_sim/up")
     await client.post("/_sim/fail", json={"count": 2, "status": 429, "retryAfter": 3})
-    codes = [(await client.post("/webhook", **signed(open_event()))).status_code
-             for _ in range(3)]
+    codes = [(await client.post("/webhook", **signed(open_event()))).status_code for _ in range(3)]
     assert codes == [429, 429, 201]
     assert [d["outcome"] for d in state.deliveries()] == ["fault", "fault", "fault", "ok"]
     assert len(state.cases()) == 1
@@ -179,8 +212,7 @@ async def test_control_reads_and_ui(sim: tuple[CcaasState, httpx.AsyncClient]) -
     await client.post("/webhook", **signed(open_event()))
     listed = (await client.get("/_sim/cases", params={"conversationId": "conv-1"})).json()
     assert [c["caseId"] for c in listed["cases"]] == ["CASE-00001"]
-    assert (await client.get("/_sim/cases", params={"conversationId": "x"})).json() == \
-        {"cases": []}
+    assert (await client.get("/_sim/cases", params={"conversationId": "x"})).json() == {"cases": []}
     assert (await client.get("/_sim/cases/CASE-00001")).json()["conversationId"] == "conv-1"
     assert (await client.get("/_sim/cases/nope")).status_code == 404
     ui = await client.get("/_sim/ui")
@@ -202,15 +234,22 @@ async def test_reply_and_close_push_signed_events_to_the_bridge(
     receiver = Starlette(routes=[Route("/webhooks/ccaas/webhook", bridge, methods=["POST"])])
     async with serve_app(receiver) as url:
         target = f"{url}/webhooks/ccaas/webhook"
-        assert (await client.post("/_sim/config", json={"bridgeWebhookUrl": target})).json() \
-            == {"bridgeWebhookUrl": target}
+        assert (await client.post("/_sim/config", json={"bridgeWebhookUrl": target})).json() == {
+            "bridgeWebhookUrl": target
+        }
         case_id = (await client.post("/webhook", **signed(open_event()))).json()["caseId"]
-        reply = await client.post(f"/_sim/cases/{case_id}/reply",
-                                  json={"text": "Hello, Anna here", "agentName": "Anna"})
-        resend = await client.post(f"/_sim/cases/{case_id}/reply",
-                                   json={"text": "Hello, Anna here", "agentName": "Anna",
-                                         "messageId": reply.json()["event"]["message"]["id"],
-                                         "eventId": reply.json()["event"]["id"]})
+        reply = await client.post(
+            f"/_sim/cases/{case_id}/reply", json={"text": "Hello, Anna here", "agentName": "Anna"}
+        )
+        resend = await client.post(
+            f"/_sim/cases/{case_id}/reply",
+            json={
+                "text": "Hello, Anna here",
+                "agentName": "Anna",
+                "messageId": reply.json()["event"]["message"]["id"],
+                "eventId": reply.json()["event"]["id"],
+            },
+        )
         closed = await client.post(f"/_sim/cases/{case_id}/close", json={"reason": "resolved"})
         after = await client.post(f"/_sim/cases/{case_id}/reply", json={"text": "late"})
 
@@ -219,12 +258,23 @@ async def test_reply_and_close_push_signed_events_to_the_bridge(
     assert closed.json()["bridgeStatus"] == 200
     assert after.status_code == 409
     events = [json.loads(body) for _, body in received]
-    assert events[0] == {"type": "agent.message", "id": events[0]["id"], "caseId": case_id,
-                         "message": {"id": events[0]["message"]["id"],
-                                     "text": "Hello, Anna here", "agentName": "Anna"}}
+    assert events[0] == {
+        "type": "agent.message",
+        "id": events[0]["id"],
+        "caseId": case_id,
+        "message": {
+            "id": events[0]["message"]["id"],
+            "text": "Hello, Anna here",
+            "agentName": "Anna",
+        },
+    }
     assert events[1] == events[0]  # a resend carries the same ids
-    assert events[2] == {"type": "case.closed", "id": events[2]["id"], "caseId": case_id,
-                         "reason": "resolved"}
+    assert events[2] == {
+        "type": "case.closed",
+        "id": events[2]["id"],
+        "caseId": case_id,
+        "reason": "resolved",
+    }
     # The bridge's own verifier accepts what the simulator signed.
     for headers, body in received:
         verify_signature([SECRET], headers, body, now=time.time())

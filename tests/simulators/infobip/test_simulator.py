@@ -44,12 +44,15 @@ async def test_requires_app_authorization(sim: Sim) -> None:
 
 
 async def test_unknown_ids_are_400_not_found(sim: Sim) -> None:
-    for method, path in (("GET", "/ccaas/1/conversations/nope"),
-                         ("GET", "/ccaas/1/conversations/nope/messages"),
-                         ("GET", "/ccaas/1/conversations/nope/metadata"),
-                         ("PUT", "/ccaas/1/conversations/nope")):
-        response = await sim.http.request(method, path, headers=AUTH,
-                                          json={"status": "CLOSED"} if method == "PUT" else None)
+    for method, path in (
+        ("GET", "/ccaas/1/conversations/nope"),
+        ("GET", "/ccaas/1/conversations/nope/messages"),
+        ("GET", "/ccaas/1/conversations/nope/metadata"),
+        ("PUT", "/ccaas/1/conversations/nope"),
+    ):
+        response = await sim.http.request(
+            method, path, headers=AUTH, json={"status": "CLOSED"} if method == "PUT" else None
+        )
         assert response.status_code == 400, path
         exc = service_exception(response)
         assert exc["messageId"] == "NOT_FOUND"
@@ -57,12 +60,17 @@ async def test_unknown_ids_are_400_not_found(sim: Sim) -> None:
 
 
 async def test_history_generation(sim: Sim) -> None:
-    created = await new_conversation(sim, history=40, channel="VIBER", endUser="385911",
-                                     businessSender="BRAND")
+    created = await new_conversation(
+        sim, history=40, channel="VIBER", endUser="385911", businessSender="BRAND"
+    )
     assert created["messageCount"] == 40 and created["status"] == "OPEN"
-    page = (await sim.http.get(f"/ccaas/1/conversations/{created['id']}/messages",
-                               params={"limit": 999, "orderBy": "createdAt:asc"},
-                               headers=AUTH)).json()
+    page = (
+        await sim.http.get(
+            f"/ccaas/1/conversations/{created['id']}/messages",
+            params={"limit": 999, "orderBy": "createdAt:asc"},
+            headers=AUTH,
+        )
+    ).json()
     messages = page["messages"]
     assert [m["direction"] for m in messages[:4]] == ["INBOUND", "OUTBOUND"] * 2
     assert {m["authorType"] for m in messages} == {"CUSTOMER", "BOT"}
@@ -82,21 +90,23 @@ async def test_message_paging(sim: Sim) -> None:
     assert bad_order.status_code == 400
     default = (await sim.http.get(path, headers=AUTH)).json()
     assert len(default["messages"]) == 10
-    assert default["pagination"] == {"totalItems": 25, "page": 0, "limit": 10,
-                                     "orderBy": "id:asc"}
+    assert default["pagination"] == {"totalItems": 25, "page": 0, "limit": 10, "orderBy": "id:asc"}
     ids = [m["id"] for m in default["messages"]]
     assert ids == sorted(ids)
     pages = []
     for page in range(3):
-        body = (await sim.http.get(path, params={"page": page, "limit": 10,
-                                                 "orderBy": "createdAt:DESC"},
-                                   headers=AUTH)).json()
+        body = (
+            await sim.http.get(
+                path, params={"page": page, "limit": 10, "orderBy": "createdAt:DESC"}, headers=AUTH
+            )
+        ).json()
         pages.extend(body["messages"])
     assert len(pages) == 25 and len({m["id"] for m in pages}) == 25
     stamps = [m["createdAt"] for m in pages]
     assert stamps == sorted(stamps, reverse=True)
-    inbound = (await sim.http.get(path, params={"direction": "INBOUND", "limit": 999},
-                                  headers=AUTH)).json()
+    inbound = (
+        await sim.http.get(path, params={"direction": "INBOUND", "limit": 999}, headers=AUTH)
+    ).json()
     assert inbound["pagination"]["totalItems"] == 13
 
 
@@ -106,13 +116,20 @@ async def test_create_message_validation_and_result(sim: Sim) -> None:
     missing = await sim.http.post(path, json={"channel": "WHATSAPP"}, headers=AUTH)
     assert missing.status_code == 400
     assert {"from", "to", "contentType", "content"} <= set(
-        service_exception(missing)["validationErrors"])
-    body = {"channel": "WHATSAPP", "from": conversation["businessSender"],
-            "to": conversation["endUser"], "contentType": "TEXT", "content": {"text": "y" * 4097}}
+        service_exception(missing)["validationErrors"]
+    )
+    body = {
+        "channel": "WHATSAPP",
+        "from": conversation["businessSender"],
+        "to": conversation["endUser"],
+        "contentType": "TEXT",
+        "content": {"text": "y" * 4097},
+    }
     too_long = await sim.http.post(path, json=body, headers=AUTH)
     assert too_long.status_code == 400
     assert service_exception(too_long)["validationErrors"]["content"] == [
-        "size cannot be longer than 4096 characters."]
+        "size cannot be longer than 4096 characters."
+    ]
     body["content"] = {"text": "y" * 4096}
     created = await sim.http.post(path, json=body, headers=AUTH)
     assert created.status_code == 200
@@ -125,15 +142,24 @@ async def test_create_message_validation_and_result(sim: Sim) -> None:
 async def test_closed_conversation_is_immutable(sim: Sim) -> None:
     conversation = await new_conversation(sim, history=2)
     cid = conversation["id"]
-    closed = await sim.http.patch(f"/ccaas/1/conversations/{cid}", json={"status": "CLOSED"},
-                                  headers=AUTH)
+    closed = await sim.http.patch(
+        f"/ccaas/1/conversations/{cid}", json={"status": "CLOSED"}, headers=AUTH
+    )
     assert closed.status_code == 200 and closed.json()["closedAt"]
     attempts = [
         ("PUT", f"/ccaas/1/conversations/{cid}", {"status": "OPEN"}),
         ("PATCH", f"/ccaas/1/conversations/{cid}", {"topic": "x"}),
-        ("POST", f"/ccaas/1/conversations/{cid}/messages",
-         {"channel": "WHATSAPP", "from": "a", "to": "b", "contentType": "TEXT",
-          "content": {"text": "hi"}}),
+        (
+            "POST",
+            f"/ccaas/1/conversations/{cid}/messages",
+            {
+                "channel": "WHATSAPP",
+                "from": "a",
+                "to": "b",
+                "contentType": "TEXT",
+                "content": {"text": "hi"},
+            },
+        ),
         ("POST", f"/ccaas/1/conversations/{cid}/tags", {"tagName": "x"}),
         ("PATCH", f"/ccaas/1/conversations/{cid}/metadata", {"a": "b"}),
     ]
@@ -141,28 +167,36 @@ async def test_closed_conversation_is_immutable(sim: Sim) -> None:
         response = await sim.http.request(method, path, json=body, headers=AUTH)
         assert response.status_code == 400, (method, path)
         exc = service_exception(response)
-        assert (exc["messageId"], exc["text"]) == ("BAD_REQUEST",
-                                                   "Closed conversation cannot be changed")
+        assert (exc["messageId"], exc["text"]) == (
+            "BAD_REQUEST",
+            "Closed conversation cannot be changed",
+        )
     assert (await sim.http.get(f"/_sim/conversations/{cid}")).json()["messageCount"] == 2
 
 
 async def test_tags_must_exist_before_adding(sim: Sim) -> None:
     cid = (await new_conversation(sim, history=1))["id"]
-    missing = await sim.http.post(f"/ccaas/1/conversations/{cid}/tags",
-                                  json={"tagName": "vip"}, headers=AUTH)
+    missing = await sim.http.post(
+        f"/ccaas/1/conversations/{cid}/tags", json={"tagName": "vip"}, headers=AUTH
+    )
     assert missing.status_code == 400 and service_exception(missing)["messageId"] == "NOT_FOUND"
-    assert (await sim.http.post("/ccaas/1/tags", json={"name": "vip"},
-                                headers=AUTH)).status_code == 200
+    assert (
+        await sim.http.post("/ccaas/1/tags", json={"name": "vip"}, headers=AUTH)
+    ).status_code == 200
     again = await sim.http.post("/ccaas/1/tags", json={"name": "vip"}, headers=AUTH)
     assert again.status_code == 400 and service_exception(again)["text"] == "Tag already exists."
     bad = await sim.http.post("/ccaas/1/tags", json={"name": "has space"}, headers=AUTH)
     assert bad.status_code == 400
-    added = await sim.http.post(f"/ccaas/1/conversations/{cid}/tags", json={"tagName": "vip"},
-                                headers=AUTH)
-    assert added.json() == {"statusCode": "SUCCESS",
-                            "message": "Tag added to conversation successfully."}
-    tags = (await sim.http.get("/ccaas/1/tags", params={"conversationId": cid},
-                               headers=AUTH)).json()
+    added = await sim.http.post(
+        f"/ccaas/1/conversations/{cid}/tags", json={"tagName": "vip"}, headers=AUTH
+    )
+    assert added.json() == {
+        "statusCode": "SUCCESS",
+        "message": "Tag added to conversation successfully.",
+    }
+    tags = (
+        await sim.http.get("/ccaas/1/tags", params={"conversationId": cid}, headers=AUTH)
+    ).json()
     assert [t["name"] for t in tags["tags"]] == ["vip"]
     removed = await sim.http.delete(f"/ccaas/1/conversations/{cid}/tags/vip", headers=AUTH)
     assert removed.status_code == 200
@@ -181,8 +215,9 @@ async def test_metadata_put_patch_delete(sim: Sim) -> None:
 
 
 async def test_failure_injection(sim: Sim) -> None:
-    injected = await sim.http.post("/_sim/failures", json={"count": 2, "status": 429,
-                                                            "retry_after": 2})
+    injected = await sim.http.post(
+        "/_sim/failures", json={"count": 2, "status": 429, "retry_after": 2}
+    )
     assert injected.status_code == 200
     for _ in range(2):
         response = await sim.http.get("/ccaas/1/conversations", headers=AUTH)
@@ -201,25 +236,35 @@ async def test_send_posts_legacy_webhook_and_signed_event() -> None:
     async with running_sim(webhook_transport=httpx.ASGITransport(app=receiver.app())) as sim:
         conversation = await new_conversation(sim, history=3)
         cid = conversation["id"]
-        configured = await sim.http.put("/ccaas/1/account/configuration",
-                                        json={"webhookUrl": "http://gw.test/webhooks/infobip/tok"},
-                                        headers=AUTH)
+        configured = await sim.http.put(
+            "/ccaas/1/account/configuration",
+            json={"webhookUrl": "http://gw.test/webhooks/infobip/tok"},
+            headers=AUTH,
+        )
         assert configured.json()["statusCode"] == "SUCCESS"
         subscription = {
-            "subscriptionId": "ccbridge", "name": "ccbridge",
+            "subscriptionId": "ccbridge",
+            "name": "ccbridge",
             "events": ["CONVERSATION_MESSAGE_RECEIVED", "CONVERSATION_STATUS_UPDATED"],
-            "profile": {"profileId": "ccbridge-profile",
-                        "webhook": {"notifyUrl": "http://gw.test/webhooks/infobip/events"},
-                        "security": {"authId": "a", "type": "HMAC",
-                                     "credentials": {"secretKey": "s3cret",
-                                                     "algorithm": "HMAC_SHA_256"}}}}
-        created = await sim.http.post("/subscriptions/1/subscription/CUSTOMER_ENGAGEMENT",
-                                      json=subscription, headers=AUTH)
+            "profile": {
+                "profileId": "ccbridge-profile",
+                "webhook": {"notifyUrl": "http://gw.test/webhooks/infobip/events"},
+                "security": {
+                    "authId": "a",
+                    "type": "HMAC",
+                    "credentials": {"secretKey": "s3cret", "algorithm": "HMAC_SHA_256"},
+                },
+            },
+        }
+        created = await sim.http.post(
+            "/subscriptions/1/subscription/CUSTOMER_ENGAGEMENT", json=subscription, headers=AUTH
+        )
         assert created.status_code == 201 and created.json() == {"subscriptionId": "ccbridge"}
 
         receiver.status = 202
-        sent = (await sim.http.post(f"/_sim/conversations/{cid}/send",
-                                    json={"text": "I need help"})).json()
+        sent = (
+            await sim.http.post(f"/_sim/conversations/{cid}/send", json={"text": "I need help"})
+        ).json()
         assert sent["webhook_status"] == 202 and sent["event_status"] == 202
         message = sent["message"]
         assert message["direction"] == "INBOUND" and message["content"] == {"text": "I need help"}
@@ -239,9 +284,13 @@ async def test_send_posts_legacy_webhook_and_signed_event() -> None:
         assert payload["message"]["content"] == {"text": "I need help"}
         assert "contentType" not in payload["message"]
 
-        stored = (await sim.http.get(f"/ccaas/1/conversations/{cid}/messages",
-                                     params={"orderBy": "createdAt:desc", "limit": 1},
-                                     headers=AUTH)).json()
+        stored = (
+            await sim.http.get(
+                f"/ccaas/1/conversations/{cid}/messages",
+                params={"orderBy": "createdAt:desc", "limit": 1},
+                headers=AUTH,
+            )
+        ).json()
         assert stored["messages"][0]["id"] == message["id"]
 
         receiver.requests.clear()
@@ -253,32 +302,35 @@ async def test_send_posts_legacy_webhook_and_signed_event() -> None:
         assert event["payload"]["status"] == "CLOSED" and event["payload"]["id"] == cid
         assert "message" not in event["payload"]
         assert headers[SIGNATURE_HEADER.lower()] == (
-            "sha256=" + hmac.new(b"s3cret", raw, hashlib.sha256).hexdigest())
+            "sha256=" + hmac.new(b"s3cret", raw, hashlib.sha256).hexdigest()
+        )
 
         # Closing through the API emits the same event (posted in the background).
         other = await new_conversation(sim, history=1)
         receiver.requests.clear()
-        put = await sim.http.put(f"/ccaas/1/conversations/{other['id']}",
-                                 json={"status": "CLOSED"}, headers=AUTH)
+        put = await sim.http.put(
+            f"/ccaas/1/conversations/{other['id']}", json={"status": "CLOSED"}, headers=AUTH
+        )
         assert put.status_code == 200
         await sim.state.aclose()  # waits for background deliveries
         [(_, _, raw)] = receiver.requests
         assert json.loads(raw)["payload"]["id"] == other["id"]
 
         # The end user writes again: the closed conversation stays closed, a new one opens.
-        again = (await sim.http.post(f"/_sim/conversations/{cid}/send",
-                                     json={"text": "hello again"})).json()
+        again = (
+            await sim.http.post(f"/_sim/conversations/{cid}/send", json={"text": "hello again"})
+        ).json()
         assert again["conversationId"] != cid
         new = (await sim.http.get(f"/_sim/conversations/{again['conversationId']}")).json()
         assert new["endUser"] == conversation["endUser"] and new["status"] == "OPEN"
 
 
 async def test_send_reports_unreachable_webhook() -> None:
-    async with running_sim(webhook_url="http://127.0.0.1:9/webhooks/infobip/tok",
-                           webhook_timeout_s=2.0) as sim:
+    async with running_sim(
+        webhook_url="http://127.0.0.1:9/webhooks/infobip/tok", webhook_timeout_s=2.0
+    ) as sim:
         cid = (await new_conversation(sim, history=1))["id"]
-        sent = (await sim.http.post(f"/_sim/conversations/{cid}/send",
-                                    json={"text": "hi"})).json()
+        sent = (await sim.http.post(f"/_sim/conversations/{cid}/send", json={"text": "hi"})).json()
         assert sent["webhook_status"] is None
         assert sent["deliveries"][0]["error"]
         assert (await sim.http.get(f"/_sim/conversations/{cid}")).json()["messageCount"] == 2
@@ -288,8 +340,9 @@ async def test_reset_and_config(sim: Sim) -> None:
     await new_conversation(sim, history=1, id="keep-me")
     duplicate = await sim.http.post("/_sim/conversations", json={"id": "keep-me"})
     assert duplicate.status_code == 400
-    config = (await sim.http.put("/_sim/config", json={"page_delay_ms": 5,
-                                                       "webhook_url": "http://x/y"})).json()
+    config = (
+        await sim.http.put("/_sim/config", json={"page_delay_ms": 5, "webhook_url": "http://x/y"})
+    ).json()
     assert config["page_delay_ms"] == 5 and config["webhook_url"] == "http://x/y"
     assert (await sim.http.post("/_sim/reset")).status_code == 200
     assert (await sim.http.get("/_sim/conversations/keep-me")).status_code == 400
@@ -300,11 +353,13 @@ async def test_reset_and_config(sim: Sim) -> None:
 async def test_list_conversations_filters(sim: Sim) -> None:
     first = await new_conversation(sim, history=1, tags=["vip"])
     await new_conversation(sim, history=1, status="CLOSED")
-    body = (await sim.http.get("/ccaas/1/conversations", params={"status": "OPEN"},
-                               headers=AUTH)).json()
+    body = (
+        await sim.http.get("/ccaas/1/conversations", params={"status": "OPEN"}, headers=AUTH)
+    ).json()
     assert [c["id"] for c in body["conversations"]] == [first["id"]]
-    tagged = (await sim.http.get("/ccaas/1/conversations", params={"tagNames": "vip"},
-                                 headers=AUTH)).json()
+    tagged = (
+        await sim.http.get("/ccaas/1/conversations", params={"tagNames": "vip"}, headers=AUTH)
+    ).json()
     assert tagged["pagination"]["totalItems"] == 1
 
 
