@@ -37,19 +37,16 @@ def test_grpc_service_flips_health_and_exits_zero(mesh: Mesh, name: str) -> None
     assert _health(port) == health_pb2.HealthCheckResponse.SERVING
     assert _health(port, "liveness") == health_pb2.HealthCheckResponse.SERVING
     proc = mesh.group.procs[name]
-    started = time.monotonic()
     proc.popen.send_signal(signal.SIGTERM)
     wait_for(
         "NOT_SERVING during the drain",
         lambda: _health(port) == health_pb2.HealthCheckResponse.NOT_SERVING,
         5,
     )
+    # Bounded by Kubernetes' terminationGracePeriodSeconds (30 s in k8s/base).
     code = proc.popen.wait(30)
-    elapsed = time.monotonic() - started
     mesh.group.procs.pop(name)
     assert code == 0
-    # Must fit in Kubernetes' terminationGracePeriodSeconds (30 s in k8s/base).
-    assert elapsed < 30
     start_component(mesh, name)
 
 
