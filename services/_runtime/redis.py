@@ -13,11 +13,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 SENTINEL_SCHEME = "redis+sentinel"
@@ -62,6 +64,26 @@ class _SentinelRedis(aioredis.Redis):
             await sentinel.aclose()
 
 
+class HiredisPackingConnection(aioredis.Connection):
+    """A plain TCP connection whose commands are packed by hiredis's C packer.
+
+    redis-py's asyncio client packs every command in Python (~22 µs for an ingest
+    EVALSHA, 3 µs with hiredis): about 12% of Session's CPU on the relay path.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        # Like redis-py: a multi-word command name ("SCRIPT LOAD") goes as separate words.
+        first = args[0]
+        if isinstance(first, str) and " " in first:
+            args = (*first.split(), *args[1:])
+        elif isinstance(first, bytes) and b" " in first:
+            args = (*first.split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:  # redis-py raises DataError for the same inputs
+            raise DataError(str(exc)) from None
+
+
 def create_redis(url: str, *, max_connections: int = 64) -> aioredis.Redis:
     """Creates a client with timeouts and a short retry on connection errors."""
     options = _client_options(max_connections)
@@ -78,6 +100,8 @@ def create_redis(url: str, *, max_connections: int = 64) -> aioredis.Redis:
         return client
     # A blocking pool waits (up to the timeout) for a free connection under load instead
     # of failing the request with "Too many connections".
+    if url.startswith("redis://"):  # TLS and unix sockets keep their own classes
+        options["connection_class"] = HiredisPackingConnection
     pool = aioredis.BlockingConnectionPool.from_url(url, timeout=5.0, **options)
     return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
 

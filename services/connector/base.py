@@ -11,11 +11,31 @@ whether a retry can help, ``retry_after`` honours 429/Retry-After) and
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from ccbridge.common.v1 import common_pb2
+from services._runtime.errors import FarSideError, InvalidArgument
+
+# Cases the default post_customer_messages delivers at the same time.
+CASE_CONCURRENCY = 16
+
+T = TypeVar("T")
+
+
+async def gather_all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """Like ``asyncio.gather``, but when one raises the others are cancelled (and awaited)
+    before the error propagates, so nothing keeps running behind the caller's back."""
+    tasks = [asyncio.ensure_future(aw) for aw in awaitables]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,27 @@ CaseEvent = AgentMessage | CaseClosedEvent
 
 
 @dataclass(frozen=True)
+class CaseMessages:
+    """End-user messages for one case, oldest first; each message id is its
+    idempotency key."""
+
+    external_id: str
+    conversation_id: str
+    messages: Sequence[common_pb2.Message]
+
+
+@dataclass(frozen=True)
+class CaseDelivery:
+    """What happened to one case's messages: ``messages[:delivered]`` were accepted (with
+    the CCaaS ids in ``message_ids``, '' where it gives none); ``error`` says why
+    ``messages[delivered]`` failed, None when every message was accepted."""
+
+    delivered: int
+    message_ids: list[str]
+    error: FarSideError | None = None
+
+
+@dataclass(frozen=True)
 class WebhookBatch:
     """What one pushed webhook carried: the events for Session, and how many items the
     adapter skipped on purpose (event types it does not handle)."""
@@ -99,6 +140,40 @@ class Adapter(abc.ABC):
         """Appends one end-user message; returns the CCaaS message id ('' if none).
         Posting the same idempotency key twice must have one effect at the CCaaS."""
 
+    async def post_customer_messages(self, cases: Sequence[CaseMessages]) -> list[CaseDelivery]:
+        """Appends the messages of several cases; one result per case, in order.
+
+        The default posts each case's messages one by one with ``post_customer_message``
+        and stops the case at its first failure; cases run concurrently (at most
+        ``CASE_CONCURRENCY`` at a time). FarSideError and InvalidArgument become the
+        case's error; any other exception propagates (and cancels the other cases).
+        Adapters with a batch API of their own override it.
+        """
+        gate = asyncio.Semaphore(CASE_CONCURRENCY)
+
+        async def one(case: CaseMessages) -> CaseDelivery:
+            async with gate:
+                return await self._post_case_messages(case)
+
+        return await gather_all(one(case) for case in cases)
+
+    async def _post_case_messages(self, case: CaseMessages) -> CaseDelivery:
+        ids: list[str] = []
+        for message in case.messages:
+            try:
+                ids.append(
+                    await self.post_customer_message(
+                        case.external_id, case.conversation_id, message, message.id
+                    )
+                )
+            except FarSideError as exc:
+                return CaseDelivery(len(ids), ids, exc)
+            except InvalidArgument as exc:
+                # A message the CCaaS can never take (e.g. bad content_json): a retry
+                # cannot help, the case stops here.
+                return CaseDelivery(len(ids), ids, FarSideError(str(exc), retryable=False))
+        return CaseDelivery(len(ids), ids)
+
     @abc.abstractmethod
     async def close_case(
         self, external_id: str, conversation_id: str, reason: str, idempotency_key: str
@@ -107,8 +182,6 @@ class Adapter(abc.ABC):
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[CaseEvent]:
         """Verifies (raise Unauthenticated) and parses (raise InvalidArgument) a push."""
-        from services._runtime.errors import InvalidArgument
-
         raise InvalidArgument(f"connector {self.name!r} does not accept webhooks")
 
     def parse_webhook_batch(self, headers: Mapping[str, str], body: bytes) -> WebhookBatch:

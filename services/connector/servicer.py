@@ -11,7 +11,7 @@ import grpc
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
 from services._runtime.errors import InvalidArgument, NotFound
 from services._runtime.logging import conversation_id_var
-from services.connector.base import Adapter, CaseToOpen
+from services.connector.base import Adapter, CaseMessages, CaseToOpen
 from services.connector.session_client import SessionReporter
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,54 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
             request.external_id, request.conversation_id, request.message, key
         )
         return connector_pb2.PostCustomerMessageResponse(external_message_id=message_id)
+
+    async def PostCustomerMessages(
+        self,
+        request: connector_pb2.PostCustomerMessagesRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> connector_pb2.PostCustomerMessagesResponse:
+        adapter = self._adapter(request.connector)
+        cases: list[CaseMessages] = []
+        for index, case in enumerate(request.cases):
+            if not case.external_id:
+                raise InvalidArgument(f"cases[{index}].external_id is required")
+            if not case.messages:
+                raise InvalidArgument(f"cases[{index}] has no message")
+            for position, message in enumerate(case.messages):
+                if not message.id:
+                    raise InvalidArgument(
+                        f"cases[{index}].messages[{position}].id is required "
+                        "(it is the idempotency key)"
+                    )
+            cases.append(CaseMessages(case.external_id, case.conversation_id, list(case.messages)))
+        if len(cases) == 1:
+            conversation_id_var.set(cases[0].conversation_id)
+        deliveries = await adapter.post_customer_messages(cases)
+        if len(deliveries) != len(cases):  # an adapter bug; never answer misaligned results
+            raise RuntimeError(
+                f"connector {request.connector!r} answered {len(deliveries)} results "
+                f"for {len(cases)} cases"
+            )
+        results: list[connector_pb2.CaseDeliveryResult] = []
+        failed = 0
+        for delivery in deliveries:
+            result = connector_pb2.CaseDeliveryResult(
+                delivered=delivery.delivered, external_message_ids=delivery.message_ids
+            )
+            if delivery.error is not None:
+                failed += 1
+                result.error = str(delivery.error) or type(delivery.error).__name__
+                result.retryable = delivery.error.retryable
+                result.retry_after_s = delivery.error.retry_after or 0.0
+            results.append(result)
+        if failed:
+            log.info(
+                "post customer messages %s: %d cases, %d with a failed message",
+                request.connector,
+                len(cases),
+                failed,
+            )
+        return connector_pb2.PostCustomerMessagesResponse(results=results)
 
     async def CloseCase(
         self, request: connector_pb2.CloseCaseRequest, context: grpc.aio.ServicerContext

@@ -23,6 +23,8 @@ class WebhookSettings:
     secrets: tuple[Secret, ...]
     # Timeout of each HTTP call to the CCaaS, seconds.
     timeout_s: float
+    # Most case.message events in one POST (a JSON array); 1 = one event per POST.
+    batch_max: int = 1
 
     @classmethod
     def read(cls, env: EnvReader) -> WebhookSettings:
@@ -34,7 +36,8 @@ class WebhookSettings:
         if raw and not secrets:
             env.errors.append("CCBRIDGE_WEBHOOK_CONNECTOR_SECRET holds no secret")
         timeout_s = env.float("CCBRIDGE_WEBHOOK_CONNECTOR_TIMEOUT_S", 10.0, minimum=0.1)
-        return cls(url=url, secrets=secrets, timeout_s=timeout_s)
+        batch_max = env.int("CCBRIDGE_WEBHOOK_CONNECTOR_BATCH_MAX", 1, minimum=1, maximum=100)
+        return cls(url=url, secrets=secrets, timeout_s=timeout_s, batch_max=batch_max)
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,41 @@ end
 return 3
 """
 
+# The relay's claim (services/session/relay.py): takes a conversation's lease and reads
+# its inbox head, but only when the conversation is on the fast path: ACTIVE with a case,
+# inbox not in back-off, outbox empty. Everything else goes to the full step.
+# KEYS: h, lease, in, out   ARGV: token, lease ttl ms, window, now ms
+# Returns {2} (not for the relay), {0} (leased elsewhere) or
+# {1, connector, external_id, in_attempts, {head messages}}.
+_CLAIM_RELAY = """
+local f = redis.call('HMGET', KEYS[1], 'state', 'connector', 'external_id', 'in_next_at',
+  'in_attempts')
+if f[1] ~= 'ACTIVE' or not f[3] then return {2} end
+if (f[4] and tonumber(f[4]) or 0) > tonumber(ARGV[4]) then return {2} end
+if redis.call('LLEN', KEYS[4]) > 0 then return {2} end
+local head = redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[3]) - 1)
+if #head == 0 then return {2} end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+return {1, f[2] or '', f[3], f[5] or '0', head}
+"""
+
+# The relay's finish: pops the delivered head messages (each only if still the head),
+# resets the retry counter after a success, releases the lease when asked.
+# KEYS: lease, in, out, h   ARGV: token, reset attempts '1'/'0', release '1'/'0', payloads
+# Returns {popped, inbox length, outbox length}, popped -1 when the lease was lost.
+_FINISH_RELAY = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0, 0} end
+local popped = 0
+for i = 4, #ARGV do
+  if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[i] then break end
+  redis.call('LPOP', KEYS[2])
+  popped = popped + 1
+end
+if ARGV[2] == '1' then redis.call('HSET', KEYS[4], 'in_attempts', '0', 'in_next_at', '0') end
+if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
+return {popped, redis.call('LLEN', KEYS[2]), redis.call('LLEN', KEYS[3])}
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -182,6 +217,27 @@ class HandoverRecord:
 
 
 @dataclass(frozen=True)
+class RelayClaim:
+    """A conversation the relay holds the lease of, with its inbox head."""
+
+    conversation_id: str
+    token: str
+    connector: str
+    external_id: str
+    in_attempts: int
+    head: list[bytes]
+
+
+@dataclass(frozen=True)
+class RelayFinish:
+    """Where one conversation stands after a relay batch."""
+
+    popped: int  # -1: the lease was lost (nothing popped)
+    inbox: int
+    outbox: int
+
+
+@dataclass(frozen=True)
 class DeadLetterRecord:
     id: str
     conversation_id: str
@@ -214,6 +270,8 @@ class SessionStore:
         self._agent_event = redis.register_script(_AGENT_EVENT)
         self._release = redis.register_script(_RELEASE)
         self._renew = redis.register_script(_RENEW)
+        self._claim_relay = redis.register_script(_CLAIM_RELAY)
+        self._finish_relay = redis.register_script(_FINISH_RELAY)
 
     # -- key names ---------------------------------------------------------------------
     def k_h(self, cid: str) -> str:
@@ -512,6 +570,135 @@ class SessionStore:
         return int(
             await self._pop_head(keys=[queue_key, self.k_lease(cid)], args=[token, expected])
         )
+
+    # -- the relay's batched steps (services/session/relay.py) --------------------------------
+    async def _evalsha_many(
+        self, script: Any, calls: Sequence[tuple[list[str], list[Any]]]
+    ) -> list[Any]:
+        """Runs ``script`` once per (keys, args) in one pipelined round trip, loading it
+        first when Redis lost it (a restart): a NOSCRIPT reply means it did not run, so
+        only those calls are run again."""
+        replies: list[Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        for _attempt in range(2):
+            async with self.r.pipeline(transaction=False) as pipe:
+                for index in pending:
+                    keys, args = calls[index]
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
+                got = await pipe.execute(raise_on_error=False) if pending else []
+            missing = []
+            for index, reply in zip(pending, got, strict=True):
+                if isinstance(reply, NoScriptError):
+                    missing.append(index)
+                elif isinstance(reply, Exception):
+                    raise reply
+                else:
+                    replies[index] = reply
+            if not missing:
+                return replies
+            await self.r.script_load(script.script)
+            pending = missing
+        raise NoScriptError("a relay script could not be loaded")
+
+    async def claim_relay(
+        self, cids: Sequence[str], lease_ttl_ms: int, window: int
+    ) -> list[RelayClaim | bool | None]:
+        """For each conversation: a :class:`RelayClaim` (lease taken), ``False`` when
+        another worker holds the lease, ``None`` when it is not for the relay (the full
+        step handles it). One round trip for all."""
+        ts = now_ms()
+        tokens = [uuid.uuid4().hex for _ in cids]
+        replies = await self._evalsha_many(
+            self._claim_relay,
+            [
+                (
+                    [self.k_h(cid), self.k_lease(cid), self.k_in(cid), self.k_out(cid)],
+                    [token, lease_ttl_ms, window, ts],
+                )
+                for cid, token in zip(cids, tokens, strict=True)
+            ],
+        )
+        out: list[RelayClaim | bool | None] = []
+        for cid, token, reply in zip(cids, tokens, replies, strict=True):
+            kind = int(reply[0])
+            if kind == 1:
+                out.append(
+                    RelayClaim(
+                        conversation_id=cid,
+                        token=token,
+                        connector=_text(reply[1]),
+                        external_id=_text(reply[2]),
+                        in_attempts=int(_text(reply[3]) or 0),
+                        head=[_bytes(p) for p in reply[4]],
+                    )
+                )
+            else:
+                out.append(False if kind == 0 else None)
+        return out
+
+    async def in_transcript_batch(
+        self, ids_by_conversation: Sequence[tuple[str, Sequence[str]]]
+    ) -> list[list[bool]]:
+        """``in_transcript_many`` for several conversations in one round trip."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            for cid, ids in ids_by_conversation:
+                pipe.hmget(self.k_tx(cid), list(ids))
+            replies = await pipe.execute()
+        return [[value is not None for value in found] for found in replies]
+
+    async def finish_relay(
+        self, finishes: Sequence[tuple[RelayClaim, Sequence[bytes], bool, bool]]
+    ) -> list[RelayFinish]:
+        """For each (claim, delivered head payloads, reset retry counter, release lease):
+        takes the conversation off the schedule, then pops those payloads off the inbox
+        head and reads both queue lengths, all in one round trip. The caller schedules
+        again whatever has work left (:meth:`schedule_now`).
+
+        Unscheduling first is what keeps a message from being stranded: Ingest pushes,
+        then adds to the schedule, so a message pushed after this unschedule puts the
+        conversation back itself, and one pushed before it is counted in the lengths.
+        (Across Redis Cluster nodes that order is not guaranteed; the reconciler's
+        schedule repair covers the gap.)"""
+        replies: list[Any] = [None] * len(finishes)
+        pending = list(range(len(finishes)))
+        for _attempt in range(2):
+            async with self.r.pipeline(transaction=False) as pipe:
+                for index in pending:
+                    claim, payloads, reset, release = finishes[index]
+                    cid = claim.conversation_id
+                    pipe.zrem(self.k_due, cid)
+                    pipe.evalsha(
+                        self._finish_relay.sha,
+                        4,
+                        self.k_lease(cid),
+                        self.k_in(cid),
+                        self.k_out(cid),
+                        self.k_h(cid),
+                        claim.token,
+                        "1" if reset else "0",
+                        "1" if release else "0",
+                        *payloads,
+                    )
+                got = await pipe.execute(raise_on_error=False) if pending else []
+            missing = []
+            for position, index in enumerate(pending):
+                reply = got[2 * position + 1]
+                if isinstance(reply, NoScriptError):
+                    missing.append(index)  # did not run: safe to run again
+                elif isinstance(reply, Exception):
+                    raise reply
+                else:
+                    replies[index] = reply
+            if not missing:
+                return [RelayFinish(int(r[0]), int(r[1]), int(r[2])) for r in replies]
+            await self.r.script_load(_FINISH_RELAY)
+            pending = missing
+        raise NoScriptError("the relay's finish script could not be loaded")
+
+    async def schedule_now(self, cids: Sequence[str]) -> None:
+        """Schedules these conversations now (one round trip)."""
+        if cids:
+            await self.r.zadd(self.k_due, dict.fromkeys(cids, now_ms()))
 
     # -- dead letters ------------------------------------------------------------------------
     async def dead_letter(

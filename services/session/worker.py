@@ -34,8 +34,9 @@ from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
 from services._runtime.errors import RETRY_AFTER_METADATA, FarSideError
 from services._runtime.infobip import InfobipClient, InfobipNotFound
 from services._runtime.logging import conversation_id_var
+from services.session.relay import Failure, InboxRelay
 from services.session.settings import SessionSettings
-from services.session.store import HandoverRecord, SessionStore, now_ms
+from services.session.store import HandoverRecord, RelayClaim, SessionStore, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ _RETRYABLE = {
 }
 MAX_TEXT = 4096  # Infobip's documented content size limit
 PEEK_WINDOW = 32  # head messages read in one round trip by a delivery step
+# Relay batches under way at once. One: what arrives while a batch is out waits for the
+# next one, so batches grow with the load (fewer, larger calls) and stay small when idle.
+RELAY_IN_FLIGHT = 1
+MAX_DUE_READ = 1000  # due conversations read per scheduler pass, at most
 
 
 @dataclass
@@ -117,6 +122,14 @@ class ConversationWorker:
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
         self._reconcile_task: asyncio.Task[None] | None = None
+        self.relay = InboxRelay(
+            store,
+            peers.connector,
+            lease_ttl_ms=settings.lease_ttl_ms,
+            call_timeout_s=settings.grpc_timeout_s * 3,
+            on_failure=self._relay_failed,
+        )
+        self._relay_slots = asyncio.Semaphore(RELAY_IN_FLIGHT)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -145,19 +158,53 @@ class ConversationWorker:
     async def _schedule_loop(self) -> None:
         poll = self.s.scheduler_poll_ms / 1000
         while not self._stopping:
+            # Cleared before reading: a wake-up during this pass makes the next one start
+            # at once instead of after the poll interval.
+            self._wake.clear()
             try:
-                due = await self.store.due(self.s.worker_concurrency * 2)
+                limit = min(MAX_DUE_READ, self.s.worker_concurrency * 2 + len(self._running))
+                due = [cid for cid in await self.store.due(limit) if cid not in self._running]
+                if due:
+                    await self._dispatch(due)
             except Exception:
                 log.warning("cannot read the schedule; retrying", exc_info=True)
                 await asyncio.sleep(1.0)
                 continue
-            for cid in due:
-                if cid in self._running:
-                    continue
-                self._running[cid] = asyncio.create_task(self._run(cid), name=f"conv-{cid}")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll)
+
+    async def _dispatch(self, due: list[str]) -> None:
+        """Hands the inbox-only conversations to the relay as one batch, and every other
+        one to its own full step."""
+        await self._relay_slots.acquire()
+        try:
+            claims, others = await self.relay.claim(due)
+        except BaseException:
+            self._relay_slots.release()
+            raise
+        for cid in others:
+            self._running[cid] = asyncio.create_task(self._run(cid), name=f"conv-{cid}")
+        if not claims:
+            self._relay_slots.release()
+            return
+        task = asyncio.create_task(self._relay_batch(claims), name="relay")
+        for claim in claims:
+            self._running[claim.conversation_id] = task
+
+    async def _relay_batch(self, claims: list[RelayClaim]) -> None:
+        try:
+            await self.relay.deliver(claims)
+        except Exception:
+            log.exception("relay batch failed; the conversations are retried")
+            with contextlib.suppress(Exception):
+                for claim in claims:
+                    await self.store.release_lease(claim.conversation_id, claim.token)
+                    await self.store.schedule(claim.conversation_id, now_ms() + 1000)
+        finally:
+            for claim in claims:
+                self._running.pop(claim.conversation_id, None)
+            self._relay_slots.release()
+            self._wake.set()
 
     async def _run(self, cid: str) -> None:
         try:
@@ -482,39 +529,9 @@ class ConversationWorker:
                     await self._send_to_end_user(rec, message)
             except StepFailure as failure:
                 attempts += 1
-                if not failure.retryable or attempts >= self.s.delivery_max_attempts:
-                    log.error(
-                        "%s delivery gave up after %d attempts: %s", queue, attempts, failure.reason
-                    )
-                    if not await self.store.dead_letter(
-                        cid, queue, key, token, payload, failure.reason, attempts
-                    ):
-                        return  # the head changed or the lease is gone
+                if await self._delivery_failed(cid, token, queue, payload, attempts, failure):
                     attempts = 0
-                    await self.store.transition(
-                        cid,
-                        allowed=("ACTIVE", "CLOSING"),
-                        lease_token=token,
-                        values={
-                            f"{prefix}_attempts": "0",
-                            "failure_reason": failure.reason[:500],
-                            "flagged": "dead_letters",
-                        },
-                    )
-                    continue
-                log.warning("%s delivery failed (attempt %d): %s", queue, attempts, failure.reason)
-                await self.store.transition(
-                    cid,
-                    allowed=("ACTIVE", "CLOSING"),
-                    lease_token=token,
-                    values={
-                        f"{prefix}_attempts": str(attempts),
-                        f"{prefix}_next_at": str(
-                            now_ms() + self._backoff_ms(attempts, failure.retry_after)
-                        ),
-                        "failure_reason": failure.reason[:500],
-                    },
-                )
+                    continue  # dead-lettered: on with the next message
                 return
             if not await self._pop(cid, key, token, payload):
                 window.clear()
@@ -527,6 +544,64 @@ class ConversationWorker:
                     lease_token=token,
                     values={f"{prefix}_attempts": "0", f"{prefix}_next_at": "0"},
                 )
+
+    async def _delivery_failed(
+        self,
+        cid: str,
+        token: str,
+        queue: str,
+        payload: bytes,
+        attempts: int,
+        failure: StepFailure,
+    ) -> bool:
+        """Handles a failed delivery of the queue's head (``attempts``: including this
+        one): dead-letters it when retrying cannot help or the budget is spent (returns
+        True when it did), else records the back-off (returns False)."""
+        key = self.store.k_in(cid) if queue == "inbox" else self.store.k_out(cid)
+        prefix = "in" if queue == "inbox" else "out"
+        if not failure.retryable or attempts >= self.s.delivery_max_attempts:
+            log.error("%s delivery gave up after %d attempts: %s", queue, attempts, failure.reason)
+            if not await self.store.dead_letter(
+                cid, queue, key, token, payload, failure.reason, attempts
+            ):
+                return False  # the head changed or the lease is gone
+            await self.store.transition(
+                cid,
+                allowed=("ACTIVE", "CLOSING"),
+                lease_token=token,
+                values={
+                    f"{prefix}_attempts": "0",
+                    "failure_reason": failure.reason[:500],
+                    "flagged": "dead_letters",
+                },
+            )
+            return True
+        log.warning("%s delivery failed (attempt %d): %s", queue, attempts, failure.reason)
+        next_at = now_ms() + self._backoff_ms(attempts, failure.retry_after)
+        await self.store.transition(
+            cid,
+            allowed=("ACTIVE", "CLOSING"),
+            lease_token=token,
+            values={
+                f"{prefix}_attempts": str(attempts),
+                f"{prefix}_next_at": str(next_at),
+                "failure_reason": failure.reason[:500],
+            },
+        )
+        return False
+
+    async def _relay_failed(
+        self, claim: RelayClaim, payload: bytes, attempts: int, failure: Failure
+    ) -> None:
+        conversation_id_var.set(claim.conversation_id)
+        await self._delivery_failed(
+            claim.conversation_id,
+            claim.token,
+            "inbox",
+            payload,
+            attempts,
+            StepFailure(failure.reason, failure.retryable, failure.retry_after),
+        )
 
     async def _peek(
         self, cid: str, key: str, queue: str, count: int

@@ -3,7 +3,10 @@
 
 ``POST /webhook`` receives case.open / case.message / case.close, verifies the signature
 (401 otherwise), honours idempotency keys (a repeated key has one effect and returns the
-stored answer with ``Idempotent-Replayed: true``) and records every attempt. The control
+stored answer with ``Idempotent-Replayed: true``) and records every attempt. A JSON array
+of events (batched delivery) is answered ``{"results": [...]}``, one result per event;
+after an event of a case fails, the later events of that case in the array are skipped
+(answered 409, not applied), so a case never gets a gap. The control
 API lets a test or a person reply as an agent and close a case: the simulator then signs
 an event and POSTs it to the bridge, as a real CCaaS would.
 
@@ -34,6 +37,8 @@ log = logging.getLogger(__name__)
 
 TOLERANCE_S = 300
 MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_BATCH_EVENTS = 100
+SKIPPED = "skipped: an earlier event of this case failed"
 BRIDGE_TIMEOUT_S = 10.0
 EVENT_TYPES = ("case.open", "case.message", "case.close")
 _UI_HTML = Path(__file__).with_name("ui.html")
@@ -76,6 +81,18 @@ def _json(answer: Answer, *, replayed: bool = False) -> JSONResponse:
 
 def _problem(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def _delivery_fields(item: object, header_key: str = "") -> dict[str, Any]:
+    """What a delivery record says about one event (whatever shape it has)."""
+    info = item if isinstance(item, dict) else {}
+    return {
+        "type": info.get("type"),
+        "eventId": info.get("id"),
+        "idempotencyKey": header_key or info.get("idempotencyKey"),
+        "caseId": info.get("caseId"),
+        "conversationId": info.get("conversationId"),
+    }
 
 
 def _is_str(doc: dict[str, Any], key: str) -> bool:
@@ -167,14 +184,10 @@ def create_app(
             doc = json.loads(body)
         except ValueError:
             doc = None
+        if isinstance(doc, list):
+            return receive_batch(request, body, doc)
         info = doc if isinstance(doc, dict) else {}
-        record = {
-            "type": info.get("type"),
-            "eventId": info.get("id"),
-            "idempotencyKey": header_key or info.get("idempotencyKey"),
-            "caseId": info.get("caseId"),
-            "conversationId": info.get("conversationId"),
-        }
+        record = _delivery_fields(info, header_key)
         # A CCaaS that is down answers before it looks at anything.
         fault = sim.take_fault()
         if fault is not None:
@@ -202,6 +215,58 @@ def create_app(
             **record, status=answer.status, outcome="replayed" if replayed else "ok"
         )
         return _json(answer, replayed=replayed)
+
+    def receive_batch(request: Request, body: bytes, items: list[Any]) -> Response:
+        """A JSON array of events: one fault check and one signature check for the whole
+        request, then every event in array order, as a single event would be."""
+        records = [_delivery_fields(item) for item in items] or [_delivery_fields(None)]
+        fault = sim.take_fault()
+        if fault is not None:
+            for record in records:
+                sim.record_delivery(**record, status=fault.status, outcome="fault")
+            return _json(fault)
+        if not signature_ok(
+            secrets,
+            request.headers.get("x-ccbridge-timestamp"),
+            request.headers.get("x-ccbridge-signature"),
+            body,
+            time.time(),
+        ):
+            for record in records:
+                sim.record_delivery(**record, status=401, outcome="unauthorized")
+            return _problem(401, "bad or missing signature")
+        if not items or len(items) > MAX_BATCH_EVENTS:
+            refused = 400 if not items else 413
+            sim.record_delivery(
+                **_delivery_fields(None),
+                status=refused,
+                outcome="invalid" if not items else "too_large",
+            )
+            return _problem(refused, f"an array must hold 1 to {MAX_BATCH_EVENTS} events")
+        results: list[dict[str, Any]] = []
+        failed_cases: set[str] = set()
+        for item, record in zip(items, records, strict=True):
+            case_id = record["caseId"] if isinstance(record["caseId"], str) else None
+            result: dict[str, Any]
+            if case_id is not None and case_id in failed_cases:
+                # Applying it would leave a gap in the case (an earlier message missing).
+                result, outcome = {"status": 409, "error": SKIPPED}, "skipped"
+            else:
+                problem = validate(item)
+                if problem is not None:
+                    result, outcome = {"status": 400, "error": problem}, "invalid"
+                else:
+                    answer, replayed = sim.apply(item["type"], item["idempotencyKey"], item)
+                    if item["type"] == "case.open":
+                        record["caseId"] = answer.body.get("caseId")
+                    result = {"status": answer.status, **answer.body}
+                    outcome = "replayed" if replayed else "ok"
+            status: int = result["status"]
+            if case_id is not None and not 200 <= status < 300:
+                failed_cases.add(case_id)
+            sim.record_delivery(**record, status=status, outcome=outcome)
+            results.append(result)
+        return JSONResponse({"results": results})
 
     async def push(event: dict[str, Any]) -> tuple[int, Any]:
         """Signs ``event`` and POSTs it to the bridge; (status, answer) or (0, error)."""

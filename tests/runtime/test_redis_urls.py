@@ -63,3 +63,29 @@ async def test_sentinel_client_reaches_the_master(sentinel: tuple[int, RedisServ
         assert await script(keys=["ccb:test"]) == b"1"
     finally:
         await client.aclose()
+
+
+async def test_hiredis_packing_connection_speaks_redis(redis_url: str) -> None:
+    """Plain redis:// clients pack with hiredis; every command shape Session uses works
+    (multi-word names, ints, bytes, pipelines, scripts) and bad values still raise
+    DataError like redis-py's own packer."""
+    from redis.exceptions import DataError
+
+    from services._runtime.redis import HiredisPackingConnection, create_redis
+
+    client = create_redis(redis_url)
+    try:
+        assert client.connection_pool.connection_class is HiredisPackingConnection
+        await client.set("ccb-test:pack", b"\x00\xffbytes", px=5000)
+        assert await client.get("ccb-test:pack") == b"\x00\xffbytes"
+        sha = await client.script_load("return {ARGV[1], ARGV[2]}")  # "SCRIPT LOAD"
+        assert await client.evalsha(sha, 0, 7, "x") == [b"7", b"x"]
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.zadd("ccb-test:z", {"a": 1})
+            pipe.zscore("ccb-test:z", "a")
+            assert await pipe.execute() == [1, 1.0]
+        with pytest.raises(DataError):
+            await client.set("ccb-test:pack", None)  # type: ignore[arg-type]
+    finally:
+        await client.delete("ccb-test:pack", "ccb-test:z")
+        await client.aclose()

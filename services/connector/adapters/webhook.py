@@ -2,7 +2,9 @@
 desk can implement (docs/connectors/webhook.md is the normative description).
 
 Bridge → CCaaS: ``case.open`` / ``case.message`` / ``case.close`` events POSTed to one
-URL, each with a deterministic event id and an idempotency key. CCaaS → bridge:
+URL, each with a deterministic event id and an idempotency key (with
+``CCBRIDGE_WEBHOOK_CONNECTOR_BATCH_MAX`` > 1, case.message events of several cases may go
+as one JSON array answered with per-event results). CCaaS → bridge:
 ``agent.message`` and ``case.closed`` events pushed to the gateway. Both directions are
 signed: ``X-Ccbridge-Signature: v1=<hex HMAC-SHA256("<timestamp>.<raw body>")>`` with the
 unix ``X-Ccbridge-Timestamp``; several comma-separated secrets allow rotation (the first
@@ -11,6 +13,7 @@ signs, any verifies). This module never logs message text or secrets.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import hashlib
 import hmac
@@ -18,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -27,13 +31,17 @@ from google.protobuf import timestamp_pb2
 from ccbridge.common.v1 import common_pb2
 from services._runtime.errors import FarSideError, InvalidArgument, Unauthenticated
 from services.connector.base import (
+    CASE_CONCURRENCY,
     Adapter,
     AgentMessage,
     CaseClosedEvent,
+    CaseDelivery,
     CaseEvent,
+    CaseMessages,
     CaseToOpen,
     OpenedCase,
     WebhookBatch,
+    gather_all,
 )
 from services.connector.settings import WebhookSettings
 
@@ -151,6 +159,10 @@ def message_json(message: common_pb2.Message) -> dict[str, object]:
     }
 
 
+def _retryable_status(status: int) -> bool:
+    return status in (408, 429) or status >= 500
+
+
 def _parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
@@ -239,6 +251,98 @@ def parse_events(body: bytes) -> WebhookBatch:
     return WebhookBatch(events, ignored)
 
 
+# --- batched case.message ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """A case's messages in one batched request (all of them, or one chunk of a case
+    longer than the batch size)."""
+
+    index: int  # the case's position in the call
+    case: CaseMessages  # only this slot's messages
+    payloads: list[dict[str, object]]  # case.message fields, one per message
+
+
+@dataclass(frozen=True)
+class _EventResult:
+    """One entry of a batch answer's ``results``."""
+
+    status: int
+    message_id: str
+    retry_after: float | None
+
+
+def _plan(slots_by_case: Sequence[list[_Slot]], batch_max: int) -> list[list[_Slot]]:
+    """Groups whole cases into requests of at most ``batch_max`` events (first fit).
+    A case longer than that is not planned here: its chunks go one after another."""
+    requests: list[list[_Slot]] = []
+    sizes: list[int] = []
+    for slots in slots_by_case:
+        if len(slots) != 1:
+            continue
+        size = len(slots[0].payloads)
+        for position, used in enumerate(sizes):
+            if used + size <= batch_max:
+                requests[position].append(slots[0])
+                sizes[position] += size
+                break
+        else:
+            requests.append([slots[0]])
+            sizes.append(size)
+    return requests
+
+
+def _batch_results(raw: bytes, count: int, now: float) -> list[_EventResult] | None:
+    """The per-event results of a 2xx batch answer; None unless it is a well-formed
+    ``{"results": [...]}`` with one object carrying an integer ``status`` per event."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    items = doc.get("results") if isinstance(doc, dict) else None
+    if not isinstance(items, list) or len(items) != count:
+        return None
+    results: list[_EventResult] = []
+    for item in items:
+        if not isinstance(item, dict):
+            return None
+        status = item.get("status")
+        if not isinstance(status, int) or isinstance(status, bool):
+            return None
+        message_id = item.get("messageId")
+        retry_after = item.get("retryAfter")
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int | float | str):
+            retry_after = None
+        results.append(
+            _EventResult(
+                status,
+                message_id if isinstance(message_id, str) else "",
+                None if retry_after is None else _parse_retry_after(str(retry_after), now),
+            )
+        )
+    return results
+
+
+def _case_delivery(results: Sequence[_EventResult]) -> CaseDelivery:
+    """A case's outcome from its events' results: the leading 2xx ones were accepted, the
+    first other one stops the case (later ones do not count, whatever they say)."""
+    ids: list[str] = []
+    for result in results:
+        if 200 <= result.status < 300:
+            ids.append(result.message_id)
+            continue
+        retryable = _retryable_status(result.status)
+        error = FarSideError(
+            f"webhook connector: CCaaS answered status {result.status} to case.message (batched)",
+            retryable=retryable,
+            retry_after=result.retry_after if retryable else None,
+            status=result.status,
+        )
+        return CaseDelivery(len(ids), ids, error)
+    return CaseDelivery(len(ids), ids)
+
+
 # --- the adapter ----------------------------------------------------------------------
 
 
@@ -258,6 +362,7 @@ class WebhookAdapter(Adapter):
         if not settings.secrets:
             raise ValueError("the webhook connector needs at least one secret")
         self.url = settings.url
+        self.batch_max = settings.batch_max
         self._secrets = tuple(s.value for s in settings.secrets)
         self._clock = clock
         self._client = httpx.AsyncClient(
@@ -319,12 +424,126 @@ class WebhookAdapter(Adapter):
         body, _ = await self._send("case.close", key, conversation_id, payload)
         return body.get("alreadyClosed") is True
 
-    async def _send(
-        self, event_type: EventType, key: str, conversation_id: str, fields: Mapping[str, object]
-    ) -> tuple[dict[str, Any], bool]:
-        """POSTs one signed event; returns (JSON object answer or {}, replayed)."""
+    async def post_customer_messages(self, cases: Sequence[CaseMessages]) -> list[CaseDelivery]:
+        """With ``batch_max`` 1, one event per POST (the default). Otherwise the case.message
+        events go as JSON arrays of at most ``batch_max`` events: a case is never split
+        across requests unless it alone is longer (its chunks then go in order)."""
+        if self.batch_max <= 1:
+            return await super().post_customer_messages(cases)
+        slots_by_case: list[list[_Slot]] = []
+        invalid: dict[int, FarSideError] = {}
+        for index, case in enumerate(cases):
+            messages: list[common_pb2.Message] = []
+            payloads: list[dict[str, object]] = []
+            for message in case.messages:
+                try:
+                    payloads.append({"caseId": case.external_id, "message": message_json(message)})
+                except InvalidArgument as exc:
+                    # The messages before it still go; the case stops at this one.
+                    invalid[index] = FarSideError(str(exc), retryable=False)
+                    break
+                messages.append(message)
+            n = self.batch_max
+            slots_by_case.append(
+                [
+                    _Slot(
+                        index,
+                        CaseMessages(case.external_id, case.conversation_id, messages[i : i + n]),
+                        payloads[i : i + n],
+                    )
+                    for i in range(0, len(payloads), n)
+                ]
+            )
+        gate = asyncio.Semaphore(CASE_CONCURRENCY)
+        outcome: dict[int, CaseDelivery] = {}
+
+        async def shared(slots: list[_Slot]) -> None:
+            async with gate:
+                for slot, delivery in zip(slots, await self._post_batch(slots), strict=True):
+                    outcome[slot.index] = delivery
+
+        async def chunked(slots: list[_Slot]) -> None:
+            ids: list[str] = []
+            for slot in slots:
+                async with gate:
+                    (delivery,) = await self._post_batch([slot])
+                ids.extend(delivery.message_ids)
+                if delivery.error is not None:
+                    outcome[slot.index] = CaseDelivery(len(ids), ids, delivery.error)
+                    return
+            outcome[slots[0].index] = CaseDelivery(len(ids), ids)
+
+        await gather_all(
+            [shared(slots) for slots in _plan(slots_by_case, self.batch_max)]
+            + [chunked(slots) for slots in slots_by_case if len(slots) > 1]
+        )
+        results: list[CaseDelivery] = []
+        for index in range(len(cases)):
+            delivery = outcome.get(index, CaseDelivery(0, []))
+            if delivery.error is None and index in invalid:
+                delivery = CaseDelivery(delivery.delivered, delivery.message_ids, invalid[index])
+            results.append(delivery)
+        return results
+
+    async def _post_batch(self, slots: Sequence[_Slot]) -> list[CaseDelivery]:
+        """POSTs the slots' events as one signed JSON array; one result per slot."""
         now = self._clock()
-        doc = {
+        docs = [
+            self._event("case.message", message.id, slot.case.conversation_id, payload, now)
+            for slot in slots
+            for message, payload in zip(slot.case.messages, slot.payloads, strict=True)
+        ]
+        body = _dumps(docs)
+        headers = {
+            "Content-Type": "application/json",
+            **signed_headers(self._secrets[0], body, now=now),
+        }
+        what = f"a batch of {len(docs)} case.message events"
+        try:
+            status, raw, response_headers = await self._post(what, body, headers)
+            if not 200 <= status < 300:
+                if not _retryable_status(status):
+                    # The CCaaS may refuse arrays, or one bad event spoils the request:
+                    # one by one, only the bad event fails.
+                    log.warning(
+                        "webhook connector: CCaaS answered HTTP %d to %s; posting them one by one",
+                        status,
+                        what,
+                    )
+                    return await super().post_customer_messages([slot.case for slot in slots])
+                raise self._status_error(what, status, response_headers, now)
+            if raw is None:
+                raise self._too_large(what, status)
+        except FarSideError as exc:
+            return [CaseDelivery(0, [], exc) for _ in slots]
+        results = _batch_results(raw, len(docs), now)
+        if results is None:  # no usable results: every event counts as accepted
+            return [CaseDelivery(len(slot.payloads), [""] * len(slot.payloads)) for slot in slots]
+        deliveries: list[CaseDelivery] = []
+        position = 0
+        for slot in slots:
+            deliveries.append(_case_delivery(results[position : position + len(slot.payloads)]))
+            position += len(slot.payloads)
+        failed = sum(1 for delivery in deliveries if delivery.error is not None)
+        if failed:
+            log.warning(
+                "webhook connector: %s: %d of %d cases stopped at a failed event",
+                what,
+                failed,
+                len(slots),
+            )
+        return deliveries
+
+    def _event(
+        self,
+        event_type: EventType,
+        key: str,
+        conversation_id: str,
+        fields: Mapping[str, object],
+        now: float,
+    ) -> dict[str, object]:
+        """An outgoing event: the envelope (deterministic id) and its fields."""
+        return {
             "type": event_type,
             "id": event_id(event_type, key),
             "conversationId": conversation_id,
@@ -332,51 +551,70 @@ class WebhookAdapter(Adapter):
             "timestamp": _now_iso(now),
             **fields,
         }
-        body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+    async def _send(
+        self, event_type: EventType, key: str, conversation_id: str, fields: Mapping[str, object]
+    ) -> tuple[dict[str, Any], bool]:
+        """POSTs one signed event; returns (JSON object answer or {}, replayed)."""
+        now = self._clock()
+        body = _dumps(self._event(event_type, key, conversation_id, fields, now))
         headers = {
             "Content-Type": "application/json",
             IDEMPOTENCY_HEADER: key,
             **signed_headers(self._secrets[0], body, now=now),
         }
+        status, raw, response_headers = await self._post(event_type, body, headers)
+        if not 200 <= status < 300:
+            raise self._status_error(event_type, status, response_headers, now)
+        if raw is None:
+            raise self._too_large(event_type, status)
+        replayed = response_headers.get(REPLAYED_HEADER, "").lower() == "true"
+        return _json_object(raw), replayed
+
+    async def _post(
+        self, what: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, bytes | None, httpx.Headers]:
+        """POSTs ``body``: (status, answer body, answer headers). The body is read for 2xx
+        only (b'' otherwise) and is None when it exceeds MAX_RESPONSE_BYTES. Timeouts and
+        connection errors raise a retryable FarSideError."""
         try:
             async with self._client.stream(
                 "POST", self.url, content=body, headers=headers
             ) as response:
                 status = response.status_code
-                if not 200 <= status < 300:
-                    retryable = status in (408, 429) or status >= 500
-                    retry_after = _parse_retry_after(response.headers.get("retry-after"), now)
-                    log.warning(
-                        "webhook connector: %s answered HTTP %d (retryable=%s)",
-                        event_type,
-                        status,
-                        retryable,
-                    )
-                    raise FarSideError(
-                        f"webhook connector: CCaaS answered HTTP {status} to {event_type}",
-                        retryable=retryable,
-                        retry_after=retry_after if retryable else None,
-                        status=status,
-                    )
-                raw = await _read_limited(response)
-                replayed = response.headers.get(REPLAYED_HEADER, "").lower() == "true"
+                raw = await _read_limited(response) if 200 <= status < 300 else b""
+                return status, raw, response.headers
         except httpx.TimeoutException:
-            log.warning("webhook connector: %s timed out", event_type)
-            raise FarSideError(
-                f"webhook connector: {event_type} timed out", retryable=True
-            ) from None
+            log.warning("webhook connector: %s timed out", what)
+            raise FarSideError(f"webhook connector: {what} timed out", retryable=True) from None
         except httpx.RequestError as exc:
-            log.warning("webhook connector: %s failed: %s", event_type, type(exc).__name__)
+            log.warning("webhook connector: %s failed: %s", what, type(exc).__name__)
             raise FarSideError(
-                f"webhook connector: {event_type} failed ({type(exc).__name__})", retryable=True
+                f"webhook connector: {what} failed ({type(exc).__name__})", retryable=True
             ) from None
-        if raw is None:
-            raise FarSideError(
-                f"webhook connector: {event_type} answer larger than {MAX_RESPONSE_BYTES} bytes",
-                retryable=False,
-                status=status,
-            )
-        return _json_object(raw), replayed
+
+    def _status_error(
+        self, what: str, status: int, headers: httpx.Headers, now: float
+    ) -> FarSideError:
+        retryable = _retryable_status(status)
+        retry_after = _parse_retry_after(headers.get("retry-after"), now)
+        log.warning(
+            "webhook connector: %s answered HTTP %d (retryable=%s)", what, status, retryable
+        )
+        return FarSideError(
+            f"webhook connector: CCaaS answered HTTP {status} to {what}",
+            retryable=retryable,
+            retry_after=retry_after if retryable else None,
+            status=status,
+        )
+
+    @staticmethod
+    def _too_large(what: str, status: int) -> FarSideError:
+        return FarSideError(
+            f"webhook connector: {what} answer larger than {MAX_RESPONSE_BYTES} bytes",
+            retryable=False,
+            status=status,
+        )
 
     # CCaaS → bridge
 
@@ -387,6 +625,10 @@ class WebhookAdapter(Adapter):
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[CaseEvent]:
         return self.parse_webhook_batch(headers, body).events
+
+
+def _dumps(doc: object) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 async def _read_limited(response: httpx.Response) -> bytes | None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ccbridge.common.v1 import common_pb2 as ccbridge_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%ccbridge/connector/v1/connector.proto\x12\x15\x63\x63\x62ridge.connector.v1\x1a\x1f\x63\x63\x62ridge/common/v1/common.proto\"\xcb\x02\n\x08\x43\x61seInfo\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x10\n\x08\x65nd_user\x18\x03 \x01(\t\x12\x34\n\x07routing\x18\x04 \x01(\x0b\x32#.ccbridge.common.v1.RoutingDecision\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12?\n\x08metadata\x18\x06 \x03(\x0b\x32-.ccbridge.connector.v1.CaseInfo.MetadataEntry\x12/\n\ntranscript\x18\x07 \x03(\x0b\x32\x1b.ccbridge.common.v1.Message\x12\x1c\n\x14transcript_truncated\x18\x08 \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"l\n\x0fOpenCaseRequest\x12\x11\n\tconnector\x18\x01 \x01(\t\x12-\n\x04\x63\x61se\x18\x02 \x01(\x0b\x32\x1f.ccbridge.connector.v1.CaseInfo\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"9\n\x10OpenCaseResponse\x12\x13\n\x0b\x65xternal_id\x18\x01 \x01(\t\x12\x10\n\x08\x65xisting\x18\x02 \x01(\x08\"\xa4\x01\n\x1aPostCustomerMessageRequest\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12,\n\x07message\x18\x04 \x01(\x0b\x32\x1b.ccbridge.common.v1.Message\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\":\n\x1bPostCustomerMessageResponse\x12\x1b\n\x13\x65xternal_message_id\x18\x01 \x01(\t\"|\n\x10\x43loseCaseRequest\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"+\n\x11\x43loseCaseResponse\x12\x16\n\x0e\x61lready_closed\x18\x01 \x01(\x08\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"g\n\x14HandleWebhookRequest\x12\x11\n\tconnector\x18\x01 \x01(\t\x12.\n\x07headers\x18\x02 \x03(\x0b\x32\x1d.ccbridge.connector.v1.Header\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\"N\n\x15HandleWebhookResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12\x0f\n\x07ignored\x18\x03 \x01(\x05\"\x17\n\x15ListConnectorsRequest\"+\n\rConnectorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\"R\n\x16ListConnectorsResponse\x12\x38\n\nconnectors\x18\x01 \x03(\x0b\x32$.ccbridge.connector.v1.ConnectorInfo2\xa8\x04\n\x10\x43onnectorService\x12[\n\x08OpenCase\x12&.ccbridge.connector.v1.OpenCaseRequest\x1a\'.ccbridge.connector.v1.OpenCaseResponse\x12|\n\x13PostCustomerMessage\x12\x31.ccbridge.connector.v1.PostCustomerMessageRequest\x1a\x32.ccbridge.connector.v1.PostCustomerMessageResponse\x12^\n\tCloseCase\x12\'.ccbridge.connector.v1.CloseCaseRequest\x1a(.ccbridge.connector.v1.CloseCaseResponse\x12j\n\rHandleWebhook\x12+.ccbridge.connector.v1.HandleWebhookRequest\x1a,.ccbridge.connector.v1.HandleWebhookResponse\x12m\n\x0eListConnectors\x12,.ccbridge.connector.v1.ListConnectorsRequest\x1a-.ccbridge.connector.v1.ListConnectorsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%ccbridge/connector/v1/connector.proto\x12\x15\x63\x63\x62ridge.connector.v1\x1a\x1f\x63\x63\x62ridge/common/v1/common.proto\"\xcb\x02\n\x08\x43\x61seInfo\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x10\n\x08\x65nd_user\x18\x03 \x01(\t\x12\x34\n\x07routing\x18\x04 \x01(\x0b\x32#.ccbridge.common.v1.RoutingDecision\x12\x0c\n\x04tags\x18\x05 \x03(\t\x12?\n\x08metadata\x18\x06 \x03(\x0b\x32-.ccbridge.connector.v1.CaseInfo.MetadataEntry\x12/\n\ntranscript\x18\x07 \x03(\x0b\x32\x1b.ccbridge.common.v1.Message\x12\x1c\n\x14transcript_truncated\x18\x08 \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"l\n\x0fOpenCaseRequest\x12\x11\n\tconnector\x18\x01 \x01(\t\x12-\n\x04\x63\x61se\x18\x02 \x01(\x0b\x32\x1f.ccbridge.connector.v1.CaseInfo\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"9\n\x10OpenCaseResponse\x12\x13\n\x0b\x65xternal_id\x18\x01 \x01(\t\x12\x10\n\x08\x65xisting\x18\x02 \x01(\x08\"\xa4\x01\n\x1aPostCustomerMessageRequest\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12,\n\x07message\x18\x04 \x01(\x0b\x32\x1b.ccbridge.common.v1.Message\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\":\n\x1bPostCustomerMessageResponse\x12\x1b\n\x13\x65xternal_message_id\x18\x01 \x01(\t\"k\n\x0c\x43\x61seMessages\x12\x13\n\x0b\x65xternal_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12-\n\x08messages\x18\x03 \x03(\x0b\x32\x1b.ccbridge.common.v1.Message\"d\n\x1bPostCustomerMessagesRequest\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x32\n\x05\x63\x61ses\x18\x02 \x03(\x0b\x32#.ccbridge.connector.v1.CaseMessages\"~\n\x12\x43\x61seDeliveryResult\x12\x11\n\tdelivered\x18\x01 \x01(\x05\x12\x1c\n\x14\x65xternal_message_ids\x18\x02 \x03(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12\x15\n\rretry_after_s\x18\x05 \x01(\x01\"Z\n\x1cPostCustomerMessagesResponse\x12:\n\x07results\x18\x01 \x03(\x0b\x32).ccbridge.connector.v1.CaseDeliveryResult\"|\n\x10\x43loseCaseRequest\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\"+\n\x11\x43loseCaseResponse\x12\x16\n\x0e\x61lready_closed\x18\x01 \x01(\x08\"%\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"g\n\x14HandleWebhookRequest\x12\x11\n\tconnector\x18\x01 \x01(\t\x12.\n\x07headers\x18\x02 \x03(\x0b\x32\x1d.ccbridge.connector.v1.Header\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\"N\n\x15HandleWebhookResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12\x0f\n\x07ignored\x18\x03 \x01(\x05\"\x17\n\x15ListConnectorsRequest\"+\n\rConnectorInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\"R\n\x16ListConnectorsResponse\x12\x38\n\nconnectors\x18\x01 \x03(\x0b\x32$.ccbridge.connector.v1.ConnectorInfo2\xa9\x05\n\x10\x43onnectorService\x12[\n\x08OpenCase\x12&.ccbridge.connector.v1.OpenCaseRequest\x1a\'.ccbridge.connector.v1.OpenCaseResponse\x12|\n\x13PostCustomerMessage\x12\x31.ccbridge.connector.v1.PostCustomerMessageRequest\x1a\x32.ccbridge.connector.v1.PostCustomerMessageResponse\x12\x7f\n\x14PostCustomerMessages\x12\x32.ccbridge.connector.v1.PostCustomerMessagesRequest\x1a\x33.ccbridge.connector.v1.PostCustomerMessagesResponse\x12^\n\tCloseCase\x12\'.ccbridge.connector.v1.CloseCaseRequest\x1a(.ccbridge.connector.v1.CloseCaseResponse\x12j\n\rHandleWebhook\x12+.ccbridge.connector.v1.HandleWebhookRequest\x1a,.ccbridge.connector.v1.HandleWebhookResponse\x12m\n\x0eListConnectors\x12,.ccbridge.connector.v1.ListConnectorsRequest\x1a-.ccbridge.connector.v1.ListConnectorsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,22 +46,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POSTCUSTOMERMESSAGEREQUEST']._serialized_end=765
   _globals['_POSTCUSTOMERMESSAGERESPONSE']._serialized_start=767
   _globals['_POSTCUSTOMERMESSAGERESPONSE']._serialized_end=825
-  _globals['_CLOSECASEREQUEST']._serialized_start=827
-  _globals['_CLOSECASEREQUEST']._serialized_end=951
-  _globals['_CLOSECASERESPONSE']._serialized_start=953
-  _globals['_CLOSECASERESPONSE']._serialized_end=996
-  _globals['_HEADER']._serialized_start=998
-  _globals['_HEADER']._serialized_end=1035
-  _globals['_HANDLEWEBHOOKREQUEST']._serialized_start=1037
-  _globals['_HANDLEWEBHOOKREQUEST']._serialized_end=1140
-  _globals['_HANDLEWEBHOOKRESPONSE']._serialized_start=1142
-  _globals['_HANDLEWEBHOOKRESPONSE']._serialized_end=1220
-  _globals['_LISTCONNECTORSREQUEST']._serialized_start=1222
-  _globals['_LISTCONNECTORSREQUEST']._serialized_end=1245
-  _globals['_CONNECTORINFO']._serialized_start=1247
-  _globals['_CONNECTORINFO']._serialized_end=1290
-  _globals['_LISTCONNECTORSRESPONSE']._serialized_start=1292
-  _globals['_LISTCONNECTORSRESPONSE']._serialized_end=1374
-  _globals['_CONNECTORSERVICE']._serialized_start=1377
-  _globals['_CONNECTORSERVICE']._serialized_end=1929
+  _globals['_CASEMESSAGES']._serialized_start=827
+  _globals['_CASEMESSAGES']._serialized_end=934
+  _globals['_POSTCUSTOMERMESSAGESREQUEST']._serialized_start=936
+  _globals['_POSTCUSTOMERMESSAGESREQUEST']._serialized_end=1036
+  _globals['_CASEDELIVERYRESULT']._serialized_start=1038
+  _globals['_CASEDELIVERYRESULT']._serialized_end=1164
+  _globals['_POSTCUSTOMERMESSAGESRESPONSE']._serialized_start=1166
+  _globals['_POSTCUSTOMERMESSAGESRESPONSE']._serialized_end=1256
+  _globals['_CLOSECASEREQUEST']._serialized_start=1258
+  _globals['_CLOSECASEREQUEST']._serialized_end=1382
+  _globals['_CLOSECASERESPONSE']._serialized_start=1384
+  _globals['_CLOSECASERESPONSE']._serialized_end=1427
+  _globals['_HEADER']._serialized_start=1429
+  _globals['_HEADER']._serialized_end=1466
+  _globals['_HANDLEWEBHOOKREQUEST']._serialized_start=1468
+  _globals['_HANDLEWEBHOOKREQUEST']._serialized_end=1571
+  _globals['_HANDLEWEBHOOKRESPONSE']._serialized_start=1573
+  _globals['_HANDLEWEBHOOKRESPONSE']._serialized_end=1651
+  _globals['_LISTCONNECTORSREQUEST']._serialized_start=1653
+  _globals['_LISTCONNECTORSREQUEST']._serialized_end=1676
+  _globals['_CONNECTORINFO']._serialized_start=1678
+  _globals['_CONNECTORINFO']._serialized_end=1721
+  _globals['_LISTCONNECTORSRESPONSE']._serialized_start=1723
+  _globals['_LISTCONNECTORSRESPONSE']._serialized_end=1805
+  _globals['_CONNECTORSERVICE']._serialized_start=1808
+  _globals['_CONNECTORSERVICE']._serialized_end=2489
 # @@protoc_insertion_point(module_scope)

@@ -218,6 +218,130 @@ class PostCustomerMessageResponse(_message.Message):
 Global___PostCustomerMessageResponse: _TypeAlias = PostCustomerMessageResponse  # noqa: Y015
 
 @_typing.final
+class CaseMessages(_message.Message):
+    """The messages to append to one case, in conversation order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    external_id: _builtins.str
+    """Case id at the CCaaS."""
+    conversation_id: _builtins.str
+    """Infobip conversation id."""
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Message]:
+        """The end user's messages, oldest first; each message id is its idempotency key."""
+
+    def __init__(
+        self,
+        *,
+        external_id: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
+        messages: _abc.Iterable[_common_pb2.Message] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "external_id", b"external_id", "messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseMessages: _TypeAlias = CaseMessages  # noqa: Y015
+
+@_typing.final
+class PostCustomerMessagesRequest(_message.Message):
+    """Request of PostCustomerMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONNECTOR_FIELD_NUMBER: _builtins.int
+    CASES_FIELD_NUMBER: _builtins.int
+    connector: _builtins.str
+    """Connector name."""
+    @_builtins.property
+    def cases(self) -> _containers.RepeatedCompositeFieldContainer[Global___CaseMessages]:
+        """The cases and their messages (a case appears at most once)."""
+
+    def __init__(
+        self,
+        *,
+        connector: _builtins.str = ...,
+        cases: _abc.Iterable[Global___CaseMessages] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cases", b"cases", "connector", b"connector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PostCustomerMessagesRequest: _TypeAlias = PostCustomerMessagesRequest  # noqa: Y015
+
+@_typing.final
+class CaseDeliveryResult(_message.Message):
+    """What happened to one case's messages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    EXTERNAL_MESSAGE_IDS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    RETRYABLE_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_S_FIELD_NUMBER: _builtins.int
+    delivered: _builtins.int
+    """How many of the case's messages the CCaaS accepted: messages[0 .. delivered-1]."""
+    error: _builtins.str
+    """Why messages[delivered] failed; empty when every message was accepted."""
+    retryable: _builtins.bool
+    """Whether retrying messages[delivered] later can help."""
+    retry_after_s: _builtins.float
+    """Seconds the CCaaS asked to wait before a retry; 0 when it did not say."""
+    @_builtins.property
+    def external_message_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids the CCaaS gave the accepted messages ('' where it gives none), in order."""
+
+    def __init__(
+        self,
+        *,
+        delivered: _builtins.int = ...,
+        external_message_ids: _abc.Iterable[_builtins.str] | None = ...,
+        error: _builtins.str = ...,
+        retryable: _builtins.bool = ...,
+        retry_after_s: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivered", b"delivered", "error", b"error", "external_message_ids", b"external_message_ids", "retry_after_s", b"retry_after_s", "retryable", b"retryable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseDeliveryResult: _TypeAlias = CaseDeliveryResult  # noqa: Y015
+
+@_typing.final
+class PostCustomerMessagesResponse(_message.Message):
+    """Response of PostCustomerMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CaseDeliveryResult]:
+        """One result per case of the request, in request order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___CaseDeliveryResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PostCustomerMessagesResponse: _TypeAlias = PostCustomerMessagesResponse  # noqa: Y015
+
+@_typing.final
 class CloseCaseRequest(_message.Message):
     """Request of CloseCase."""
 

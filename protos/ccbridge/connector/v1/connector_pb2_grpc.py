@@ -45,6 +45,11 @@ class ConnectorServiceStub:
                 request_serializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostCustomerMessageRequest.SerializeToString,
                 response_deserializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostCustomerMessageResponse.FromString,
                 _registered_method=True)
+        self.PostCustomerMessages = channel.unary_unary(
+                '/ccbridge.connector.v1.ConnectorService/PostCustomerMessages',
+                request_serializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostCustomerMessagesRequest.SerializeToString,
+                response_deserializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostCustomerMessagesResponse.FromString,
+                _registered_method=True)
         self.CloseCase = channel.unary_unary(
                 '/ccbridge.connector.v1.ConnectorService/CloseCase',
                 request_serializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.CloseCaseRequest.SerializeToString,
@@ -76,6 +81,15 @@ class ConnectorServiceServicer:
 
     def PostCustomerMessage(self, request, context):
         """Posts one end-user message to the case. Idempotent per idempotency key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PostCustomerMessages(self, request, context):
+        """Posts end-user messages of one or more cases in one call (Session's relay batches
+        them): the messages of a case in order, the cases independent of each other. Each
+        case gets its own result; a failed message stops its case, never the others.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -116,6 +130,11 @@ def add_ConnectorServiceServicer_to_server(servicer, server):
                     servicer.PostCustomerMessage,
                     request_deserializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostCustomerMessageRequest.FromString,
                     response_serializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostCustomerMessageResponse.SerializeToString,
+            ),
+            'PostCustomerMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.PostCustomerMessages,
+                    request_deserializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostCustomerMessagesRequest.FromString,
+                    response_serializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostCustomerMessagesResponse.SerializeToString,
             ),
             'CloseCase': grpc.unary_unary_rpc_method_handler(
                     servicer.CloseCase,
@@ -188,6 +207,33 @@ class ConnectorService:
             '/ccbridge.connector.v1.ConnectorService/PostCustomerMessage',
             ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostCustomerMessageRequest.SerializeToString,
             ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostCustomerMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PostCustomerMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ccbridge.connector.v1.ConnectorService/PostCustomerMessages',
+            ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostCustomerMessagesRequest.SerializeToString,
+            ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostCustomerMessagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

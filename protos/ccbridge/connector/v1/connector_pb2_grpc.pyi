@@ -39,6 +39,11 @@ class ConnectorServiceStub:
     """
     PostCustomerMessage: _grpc.UnaryUnaryMultiCallable[_connector_pb2.PostCustomerMessageRequest, _connector_pb2.PostCustomerMessageResponse]
     """Posts one end-user message to the case. Idempotent per idempotency key."""
+    PostCustomerMessages: _grpc.UnaryUnaryMultiCallable[_connector_pb2.PostCustomerMessagesRequest, _connector_pb2.PostCustomerMessagesResponse]
+    """Posts end-user messages of one or more cases in one call (Session's relay batches
+    them): the messages of a case in order, the cases independent of each other. Each
+    case gets its own result; a failed message stops its case, never the others.
+    """
     CloseCase: _grpc.UnaryUnaryMultiCallable[_connector_pb2.CloseCaseRequest, _connector_pb2.CloseCaseResponse]
     """Closes the case (when the Infobip side closed first). Closing a closed case succeeds."""
     HandleWebhook: _grpc.UnaryUnaryMultiCallable[_connector_pb2.HandleWebhookRequest, _connector_pb2.HandleWebhookResponse]
@@ -60,6 +65,11 @@ class ConnectorServiceAsyncStub(ConnectorServiceStub):
     """
     PostCustomerMessage: _aio.UnaryUnaryMultiCallable[_connector_pb2.PostCustomerMessageRequest, _connector_pb2.PostCustomerMessageResponse]  # type: ignore[assignment]
     """Posts one end-user message to the case. Idempotent per idempotency key."""
+    PostCustomerMessages: _aio.UnaryUnaryMultiCallable[_connector_pb2.PostCustomerMessagesRequest, _connector_pb2.PostCustomerMessagesResponse]  # type: ignore[assignment]
+    """Posts end-user messages of one or more cases in one call (Session's relay batches
+    them): the messages of a case in order, the cases independent of each other. Each
+    case gets its own result; a failed message stops its case, never the others.
+    """
     CloseCase: _aio.UnaryUnaryMultiCallable[_connector_pb2.CloseCaseRequest, _connector_pb2.CloseCaseResponse]  # type: ignore[assignment]
     """Closes the case (when the Infobip side closed first). Closing a closed case succeeds."""
     HandleWebhook: _aio.UnaryUnaryMultiCallable[_connector_pb2.HandleWebhookRequest, _connector_pb2.HandleWebhookResponse]  # type: ignore[assignment]
@@ -90,6 +100,17 @@ class ConnectorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_connector_pb2.PostCustomerMessageResponse, _abc.Awaitable[_connector_pb2.PostCustomerMessageResponse]]:
         """Posts one end-user message to the case. Idempotent per idempotency key."""
+
+    @_abc_1.abstractmethod
+    def PostCustomerMessages(
+        self,
+        request: _connector_pb2.PostCustomerMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connector_pb2.PostCustomerMessagesResponse, _abc.Awaitable[_connector_pb2.PostCustomerMessagesResponse]]:
+        """Posts end-user messages of one or more cases in one call (Session's relay batches
+        them): the messages of a case in order, the cases independent of each other. Each
+        case gets its own result; a failed message stops its case, never the others.
+        """
 
     @_abc_1.abstractmethod
     def CloseCase(

@@ -1,0 +1,253 @@
+"""The inbox relay: end-user messages to the CCaaS, batched across conversations.
+
+This is the hot path (every inbound message of every ACTIVE handover). One sweep takes the
+due conversations that need nothing but inbox delivery (ACTIVE with a case, not in
+back-off, no agent message waiting) and, for all of them together:
+
+1. claims each lease and reads each inbox head (one Redis round trip, a Lua script per
+   conversation);
+2. leaves out messages already in the case transcript (one round trip);
+3. posts everything in one ``PostCustomerMessages`` call per connector;
+4. pops exactly what the CCaaS accepted and releases the leases (one round trip);
+5. reschedules (one round trip).
+
+The per-conversation step's guarantees hold: one lease holder per conversation, a head
+message leaves the inbox only after the CCaaS accepted it, in order, and a failure goes
+through the same back-off / dead-letter code (``on_failure``), after which the full step
+(services/session/worker.py) takes the conversation over until it is healthy again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+
+from ccbridge.common.v1 import common_pb2
+from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
+from services._runtime.errors import RETRY_AFTER_METADATA
+from services.session.store import RelayClaim, SessionStore
+
+log = logging.getLogger(__name__)
+
+WINDOW = 32  # inbox head messages a sweep takes per conversation
+MAX_CALL_BYTES = 1 << 20  # message bytes per PostCustomerMessages call (gRPC allows 4 MiB)
+# A connector without PostCustomerMessages (an older version during a rolling upgrade):
+# the full step's one-message calls are used, and the batch call is tried again after this.
+UNSUPPORTED_RETRY_S = 60.0
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a case's next message was not delivered (mirrors the worker's StepFailure)."""
+
+    reason: str
+    retryable: bool
+    retry_after: float | None = None
+
+
+# (claim, payload of the failed head message, its attempt count, the failure)
+OnFailure = Callable[[RelayClaim, bytes, int, Failure], Awaitable[None]]
+
+_RETRYABLE_CODES = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.CANCELLED,
+}
+
+
+@dataclass
+class _Plan:
+    """One claimed conversation: its head, parsed, and what is sent."""
+
+    claim: RelayClaim
+    messages: list[common_pb2.Message]
+    in_transcript: list[bool]
+    delivered: int = 0
+    failure: Failure | None = None
+
+    @property
+    def to_send(self) -> list[common_pb2.Message]:
+        return [m for m, seen in zip(self.messages, self.in_transcript, strict=True) if not seen]
+
+    def popped(self) -> list[bytes]:
+        """Head payloads that may leave the inbox: those in the transcript and those the
+        CCaaS accepted, up to the first one it did not."""
+        out: list[bytes] = []
+        accepted = self.delivered
+        for payload, seen in zip(self.claim.head, self.in_transcript, strict=True):
+            if not seen:
+                if accepted == 0:
+                    break
+                accepted -= 1
+            out.append(payload)
+        return out
+
+    def failed_payload(self) -> bytes | None:
+        """The head message the failure is about (None when nothing failed)."""
+        if self.failure is None:
+            return None
+        popped = len(self.popped())
+        return self.claim.head[popped] if popped < len(self.claim.head) else None
+
+
+class InboxRelay:
+    """Claims, delivers and finishes batches; see the module docstring."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        connector: connector_pb2_grpc.ConnectorServiceStub,
+        *,
+        lease_ttl_ms: int,
+        call_timeout_s: float,
+        on_failure: OnFailure,
+    ) -> None:
+        self.store = store
+        self.connector = connector
+        self.lease_ttl_ms = lease_ttl_ms
+        # The lease must outlive the call: a late answer must not meet another holder.
+        self.call_timeout_s = min(call_timeout_s, lease_ttl_ms / 1000 * 0.8)
+        self.on_failure = on_failure
+        self._unsupported_until = 0.0
+
+    async def claim(self, cids: list[str]) -> tuple[list[RelayClaim], list[str]]:
+        """(claims for the relay, conversations for the full step)."""
+        if time.monotonic() < self._unsupported_until:
+            return [], cids
+        results = await self.store.claim_relay(cids, self.lease_ttl_ms, WINDOW)
+        claims = [r for r in results if isinstance(r, RelayClaim)]
+        others = [
+            cid for cid, r in zip(cids, results, strict=True) if not isinstance(r, RelayClaim)
+        ]
+        return claims, others
+
+    async def deliver(self, claims: list[RelayClaim]) -> list[str]:
+        """Delivers claimed inbox heads; returns the conversations scheduled again now."""
+        plans = [_Plan(c, [common_pb2.Message.FromString(p) for p in c.head], []) for c in claims]
+        flags = await self.store.in_transcript_batch(
+            [(p.claim.conversation_id, [m.id for m in p.messages]) for p in plans]
+        )
+        for plan, seen in zip(plans, flags, strict=True):
+            plan.in_transcript = seen
+        await asyncio.gather(*(self._post(connector, group) for connector, group in _calls(plans)))
+        finishes = await self.store.finish_relay(
+            [
+                (
+                    p.claim,
+                    p.popped(),
+                    p.failure is None and p.claim.in_attempts > 0,
+                    p.failure is None,
+                )
+                for p in plans
+            ]
+        )
+        busy: list[str] = []
+        for plan, finish in zip(plans, finishes, strict=True):
+            cid = plan.claim.conversation_id
+            if finish.popped < 0:
+                # Whoever holds it now (if anyone) finds it scheduled again.
+                log.warning("lease lost during a relay batch; another worker continues")
+                busy.append(cid)
+                continue
+            if plan.failure is not None:
+                await self._fail(plan)
+                busy.append(cid)  # the full step applies the back-off from here
+            elif finish.inbox or finish.outbox:
+                busy.append(cid)
+        await self.store.schedule_now(busy)
+        return busy
+
+    async def _fail(self, plan: _Plan) -> None:
+        claim, failure, payload = plan.claim, plan.failure, plan.failed_payload()
+        assert failure is not None
+        try:
+            if payload is not None:
+                # A message after accepted ones is a new head: its first attempt.
+                attempts = (claim.in_attempts if plan.delivered == 0 else 0) + 1
+                await self.on_failure(claim, payload, attempts, failure)
+        finally:
+            await self.store.release_lease(claim.conversation_id, claim.token)
+
+    async def _post(self, connector: str, plans: list[_Plan]) -> None:
+        request = connector_pb2.PostCustomerMessagesRequest(
+            connector=connector,
+            cases=[
+                connector_pb2.CaseMessages(
+                    external_id=p.claim.external_id,
+                    conversation_id=p.claim.conversation_id,
+                    messages=p.to_send,
+                )
+                for p in plans
+            ],
+        )
+        try:
+            response = await self.connector.PostCustomerMessages(
+                request, timeout=self.call_timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                # Nothing was posted: the plans stay undelivered without a failure, and the
+                # full step delivers them one call per message meanwhile.
+                log.warning("the connector has no PostCustomerMessages; relaying one by one")
+                self._unsupported_until = time.monotonic() + UNSUPPORTED_RETRY_S
+                return
+            retry_after: float | None = None
+            for key, value in exc.trailing_metadata() or ():
+                if key == RETRY_AFTER_METADATA:
+                    with contextlib.suppress(ValueError):
+                        retry_after = float(value)
+            failure = Failure(
+                f"connector.PostCustomerMessages: {exc.code().name}: {exc.details()}",
+                exc.code() in _RETRYABLE_CODES,
+                retry_after,
+            )
+            for plan in plans:
+                plan.failure = failure
+            return
+        if len(response.results) != len(plans):
+            failure = Failure("connector.PostCustomerMessages: wrong number of results", True)
+            for plan in plans:
+                plan.failure = failure
+            return
+        for plan, result in zip(plans, response.results, strict=True):
+            wanted = len(plan.to_send)
+            plan.delivered = max(0, min(result.delivered, wanted))
+            if plan.delivered < wanted:
+                # Worded like the one-message call's gRPC error (status name first).
+                status = "UNAVAILABLE" if result.retryable else "FAILED_PRECONDITION"
+                plan.failure = Failure(
+                    f"connector.PostCustomerMessages: {status}: "
+                    f"{result.error or 'the connector did not accept the message'}",
+                    result.retryable,
+                    result.retry_after_s or None,
+                )
+
+
+def _calls(plans: list[_Plan]) -> list[tuple[str, list[_Plan]]]:
+    """Groups plans with something to send by connector, at most MAX_CALL_BYTES each."""
+    calls: list[tuple[str, list[_Plan]]] = []
+    open_calls: dict[str, tuple[list[_Plan], int]] = {}
+    for plan in plans:
+        sending = plan.to_send
+        if not sending:
+            continue
+        size = sum(m.ByteSize() for m in sending)
+        connector = plan.claim.connector
+        group, total = open_calls.get(connector, ([], 0))
+        if group and total + size > MAX_CALL_BYTES:
+            calls.append((connector, group))
+            group, total = [], 0
+        group.append(plan)
+        open_calls[connector] = (group, total + size)
+    calls.extend((connector, group) for connector, (group, _) in open_calls.items())
+    return calls

@@ -1,0 +1,229 @@
+"""The inbox relay (services/session/relay.py) against the real Redis: which
+conversations it claims, what it sends, what it pops, and what a failure leaves behind.
+The connector is a recording stand-in for the gRPC stub (the e2e tests run the real one)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from ccbridge.common.v1 import common_pb2
+from ccbridge.connector.v1 import connector_pb2
+from services.session.relay import Failure, InboxRelay
+from services.session.store import RelayClaim, SessionStore
+
+Answer = Callable[[connector_pb2.CaseMessages], connector_pb2.CaseDeliveryResult]
+
+
+def _message(mid: str, cid: str) -> common_pb2.Message:
+    message = common_pb2.Message(id=mid, conversation_id=cid, channel="WHATSAPP", to="4470")
+    setattr(message, "from", "3859")
+    return message
+
+
+def _all(case: connector_pb2.CaseMessages) -> connector_pb2.CaseDeliveryResult:
+    return connector_pb2.CaseDeliveryResult(delivered=len(case.messages))
+
+
+class FakeConnector:
+    """Records PostCustomerMessages requests; answers with ``answer`` per case, or raises
+    ``error``."""
+
+    def __init__(self) -> None:
+        self.requests: list[connector_pb2.PostCustomerMessagesRequest] = []
+        self.answer: Answer = _all
+        self.error: grpc.StatusCode | None = None
+
+    async def PostCustomerMessages(
+        self,
+        request: connector_pb2.PostCustomerMessagesRequest,
+        timeout: float,  # noqa: ASYNC109
+    ) -> connector_pb2.PostCustomerMessagesResponse:
+        self.requests.append(request)
+        if self.error is not None:
+            raise grpc.aio.AioRpcError(
+                self.error, grpc.aio.Metadata(), grpc.aio.Metadata(), details="boom"
+            )
+        return connector_pb2.PostCustomerMessagesResponse(
+            results=[self.answer(case) for case in request.cases]
+        )
+
+    def sent(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for request in self.requests:
+            for case in request.cases:
+                out.setdefault(case.conversation_id, []).extend(m.id for m in case.messages)
+        return out
+
+
+class Setup:
+    def __init__(self, r: aioredis.Redis) -> None:
+        self.r = r
+        self.store = SessionStore(r)
+        self.connector = FakeConnector()
+        self.failures: list[tuple[str, str, int, Failure]] = []
+
+        async def on_failure(claim: RelayClaim, payload: bytes, attempts: int, f: Failure) -> None:
+            mid = common_pb2.Message.FromString(payload).id
+            self.failures.append((claim.conversation_id, mid, attempts, f))
+
+        self.relay = InboxRelay(
+            self.store,
+            self.connector,  # type: ignore[arg-type]
+            lease_ttl_ms=5000,
+            call_timeout_s=5.0,
+            on_failure=on_failure,
+        )
+
+    async def active(self, cid: str, *ids: str, state: str = "ACTIVE") -> None:
+        assert await self.store.create(cid, [], {})
+        ok, _ = await self.store.transition(
+            cid,
+            allowed=("OPENING",),
+            new_state=state,
+            values={"connector": "webhook", "external_id": f"CASE-{cid}"},
+        )
+        assert ok
+        await self.store.ingest([_message(mid, cid) for mid in ids])
+
+    async def inbox(self, cid: str) -> list[str]:
+        return [
+            common_pb2.Message.FromString(p).id
+            for p in await self.store.peek(self.store.k_in(cid), 100)
+        ]
+
+
+@pytest.fixture
+def setup(redis_client: aioredis.Redis) -> Setup:
+    return Setup(redis_client)
+
+
+async def test_claims_only_inbox_only_conversations(setup: Setup) -> None:
+    s = setup
+    await s.active("ok", "m1", "m2")
+    await s.active("empty")
+    await s.active("closing", "m1", state="CLOSING")
+    await s.active("agent", "m1")
+    await s.store.queue_agent_message("agent", _message("a1", "agent"))
+    await s.active("backoff", "m1")
+    await s.store.transition("backoff", allowed=("ACTIVE",), values={"in_next_at": "9" * 13})
+    await s.active("leased", "m1")
+    assert await s.store.acquire_lease("leased", 5000)
+    assert await s.store.create("opening", [], {})
+
+    claims, others = await s.relay.claim(
+        ["ok", "empty", "closing", "agent", "backoff", "leased", "opening", "missing"]
+    )
+    assert [c.conversation_id for c in claims] == ["ok"]
+    assert others == ["empty", "closing", "agent", "backoff", "leased", "opening", "missing"]
+    claim = claims[0]
+    assert (claim.connector, claim.external_id, claim.in_attempts) == ("webhook", "CASE-ok", 0)
+    assert [common_pb2.Message.FromString(p).id for p in claim.head] == ["m1", "m2"]
+    assert await s.r.get(s.store.k_lease("ok")) == claim.token.encode()
+    # The lease keeps a second sweep (or replica) away.
+    again, _ = await s.relay.claim(["ok"])
+    assert again == []
+
+
+async def test_delivers_in_order_pops_and_releases(setup: Setup) -> None:
+    s = setup
+    await s.active("a", "a1", "a2", "a3")
+    await s.active("b", "b1")
+    await s.store.remember_transcript("a", ["a2"])  # already shown to the agent
+    claims, _ = await s.relay.claim(["a", "b"])
+    woke = await s.relay.deliver(claims)
+
+    assert len(s.connector.requests) == 1  # one call for both conversations
+    assert s.connector.sent() == {"a": ["a1", "a3"], "b": ["b1"]}
+    assert await s.inbox("a") == [] and await s.inbox("b") == []
+    assert await s.r.exists(s.store.k_lease("a"), s.store.k_lease("b")) == 0
+    assert woke == []  # nothing left: both leave the schedule
+    assert await s.r.zscore(s.store.k_due, "a") is None
+    assert s.failures == []
+
+
+async def test_partial_failure_keeps_the_rest_in_order(setup: Setup) -> None:
+    s = setup
+    await s.active("a", "a1", "a2", "a3")
+    await s.active("b", "b1", "b2")
+
+    def answer(case: connector_pb2.CaseMessages) -> connector_pb2.CaseDeliveryResult:
+        if case.conversation_id == "a":
+            return connector_pb2.CaseDeliveryResult(
+                delivered=1, error="HTTP 503", retryable=True, retry_after_s=2.0
+            )
+        return _all(case)
+
+    s.connector.answer = answer
+    claims, _ = await s.relay.claim(["a", "b"])
+    woke = await s.relay.deliver(claims)
+
+    assert await s.inbox("a") == ["a2", "a3"]  # a1 accepted, a2 failed: a2 stays the head
+    assert await s.inbox("b") == []
+    assert [(cid, mid, attempts) for cid, mid, attempts, _ in s.failures] == [("a", "a2", 1)]
+    failure = s.failures[0][3]
+    assert failure.retryable and failure.retry_after == 2.0
+    assert woke == ["a"]  # the full step takes over (and applies the back-off)
+    assert await s.r.exists(s.store.k_lease("a")) == 0
+
+
+async def test_a_failed_call_fails_every_case_and_pops_nothing(setup: Setup) -> None:
+    s = setup
+    await s.active("a", "a1")
+    await s.active("b", "b1")
+    await s.store.transition("b", allowed=("ACTIVE",), values={"in_attempts": "3"})
+    s.connector.error = grpc.StatusCode.UNAVAILABLE
+    claims, _ = await s.relay.claim(["a", "b"])
+    await s.relay.deliver(claims)
+    assert await s.inbox("a") == ["a1"] and await s.inbox("b") == ["b1"]
+    got = sorted((cid, attempts, f.retryable) for cid, _mid, attempts, f in s.failures)
+    assert got == [("a", 1, True), ("b", 4, True)]  # b's earlier attempts count
+
+
+async def test_success_after_retries_resets_the_counter(setup: Setup) -> None:
+    s = setup
+    await s.active("a", "a1")
+    await s.store.transition(
+        "a", allowed=("ACTIVE",), values={"in_attempts": "2", "in_next_at": "1"}
+    )
+    claims, _ = await s.relay.claim(["a"])
+    await s.relay.deliver(claims)
+    rec = await s.store.get("a")
+    assert rec is not None and rec.get_int("in_attempts") == 0
+    assert await s.inbox("a") == []
+
+
+async def test_a_lost_lease_pops_nothing(setup: Setup) -> None:
+    s = setup
+    await s.active("a", "a1")
+    claims, _ = await s.relay.claim(["a"])
+    await s.r.set(s.store.k_lease("a"), "someone-else")  # expired and taken over
+    await s.relay.deliver(claims)
+    assert await s.inbox("a") == ["a1"]  # the new holder delivers it (same key: one effect)
+    assert await s.r.get(s.store.k_lease("a")) == b"someone-else"
+
+
+async def test_an_older_connector_falls_back_to_the_full_step(setup: Setup) -> None:
+    s = setup
+    await s.active("a", "a1")
+    s.connector.error = grpc.StatusCode.UNIMPLEMENTED
+    claims, _ = await s.relay.claim(["a"])
+    woke = await s.relay.deliver(claims)
+    assert s.failures == []  # not the message's fault: no attempt counted
+    assert await s.inbox("a") == ["a1"] and woke == ["a"]
+    claims, others = await s.relay.claim(["a"])
+    assert claims == [] and others == ["a"]  # one call per message for a while
+
+
+async def test_survives_a_flushed_script_cache(setup: Setup) -> None:
+    s = setup
+    await s.active("a", "a1", "a2")
+    await s.r.script_flush()
+    claims, _ = await s.relay.claim(["a"])
+    await s.r.script_flush()
+    await s.relay.deliver(claims)
+    assert s.connector.sent() == {"a": ["a1", "a2"]}
+    assert await s.inbox("a") == []
