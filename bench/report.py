@@ -33,6 +33,8 @@ def table(doc: dict[str, Any]) -> str:
         f"{doc['duration_s']} s",
         f"Redis {doc['redis'].get('version')} ({doc['redis']['persistence']}); CPU used by "
         f"other processes during the load runs: {_num(_value(doc, 'background_cpu'), 2)} cores",
+        "mesh settings that differ from the defaults: "
+        + (", ".join(f"{k}={v}" for k, v in doc.get("mesh_settings", {}).items()) or "none"),
         "",
         f"{'figure':<52}{'mesh':>16}{'floor':>16}{'ratio':>9}",
         "-" * 93,

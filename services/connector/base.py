@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextvars
+import time
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
@@ -21,6 +23,20 @@ from services._runtime.errors import FarSideError, InvalidArgument
 
 # Cases the default post_customer_messages delivers at the same time.
 CASE_CONCURRENCY = 16
+# Monotonic time after which a PostCustomerMessages call starts no new post: the rest of
+# the call's messages are answered "not attempted" (delivered short, no error) and come
+# back in Session's next batch. Set by the servicer from the call's deadline, so a slow
+# CCaaS (RT takes ~0.3 s per message) never makes the whole call time out half done.
+START_POSTS_UNTIL: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "start_posts_until", default=None
+)
+
+
+def may_start_post() -> bool:
+    """False once the current call's time to start posts is over."""
+    until = START_POSTS_UNTIL.get()
+    return until is None or time.monotonic() < until
+
 
 T = TypeVar("T")
 
@@ -160,6 +176,8 @@ class Adapter(abc.ABC):
     async def _post_case_messages(self, case: CaseMessages) -> CaseDelivery:
         ids: list[str] = []
         for message in case.messages:
+            if ids and not may_start_post():
+                return CaseDelivery(len(ids), ids)  # the rest: next call
             try:
                 ids.append(
                     await self.post_customer_message(

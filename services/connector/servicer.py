@@ -4,6 +4,7 @@ webhooks into Session events (answering only after Session stored them)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 
 import grpc
@@ -11,7 +12,7 @@ import grpc
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
 from services._runtime.errors import InvalidArgument, NotFound
 from services._runtime.logging import conversation_id_var
-from services.connector.base import Adapter, CaseMessages, CaseToOpen
+from services.connector.base import START_POSTS_UNTIL, Adapter, CaseMessages, CaseToOpen
 from services.connector.session_client import SessionReporter
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,10 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
             cases.append(CaseMessages(case.external_id, case.conversation_id, list(case.messages)))
         if len(cases) == 1:
             conversation_id_var.set(cases[0].conversation_id)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            # Half the deadline to start posts, half for the last ones to finish.
+            START_POSTS_UNTIL.set(time.monotonic() + remaining / 2)
         deliveries = await adapter.post_customer_messages(cases)
         if len(deliveries) != len(cases):  # an adapter bug; never answer misaligned results
             raise RuntimeError(

@@ -222,12 +222,13 @@ class InboxRelay:
         for plan, result in zip(plans, response.results, strict=True):
             wanted = len(plan.to_send)
             plan.delivered = max(0, min(result.delivered, wanted))
-            if plan.delivered < wanted:
+            # Short without an error: the connector ran out of time to start more posts
+            # (a slow CCaaS); the rest simply goes in the next batch.
+            if plan.delivered < wanted and result.error:
                 # Worded like the one-message call's gRPC error (status name first).
                 status = "UNAVAILABLE" if result.retryable else "FAILED_PRECONDITION"
                 plan.failure = Failure(
-                    f"connector.PostCustomerMessages: {status}: "
-                    f"{result.error or 'the connector did not accept the message'}",
+                    f"connector.PostCustomerMessages: {status}: {result.error}",
                     result.retryable,
                     result.retry_after_s or None,
                 )

@@ -219,7 +219,10 @@ def create_app(
     def receive_batch(request: Request, body: bytes, items: list[Any]) -> Response:
         """A JSON array of events: one fault check and one signature check for the whole
         request, then every event in array order, as a single event would be."""
-        records = [_delivery_fields(item) for item in items] or [_delivery_fields(None)]
+        # Each event's delivery record says how many events its request carried.
+        records = [{**_delivery_fields(item), "batch": len(items)} for item in items] or [
+            _delivery_fields(None)
+        ]
         fault = sim.take_fault()
         if fault is not None:
             for record in records:

@@ -42,6 +42,7 @@ from services.connector.base import (
     OpenedCase,
     WebhookBatch,
     gather_all,
+    may_start_post,
 )
 from services.connector.settings import WebhookSettings
 
@@ -465,6 +466,8 @@ class WebhookAdapter(Adapter):
         async def chunked(slots: list[_Slot]) -> None:
             ids: list[str] = []
             for slot in slots:
+                if ids and not may_start_post():
+                    break  # the rest of the case: Session's next call
                 async with gate:
                     (delivery,) = await self._post_batch([slot])
                 ids.extend(delivery.message_ids)

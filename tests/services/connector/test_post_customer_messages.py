@@ -134,6 +134,25 @@ async def test_default_runs_at_most_sixteen_cases_at_once() -> None:
     assert adapter.most_running == CASE_CONCURRENCY  # concurrent, and bounded
 
 
+async def test_default_starts_no_post_after_the_call_ran_out_of_time() -> None:
+    """Past START_POSTS_UNTIL a case stops after the message under way, with no error:
+    the rest was not attempted (Session sends it again), so nothing is dead-lettered."""
+    import time
+
+    from services.connector.base import START_POSTS_UNTIL
+
+    adapter = ScriptedCcaas(delay_s=0.05)
+    token = START_POSTS_UNTIL.set(time.monotonic() + 0.02)
+    try:
+        results = await adapter.post_customer_messages(
+            [CaseMessages("A", "conv-a", [message("a1"), message("a2"), message("a3")])]
+        )
+    finally:
+        START_POSTS_UNTIL.reset(token)
+    assert [(r.delivered, r.error) for r in results] == [(1, None)]
+    assert [mid for _ext, mid, _key in adapter.posted] == ["a1"]
+
+
 async def test_default_propagates_other_errors() -> None:
     adapter = ScriptedCcaas(fail={"a1": Unavailable("redis is down")})
     with pytest.raises(Unavailable):

@@ -227,3 +227,17 @@ async def test_survives_a_flushed_script_cache(setup: Setup) -> None:
     await s.relay.deliver(claims)
     assert s.connector.sent() == {"a": ["a1", "a2"]}
     assert await s.inbox("a") == []
+
+
+async def test_short_without_an_error_is_not_a_failure(setup: Setup) -> None:
+    """A connector that ran out of time answers fewer than sent and no error: what it
+    took is popped, the rest waits for the next batch with no attempt counted."""
+    s = setup
+    await s.active("a", "a1", "a2", "a3")
+    s.connector.answer = lambda case: connector_pb2.CaseDeliveryResult(delivered=1)
+    claims, _ = await s.relay.claim(["a"])
+    woke = await s.relay.deliver(claims)
+    assert await s.inbox("a") == ["a2", "a3"]
+    assert s.failures == [] and woke == ["a"]
+    rec = await s.store.get("a")
+    assert rec is not None and rec.get_int("in_attempts") == 0

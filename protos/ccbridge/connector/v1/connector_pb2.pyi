@@ -291,7 +291,10 @@ class CaseDeliveryResult(_message.Message):
     delivered: _builtins.int
     """How many of the case's messages the CCaaS accepted: messages[0 .. delivered-1]."""
     error: _builtins.str
-    """Why messages[delivered] failed; empty when every message was accepted."""
+    """Why messages[delivered] failed. Empty when every message was accepted, or when the
+    connector ran out of the call's time before starting messages[delivered]: those were
+    not attempted and are simply sent again in a later call.
+    """
     retryable: _builtins.bool
     """Whether retrying messages[delivered] later can help."""
     retry_after_s: _builtins.float
