@@ -21,6 +21,19 @@ class _HasCommon(Protocol):
 S = TypeVar("S", bound=_HasCommon)
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (it comes with uvicorn[standard]): its event loop and socket
+    transports cost less CPU per callback and per syscall than asyncio's own.
+    CCBRIDGE_UVLOOP=false keeps the standard loop."""
+    if os.environ.get("CCBRIDGE_UVLOOP", "true").lower() in ("0", "false", "no", "off"):
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def run_component(
     component: str,
     load: Callable[[Mapping[str, str]], S],
@@ -38,7 +51,8 @@ def run_component(
     configure_logging(component, settings.common.log_level, settings.common.log_format)
     errors: tuple[type[Exception], ...] = (SettingsError, *fatal)
     try:
-        asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve(settings))
     except errors as exc:
         print(f"ccbridge {component}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

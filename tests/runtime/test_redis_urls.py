@@ -89,3 +89,14 @@ async def test_hiredis_packing_connection_speaks_redis(redis_url: str) -> None:
     finally:
         await client.delete("ccb-test:pack", "ccb-test:z")
         await client.aclose()
+
+
+def test_services_run_on_uvloop_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvloop
+
+    from services._runtime.entry import _loop_factory
+
+    monkeypatch.delenv("CCBRIDGE_UVLOOP", raising=False)
+    assert _loop_factory() is uvloop.new_event_loop
+    monkeypatch.setenv("CCBRIDGE_UVLOOP", "false")
+    assert _loop_factory() is None

@@ -30,6 +30,7 @@ from google.protobuf import timestamp_pb2
 
 from ccbridge.common.v1 import common_pb2
 from services._runtime.errors import FarSideError, InvalidArgument, Unauthenticated
+from services._runtime.http import LeanPoster, PostFailed, PostTimeout
 from services.connector.base import (
     CASE_CONCURRENCY,
     Adapter,
@@ -366,15 +367,28 @@ class WebhookAdapter(Adapter):
         self.batch_max = settings.batch_max
         self._secrets = tuple(s.value for s in settings.secrets)
         self._clock = clock
+        client_headers = {
+            "User-Agent": "ccbridge-webhook-connector/1",
+            "Accept": "application/json",
+        }
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.timeout_s),
             transport=transport,
             follow_redirects=False,
-            headers={"User-Agent": "ccbridge-webhook-connector/1", "Accept": "application/json"},
+            headers=client_headers,
+        )
+        # The hot path's client (services/_runtime/http.py); tests that inject an httpx
+        # transport keep httpx, so their far side stays in-process.
+        self._lean = (
+            LeanPoster(timeout_s=settings.timeout_s, headers=client_headers)
+            if transport is None
+            else None
         )
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        if self._lean is not None:
+            await self._lean.aclose()
 
     # bridge → CCaaS
 
@@ -576,10 +590,24 @@ class WebhookAdapter(Adapter):
 
     async def _post(
         self, what: str, body: bytes, headers: Mapping[str, str]
-    ) -> tuple[int, bytes | None, httpx.Headers]:
+    ) -> tuple[int, bytes | None, Mapping[str, str]]:
         """POSTs ``body``: (status, answer body, answer headers). The body is read for 2xx
         only (b'' otherwise) and is None when it exceeds MAX_RESPONSE_BYTES. Timeouts and
         connection errors raise a retryable FarSideError."""
+        if self._lean is not None:
+            try:
+                status, raw, answer_headers = await self._lean.post(
+                    self.url, body, headers, max_answer_bytes=MAX_RESPONSE_BYTES, read_answer=True
+                )
+            except PostTimeout:
+                log.warning("webhook connector: %s timed out", what)
+                raise FarSideError(f"webhook connector: {what} timed out", retryable=True) from None
+            except PostFailed as exc:
+                log.warning("webhook connector: %s failed: %s", what, exc)
+                raise FarSideError(
+                    f"webhook connector: {what} failed ({exc})", retryable=True
+                ) from None
+            return status, raw if 200 <= status < 300 else b"", answer_headers
         try:
             async with self._client.stream(
                 "POST", self.url, content=body, headers=headers
@@ -597,7 +625,7 @@ class WebhookAdapter(Adapter):
             ) from None
 
     def _status_error(
-        self, what: str, status: int, headers: httpx.Headers, now: float
+        self, what: str, status: int, headers: Mapping[str, str], now: float
     ) -> FarSideError:
         retryable = _retryable_status(status)
         retry_after = _parse_retry_after(headers.get("retry-after"), now)
