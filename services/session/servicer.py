@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Iterable
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -91,9 +92,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self.store = store
         self.worker = worker
 
-    def _wake(self) -> None:
+    def _wake(self, cids: Iterable[str] = ()) -> None:
         if self.worker is not None:
-            self.worker.wake()
+            self.worker.wake(cids)
 
     async def to_proto(self, rec: HandoverRecord) -> session_pb2.Handover:
         routing = json.loads(rec.get("routing", "{}") or "{}")
@@ -157,7 +158,12 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 raise InvalidHandoverRequest("every message needs id and conversation_id")
         outcomes = await self.store.ingest(request.messages)
         if INGEST_ACCEPTED in outcomes:
-            self._wake()
+            # The conversations that got work, so the worker need not read the schedule.
+            self._wake(
+                m.conversation_id
+                for m, o in zip(request.messages, outcomes, strict=True)
+                if o == INGEST_ACCEPTED
+            )
         return session_pb2.IngestResponse(
             results=[
                 session_pb2.IngestResult(message_id=m.id, outcome=_OUTCOMES[o])

@@ -22,7 +22,8 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 import grpc
@@ -132,14 +133,17 @@ class ConversationWorker:
             on_failure=self._relay_failed,
         )
         self._relay_slots = asyncio.Semaphore(RELAY_IN_FLIGHT)
+        self._hot: set[str] = set()  # conversations given work since the last pass
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._schedule_loop(), name="scheduler")
         self._reconcile_task = asyncio.create_task(self._reconcile_loop(), name="reconciler")
 
-    def wake(self) -> None:
-        """Called after this process accepted work, so delivery starts at once."""
+    def wake(self, cids: Iterable[str] = ()) -> None:
+        """Called after this process accepted work, so delivery starts at once; with the
+        conversations concerned, the next pass takes them without reading the schedule."""
+        self._hot.update(cids)
         self._wake.set()
 
     async def stop(self, timeout_s: float) -> None:
@@ -159,13 +163,22 @@ class ConversationWorker:
     # -- scheduling ------------------------------------------------------------------------
     async def _schedule_loop(self) -> None:
         poll = self.s.scheduler_poll_ms / 1000
+        last_read = 0.0
         while not self._stopping:
             # Cleared before reading: a wake-up during this pass makes the next one start
             # at once instead of after the poll interval.
             self._wake.clear()
+            hot, self._hot = self._hot, set()
             try:
-                limit = min(MAX_DUE_READ, self.s.worker_concurrency * 2 + len(self._running))
-                due = [cid for cid in await self.store.due(limit) if cid not in self._running]
+                # Conversations this process just gave work go straight to dispatch; the
+                # schedule (everything else: back-offs, other replicas' work, restarts)
+                # is read when there are none, and at least every poll interval.
+                due = list(hot)
+                if not hot or time.monotonic() - last_read >= poll:
+                    last_read = time.monotonic()
+                    limit = min(MAX_DUE_READ, self.s.worker_concurrency * 2 + len(self._running))
+                    due = list(dict.fromkeys([*due, *await self.store.due(limit)]))
+                due = [cid for cid in due if cid not in self._running]
                 if due:
                     await self._dispatch(due)
             except Exception:
@@ -194,8 +207,9 @@ class ConversationWorker:
             self._running[claim.conversation_id] = task
 
     async def _relay_batch(self, claims: list[RelayClaim]) -> None:
+        busy: list[str] = []
         try:
-            await self.relay.deliver(claims)
+            busy = await self.relay.deliver(claims)
         except Exception:
             log.exception("relay batch failed; the conversations are retried")
             with contextlib.suppress(Exception):
@@ -206,7 +220,10 @@ class ConversationWorker:
             for claim in claims:
                 self._running.pop(claim.conversation_id, None)
             self._relay_slots.release()
-            self._wake.set()
+            # Only conversations with work left need another pass: a batch that left
+            # nothing behind must not cost a schedule read.
+            if busy:
+                self.wake(busy)
 
     async def _run(self, cid: str) -> None:
         try:
