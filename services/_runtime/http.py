@@ -1,4 +1,5 @@
-"""A lean HTTP POST client for the hot paths (the webhook connector's deliveries).
+"""A lean HTTP client for the hot paths: the webhook connector's deliveries and Session's
+Infobip calls (agent replies).
 
 httpx is the project's HTTP client everywhere else (its mock transports make the far
 sides easy to test), but on a 2-core machine one httpx POST costs ~1.3–2 ms of CPU
@@ -24,8 +25,8 @@ class PostFailed(Exception):
 
 
 class LeanPoster:
-    """POSTs bodies to one origin over a keep-alive pool; created lazily inside the
-    running event loop (aiohttp sessions belong to a loop)."""
+    """Sends requests over a keep-alive pool; the aiohttp session is created lazily
+    inside the running event loop (aiohttp sessions belong to a loop)."""
 
     def __init__(
         self,
@@ -62,9 +63,24 @@ class LeanPoster:
         """(status, answer body, answer headers). The body is read only when
         ``read_answer`` (b'' otherwise) and is None when longer than
         ``max_answer_bytes`` (reading stops there)."""
+        return await self.request(
+            "POST", url, body, headers, max_answer_bytes=max_answer_bytes, read_answer=read_answer
+        )
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        *,
+        max_answer_bytes: int,
+        read_answer: bool = True,
+    ) -> tuple[int, bytes | None, Mapping[str, str]]:
+        """Like :meth:`post` for any method (``url`` complete, query string included)."""
         try:
-            async with self._client().post(
-                url, data=body, headers=headers, allow_redirects=False
+            async with self._client().request(
+                method, url, data=body, headers=headers, allow_redirects=False
             ) as response:
                 raw: bytes | None = b""
                 if read_answer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -19,10 +20,19 @@ from simulators.infobip.server import start_server
 from tests.simulators.infobip.harness import API_KEY, Sim, running_sim
 
 
-@pytest.fixture
-async def sim() -> AsyncIterator[Sim]:
+@pytest.fixture(params=["in-process", "loopback"])
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Sim]:
+    """Each test twice: in-process (httpx transport) and over loopback HTTP, where the
+    client uses the lean aiohttp client it is deployed with."""
     async with running_sim() as sim:
-        yield sim
+        if request.param == "in-process":
+            yield sim
+            return
+        server = await start_server(sim.state, api_key=API_KEY)
+        try:
+            yield replace(sim, url=server.url)
+        finally:
+            await server.stop()
 
 
 @pytest.fixture

@@ -28,12 +28,17 @@ class Sim:
     state: InfobipSimState
     app: Starlette
     http: httpx.AsyncClient
+    # Set when the same state is also served over loopback HTTP: clients from
+    # ``client()`` then go through the network stack the deployed client uses.
+    url: str | None = None
 
     def transport(self) -> httpx.ASGITransport:
         return httpx.ASGITransport(app=self.app)
 
     def client(self, **kwargs: Any) -> InfobipClient:
         kwargs.setdefault("backoff_base_s", 0.01)
+        if self.url is not None:
+            return InfobipClient(self.url, Secret(API_KEY), **kwargs)
         return InfobipClient(BASE_URL, Secret(API_KEY), transport=self.transport(), **kwargs)
 
 
