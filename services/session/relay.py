@@ -8,8 +8,12 @@ back-off, no agent message waiting) and, for all of them together:
    conversation);
 2. leaves out messages already in the case transcript (one round trip);
 3. posts everything in one ``PostCustomerMessages`` call per connector;
-4. pops exactly what the CCaaS accepted and releases the leases (one round trip);
-5. reschedules (one round trip).
+4. takes them off the schedule, pops exactly what the CCaaS accepted and releases the
+   leases (one round trip);
+5. schedules again those with work left (one round trip, none when there are none).
+
+A connector that runs out of the call's time answers part of a case "not attempted"
+(fewer delivered, no error): the rest simply goes in a later sweep.
 
 The per-conversation step's guarantees hold: one lease holder per conversation, a head
 message leaves the inbox only after the CCaaS accepted it, in order, and a failure goes
