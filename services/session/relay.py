@@ -58,7 +58,8 @@ class Failure:
 # (claim, payload of the failed head message, its attempt count, the failure)
 OnFailure = Callable[[RelayClaim, bytes, int, Failure], Awaitable[None]]
 
-_RETRYABLE_CODES = {
+# gRPC codes after which a retry can help (the worker's full step uses them too).
+RETRYABLE_CODES = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -205,16 +206,7 @@ class InboxRelay:
                 log.warning("the connector has no PostCustomerMessages; relaying one by one")
                 self._unsupported_until = time.monotonic() + UNSUPPORTED_RETRY_S
                 return
-            retry_after: float | None = None
-            for key, value in exc.trailing_metadata() or ():
-                if key == RETRY_AFTER_METADATA:
-                    with contextlib.suppress(ValueError):
-                        retry_after = float(value)
-            failure = Failure(
-                f"connector.PostCustomerMessages: {exc.code().name}: {exc.details()}",
-                exc.code() in _RETRYABLE_CODES,
-                retry_after,
-            )
+            failure = failure_from_rpc_error(exc, "connector.PostCustomerMessages")
             for plan in plans:
                 plan.failure = failure
             return
@@ -236,6 +228,19 @@ class InboxRelay:
                     result.retryable,
                     result.retry_after_s or None,
                 )
+
+
+def failure_from_rpc_error(exc: grpc.aio.AioRpcError, what: str) -> Failure:
+    """A failed gRPC call as a :class:`Failure` (retryable by code, the peer's
+    retry-after from the trailing metadata)."""
+    retry_after: float | None = None
+    for key, value in exc.trailing_metadata() or ():
+        if key == RETRY_AFTER_METADATA:
+            with contextlib.suppress(ValueError):
+                retry_after = float(value)
+    return Failure(
+        f"{what}: {exc.code().name}: {exc.details()}", exc.code() in RETRYABLE_CODES, retry_after
+    )
 
 
 def _calls(plans: list[_Plan]) -> list[tuple[str, list[_Plan]]]:

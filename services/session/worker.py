@@ -32,25 +32,15 @@ from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
 from ccbridge.history.v1 import history_pb2, history_pb2_grpc
 from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
-from services._runtime.errors import RETRY_AFTER_METADATA, FarSideError
+from services._runtime.errors import FarSideError
 from services._runtime.infobip import InfobipClient, InfobipNotFound
 from services._runtime.logging import conversation_id_var
-from services.session.relay import Failure, InboxRelay
+from services.session.relay import Failure, InboxRelay, failure_from_rpc_error
 from services.session.settings import SessionSettings
 from services.session.store import HandoverRecord, RelayClaim, SessionStore, now_ms
 
 log = logging.getLogger(__name__)
 
-# gRPC codes after which a retry can help.
-_RETRYABLE = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.UNKNOWN,
-    grpc.StatusCode.CANCELLED,
-}
 MAX_TEXT = 4096  # Infobip's documented content size limit
 PEEK_WINDOW = 32  # head messages read in one round trip by a delivery step
 # Relay batches under way at once. What arrives while both are out waits for the next
@@ -82,14 +72,8 @@ class LeaseLost(Exception):
 
 
 def _from_rpc_error(exc: grpc.aio.AioRpcError, what: str) -> StepFailure:
-    retry_after: float | None = None
-    for key, value in exc.trailing_metadata() or ():
-        if key == RETRY_AFTER_METADATA:
-            with contextlib.suppress(ValueError):
-                retry_after = float(value)
-    return StepFailure(
-        f"{what}: {exc.code().name}: {exc.details()}", exc.code() in _RETRYABLE, retry_after
-    )
+    failure = failure_from_rpc_error(exc, what)
+    return StepFailure(failure.reason, failure.retryable, failure.retry_after)
 
 
 def _from_far_side(exc: FarSideError, what: str) -> StepFailure:
