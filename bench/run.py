@@ -163,8 +163,8 @@ class Bench:
             args=[
                 "--port",
                 str(ports["infobip-sim"]),
-                "--api-key",
-                env["INFOBIP_API_KEY"],
+                # "--x=value": a generated secret may start with "-" (argparse: an option)
+                f"--api-key={env['INFOBIP_API_KEY']}",
                 "--log-level",
                 "warning",
                 "--webhook-url",
@@ -178,8 +178,7 @@ class Bench:
             args=[
                 "--port",
                 str(ports["ccaas-sim"]),
-                "--secret",
-                env["CCBRIDGE_WEBHOOK_CONNECTOR_SECRET"],
+                f"--secret={env['CCBRIDGE_WEBHOOK_CONNECTOR_SECRET']}",
                 "--bridge-url",
                 f"{gateway}/webhooks/ccaas/webhook",
             ],

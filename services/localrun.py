@@ -66,8 +66,8 @@ def start_simulators(
         args=[
             "--port",
             str(infobip_port),
-            "--api-key",
-            env["INFOBIP_API_KEY"],
+            # "--x=value": a generated secret may start with "-" (argparse would read an option)
+            f"--api-key={env['INFOBIP_API_KEY']}",
             "--webhook-url",
             f"{gateway}/webhooks/infobip/{env['CCBRIDGE_WEBHOOK_TOKEN']}",
         ],
@@ -79,8 +79,7 @@ def start_simulators(
         args=[
             "--port",
             str(ccaas_port),
-            "--secret",
-            env["CCBRIDGE_WEBHOOK_CONNECTOR_SECRET"],
+            f"--secret={env['CCBRIDGE_WEBHOOK_CONNECTOR_SECRET']}",
             "--bridge-url",
             f"{gateway}/webhooks/ccaas/webhook",
         ],
