@@ -188,20 +188,9 @@ def create_app(
             return receive_batch(request, body, doc)
         info = doc if isinstance(doc, dict) else {}
         record = _delivery_fields(info, header_key)
-        # A CCaaS that is down answers before it looks at anything.
-        fault = sim.take_fault()
-        if fault is not None:
-            sim.record_delivery(**record, status=fault.status, outcome="fault")
-            return _json(fault)
-        if not signature_ok(
-            secrets,
-            request.headers.get("x-ccbridge-timestamp"),
-            request.headers.get("x-ccbridge-signature"),
-            body,
-            time.time(),
-        ):
-            sim.record_delivery(**record, status=401, outcome="unauthorized")
-            return _problem(401, "bad or missing signature")
+        refused = gate(request, body, [record])
+        if refused is not None:
+            return refused
         problem = validate(doc)
         if problem is None and header_key and header_key != info.get("idempotencyKey"):
             problem = "Idempotency-Key header differs from idempotencyKey"
@@ -216,13 +205,10 @@ def create_app(
         )
         return _json(answer, replayed=replayed)
 
-    def receive_batch(request: Request, body: bytes, items: list[Any]) -> Response:
-        """A JSON array of events: one fault check and one signature check for the whole
-        request, then every event in array order, as a single event would be."""
-        # Each event's delivery record says how many events its request carried.
-        records = [{**_delivery_fields(item), "batch": len(items)} for item in items] or [
-            _delivery_fields(None)
-        ]
+    def gate(request: Request, body: bytes, records: list[dict[str, Any]]) -> Response | None:
+        """The checks made once per request, single event or array: an injected fault
+        (a CCaaS that is down answers before it looks at anything), then the signature.
+        Every event of a refused request is recorded with the refusal."""
         fault = sim.take_fault()
         if fault is not None:
             for record in records:
@@ -238,6 +224,18 @@ def create_app(
             for record in records:
                 sim.record_delivery(**record, status=401, outcome="unauthorized")
             return _problem(401, "bad or missing signature")
+        return None
+
+    def receive_batch(request: Request, body: bytes, items: list[Any]) -> Response:
+        """A JSON array of events: one fault check and one signature check for the whole
+        request, then every event in array order, as a single event would be."""
+        # Each event's delivery record says how many events its request carried.
+        records = [{**_delivery_fields(item), "batch": len(items)} for item in items] or [
+            _delivery_fields(None)
+        ]
+        turned_away = gate(request, body, records)
+        if turned_away is not None:
+            return turned_away
         if not items or len(items) > MAX_BATCH_EVENTS:
             refused = 400 if not items else 413
             sim.record_delivery(
