@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,9 +42,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from ccbridge.common.v1 import common_pb2
+from services._runtime.redis import RawPipeline
 
 STATES = ("OPENING", "ACTIVE", "CLOSING", "CLOSED", "FAILED")
 INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE = 0, 1, 2
+OPEN_HINT_MAX = 100_000  # conversations remembered by ingest()'s schedule guess
 
 
 def _text(value: object) -> str:
@@ -54,6 +56,14 @@ def _text(value: object) -> str:
 
 def _bytes(value: object) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _scored(members: Iterable[str], score: int) -> list[Any]:
+    """ZADD arguments: score member score member ..."""
+    out: list[Any] = []
+    for member in members:
+        out += (score, member)
+    return out
 
 
 def now_ms() -> int:
@@ -272,6 +282,18 @@ class SessionStore:
         self._renew = redis.register_script(_RENEW)
         self._claim_relay = redis.register_script(_CLAIM_RELAY)
         self._finish_relay = redis.register_script(_FINISH_RELAY)
+        self.raw = RawPipeline(redis)
+        # Conversations whose last ingested message was taken (see ingest()).
+        self._open_hint: dict[str, None] = {}
+
+    async def _exec(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """The hot paths' commands in one round trip (:class:`RawPipeline`); raises the
+        first error reply."""
+        replies = await self.raw.execute(commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
 
     # -- key names ---------------------------------------------------------------------
     def k_h(self, cid: str) -> str:
@@ -423,20 +445,28 @@ class SessionStore:
 
     # -- ingest --------------------------------------------------------------------------
     async def ingest(self, messages: Sequence[common_pb2.Message]) -> list[int]:
-        """Stores end-user messages of open handovers; one round trip for the batch (a
-        second one schedules delivery for accepted ones). Returns an outcome per message."""
+        """Stores end-user messages of open handovers. Returns an outcome per message.
+
+        One round trip for the batch: the schedule entries of conversations that took
+        messages before (``_open_hint``) are added in the same pipeline, right after the
+        pushes, so the common case needs no second round trip; a conversation taking its
+        first messages is scheduled in a second one. A wrong guess (the handover closed
+        meanwhile) only costs one empty step, which removes the entry."""
         if not messages:
             return []
         pending = list(range(len(messages)))
         outcomes: list[int] = [0] * len(messages)
+        hint = self._open_hint
+        ts = now_ms()
+        guessed = [cid for cid in dict.fromkeys(m.conversation_id for m in messages) if cid in hint]
         for _attempt in range(2):
-            # EVALSHA straight into the pipeline: redis-py's Script-in-pipeline path asks
-            # SCRIPT EXISTS first, an extra round trip on every call.
-            async with self.r.pipeline(transaction=False) as pipe:
-                for index in pending:
-                    m = messages[index]
-                    cid = m.conversation_id
-                    pipe.evalsha(
+            commands: list[tuple[Any, ...]] = []
+            for index in pending:
+                m = messages[index]
+                cid = m.conversation_id
+                commands.append(
+                    (
+                        "EVALSHA",
                         self._ingest.sha,
                         3,
                         self.k_h(cid),
@@ -450,30 +480,41 @@ class SessionStore:
                         m.to,
                         0,
                     )
-                replies = await pipe.execute(raise_on_error=False)
+                )
+            if guessed:
+                # NX: a conversation in back-off keeps its later due time.
+                commands.append(("ZADD", self.k_due, "NX", *_scored(guessed, ts)))
+            replies = await self.raw.execute(commands)
             missing = []
-            for index, reply in zip(pending, replies, strict=True):
+            for index, reply in zip(pending, replies, strict=False):
                 if isinstance(reply, NoScriptError):
                     missing.append(index)  # not run: safe to run again, in order
                 elif isinstance(reply, Exception):
                     raise reply
                 else:
                     outcomes[index] = int(reply)
+            if guessed and isinstance(replies[-1], Exception):
+                raise replies[-1]
             if not missing:
                 break
             await self.r.script_load(_INGEST)
             pending = missing
         else:
             raise NoScriptError("the ingest script could not be loaded")
-        accepted = {
-            m.conversation_id
-            for m, o in zip(messages, outcomes, strict=True)
-            if o == INGEST_ACCEPTED
-        }
-        if accepted:
-            ts = now_ms()
-            # NX: a conversation in back-off keeps its later due time.
-            await self.r.zadd(self.k_due, dict.fromkeys(accepted, ts), nx=True)
+        first = set()
+        for m, outcome in zip(messages, outcomes, strict=True):
+            cid = m.conversation_id
+            if outcome == INGEST_IGNORED:
+                hint.pop(cid, None)
+                continue
+            if outcome == INGEST_ACCEPTED and cid not in hint:
+                first.add(cid)
+            if len(hint) >= OPEN_HINT_MAX:
+                hint.clear()  # a cache: losing it costs one round trip per conversation
+            hint[cid] = None
+        first.difference_update(guessed)
+        if first:
+            await self._exec([("ZADD", self.k_due, "NX", *_scored(first, ts))])
         return outcomes
 
     async def agent_event(
@@ -543,7 +584,9 @@ class SessionStore:
         await self._release(keys=[self.k_lease(cid)], args=[token])
 
     async def due(self, limit: int) -> list[str]:
-        raw = await self.r.zrangebyscore(self.k_due, "-inf", now_ms(), start=0, num=limit)
+        (raw,) = await self._exec(
+            [("ZRANGEBYSCORE", self.k_due, "-inf", now_ms(), "LIMIT", 0, limit)]
+        )
         return [_text(c) for c in raw]
 
     async def schedule(self, cid: str, at_ms: int) -> None:
@@ -581,11 +624,12 @@ class SessionStore:
         replies: list[Any] = [None] * len(calls)
         pending = list(range(len(calls)))
         for _attempt in range(2):
-            async with self.r.pipeline(transaction=False) as pipe:
-                for index in pending:
-                    keys, args = calls[index]
-                    pipe.evalsha(script.sha, len(keys), *keys, *args)
-                got = await pipe.execute(raise_on_error=False) if pending else []
+            got = await self.raw.execute(
+                [
+                    ("EVALSHA", script.sha, len(calls[i][0]), *calls[i][0], *calls[i][1])
+                    for i in pending
+                ]
+            )
             missing = []
             for index, reply in zip(pending, got, strict=True):
                 if isinstance(reply, NoScriptError):
@@ -640,11 +684,14 @@ class SessionStore:
         self, ids_by_conversation: Sequence[tuple[str, Sequence[str]]]
     ) -> list[list[bool]]:
         """``in_transcript_many`` for several conversations in one round trip."""
-        async with self.r.pipeline(transaction=False) as pipe:
-            for cid, ids in ids_by_conversation:
-                pipe.hmget(self.k_tx(cid), list(ids))
-            replies = await pipe.execute()
-        return [[value is not None for value in found] for found in replies]
+        replies = await self._exec(
+            [("HMGET", self.k_tx(cid), *ids) for cid, ids in ids_by_conversation if ids]
+        )
+        found = iter(replies)
+        return [
+            [value is not None for value in next(found)] if ids else []
+            for _cid, ids in ids_by_conversation
+        ]
 
     async def finish_relay(
         self, finishes: Sequence[tuple[RelayClaim, Sequence[bytes], bool, bool]]
@@ -662,12 +709,14 @@ class SessionStore:
         replies: list[Any] = [None] * len(finishes)
         pending = list(range(len(finishes)))
         for _attempt in range(2):
-            async with self.r.pipeline(transaction=False) as pipe:
-                for index in pending:
-                    claim, payloads, reset, release = finishes[index]
-                    cid = claim.conversation_id
-                    pipe.zrem(self.k_due, cid)
-                    pipe.evalsha(
+            commands: list[tuple[Any, ...]] = []
+            for index in pending:
+                claim, payloads, reset, release = finishes[index]
+                cid = claim.conversation_id
+                commands.append(("ZREM", self.k_due, cid))
+                commands.append(
+                    (
+                        "EVALSHA",
                         self._finish_relay.sha,
                         4,
                         self.k_lease(cid),
@@ -679,7 +728,8 @@ class SessionStore:
                         "1" if release else "0",
                         *payloads,
                     )
-                got = await pipe.execute(raise_on_error=False) if pending else []
+                )
+            got = await self.raw.execute(commands)
             missing = []
             for position, index in enumerate(pending):
                 reply = got[2 * position + 1]
@@ -698,7 +748,7 @@ class SessionStore:
     async def schedule_now(self, cids: Sequence[str]) -> None:
         """Schedules these conversations now (one round trip)."""
         if cids:
-            await self.r.zadd(self.k_due, dict.fromkeys(cids, now_ms()))
+            await self._exec([("ZADD", self.k_due, *_scored(cids, now_ms()))])
 
     # -- dead letters ------------------------------------------------------------------------
     async def dead_letter(

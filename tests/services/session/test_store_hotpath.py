@@ -4,6 +4,9 @@ one-round-trip step reads."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
@@ -78,3 +81,45 @@ async def test_transcript_ids_and_step_reads(redis_client: aioredis.Redis) -> No
     await redis_client.delete(store.k_in("c1"))
     assert await store.unschedule_if_idle("c1") is False
     assert await redis_client.zscore(store.k_due, "c1") is None
+
+
+async def test_ingest_schedules_in_the_same_round_trip_once_a_conversation_took_messages(
+    redis_client: aioredis.Redis,
+) -> None:
+    """The first accepted message of a conversation schedules it in a second round trip;
+    later ones in the pushes' own pipeline (guessed from the last outcome). A back-off's
+    later due time is kept, and a conversation whose handover closed is no longer guessed
+    after one ignored message."""
+    store = SessionStore(redis_client)
+    round_trips = 0
+    execute = store.raw.execute
+
+    async def counted(commands: Sequence[Sequence[Any]]) -> list[Any]:
+        nonlocal round_trips
+        round_trips += 1
+        return await execute(commands)
+
+    store.raw.execute = counted  # type: ignore[method-assign]
+    assert await store.create("c1", [], {})
+    assert await store.ingest([_message("m1", "c1")]) == [INGEST_ACCEPTED]
+    assert await redis_client.zscore(store.k_due, "c1") is not None
+    assert round_trips == 2
+
+    await redis_client.zrem(store.k_due, "c1")
+    assert await store.ingest([_message("m2", "c1")]) == [INGEST_ACCEPTED]
+    assert await redis_client.zscore(store.k_due, "c1") is not None
+    assert round_trips == 3
+
+    await redis_client.zadd(store.k_due, {"c1": 9_999_999_999_999})  # in back-off
+    assert await store.ingest([_message("m3", "c1")]) == [INGEST_ACCEPTED]
+    assert await redis_client.zscore(store.k_due, "c1") == 9_999_999_999_999
+
+    await redis_client.hset(store.k_h("c1"), "state", "CLOSED")
+    await redis_client.zrem(store.k_due, "c1")
+    # Still guessed open: the entry is added, and the worker's step removes it.
+    assert await store.ingest([_message("m4", "c1")]) == [INGEST_IGNORED]
+    await redis_client.zrem(store.k_due, "c1")
+    assert await store.ingest([_message("m5", "c1")]) == [INGEST_IGNORED]
+    assert await redis_client.zscore(store.k_due, "c1") is None
+    stored = [common_pb2.Message.FromString(p).id for p in await store.peek(store.k_in("c1"), 10)]
+    assert stored == ["m1", "m2", "m3"]
