@@ -11,15 +11,44 @@ import copy
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 JsonObject = dict[str, Any]
 
+# The last second formatted by now_iso: (unix second, "YYYY-MM-DDTHH:MM:SS.").
+_second: tuple[int, str] = (-1, "")
+
 
 def now_iso() -> str:
-    moment = datetime.now(tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """The current UTC time with milliseconds ("2025-01-01T10:01:12.004Z"), as
+    datetime.now(UTC) would format it (both floor the system clock), but formatting the
+    date and time once per second: each delivery takes two of these."""
+    global _second
+    ns = time.time_ns()
+    seconds = ns // 1_000_000_000
+    cached = _second
+    if cached[0] != seconds:
+        cached = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds)))
+    return f"{cached[1]}{ns // 1_000_000 % 1000:03d}Z"
+
+
+_SCALARS = (str, int, float, bool, type(None))
+T = TypeVar("T")
+
+
+def json_copy(value: T) -> T:
+    """A deep copy of a JSON value (dicts, lists, scalars), ~5x cheaper than
+    copy.deepcopy; anything else goes to copy.deepcopy. Everything the state holds came
+    from JSON or is built of JSON values, with no object shared between two places."""
+    kind = type(value)
+    if kind is dict:
+        items = cast(dict[Any, Any], value).items()
+        return cast(T, {k: v if type(v) in _SCALARS else json_copy(v) for k, v in items})
+    if kind is list:
+        return cast(T, [v if type(v) in _SCALARS else json_copy(v) for v in cast(list[Any], value)])
+    if kind in _SCALARS:
+        return value
+    return copy.deepcopy(value)
 
 
 class CaseNotFound(KeyError):
@@ -37,6 +66,10 @@ class Answer:
     status: int
     body: JsonObject
     headers: dict[str, str] = field(default_factory=dict)
+
+    def copy(self) -> Answer:
+        """A deep copy (what copy.deepcopy gives, for a fraction of its cost)."""
+        return Answer(self.status, json_copy(self.body), dict(self.headers))
 
 
 @dataclass
@@ -152,7 +185,7 @@ class CcaasState:
 
     def deliveries(self) -> list[JsonObject]:
         with self._lock:
-            return copy.deepcopy(self._deliveries)
+            return json_copy(self._deliveries)
 
     def record_webhook(self, **fields: Any) -> None:
         """One event the simulator pushed to the bridge, with the bridge's answer."""
@@ -161,7 +194,7 @@ class CcaasState:
 
     def webhooks(self) -> list[JsonObject]:
         with self._lock:
-            return copy.deepcopy(self._webhooks)
+            return json_copy(self._webhooks)
 
     # --- bridge events (idempotent) ---------------------------------------------------
 
@@ -169,12 +202,12 @@ class CcaasState:
         """The stored answer of an earlier call with this key, if any."""
         with self._lock:
             answer = self._answers.get((event_type, key))
-            return copy.deepcopy(answer) if answer else None
+            return answer.copy() if answer else None
 
     def _remember(self, event_type: str, key: str, answer: Answer) -> Answer:
         # Only successes are stored: a failed call with the same key runs again.
         if 200 <= answer.status < 300:
-            self._answers[(event_type, key)] = copy.deepcopy(answer)
+            self._answers[(event_type, key)] = answer.copy()
         return answer
 
     def apply(self, event_type: str, key: str, doc: JsonObject) -> tuple[Answer, bool]:
@@ -201,10 +234,10 @@ class CcaasState:
                 conversation_id=doc["conversationId"],
                 channel=case_["channel"],
                 end_user=case_["endUser"],
-                routing=copy.deepcopy(case_["routing"]),
+                routing=json_copy(case_["routing"]),
                 tags=list(case_["tags"]),
-                metadata=copy.deepcopy(case_["metadata"]),
-                transcript=copy.deepcopy(doc["transcript"]),
+                metadata=json_copy(case_["metadata"]),
+                transcript=json_copy(doc["transcript"]),
                 transcript_truncated=doc["transcriptTruncated"],
                 opened_at=now_iso(),
             )
@@ -222,7 +255,7 @@ class CcaasState:
             message_id = f"MSG-{self._message_seq:06d}"
             case.messages.append(
                 {
-                    **copy.deepcopy(doc["message"]),
+                    **json_copy(doc["message"]),
                     "from": "customer",
                     "messageId": message_id,
                     "idempotencyKey": key,
@@ -266,7 +299,7 @@ class CcaasState:
             if message_id:
                 for existing in case.messages:
                     if existing.get("from") == "agent" and existing["id"] == message_id:
-                        return copy.deepcopy(existing)
+                        return json_copy(existing)
             else:
                 self._message_seq += 1
                 message_id = f"AGT-{self._message_seq:06d}"
@@ -279,7 +312,7 @@ class CcaasState:
                 "delivery": "pending",
             }
             case.messages.append(message)
-            return copy.deepcopy(message)
+            return json_copy(message)
 
     def set_agent_delivery(self, case_id: str, message_id: str, outcome: str) -> None:
         with self._lock:
@@ -299,7 +332,7 @@ class CcaasState:
     def cases(self, conversation_id: str | None = None, *, full: bool = False) -> list[JsonObject]:
         with self._lock:
             return [
-                copy.deepcopy(c.full() if full else c.summary())
+                json_copy(c.full() if full else c.summary())
                 for c in self._cases.values()
                 if conversation_id is None or c.conversation_id == conversation_id
             ]
@@ -309,4 +342,4 @@ class CcaasState:
             found = self._cases.get(case_id)
             if found is None:
                 raise CaseNotFound(case_id)
-            return copy.deepcopy(found.full())
+            return json_copy(found.full())

@@ -14,6 +14,7 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
+from google.protobuf import timestamp_pb2
 
 from ccbridge.common.v1 import common_pb2
 from services._runtime.errors import FarSideError, Unauthenticated
@@ -22,6 +23,7 @@ from services.connector.adapters.webhook import (
     MAX_RESPONSE_BYTES,
     WebhookAdapter,
     event_id,
+    iso8601,
     sign,
     signed_headers,
     verify_signature,
@@ -201,3 +203,23 @@ async def test_parse_webhook_via_adapter_uses_the_clock() -> None:
             client.parse_webhook(signed_headers("s-new", body, now=NOW - 301), body)
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [
+        (1_750_000_000, 4_000_000),
+        (1_750_000_000, 999_999_999),  # the float sum rounds up to the next second
+        (1, 500_000_000),
+        (-1, 1),
+        (-30_610_224_001, 0),  # year 999: strftime does not pad it to 4 digits
+        (-50_000_000_000, 123_000_000),
+        (253_402_300_799, 0),  # 9999-12-31T23:59:59
+    ],
+)
+def test_iso8601_is_the_strftime_form(seconds: int, nanos: int) -> None:
+    moment = datetime.fromtimestamp(seconds + nanos / 1e9, tz=UTC)
+    expected = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    ts = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+    assert iso8601(ts) == expected
+    assert iso8601(timestamp_pb2.Timestamp()) is None

@@ -556,3 +556,61 @@ async def test_a_failed_chunk_stops_the_long_case() -> None:
     assert sent == [["a1", "a2", "a3"], ["a4", "a5", "a6"]]
     assert result.delivered == 4 and result.error is not None and result.error.retryable
     assert len(result.message_ids) == 4
+
+
+def stdlib_json(doc: object) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize(
+    "contents",
+    [
+        # orjson's ground: plain text, non-ASCII, characters JSON must escape.
+        [
+            '{"text":"plain"}',
+            '{"text":"žuta ruža 😀 \\u2028 \\u0001 \\"q\\" /","n":[1,-2,true,null]}',
+        ],
+        # Only the stdlib reads these as the contract's JSON parser did: NaN/Infinity, and
+        # integers beyond 64 bits (orjson makes floats of them).
+        ['{"text":"plain"}', '{"n":NaN,"m":-Infinity}'],
+        [
+            '{"big":12345678901234567890123,"neg":-9223372036854775809}',
+            '{"id":"98765432109876543210"}',
+        ],
+    ],
+)
+async def test_the_array_is_the_json_the_stdlib_writes(contents: list[str]) -> None:
+    bodies: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(request.content)
+        return httpx.Response(200, json={"results": [{"status": 200} for _ in contents]})
+
+    cases = [
+        CaseMessages(f"C{i}", f"conv-{i}", [message(f"m{i}", content_json=content)])
+        for i, content in enumerate(contents)
+    ]
+    results = await post(handler, cases)
+    assert [(r.delivered, r.error) for r in results] == [(1, None)] * len(contents)
+    (body,) = bodies
+    events = json.loads(body)
+    # Byte for byte what json.dumps(ensure_ascii=False, compact) makes of the same events.
+    assert body == stdlib_json(events)
+    for event, content in zip(events, contents, strict=True):
+        sent = event["message"]["content"]
+        expected = json.loads(content)
+        assert json.dumps(sent) == json.dumps(expected)  # NaN != NaN, its text is equal
+        assert [type(v) for v in sent.values()] == [type(v) for v in expected.values()]
+
+
+async def test_a_status_beyond_64_bits_is_still_a_status() -> None:
+    # json.loads keeps the integer (a failed, retryable event); orjson alone would make a
+    # float of it and the answer would count as "no usable results": all accepted.
+    answer = (
+        b'{"results":[{"status":200},{"status":18446744073709551616},{"status":200},'
+        b'{"status":200},{"status":200}]}'
+    )
+    first, second = await post(lambda _: httpx.Response(200, content=answer), TWO_CASES)
+    assert first.delivered == 1 and first.error is not None and first.error.retryable
+    assert first.error.status == 18446744073709551616
+    assert (second.delivered, second.error) == (2, None)

@@ -3,6 +3,8 @@ per-event results, in array order, later events of a failed case skipped."""
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -182,3 +184,27 @@ async def test_array_size_limits(sim: tuple[CcaasState, httpx.AsyncClient]) -> N
     full = await client.post("/webhook", **signed(many[:100]))
     assert [r["status"] for r in full.json()["results"]] == [200] * 100
     assert len(customer_ids(state, one)) == 100
+
+
+async def test_json_only_the_stdlib_reads_and_the_answer_bytes(
+    sim: tuple[CcaasState, httpx.AsyncClient],
+) -> None:
+    state, client = sim
+    one = await open_case(client, "conv-1")
+    big, odd = customer_event(one, "m-1", "big"), customer_event(one, "m-2", "odd")
+    # An integer beyond 64 bits stays an exact integer; NaN and -Infinity are read.
+    big["message"]["content"] = {"n": 12345678901234567890123, "id": "98765432109876543210"}
+    odd["message"]["content"] = {"x": float("nan"), "y": float("-inf")}
+    for event in (big, odd):  # one array each: either alone must take the stdlib's way
+        answer = await client.post("/webhook", **signed([event]))
+        assert answer.status_code == 200
+        assert [r["status"] for r in answer.json()["results"]] == [200]
+        # What JSONResponse writes: compact, UTF-8, application/json.
+        assert answer.headers["content-type"] == "application/json"
+        assert (
+            answer.content
+            == json.dumps(answer.json(), ensure_ascii=False, separators=(",", ":")).encode()
+        )
+    first, second = (m["content"] for m in state.case(one)["messages"])
+    assert first == big["message"]["content"] and type(first["n"]) is int
+    assert math.isnan(second["x"]) and second["y"] == float("-inf")

@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from services.connector.adapters.webhook import verify_signature
 from simulators.ccaas import CcaasState, create_app
+from simulators.ccaas.state import now_iso
 from tests.simulators.ccaas.support import serve_app
 
 SECRET = "sim-secret-0123456789abcdef"
@@ -283,3 +284,60 @@ async def test_reply_and_close_push_signed_events_to_the_bridge(
     assert [(m["text"], m["delivery"]) for m in agent] == [("Hello, Anna here", "delivered")]
     assert (case["status"], case["closedBy"]) == ("closed", "agent")
     assert len(state.webhooks()) == 3
+
+
+async def test_several_offered_signatures(sim: tuple[CcaasState, httpx.AsyncClient]) -> None:
+    state, client = sim
+    good = signed(open_event(), secret="older-secret-abcdef0123456789")
+    bad = signed(open_event(), secret="not-the-secret")
+    headers = good["headers"]
+    offered = f"{bad['headers']['X-Ccbridge-Signature']}, {headers['X-Ccbridge-Signature']}"
+    refused = await client.post(
+        "/webhook",
+        content=good["content"],
+        headers={
+            **headers,
+            "X-Ccbridge-Signature": f"v1=00, {bad['headers']['X-Ccbridge-Signature']}",
+        },
+    )
+    accepted = await client.post(
+        "/webhook", content=good["content"], headers={**headers, "X-Ccbridge-Signature": offered}
+    )
+    assert (refused.status_code, accepted.status_code) == (401, 201)
+    assert [d["outcome"] for d in state.deliveries()] == ["unauthorized", "ok"]
+
+
+def test_the_state_keeps_its_own_copies() -> None:
+    state = CcaasState()
+    doc = open_event()
+    answer, _ = state.apply("case.open", "conv-1", doc)
+    case_id = answer.body["caseId"]
+    answer.body["caseId"] = "changed"
+    doc["case"]["routing"]["skills"].append("en")
+    doc["transcript"][0]["content"]["text"] = "changed"
+    event = customer_event(case_id, "m-9", "as sent")
+    state.apply("case.message", "m-9", event)
+    event["message"]["content"]["text"] = "changed"
+    state.case(case_id)["messages"][0]["content"]["text"] = "changed"
+    state.cases(full=True)[0]["routing"]["queue"] = "changed"
+    state.deliveries().append({})
+    replayed, was_replayed = state.apply("case.open", "conv-1", open_event())
+    assert was_replayed and replayed.body == {"caseId": case_id}
+    replayed.body["caseId"] = "changed"
+    case = state.case(case_id)
+    assert case["routing"] == {"queue": "vip", "priority": 5, "skills": ["de"], "rule": "r1"}
+    assert case["transcript"][0]["content"]["text"] == "hello bot"
+    assert [m["content"]["text"] for m in case["messages"]] == ["as sent"]
+    assert state.apply("case.open", "conv-1", open_event())[0].body == {"caseId": case_id}
+    assert state.status()["deliveries"] == 0  # apply() alone records no delivery
+
+
+def test_now_iso_across_a_second_boundary(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Across a second boundary: the date and time part, formatted once per second, changes.
+    clock = iter([1_750_000_000_999_999_999, 1_750_000_001_000_999_999, 1_750_000_001_004_000_000])
+    monkeypatch.setattr(time, "time_ns", lambda: next(clock))
+    assert [now_iso() for _ in range(3)] == [
+        "2025-06-15T15:06:40.999Z",
+        "2025-06-15T15:06:41.000Z",
+        "2025-06-15T15:06:41.004Z",
+    ]
