@@ -27,6 +27,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.backends import Backends
 from gateway.settings import GatewaySettings
+from services._runtime.gc_tuning import settle_after_startup
 from services._runtime.logging import configure_logging
 from services._runtime.settings import SettingsError
 
@@ -160,6 +161,7 @@ def main() -> None:
         sys.exit(2)
     configure_logging("gateway", settings.common.log_level, settings.common.log_format)
     server = build_server(settings)
+    settle_after_startup()
     log.info("gateway listening on %s:%d", settings.bind_host, settings.http_port)
     # uvicorn's runner picks the uvloop loop factory; it exits non-zero itself when
     # startup fails (port in use, lifespan error).

@@ -7,8 +7,9 @@ with a 1 s deadline and caches the answer for about a second so that probes and 
 balancers cannot turn into a health-check storm.
 
 Webhook messages go to Session through :class:`IngestBatcher`, which coalesces the
-messages of concurrent requests into few ``Ingest`` calls (one gRPC call per webhook was
-the gateway's and Session's largest cost under load).
+messages of concurrent requests into few batches (one gRPC call per webhook was the
+gateway's and Session's largest cost under load), sent over long-lived ``IngestStream``
+calls (gateway/ingest_stream.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2_grpc
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
+from gateway.ingest_stream import IngestStreams
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from services._runtime.channels import create_channel
@@ -38,11 +40,10 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 READY_CHECK_TIMEOUT_S = 1.0
-# Ingest batching: calls in flight at once, and the most one call carries. One: what
-# arrives during a call goes in the next, so at moderate rates there are far fewer calls
-# (a gRPC call costs ~0.4-1.2 ms of CPU on a 2-core machine) and less queueing: at
-# ~500 webhooks/s with a handover, relay p99 19-21 ms with one against 33-78 ms with two;
-# the closed-loop maxima were the same within the machine's drift (README, Performance).
+# Ingest batching: batches in flight at once, and the most one batch carries. One: what
+# arrives while a batch is out goes in the next, so batches grow with the load and there
+# is less queueing; with two or three the closed-loop maximum was no higher and the relay
+# p99 at half of it was higher (README, Performance).
 INGEST_MAX_INFLIGHT = 1
 INGEST_MAX_MESSAGES = 256
 INGEST_MAX_BYTES = 4 * 1024 * 1024
@@ -169,6 +170,7 @@ class Backends:
         self._ready_lock = asyncio.Lock()
         self.draining = False
         self.ingest_batcher = IngestBatcher(self._ingest_call)
+        self._ingest_streams: IngestStreams | None = None
 
     async def open(self) -> None:
         """Creates the channels; call inside the running loop (the app lifespan)."""
@@ -181,11 +183,20 @@ class Backends:
             ("session", health_pb2_grpc.HealthStub(session_channel)),
             ("connector", health_pb2_grpc.HealthStub(connector_channel)),
         ]
+        self._ingest_streams = IngestStreams(
+            lambda: self.session,
+            self._ingest_unary,
+            timeout_s=self._timeout,
+            on_error=lambda code: self._metrics.count_grpc_error("IngestStream", code.name),
+        )
         self.draining = False
 
     async def close(self) -> None:
         """Marks the gateway not ready and closes the channels (reverse order)."""
         self.draining = True
+        streams, self._ingest_streams = self._ingest_streams, None
+        if streams is not None:
+            await streams.aclose()
         channels, self._channels = self._channels, []
         self._session = self._connector = None
         self._health = []
@@ -225,6 +236,13 @@ class Backends:
         return await self.ingest_batcher.ingest(messages)
 
     async def _ingest_call(
+        self, messages: list[common_pb2.Message]
+    ) -> Sequence[session_pb2.IngestResult]:
+        if self._ingest_streams is None:
+            raise BackendsNotOpen("gateway backends are not open")
+        return await self._ingest_streams.send(messages)
+
+    async def _ingest_unary(
         self, messages: list[common_pb2.Message]
     ) -> Sequence[session_pb2.IngestResult]:
         response = await self.call(

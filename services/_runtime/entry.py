@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol, TypeVar
 
+from services._runtime.gc_tuning import settle_after_startup
 from services._runtime.logging import configure_logging
 from services._runtime.settings import CommonSettings, SettingsError
 
@@ -50,6 +51,7 @@ def run_component(
         raise SystemExit(2) from None
     configure_logging(component, settings.common.log_level, settings.common.log_format)
     errors: tuple[type[Exception], ...] = (SettingsError, *fatal)
+    settle_after_startup()
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(serve(settings))

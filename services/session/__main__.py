@@ -32,9 +32,11 @@ class RunningSession:
     worker: ConversationWorker | None
     store: SessionStore
     settings: SessionSettings
+    servicer: SessionServicer
     _closers: list[Callable[[], Awaitable[object]]]
 
     async def drain(self) -> None:
+        self.servicer.start_draining()
         if self.worker is not None:
             await self.worker.stop(self.settings.common.shutdown_grace_s)
 
@@ -93,6 +95,7 @@ async def start(settings: SessionSettings, *, start_server: bool = True) -> Runn
         worker,
         store,
         settings,
+        servicer,
         [redis.aclose, history_ch.close, routing_ch.close, connector_ch.close, infobip.aclose],
     )
     if start_server:

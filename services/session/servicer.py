@@ -3,18 +3,23 @@ wakes the local worker so delivery starts without waiting for the next poll."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
+from services._runtime.errors import CcbridgeError
+from services._runtime.logging import rpc_var
 from services.session.errors import (
     HandoverNotFound,
     HandoverStateConflict,
@@ -49,6 +54,14 @@ _OUTCOMES = {
     1: session_pb2.INGEST_OUTCOME_ACCEPTED,
     2: session_pb2.INGEST_OUTCOME_DUPLICATE,
 }
+
+
+def _batch_error(
+    batch_id: int, code: grpc.StatusCode, message: str
+) -> session_pb2.IngestStreamResponse:
+    return session_pb2.IngestStreamResponse(
+        batch_id=batch_id, error_code=code.value[0], error_message=message
+    )
 
 
 def _check_cid(cid: str) -> str:
@@ -91,6 +104,10 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     def __init__(self, store: SessionStore, worker: ConversationWorker | None) -> None:
         self.store = store
         self.worker = worker
+        # Set when shutting down: IngestStream ends after the batch in hand, so senders
+        # move to another replica before the server stops.
+        self.draining = False
+        self._idle_streams: set[asyncio.Task[object]] = set()  # waiting for a batch
 
     def _wake(self, cids: Iterable[str] = ()) -> None:
         if self.worker is not None:
@@ -153,23 +170,75 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def Ingest(
         self, request: session_pb2.IngestRequest, context: grpc.aio.ServicerContext
     ) -> session_pb2.IngestResponse:
-        for m in request.messages:
+        return session_pb2.IngestResponse(results=await self._ingest(request.messages))
+
+    async def IngestStream(
+        self,
+        request_iterator: AsyncIterator[session_pb2.IngestStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[session_pb2.IngestStreamResponse]:
+        """Batches in order, each answered once stored (or with its error); see the proto."""
+        rpc_var.set("IngestStream")
+        me = asyncio.current_task()
+        assert me is not None
+        self._idle_streams.add(me)
+        try:
+            async for request in request_iterator:
+                self._idle_streams.discard(me)
+                yield await self._ingest_batch(request)
+                if self.draining:
+                    return  # the sender sends what follows on another stream
+                self._idle_streams.add(me)
+        except asyncio.CancelledError:
+            if not self.draining or me not in self._idle_streams:
+                raise
+            # Woken by start_draining while waiting for a batch: end the stream with
+            # OK (a cancelled handler would leave the call without a status).
+            me.uncancel()
+        finally:
+            self._idle_streams.discard(me)
+
+    def start_draining(self) -> None:
+        """Ends every IngestStream: idle ones now, busy ones after their batch."""
+        self.draining = True
+        for task in list(self._idle_streams):
+            task.cancel()
+
+    async def _ingest_batch(
+        self, request: session_pb2.IngestStreamRequest
+    ) -> session_pb2.IngestStreamResponse:
+        try:
+            results = await self._ingest(request.messages)
+        except CcbridgeError as exc:
+            return _batch_error(request.batch_id, exc.code, str(exc))
+        except (RedisConnectionError, RedisTimeoutError):
+            log.warning("ingest batch failed: Redis unavailable")
+            return _batch_error(
+                request.batch_id, grpc.StatusCode.UNAVAILABLE, "state store unavailable"
+            )
+        except Exception:
+            log.exception("ingest batch failed")
+            return _batch_error(request.batch_id, grpc.StatusCode.INTERNAL, "internal error")
+        return session_pb2.IngestStreamResponse(batch_id=request.batch_id, results=results)
+
+    async def _ingest(
+        self, messages: Sequence[common_pb2.Message]
+    ) -> list[session_pb2.IngestResult]:
+        for m in messages:
             if not m.id or not m.conversation_id:
                 raise InvalidHandoverRequest("every message needs id and conversation_id")
-        outcomes = await self.store.ingest(request.messages)
+        outcomes = await self.store.ingest(messages)
         if INGEST_ACCEPTED in outcomes:
             # The conversations that got work, so the worker need not read the schedule.
             self._wake(
                 m.conversation_id
-                for m, o in zip(request.messages, outcomes, strict=True)
+                for m, o in zip(messages, outcomes, strict=True)
                 if o == INGEST_ACCEPTED
             )
-        return session_pb2.IngestResponse(
-            results=[
-                session_pb2.IngestResult(message_id=m.id, outcome=_OUTCOMES[o])
-                for m, o in zip(request.messages, outcomes, strict=True)
-            ]
-        )
+        return [
+            session_pb2.IngestResult(message_id=m.id, outcome=_OUTCOMES[o])
+            for m, o in zip(messages, outcomes, strict=True)
+        ]
 
     async def ReportCaseEvents(
         self,

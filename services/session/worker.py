@@ -43,11 +43,11 @@ log = logging.getLogger(__name__)
 
 MAX_TEXT = 4096  # Infobip's documented content size limit
 PEEK_WINDOW = 32  # head messages read in one round trip by a delivery step
-# Relay batches under way at once. What arrives while both are out waits for the next
-# one, so batches grow with the load (fewer, larger calls); two rather than one so that
-# at light load a message does not wait for a whole batch round trip (measured at
-# 100 msgs/s: p50 18 ms with one, 6 ms with two; max rate the same within noise).
-RELAY_IN_FLIGHT = 2
+# Relay batches under way at once. What arrives while one is out waits for the next, so
+# batches grow with the load: at ~5,000 msgs/s a sweep carries ~35 messages with one
+# against ~16 with two, and the connector and CCaaS costs per message fall by a third
+# (max rate 5,300 against 4,600/s; relay p50/p99 at 100/s 1.1/1.7 ms with one).
+RELAY_IN_FLIGHT = 1
 MAX_DUE_READ = 1000  # due conversations read per scheduler pass, at most
 
 

@@ -14,6 +14,7 @@ import sys
 
 import uvicorn
 
+from services._runtime.gc_tuning import freeze_periodically
 from simulators.ccaas.app import create_app
 
 
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s ccaas-sim %(message)s"
     )
     app = create_app(secret=secret, bridge_webhook_url=args.bridge_url)
+    # The recorded state only grows: keep the collector from rescanning it.
+    freeze_periodically()
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

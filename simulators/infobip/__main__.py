@@ -8,6 +8,7 @@ import logging
 
 import uvicorn
 
+from services._runtime.gc_tuning import freeze_periodically
 from simulators.infobip.app import create_app
 from simulators.infobip.state import InfobipSimState
 
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
         access_log=False,
         lifespan="on",
     )
+    # The recorded state only grows: keep the collector from rescanning it.
+    freeze_periodically()
     uvicorn.Server(config).run()
 
 

@@ -15,7 +15,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -23,6 +23,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 from gateway.app import create_app
@@ -59,6 +60,8 @@ class RecordingSession(session_pb2_grpc.SessionServiceServicer):
         self.seen: set[str] = set()
         self.error: CcbridgeError | None = None
         self.delay_s = 0.0
+        self.streams = True  # False: an older Session without IngestStream
+        self.streams_opened = 0
 
     def reset(self) -> None:
         self.calls = []
@@ -66,6 +69,8 @@ class RecordingSession(session_pb2_grpc.SessionServiceServicer):
         self.seen = set()
         self.error = None
         self.delay_s = 0.0
+        self.streams = True
+        self.streams_opened = 0
 
     async def _record(self, rpc: str, request: object, context: grpc.aio.ServicerContext) -> None:
         metadata = dict(context.invocation_metadata() or ())
@@ -108,8 +113,34 @@ class RecordingSession(session_pb2_grpc.SessionServiceServicer):
         self, request: session_pb2.IngestRequest, context: grpc.aio.ServicerContext
     ) -> session_pb2.IngestResponse:
         await self._record("Ingest", request, context)
+        return session_pb2.IngestResponse(results=self._outcomes(request.messages))
+
+    async def IngestStream(
+        self,
+        request_iterator: AsyncIterator[session_pb2.IngestStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[session_pb2.IngestStreamResponse]:
+        """Each batch recorded as an "Ingest" call (its messages as an IngestRequest),
+        answered in order; ``error`` answers the batch with its code, as Session does."""
+        if not self.streams:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+        self.streams_opened += 1
+        async for batch in request_iterator:
+            request = session_pb2.IngestRequest(messages=batch.messages)
+            try:
+                await self._record("Ingest", request, context)
+            except CcbridgeError as exc:
+                yield session_pb2.IngestStreamResponse(
+                    batch_id=batch.batch_id, error_code=exc.code.value[0], error_message=str(exc)
+                )
+                continue
+            yield session_pb2.IngestStreamResponse(
+                batch_id=batch.batch_id, results=self._outcomes(batch.messages)
+            )
+
+    def _outcomes(self, messages: Sequence[common_pb2.Message]) -> list[session_pb2.IngestResult]:
         results = []
-        for message in request.messages:
+        for message in messages:
             if message.conversation_id not in self.handovers:
                 outcome = session_pb2.INGEST_OUTCOME_IGNORED
             elif message.id in self.seen:
@@ -118,7 +149,7 @@ class RecordingSession(session_pb2_grpc.SessionServiceServicer):
                 self.seen.add(message.id)
                 outcome = session_pb2.INGEST_OUTCOME_ACCEPTED
             results.append(session_pb2.IngestResult(message_id=message.id, outcome=outcome))
-        return session_pb2.IngestResponse(results=results)
+        return results
 
     async def GetHandover(
         self, request: session_pb2.GetHandoverRequest, context: grpc.aio.ServicerContext

@@ -26,7 +26,7 @@ from ccbridge.common.v1 import common_pb2 as ccbridge_dot_common_dot_v1_dot_comm
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!ccbridge/session/v1/session.proto\x12\x13\x63\x63\x62ridge.session.v1\x1a\x1f\x63\x63\x62ridge/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf4\x04\n\x08Handover\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".ccbridge.session.v1.HandoverState\x12\x11\n\tconnector\x18\x03 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x04 \x01(\t\x12\x34\n\x07routing\x18\x05 \x01(\x0b\x32#.ccbridge.common.v1.RoutingDecision\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x12\x10\n\x08\x65nd_user\x18\x07 \x01(\t\x12\x17\n\x0f\x62usiness_sender\x18\x08 \x01(\t\x12\x0c\n\x04tags\x18\t \x03(\t\x12=\n\x08metadata\x18\n \x03(\x0b\x32+.ccbridge.session.v1.Handover.MetadataEntry\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\r \x01(\x03\x12\x16\n\x0e\x66\x61ilure_reason\x18\x0e \x01(\t\x12\x15\n\rinbox_pending\x18\x0f \x01(\x03\x12\x16\n\x0eoutbox_pending\x18\x10 \x01(\x03\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x11 \x01(\x03\x12\x36\n\tclosed_by\x18\x12 \x01(\x0e\x32#.ccbridge.session.v1.CloseInitiator\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xaf\x01\n\x0f\x45scalateRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12\x44\n\x08metadata\x18\x03 \x03(\x0b\x32\x32.ccbridge.session.v1.EscalateRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"T\n\x10\x45scalateResponse\x12/\n\x08handover\x18\x01 \x01(\x0b\x32\x1d.ccbridge.session.v1.Handover\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\">\n\rIngestRequest\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.ccbridge.common.v1.Message\"W\n\x0cIngestResult\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x33\n\x07outcome\x18\x02 \x01(\x0e\x32\".ccbridge.session.v1.IngestOutcome\"D\n\x0eIngestResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.ccbridge.session.v1.IngestResult\"\xbb\x01\n\tCaseEvent\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x34\n\ragent_message\x18\x04 \x01(\x0b\x32\x1b.ccbridge.common.v1.MessageH\x00\x12\x36\n\x0b\x63\x61se_closed\x18\x05 \x01(\x0b\x32\x1f.ccbridge.session.v1.CaseClosedH\x00\x42\x06\n\x04kind\"\x1c\n\nCaseClosed\x12\x0e\n\x06reason\x18\x01 \x01(\t\"I\n\x17ReportCaseEventsRequest\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.ccbridge.session.v1.CaseEvent\"Q\n\x18ReportCaseEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12\x0f\n\x07ignored\x18\x03 \x01(\x05\"U\n\x12GetHandoverRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x11\n\tconnector\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\"F\n\x13GetHandoverResponse\x12/\n\x08handover\x18\x01 \x01(\x0b\x32\x1d.ccbridge.session.v1.Handover\"p\n\x14ListHandoversRequest\x12\x31\n\x05state\x18\x01 \x01(\x0e\x32\".ccbridge.session.v1.HandoverState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x15ListHandoversResponse\x12\x30\n\thandovers\x18\x01 \x03(\x0b\x32\x1d.ccbridge.session.v1.Handover\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"w\n\x14\x43loseHandoverRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x36\n\tinitiator\x18\x02 \x01(\x0e\x32#.ccbridge.session.v1.CloseInitiator\x12\x0e\n\x06reason\x18\x03 \x01(\t\"H\n\x15\x43loseHandoverResponse\x12/\n\x08handover\x18\x01 \x01(\x0b\x32\x1d.ccbridge.session.v1.Handover\"`\n\x17SendAgentMessageRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12,\n\x07message\x18\x02 \x01(\x0b\x32\x1b.ccbridge.common.v1.Message\"A\n\x18SendAgentMessageResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"/\n\x14RetryHandoverRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"H\n\x15RetryHandoverResponse\x12/\n\x08handover\x18\x01 \x01(\x0b\x32\x1d.ccbridge.session.v1.Handover\"\xbd\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12,\n\x07message\x18\x04 \x01(\x0b\x32\x1b.ccbridge.common.v1.Message\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x05\x12+\n\x07\x64\x65\x61\x64_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x16ListDeadLettersRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"i\n\x17ListDeadLettersResponse\x12\x35\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1f.ccbridge.session.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x17ReplayDeadLetterRequest\x12\n\n\x02id\x18\x01 \x01(\t\"3\n\x18ReplayDeadLetterResponse\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t*\xb8\x01\n\rHandoverState\x12\x1e\n\x1aHANDOVER_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16HANDOVER_STATE_OPENING\x10\x01\x12\x19\n\x15HANDOVER_STATE_ACTIVE\x10\x02\x12\x1a\n\x16HANDOVER_STATE_CLOSING\x10\x03\x12\x19\n\x15HANDOVER_STATE_CLOSED\x10\x04\x12\x19\n\x15HANDOVER_STATE_FAILED\x10\x05*\x87\x01\n\x0e\x43loseInitiator\x12\x1f\n\x1b\x43LOSE_INITIATOR_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43LOSE_INITIATOR_CCAAS\x10\x01\x12\x1b\n\x17\x43LOSE_INITIATOR_INFOBIP\x10\x02\x12\x1c\n\x18\x43LOSE_INITIATOR_OPERATOR\x10\x03*\x86\x01\n\rIngestOutcome\x12\x1e\n\x1aINGEST_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17INGEST_OUTCOME_ACCEPTED\x10\x01\x12\x1c\n\x18INGEST_OUTCOME_DUPLICATE\x10\x02\x12\x1a\n\x16INGEST_OUTCOME_IGNORED\x10\x03\x32\x97\x08\n\x0eSessionService\x12W\n\x08\x45scalate\x12$.ccbridge.session.v1.EscalateRequest\x1a%.ccbridge.session.v1.EscalateResponse\x12Q\n\x06Ingest\x12\".ccbridge.session.v1.IngestRequest\x1a#.ccbridge.session.v1.IngestResponse\x12o\n\x10ReportCaseEvents\x12,.ccbridge.session.v1.ReportCaseEventsRequest\x1a-.ccbridge.session.v1.ReportCaseEventsResponse\x12`\n\x0bGetHandover\x12\'.ccbridge.session.v1.GetHandoverRequest\x1a(.ccbridge.session.v1.GetHandoverResponse\x12\x66\n\rListHandovers\x12).ccbridge.session.v1.ListHandoversRequest\x1a*.ccbridge.session.v1.ListHandoversResponse\x12\x66\n\rCloseHandover\x12).ccbridge.session.v1.CloseHandoverRequest\x1a*.ccbridge.session.v1.CloseHandoverResponse\x12o\n\x10SendAgentMessage\x12,.ccbridge.session.v1.SendAgentMessageRequest\x1a-.ccbridge.session.v1.SendAgentMessageResponse\x12\x66\n\rRetryHandover\x12).ccbridge.session.v1.RetryHandoverRequest\x1a*.ccbridge.session.v1.RetryHandoverResponse\x12l\n\x0fListDeadLetters\x12+.ccbridge.session.v1.ListDeadLettersRequest\x1a,.ccbridge.session.v1.ListDeadLettersResponse\x12o\n\x10ReplayDeadLetter\x12,.ccbridge.session.v1.ReplayDeadLetterRequest\x1a-.ccbridge.session.v1.ReplayDeadLetterResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!ccbridge/session/v1/session.proto\x12\x13\x63\x63\x62ridge.session.v1\x1a\x1f\x63\x63\x62ridge/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf4\x04\n\x08Handover\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".ccbridge.session.v1.HandoverState\x12\x11\n\tconnector\x18\x03 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x04 \x01(\t\x12\x34\n\x07routing\x18\x05 \x01(\x0b\x32#.ccbridge.common.v1.RoutingDecision\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x12\x10\n\x08\x65nd_user\x18\x07 \x01(\t\x12\x17\n\x0f\x62usiness_sender\x18\x08 \x01(\t\x12\x0c\n\x04tags\x18\t \x03(\t\x12=\n\x08metadata\x18\n \x03(\x0b\x32+.ccbridge.session.v1.Handover.MetadataEntry\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\r \x01(\x03\x12\x16\n\x0e\x66\x61ilure_reason\x18\x0e \x01(\t\x12\x15\n\rinbox_pending\x18\x0f \x01(\x03\x12\x16\n\x0eoutbox_pending\x18\x10 \x01(\x03\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\x11 \x01(\x03\x12\x36\n\tclosed_by\x18\x12 \x01(\x0e\x32#.ccbridge.session.v1.CloseInitiator\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xaf\x01\n\x0f\x45scalateRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0c\n\x04tags\x18\x02 \x03(\t\x12\x44\n\x08metadata\x18\x03 \x03(\x0b\x32\x32.ccbridge.session.v1.EscalateRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"T\n\x10\x45scalateResponse\x12/\n\x08handover\x18\x01 \x01(\x0b\x32\x1d.ccbridge.session.v1.Handover\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\">\n\rIngestRequest\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.ccbridge.common.v1.Message\"W\n\x0cIngestResult\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x33\n\x07outcome\x18\x02 \x01(\x0e\x32\".ccbridge.session.v1.IngestOutcome\"D\n\x0eIngestResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.ccbridge.session.v1.IngestResult\"V\n\x13IngestStreamRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12-\n\x08messages\x18\x02 \x03(\x0b\x32\x1b.ccbridge.common.v1.Message\"\x87\x01\n\x14IngestStreamResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x32\n\x07results\x18\x02 \x03(\x0b\x32!.ccbridge.session.v1.IngestResult\x12\x12\n\nerror_code\x18\x03 \x01(\x05\x12\x15\n\rerror_message\x18\x04 \x01(\t\"\xbb\x01\n\tCaseEvent\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x02 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x03 \x01(\t\x12\x34\n\ragent_message\x18\x04 \x01(\x0b\x32\x1b.ccbridge.common.v1.MessageH\x00\x12\x36\n\x0b\x63\x61se_closed\x18\x05 \x01(\x0b\x32\x1f.ccbridge.session.v1.CaseClosedH\x00\x42\x06\n\x04kind\"\x1c\n\nCaseClosed\x12\x0e\n\x06reason\x18\x01 \x01(\t\"I\n\x17ReportCaseEventsRequest\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.ccbridge.session.v1.CaseEvent\"Q\n\x18ReportCaseEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12\x0f\n\x07ignored\x18\x03 \x01(\x05\"U\n\x12GetHandoverRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x11\n\tconnector\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\"F\n\x13GetHandoverResponse\x12/\n\x08handover\x18\x01 \x01(\x0b\x32\x1d.ccbridge.session.v1.Handover\"p\n\x14ListHandoversRequest\x12\x31\n\x05state\x18\x01 \x01(\x0e\x32\".ccbridge.session.v1.HandoverState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x15ListHandoversResponse\x12\x30\n\thandovers\x18\x01 \x03(\x0b\x32\x1d.ccbridge.session.v1.Handover\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"w\n\x14\x43loseHandoverRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x36\n\tinitiator\x18\x02 \x01(\x0e\x32#.ccbridge.session.v1.CloseInitiator\x12\x0e\n\x06reason\x18\x03 \x01(\t\"H\n\x15\x43loseHandoverResponse\x12/\n\x08handover\x18\x01 \x01(\x0b\x32\x1d.ccbridge.session.v1.Handover\"`\n\x17SendAgentMessageRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12,\n\x07message\x18\x02 \x01(\x0b\x32\x1b.ccbridge.common.v1.Message\"A\n\x18SendAgentMessageResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"/\n\x14RetryHandoverRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\"H\n\x15RetryHandoverResponse\x12/\n\x08handover\x18\x01 \x01(\x0b\x32\x1d.ccbridge.session.v1.Handover\"\xbd\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\r\n\x05queue\x18\x03 \x01(\t\x12,\n\x07message\x18\x04 \x01(\x0b\x32\x1b.ccbridge.common.v1.Message\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\x05\x12+\n\x07\x64\x65\x61\x64_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x16ListDeadLettersRequest\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"i\n\x17ListDeadLettersResponse\x12\x35\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1f.ccbridge.session.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x17ReplayDeadLetterRequest\x12\n\n\x02id\x18\x01 \x01(\t\"3\n\x18ReplayDeadLetterResponse\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t*\xb8\x01\n\rHandoverState\x12\x1e\n\x1aHANDOVER_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16HANDOVER_STATE_OPENING\x10\x01\x12\x19\n\x15HANDOVER_STATE_ACTIVE\x10\x02\x12\x1a\n\x16HANDOVER_STATE_CLOSING\x10\x03\x12\x19\n\x15HANDOVER_STATE_CLOSED\x10\x04\x12\x19\n\x15HANDOVER_STATE_FAILED\x10\x05*\x87\x01\n\x0e\x43loseInitiator\x12\x1f\n\x1b\x43LOSE_INITIATOR_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43LOSE_INITIATOR_CCAAS\x10\x01\x12\x1b\n\x17\x43LOSE_INITIATOR_INFOBIP\x10\x02\x12\x1c\n\x18\x43LOSE_INITIATOR_OPERATOR\x10\x03*\x86\x01\n\rIngestOutcome\x12\x1e\n\x1aINGEST_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17INGEST_OUTCOME_ACCEPTED\x10\x01\x12\x1c\n\x18INGEST_OUTCOME_DUPLICATE\x10\x02\x12\x1a\n\x16INGEST_OUTCOME_IGNORED\x10\x03\x32\x80\t\n\x0eSessionService\x12W\n\x08\x45scalate\x12$.ccbridge.session.v1.EscalateRequest\x1a%.ccbridge.session.v1.EscalateResponse\x12Q\n\x06Ingest\x12\".ccbridge.session.v1.IngestRequest\x1a#.ccbridge.session.v1.IngestResponse\x12g\n\x0cIngestStream\x12(.ccbridge.session.v1.IngestStreamRequest\x1a).ccbridge.session.v1.IngestStreamResponse(\x01\x30\x01\x12o\n\x10ReportCaseEvents\x12,.ccbridge.session.v1.ReportCaseEventsRequest\x1a-.ccbridge.session.v1.ReportCaseEventsResponse\x12`\n\x0bGetHandover\x12\'.ccbridge.session.v1.GetHandoverRequest\x1a(.ccbridge.session.v1.GetHandoverResponse\x12\x66\n\rListHandovers\x12).ccbridge.session.v1.ListHandoversRequest\x1a*.ccbridge.session.v1.ListHandoversResponse\x12\x66\n\rCloseHandover\x12).ccbridge.session.v1.CloseHandoverRequest\x1a*.ccbridge.session.v1.CloseHandoverResponse\x12o\n\x10SendAgentMessage\x12,.ccbridge.session.v1.SendAgentMessageRequest\x1a-.ccbridge.session.v1.SendAgentMessageResponse\x12\x66\n\rRetryHandover\x12).ccbridge.session.v1.RetryHandoverRequest\x1a*.ccbridge.session.v1.RetryHandoverResponse\x12l\n\x0fListDeadLetters\x12+.ccbridge.session.v1.ListDeadLettersRequest\x1a,.ccbridge.session.v1.ListDeadLettersResponse\x12o\n\x10ReplayDeadLetter\x12,.ccbridge.session.v1.ReplayDeadLetterRequest\x1a-.ccbridge.session.v1.ReplayDeadLetterResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,12 +37,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HANDOVER_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_ESCALATEREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_ESCALATEREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_HANDOVERSTATE']._serialized_start=2958
-  _globals['_HANDOVERSTATE']._serialized_end=3142
-  _globals['_CLOSEINITIATOR']._serialized_start=3145
-  _globals['_CLOSEINITIATOR']._serialized_end=3280
-  _globals['_INGESTOUTCOME']._serialized_start=3283
-  _globals['_INGESTOUTCOME']._serialized_end=3417
+  _globals['_HANDOVERSTATE']._serialized_start=3184
+  _globals['_HANDOVERSTATE']._serialized_end=3368
+  _globals['_CLOSEINITIATOR']._serialized_start=3371
+  _globals['_CLOSEINITIATOR']._serialized_end=3506
+  _globals['_INGESTOUTCOME']._serialized_start=3509
+  _globals['_INGESTOUTCOME']._serialized_end=3643
   _globals['_HANDOVER']._serialized_start=125
   _globals['_HANDOVER']._serialized_end=753
   _globals['_HANDOVER_METADATAENTRY']._serialized_start=706
@@ -59,44 +59,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTRESULT']._serialized_end=1170
   _globals['_INGESTRESPONSE']._serialized_start=1172
   _globals['_INGESTRESPONSE']._serialized_end=1240
-  _globals['_CASEEVENT']._serialized_start=1243
-  _globals['_CASEEVENT']._serialized_end=1430
-  _globals['_CASECLOSED']._serialized_start=1432
-  _globals['_CASECLOSED']._serialized_end=1460
-  _globals['_REPORTCASEEVENTSREQUEST']._serialized_start=1462
-  _globals['_REPORTCASEEVENTSREQUEST']._serialized_end=1535
-  _globals['_REPORTCASEEVENTSRESPONSE']._serialized_start=1537
-  _globals['_REPORTCASEEVENTSRESPONSE']._serialized_end=1618
-  _globals['_GETHANDOVERREQUEST']._serialized_start=1620
-  _globals['_GETHANDOVERREQUEST']._serialized_end=1705
-  _globals['_GETHANDOVERRESPONSE']._serialized_start=1707
-  _globals['_GETHANDOVERRESPONSE']._serialized_end=1777
-  _globals['_LISTHANDOVERSREQUEST']._serialized_start=1779
-  _globals['_LISTHANDOVERSREQUEST']._serialized_end=1891
-  _globals['_LISTHANDOVERSRESPONSE']._serialized_start=1893
-  _globals['_LISTHANDOVERSRESPONSE']._serialized_end=1991
-  _globals['_CLOSEHANDOVERREQUEST']._serialized_start=1993
-  _globals['_CLOSEHANDOVERREQUEST']._serialized_end=2112
-  _globals['_CLOSEHANDOVERRESPONSE']._serialized_start=2114
-  _globals['_CLOSEHANDOVERRESPONSE']._serialized_end=2186
-  _globals['_SENDAGENTMESSAGEREQUEST']._serialized_start=2188
-  _globals['_SENDAGENTMESSAGEREQUEST']._serialized_end=2284
-  _globals['_SENDAGENTMESSAGERESPONSE']._serialized_start=2286
-  _globals['_SENDAGENTMESSAGERESPONSE']._serialized_end=2351
-  _globals['_RETRYHANDOVERREQUEST']._serialized_start=2353
-  _globals['_RETRYHANDOVERREQUEST']._serialized_end=2400
-  _globals['_RETRYHANDOVERRESPONSE']._serialized_start=2402
-  _globals['_RETRYHANDOVERRESPONSE']._serialized_end=2474
-  _globals['_DEADLETTER']._serialized_start=2477
-  _globals['_DEADLETTER']._serialized_end=2666
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=2668
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=2756
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=2758
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=2863
-  _globals['_REPLAYDEADLETTERREQUEST']._serialized_start=2865
-  _globals['_REPLAYDEADLETTERREQUEST']._serialized_end=2902
-  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_start=2904
-  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_end=2955
-  _globals['_SESSIONSERVICE']._serialized_start=3420
-  _globals['_SESSIONSERVICE']._serialized_end=4467
+  _globals['_INGESTSTREAMREQUEST']._serialized_start=1242
+  _globals['_INGESTSTREAMREQUEST']._serialized_end=1328
+  _globals['_INGESTSTREAMRESPONSE']._serialized_start=1331
+  _globals['_INGESTSTREAMRESPONSE']._serialized_end=1466
+  _globals['_CASEEVENT']._serialized_start=1469
+  _globals['_CASEEVENT']._serialized_end=1656
+  _globals['_CASECLOSED']._serialized_start=1658
+  _globals['_CASECLOSED']._serialized_end=1686
+  _globals['_REPORTCASEEVENTSREQUEST']._serialized_start=1688
+  _globals['_REPORTCASEEVENTSREQUEST']._serialized_end=1761
+  _globals['_REPORTCASEEVENTSRESPONSE']._serialized_start=1763
+  _globals['_REPORTCASEEVENTSRESPONSE']._serialized_end=1844
+  _globals['_GETHANDOVERREQUEST']._serialized_start=1846
+  _globals['_GETHANDOVERREQUEST']._serialized_end=1931
+  _globals['_GETHANDOVERRESPONSE']._serialized_start=1933
+  _globals['_GETHANDOVERRESPONSE']._serialized_end=2003
+  _globals['_LISTHANDOVERSREQUEST']._serialized_start=2005
+  _globals['_LISTHANDOVERSREQUEST']._serialized_end=2117
+  _globals['_LISTHANDOVERSRESPONSE']._serialized_start=2119
+  _globals['_LISTHANDOVERSRESPONSE']._serialized_end=2217
+  _globals['_CLOSEHANDOVERREQUEST']._serialized_start=2219
+  _globals['_CLOSEHANDOVERREQUEST']._serialized_end=2338
+  _globals['_CLOSEHANDOVERRESPONSE']._serialized_start=2340
+  _globals['_CLOSEHANDOVERRESPONSE']._serialized_end=2412
+  _globals['_SENDAGENTMESSAGEREQUEST']._serialized_start=2414
+  _globals['_SENDAGENTMESSAGEREQUEST']._serialized_end=2510
+  _globals['_SENDAGENTMESSAGERESPONSE']._serialized_start=2512
+  _globals['_SENDAGENTMESSAGERESPONSE']._serialized_end=2577
+  _globals['_RETRYHANDOVERREQUEST']._serialized_start=2579
+  _globals['_RETRYHANDOVERREQUEST']._serialized_end=2626
+  _globals['_RETRYHANDOVERRESPONSE']._serialized_start=2628
+  _globals['_RETRYHANDOVERRESPONSE']._serialized_end=2700
+  _globals['_DEADLETTER']._serialized_start=2703
+  _globals['_DEADLETTER']._serialized_end=2892
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=2894
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=2982
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=2984
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=3089
+  _globals['_REPLAYDEADLETTERREQUEST']._serialized_start=3091
+  _globals['_REPLAYDEADLETTERREQUEST']._serialized_end=3128
+  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_start=3130
+  _globals['_REPLAYDEADLETTERRESPONSE']._serialized_end=3181
+  _globals['_SESSIONSERVICE']._serialized_start=3646
+  _globals['_SESSIONSERVICE']._serialized_end=4798
 # @@protoc_insertion_point(module_scope)

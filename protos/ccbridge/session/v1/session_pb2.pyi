@@ -392,6 +392,72 @@ class IngestResponse(_message.Message):
 Global___IngestResponse: _TypeAlias = IngestResponse  # noqa: Y015
 
 @_typing.final
+class IngestStreamRequest(_message.Message):
+    """One batch of an IngestStream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.int
+    """Chosen by the sender, unique within the stream; echoed in the answer."""
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Message]:
+        """End-user messages, in the order they were received."""
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.int = ...,
+        messages: _abc.Iterable[_common_pb2.Message] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestStreamRequest: _TypeAlias = IngestStreamRequest  # noqa: Y015
+
+@_typing.final
+class IngestStreamResponse(_message.Message):
+    """The answer to one IngestStreamRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.int
+    """The batch answered."""
+    error_code: _builtins.int
+    """0 when the batch was stored; else the gRPC status code Ingest would have failed
+    with (e.g. 3 INVALID_ARGUMENT, 14 UNAVAILABLE).
+    """
+    error_message: _builtins.str
+    """Why the batch failed (empty on success)."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___IngestResult]:
+        """One result per message, in request order; empty when the batch failed."""
+
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.int = ...,
+        results: _abc.Iterable[Global___IngestResult] | None = ...,
+        error_code: _builtins.int = ...,
+        error_message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "error_code", b"error_code", "error_message", b"error_message", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestStreamResponse: _TypeAlias = IngestStreamResponse  # noqa: Y015
+
+@_typing.final
 class CaseEvent(_message.Message):
     """An event a connector received from its CCaaS."""
 

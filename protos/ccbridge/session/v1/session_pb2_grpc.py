@@ -46,6 +46,11 @@ class SessionServiceStub:
                 request_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.IngestRequest.SerializeToString,
                 response_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.IngestResponse.FromString,
                 _registered_method=True)
+        self.IngestStream = channel.stream_stream(
+                '/ccbridge.session.v1.SessionService/IngestStream',
+                request_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.IngestStreamRequest.SerializeToString,
+                response_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.IngestStreamResponse.FromString,
+                _registered_method=True)
         self.ReportCaseEvents = channel.unary_unary(
                 '/ccbridge.session.v1.SessionService/ReportCaseEvents',
                 request_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReportCaseEventsRequest.SerializeToString,
@@ -105,6 +110,17 @@ class SessionServiceServicer:
     def Ingest(self, request, context):
         """Accepts end-user messages from Infobip. Messages of conversations with an OPENING
         or ACTIVE handover are stored durably before this returns; the others are ignored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IngestStream(self, request_iterator, context):
+        """Ingest as one long-lived stream of batches (the gateway's path): each batch is
+        stored as Ingest stores it and answered in order, without a call's set-up cost per
+        batch. A failed batch is answered with its error and the stream stays open. While
+        shutting down, Session answers the batch in hand and ends the stream; batches it
+        did not answer were not read, and the sender sends them again elsewhere.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -180,6 +196,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.Ingest,
                     request_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.IngestRequest.FromString,
                     response_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.IngestResponse.SerializeToString,
+            ),
+            'IngestStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.IngestStream,
+                    request_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.IngestStreamRequest.FromString,
+                    response_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.IngestStreamResponse.SerializeToString,
             ),
             'ReportCaseEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportCaseEvents,
@@ -278,6 +299,33 @@ class SessionService:
             '/ccbridge.session.v1.SessionService/Ingest',
             ccbridge_dot_session_dot_v1_dot_session__pb2.IngestRequest.SerializeToString,
             ccbridge_dot_session_dot_v1_dot_session__pb2.IngestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IngestStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ccbridge.session.v1.SessionService/IngestStream',
+            ccbridge_dot_session_dot_v1_dot_session__pb2.IngestStreamRequest.SerializeToString,
+            ccbridge_dot_session_dot_v1_dot_session__pb2.IngestStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

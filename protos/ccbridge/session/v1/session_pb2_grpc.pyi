@@ -46,6 +46,13 @@ class SessionServiceStub:
     """Accepts end-user messages from Infobip. Messages of conversations with an OPENING
     or ACTIVE handover are stored durably before this returns; the others are ignored.
     """
+    IngestStream: _grpc.StreamStreamMultiCallable[_session_pb2.IngestStreamRequest, _session_pb2.IngestStreamResponse]
+    """Ingest as one long-lived stream of batches (the gateway's path): each batch is
+    stored as Ingest stores it and answered in order, without a call's set-up cost per
+    batch. A failed batch is answered with its error and the stream stays open. While
+    shutting down, Session answers the batch in hand and ends the stream; batches it
+    did not answer were not read, and the sender sends them again elsewhere.
+    """
     ReportCaseEvents: _grpc.UnaryUnaryMultiCallable[_session_pb2.ReportCaseEventsRequest, _session_pb2.ReportCaseEventsResponse]
     """Accepts events a connector received from its CCaaS (agent messages, case closed),
     stored durably before this returns.
@@ -82,6 +89,13 @@ class SessionServiceAsyncStub(SessionServiceStub):
     Ingest: _aio.UnaryUnaryMultiCallable[_session_pb2.IngestRequest, _session_pb2.IngestResponse]  # type: ignore[assignment]
     """Accepts end-user messages from Infobip. Messages of conversations with an OPENING
     or ACTIVE handover are stored durably before this returns; the others are ignored.
+    """
+    IngestStream: _aio.StreamStreamMultiCallable[_session_pb2.IngestStreamRequest, _session_pb2.IngestStreamResponse]  # type: ignore[assignment]
+    """Ingest as one long-lived stream of batches (the gateway's path): each batch is
+    stored as Ingest stores it and answered in order, without a call's set-up cost per
+    batch. A failed batch is answered with its error and the stream stays open. While
+    shutting down, Session answers the batch in hand and ends the stream; batches it
+    did not answer were not read, and the sender sends them again elsewhere.
     """
     ReportCaseEvents: _aio.UnaryUnaryMultiCallable[_session_pb2.ReportCaseEventsRequest, _session_pb2.ReportCaseEventsResponse]  # type: ignore[assignment]
     """Accepts events a connector received from its CCaaS (agent messages, case closed),
@@ -128,6 +142,19 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_session_pb2.IngestResponse, _abc.Awaitable[_session_pb2.IngestResponse]]:
         """Accepts end-user messages from Infobip. Messages of conversations with an OPENING
         or ACTIVE handover are stored durably before this returns; the others are ignored.
+        """
+
+    @_abc_1.abstractmethod
+    def IngestStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_session_pb2.IngestStreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_session_pb2.IngestStreamResponse], _abc.AsyncIterator[_session_pb2.IngestStreamResponse]]:
+        """Ingest as one long-lived stream of batches (the gateway's path): each batch is
+        stored as Ingest stores it and answered in order, without a call's set-up cost per
+        batch. A failed batch is answered with its error and the stream stays open. While
+        shutting down, Session answers the batch in hand and ends the stream; batches it
+        did not answer were not read, and the sender sends them again elsewhere.
         """
 
     @_abc_1.abstractmethod
