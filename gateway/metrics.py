@@ -57,7 +57,11 @@ class GatewayMetrics:
 
     def count_ingest(self, source: str, outcome: str, n: int) -> None:
         if n:
-            self.ingest.labels(source, outcome).inc(n)
+            key = ("i", source, outcome)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self.ingest.labels(source, outcome)
+            child.inc(n)  # type: ignore[attr-defined]
 
     def count_grpc_error(self, rpc: str, code: str) -> None:
         self.grpc_errors.labels(rpc, code).inc()

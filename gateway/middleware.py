@@ -9,10 +9,11 @@ Written as plain ASGI (not BaseHTTPMiddleware) to keep the hot path lean.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,6 +25,14 @@ from services._runtime.logging import conversation_id_var, request_id_var
 log = logging.getLogger(__name__)
 
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+# New request ids: a random per-process prefix and a counter (unique, and a fraction of
+# uuid4's cost, which was 4% of the gateway's CPU under load).
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> bytes:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}".encode()  # 32 hex digits, as uuid4().hex
 
 
 def _route_label(scope: Scope) -> str:
@@ -52,7 +61,7 @@ class RequestContextMiddleware:
                     request_id = value
                 break
         if not request_id:
-            request_id = uuid.uuid4().hex.encode()
+            request_id = new_request_id()
         rid_token = request_id_var.set(request_id.decode())
         cid_token = conversation_id_var.set("")
         status = 500

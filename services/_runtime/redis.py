@@ -123,6 +123,7 @@ def redis_ready(client: aioredis.Redis) -> Callable[[], Awaitable[bool]]:
 # The raw pipeline's retries on a broken connection: as the client's own Retry policy.
 RAW_RETRIES = 3
 RAW_BACKOFF_S = (0.05, 0.1, 0.2)
+RAW_IDLE_MAX = 4  # connections RawPipeline keeps between round trips
 _DRAIN_ABOVE = 1 << 16
 
 
@@ -147,6 +148,10 @@ class RawPipeline:
     def __init__(self, client: aioredis.Redis, *, timeout_s: float = SOCKET_TIMEOUT_S) -> None:
         self._pool = client.connection_pool
         self._timeout_s = timeout_s
+        # Connections kept checked out between round trips: taking one from the pool
+        # costs more than a round trip's own work (locks, a timeout, a liveness read).
+        # They stay in the pool's in-use set, so closing the client closes them.
+        self._idle: list[Any] = []
 
     async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         if not commands:
@@ -156,22 +161,33 @@ class RawPipeline:
         except TypeError as exc:
             raise DataError(str(exc)) from None
         for attempt in range(RAW_RETRIES + 1):
-            conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+            if self._idle:
+                conn = self._idle.pop()
+            else:
+                conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
             try:
-                return await self._round_trip(conn, packed, len(commands))
+                replies = await self._round_trip(conn, packed, len(commands))
             except (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError) as exc:
-                await conn.disconnect()  # replies may be half read: never reuse it
+                await self._discard(conn)  # replies may be half read: never reuse it
                 if attempt == RAW_RETRIES:
                     if isinstance(exc, TimeoutError | RedisTimeoutError):
                         raise RedisTimeoutError("Redis did not answer in time") from exc
                     raise RedisConnectionError(f"Redis connection failed: {exc}") from exc
                 await asyncio.sleep(RAW_BACKOFF_S[min(attempt, len(RAW_BACKOFF_S) - 1)])
+                continue
             except BaseException:
-                await conn.disconnect()
+                await self._discard(conn)
                 raise
-            finally:
+            if len(self._idle) < RAW_IDLE_MAX:
+                self._idle.append(conn)
+            else:
                 await self._pool.release(conn)
+            return replies
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _discard(self, conn: Any) -> None:
+        await conn.disconnect()
+        await self._pool.release(conn)
 
     async def _round_trip(self, conn: Any, packed: bytes, count: int) -> list[Any]:
         if not conn.is_connected:

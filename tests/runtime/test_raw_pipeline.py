@@ -43,23 +43,27 @@ async def test_replies_come_raw_and_in_order(redis_url: str) -> None:
 async def test_error_replies_stay_in_place_and_the_connection_stays_usable(
     redis_url: str,
 ) -> None:
-    client = create_redis(redis_url, max_connections=1)
+    client = create_redis(redis_url)
     raw = RawPipeline(client)
     try:
         replies = await raw.execute(
             [
+                ("CLIENT", "SETNAME", "ccb-raw-errors"),
                 ("SET", "ccb-raw:s", "v"),
                 ("LPUSH", "ccb-raw:s", "x"),  # WRONGTYPE
                 ("EVALSHA", "0" * 40, 0),  # NOSCRIPT
                 ("GET", "ccb-raw:s"),
             ]
         )
-        assert replies[0] == b"OK"
-        assert isinstance(replies[1], ResponseError) and "WRONGTYPE" in str(replies[1])
-        assert isinstance(replies[2], NoScriptError)
-        assert replies[3] == b"v"
-        # The one pooled connection is still in step with its replies.
-        assert await raw.execute([("GET", "ccb-raw:s")]) == [b"v"]
+        assert replies[:2] == [b"OK", b"OK"]
+        assert isinstance(replies[2], ResponseError) and "WRONGTYPE" in str(replies[2])
+        assert isinstance(replies[3], NoScriptError)
+        assert replies[4] == b"v"
+        # The same connection, kept for the next round trip, is still in step.
+        assert await raw.execute([("CLIENT", "GETNAME"), ("GET", "ccb-raw:s")]) == [
+            b"ccb-raw-errors",
+            b"v",
+        ]
         with pytest.raises(DataError):
             await raw.execute([("SET", "ccb-raw:s", None)])
     finally:
