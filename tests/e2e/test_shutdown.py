@@ -130,3 +130,52 @@ def test_gateway_finishes_in_flight_requests_then_exits_zero(mesh: Mesh) -> None
     mesh.group.procs.pop("gateway")
     start_component(mesh, "gateway")
     wait_for("the message", lambda: mesh.customer_texts(cid) == ["in flight"])
+
+
+def test_webhooks_during_a_session_restart_are_stored_once_each(mesh: Mesh) -> None:
+    """Concurrent webhook traffic while Session stops gracefully (its ingest streams end;
+    the gateway sends unanswered batches again) and starts again: every webhook is
+    answered 200 or 503 (Infobip retries), and each conversation's messages reach the
+    CCaaS exactly once, in order."""
+    from tests.e2e.test_handover_flow import _post_until_accepted
+
+    cids = [mesh.conversation(history=2)["id"] for _ in range(4)]
+    for cid in cids:
+        mesh.escalate(cid)
+    for cid in cids:
+        wait_for("ACTIVE", lambda cid=cid: mesh.handover(cid).get("state") == "ACTIVE")
+    texts = {cid: [f"restart {cid[-4:]} {i:03d}" for i in range(60)] for cid in cids}
+    accepted = [0]
+    lock = threading.Lock()
+
+    def play(cid: str) -> None:
+        with httpx.Client(base_url=mesh.gateway.base_url, timeout=10) as client:
+            for i, text in enumerate(texts[cid]):
+                doc = {
+                    "id": f"{cid}-r-{i}",
+                    "conversationId": cid,
+                    "channel": "WHATSAPP",
+                    "from": "385981234567",
+                    "to": "447492263897",
+                    "direction": "INBOUND",
+                    "contentType": "TEXT",
+                    "content": {"text": text},
+                }
+                _post_until_accepted(client, mesh.webhook_path, doc)
+                with lock:
+                    accepted[0] += 1
+
+    players = [threading.Thread(target=play, args=(cid,)) for cid in cids]
+    for player in players:
+        player.start()
+    wait_for("traffic under way", lambda: accepted[0] >= 40)
+    proc = mesh.group.procs.pop("session")
+    proc.popen.send_signal(signal.SIGTERM)
+    assert proc.popen.wait(30) == 0
+    start_component(mesh, "session")
+    for player in players:
+        player.join(120)
+        assert not player.is_alive()
+    for cid in cids:
+        wait_for("every message", lambda cid=cid: len(mesh.customer_texts(cid)) >= 60)
+        assert mesh.customer_texts(cid) == texts[cid], "each message once, in order"
