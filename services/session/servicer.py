@@ -3,7 +3,6 @@ wakes the local worker so delivery starts without waiting for the next poll."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -13,12 +12,10 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
-from services._runtime.errors import CcbridgeError
+from services._runtime.batch_stream import StreamServer, failure_of
 from services._runtime.logging import rpc_var
 from services.session.errors import (
     HandoverNotFound,
@@ -54,14 +51,6 @@ _OUTCOMES = {
     1: session_pb2.INGEST_OUTCOME_ACCEPTED,
     2: session_pb2.INGEST_OUTCOME_DUPLICATE,
 }
-
-
-def _batch_error(
-    batch_id: int, code: grpc.StatusCode, message: str
-) -> session_pb2.IngestStreamResponse:
-    return session_pb2.IngestStreamResponse(
-        batch_id=batch_id, error_code=code.value[0], error_message=message
-    )
 
 
 def _check_cid(cid: str) -> str:
@@ -104,10 +93,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     def __init__(self, store: SessionStore, worker: ConversationWorker | None) -> None:
         self.store = store
         self.worker = worker
-        # Set when shutting down: IngestStream ends after the batch in hand, so senders
-        # move to another replica before the server stops.
-        self.draining = False
-        self._idle_streams: set[asyncio.Task[object]] = set()  # waiting for a batch
+        self.streams = StreamServer()  # IngestStream's batches, and its shutdown
 
     def _wake(self, cids: Iterable[str] = ()) -> None:
         if self.worker is not None:
@@ -179,46 +165,23 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     ) -> AsyncIterator[session_pb2.IngestStreamResponse]:
         """Batches in order, each answered once stored (or with its error); see the proto."""
         rpc_var.set("IngestStream")
-        me = asyncio.current_task()
-        assert me is not None
-        self._idle_streams.add(me)
-        try:
-            async for request in request_iterator:
-                self._idle_streams.discard(me)
-                yield await self._ingest_batch(request)
-                if self.draining:
-                    return  # the sender sends what follows on another stream
-                self._idle_streams.add(me)
-        except asyncio.CancelledError:
-            if not self.draining or me not in self._idle_streams:
-                raise
-            # Woken by start_draining while waiting for a batch: end the stream with
-            # OK (a cancelled handler would leave the call without a status).
-            me.uncancel()
-        finally:
-            self._idle_streams.discard(me)
+        async for answer in self.streams.serve(request_iterator, self._ingest_batch):
+            yield answer
 
     def start_draining(self) -> None:
         """Ends every IngestStream: idle ones now, busy ones after their batch."""
-        self.draining = True
-        for task in list(self._idle_streams):
-            task.cancel()
+        self.streams.start_draining()
 
     async def _ingest_batch(
         self, request: session_pb2.IngestStreamRequest
     ) -> session_pb2.IngestStreamResponse:
         try:
             results = await self._ingest(request.messages)
-        except CcbridgeError as exc:
-            return _batch_error(request.batch_id, exc.code, str(exc))
-        except (RedisConnectionError, RedisTimeoutError):
-            log.warning("ingest batch failed: Redis unavailable")
-            return _batch_error(
-                request.batch_id, grpc.StatusCode.UNAVAILABLE, "state store unavailable"
+        except Exception as exc:
+            code, message = failure_of(exc)
+            return session_pb2.IngestStreamResponse(
+                batch_id=request.batch_id, error_code=code.value[0], error_message=message
             )
-        except Exception:
-            log.exception("ingest batch failed")
-            return _batch_error(request.batch_id, grpc.StatusCode.INTERNAL, "internal error")
         return session_pb2.IngestStreamResponse(batch_id=request.batch_id, results=results)
 
     async def _ingest(

@@ -5,10 +5,15 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-import httpx
 import pytest
 
-from tests.support.mesh import Mesh, start_component, wait_for
+from tests.support.mesh import (
+    Mesh,
+    inbound_text,
+    post_until_accepted,
+    start_component,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -189,22 +194,6 @@ def test_duplicates_have_one_effect_and_bad_credentials_are_rejected(mesh: Mesh)
     assert [m["content"]["text"] for m in mesh.agent_messages(cid)] == ["dedupe me"]
 
 
-def _post_until_accepted(client: httpx.Client, path: str, doc: dict[str, object]) -> None:
-    """Plays Infobip: a 5xx or connection error means 'try again later'."""
-    for _ in range(600):
-        try:
-            response = client.post(path, json=doc)
-            if response.status_code == 200:
-                return
-            assert response.status_code >= 500, response.text
-        except httpx.TransportError:
-            pass
-        import time
-
-        time.sleep(0.05)
-    raise AssertionError("gateway never accepted the message")
-
-
 def test_sigkill_session_while_relaying_500_messages(mesh: Mesh) -> None:
     cid = mesh.conversation(history=2)["id"]
     mesh.escalate(cid)
@@ -212,17 +201,8 @@ def test_sigkill_session_while_relaying_500_messages(mesh: Mesh) -> None:
     texts = [f"crash {i:03d}" for i in range(500)]
     killed = False
     for i, text in enumerate(texts):
-        doc = {
-            "id": f"{cid}-crash-{i}",
-            "conversationId": cid,
-            "channel": "WHATSAPP",
-            "from": "385981234567",
-            "to": "447492263897",
-            "direction": "INBOUND",
-            "contentType": "TEXT",
-            "content": {"text": text},
-        }
-        _post_until_accepted(mesh.gateway, mesh.webhook_path, doc)
+        doc = inbound_text(cid, f"{cid}-crash-{i}", text)
+        post_until_accepted(mesh.gateway, mesh.webhook_path, doc)
         if not killed and len(mesh.customer_texts(cid)) >= 50:
             mesh.group.kill("session")  # SIGKILL in the middle of relaying
             killed = True

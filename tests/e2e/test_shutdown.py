@@ -14,7 +14,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support.mesh import Mesh, start_component, wait_for
+from tests.support.mesh import Mesh, inbound_text, post_until_accepted, start_component, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -55,19 +55,7 @@ def test_session_sigterm_mid_relay_leaves_nothing_half_delivered(mesh: Mesh) -> 
     mesh.escalate(cid)
     wait_for("ACTIVE", lambda: mesh.handover(cid).get("state") == "ACTIVE")
     texts = [f"graceful {i:03d}" for i in range(150)]
-    docs = [
-        {
-            "id": f"{cid}-g-{i}",
-            "conversationId": cid,
-            "channel": "WHATSAPP",
-            "from": "385981234567",
-            "to": "447492263897",
-            "direction": "INBOUND",
-            "contentType": "TEXT",
-            "content": {"text": t},
-        }
-        for i, t in enumerate(texts)
-    ]
+    docs = [inbound_text(cid, f"{cid}-g-{i}", t) for i, t in enumerate(texts)]
     # Accept everything first (one batch), then stop the session while it relays.
     assert mesh.gateway.post(mesh.webhook_path, json=docs).json()["accepted"] == 150
     wait_for("relay under way", lambda: len(mesh.customer_texts(cid)) >= 10)
@@ -137,8 +125,6 @@ def test_webhooks_during_a_session_restart_are_stored_once_each(mesh: Mesh) -> N
     the gateway sends unanswered batches again) and starts again: every webhook is
     answered 200 or 503 (Infobip retries), and each conversation's messages reach the
     CCaaS exactly once, in order."""
-    from tests.e2e.test_handover_flow import _post_until_accepted
-
     cids = [mesh.conversation(history=2)["id"] for _ in range(4)]
     for cid in cids:
         mesh.escalate(cid)
@@ -151,17 +137,9 @@ def test_webhooks_during_a_session_restart_are_stored_once_each(mesh: Mesh) -> N
     def play(cid: str) -> None:
         with httpx.Client(base_url=mesh.gateway.base_url, timeout=10) as client:
             for i, text in enumerate(texts[cid]):
-                doc = {
-                    "id": f"{cid}-r-{i}",
-                    "conversationId": cid,
-                    "channel": "WHATSAPP",
-                    "from": "385981234567",
-                    "to": "447492263897",
-                    "direction": "INBOUND",
-                    "contentType": "TEXT",
-                    "content": {"text": text},
-                }
-                _post_until_accepted(client, mesh.webhook_path, doc)
+                post_until_accepted(
+                    client, mesh.webhook_path, inbound_text(cid, f"{cid}-r-{i}", text)
+                )
                 with lock:
                     accepted[0] += 1
 

@@ -110,6 +110,34 @@ def wait_for(what: str, probe: Callable[[], Any], timeout_s: float = 60.0) -> An
     raise AssertionError(f"timed out waiting for {what}; last value: {last!r}"[:2000])
 
 
+def inbound_text(cid: str, message_id: str, text: str) -> dict[str, Any]:
+    """An inbound Infobip message (legacy webhook body) from the test end user."""
+    return {
+        "id": message_id,
+        "conversationId": cid,
+        "channel": "WHATSAPP",
+        "from": "385981234567",
+        "to": "447492263897",
+        "direction": "INBOUND",
+        "contentType": "TEXT",
+        "content": {"text": text},
+    }
+
+
+def post_until_accepted(client: httpx.Client, path: str, doc: Mapping[str, object]) -> None:
+    """Plays Infobip: a 5xx or connection error means 'try again later'."""
+    for _ in range(600):
+        try:
+            response = client.post(path, json=doc)
+            if response.status_code == 200:
+                return
+            assert response.status_code >= 500, response.text
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("gateway never accepted the message")
+
+
 def start_component(mesh: Mesh, name: str) -> None:
     mesh.group.start(name, mesh.env, mesh.ports[name])
     mesh.group.wait_ready(name, "http:/readyz" if name == "gateway" else "grpc")
