@@ -43,10 +43,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
 import grpc
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from services._runtime.errors import CcbridgeError
 
 log = logging.getLogger(__name__)
 
@@ -236,18 +232,6 @@ def stream_metadata(name: str) -> tuple[tuple[str, str]]:
     return (("x-request-id", f"{name}-{uuid.uuid4().hex[:12]}"),)
 
 
-def failure_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
-    """A batch's failure as (status, message), mapped as the unary calls' interceptor maps
-    errors (services/_runtime/server.py); a Redis outage is transient."""
-    if isinstance(exc, CcbridgeError):
-        return exc.code, str(exc)
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-        log.warning("batch failed: Redis unavailable")
-        return grpc.StatusCode.UNAVAILABLE, "state store unavailable"
-    log.error("batch failed", exc_info=exc)
-    return grpc.StatusCode.INTERNAL, "internal error"
-
-
 class StreamServer:
     """The server side: each stream's batches in order; shutdown ends the streams."""
 
@@ -261,7 +245,7 @@ class StreamServer:
         self, requests: AsyncIterator[Req], handle: Callable[[Req], Awaitable[Ans]]
     ) -> AsyncIterator[Ans]:
         """Yields ``handle``'s answer to each request, in order (``handle`` answers a
-        failure itself, see :func:`failure_of`)."""
+        failure itself)."""
         me = asyncio.current_task()
         assert me is not None
         self._idle.add(me)

@@ -12,10 +12,13 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
-from services._runtime.batch_stream import StreamServer, failure_of
+from services._runtime.batch_stream import StreamServer
+from services._runtime.errors import CcbridgeError
 from services._runtime.logging import rpc_var
 from services.session.errors import (
     HandoverNotFound,
@@ -51,6 +54,18 @@ _OUTCOMES = {
     1: session_pb2.INGEST_OUTCOME_ACCEPTED,
     2: session_pb2.INGEST_OUTCOME_DUPLICATE,
 }
+
+
+def _batch_failure(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """A failed IngestStream batch as (status, message), mapped as the unary calls'
+    interceptor maps errors (services/_runtime/server.py); a Redis outage is transient."""
+    if isinstance(exc, CcbridgeError):
+        return exc.code, str(exc)
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        log.warning("ingest batch failed: Redis unavailable")
+        return grpc.StatusCode.UNAVAILABLE, "state store unavailable"
+    log.error("ingest batch failed", exc_info=exc)
+    return grpc.StatusCode.INTERNAL, "internal error"
 
 
 def _check_cid(cid: str) -> str:
@@ -178,7 +193,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         try:
             results = await self._ingest(request.messages)
         except Exception as exc:
-            code, message = failure_of(exc)
+            code, message = _batch_failure(exc)
             return session_pb2.IngestStreamResponse(
                 batch_id=request.batch_id, error_code=code.value[0], error_message=message
             )

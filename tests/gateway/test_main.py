@@ -107,3 +107,17 @@ async def test_start_in_process_on_port_zero(peers: Peers) -> None:
             assert response.json()["created"] is True
     finally:
         await running.stop()
+
+
+def test_the_gateway_process_does_not_load_the_redis_client() -> None:
+    """The gateway never talks to Redis: importing redis-py there cost ~8 MiB of RSS."""
+    probe = "import sys, gateway.__main__; print(sorted(m for m in sys.modules if m == 'redis'))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert out.stdout.strip() == "[]"
