@@ -94,16 +94,20 @@ class _Stream(Generic[Req, Ans]):
         self.pending: dict[int, asyncio.Future[Ans]] = {}
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
-    async def submit(self, batch_id: int, request: Req) -> asyncio.Future[Ans]:
+    def expect(self, batch_id: int) -> asyncio.Future[Ans]:
+        """The future of ``batch_id``'s answer (set before the batch is written)."""
         future: asyncio.Future[Ans] = asyncio.get_running_loop().create_future()
         self.pending[batch_id] = future
+        return future
+
+    async def write(self, request: Req) -> None:
+        """Writes a batch; a stream that already ended fails its pending futures."""
         try:
             await self.call.write(request)
         except grpc.aio.AioRpcError as exc:
             self._end(exc)
         except (asyncio.InvalidStateError, grpc.aio.UsageError):  # the call already ended
             self._end(None)
-        return future
 
     async def _read(self) -> None:
         error: grpc.aio.AioRpcError | None = None
@@ -181,10 +185,13 @@ class BatchStreams(Generic[Req, Ans]):
         request = build(batch_id)
         for attempt in itertools.count():
             stream = self._pick()
-            future = await stream.submit(batch_id, request)
+            future = stream.expect(batch_id)
             try:
+                # The write too: a server that stopped reading blocks it (flow control).
+                await asyncio.wait_for(stream.write(request), max(0.0, deadline - loop.time()))
                 answer = await asyncio.wait_for(future, max(0.0, deadline - loop.time()))
             except TimeoutError:
+                future.cancel()
                 stream.drop()  # stuck: whatever it still holds goes elsewhere
                 raise rpc_error(
                     grpc.StatusCode.DEADLINE_EXCEEDED, f"{self._name}: no answer in time"
