@@ -83,16 +83,7 @@ def test_full_handover_with_1500_messages_of_history(mesh: Mesh) -> None:
     # Later messages of that conversation are not relayed.
     late = mesh.gateway.post(
         mesh.webhook_path,
-        json={
-            "id": f"late-{uuid.uuid4()}",
-            "conversationId": cid,
-            "channel": "WHATSAPP",
-            "from": "385981234567",
-            "to": "447492263897",
-            "direction": "INBOUND",
-            "contentType": "TEXT",
-            "content": {"text": "are you still there?"},
-        },
+        json=inbound_text(cid, f"late-{uuid.uuid4()}", "are you still there?"),
     )
     assert late.status_code == 200 and late.json()["ignored"] == 1
     assert len(mesh.customer_texts(cid)) == 200
@@ -142,16 +133,7 @@ def test_duplicates_have_one_effect_and_bad_credentials_are_rejected(mesh: Mesh)
     cid = mesh.conversation(history=3)["id"]
     mesh.escalate(cid)
     wait_for("ACTIVE", lambda: mesh.handover(cid).get("state") == "ACTIVE")
-    message = {
-        "id": f"dup-{uuid.uuid4()}",
-        "conversationId": cid,
-        "channel": "WHATSAPP",
-        "from": "385981234567",
-        "to": "447492263897",
-        "direction": "INBOUND",
-        "contentType": "TEXT",
-        "content": {"text": "only once"},
-    }
+    message = inbound_text(cid, f"dup-{uuid.uuid4()}", "only once")
     first = mesh.gateway.post(mesh.webhook_path, json=message)
     second = mesh.gateway.post(mesh.webhook_path, json=[message, message])
     assert first.json()["accepted"] == 1
