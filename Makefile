@@ -18,7 +18,7 @@ test: setup
 
 check: setup
 	$(BIN)/ruff check .
-	$(BIN)/mypy services gateway simulators
+	$(BIN)/mypy -p ccbridge
 
 protos: setup
 	$(BIN)/python scripts/gen_protos.py

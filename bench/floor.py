@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from services.session.store import _INGEST
+from ccbridge.services.session.store import _INGEST
 
 DEDUPE_TTL_S = 7 * 86400
 

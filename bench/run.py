@@ -30,8 +30,8 @@ import redis
 
 from bench.harness import Sampler, Status, bench_env, machine_cpu_s, mono, run_loadgen
 from bench.loadgen import message_id, percentile
-from services._runtime.procs import EmbeddedRedis, ProcessGroup, free_port, mesh_env
-from services.localrun import ORDER
+from ccbridge.services.local.run import ORDER
+from ccbridge.services.local.supervisor import EmbeddedRedis, ProcessGroup, free_port, mesh_env
 
 WEBHOOK_PATH = "/webhooks/infobip/{token}"
 # Mesh settings that differ from the production defaults (recorded in the results).
@@ -930,9 +930,9 @@ async def _queue_messages(url: str, ids: list[str], conv: dict[str, str]) -> tup
     """Queues two messages on each handover with Session's store (its ingest script), the
     messages built by the gateway's parser from a legacy webhook body; returns
     used_memory after the first round and after the second."""
-    from gateway.webhooks import legacy_message, now_instant
-    from services._runtime.redis import create_redis
-    from services.session.store import SessionStore
+    from ccbridge.gateway.webhooks import legacy_message, now_instant
+    from ccbridge.services.runtime.redis import create_redis
+    from ccbridge.services.session.store import SessionStore
 
     client = create_redis(url)
     store = SessionStore(client)

@@ -1,3 +1,3 @@
 """ccbridge gateway: the Starlette HTTP edge that turns chatbot calls and Infobip/CCaaS
-webhooks into gRPC calls to Session and Connector. ``gateway.app.create_app`` builds
-the app; ``python -m gateway`` serves it with uvicorn."""
+webhooks into gRPC calls to Session and Connector. ``ccbridge.gateway.app.create_app`` builds
+the app; ``python -m ccbridge.gateway`` serves it with uvicorn."""

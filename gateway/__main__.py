@@ -1,4 +1,4 @@
-"""Entry point: ``python -m gateway`` serves the gateway with uvicorn (uvloop and
+"""Entry point: ``python -m ccbridge.gateway`` serves the gateway with uvicorn (uvloop and
 httptools when installed) on CCBRIDGE_BIND_HOST:CCBRIDGE_HTTP_PORT.
 
 Shutdown on SIGTERM/SIGINT: /readyz turns 503 at once, the server keeps answering for
@@ -24,12 +24,12 @@ from types import FrameType
 
 import uvicorn
 
-from gateway.app import create_app
-from gateway.backends import Backends
-from gateway.settings import GatewaySettings
-from services._runtime.gc_tuning import settle_after_startup
-from services._runtime.logging import configure_logging
-from services._runtime.settings import SettingsError
+from ccbridge.gateway.app import create_app
+from ccbridge.gateway.backends import Backends
+from ccbridge.gateway.settings import GatewaySettings
+from ccbridge.services.runtime.gc_tuning import settle_after_startup
+from ccbridge.services.runtime.logging import configure_logging
+from ccbridge.services.runtime.settings import SettingsError
 
 log = logging.getLogger(__name__)
 

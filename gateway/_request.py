@@ -8,7 +8,7 @@ import hmac
 import orjson
 from starlette.requests import Request
 
-from gateway.errors import HttpError
+from ccbridge.gateway.errors import HttpError
 
 
 async def read_body(request: Request, limit: int) -> bytes:

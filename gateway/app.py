@@ -14,13 +14,13 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.backends import Backends
-from gateway.errors import HttpError, error_response
-from gateway.metrics import GatewayMetrics
-from gateway.middleware import RequestContextMiddleware
-from gateway.routes import ApiRoutes
-from gateway.settings import GatewaySettings
-from gateway.webhooks import WebhookRoutes
+from ccbridge.gateway.backends import Backends
+from ccbridge.gateway.errors import HttpError, error_response
+from ccbridge.gateway.metrics import GatewayMetrics
+from ccbridge.gateway.middleware import RequestContextMiddleware
+from ccbridge.gateway.routes import ApiRoutes
+from ccbridge.gateway.settings import GatewaySettings
+from ccbridge.gateway.webhooks import WebhookRoutes
 
 log = logging.getLogger(__name__)
 

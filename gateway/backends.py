@@ -27,12 +27,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2_grpc
+from ccbridge.gateway.ingest_stream import IngestStreams
+from ccbridge.gateway.metrics import GatewayMetrics
+from ccbridge.gateway.settings import GatewaySettings
+from ccbridge.services.runtime.channels import create_channel
+from ccbridge.services.runtime.logging import request_id_var
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
-from gateway.ingest_stream import IngestStreams
-from gateway.metrics import GatewayMetrics
-from gateway.settings import GatewaySettings
-from services._runtime.channels import create_channel
-from services._runtime.logging import request_id_var
 
 log = logging.getLogger(__name__)
 

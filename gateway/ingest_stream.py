@@ -1,5 +1,5 @@
 """The gateway's way to Session.Ingest: batches over long-lived ``IngestStream`` calls
-(services/_runtime/batch_stream.py has the how and the measured why).
+(services/runtime/batch_stream.py has the how and the measured why).
 
 Each batch is answered only once Session stored it, so "durable before 200" holds as with
 one call per batch; a batch whose stream broke is sent again (Session's dedupe answers an
@@ -18,14 +18,14 @@ from collections.abc import Awaitable, Callable, Sequence
 import grpc
 
 from ccbridge.common.v1 import common_pb2
-from ccbridge.session.v1 import session_pb2, session_pb2_grpc
-from services._runtime.batch_stream import (
+from ccbridge.services.runtime.batch_stream import (
     MAX_AGE_S,
     STREAMS,
     BatchStreams,
     StreamUnsupported,
     stream_metadata,
 )
+from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
 log = logging.getLogger(__name__)
 

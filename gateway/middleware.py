@@ -18,9 +18,9 @@ import time
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.errors import error_response
-from gateway.metrics import GatewayMetrics
-from services._runtime.logging import conversation_id_var, request_id_var
+from ccbridge.gateway.errors import error_response
+from ccbridge.gateway.metrics import GatewayMetrics
+from ccbridge.services.runtime.logging import conversation_id_var, request_id_var
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ccbridge.gateway._request import consteq, parse_json, read_body, require_json
+from ccbridge.gateway.backends import Backends
+from ccbridge.gateway.errors import HttpError, JsonResponse, http_error_from_grpc
+from ccbridge.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from ccbridge.gateway.openapi import openapi_document
+from ccbridge.gateway.settings import GatewaySettings
+from ccbridge.services.runtime.logging import conversation_id_var
 from ccbridge.session.v1 import session_pb2
-from gateway._request import consteq, parse_json, read_body, require_json
-from gateway.backends import Backends
-from gateway.errors import HttpError, JsonResponse, http_error_from_grpc
-from gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from gateway.openapi import openapi_document
-from gateway.settings import GatewaySettings
-from services._runtime.logging import conversation_id_var
 
 CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 MAX_TAGS = 100

@@ -10,7 +10,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services._runtime.settings import CommonSettings, EnvReader, Secret
+from ccbridge.services.runtime.settings import CommonSettings, EnvReader, Secret
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

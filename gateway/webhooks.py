@@ -33,13 +33,13 @@ from starlette.routing import Route
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2
+from ccbridge.gateway._request import consteq, parse_json, read_body, require_json
+from ccbridge.gateway.backends import Backends
+from ccbridge.gateway.errors import HttpError, JsonResponse, http_error_from_grpc
+from ccbridge.gateway.metrics import GatewayMetrics
+from ccbridge.gateway.settings import GatewaySettings
+from ccbridge.services.runtime.logging import conversation_id_var
 from ccbridge.session.v1 import session_pb2
-from gateway._request import consteq, parse_json, read_body, require_json
-from gateway.backends import Backends
-from gateway.errors import HttpError, JsonResponse, http_error_from_grpc
-from gateway.metrics import GatewayMetrics
-from gateway.settings import GatewaySettings
-from services._runtime.logging import conversation_id_var
 
 log = logging.getLogger(__name__)
 

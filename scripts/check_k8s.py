@@ -64,13 +64,13 @@ PEER_ADDRS: Mapping[str, str] = {
 LIVENESS_SERVICE = "liveness"
 # The settings class each component parses its environment with (module:Class).
 SETTINGS_CLASSES: Mapping[str, str] = {
-    "gateway": "gateway.settings:GatewaySettings",
-    "session": "services.session.settings:SessionSettings",
-    "history": "services.history.settings:HistorySettings",
-    "routing": "services.routing.settings:RoutingSettings",
-    "connector": "services.connector.settings:ConnectorSettings",
+    "gateway": "ccbridge.gateway.settings:GatewaySettings",
+    "session": "ccbridge.services.session.settings:SessionSettings",
+    "history": "ccbridge.services.history.settings:HistorySettings",
+    "routing": "ccbridge.services.routing.settings:RoutingSettings",
+    "connector": "ccbridge.services.connector.settings:ConnectorSettings",
 }
-DRAIN_S = 1.0  # services/_runtime/server.py: serve_until_signalled(drain_delay_s=1.0)
+DRAIN_S = 1.0  # services/runtime/server.py: serve_until_signalled(drain_delay_s=1.0)
 DEFAULT_GRACE_S = 5.0  # CCBRIDGE_SHUTDOWN_GRACE_S default
 # Secrets the operator creates out of band (docs/deploy.md); any other must be rendered.
 EXTERNAL_SECRETS = frozenset({"ccbridge-secrets", "ccbridge-redis"})
@@ -601,7 +601,7 @@ def check_settings(docs: list[Doc]) -> list[str]:
 
 def check_routing_rules(docs: list[Doc]) -> list[str]:
     """The rules ConfigMap parses with the routing service's own parser."""
-    from services.routing.rules import RulesError, parse_rules
+    from ccbridge.services.routing.rules import RulesError, parse_rules
 
     rules_path = _settings(docs).get("CCBRIDGE_ROUTING_RULES", "")
     filename = os.path.basename(rules_path)
@@ -668,7 +668,7 @@ def check_component_settings(docs: list[Doc]) -> list[str]:
     """Each component's own settings class accepts the environment its pod gets."""
     import importlib
 
-    from services._runtime.settings import SettingsError
+    from ccbridge.services.runtime.settings import SettingsError
 
     problems = []
     for wl in _workloads(docs):

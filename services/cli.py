@@ -20,16 +20,16 @@ from collections.abc import Sequence
 import grpc
 from google.protobuf.json_format import MessageToDict
 
+from ccbridge.services.infobip.cli import add_infobip_commands
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
-from services.cli_infobip import add_infobip_commands
 
 COMPONENTS = ("gateway", "session", "history", "routing", "connector")
 _MODULES = {
-    "gateway": "gateway.__main__",
-    "session": "services.session.__main__",
-    "history": "services.history.__main__",
-    "routing": "services.routing.__main__",
-    "connector": "services.connector.__main__",
+    "gateway": "ccbridge.gateway.__main__",
+    "session": "ccbridge.services.session.__main__",
+    "history": "ccbridge.services.history.__main__",
+    "routing": "ccbridge.services.routing.__main__",
+    "connector": "ccbridge.services.connector.__main__",
 }
 _STATES = {
     name.removeprefix("HANDOVER_STATE_"): value
@@ -46,14 +46,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _sim(args: argparse.Namespace) -> int:
     module = importlib.import_module(
-        "simulators.infobip.__main__" if args.which == "infobip" else "simulators.ccaas.__main__"
+        "ccbridge.simulators.infobip.__main__"
+        if args.which == "infobip"
+        else "ccbridge.simulators.ccaas.__main__"
     )
     module.main(args.rest)
     return 0
 
 
 def _up(args: argparse.Namespace) -> int:
-    from services.localrun import run_up
+    from ccbridge.services.local.run import run_up
 
     return run_up(demo=args.demo, data_dir=args.data_dir, keep_running=not args.once)
 

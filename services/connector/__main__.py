@@ -1,4 +1,4 @@
-"""Entry point of the connector service: ``python -m services.connector``.
+"""Entry point of the connector service: ``python -m ccbridge.services.connector``.
 
 ``serve`` runs until SIGTERM; ``start`` runs the same server in-process (tests, ``ccbridge
 up``) and returns a handle with ``.port`` and ``.stop()``. Resources (Redis client, the
@@ -18,17 +18,17 @@ import grpc
 import redis.asyncio as aioredis
 
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
-from services._runtime.channels import create_channel
-from services._runtime.entry import run_component
-from services._runtime.redis import create_redis
-from services._runtime.server import ServiceHealth, create_server, serve_until_signalled
-from services.connector.base import Adapter
-from services.connector.poller import Poller
-from services.connector.registry import create_adapters
-from services.connector.servicer import ConnectorServicer
-from services.connector.session_client import SessionReporter
-from services.connector.settings import ConnectorSettings
-from services.connector.store import PollLease
+from ccbridge.services.connector.base import Adapter
+from ccbridge.services.connector.poller import Poller
+from ccbridge.services.connector.registry import create_adapters
+from ccbridge.services.connector.servicer import ConnectorServicer
+from ccbridge.services.connector.session_client import SessionReporter
+from ccbridge.services.connector.settings import ConnectorSettings
+from ccbridge.services.connector.store import PollLease
+from ccbridge.services.runtime.channels import create_channel
+from ccbridge.services.runtime.entry import run_component
+from ccbridge.services.runtime.redis import create_redis
+from ccbridge.services.runtime.server import ServiceHealth, create_server, serve_until_signalled
 
 SERVICE_NAME = connector_pb2.DESCRIPTOR.services_by_name["ConnectorService"].full_name
 

@@ -3,9 +3,9 @@
 An adapter opens a case, posts customer messages, closes a case, and turns what the CCaaS
 pushes (``parse_webhook``) or what polling finds (``poll``) into :class:`CaseEvent`s that
 the connector service hands to Session. Adapters raise
-:class:`services._runtime.errors.FarSideError` for far-side failures (``retryable`` says
+:class:`ccbridge.services.runtime.errors.FarSideError` for far-side failures (``retryable`` says
 whether a retry can help, ``retry_after`` honours 429/Retry-After) and
-:class:`services._runtime.errors.Unauthenticated` / ``InvalidArgument`` for bad webhooks.
+:class:`ccbridge.services.runtime.errors.Unauthenticated` / ``InvalidArgument`` for bad webhooks.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from ccbridge.common.v1 import common_pb2
-from services._runtime.errors import FarSideError, InvalidArgument
+from ccbridge.services.runtime.errors import FarSideError, InvalidArgument
 
 # Cases the default post_customer_messages delivers at the same time.
 CASE_CONCURRENCY = 16

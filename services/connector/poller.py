@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import logging
 
-from services._runtime.errors import FarSideError
-from services.connector.base import Adapter
-from services.connector.session_client import SessionReporter
-from services.connector.store import PollLease
+from ccbridge.services.connector.base import Adapter
+from ccbridge.services.connector.session_client import SessionReporter
+from ccbridge.services.connector.store import PollLease
+from ccbridge.services.runtime.errors import FarSideError
 
 log = logging.getLogger(__name__)
 

@@ -13,21 +13,21 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 
 if TYPE_CHECKING:
-    from services.connector.base import Adapter
-    from services.connector.settings import ConnectorSettings
+    from ccbridge.services.connector.base import Adapter
+    from ccbridge.services.connector.settings import ConnectorSettings
 
 AdapterFactory = Callable[["ConnectorSettings", aioredis.Redis], "Adapter"]
 
 
 def _webhook(settings: ConnectorSettings, redis: aioredis.Redis) -> Adapter:
-    from services.connector.adapters.webhook import WebhookAdapter
+    from ccbridge.services.connector.adapters.webhook import WebhookAdapter
 
     assert settings.webhook is not None  # ConnectorSettings reads it when configured
     return WebhookAdapter(settings.webhook)
 
 
 def _rt(settings: ConnectorSettings, redis: aioredis.Redis) -> Adapter:
-    from services.connector.adapters.rt import factory
+    from ccbridge.services.connector.adapters.rt import factory
 
     return factory(settings.env, redis)  # reads CCBRIDGE_RT_*; SettingsError when invalid
 

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 import grpc
 
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
-from services._runtime.errors import InvalidArgument, NotFound
-from services._runtime.logging import conversation_id_var
-from services.connector.base import START_POSTS_UNTIL, Adapter, CaseMessages, CaseToOpen
-from services.connector.session_client import SessionReporter
+from ccbridge.services.connector.base import START_POSTS_UNTIL, Adapter, CaseMessages, CaseToOpen
+from ccbridge.services.connector.session_client import SessionReporter
+from ccbridge.services.runtime.errors import InvalidArgument, NotFound
+from ccbridge.services.runtime.logging import conversation_id_var
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import grpc
 
 from ccbridge.common.v1 import common_pb2
+from ccbridge.services.connector.base import AgentMessage, CaseEvent
+from ccbridge.services.runtime.errors import InvalidArgument, Unavailable
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
-from services._runtime.errors import InvalidArgument, Unavailable
-from services.connector.base import AgentMessage, CaseEvent
 
 log = logging.getLogger(__name__)
 

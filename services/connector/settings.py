@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from services._runtime.settings import CommonSettings, EnvReader, Secret
-from services.connector.registry import ADAPTERS
+from ccbridge.services.connector.registry import ADAPTERS
+from ccbridge.services.runtime.settings import CommonSettings, EnvReader, Secret
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Entry point of the history service: ``python -m services.history``.
+"""Entry point of the history service: ``python -m ccbridge.services.history``.
 
 ``serve`` runs it until SIGTERM/SIGINT; ``start`` runs it in the current loop and returns
 a handle (tests bind ``127.0.0.1:0``). Readiness is always true: the service needs no
@@ -14,11 +14,11 @@ import grpc
 import httpx
 
 from ccbridge.history.v1 import history_pb2, history_pb2_grpc
-from services._runtime.entry import run_component
-from services._runtime.infobip import InfobipClient
-from services._runtime.server import ServiceHealth, create_server, serve_until_signalled
-from services.history.servicer import HistoryServicer
-from services.history.settings import HistorySettings
+from ccbridge.services.history.servicer import HistoryServicer
+from ccbridge.services.history.settings import HistorySettings
+from ccbridge.services.infobip.client import InfobipClient
+from ccbridge.services.runtime.entry import run_component
+from ccbridge.services.runtime.server import ServiceHealth, create_server, serve_until_signalled
 
 SERVICE_NAME = history_pb2.DESCRIPTOR.services_by_name["HistoryService"].full_name
 

@@ -1,7 +1,7 @@
 """The HistoryService servicer: GetTranscript and AnnotateConversation over Infobip.
 
 Errors: bad requests raise InvalidArgument; Infobip failures propagate as
-:class:`~services._runtime.infobip.InfobipError` (a FarSideError), which the shared
+:class:`~ccbridge.services.infobip.client.InfobipError` (a FarSideError), which the shared
 interceptor maps — InfobipNotFound → NOT_FOUND, retryable (5xx, 429, timeouts) →
 UNAVAILABLE with the Retry-After in trailing metadata, other refusals →
 FAILED_PRECONDITION.
@@ -15,10 +15,10 @@ import re
 from typing import Any
 
 from ccbridge.history.v1 import history_pb2, history_pb2_grpc
-from services._runtime.errors import InvalidArgument
-from services._runtime.infobip import InfobipClient
-from services.history.settings import MAX_HISTORY_LIMIT
-from services.history.transcript import TranscriptBuilder, page_size
+from ccbridge.services.history.settings import MAX_HISTORY_LIMIT
+from ccbridge.services.history.transcript import TranscriptBuilder, page_size
+from ccbridge.services.infobip.client import InfobipClient
+from ccbridge.services.runtime.errors import InvalidArgument
 
 log = logging.getLogger(__name__)
 

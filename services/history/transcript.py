@@ -18,7 +18,7 @@ from typing import Any
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.history.v1 import history_pb2
-from services._runtime.infobip import MAX_PAGE_SIZE
+from ccbridge.services.infobip.client import MAX_PAGE_SIZE
 
 log = logging.getLogger(__name__)
 

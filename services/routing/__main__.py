@@ -1,4 +1,4 @@
-"""Entry point of the routing service: ``python -m services.routing``.
+"""Entry point of the routing service: ``python -m ccbridge.services.routing``.
 
 ``serve`` runs until SIGTERM; ``start`` runs the same server in-process (tests, ``ccbridge
 up``) and returns a handle with ``.port`` and ``.stop()``.
@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import grpc
 
 from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
-from services._runtime.entry import run_component
-from services._runtime.server import ServiceHealth, create_server, serve_until_signalled
-from services.routing.rules import RulesError
-from services.routing.servicer import RoutingServicer
-from services.routing.settings import RoutingSettings
-from services.routing.store import RulesStore
+from ccbridge.services.routing.rules import RulesError
+from ccbridge.services.routing.servicer import RoutingServicer
+from ccbridge.services.routing.settings import RoutingSettings
+from ccbridge.services.routing.store import RulesStore
+from ccbridge.services.runtime.entry import run_component
+from ccbridge.services.runtime.server import ServiceHealth, create_server, serve_until_signalled
 
 SERVICE_NAME = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
 

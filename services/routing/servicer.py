@@ -6,8 +6,8 @@ import grpc
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
-from services.routing.rules import Decision, Facts
-from services.routing.store import RulesStore
+from ccbridge.services.routing.rules import Decision, Facts
+from ccbridge.services.routing.store import RulesStore
 
 
 def facts_from_context(context: common_pb2.ConversationContext) -> Facts:

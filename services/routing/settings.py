@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services._runtime.settings import CommonSettings, EnvReader
+from ccbridge.services.runtime.settings import CommonSettings, EnvReader
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable
 
-from services.routing.rules import RulesError, RuleSet, default_only, parse_rules
+from ccbridge.services.routing.rules import RulesError, RuleSet, default_only, parse_rules
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Entry point of the Session service (`ccbridge serve session`, `python -m services.session`)."""
+"""Entry point of the Session service (`ccbridge serve session`,
+`python -m ccbridge.services.session`)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,16 @@ import grpc
 from ccbridge.connector.v1 import connector_pb2_grpc
 from ccbridge.history.v1 import history_pb2_grpc
 from ccbridge.routing.v1 import routing_pb2_grpc
+from ccbridge.services.infobip.client import InfobipClient
+from ccbridge.services.runtime.channels import create_channel
+from ccbridge.services.runtime.entry import run_component
+from ccbridge.services.runtime.redis import create_redis
+from ccbridge.services.runtime.server import ServiceHealth, create_server, serve_until_signalled
+from ccbridge.services.session.servicer import SessionServicer
+from ccbridge.services.session.settings import SessionSettings
+from ccbridge.services.session.store import SessionStore
+from ccbridge.services.session.worker import ConversationWorker, Peers
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
-from services._runtime.channels import create_channel
-from services._runtime.entry import run_component
-from services._runtime.infobip import InfobipClient
-from services._runtime.redis import create_redis
-from services._runtime.server import ServiceHealth, create_server, serve_until_signalled
-from services.session.servicer import SessionServicer
-from services.session.settings import SessionSettings
-from services.session.store import SessionStore
-from services.session.worker import ConversationWorker, Peers
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services._runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from ccbridge.services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 
 class HandoverNotFound(NotFound):

@@ -34,8 +34,8 @@ import grpc
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
-from services._runtime.errors import RETRY_AFTER_METADATA
-from services.session.store import RelayClaim, SessionStore
+from ccbridge.services.runtime.errors import RETRY_AFTER_METADATA
+from ccbridge.services.session.store import RelayClaim, SessionStore
 
 log = logging.getLogger(__name__)
 

@@ -16,22 +16,22 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ccbridge.common.v1 import common_pb2
-from ccbridge.session.v1 import session_pb2, session_pb2_grpc
-from services._runtime.batch_stream import StreamServer
-from services._runtime.errors import CcbridgeError
-from services._runtime.logging import rpc_var
-from services.session.errors import (
+from ccbridge.services.runtime.batch_stream import StreamServer
+from ccbridge.services.runtime.errors import CcbridgeError
+from ccbridge.services.runtime.logging import rpc_var
+from ccbridge.services.session.errors import (
     HandoverNotFound,
     HandoverStateConflict,
     InvalidHandoverRequest,
 )
-from services.session.store import (
+from ccbridge.services.session.store import (
     INGEST_ACCEPTED,
     INGEST_DUPLICATE,
     HandoverRecord,
     SessionStore,
 )
-from services.session.worker import ConversationWorker
+from ccbridge.services.session.worker import ConversationWorker
+from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ _OUTCOMES = {
 
 def _batch_failure(exc: Exception) -> tuple[grpc.StatusCode, str]:
     """A failed IngestStream batch as (status, message), mapped as the unary calls'
-    interceptor maps errors (services/_runtime/server.py); a Redis outage is transient."""
+    interceptor maps errors (services/runtime/server.py); a Redis outage is transient."""
     if isinstance(exc, CcbridgeError):
         return exc.code, str(exc)
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):

@@ -43,7 +43,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from ccbridge.common.v1 import common_pb2
-from services._runtime.redis import RawPipeline
+from ccbridge.services.runtime.redis import RawPipeline
 
 STATES = ("OPENING", "ACTIVE", "CLOSING", "CLOSED", "FAILED")
 INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE = 0, 1, 2

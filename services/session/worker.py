@@ -32,12 +32,12 @@ from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
 from ccbridge.history.v1 import history_pb2, history_pb2_grpc
 from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
-from services._runtime.errors import FarSideError
-from services._runtime.infobip import InfobipClient, InfobipNotFound
-from services._runtime.logging import conversation_id_var
-from services.session.relay import Failure, InboxRelay, failure_from_rpc_error
-from services.session.settings import SessionSettings
-from services.session.store import HandoverRecord, RelayClaim, SessionStore, now_ms
+from ccbridge.services.infobip.client import InfobipClient, InfobipNotFound
+from ccbridge.services.runtime.errors import FarSideError
+from ccbridge.services.runtime.logging import conversation_id_var
+from ccbridge.services.session.relay import Failure, InboxRelay, failure_from_rpc_error
+from ccbridge.services.session.settings import SessionSettings
+from ccbridge.services.session.store import HandoverRecord, RelayClaim, SessionStore, now_ms
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Runs the CCaaS simulator: ``python -m simulators.ccaas --port 8081 --secret s3cret
+"""Runs the CCaaS simulator: ``python -m ccbridge.simulators.ccaas --port 8081 --secret s3cret
 --bridge-url http://127.0.0.1:8000/webhooks/ccaas/webhook``.
 
 Point ccbridge's CCBRIDGE_WEBHOOK_CONNECTOR_URL at ``http://<host>:<port>/webhook`` with the
@@ -14,13 +14,14 @@ import sys
 
 import uvicorn
 
-from services._runtime.gc_tuning import freeze_periodically
-from simulators.ccaas.app import create_app
+from ccbridge.services.runtime.gc_tuning import freeze_periodically
+from ccbridge.simulators.ccaas.app import create_app
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m simulators.ccaas", description="CCaaS simulator for the webhook connector"
+        prog="python -m ccbridge.simulators.ccaas",
+        description="CCaaS simulator for the webhook connector",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)

@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.ccaas.state import Answer, CaseClosed, CaseNotFound, CcaasState
+from ccbridge.simulators.ccaas.state import Answer, CaseClosed, CaseNotFound, CcaasState
 
 log = logging.getLogger(__name__)
 

@@ -3,11 +3,11 @@ paths and documented behaviour), the Subscriptions API call that registers the e
 webhook, and a ``/_sim/`` control API for tests, benchmarks and the demo.
 
 Run in-process with ``httpx.ASGITransport(create_app(state))`` or as a process with
-``python -m simulators.infobip --port N``.
+``python -m ccbridge.simulators.infobip --port N``.
 """
 
-from simulators.infobip.app import create_app
-from simulators.infobip.state import Failure, InfobipSimState, SimError
-from simulators.infobip.webhooks import SIGNATURE_HEADER, sign
+from ccbridge.simulators.infobip.app import create_app
+from ccbridge.simulators.infobip.state import Failure, InfobipSimState, SimError
+from ccbridge.simulators.infobip.webhooks import SIGNATURE_HEADER, sign
 
 __all__ = ["SIGNATURE_HEADER", "Failure", "InfobipSimState", "SimError", "create_app", "sign"]

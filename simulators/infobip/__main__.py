@@ -1,5 +1,5 @@
 """Runs the Infobip simulator as a process:
-``python -m simulators.infobip --port 9001 --api-key K --webhook-url URL``."""
+``python -m ccbridge.simulators.infobip --port 9001 --api-key K --webhook-url URL``."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import logging
 
 import uvicorn
 
-from services._runtime.gc_tuning import freeze_periodically
-from simulators.infobip.app import create_app
-from simulators.infobip.state import InfobipSimState
+from ccbridge.services.runtime.gc_tuning import freeze_periodically
+from ccbridge.simulators.infobip.app import create_app
+from ccbridge.simulators.infobip.state import InfobipSimState
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m simulators.infobip", description="Infobip Conversations API simulator"
+        prog="python -m ccbridge.simulators.infobip",
+        description="Infobip Conversations API simulator",
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1)")
     parser.add_argument("--port", type=int, default=9001, help="port (9001)")

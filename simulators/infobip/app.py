@@ -1,5 +1,5 @@
 """The Starlette app of the Infobip simulator: the HTTP surface over
-:class:`~simulators.infobip.state.InfobipSimState`.
+:class:`~ccbridge.simulators.infobip.state.InfobipSimState`.
 
 API routes (``/ccaas/1/...``, ``/subscriptions/1/...``) require ``Authorization: App
 <key>`` and answer Infobip's shapes; injected failures and the Get Messages page delay
@@ -22,13 +22,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.infobip.state import (
+from ccbridge.simulators.infobip.state import (
     Failure,
     InfobipSimState,
     SimError,
     bad_request,
 )
-from simulators.infobip.webhooks import DeliveryResult
+from ccbridge.simulators.infobip.webhooks import DeliveryResult
 
 Handler = Callable[[Request], Awaitable[Response]]
 

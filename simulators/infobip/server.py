@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from simulators.infobip.app import create_app
-from simulators.infobip.state import InfobipSimState
+from ccbridge.simulators.infobip.app import create_app
+from ccbridge.simulators.infobip.state import InfobipSimState
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from simulators.infobip.webhooks import Delivery, WebhookSender
+from ccbridge.simulators.infobip.webhooks import Delivery, WebhookSender
 
 MAX_LIMIT = 999
 MAX_TEXT = 4096

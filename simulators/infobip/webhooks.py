@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 if TYPE_CHECKING:
-    from simulators.infobip.state import Subscription
+    from ccbridge.simulators.infobip.state import Subscription
 
 log = logging.getLogger(__name__)
 

@@ -78,7 +78,7 @@ class Bridge:
             [
                 sys.executable,
                 "-m",
-                "services.cli",
+                "ccbridge.services.cli",
                 "infobip",
                 "subscribe",
                 "--url",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services._runtime.procs import PORT_ENV, free_port
+from ccbridge.services.local.supervisor import PORT_ENV, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +21,7 @@ def test_demo_plays_a_whole_handover(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "ccbridge.services.cli",
             "up",
             "--demo",
             "--once",
@@ -51,7 +51,7 @@ def test_demo_plays_a_whole_handover(tmp_path: Path) -> None:
 
 def test_help_works_outside_the_source_tree(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "services.cli", "--help"],
+        [sys.executable, "-m", "ccbridge.services.cli", "--help"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -101,11 +101,17 @@ def test_installed_wheel_works_without_the_source_tree(tmp_path: Path) -> None:
     )
     probe = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
-        "import services, gateway, simulators.ccaas, simulators.infobip, ccbridge.session.v1;"
+        "import ccbridge.services, ccbridge.gateway, ccbridge.simulators.ccaas,"
+        " ccbridge.simulators.infobip, ccbridge.session.v1;"
         "from importlib.resources import files;"
-        "assert all(m.__file__.startswith(sys.argv[1]) for m in (services, gateway));"
-        "assert files('simulators.ccaas').joinpath('ui.html').is_file();"
-        "from services.cli import build_parser; build_parser().parse_args(['serve', 'session'])"
+        "assert all(m.__file__.startswith(sys.argv[1])"
+        " for m in (ccbridge.services, ccbridge.gateway));"
+        "import importlib.util;"
+        "assert not any(importlib.util.find_spec(n)"
+        " for n in ('services', 'gateway', 'simulators'));"
+        "assert files('ccbridge.simulators.ccaas').joinpath('ui.html').is_file();"
+        "from ccbridge.services.cli import build_parser;"
+        " build_parser().parse_args(['serve', 'session'])"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe, str(target)],
@@ -125,7 +131,7 @@ def test_up_runs_five_processes_and_sigterm_stops_them_all(tmp_path: Path) -> No
 
     import httpx
 
-    from services._runtime.procs import port_open
+    from ccbridge.services.local.supervisor import port_open
 
     ports = {var: free_port() for var in PORT_ENV.values()}
     env = {
@@ -140,7 +146,7 @@ def test_up_runs_five_processes_and_sigterm_stops_them_all(tmp_path: Path) -> No
     }
     env.pop("REDIS_URL", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up", "--data-dir", str(tmp_path / "data")],
+        [sys.executable, "-m", "ccbridge.services.cli", "up", "--data-dir", str(tmp_path / "data")],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

@@ -72,7 +72,7 @@ def test_infobip_side_close_closes_the_case(mesh: Mesh) -> None:
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "ccbridge.services.cli",
             "infobip",
             "subscribe",
             "--url",

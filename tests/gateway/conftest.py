@@ -1,6 +1,6 @@
 """Fixtures of the gateway tests: real grpc.aio peer servers and an in-process app.
 
-The peers are real ``grpc.aio`` servers built with ``services._runtime.server`` (health,
+The peers are real ``grpc.aio`` servers built with ``ccbridge.services.runtime.server`` (health,
 reflection, the error interceptor) on 127.0.0.1:0, serving small *recording test doubles*
 of SessionService and ConnectorService: the real Session and Connector are developed in
 parallel and have their own tests; here the doubles record each call (request and
@@ -25,17 +25,17 @@ from starlette.applications import Starlette
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
-from ccbridge.session.v1 import session_pb2, session_pb2_grpc
-from gateway.app import create_app
-from gateway.settings import GatewaySettings
-from services._runtime.errors import (
+from ccbridge.gateway.app import create_app
+from ccbridge.gateway.settings import GatewaySettings
+from ccbridge.services.runtime.errors import (
     CcbridgeError,
     InvalidArgument,
     NotFound,
     Unauthenticated,
     Unavailable,
 )
-from services._runtime.server import ServiceHealth, create_server
+from ccbridge.services.runtime.server import ServiceHealth, create_server
+from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
 ESCALATION_TOKEN = "escalation-secret-token"
 WEBHOOK_TOKEN = "webhook-path-token-0123456789"

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 
+from ccbridge.services.runtime.errors import FailedPrecondition, Unavailable
 from ccbridge.session.v1 import session_pb2
-from services._runtime.errors import FailedPrecondition, Unavailable
 from tests.gateway.conftest import ESCALATION_TOKEN, Peers, assert_error, running_gateway
 
 AUTH = {"Authorization": f"Bearer {ESCALATION_TOKEN}"}

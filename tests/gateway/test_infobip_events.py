@@ -9,8 +9,8 @@ import httpx
 import orjson
 
 from ccbridge.common.v1 import common_pb2
+from ccbridge.services.runtime.errors import Unavailable
 from ccbridge.session.v1 import session_pb2
-from services._runtime.errors import Unavailable
 from tests.gateway.conftest import (
     HMAC_SECRETS,
     Peers,

@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from ccbridge.common.v1 import common_pb2
+from ccbridge.services.runtime.errors import Unavailable
 from ccbridge.session.v1 import session_pb2
-from services._runtime.errors import Unavailable
 from tests.gateway.conftest import WEBHOOK_TOKEN, Peers, assert_error, running_gateway
 from tests.support.redis_server import free_port
 
@@ -66,8 +66,8 @@ async def test_token_rotation_accepts_old_and_new(peers: Peers) -> None:
 
 
 def test_every_rotated_token_must_be_long_enough() -> None:
-    from gateway.settings import GatewaySettings
-    from services._runtime.settings import SettingsError
+    from ccbridge.gateway.settings import GatewaySettings
+    from ccbridge.services.runtime.settings import SettingsError
 
     with pytest.raises(SettingsError, match="each token"):
         GatewaySettings.from_env(

@@ -8,8 +8,8 @@ import asyncio
 
 import httpx
 
+from ccbridge.services.runtime.errors import Unavailable
 from ccbridge.session.v1 import session_pb2
-from services._runtime.errors import Unavailable
 from tests.gateway.conftest import WEBHOOK_TOKEN, Peers, assert_error
 from tests.gateway.test_infobip_legacy import CONV, infobip_message, ingested
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from ccbridge.common.v1 import common_pb2
+from ccbridge.gateway.ingest_stream import IngestStreams
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
-from gateway.ingest_stream import IngestStreams
 from tests.gateway.conftest import WEBHOOK_TOKEN, Peers
 from tests.gateway.test_infobip_legacy import CONV, infobip_message
 

@@ -1,5 +1,5 @@
-"""The gateway as it runs in production: ``python -m gateway`` (uvicorn, real HTTP on
-loopback, SIGTERM) and ``gateway.__main__.start`` (in-process, port 0)."""
+"""The gateway as it runs in production: ``python -m ccbridge.gateway`` (uvicorn, real HTTP on
+loopback, SIGTERM) and ``ccbridge.gateway.__main__.start`` (in-process, port 0)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from gateway.__main__ import start
-from gateway.settings import GatewaySettings
+from ccbridge.gateway.__main__ import start
+from ccbridge.gateway.settings import GatewaySettings
 from tests.gateway.conftest import ESCALATION_TOKEN, WEBHOOK_TOKEN, Peers
 from tests.support.redis_server import free_port
 
@@ -111,7 +111,10 @@ async def test_start_in_process_on_port_zero(peers: Peers) -> None:
 
 def test_the_gateway_process_does_not_load_the_redis_client() -> None:
     """The gateway never talks to Redis: importing redis-py there cost ~8 MiB of RSS."""
-    probe = "import sys, gateway.__main__; print(sorted(m for m in sys.modules if m == 'redis'))"
+    probe = (
+        "import sys, ccbridge.gateway.__main__;"
+        " print(sorted(m for m in sys.modules if m == 'redis'))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", probe],
         capture_output=True,

@@ -6,10 +6,10 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from gateway.app import create_app
-from gateway.settings import GatewaySettings
-from services._runtime.errors import Unavailable
-from services._runtime.settings import SettingsError
+from ccbridge.gateway.app import create_app
+from ccbridge.gateway.settings import GatewaySettings
+from ccbridge.services.runtime.errors import Unavailable
+from ccbridge.services.runtime.settings import SettingsError
 from tests.gateway.conftest import (
     ESCALATION_TOKEN,
     WEBHOOK_TOKEN,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from gateway.webhooks import _decode_signature, infer_content_type, parse_instant
+from ccbridge.gateway.webhooks import _decode_signature, infer_content_type, parse_instant
 
 
 def test_parse_instant_formats() -> None:

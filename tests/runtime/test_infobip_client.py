@@ -8,15 +8,15 @@ from dataclasses import replace
 import grpc
 import pytest
 
-from services._runtime.infobip import (
+from ccbridge.services.infobip.client import (
     InfobipClient,
     InfobipError,
     InfobipNotFound,
     parse_error_body,
 )
-from services._runtime.settings import Secret
-from simulators.infobip import Failure
-from simulators.infobip.server import start_server
+from ccbridge.services.runtime.settings import Secret
+from ccbridge.simulators.infobip import Failure
+from ccbridge.simulators.infobip.server import start_server
 from tests.simulators.infobip.harness import API_KEY, Sim, running_sim
 
 

@@ -10,7 +10,7 @@ import pytest
 from redis.exceptions import DataError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services._runtime.redis import RawPipeline, create_redis
+from ccbridge.services.runtime.redis import RawPipeline, create_redis
 from tests.runtime.test_redis_urls import sentinel
 from tests.support.redis_server import RedisServer
 

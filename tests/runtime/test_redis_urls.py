@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services._runtime.redis import create_redis, parse_sentinel_url
+from ccbridge.services.runtime.redis import create_redis, parse_sentinel_url
 from tests.support.redis_server import RedisServer, free_port, redis_binary
 
 
@@ -71,7 +71,7 @@ async def test_hiredis_packing_connection_speaks_redis(redis_url: str) -> None:
     DataError like redis-py's own packer."""
     from redis.exceptions import DataError
 
-    from services._runtime.redis import HiredisPackingConnection, create_redis
+    from ccbridge.services.runtime.redis import HiredisPackingConnection, create_redis
 
     client = create_redis(redis_url)
     try:
@@ -94,7 +94,7 @@ async def test_hiredis_packing_connection_speaks_redis(redis_url: str) -> None:
 def test_services_run_on_uvloop_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
     import uvloop
 
-    from services._runtime.entry import _loop_factory
+    from ccbridge.services.runtime.entry import _loop_factory
 
     monkeypatch.delenv("CCBRIDGE_UVLOOP", raising=False)
     assert _loop_factory() is uvloop.new_event_loop

@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 
 from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
-from services._runtime.channels import create_channel
-from services._runtime.errors import FarSideError, Unavailable
-from services._runtime.server import create_server
+from ccbridge.services.runtime.channels import create_channel
+from ccbridge.services.runtime.errors import FarSideError, Unavailable
+from ccbridge.services.runtime.server import create_server
 
 
 class _Flaky(routing_pb2_grpc.RoutingServiceServicer):

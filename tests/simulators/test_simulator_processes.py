@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from services._runtime.procs import ProcessGroup, free_port
-from services.localrun import start_simulators
+from ccbridge.services.local.run import start_simulators
+from ccbridge.services.local.supervisor import ProcessGroup, free_port
 
 
 def test_secrets_that_start_with_a_dash(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import redis
 
-from services._runtime.procs import ProcessGroup, free_port, mesh_env
-from services.localrun import ORDER, start_mesh, start_simulators
+from ccbridge.services.local.run import ORDER, start_mesh, start_simulators
+from ccbridge.services.local.supervisor import ProcessGroup, free_port, mesh_env
 
 
 @dataclass

@@ -33,9 +33,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
-from services._runtime.errors import FarSideError
-from services._runtime.settings import EnvReader, Secret
-from services.connector.base import (
+from ccbridge.services.connector.base import (
     Adapter,
     AgentMessage,
     CaseClosedEvent,
@@ -43,6 +41,8 @@ from services.connector.base import (
     CaseToOpen,
     OpenedCase,
 )
+from ccbridge.services.runtime.errors import FarSideError
+from ccbridge.services.runtime.settings import EnvReader, Secret
 
 log = logging.getLogger(__name__)
 

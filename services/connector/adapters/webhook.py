@@ -29,9 +29,7 @@ import orjson
 from google.protobuf import timestamp_pb2
 
 from ccbridge.common.v1 import common_pb2
-from services._runtime.errors import FarSideError, InvalidArgument, Unauthenticated
-from services._runtime.http import LeanPoster, PostFailed, PostTimeout
-from services.connector.base import (
+from ccbridge.services.connector.base import (
     CASE_CONCURRENCY,
     Adapter,
     AgentMessage,
@@ -45,7 +43,9 @@ from services.connector.base import (
     gather_all,
     may_start_post,
 )
-from services.connector.settings import WebhookSettings
+from ccbridge.services.connector.settings import WebhookSettings
+from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unauthenticated
+from ccbridge.services.runtime.http import LeanPoster, PostFailed, PostTimeout
 
 log = logging.getLogger(__name__)
 
@@ -435,7 +435,7 @@ class WebhookAdapter(Adapter):
             follow_redirects=False,
             headers=client_headers,
         )
-        # The hot path's client (services/_runtime/http.py); tests that inject an httpx
+        # The hot path's client (services/runtime/http.py); tests that inject an httpx
         # transport keep httpx, so their far side stays in-process.
         self._lean = (
             LeanPoster(timeout_s=settings.timeout_s, headers=client_headers)

@@ -21,13 +21,13 @@ from starlette.routing import Route
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
+from ccbridge.services.connector.__main__ import ConnectorServer, start
+from ccbridge.services.connector.adapters.webhook import event_id
+from ccbridge.services.connector.settings import ConnectorSettings
+from ccbridge.services.runtime.errors import RETRY_AFTER_METADATA
+from ccbridge.services.runtime.settings import SettingsError
 from ccbridge.session.v1 import session_pb2
-from services._runtime.errors import RETRY_AFTER_METADATA
-from services._runtime.settings import SettingsError
-from services.connector.__main__ import ConnectorServer, start
-from services.connector.adapters.webhook import event_id
-from services.connector.settings import ConnectorSettings
-from simulators.ccaas import CcaasState, create_app
+from ccbridge.simulators.ccaas import CcaasState, create_app
 from tests.services.connector.session_double import SessionDouble, running_session_double
 from tests.simulators.ccaas.support import serve_app
 

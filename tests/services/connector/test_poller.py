@@ -11,9 +11,7 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
-from services._runtime.channels import create_channel
-from services._runtime.errors import FarSideError
-from services.connector.base import (
+from ccbridge.services.connector.base import (
     Adapter,
     AgentMessage,
     CaseClosedEvent,
@@ -21,9 +19,11 @@ from services.connector.base import (
     CaseToOpen,
     OpenedCase,
 )
-from services.connector.poller import Poller
-from services.connector.session_client import SessionReporter
-from services.connector.store import PollLease, poll_lease_key
+from ccbridge.services.connector.poller import Poller
+from ccbridge.services.connector.session_client import SessionReporter
+from ccbridge.services.connector.store import PollLease, poll_lease_key
+from ccbridge.services.runtime.channels import create_channel
+from ccbridge.services.runtime.errors import FarSideError
 from tests.services.connector.session_double import SessionDouble, running_session_double
 
 
@@ -177,8 +177,8 @@ async def test_service_runs_pollers_for_poll_adapters(
     redis_client: aioredis.Redis,
 ) -> None:
     from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
-    from services.connector.__main__ import start
-    from services.connector.settings import ConnectorSettings
+    from ccbridge.services.connector.__main__ import start
+    from ccbridge.services.connector.settings import ConnectorSettings
 
     double, _ = session
     adapter = PollingCcaas(list(EVENTS))

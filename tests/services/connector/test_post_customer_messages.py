@@ -14,10 +14,8 @@ import pytest
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
-from services._runtime.errors import FarSideError, InvalidArgument, Unavailable
-from services._runtime.logging import conversation_id_var
-from services.connector.__main__ import start
-from services.connector.base import (
+from ccbridge.services.connector.__main__ import start
+from ccbridge.services.connector.base import (
     CASE_CONCURRENCY,
     Adapter,
     CaseDelivery,
@@ -25,7 +23,9 @@ from services.connector.base import (
     CaseToOpen,
     OpenedCase,
 )
-from services.connector.settings import ConnectorSettings
+from ccbridge.services.connector.settings import ConnectorSettings
+from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unavailable
+from ccbridge.services.runtime.logging import conversation_id_var
 
 
 def message(mid: str, content_json: str = '{"text":"hi"}') -> common_pb2.Message:
@@ -139,7 +139,7 @@ async def test_default_starts_no_post_after_the_call_ran_out_of_time() -> None:
     the rest was not attempted (Session sends it again), so nothing is dead-lettered."""
     import time
 
-    from services.connector.base import START_POSTS_UNTIL
+    from ccbridge.services.connector.base import START_POSTS_UNTIL
 
     adapter = ScriptedCcaas(delay_s=0.05)
     token = START_POSTS_UNTIL.set(time.monotonic() + 0.02)

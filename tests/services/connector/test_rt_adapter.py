@@ -18,9 +18,7 @@ import redis.asyncio as aioredis
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ccbridge.common.v1 import common_pb2
-from services._runtime.errors import FarSideError
-from services._runtime.settings import SettingsError
-from services.connector.adapters.rt import (
+from ccbridge.services.connector.adapters.rt import (
     RtAdapter,
     RtSettings,
     factory,
@@ -28,7 +26,9 @@ from services.connector.adapters.rt import (
     message_marker,
     requestor_address,
 )
-from services.connector.base import AgentMessage, CaseClosedEvent, CaseEvent, CaseToOpen
+from ccbridge.services.connector.base import AgentMessage, CaseClosedEvent, CaseEvent, CaseToOpen
+from ccbridge.services.runtime.errors import FarSideError
+from ccbridge.services.runtime.settings import SettingsError
 from tests.support.rt import RtPeer
 
 pytestmark = pytest.mark.rt

@@ -17,9 +17,7 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from ccbridge.common.v1 import common_pb2
-from services._runtime.errors import FarSideError, Unauthenticated
-from services._runtime.settings import Secret
-from services.connector.adapters.webhook import (
+from ccbridge.services.connector.adapters.webhook import (
     MAX_RESPONSE_BYTES,
     WebhookAdapter,
     event_id,
@@ -28,8 +26,10 @@ from services.connector.adapters.webhook import (
     signed_headers,
     verify_signature,
 )
-from services.connector.base import CaseToOpen
-from services.connector.settings import WebhookSettings
+from ccbridge.services.connector.base import CaseToOpen
+from ccbridge.services.connector.settings import WebhookSettings
+from ccbridge.services.runtime.errors import FarSideError, Unauthenticated
+from ccbridge.services.runtime.settings import Secret
 
 NOW = 1_750_000_000.0
 

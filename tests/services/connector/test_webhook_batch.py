@@ -21,18 +21,18 @@ import pytest
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
-from services._runtime.settings import Secret, SettingsError
-from services.connector.__main__ import start
-from services.connector.adapters.webhook import (
+from ccbridge.services.connector.__main__ import start
+from ccbridge.services.connector.adapters.webhook import (
     MAX_RESPONSE_BYTES,
     MAX_RETRY_AFTER_S,
     WebhookAdapter,
     event_id,
     verify_signature,
 )
-from services.connector.base import CaseMessages, CaseToOpen
-from services.connector.settings import ConnectorSettings, WebhookSettings
-from simulators.ccaas import CcaasState, create_app
+from ccbridge.services.connector.base import CaseMessages, CaseToOpen
+from ccbridge.services.connector.settings import ConnectorSettings, WebhookSettings
+from ccbridge.services.runtime.settings import Secret, SettingsError
+from ccbridge.simulators.ccaas import CcaasState, create_app
 from tests.simulators.ccaas.support import serve_app
 
 SECRET = "batch-secret-0123456789abcdef"
@@ -260,7 +260,7 @@ async def test_a_refused_request_falls_back_to_single_events(
     far.state.close_by_agent(b, "resolved")
     far.state.inject_failures(1, 400, retry_after=None)
     recording.requests.clear()
-    with caplog.at_level(logging.WARNING, logger="services.connector.adapters.webhook"):
+    with caplog.at_level(logging.WARNING, logger="ccbridge.services.connector.adapters.webhook"):
         results = await adapter.post_customer_messages(
             [case(a, "conv-a", "a1", "a2"), case(b, "conv-b", "b1", "b2")]
         )

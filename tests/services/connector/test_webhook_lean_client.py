@@ -1,5 +1,5 @@
 """The webhook adapter as deployed: no injected transport, so its POSTs go through the
-lean aiohttp client (services/_runtime/http.py) to real HTTP servers on loopback — the
+lean aiohttp client (services/runtime/http.py) to real HTTP servers on loopback — the
 CCaaS simulator, and small apps for the far side's failure modes."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from services._runtime.http import LeanPoster, PostFailed, PostTimeout
-from services.connector.adapters.webhook import MAX_RESPONSE_BYTES, WebhookAdapter
-from simulators.ccaas import CcaasState, create_app
+from ccbridge.services.connector.adapters.webhook import MAX_RESPONSE_BYTES, WebhookAdapter
+from ccbridge.services.runtime.http import LeanPoster, PostFailed, PostTimeout
+from ccbridge.simulators.ccaas import CcaasState, create_app
 from tests.services.connector.test_webhook_batch import (
     SECRET,
     Far,

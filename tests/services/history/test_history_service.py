@@ -12,9 +12,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.history.v1 import history_pb2, history_pb2_grpc
-from services.history.__main__ import RunningHistory, start
-from services.history.settings import HistorySettings
-from simulators.infobip import Failure
+from ccbridge.services.history.__main__ import RunningHistory, start
+from ccbridge.services.history.settings import HistorySettings
+from ccbridge.simulators.infobip import Failure
 from tests.simulators.infobip.harness import API_KEY, BASE_URL, Sim, running_sim
 
 

@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 import pytest
 
 from ccbridge.common.v1 import common_pb2
-from services._runtime.settings import SettingsError
-from services.history.settings import HistorySettings
-from services.history.transcript import (
+from ccbridge.services.history.settings import HistorySettings
+from ccbridge.services.history.transcript import (
     TranscriptBuilder,
     page_size,
     parse_timestamp,
     to_message,
 )
+from ccbridge.services.runtime.settings import SettingsError
 
 
 @pytest.mark.parametrize(

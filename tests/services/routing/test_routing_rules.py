@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.routing.rules import Facts, RulesError, RuleSet, parse_rules
+from ccbridge.services.routing.rules import Facts, RulesError, RuleSet, parse_rules
 
 ROOT = Path(__file__).resolve().parents[3]
 

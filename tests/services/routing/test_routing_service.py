@@ -15,10 +15,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
-from services.routing.__main__ import RoutingServer, start
-from services.routing.rules import RulesError
-from services.routing.settings import RoutingSettings
-from services.routing.store import RulesStore
+from ccbridge.services.routing.__main__ import RoutingServer, start
+from ccbridge.services.routing.rules import RulesError
+from ccbridge.services.routing.settings import RoutingSettings
+from ccbridge.services.routing.store import RulesStore
 
 RULES_V1 = """
 rules:
@@ -125,7 +125,7 @@ async def test_reload_on_change_and_broken_file_keeps_last_good(
         connector="rt", queue="vip", priority=9, rule="whatsapp-vip"
     )
 
-    with caplog.at_level(logging.ERROR, logger="services.routing.store"):
+    with caplog.at_level(logging.ERROR, logger="ccbridge.services.routing.store"):
         write_rules(rules_file, RULES_V2 + "    unexpected: key\n")
         response = await stub.Route(request, timeout=5)
     assert response.decision.rule == "whatsapp-vip"  # the last good rules still apply
@@ -200,7 +200,7 @@ async def test_invalid_initial_file_fails_fast(tmp_path: Path) -> None:
 
 
 def test_settings_errors_are_reported_together() -> None:
-    from services._runtime.settings import SettingsError
+    from ccbridge.services.runtime.settings import SettingsError
 
     with pytest.raises(SettingsError) as info:
         RoutingSettings.from_env(

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Mapping
 import grpc
 import pytest
 
+from ccbridge.services.session.__main__ import RunningSession, start
+from ccbridge.services.session.settings import SessionSettings
 from ccbridge.session.v1 import session_pb2_grpc
-from services.session.__main__ import RunningSession, start
-from services.session.settings import SessionSettings
 
 
 def session_settings(redis_url: str, **overrides: str) -> SessionSettings:

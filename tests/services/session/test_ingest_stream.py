@@ -9,8 +9,8 @@ import asyncio
 import grpc
 
 from ccbridge.common.v1 import common_pb2
+from ccbridge.services.session.__main__ import RunningSession
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
-from services.session.__main__ import RunningSession
 
 ACCEPTED = session_pb2.INGEST_OUTCOME_ACCEPTED
 DUPLICATE = session_pb2.INGEST_OUTCOME_DUPLICATE

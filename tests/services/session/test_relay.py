@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2
-from services.session.relay import Failure, InboxRelay
-from services.session.store import RelayClaim, SessionStore
+from ccbridge.services.session.relay import Failure, InboxRelay
+from ccbridge.services.session.store import RelayClaim, SessionStore
 
 Answer = Callable[[connector_pb2.CaseMessages], connector_pb2.CaseDeliveryResult]
 

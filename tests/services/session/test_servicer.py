@@ -8,8 +8,8 @@ import grpc
 import pytest
 
 from ccbridge.common.v1 import common_pb2
+from ccbridge.services.session.__main__ import RunningSession
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
-from services.session.__main__ import RunningSession
 
 Api = tuple[RunningSession, session_pb2_grpc.SessionServiceStub]
 IN = common_pb2.DIRECTION_INBOUND

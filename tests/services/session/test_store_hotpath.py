@@ -10,7 +10,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
-from services.session.store import (
+from ccbridge.services.session.store import (
     INGEST_ACCEPTED,
     INGEST_DUPLICATE,
     INGEST_IGNORED,

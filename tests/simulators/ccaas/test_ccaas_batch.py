@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from simulators.ccaas import CcaasState, create_app
+from ccbridge.simulators.ccaas import CcaasState, create_app
 from tests.simulators.ccaas.test_ccaas_simulator import (
     SECRET,
     customer_event,

@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from services.connector.adapters.webhook import verify_signature
-from simulators.ccaas import CcaasState, create_app
-from simulators.ccaas.state import now_iso
+from ccbridge.services.connector.adapters.webhook import verify_signature
+from ccbridge.simulators.ccaas import CcaasState, create_app
+from ccbridge.simulators.ccaas.state import now_iso
 from tests.simulators.ccaas.support import serve_app
 
 SECRET = "sim-secret-0123456789abcdef"

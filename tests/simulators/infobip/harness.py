@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from services._runtime.infobip import InfobipClient
-from services._runtime.settings import Secret
-from simulators.infobip import InfobipSimState, create_app
+from ccbridge.services.infobip.client import InfobipClient
+from ccbridge.services.runtime.settings import Secret
+from ccbridge.simulators.infobip import InfobipSimState, create_app
 
 API_KEY = "test-key"
 BASE_URL = "http://infobip.test"

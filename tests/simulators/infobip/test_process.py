@@ -1,4 +1,4 @@
-"""The simulator as a separate process (``python -m simulators.infobip``), and the
+"""The simulator as a separate process (``python -m ccbridge.simulators.infobip``), and the
 ``infobip`` CLI commands against it."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services import cli_infobip
+from ccbridge.services.infobip import cli as cli_infobip
 from tests.support.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -28,7 +28,7 @@ def sim_process() -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "simulators.infobip",
+            "ccbridge.simulators.infobip",
             "--port",
             str(port),
             "--api-key",

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from simulators.infobip import SIGNATURE_HEADER
+from ccbridge.simulators.infobip import SIGNATURE_HEADER
 from tests.simulators.infobip.harness import API_KEY, Receiver, Sim, running_sim
 
 AUTH = {"Authorization": f"App {API_KEY}"}

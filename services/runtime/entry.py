@@ -9,9 +9,9 @@ import sys
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol, TypeVar
 
-from services._runtime.gc_tuning import settle_after_startup
-from services._runtime.logging import configure_logging
-from services._runtime.settings import CommonSettings, SettingsError
+from ccbridge.services.runtime.gc_tuning import settle_after_startup
+from ccbridge.services.runtime.logging import configure_logging
+from ccbridge.services.runtime.settings import CommonSettings, SettingsError
 
 
 class _HasCommon(Protocol):

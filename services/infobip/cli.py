@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from services._runtime.infobip import (
+from ccbridge.services.infobip.client import (
     DEFAULT_SUBSCRIPTION_EVENTS,
     InfobipClient,
     InfobipError,
 )
-from services._runtime.settings import EnvReader, Secret, SettingsError
+from ccbridge.services.runtime.settings import EnvReader, Secret, SettingsError
 
 _WEBHOOK_PATH = re.compile(r"/webhooks/infobip/([^/]+)$")
 _EVENTS_PATH = "/webhooks/infobip/events"
@@ -207,7 +207,7 @@ def subscribe_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m services.cli_infobip infobip ...``)."""
+    """Standalone entry (``python -m ccbridge.services.infobip.cli infobip ...``)."""
     parser = argparse.ArgumentParser(prog="ccbridge")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_infobip_commands(subparsers)

@@ -24,13 +24,13 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 COMPONENT_MODULES = {
-    "gateway": "gateway",
-    "session": "services.session",
-    "history": "services.history",
-    "routing": "services.routing",
-    "connector": "services.connector",
-    "infobip-sim": "simulators.infobip",
-    "ccaas-sim": "simulators.ccaas",
+    "gateway": "ccbridge.gateway",
+    "session": "ccbridge.services.session",
+    "history": "ccbridge.services.history",
+    "routing": "ccbridge.services.routing",
+    "connector": "ccbridge.services.connector",
+    "infobip-sim": "ccbridge.simulators.infobip",
+    "ccaas-sim": "ccbridge.simulators.ccaas",
 }
 DEFAULT_PORTS = {
     "gateway": 8000,

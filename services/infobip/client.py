@@ -3,7 +3,7 @@
 It owns the HTTP edge towards Infobip: ``Authorization: App <key>``, JSON, a total
 timeout per attempt, parsing of both error shapes Infobip answers with
 (``requestError.serviceException`` and ``{statusCode, message}``), and the mapping of
-failures onto :class:`InfobipError` (a :class:`~services._runtime.errors.FarSideError`).
+failures onto :class:`InfobipError` (a :class:`~ccbridge.services.runtime.errors.FarSideError`).
 
 Retries: reads (GET) and repeatable writes (PUT, PATCH, and the POSTs whose repetition is
 harmless: create/add tag) are retried here on retryable failures with capped exponential
@@ -26,9 +26,9 @@ from urllib.parse import quote, urlencode
 import grpc
 import httpx
 
-from services._runtime.errors import FarSideError
-from services._runtime.http import LeanPoster, PostFailed, PostTimeout
-from services._runtime.settings import Secret
+from ccbridge.services.runtime.errors import FarSideError
+from ccbridge.services.runtime.http import LeanPoster, PostFailed, PostTimeout
+from ccbridge.services.runtime.settings import Secret
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class InfobipClient:
             transport=transport,
             follow_redirects=False,
         )
-        # Deployed, calls go through the lean client (services/_runtime/http.py: a
+        # Deployed, calls go through the lean client (services/runtime/http.py: a
         # quarter of httpx's CPU per call); tests that inject a transport keep httpx.
         self._lean = (
             LeanPoster(timeout_s=timeout_s, headers=client_headers, max_connections=64)

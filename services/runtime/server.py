@@ -26,13 +26,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services._runtime.errors import RETRY_AFTER_METADATA, CcbridgeError, FarSideError
-from services._runtime.logging import conversation_id_var, request_id_var, rpc_var
+from ccbridge.services.runtime.errors import RETRY_AFTER_METADATA, CcbridgeError, FarSideError
+from ccbridge.services.runtime.logging import conversation_id_var, request_id_var, rpc_var
 
 log = logging.getLogger(__name__)
 
 LIVENESS_SERVICE = "liveness"
-# Clients retry UNAVAILABLE from a restarting peer (services/_runtime/channels.py); an
+# Clients retry UNAVAILABLE from a restarting peer (services/runtime/channels.py); an
 # answer a servicer chose (e.g. "the far side is down") must not be retried by the
 # channel: the caller's own back-off, which honours Retry-After, decides.
 _NO_CHANNEL_RETRY = ("grpc-retry-pushback-ms", "-1")
