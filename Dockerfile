@@ -26,7 +26,10 @@ WORKDIR /src
 # .dockerignore keeps tests, caches, the local venv and git out of the context.
 COPY . .
 # A regular (not editable) install: the runtime stage gets only /opt/venv, not /src.
-RUN pip install . \
+# Every version from the lock file (requirements.lock, see README "Development"); only
+# the product's own dependencies are installed (no dev tools, no embedded Redis).
+RUN pip install -c requirements.lock pip setuptools wheel \
+ && pip install --no-build-isolation -c requirements.lock . \
  && ccbridge --help > /dev/null
 
 # --- runtime: Python, the venv and nothing else ----------------------------------------

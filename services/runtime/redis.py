@@ -94,7 +94,7 @@ def create_redis(url: str, *, max_connections: int = 64) -> aioredis.Redis:
     options = _client_options(max_connections)
     if url.startswith(f"{SENTINEL_SCHEME}://"):
         sentinels, master, db, password = parse_sentinel_url(url)
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             sentinels,
             socket_timeout=options["socket_timeout"],
             sentinel_kwargs={"password": password} if password else None,
