@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ccbridge.services.connector.registry import ADAPTERS
+from ccbridge.services.runtime.ports import DEFAULT_PORTS, default_addr
 from ccbridge.services.runtime.settings import CommonSettings, EnvReader, Secret
 
 
@@ -79,8 +80,10 @@ class ConnectorSettings:
         settings = cls(
             common=CommonSettings.read(env),
             bind_host=env.str("CCBRIDGE_BIND_HOST", "127.0.0.1"),
-            port=env.int("CCBRIDGE_CONNECTOR_PORT", 50054, minimum=0, maximum=65535),
-            session_addr=env.str("SESSION_ADDR", "127.0.0.1:50051"),
+            port=env.int(
+                "CCBRIDGE_CONNECTOR_PORT", DEFAULT_PORTS["connector"], minimum=0, maximum=65535
+            ),
+            session_addr=env.str("SESSION_ADDR", default_addr("session")),
             connectors=tuple(names),
             poll_interval_s=env.float("CCBRIDGE_POLL_INTERVAL_S", 2.0, minimum=0.01),
             webhook=WebhookSettings.read(env) if "webhook" in names else None,

@@ -21,9 +21,10 @@ from starlette.routing import Route
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
-from ccbridge.services.connector.__main__ import ConnectorServer, start
+from ccbridge.services.connector.__main__ import RunningConnector, build
 from ccbridge.services.connector.adapters.webhook import event_id
 from ccbridge.services.connector.settings import ConnectorSettings
+from ccbridge.services.runtime.component import start
 from ccbridge.services.runtime.errors import RETRY_AFTER_METADATA
 from ccbridge.services.runtime.settings import SettingsError
 from ccbridge.session.v1 import session_pb2
@@ -40,7 +41,7 @@ class Mesh:
     ccaas: CcaasState
     ccaas_url: str
     session: SessionDouble
-    connector: ConnectorServer
+    connector: RunningConnector
     stub: connector_pb2_grpc.ConnectorServiceStub
     channel: grpc.aio.Channel
 
@@ -64,13 +65,14 @@ async def mesh(
             {
                 "REDIS_URL": redis_url,
                 "CCBRIDGE_CONNECTOR_PORT": "0",
+                "CCBRIDGE_DRAIN_DELAY_S": "0",
                 "SESSION_ADDR": f"127.0.0.1:{session_port}",
                 "CCBRIDGE_WEBHOOK_CONNECTOR_URL": f"{url}/webhook",
                 "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": f"{SECRET},{OLD_SECRET}",
                 "CCBRIDGE_WEBHOOK_CONNECTOR_TIMEOUT_S": "3",
             }
         )
-        connector = await start(settings)
+        connector = await start(build, settings)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{connector.port}") as channel:
                 yield Mesh(
@@ -258,7 +260,7 @@ async def test_far_side_down_is_unavailable_with_retry_after(mesh: Mesh) -> None
 
 
 async def test_far_side_unreachable_is_unavailable(mesh: Mesh) -> None:
-    adapter: Any = mesh.connector.adapters["webhook"]
+    adapter: Any = mesh.connector.parts.adapters["webhook"]
     adapter.url = "http://127.0.0.1:9/webhook"  # discard port: connection refused
     error = await rpc_error(mesh.stub.OpenCase(open_request(), timeout=10))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
