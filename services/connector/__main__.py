@@ -58,7 +58,11 @@ async def build(
     redis = create_redis(settings.common.redis_url)
     channel = create_channel(settings.session_addr)
     try:
-        built = dict(adapters) if adapters is not None else await create_adapters(settings, redis)
+        built = (
+            dict(adapters)
+            if adapters is not None
+            else await create_adapters(settings.adapters, redis)
+        )
     except BaseException:
         await channel.close()
         await redis.aclose()

@@ -491,3 +491,29 @@ def test_settings_report_every_problem() -> None:
     assert settings.connectors == ("webhook",)
     assert settings.webhook is not None and len(settings.webhook.secrets) == 2
     assert "a" not in repr(settings.webhook.secrets) and "env=" not in repr(settings)
+
+
+def test_settings_errors_of_every_enabled_connector_come_in_one_message() -> None:
+    with pytest.raises(SettingsError) as info:
+        ConnectorSettings.from_env(
+            {
+                "CCBRIDGE_CONNECTORS": "webhook,rt",
+                "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://x/h",
+                "CCBRIDGE_RT_URL": "not a url",
+                "CCBRIDGE_RT_POLL_PAGE": "500",
+            }
+        )
+    text = str(info.value)
+    assert text.count("invalid") == 1, text
+    for fragment in (
+        "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET",
+        "CCBRIDGE_RT_URL",
+        "CCBRIDGE_RT_TOKEN",
+        "CCBRIDGE_RT_POLL_PAGE",
+    ):
+        assert fragment in text
+    settings = ConnectorSettings.from_env(
+        {"CCBRIDGE_CONNECTORS": "rt", "CCBRIDGE_RT_URL": "http://rt", "CCBRIDGE_RT_TOKEN": "t"}
+    )
+    assert list(settings.adapters) == ["rt"] and settings.webhook is None
+    assert "'t'" not in repr(settings)
