@@ -154,6 +154,7 @@ async def start(build: Build[S, P], settings: S) -> Running[P]:
     ``settings.address``, starts the server, then readiness, then background jobs."""
     component = await build(settings, CollectorRegistry(auto_describe=True))
     started: list[Background] = []
+    server: grpc.aio.Server | None = None
     try:
         servicers = component.servicers
 
@@ -169,6 +170,8 @@ async def start(build: Build[S, P], settings: S) -> Running[P]:
             job.start()
             started.append(job)
     except BaseException:
+        if server is not None:
+            await server.stop(0)
         for job in reversed(started):
             await job.stop()
         await component.close()
