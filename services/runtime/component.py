@@ -136,7 +136,10 @@ class Running(Generic[P]):
             if self.drain_delay_s > 0:
                 await asyncio.sleep(self.drain_delay_s)
             for hook in self.component.drain:
-                hook()
+                try:
+                    hook()
+                except Exception:
+                    log.exception("draining %s failed", self.component.name)
             await self.server.stop(self.grace_s)
             for job in reversed(self.component.background):
                 try:
@@ -155,6 +158,7 @@ async def start(build: Build[S, P], settings: S) -> Running[P]:
     component = await build(settings, CollectorRegistry(auto_describe=True))
     started: list[Background] = []
     server: grpc.aio.Server | None = None
+    health: ServiceHealth | None = None
     try:
         servicers = component.servicers
 
@@ -170,6 +174,8 @@ async def start(build: Build[S, P], settings: S) -> Running[P]:
             job.start()
             started.append(job)
     except BaseException:
+        if health is not None:
+            await health.enter_shutdown()
         if server is not None:
             await server.stop(0)
         for job in reversed(started):
