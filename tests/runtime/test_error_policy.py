@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.component import start
 from ccbridge.services.runtime.errors import (
     RETRYABLE_CODES,
@@ -214,7 +215,7 @@ async def test_redis_outage_on_unary_and_stream_rpcs_is_unavailable() -> None:
             call = stub.IngestStream(timeout=10)
             await call.write(
                 session_pb2.IngestStreamRequest(
-                    batch_id=1, messages=[{"id": "m-1", "conversation_id": "c-1"}]
+                    batch_id=1, messages=[common_pb2.Message(id="m-1", conversation_id="c-1")]
                 )
             )
             await call.done_writing()

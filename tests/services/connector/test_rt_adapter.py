@@ -20,12 +20,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.connector.adapters.rt import (
     RtAdapter,
-    RtSettings,
     build,
     html_to_text,
     message_marker,
     requestor_address,
 )
+from ccbridge.services.connector.adapters.rt_settings import RtSettings
 from ccbridge.services.connector.base import AgentMessage, CaseClosedEvent, CaseEvent, CaseToOpen
 from ccbridge.services.runtime.errors import FarSideError
 from ccbridge.services.runtime.settings import SettingsError

@@ -29,8 +29,9 @@ from ccbridge.services.connector.adapters.webhook import (
     event_id,
     verify_signature,
 )
+from ccbridge.services.connector.adapters.webhook_settings import WebhookSettings
 from ccbridge.services.connector.base import CaseMessages, CaseToOpen
-from ccbridge.services.connector.settings import ConnectorSettings, WebhookSettings
+from ccbridge.services.connector.settings import ConnectorSettings
 from ccbridge.services.runtime.component import start
 from ccbridge.services.runtime.settings import Secret, SettingsError
 from ccbridge.simulators.ccaas import CcaasState, create_app
