@@ -1,107 +1,85 @@
 """Entry point: ``python -m ccbridge.gateway`` serves the gateway with uvicorn (uvloop and
 httptools when installed) on CCBRIDGE_BIND_HOST:CCBRIDGE_HTTP_PORT.
 
-Shutdown on SIGTERM/SIGINT: /readyz turns 503 at once, the server keeps answering for
-a short drain delay (load balancers notice), then stops accepting connections, lets
-in-flight requests finish for up to CCBRIDGE_SHUTDOWN_GRACE_S, closes the gRPC channels
-and exits 0. A second signal skips the drain; a third forces the exit. Access logs are
-off: webhook URLs carry a secret token.
+uvicorn is used through its documented API only: ``uvicorn.Config`` +
+``uvicorn.Server.serve(sockets=...)``, ``started``, ``should_exit``/``force_exit`` and the
+app's lifespan. Shutdown on SIGTERM/SIGINT (:meth:`RunningGateway.stop`, the same call
+tests make): readiness turns false (/readyz answers 503), the server keeps answering for
+CCBRIDGE_DRAIN_DELAY_S (load balancers notice), then ``should_exit`` starts uvicorn's
+graceful shutdown: it stops accepting connections, lets in-flight requests finish for up
+to CCBRIDGE_SHUTDOWN_GRACE_S, and the lifespan closes the gRPC channels; exit 0. A second
+signal skips the rest of the drain; a third forces the exit. Access logs are off: webhook
+URLs carry a secret token.
+
+Signals: ``Server.serve`` installs uvicorn's own handlers while it runs (they would stop
+at once, and re-raise the signal afterwards: exit 143). Once the server has started,
+``serve`` installs the loop's handlers in their place; uvicorn then has captured nothing
+and restores the previous handlers when it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-import os
 import signal
-import sys
-import time
-from collections.abc import Iterator
+import socket
 from dataclasses import dataclass
-from types import FrameType
 
 import uvicorn
 
 from ccbridge.gateway.app import create_app
 from ccbridge.gateway.backends import Backends
 from ccbridge.gateway.settings import GatewaySettings
-from ccbridge.services.runtime.gc_tuning import settle_after_startup
-from ccbridge.services.runtime.logging import configure_logging
-from ccbridge.services.runtime.settings import SettingsError
+from ccbridge.services.runtime.entry import run_component
 
 log = logging.getLogger(__name__)
 
-DRAIN_DELAY_S = 1.0
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket (bound here so port 0 is known before the server starts)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
-class GatewayServer(uvicorn.Server):
-    """uvicorn server that reports not-ready before it stops accepting connections."""
+@dataclass
+class RunningGateway:
+    """A started gateway: its port, readiness flag (``backends.draining``) and the one
+    stop order."""
 
-    def __init__(
-        self,
-        config: uvicorn.Config,
-        backends: Backends,
-        *,
-        drain_delay_s: float = DRAIN_DELAY_S,
-        install_signal_handlers: bool = True,
-    ) -> None:
-        super().__init__(config)
-        self._backends = backends
-        self._drain_delay_s = drain_delay_s
-        self._install_signal_handlers = install_signal_handlers
-        self._exit_at: float | None = None
-        self._drain_logged = False
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    port: int
+    backends: Backends
+    drain_delay_s: float
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if not self._install_signal_handlers:
-            yield
-            return
-        # Our own handlers (not uvicorn's): uvicorn re-raises the captured signal after
-        # shutdown, which would end the process with 143 instead of 0.
-        handled = (signal.SIGTERM, signal.SIGINT)
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        # Runs as a signal handler: only flip flags here (no logging, no awaits).
-        if self._exit_at is None:
-            self._backends.draining = True
-            self._exit_at = time.monotonic() + self._drain_delay_s
-        elif not self.should_exit:
-            self.should_exit = True
-        else:
-            self.force_exit = True
-
-    async def on_tick(self, counter: int) -> bool:
-        if self._exit_at is not None:
-            if not self._drain_logged:
-                self._drain_logged = True
-                log.info("shutdown requested; draining for %.1fs", self._drain_delay_s)
-            if time.monotonic() >= self._exit_at:
-                self.should_exit = True
-        return await super().on_tick(counter)
+    async def stop(self) -> None:
+        """Readiness false → drain delay (cut short if the server ends) → graceful stop."""
+        if not self.backends.draining:
+            self.backends.draining = True
+            log.info("shutdown requested; draining for %.1fs", self.drain_delay_s)
+            if self.drain_delay_s > 0:
+                await asyncio.wait([self.task], timeout=self.drain_delay_s)
+        self.server.should_exit = True
+        await self.task
 
 
-def build_server(
-    settings: GatewaySettings,
-    *,
-    install_signal_handlers: bool = True,
-    drain_delay_s: float = DRAIN_DELAY_S,
-) -> GatewayServer:
-    """The uvicorn server for ``settings`` (not started)."""
+async def start(settings: GatewaySettings) -> RunningGateway:
+    """Starts the gateway in the running loop (port 0 picks a free port) and returns once
+    it serves; production (:func:`serve`) and tests both start it here."""
     app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.bind_host,
         port=settings.http_port,
-        loop="auto",  # uvloop when installed
         http="auto",  # httptools when installed
         ws="none",  # no WebSocket routes: keep that parser off the edge
         lifespan="on",
@@ -113,59 +91,52 @@ def build_server(
         timeout_graceful_shutdown=math.ceil(settings.common.shutdown_grace_s),
         timeout_keep_alive=75,  # above typical load-balancer idle timeouts (60 s)
     )
-    return GatewayServer(
-        config,
-        app.state.backends,
-        drain_delay_s=drain_delay_s,
-        install_signal_handlers=install_signal_handlers,
-    )
-
-
-@dataclass
-class RunningGateway:
-    """A gateway served in-process (tests, ``ccbridge up``): its port and how to stop it."""
-
-    server: GatewayServer
-    task: asyncio.Task[None]
-    port: int
-
-    async def stop(self) -> None:
-        self.server.should_exit = True
-        await self.task
-
-
-async def start(settings: GatewaySettings) -> RunningGateway:
-    """Starts the gateway in the running loop (port 0 picks a free port); no signal
-    handlers are installed and no drain delay applies on ``stop()``."""
-    server = build_server(settings, install_signal_handlers=False, drain_delay_s=0.0)
-    task = asyncio.create_task(server.serve(), name="gateway")
-    while not server.started:
-        if task.done():
-            await task  # raises the startup error
-            raise RuntimeError("gateway exited during startup")
-        await asyncio.sleep(0.01)
-    port = int(server.servers[0].sockets[0].getsockname()[1])
-    return RunningGateway(server, task, port)
+    sock = _bind(settings.bind_host, settings.http_port)
+    port = int(sock.getsockname()[1])
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="gateway")
+    try:
+        while not server.started:
+            if task.done():
+                await task  # raises the startup error, if any
+                raise RuntimeError("gateway exited during startup")
+            await asyncio.sleep(0.01)
+    except BaseException:
+        sock.close()  # once serving, uvicorn closes it on shutdown
+        raise
+    backends: Backends = app.state.backends
+    return RunningGateway(server, task, port, backends, settings.common.drain_delay_s)
 
 
 async def serve(settings: GatewaySettings) -> None:
-    """Serves until SIGTERM/SIGINT, then shuts down gracefully."""
-    await build_server(settings).serve()
+    """Serves until SIGTERM/SIGINT, then shuts down gracefully (see the module docstring)."""
+    running = await start(settings)
+    log.info("gateway listening on %s:%d", settings.bind_host, running.port)
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def on_signal() -> None:
+        if not stopping:
+            stopping.append(loop.create_task(running.stop(), name="gateway-stop"))
+        elif not running.server.should_exit:
+            running.server.should_exit = True
+        else:
+            running.server.force_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await running.task
+        for task in stopping:
+            await task
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
 
 def main() -> None:
-    try:
-        settings = GatewaySettings.from_env(os.environ)
-    except SettingsError as exc:
-        print(f"ccbridge gateway: {exc}", file=sys.stderr)  # logging is not configured yet
-        sys.exit(2)
-    configure_logging("gateway", settings.common.log_level, settings.common.log_format)
-    server = build_server(settings)
-    settle_after_startup()
-    log.info("gateway listening on %s:%d", settings.bind_host, settings.http_port)
-    # uvicorn's runner picks the uvloop loop factory; it exits non-zero itself when
-    # startup fails (port in use, lifespan error).
-    server.run()
+    # A port in use ends the process with exit 2 and one line, as bad settings do.
+    run_component("gateway", GatewaySettings.from_env, serve, fatal=(OSError,))
 
 
 if __name__ == "__main__":

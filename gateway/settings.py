@@ -10,6 +10,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ccbridge.services.runtime.ports import DEFAULT_PORTS, default_addr
 from ccbridge.services.runtime.settings import CommonSettings, EnvReader, Secret
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -95,9 +96,11 @@ class GatewaySettings:
                 maximum=64 * 1024 * 1024,
             ),
             grpc_timeout_s=env.float("CCBRIDGE_GRPC_TIMEOUT_S", 5.0, minimum=0.1),
-            session_addr=env.str("SESSION_ADDR", "127.0.0.1:50051"),
-            connector_addr=env.str("CONNECTOR_ADDR", "127.0.0.1:50054"),
-            http_port=env.int("CCBRIDGE_HTTP_PORT", 8000, minimum=0, maximum=65535),
+            session_addr=env.str("SESSION_ADDR", default_addr("session")),
+            connector_addr=env.str("CONNECTOR_ADDR", default_addr("connector")),
+            http_port=env.int(
+                "CCBRIDGE_HTTP_PORT", DEFAULT_PORTS["gateway"], minimum=0, maximum=65535
+            ),
             bind_host=env.str("CCBRIDGE_BIND_HOST", "127.0.0.1"),
             forwarded_allow_ips=env.str("FORWARDED_ALLOW_IPS", "127.0.0.1"),
             common=CommonSettings.read(env),

@@ -40,6 +40,9 @@ from typing import Any
 import kubernetes_validate
 import yaml
 
+# The ports table the code uses: the manifests must agree with it.
+from ccbridge.services.runtime.ports import GRPC_PORTS, HTTP_PORTS
+
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 KUBERNETES_VERSION = "1.30"
@@ -47,13 +50,6 @@ KUBERNETES_VERSION = "1.30"
 PART_OF = "ccbridge"
 IMAGE = "ccbridge"  # the skaffold artifact; every ccbridge container uses it
 UID = 10001
-GRPC_PORTS: Mapping[str, int] = {
-    "session": 50051,
-    "history": 50052,
-    "routing": 50053,
-    "connector": 50054,
-}
-HTTP_PORTS: Mapping[str, int] = {"gateway": 8000}
 COMPONENTS = ("gateway", *GRPC_PORTS)
 PEER_ADDRS: Mapping[str, str] = {
     "SESSION_ADDR": "session",
@@ -70,7 +66,7 @@ SETTINGS_CLASSES: Mapping[str, str] = {
     "routing": "ccbridge.services.routing.settings:RoutingSettings",
     "connector": "ccbridge.services.connector.settings:ConnectorSettings",
 }
-DRAIN_S = 1.0  # services/runtime/server.py: serve_until_signalled(drain_delay_s=1.0)
+DRAIN_S = 1.0  # CCBRIDGE_DRAIN_DELAY_S default (services/runtime/settings.py)
 DEFAULT_GRACE_S = 5.0  # CCBRIDGE_SHUTDOWN_GRACE_S default
 # Secrets the operator creates out of band (docs/deploy.md); any other must be rendered.
 EXTERNAL_SECRETS = frozenset({"ccbridge-secrets", "ccbridge-redis"})
@@ -411,6 +407,7 @@ def check_workloads(docs: list[Doc], *, limits_required: bool = False) -> list[s
     config_maps = _by_kind(docs, "ConfigMap")
     secrets = _by_kind(docs, "Secret")
     grace = float(_settings(docs).get("CCBRIDGE_SHUTDOWN_GRACE_S", DEFAULT_GRACE_S))
+    drain = float(_settings(docs).get("CCBRIDGE_DRAIN_DELAY_S", DRAIN_S))
     rules_path = _settings(docs).get("CCBRIDGE_ROUTING_RULES", "")
 
     for wl in _workloads(docs):
@@ -484,11 +481,11 @@ def check_workloads(docs: list[Doc], *, limits_required: bool = False) -> list[s
                 tmp = mounts.get("/tmp")
                 if not tmp or "emptyDir" not in volumes.get(tmp["name"], {}):
                     problems.append(f"{cref}: /tmp must be an emptyDir (read-only root)")
-                needed = DRAIN_S + grace + _prestop_sleep_s(c)
+                needed = drain + grace + _prestop_sleep_s(c)
                 if not tgps > needed:
                     problems.append(
                         f"{ref}: terminationGracePeriodSeconds {tgps} must exceed preStop + "
-                        f"drain + CCBRIDGE_SHUTDOWN_GRACE_S = {needed:g}"
+                        f"CCBRIDGE_DRAIN_DELAY_S + CCBRIDGE_SHUTDOWN_GRACE_S = {needed:g}"
                     )
             if component == "routing":
                 directory = os.path.dirname(rules_path)

@@ -21,6 +21,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from ccbridge.services.infobip.cli import add_infobip_commands
+from ccbridge.services.runtime.ports import default_addr
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
 COMPONENTS = ("gateway", "session", "history", "routing", "connector")
@@ -181,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("rest", nargs=argparse.REMAINDER)
     sim.set_defaults(func=_sim)
 
-    session_addr = os.environ.get("SESSION_ADDR", "127.0.0.1:50051")
+    session_addr = os.environ.get("SESSION_ADDR", default_addr("session"))
     ho = sub.add_parser("handovers", help="look up, list, close or retry handovers")
     ho.add_argument("--session", default=session_addr, help="Session gRPC address")
     ho_sub = ho.add_subparsers(dest="action", required=True)

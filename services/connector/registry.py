@@ -1,50 +1,64 @@
-"""The adapter registry: connector name → factory(settings, redis) -> Adapter.
+"""The adapter registry: connector name → its settings reader and its builder.
 
-Adding an adapter is one line here. Factories import their adapter module lazily, so an
-adapter's dependencies load only when CCBRIDGE_CONNECTORS names it. A factory may raise
-``SettingsError`` for settings only it understands; the service then fails fast at start.
+Adding an adapter is one entry here: the adapter exports its settings (a module of its
+own, ``adapters/<name>_settings.py``, read with the service's one :class:`EnvReader` so
+every enabled connector's problems are reported in the one start-up message) and its
+``build(settings, redis)``. Builders import their adapter module lazily, so an adapter's
+dependencies load only when CCBRIDGE_CONNECTORS names it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
 
-if TYPE_CHECKING:
-    from ccbridge.services.connector.base import Adapter
-    from ccbridge.services.connector.settings import ConnectorSettings
+from ccbridge.services.connector.adapters.rt_settings import RtSettings
+from ccbridge.services.connector.adapters.webhook_settings import WebhookSettings
+from ccbridge.services.connector.base import Adapter
+from ccbridge.services.runtime.settings import EnvReader
 
-AdapterFactory = Callable[["ConnectorSettings", aioredis.Redis], "Adapter"]
-
-
-def _webhook(settings: ConnectorSettings, redis: aioredis.Redis) -> Adapter:
-    from ccbridge.services.connector.adapters.webhook import WebhookAdapter
-
-    assert settings.webhook is not None  # ConnectorSettings reads it when configured
-    return WebhookAdapter(settings.webhook)
+T = TypeVar("T")
 
 
-def _rt(settings: ConnectorSettings, redis: aioredis.Redis) -> Adapter:
-    from ccbridge.services.connector.adapters.rt import factory
+@dataclass(frozen=True)
+class AdapterSpec(Generic[T]):
+    """How to read one connector's settings and build its adapter from them."""
 
-    return factory(settings.env, redis)  # reads CCBRIDGE_RT_*; SettingsError when invalid
+    read: Callable[[EnvReader], T]
+    build: Callable[[T, aioredis.Redis], Adapter]
 
 
-ADAPTERS: dict[str, AdapterFactory] = {
-    "webhook": _webhook,
-    "rt": _rt,
+def _webhook(settings: WebhookSettings, redis: aioredis.Redis) -> Adapter:
+    from ccbridge.services.connector.adapters import webhook
+
+    return webhook.build(settings, redis)
+
+
+def _rt(settings: RtSettings, redis: aioredis.Redis) -> Adapter:
+    from ccbridge.services.connector.adapters import rt
+
+    return rt.build(settings, redis)
+
+
+ADAPTERS: Mapping[str, AdapterSpec[Any]] = {
+    "webhook": AdapterSpec(WebhookSettings.read, _webhook),
+    "rt": AdapterSpec(RtSettings.read, _rt),
 }
 
 
-async def create_adapters(settings: ConnectorSettings, redis: aioredis.Redis) -> dict[str, Adapter]:
-    """Builds every configured adapter, in CCBRIDGE_CONNECTORS order. If one factory
-    fails, the adapters already built are closed before the error propagates."""
+async def create_adapters(
+    configured: Mapping[str, object], redis: aioredis.Redis
+) -> dict[str, Adapter]:
+    """Builds every configured adapter (name → its parsed settings, in CCBRIDGE_CONNECTORS
+    order). If one fails, the adapters already built are closed before the error
+    propagates."""
     adapters: dict[str, Adapter] = {}
     try:
-        for name in settings.connectors:
-            adapters[name] = ADAPTERS[name](settings, redis)
+        for name, settings in configured.items():
+            adapters[name] = ADAPTERS[name].build(settings, redis)
     except BaseException:
         for adapter in reversed(adapters.values()):
             await adapter.aclose()

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ccbridge.services.runtime.ports import DEFAULT_PORTS
 from ccbridge.services.runtime.settings import CommonSettings, EnvReader, Secret
 
-DEFAULT_PORT = 50052
 MAX_HISTORY_LIMIT = 100_000
 
 
@@ -44,7 +44,9 @@ class HistorySettings:
         settings = cls(
             common=common,
             bind_host=env.str("CCBRIDGE_BIND_HOST", "127.0.0.1"),
-            port=env.int("CCBRIDGE_HISTORY_PORT", DEFAULT_PORT, minimum=0, maximum=65535),
+            port=env.int(
+                "CCBRIDGE_HISTORY_PORT", DEFAULT_PORTS["history"], minimum=0, maximum=65535
+            ),
             infobip_base_url=base_url.rstrip("/"),
             infobip_api_key=env.secret("INFOBIP_API_KEY"),
             infobip_timeout_s=env.float("INFOBIP_TIMEOUT_S", 10.0, minimum=0.1),

@@ -23,6 +23,8 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ccbridge.services.runtime.ports import ADDR_ENV, DEFAULT_PORTS, PORT_ENV
+
 COMPONENT_MODULES = {
     "gateway": "ccbridge.gateway",
     "session": "ccbridge.services.session",
@@ -31,26 +33,6 @@ COMPONENT_MODULES = {
     "connector": "ccbridge.services.connector",
     "infobip-sim": "ccbridge.simulators.infobip",
     "ccaas-sim": "ccbridge.simulators.ccaas",
-}
-DEFAULT_PORTS = {
-    "gateway": 8000,
-    "session": 50051,
-    "history": 50052,
-    "routing": 50053,
-    "connector": 50054,
-}
-PORT_ENV = {
-    "gateway": "CCBRIDGE_HTTP_PORT",
-    "session": "CCBRIDGE_SESSION_PORT",
-    "history": "CCBRIDGE_HISTORY_PORT",
-    "routing": "CCBRIDGE_ROUTING_PORT",
-    "connector": "CCBRIDGE_CONNECTOR_PORT",
-}
-ADDR_ENV = {
-    "session": "SESSION_ADDR",
-    "history": "HISTORY_ADDR",
-    "routing": "ROUTING_ADDR",
-    "connector": "CONNECTOR_ADDR",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ccbridge.services.runtime.ports import DEFAULT_PORTS
 from ccbridge.services.runtime.settings import CommonSettings, EnvReader
 
 
@@ -32,7 +33,9 @@ class RoutingSettings:
         settings = cls(
             common=CommonSettings.read(env),
             bind_host=env.str("CCBRIDGE_BIND_HOST", "127.0.0.1"),
-            port=env.int("CCBRIDGE_ROUTING_PORT", 50053, minimum=0, maximum=65535),
+            port=env.int(
+                "CCBRIDGE_ROUTING_PORT", DEFAULT_PORTS["routing"], minimum=0, maximum=65535
+            ),
             rules_path=env.optional("CCBRIDGE_ROUTING_RULES"),
             reload_s=env.float("CCBRIDGE_ROUTING_RELOAD_S", 2.0, minimum=0.0),
             default_connector=env.str("CCBRIDGE_ROUTING_DEFAULT_CONNECTOR", "webhook").strip(),

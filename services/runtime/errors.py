@@ -1,7 +1,16 @@
-"""The exception tree shared by every service, and its mapping to gRPC status codes.
+"""The exception tree shared by every service, its gRPC status codes, and the client
+side of the gRPC error policy.
 
-Servicers raise these; the error interceptor turns them into gRPC statuses. Anything
-else becomes INTERNAL with a generic message (details go to the log, not to the caller).
+Servicers raise these; the server's interceptor (services/runtime/server.py) turns them
+into gRPC statuses, infrastructure failures (Redis down, a peer timing out) into
+UNAVAILABLE, and anything else into INTERNAL with a generic message (a bug: details go to
+the log, not to the caller).
+
+Retry information: an UNAVAILABLE answer carries the trailing metadata
+``ccbridge-retry-after`` (:data:`RETRY_AFTER_METADATA`), the delay in seconds (decimal) the
+caller should wait; :func:`retry_after_from` reads it. :data:`RETRYABLE_CODES` is the one
+list of codes after which a caller's retry can help; INTERNAL is not in it (a bug does
+not heal by retrying).
 """
 
 from __future__ import annotations
@@ -79,3 +88,26 @@ class FarSideError(CcbridgeError):
 
 
 RETRY_AFTER_METADATA = "ccbridge-retry-after"
+
+# gRPC codes after which a retry can help (the Session worker and relay use them).
+RETRYABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+
+def retry_after_from(error: grpc.aio.AioRpcError) -> float | None:
+    """The delay (seconds) a failed call's ``ccbridge-retry-after`` trailer asks for."""
+    for key, value in error.trailing_metadata() or ():
+        if key == RETRY_AFTER_METADATA:
+            try:
+                delay = float(value)
+            except (TypeError, ValueError):
+                return None
+            return delay if delay >= 0 else None
+    return None

@@ -1,8 +1,16 @@
-"""gRPC server bootstrap shared by every service.
+"""gRPC server bootstrap shared by every service, and the server side of the error policy.
 
 ``create_server`` builds a ``grpc.aio`` server with the interceptor (request context and
-error mapping), health checking and reflection. ``serve_until_signalled`` runs it until
-SIGTERM/SIGINT and shuts down gracefully: health NOT_SERVING, short drain, stop(grace).
+error mapping), health checking and reflection; services/runtime/component.py starts it
+and stops it in the one stop order.
+
+Error policy (every handler kind: unary-unary, unary-stream, stream-unary, stream-stream):
+the ccbridge exception tree (services/runtime/errors.py) maps to its code (NOT_FOUND,
+INVALID_ARGUMENT, FAILED_PRECONDITION, ALREADY_EXISTS, UNAUTHENTICATED, ...); a failure
+of the infrastructure that can heal (Redis unreachable, loading, read-only, out of memory,
+cluster down; a peer or an ``asyncio`` timeout) maps to UNAVAILABLE with the trailing
+metadata ``ccbridge-retry-after``; anything else is a bug: INTERNAL with a generic message,
+logged with its traceback.
 
 Health: the overall service ("") and each registered service name follow *readiness*
 (the ``ready`` callback, e.g. Redis answers, and not shutting down). The service name
@@ -14,11 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
-import signal
-import time
+import sys
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +34,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ccbridge.services.runtime.errors import RETRY_AFTER_METADATA, CcbridgeError, FarSideError
+from ccbridge.services.runtime.errors import (
+    RETRY_AFTER_METADATA,
+    RETRYABLE_CODES,
+    CcbridgeError,
+    FarSideError,
+)
 from ccbridge.services.runtime.logging import conversation_id_var, request_id_var, rpc_var
 
 log = logging.getLogger(__name__)
@@ -36,11 +49,86 @@ LIVENESS_SERVICE = "liveness"
 # answer a servicer chose (e.g. "the far side is down") must not be retried by the
 # channel: the caller's own back-off, which honours Retry-After, decides.
 _NO_CHANNEL_RETRY = ("grpc-retry-pushback-ms", "-1")
+# What a caller should wait after an infrastructure failure (Redis restarts, failovers
+# and peers' restarts take about that long).
+INFRA_RETRY_AFTER_S = 1.0
+# Redis error replies that mean "try later" (they reach us as a plain ResponseError
+# when raised inside a script).
+_REDIS_TRANSIENT_REPLIES = (
+    "LOADING",
+    "READONLY",
+    "OOM",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "BUSY ",
+)
 ReadyCheck = Callable[[], Awaitable[bool]]
 
 
+@dataclass(frozen=True)
+class Status:
+    """What a failed call answers: code, message for the caller, retry delay (seconds)."""
+
+    code: grpc.StatusCode
+    message: str
+    retry_after: float | None = None
+
+
+def _redis_transient(exc: BaseException) -> bool:
+    # Looked up lazily: a process that never imported redis-py (history, routing) cannot
+    # see its errors, and need not load it.
+    errors = sys.modules.get("redis.exceptions")
+    if errors is None:
+        return False
+    if isinstance(
+        exc,
+        errors.ConnectionError  # includes BusyLoadingError, MaxClientsReachedError
+        | errors.TimeoutError
+        | errors.ReadOnlyError
+        | errors.OutOfMemoryError
+        | errors.TryAgainError
+        | errors.ClusterDownError
+        | errors.RedisClusterException,
+    ):
+        return True
+    return isinstance(exc, errors.ResponseError) and str(exc).startswith(_REDIS_TRANSIENT_REPLIES)
+
+
+def status_for(exc: BaseException) -> Status:
+    """The one mapping of an exception to the status a servicer answers (see the module
+    docstring); logs bugs with their traceback."""
+    if isinstance(exc, FarSideError):
+        return Status(exc.code, str(exc), exc.retry_after)
+    if isinstance(exc, CcbridgeError):
+        retry = INFRA_RETRY_AFTER_S if exc.code == grpc.StatusCode.UNAVAILABLE else None
+        return Status(exc.code, str(exc), retry)
+    if _redis_transient(exc):
+        log.warning("state store unavailable: %s", type(exc).__name__)
+        return Status(grpc.StatusCode.UNAVAILABLE, "state store unavailable", INFRA_RETRY_AFTER_S)
+    if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in RETRYABLE_CODES:
+        log.warning("peer call failed: %s", exc.code().name)
+        return Status(
+            grpc.StatusCode.UNAVAILABLE, "a peer service is unavailable", INFRA_RETRY_AFTER_S
+        )
+    if isinstance(exc, TimeoutError):  # asyncio.timeout / wait_for on a peer
+        log.warning("a dependency timed out")
+        return Status(grpc.StatusCode.UNAVAILABLE, "a dependency timed out", INFRA_RETRY_AFTER_S)
+    log.error("unhandled error", exc_info=exc)
+    return Status(grpc.StatusCode.INTERNAL, "internal error")
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+    status = status_for(exc)
+    trailers = [_NO_CHANNEL_RETRY]
+    if status.retry_after is not None:
+        trailers.append((RETRY_AFTER_METADATA, f"{status.retry_after}"))
+    context.set_trailing_metadata(tuple(trailers))
+    await context.abort(status.code, status.message)
+
+
 class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Sets request context variables and maps ccbridge errors to gRPC status codes."""
+    """Sets request context variables and applies the error policy, for every handler kind."""
 
     async def intercept_service(
         self,
@@ -48,37 +136,58 @@ class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mi
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
+        if handler is None:
+            return None
         method = handler_call_details.method
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        inner = handler.unary_unary
+        rpc = method.rsplit("/", 1)[-1]
+        request_id = dict(handler_call_details.invocation_metadata or ()).get("x-request-id")
 
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            request_id_var.set(str(metadata.get("x-request-id") or uuid.uuid4().hex[:16]))
-            rpc_var.set(method.rsplit("/", 1)[-1])
+        def enter(request: Any) -> None:
+            request_id_var.set(str(request_id or uuid.uuid4().hex[:16]))
+            rpc_var.set(rpc)
             cid = getattr(request, "conversation_id", "")
             conversation_id_var.set(cid if isinstance(cid, str) else "")
-            try:
-                return await inner(request, context)
-            except FarSideError as exc:
-                trailers = [_NO_CHANNEL_RETRY]
-                if exc.retry_after is not None:
-                    trailers.append((RETRY_AFTER_METADATA, f"{exc.retry_after}"))
-                context.set_trailing_metadata(tuple(trailers))
-                await context.abort(exc.code, str(exc))
-            except CcbridgeError as exc:
-                context.set_trailing_metadata((_NO_CHANNEL_RETRY,))
-                await context.abort(exc.code, str(exc))
-            except (asyncio.CancelledError, grpc.aio.AbortError):
-                raise
-            except Exception:
-                log.exception("unhandled error in %s", method)
-                context.set_trailing_metadata((_NO_CHANNEL_RETRY,))
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped,
+        if handler.request_streaming and handler.response_streaming:
+            inner, make = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+        elif handler.request_streaming:
+            inner, make = handler.stream_unary, grpc.stream_unary_rpc_method_handler
+        elif handler.response_streaming:
+            inner, make = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+        else:
+            inner, make = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+        # A streaming request has no single message to take the conversation id from.
+        first = (lambda request: None) if handler.request_streaming else (lambda request: request)
+
+        if handler.response_streaming and inspect.isasyncgenfunction(inner):
+
+            async def streamed(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                enter(first(request))
+                try:
+                    async for item in inner(request, context):
+                        yield item
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:
+                    await _abort(context, exc)
+
+            behaviour: Callable[..., Any] = streamed
+        else:
+
+            async def called(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                enter(first(request))
+                try:
+                    return await inner(request, context)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:
+                    await _abort(context, exc)
+
+            behaviour = called
+        return make(
+            behaviour,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -169,34 +278,3 @@ def create_server(
     if port == 0:
         raise OSError(f"cannot bind gRPC server to {address}")
     return server, port, ServiceHealth(servicer, names, ready)
-
-
-async def serve_until_signalled(
-    server: grpc.aio.Server,
-    keeper: ServiceHealth,
-    *,
-    grace_s: float,
-    on_drain: Callable[[], Awaitable[None]] | None = None,
-    drain_delay_s: float = 1.0,
-) -> None:
-    """Starts the server and runs it until SIGTERM/SIGINT, then shuts down gracefully.
-
-    Order: health NOT_SERVING (load balancers stop sending), wait ``drain_delay_s``,
-    ``on_drain`` (stop background workers, finish in-flight deliveries), then
-    ``server.stop(grace_s)`` so in-flight RPCs finish.
-    """
-    await server.start()
-    await keeper.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    started = time.monotonic()
-    log.info("shutdown requested; draining")
-    await keeper.enter_shutdown()
-    await asyncio.sleep(drain_delay_s)
-    if on_drain is not None:
-        await on_drain()
-    await server.stop(grace_s)
-    log.info("stopped after %.2fs", time.monotonic() - started)

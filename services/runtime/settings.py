@@ -142,6 +142,9 @@ class CommonSettings:
     log_level: str
     log_format: str
     shutdown_grace_s: float
+    # Seconds between "not ready" and the server stopping: load balancers and clients
+    # notice the readiness change and send new traffic elsewhere (0 in tests).
+    drain_delay_s: float = 1.0
 
     @classmethod
     def read(cls, env: EnvReader) -> CommonSettings:
@@ -150,4 +153,5 @@ class CommonSettings:
             log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             log_format=env.choice("LOG_FORMAT", "json", ("json", "console")),
             shutdown_grace_s=env.float("CCBRIDGE_SHUTDOWN_GRACE_S", 5.0, minimum=0.0),
+            drain_delay_s=env.float("CCBRIDGE_DRAIN_DELAY_S", 1.0, minimum=0.0),
         )

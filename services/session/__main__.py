@@ -1,61 +1,49 @@
 """Entry point of the Session service (`ccbridge serve session`,
-`python -m ccbridge.services.session`)."""
+`python -m ccbridge.services.session`): what the service is made of; the runtime
+(services/runtime/component.py) starts and stops it."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import grpc
+from prometheus_client import CollectorRegistry
 
 from ccbridge.connector.v1 import connector_pb2_grpc
 from ccbridge.history.v1 import history_pb2_grpc
 from ccbridge.routing.v1 import routing_pb2_grpc
 from ccbridge.services.infobip.client import InfobipClient
 from ccbridge.services.runtime.channels import create_channel
-from ccbridge.services.runtime.entry import run_component
+from ccbridge.services.runtime.component import (
+    Background,
+    Component,
+    Running,
+    Servicer,
+    run_service,
+)
 from ccbridge.services.runtime.redis import create_redis
-from ccbridge.services.runtime.server import ServiceHealth, create_server, serve_until_signalled
 from ccbridge.services.session.servicer import SessionServicer
 from ccbridge.services.session.settings import SessionSettings
 from ccbridge.services.session.store import SessionStore
 from ccbridge.services.session.worker import ConversationWorker, Peers
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
+SERVICE_NAME = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 
-@dataclass
-class RunningSession:
-    """A started Session service (used by ``serve`` and by tests)."""
 
-    server: grpc.aio.Server
-    port: int
-    health: ServiceHealth
-    worker: ConversationWorker | None
+@dataclass(frozen=True)
+class SessionParts:
+    """The Session service's own objects (tests reach the store and servicer here)."""
+
     store: SessionStore
-    settings: SessionSettings
     servicer: SessionServicer
-    _closers: list[Callable[[], Awaitable[object]]]
-
-    async def drain(self) -> None:
-        self.servicer.start_draining()
-        if self.worker is not None:
-            await self.worker.stop(self.settings.common.shutdown_grace_s)
-
-    async def close_resources(self) -> None:
-        """Closes clients in reverse order of creation."""
-        for close in reversed(self._closers):
-            await close()
-
-    async def stop(self) -> None:
-        """Test helper: drain, stop the server, close clients."""
-        await self.health.enter_shutdown()
-        await self.drain()
-        await self.server.stop(1.0)
-        await self.close_resources()
+    worker: ConversationWorker | None
 
 
-async def start(settings: SessionSettings, *, start_server: bool = True) -> RunningSession:
-    """Builds and (by default) starts the service with its worker."""
+RunningSession = Running[SessionParts]
+
+
+async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Component[SessionParts]:
+    """Creates the Redis client, peer channels, Infobip client, worker and servicer."""
     redis = create_redis(settings.common.redis_url)
     store = SessionStore(
         redis,
@@ -81,50 +69,39 @@ async def start(settings: SessionSettings, *, start_server: bool = True) -> Runn
     worker = ConversationWorker(store, peers, settings) if settings.workers_enabled else None
     servicer = SessionServicer(store, worker)
 
-    def register(server: grpc.aio.Server) -> list[str]:
-        session_pb2_grpc.add_SessionServiceServicer_to_server(servicer, server)
-        return [session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name]
-
     async def ready() -> bool:
         return bool(await redis.ping())
 
-    server, port, health = create_server(f"{settings.bind_host}:{settings.port}", register, ready)
-    running = RunningSession(
-        server,
-        port,
-        health,
-        worker,
-        store,
-        settings,
-        servicer,
-        [redis.aclose, history_ch.close, routing_ch.close, connector_ch.close, infobip.aclose],
+    background: list[Background] = []
+    if worker is not None:
+        grace_s = settings.common.shutdown_grace_s
+
+        async def stop_worker() -> None:
+            await worker.stop(grace_s)
+
+        background.append(Background("delivery worker", worker.start, stop_worker))
+    return Component(
+        name="session",
+        servicers=[
+            Servicer(session_pb2_grpc.add_SessionServiceServicer_to_server, servicer, SERVICE_NAME)
+        ],
+        metrics=metrics,
+        parts=SessionParts(store, servicer, worker),
+        ready=ready,
+        background=background,
+        drain=[servicer.start_draining],
+        closers=[
+            redis.aclose,
+            history_ch.close,
+            routing_ch.close,
+            connector_ch.close,
+            infobip.aclose,
+        ],
     )
-    if start_server:
-        await server.start()
-        await health.start()
-        if worker is not None:
-            worker.start()
-    return running
-
-
-async def serve(settings: SessionSettings) -> None:
-    """Runs until SIGTERM/SIGINT, then drains workers and stops gracefully."""
-    running = await start(settings, start_server=False)
-    if running.worker is not None:
-        running.worker.start()
-    try:
-        await serve_until_signalled(
-            running.server,
-            running.health,
-            grace_s=settings.common.shutdown_grace_s,
-            on_drain=running.drain,
-        )
-    finally:
-        await running.close_resources()
 
 
 def main() -> None:
-    run_component("session", SessionSettings.from_env, serve)
+    run_service("session", SessionSettings.from_env, build)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,11 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.batch_stream import StreamServer
-from ccbridge.services.runtime.errors import CcbridgeError
 from ccbridge.services.runtime.logging import rpc_var
+from ccbridge.services.runtime.server import status_for
 from ccbridge.services.session.errors import (
     HandoverNotFound,
     HandoverStateConflict,
@@ -57,15 +55,10 @@ _OUTCOMES = {
 
 
 def _batch_failure(exc: Exception) -> tuple[grpc.StatusCode, str]:
-    """A failed IngestStream batch as (status, message), mapped as the unary calls'
-    interceptor maps errors (services/runtime/server.py); a Redis outage is transient."""
-    if isinstance(exc, CcbridgeError):
-        return exc.code, str(exc)
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-        log.warning("ingest batch failed: Redis unavailable")
-        return grpc.StatusCode.UNAVAILABLE, "state store unavailable"
-    log.error("ingest batch failed", exc_info=exc)
-    return grpc.StatusCode.INTERNAL, "internal error"
+    """A failed IngestStream batch as (status, message), by the one error policy of every
+    RPC (services/runtime/server.py): a Redis outage is UNAVAILABLE, a bug INTERNAL."""
+    status = status_for(exc)
+    return status.code, status.message
 
 
 def _check_cid(cid: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ccbridge.services.runtime.ports import DEFAULT_PORTS, default_addr
 from ccbridge.services.runtime.settings import CommonSettings, EnvReader, Secret
 
 
@@ -38,16 +39,22 @@ class SessionSettings:
     workers_enabled: bool
     grpc_timeout_s: float
 
+    @property
+    def address(self) -> str:
+        return f"{self.bind_host}:{self.port}"
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> SessionSettings:
         env = EnvReader(environ)
         settings = cls(
             common=CommonSettings.read(env),
             bind_host=env.str("CCBRIDGE_BIND_HOST", "127.0.0.1"),
-            port=env.int("CCBRIDGE_SESSION_PORT", 50051, minimum=0, maximum=65535),
-            history_addr=env.str("HISTORY_ADDR", "127.0.0.1:50052"),
-            routing_addr=env.str("ROUTING_ADDR", "127.0.0.1:50053"),
-            connector_addr=env.str("CONNECTOR_ADDR", "127.0.0.1:50054"),
+            port=env.int(
+                "CCBRIDGE_SESSION_PORT", DEFAULT_PORTS["session"], minimum=0, maximum=65535
+            ),
+            history_addr=env.str("HISTORY_ADDR", default_addr("history")),
+            routing_addr=env.str("ROUTING_ADDR", default_addr("routing")),
+            connector_addr=env.str("CONNECTOR_ADDR", default_addr("connector")),
             infobip_base_url=env.str("INFOBIP_BASE_URL"),
             infobip_api_key=env.secret("INFOBIP_API_KEY"),
             infobip_timeout_s=env.float("INFOBIP_TIMEOUT_S", 10.0, minimum=0.1),

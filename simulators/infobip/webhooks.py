@@ -18,12 +18,9 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
-
-if TYPE_CHECKING:
-    from ccbridge.simulators.infobip.state import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +33,19 @@ def sign(secret: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
+class Security(Protocol):
+    """How a subscription's webhook is authenticated (state.Subscription has these)."""
+
+    @property
+    def security_type(self) -> str: ...  # "HMAC", "BASIC" or ""
+    @property
+    def secret(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def password(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Delivery:
     """A webhook to POST after an operation (built under the state lock, sent outside)."""
@@ -43,7 +53,7 @@ class Delivery:
     kind: str  # "legacy" (account webhook) or "event" (subscription)
     url: str
     body: dict[str, Any]
-    subscription: Subscription | None = None
+    subscription: Security | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ccbridge.services.local.supervisor import PORT_ENV, free_port
+from ccbridge.services.local.supervisor import free_port
+from ccbridge.services.runtime.ports import PORT_ENV
 
 pytestmark = pytest.mark.e2e
 

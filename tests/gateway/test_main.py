@@ -12,6 +12,7 @@ from asyncio.subprocess import Process
 from pathlib import Path
 
 import httpx
+import pytest
 
 from ccbridge.gateway.__main__ import start
 from ccbridge.gateway.settings import GatewaySettings
@@ -94,7 +95,9 @@ def test_bad_settings_exit_2_with_one_line() -> None:
 
 
 async def test_start_in_process_on_port_zero(peers: Peers) -> None:
-    settings = GatewaySettings.from_env(peers.env(CCBRIDGE_HTTP_PORT="0"))
+    settings = GatewaySettings.from_env(
+        peers.env(CCBRIDGE_HTTP_PORT="0", CCBRIDGE_DRAIN_DELAY_S="0")
+    )
     running = await start(settings)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.port}") as client:
@@ -124,3 +127,25 @@ def test_the_gateway_process_does_not_load_the_redis_client() -> None:
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     assert out.stdout.strip() == "[]"
+
+
+async def test_stop_turns_readiness_false_and_keeps_serving_during_the_drain(peers: Peers) -> None:
+    settings = GatewaySettings.from_env(
+        peers.env(CCBRIDGE_HTTP_PORT="0", CCBRIDGE_DRAIN_DELAY_S="600")
+    )
+    running = await start(settings)
+    stopping = asyncio.create_task(running.stop())
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.port}") as client:
+            assert (await client.get("/readyz")).status_code == 503
+            # Still answering: load balancers see "not ready" before connections are refused.
+            assert (await client.get("/healthz")).status_code == 200
+            assert not stopping.done()
+        running.server.should_exit = True  # what a second SIGTERM does: skip the drain
+        await stopping
+    finally:
+        running.server.should_exit = True
+        await stopping
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient() as client:
+            await client.get(f"http://127.0.0.1:{running.port}/healthz")

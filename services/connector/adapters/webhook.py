@@ -29,6 +29,7 @@ import orjson
 from google.protobuf import timestamp_pb2
 
 from ccbridge.common.v1 import common_pb2
+from ccbridge.services.connector.adapters.webhook_settings import WebhookSettings
 from ccbridge.services.connector.base import (
     CASE_CONCURRENCY,
     Adapter,
@@ -43,7 +44,6 @@ from ccbridge.services.connector.base import (
     gather_all,
     may_start_post,
 )
-from ccbridge.services.connector.settings import WebhookSettings
 from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unauthenticated
 from ccbridge.services.runtime.http import LeanPoster, PostFailed, PostTimeout
 
@@ -750,3 +750,9 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     except ValueError:
         return {}
     return doc if isinstance(doc, dict) else {}
+
+
+def build(settings: WebhookSettings, redis: object) -> WebhookAdapter:
+    """The adapter for its parsed settings (the connector registry calls it; the webhook
+    connector keeps no state in Redis)."""
+    return WebhookAdapter(settings)

@@ -21,9 +21,10 @@ from starlette.routing import Route
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
-from ccbridge.services.connector.__main__ import ConnectorServer, start
+from ccbridge.services.connector.__main__ import RunningConnector, build
 from ccbridge.services.connector.adapters.webhook import event_id
 from ccbridge.services.connector.settings import ConnectorSettings
+from ccbridge.services.runtime.component import start
 from ccbridge.services.runtime.errors import RETRY_AFTER_METADATA
 from ccbridge.services.runtime.settings import SettingsError
 from ccbridge.session.v1 import session_pb2
@@ -40,7 +41,7 @@ class Mesh:
     ccaas: CcaasState
     ccaas_url: str
     session: SessionDouble
-    connector: ConnectorServer
+    connector: RunningConnector
     stub: connector_pb2_grpc.ConnectorServiceStub
     channel: grpc.aio.Channel
 
@@ -64,13 +65,14 @@ async def mesh(
             {
                 "REDIS_URL": redis_url,
                 "CCBRIDGE_CONNECTOR_PORT": "0",
+                "CCBRIDGE_DRAIN_DELAY_S": "0",
                 "SESSION_ADDR": f"127.0.0.1:{session_port}",
                 "CCBRIDGE_WEBHOOK_CONNECTOR_URL": f"{url}/webhook",
                 "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": f"{SECRET},{OLD_SECRET}",
                 "CCBRIDGE_WEBHOOK_CONNECTOR_TIMEOUT_S": "3",
             }
         )
-        connector = await start(settings)
+        connector = await start(build, settings)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{connector.port}") as channel:
                 yield Mesh(
@@ -258,7 +260,7 @@ async def test_far_side_down_is_unavailable_with_retry_after(mesh: Mesh) -> None
 
 
 async def test_far_side_unreachable_is_unavailable(mesh: Mesh) -> None:
-    adapter: Any = mesh.connector.adapters["webhook"]
+    adapter: Any = mesh.connector.parts.adapters["webhook"]
     adapter.url = "http://127.0.0.1:9/webhook"  # discard port: connection refused
     error = await rpc_error(mesh.stub.OpenCase(open_request(), timeout=10))
     assert error.code() == grpc.StatusCode.UNAVAILABLE
@@ -489,3 +491,29 @@ def test_settings_report_every_problem() -> None:
     assert settings.connectors == ("webhook",)
     assert settings.webhook is not None and len(settings.webhook.secrets) == 2
     assert "a" not in repr(settings.webhook.secrets) and "env=" not in repr(settings)
+
+
+def test_settings_errors_of_every_enabled_connector_come_in_one_message() -> None:
+    with pytest.raises(SettingsError) as info:
+        ConnectorSettings.from_env(
+            {
+                "CCBRIDGE_CONNECTORS": "webhook,rt",
+                "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://x/h",
+                "CCBRIDGE_RT_URL": "not a url",
+                "CCBRIDGE_RT_POLL_PAGE": "500",
+            }
+        )
+    text = str(info.value)
+    assert text.count("invalid") == 1, text
+    for fragment in (
+        "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET",
+        "CCBRIDGE_RT_URL",
+        "CCBRIDGE_RT_TOKEN",
+        "CCBRIDGE_RT_POLL_PAGE",
+    ):
+        assert fragment in text
+    settings = ConnectorSettings.from_env(
+        {"CCBRIDGE_CONNECTORS": "rt", "CCBRIDGE_RT_URL": "http://rt", "CCBRIDGE_RT_TOKEN": "t"}
+    )
+    assert list(settings.adapters) == ["rt"] and settings.webhook is None
+    assert "'t'" not in repr(settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from functools import partial
 from typing import Any
 
 import grpc
@@ -177,8 +178,9 @@ async def test_service_runs_pollers_for_poll_adapters(
     redis_client: aioredis.Redis,
 ) -> None:
     from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
-    from ccbridge.services.connector.__main__ import start
+    from ccbridge.services.connector.__main__ import build
     from ccbridge.services.connector.settings import ConnectorSettings
+    from ccbridge.services.runtime.component import start
 
     double, _ = session
     adapter = PollingCcaas(list(EVENTS))
@@ -186,13 +188,14 @@ async def test_service_runs_pollers_for_poll_adapters(
         {
             "REDIS_URL": redis_url,
             "CCBRIDGE_CONNECTOR_PORT": "0",
+            "CCBRIDGE_DRAIN_DELAY_S": "0",
             "SESSION_ADDR": f"127.0.0.1:{double.port}",
             "CCBRIDGE_POLL_INTERVAL_S": "0.01",
             "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://127.0.0.1:9/unused",
             "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "unused-secret",
         }
     )
-    server = await start(settings, adapters={"polling": adapter})
+    server = await start(partial(build, adapters={"polling": adapter}), settings)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = connector_pb2_grpc.ConnectorServiceStub(channel)

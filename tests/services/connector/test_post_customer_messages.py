@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import grpc
@@ -14,7 +15,7 @@ import pytest
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
-from ccbridge.services.connector.__main__ import start
+from ccbridge.services.connector.__main__ import build
 from ccbridge.services.connector.base import (
     CASE_CONCURRENCY,
     Adapter,
@@ -24,6 +25,7 @@ from ccbridge.services.connector.base import (
     OpenedCase,
 )
 from ccbridge.services.connector.settings import ConnectorSettings
+from ccbridge.services.runtime.component import start
 from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unavailable
 from ccbridge.services.runtime.logging import conversation_id_var
 
@@ -179,13 +181,14 @@ async def served(redis_url: str) -> AsyncIterator[Served]:
         {
             "REDIS_URL": redis_url,
             "CCBRIDGE_CONNECTOR_PORT": "0",
+            "CCBRIDGE_DRAIN_DELAY_S": "0",
             "SESSION_ADDR": "127.0.0.1:9",  # never called by these RPCs
             "CCBRIDGE_CONNECTORS": "webhook",
             "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://127.0.0.1:9/webhook",
             "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "s3cret-0123456789abcdef",
         }
     )
-    server = await start(settings, adapters={"canned": canned, "plain": plain})
+    server = await start(partial(build, adapters={"canned": canned, "plain": plain}), settings)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             yield Served(canned, plain, connector_pb2_grpc.ConnectorServiceStub(channel))

@@ -20,12 +20,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.connector.adapters.rt import (
     RtAdapter,
-    RtSettings,
-    factory,
+    build,
     html_to_text,
     message_marker,
     requestor_address,
 )
+from ccbridge.services.connector.adapters.rt_settings import RtSettings
 from ccbridge.services.connector.base import AgentMessage, CaseClosedEvent, CaseEvent, CaseToOpen
 from ccbridge.services.runtime.errors import FarSideError
 from ccbridge.services.runtime.settings import SettingsError
@@ -475,10 +475,11 @@ async def test_lease_lets_one_adapter_poll_a_queue(
     assert [e.event_id for e in _mine(await _poll_all(second), ticket)] == [f"rt-txn-{reply}"]
 
 
-async def test_routed_queue_and_factory(rt_peer: RtPeer, redis_client: aioredis.Redis) -> None:
-    adapter = factory(
-        {"CCBRIDGE_RT_URL": rt_peer.url, "CCBRIDGE_RT_TOKEN": rt_peer.bridge_token}, redis_client
+async def test_routed_queue_and_build(rt_peer: RtPeer, redis_client: aioredis.Redis) -> None:
+    settings = RtSettings.from_env(
+        {"CCBRIDGE_RT_URL": rt_peer.url, "CCBRIDGE_RT_TOKEN": rt_peer.bridge_token}
     )
+    adapter = build(settings, redis_client)
     try:
         assert adapter.name == "rt" and adapter.mode == "poll"
         with pytest.raises(FarSideError) as caught:  # no such queue: RT refuses (403)

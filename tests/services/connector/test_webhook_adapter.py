@@ -26,8 +26,8 @@ from ccbridge.services.connector.adapters.webhook import (
     signed_headers,
     verify_signature,
 )
+from ccbridge.services.connector.adapters.webhook_settings import WebhookSettings
 from ccbridge.services.connector.base import CaseToOpen
-from ccbridge.services.connector.settings import WebhookSettings
 from ccbridge.services.runtime.errors import FarSideError, Unauthenticated
 from ccbridge.services.runtime.settings import Secret
 

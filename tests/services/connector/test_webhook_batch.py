@@ -21,7 +21,7 @@ import pytest
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
-from ccbridge.services.connector.__main__ import start
+from ccbridge.services.connector.__main__ import build
 from ccbridge.services.connector.adapters.webhook import (
     MAX_RESPONSE_BYTES,
     MAX_RETRY_AFTER_S,
@@ -29,8 +29,10 @@ from ccbridge.services.connector.adapters.webhook import (
     event_id,
     verify_signature,
 )
+from ccbridge.services.connector.adapters.webhook_settings import WebhookSettings
 from ccbridge.services.connector.base import CaseMessages, CaseToOpen
-from ccbridge.services.connector.settings import ConnectorSettings, WebhookSettings
+from ccbridge.services.connector.settings import ConnectorSettings
+from ccbridge.services.runtime.component import start
 from ccbridge.services.runtime.settings import Secret, SettingsError
 from ccbridge.simulators.ccaas import CcaasState, create_app
 from tests.simulators.ccaas.support import serve_app
@@ -330,6 +332,7 @@ async def test_post_customer_messages_rpc_uses_the_setting(far: Far, redis_url: 
         {
             "REDIS_URL": redis_url,
             "CCBRIDGE_CONNECTOR_PORT": "0",
+            "CCBRIDGE_DRAIN_DELAY_S": "0",
             "SESSION_ADDR": "127.0.0.1:9",  # not called by these RPCs
             "CCBRIDGE_WEBHOOK_CONNECTOR_URL": far.url,
             "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": SECRET,
@@ -337,7 +340,7 @@ async def test_post_customer_messages_rpc_uses_the_setting(far: Far, redis_url: 
         }
     )
     assert settings_.webhook is not None and settings_.webhook.batch_max == 50
-    server = await start(settings_)
+    server = await start(build, settings_)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = connector_pb2_grpc.ConnectorServiceStub(channel)

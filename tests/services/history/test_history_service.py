@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import grpc
 import pytest
@@ -12,8 +13,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.history.v1 import history_pb2, history_pb2_grpc
-from ccbridge.services.history.__main__ import RunningHistory, start
+from ccbridge.services.history.__main__ import RunningHistory, build
 from ccbridge.services.history.settings import HistorySettings
+from ccbridge.services.runtime.component import start
 from ccbridge.simulators.infobip import Failure
 from tests.simulators.infobip.harness import API_KEY, BASE_URL, Sim, running_sim
 
@@ -23,6 +25,7 @@ def history_settings(**overrides: str) -> HistorySettings:
         "INFOBIP_BASE_URL": BASE_URL,
         "INFOBIP_API_KEY": API_KEY,
         "CCBRIDGE_HISTORY_PORT": "0",
+        "CCBRIDGE_DRAIN_DELAY_S": "0",
         "INFOBIP_MAX_RETRIES": "0",
         "CCBRIDGE_SHUTDOWN_GRACE_S": "0.5",
         **overrides,
@@ -41,7 +44,7 @@ class History:
 @pytest.fixture
 async def history() -> AsyncIterator[History]:
     async with running_sim() as sim:
-        running = await start(history_settings(), address="127.0.0.1:0", transport=sim.transport())
+        running = await start(partial(build, transport=sim.transport()), history_settings())
         channel = grpc.aio.insecure_channel(running.address)
         try:
             yield History(sim, running, history_pb2_grpc.HistoryServiceStub(channel), channel)

@@ -15,10 +15,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
-from ccbridge.services.routing.__main__ import RoutingServer, start
+from ccbridge.services.routing.__main__ import RunningRouting, build
 from ccbridge.services.routing.rules import RulesError
 from ccbridge.services.routing.settings import RoutingSettings
 from ccbridge.services.routing.store import RulesStore
+from ccbridge.services.runtime.component import start
 
 RULES_V1 = """
 rules:
@@ -45,7 +46,9 @@ def write_rules(path: Path, text: str) -> None:
 
 
 def settings(env: dict[str, str]) -> RoutingSettings:
-    return RoutingSettings.from_env({"CCBRIDGE_ROUTING_PORT": "0", **env})
+    return RoutingSettings.from_env(
+        {"CCBRIDGE_ROUTING_PORT": "0", "CCBRIDGE_DRAIN_DELAY_S": "0", **env}
+    )
 
 
 @pytest.fixture
@@ -56,10 +59,11 @@ async def rules_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def routing(rules_file: Path) -> AsyncIterator[RoutingServer]:
+async def routing(rules_file: Path) -> AsyncIterator[RunningRouting]:
     # Reload check on every call so the test does not wait.
     server = await start(
-        settings({"CCBRIDGE_ROUTING_RULES": str(rules_file), "CCBRIDGE_ROUTING_RELOAD_S": "0"})
+        build,
+        settings({"CCBRIDGE_ROUTING_RULES": str(rules_file), "CCBRIDGE_ROUTING_RELOAD_S": "0"}),
     )
     try:
         yield server
@@ -68,7 +72,7 @@ async def routing(rules_file: Path) -> AsyncIterator[RoutingServer]:
 
 
 @pytest.fixture
-async def channel(routing: RoutingServer) -> AsyncIterator[grpc.aio.Channel]:
+async def channel(routing: RunningRouting) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{routing.port}") as ch:
         yield ch
 
@@ -101,7 +105,7 @@ async def test_route_and_explain(channel: grpc.aio.Channel, rules_file: Path) ->
 async def test_language_falls_back_to_metadata(tmp_path: Path) -> None:
     path = tmp_path / "lang.yaml"
     write_rules(path, "rules:\n  - name: de\n    match: {language: de}\n    route: {queue: de}\n")
-    server = await start(settings({"CCBRIDGE_ROUTING_RULES": str(path)}))
+    server = await start(build, settings({"CCBRIDGE_ROUTING_RULES": str(path)}))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
             stub = routing_pb2_grpc.RoutingServiceStub(ch)
@@ -173,7 +177,7 @@ async def test_reload_checks_are_rate_limited(rules_file: Path) -> None:
 
 
 async def test_no_rules_file_means_default_route_only() -> None:
-    server = await start(settings({"CCBRIDGE_ROUTING_DEFAULT_CONNECTOR": "rt"}))
+    server = await start(build, settings({"CCBRIDGE_ROUTING_DEFAULT_CONNECTOR": "rt"}))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
             stub = routing_pb2_grpc.RoutingServiceStub(ch)
@@ -194,9 +198,9 @@ async def test_invalid_initial_file_fails_fast(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     write_rules(path, "rules:\n  - name: a\n    route: {queue: [1]}\n")
     with pytest.raises(RulesError, match="queue must be a string"):
-        await start(settings({"CCBRIDGE_ROUTING_RULES": str(path)}))
+        await start(build, settings({"CCBRIDGE_ROUTING_RULES": str(path)}))
     with pytest.raises(RulesError, match="cannot read"):
-        await start(settings({"CCBRIDGE_ROUTING_RULES": str(tmp_path / "missing.yaml")}))
+        await start(build, settings({"CCBRIDGE_ROUTING_RULES": str(tmp_path / "missing.yaml")}))
 
 
 def test_settings_errors_are_reported_together() -> None:

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Mapping
 import grpc
 import pytest
 
-from ccbridge.services.session.__main__ import RunningSession, start
+from ccbridge.services.runtime.component import start
+from ccbridge.services.session.__main__ import RunningSession, build
 from ccbridge.services.session.settings import SessionSettings
 from ccbridge.session.v1 import session_pb2_grpc
 
@@ -16,6 +17,7 @@ def session_settings(redis_url: str, **overrides: str) -> SessionSettings:
     env: Mapping[str, str] = {
         "REDIS_URL": redis_url,
         "CCBRIDGE_SESSION_PORT": "0",
+        "CCBRIDGE_DRAIN_DELAY_S": "0",
         "INFOBIP_BASE_URL": "http://127.0.0.1:9",
         "INFOBIP_API_KEY": "test-key",
         # Peers on a closed port: these tests exercise the API, not the worker.
@@ -32,7 +34,7 @@ def session_settings(redis_url: str, **overrides: str) -> SessionSettings:
 async def session_api(
     redis_url: str, redis_client: object
 ) -> AsyncIterator[tuple[RunningSession, session_pb2_grpc.SessionServiceStub]]:
-    running = await start(session_settings(redis_url))
+    running = await start(build, session_settings(redis_url))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
     try:
         yield running, session_pb2_grpc.SessionServiceStub(channel)

@@ -43,7 +43,7 @@ async def test_batches_are_stored_and_answered_in_order(
     assert "id" in answers[2].error_message and not answers[2].results
     assert [r.message_id for r in answers[3].results] == ["m4"]
     assert await call.code() == grpc.StatusCode.OK
-    queued = await running.store.peek(running.store.k_in("s-1"), 10)
+    queued = await running.parts.store.peek(running.parts.store.k_in("s-1"), 10)
     assert [common_pb2.Message.FromString(p).id for p in queued] == ["m1", "m3", "m4"]
 
 
@@ -57,7 +57,7 @@ async def test_draining_ends_idle_streams_and_busy_ones_after_their_batch(
     await idle.write(_batch(1, ("i1", "s-2")))
     assert (await idle.read()).batch_id == 1
     # The busy stream's next batch waits on a slow store while draining starts.
-    store = running.store
+    store = running.parts.store
     original = store.ingest
     release = asyncio.Event()
 
@@ -68,7 +68,7 @@ async def test_draining_ends_idle_streams_and_busy_ones_after_their_batch(
     store.ingest = slow_ingest  # type: ignore[method-assign]
     await busy.write(_batch(2, ("b1", "s-2")))
     await asyncio.sleep(0.1)
-    running.servicer.start_draining()
+    running.parts.servicer.start_draining()
     assert await asyncio.wait_for(idle.code(), 5) == grpc.StatusCode.OK
     release.set()
     answer = await busy.read()

@@ -62,7 +62,7 @@ async def test_ingest_outcomes_and_order(session_api: Api) -> None:
         session_pb2.INGEST_OUTCOME_ACCEPTED,
         session_pb2.INGEST_OUTCOME_DUPLICATE,
     ]
-    queued = await running.store.r.lrange(running.store.k_in("c-2"), 0, -1)
+    queued = await running.parts.store.r.lrange(running.parts.store.k_in("c-2"), 0, -1)
     assert [common_pb2.Message.FromString(q).id for q in queued] == ["m1", "m3"]
     handover = (
         await stub.GetHandover(session_pb2.GetHandoverRequest(conversation_id="c-2"))
@@ -114,7 +114,7 @@ async def test_list_by_state_is_paged(session_api: Api) -> None:
 async def test_case_events_need_a_linked_case(session_api: Api) -> None:
     running, stub = session_api
     await stub.Escalate(session_pb2.EscalateRequest(conversation_id="c-3"))
-    await running.store.link_case("c-3", "webhook", "case-9")
+    await running.parts.store.link_case("c-3", "webhook", "case-9")
     agent = common_pb2.Message(id="a1", content_type="TEXT", content_json='{"text":"hello"}')
     events = [
         session_pb2.CaseEvent(

@@ -1,0 +1,42 @@
+"""The one table of default ports and peer-address settings of every component.
+
+Settings, the local supervisor (``ccbridge up``), the CLI and the deployment checks import
+it; the Kubernetes manifests, the Dockerfile and the docs keep literal numbers, and
+``scripts/check_k8s.py`` (run by tests/k8s) fails when the manifests disagree with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+GRPC_PORTS: Mapping[str, int] = MappingProxyType(
+    {"session": 50051, "history": 50052, "routing": 50053, "connector": 50054}
+)
+HTTP_PORTS: Mapping[str, int] = MappingProxyType({"gateway": 8000})
+DEFAULT_PORTS: Mapping[str, int] = MappingProxyType({**HTTP_PORTS, **GRPC_PORTS})
+
+# The setting that overrides each component's listen port.
+PORT_ENV: Mapping[str, str] = MappingProxyType(
+    {
+        "gateway": "CCBRIDGE_HTTP_PORT",
+        "session": "CCBRIDGE_SESSION_PORT",
+        "history": "CCBRIDGE_HISTORY_PORT",
+        "routing": "CCBRIDGE_ROUTING_PORT",
+        "connector": "CCBRIDGE_CONNECTOR_PORT",
+    }
+)
+# The setting through which a peer finds each gRPC service.
+ADDR_ENV: Mapping[str, str] = MappingProxyType(
+    {
+        "session": "SESSION_ADDR",
+        "history": "HISTORY_ADDR",
+        "routing": "ROUTING_ADDR",
+        "connector": "CONNECTOR_ADDR",
+    }
+)
+
+
+def default_addr(component: str) -> str:
+    """The loopback address a peer dials when ``<PEER>_ADDR`` is not set."""
+    return f"127.0.0.1:{DEFAULT_PORTS[component]}"
