@@ -97,7 +97,14 @@ async def start(settings: SessionSettings, *, start_server: bool = True) -> Runn
         store,
         settings,
         servicer,
-        [redis.aclose, history_ch.close, routing_ch.close, connector_ch.close, infobip.aclose],
+        [
+            redis.aclose,
+            store.raw.aclose,
+            history_ch.close,
+            routing_ch.close,
+            connector_ch.close,
+            infobip.aclose,
+        ],
     )
     if start_server:
         await server.start()
