@@ -1,6 +1,7 @@
 """RawPipeline (Session's hot-path Redis round trips) against a real Redis: raw replies,
 error replies in place, a dropped connection retried on a fresh one, a silent server
-timing out, and every REDIS_URL form (plain, Sentinel)."""
+timing out, and Sentinel. The other REDIS_URL forms and scripts:
+test_raw_pipeline_connections.py."""
 
 from __future__ import annotations
 
@@ -94,9 +95,8 @@ async def test_a_killed_connection_is_replaced_and_the_pipeline_sent_again(
 
 
 async def test_a_server_that_stops_answering_times_out_after_the_retries() -> None:
-    """The server answers redis-py's handshake and health checks (CLIENT SETINFO, PING)
-    but never a GET: each try times out, its connection is dropped, and after the third
-    retry the caller gets a TimeoutError."""
+    """The server accepts connections but never answers a GET: each try times out, its
+    connection is dropped, and after the third retry the caller gets a TimeoutError."""
     gets = 0
     writers: list[asyncio.StreamWriter] = []
 
