@@ -208,6 +208,8 @@ def _tls_context(options: Mapping[str, Any]) -> ssl.SSLContext:
     if unknown:
         raise ValueError(f"RawPipeline does not support the TLS options {sorted(unknown)}")
     reqs = options.get("ssl_cert_reqs", "required")
+    if isinstance(reqs, str) and reqs not in _CERT_REQS:
+        raise ValueError(f"ssl_cert_reqs must be one of {sorted(_CERT_REQS)}, not {reqs!r}")
     cert_reqs = _CERT_REQS[reqs] if isinstance(reqs, str) else ssl.VerifyMode(reqs)
     context = ssl.create_default_context()
     context.check_hostname = (
@@ -236,11 +238,11 @@ def _tls_context(options: Mapping[str, Any]) -> ssl.SSLContext:
 class RawPipeline:
     """Runs commands in one round trip on its own connection, with raw replies.
 
-    For the hot paths (Session's ingest and relay): redis-py's ``Pipeline`` costs
-    ~11 µs of CPU per command (command objects, a coroutine and a timeout context per
-    reply, response callbacks); this writes the commands packed by hiredis's
-    ``pack_command`` at once and parses every reply with a ``hiredis.Reader`` — figures
-    in bench/README.md (``python -m bench.redis_pipeline``).
+    For the hot paths (Session's ingest and relay): redis-py's ``Pipeline`` pays per
+    command for command objects, a coroutine and a timeout context per reply and
+    response callbacks; this writes the commands packed by hiredis's ``pack_command`` at
+    once and parses every reply with one ``hiredis.Reader``, about a quarter of the
+    client CPU per round trip (bench/README.md, ``python -m bench.redis_pipeline``).
 
     It connects where the redis-py client it is given connects, with the same options:
     the client's documented ``get_connection_kwargs()`` (host and port or unix socket,
@@ -334,7 +336,9 @@ class RawPipeline:
         missing = [
             i
             for i, reply in enumerate(replies)
-            if isinstance(reply, NoScriptError) and commands[i][1] in self._scripts
+            if isinstance(reply, NoScriptError)
+            and len(commands[i]) > 1
+            and commands[i][1] in self._scripts
         ]
         if not missing:
             return
