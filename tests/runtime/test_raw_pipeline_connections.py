@@ -315,3 +315,39 @@ async def test_a_script_that_does_not_load_leaves_its_error_in_place(redis_url: 
     finally:
         await raw.aclose()
         await client.aclose()
+
+
+# -- its pool -------------------------------------------------------------------------------
+async def test_at_most_max_connections_all_kept_until_closed(
+    redis_url: str, redis_client: aioredis.Redis
+) -> None:
+    """Twenty concurrent round trips share two connections, which stay open between
+    round trips (no reconnect per call) and close with aclose()."""
+    base = redis_url.rsplit("/", 1)[0]
+    client = create_redis(f"{base}/0?client_name=ccb-raw-pool")
+    raw = RawPipeline(client, max_connections=2)
+
+    async def named() -> list[str]:
+        listing = (await redis_client.execute_command("CLIENT", "LIST")).decode()
+        return [line for line in listing.splitlines() if "name=ccb-raw-pool" in line]
+
+    try:
+        replies = await asyncio.gather(
+            *(raw.execute([("INCR", "ccb-raw:p"), ("CLIENT", "ID")]) for _ in range(20))
+        )
+        assert sorted(r[0] for r in replies) == list(range(1, 21))
+        ids = {r[1] for r in replies}
+        assert len(ids) == 2
+        assert len(await named()) == 2
+        again = await raw.execute([("CLIENT", "ID")])
+        assert again[0] in ids  # kept, not reopened
+        await raw.aclose()
+        await _eventually(lambda: _none_left(named))
+    finally:
+        await raw.aclose()
+        await client.delete("ccb-raw:p")
+        await client.aclose()
+
+
+async def _none_left(named: Callable[[], Awaitable[list[str]]]) -> bool:
+    return not await named()
