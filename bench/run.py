@@ -964,6 +964,7 @@ async def _queue_messages(url: str, ids: list[str], conv: dict[str, str]) -> tup
             info = await client.info("memory")
             marks.append(int(info["used_memory"]))
     finally:
+        await store.raw.aclose()
         await client.aclose()
     return marks[0], marks[1]
 

@@ -1,30 +1,48 @@
-"""Redis connection helpers (one async client per process, created in the running loop).
+"""Redis access: the redis-py client every service uses (:func:`create_redis`) and, for
+Session's hot paths, :class:`RawPipeline` with its Lua scripts (:class:`RawScript`).
 
 ``REDIS_URL`` forms:
 
-- ``redis://[:password@]host:port/db`` and ``rediss://…`` (TLS): one server;
+- ``redis://[[user]:password@]host:port/db``, ``rediss://…`` (TLS; options such as
+  ``?ssl_ca_certs=/path/ca.pem`` as redis-py reads them) and ``unix:///path?db=N``: one
+  server;
 - ``redis+sentinel://[:password@]host1:26379,host2:26379/<master name>[/db]``: Redis
   Sentinel; the client asks the sentinels for the current master and follows failovers.
+
+A Lua script runs one way on each path, both recovering from a Redis that lost its
+script cache (a restart, ``SCRIPT FLUSH``): redis-py's ``register_script`` (``Script``)
+on the client, :meth:`RawPipeline.register_script` on the raw pipeline.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import hashlib
+import ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    DataError,
+    InvalidResponse,
+    NoScriptError,
+    ReadOnlyError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 SENTINEL_SCHEME = "redis+sentinel"
 SOCKET_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 3.0
 
 
 def _client_options(max_connections: int) -> dict[str, Any]:
@@ -34,7 +52,7 @@ def _client_options(max_connections: int) -> dict[str, Any]:
         # replies RawPipeline counts, and reply shapes are the same on every version.
         "protocol": 2,
         "socket_timeout": SOCKET_TIMEOUT_S,
-        "socket_connect_timeout": 3.0,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
         "health_check_interval": 15,
         "max_connections": max_connections,
         "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
@@ -123,93 +141,346 @@ def redis_ready(client: aioredis.Redis) -> Callable[[], Awaitable[bool]]:
 # The raw pipeline's retries on a broken connection: as the client's own Retry policy.
 RAW_RETRIES = 3
 RAW_BACKOFF_S = (0.05, 0.1, 0.2)
-RAW_IDLE_MAX = 4  # connections RawPipeline keeps between round trips
+RAW_MAX_CONNECTIONS = 16  # RawPipeline's own connections, all kept between round trips
 _DRAIN_ABOVE = 1 << 16
+_READ_SIZE = 1 << 16
+# The TLS options redis-py's SSLConnection takes (``rediss://…?ssl_…=``), as RawPipeline
+# applies them; any other ``ssl_`` option is refused rather than silently ignored.
+_TLS_OPTIONS = frozenset(
+    {
+        "ssl_keyfile",
+        "ssl_certfile",
+        "ssl_password",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_ca_data",
+        "ssl_ca_path",
+        "ssl_check_hostname",
+        "ssl_min_version",
+        "ssl_ciphers",
+        "ssl_include_verify_flags",
+        "ssl_exclude_verify_flags",
+    }
+)
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+class RawScript:
+    """A Lua script for :class:`RawPipeline` (from :meth:`RawPipeline.register_script`).
+
+    :meth:`command` gives the ``EVALSHA`` to put in a pipeline; when Redis has lost the
+    script (NOSCRIPT: it did not run), the pipeline loads it and runs that call again,
+    as redis-py's ``Script`` does.
+    """
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str | bytes) -> None:
+        self.source = source.encode() if isinstance(source, str) else source
+        self.sha = hashlib.sha1(self.source, usedforsecurity=False).hexdigest()
+
+    def command(self, keys: Sequence[Any], args: Sequence[Any] = ()) -> tuple[Any, ...]:
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+class _Connection:
+    """One of RawPipeline's connections: its streams and its reply parser."""
+
+    __slots__ = ("parser", "reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        # RESP2 (no HELLO is sent): replies only, no push messages between them.
+        self.parser = hiredis.Reader(protocolError=InvalidResponse, replyError=ResponseError)
+
+    def usable(self) -> bool:
+        """False once the server closed it while it sat idle (CLIENT KILL, restart)."""
+        return not self.reader.at_eof() and not self.writer.is_closing()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _tls_context(options: Mapping[str, Any]) -> ssl.SSLContext:
+    """The TLS context redis-py's SSLConnection would build from the same options."""
+    unknown = {k for k in options if k.startswith("ssl_")} - _TLS_OPTIONS
+    if unknown:
+        raise ValueError(f"RawPipeline does not support the TLS options {sorted(unknown)}")
+    reqs = options.get("ssl_cert_reqs", "required")
+    if isinstance(reqs, str) and reqs not in _CERT_REQS:
+        raise ValueError(f"ssl_cert_reqs must be one of {sorted(_CERT_REQS)}, not {reqs!r}")
+    cert_reqs = _CERT_REQS[reqs] if isinstance(reqs, str) else ssl.VerifyMode(reqs)
+    context = ssl.create_default_context()
+    context.check_hostname = (
+        bool(options.get("ssl_check_hostname", True)) and cert_reqs != ssl.CERT_NONE
+    )
+    context.verify_mode = cert_reqs
+    for flag in options.get("ssl_include_verify_flags") or ():
+        context.verify_flags |= flag
+    for flag in options.get("ssl_exclude_verify_flags") or ():
+        context.verify_flags &= ~flag
+    if options.get("ssl_certfile") or options.get("ssl_keyfile"):
+        context.load_cert_chain(
+            options["ssl_certfile"], options.get("ssl_keyfile"), options.get("ssl_password")
+        )
+    if options.get("ssl_ca_certs") or options.get("ssl_ca_data") or options.get("ssl_ca_path"):
+        context.load_verify_locations(
+            options.get("ssl_ca_certs"), options.get("ssl_ca_path"), options.get("ssl_ca_data")
+        )
+    if options.get("ssl_min_version") is not None:
+        context.minimum_version = options["ssl_min_version"]
+    if options.get("ssl_ciphers"):
+        context.set_ciphers(options["ssl_ciphers"])
+    return context
 
 
 class RawPipeline:
-    """Runs commands in one round trip on a pooled connection, with raw replies.
+    """Runs commands in one round trip on its own connection, with raw replies.
 
-    For the hot paths (Session's ingest and relay): redis-py's ``Pipeline`` costs
-    ~11 µs of CPU per command (command objects, a coroutine and a timeout context per
-    reply, response callbacks); this sends the hiredis-packed commands in one write and
-    parses every reply with one ``hiredis.Reader``: ~2 µs per command, measured with 16
-    ``EVALSHA`` per round trip. The connection (TCP, TLS, unix socket or a Sentinel's
-    master, authenticated, with its db selected) is redis-py's own, borrowed from the
-    client's pool, so every ``REDIS_URL`` form works unchanged.
+    For the hot paths (Session's ingest and relay): redis-py's ``Pipeline`` pays per
+    command for command objects, a coroutine and a timeout context per reply and
+    response callbacks; this writes the commands packed by hiredis's ``pack_command`` at
+    once and parses every reply with one ``hiredis.Reader``, about a quarter of the
+    client CPU per round trip (bench/README.md, ``python -m bench.redis_pipeline``).
+
+    It connects where the redis-py client it is given connects, with the same options:
+    the client's documented ``get_connection_kwargs()`` (host and port or unix socket,
+    TLS options, user and password or credential provider, db, client name, timeouts)
+    and its pool (TLS for ``rediss://``; for Sentinel, the master the sentinels name,
+    asked again after a connection failure or a READONLY reply). Up to
+    ``max_connections`` connections are open at once, all kept between round trips;
+    :meth:`aclose` closes them.
 
     Replies are as Redis sends them (``bytes``, ``int``, lists, ``None``); an error
     reply comes back as a ``ResponseError`` (``NoScriptError`` for NOSCRIPT) in its
-    place, not raised. A broken or timed-out connection is dropped and the whole
-    pipeline is sent again on a fresh one (3 retries, as the client's retry policy),
-    so its commands must be safe to repeat, as with redis-py's pipeline.
+    place, not raised. A broken or timed-out connection is dropped (with the idle ones,
+    likely broken too) and the whole pipeline is sent again on a fresh one (3 retries,
+    as the client's retry policy), so its commands must be safe to repeat, as with
+    redis-py's pipeline. Scripts: :meth:`register_script`.
     """
 
-    def __init__(self, client: aioredis.Redis, *, timeout_s: float = SOCKET_TIMEOUT_S) -> None:
-        self._pool = client.connection_pool
-        self._timeout_s = timeout_s
-        # Connections kept checked out between round trips: taking one from the pool
-        # costs more than a round trip's own work (locks, a timeout, a liveness read).
-        # They stay in the pool's in-use set, so closing the client closes them.
-        self._idle: list[Any] = []
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        timeout_s: float | None = None,
+        max_connections: int = RAW_MAX_CONNECTIONS,
+    ) -> None:
+        pool = client.connection_pool
+        options: dict[str, Any] = dict(client.get_connection_kwargs())  # type: ignore[no-untyped-call]
+        self._path: str | None = options.get("path")
+        self._host: str = options.get("host", "localhost")
+        self._port: int = int(options.get("port", 6379))
+        self._tls = (
+            _tls_context(options) if issubclass(pool.connection_class, SSLConnection) else None
+        )
+        self._username: str | None = options.get("username")
+        self._password: str | None = options.get("password")
+        self._credentials = options.get("credential_provider")
+        self._db = int(options.get("db") or 0)
+        self._client_name: str | None = options.get("client_name")
+        self._timeout_s = timeout_s or options.get("socket_timeout") or SOCKET_TIMEOUT_S
+        self._connect_timeout_s = (
+            options.get("socket_connect_timeout")
+            or options.get("socket_timeout")
+            or CONNECT_TIMEOUT_S
+        )
+        self._sentinel = pool if isinstance(pool, SentinelConnectionPool) else None
+        self._master: tuple[str, int] | None = None
+        self._slots = asyncio.Semaphore(max_connections)
+        self._idle: list[_Connection] = []
+        self._scripts: dict[str, bytes] = {}
+        self._closed = False
+
+    def register_script(self, source: str | bytes) -> RawScript:
+        """A script whose calls (:meth:`RawScript.command`) this pipeline runs again after
+        loading it when Redis answers NOSCRIPT."""
+        script = RawScript(source)
+        self._scripts[script.sha] = script.source
+        return script
 
     async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         if not commands:
             return []
-        try:
-            packed = b"".join([hiredis.pack_command(tuple(c)) for c in commands])
-        except TypeError as exc:
-            raise DataError(str(exc)) from None
-        for attempt in range(RAW_RETRIES + 1):
-            if self._idle:
-                conn = self._idle.pop()
-            else:
-                conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        replies, noscript = await self._send(self._pack(commands), len(commands))
+        if noscript:
+            await self._load_and_run_again(commands, replies)
+        return replies
+
+    async def aclose(self) -> None:
+        """Closes the idle connections now and the busy ones when their round trip ends."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+        for conn in idle:
             try:
-                replies = await self._round_trip(conn, packed, len(commands))
-            except (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError) as exc:
-                await self._discard(conn)  # replies may be half read: never reuse it
-                if attempt == RAW_RETRIES:
-                    if isinstance(exc, TimeoutError | RedisTimeoutError):
-                        raise RedisTimeoutError("Redis did not answer in time") from exc
-                    raise RedisConnectionError(f"Redis connection failed: {exc}") from exc
-                await asyncio.sleep(RAW_BACKOFF_S[min(attempt, len(RAW_BACKOFF_S) - 1)])
-                continue
-            except BaseException:
-                await self._discard(conn)
-                raise
-            if len(self._idle) < RAW_IDLE_MAX:
-                self._idle.append(conn)
-            else:
-                await self._pool.release(conn)
-            return replies
+                await conn.writer.wait_closed()
+            except OSError:
+                pass  # already broken: closed is all we want
+
+    @staticmethod
+    def _pack(commands: Sequence[Sequence[Any]]) -> bytes:
+        try:
+            return b"".join([hiredis.pack_command(tuple(c)) for c in commands])
+        except TypeError as exc:  # what redis-py raises for the same inputs
+            raise DataError(str(exc)) from None
+
+    async def _load_and_run_again(
+        self, commands: Sequence[Sequence[Any]], replies: list[Any]
+    ) -> None:
+        """NOSCRIPT means the call did not run: load each such script and run those calls
+        again, in their order, in one more round trip (after the pipeline's other
+        commands, which did run). A script that fails to load leaves its error in place."""
+        missing = [
+            i
+            for i, reply in enumerate(replies)
+            if isinstance(reply, NoScriptError)
+            and len(commands[i]) > 1
+            and commands[i][1] in self._scripts
+        ]
+        if not missing:
+            return
+        shas = list(dict.fromkeys(commands[i][1] for i in missing))
+        again = [("SCRIPT", "LOAD", self._scripts[sha]) for sha in shas]
+        again += [tuple(commands[i]) for i in missing]
+        got, _ = await self._send(self._pack(again), len(again))
+        loaded = dict(zip(shas, got, strict=False))
+        for index, reply in zip(missing, got[len(shas) :], strict=True):
+            load = loaded[commands[index][1]]
+            replies[index] = load if isinstance(load, Exception) else reply
+
+    async def _send(self, packed: bytes, count: int) -> tuple[list[Any], bool]:
+        if self._closed:
+            raise RedisConnectionError("RawPipeline is closed")
+        async with self._slots:
+            for attempt in range(RAW_RETRIES + 1):
+                conn: _Connection | None = None
+                try:
+                    conn = self._idle.pop() if self._idle else None
+                    if conn is None or not conn.usable():
+                        conn = await self._connection(conn)
+                    result = await self._round_trip(conn, packed, count)
+                except AuthenticationError:
+                    if conn is not None:
+                        conn.close()
+                    raise
+                except (OSError, TimeoutError, RedisConnectionError) as exc:
+                    # Replies may be half read: never reuse it. The idle ones likely
+                    # broke with it (a restart, a failover): fresh ones for the retry.
+                    if conn is not None:
+                        conn.close()
+                    self._drop_idle()
+                    if attempt == RAW_RETRIES:
+                        if isinstance(exc, TimeoutError):
+                            raise RedisTimeoutError("Redis did not answer in time") from exc
+                        raise RedisConnectionError(f"Redis connection failed: {exc}") from exc
+                    await asyncio.sleep(RAW_BACKOFF_S[min(attempt, len(RAW_BACKOFF_S) - 1)])
+                    continue
+                except BaseException:
+                    if conn is not None:
+                        conn.close()
+                    raise
+                if self._closed:
+                    conn.close()
+                else:
+                    self._idle.append(conn)
+                return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _discard(self, conn: Any) -> None:
-        await conn.disconnect()
-        await self._pool.release(conn)
+    def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+        self._master = None  # Sentinel: ask again which server is the master
 
-    async def _round_trip(self, conn: Any, packed: bytes, count: int) -> list[Any]:
-        if not conn.is_connected:
-            await conn.connect()
-        # redis-py's asyncio connections keep their streams here (redis 5.3 to 8).
-        reader: asyncio.StreamReader = conn._reader
-        writer: asyncio.StreamWriter = conn._writer
+    async def _connection(self, broken: _Connection | None) -> _Connection:
+        """An idle connection still open, else a new one (``broken``: one found closed)."""
+        if broken is not None:
+            broken.close()
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.usable():
+                return conn
+            conn.close()
+        async with asyncio.timeout(self._connect_timeout_s):
+            if self._path is not None:
+                reader, writer = await asyncio.open_unix_connection(self._path)
+            else:
+                host, port = await self._address()
+                reader, writer = await asyncio.open_connection(
+                    host, port, ssl=self._tls, server_hostname=host if self._tls else None
+                )
+            conn = _Connection(reader, writer)
+            try:
+                await self._handshake(conn)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    async def _address(self) -> tuple[str, int]:
+        if self._sentinel is None:
+            return self._host, self._port
+        if self._master is None:
+            host, port = await self._sentinel.sentinel_manager.discover_master(
+                self._sentinel.service_name
+            )
+            self._master = (str(host), int(port))
+        return self._master
+
+    async def _handshake(self, conn: _Connection) -> None:
+        """AUTH, SELECT and CLIENT SETNAME as redis-py sends them, in one round trip."""
+        commands: list[tuple[Any, ...]] = []
+        username, password = self._username, self._password
+        if self._credentials is not None:
+            credentials = await self._credentials.get_credentials_async()
+            username, password = (None, *credentials)[-2:]
+        if password:
+            commands.append(("AUTH", username, password) if username else ("AUTH", password))
+        if self._db:
+            commands.append(("SELECT", self._db))
+        if self._client_name:
+            commands.append(("CLIENT", "SETNAME", self._client_name))
+        if not commands:
+            return
+        replies, _ = await self._round_trip(conn, self._pack(commands), len(commands))
+        for command, reply in zip(commands, replies, strict=True):
+            if isinstance(reply, Exception):
+                if command[0] == "AUTH":
+                    raise AuthenticationError(str(reply))
+                raise reply
+
+    async def _round_trip(
+        self, conn: _Connection, packed: bytes, count: int
+    ) -> tuple[list[Any], bool]:
+        writer = conn.writer
         writer.write(packed)
-        parser = hiredis.Reader(replyError=ResponseError)
+        reader = conn.reader
+        parser = conn.parser
         replies: list[Any] = []
+        noscript = False
         async with asyncio.timeout(self._timeout_s):
             if writer.transport.get_write_buffer_size() > _DRAIN_ABOVE:
                 await writer.drain()
             while len(replies) < count:
                 reply = parser.gets()
                 if reply is False:
-                    data = await reader.read(65536)
+                    data = await reader.read(_READ_SIZE)
                     if not data:
                         raise RedisConnectionError("Redis closed the connection")
                     parser.feed(data)
                     continue
-                if isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"):
-                    reply = NoScriptError(str(reply))
+                if isinstance(reply, ResponseError):
+                    message = str(reply)
+                    if message.startswith("NOSCRIPT"):
+                        reply = NoScriptError(message)
+                        noscript = True
+                    elif message.startswith("READONLY"):
+                        if self._sentinel is not None:
+                            # The master was demoted (a failover): find the new one.
+                            raise RedisConnectionError(message)
+                        reply = ReadOnlyError(message)
                 replies.append(reply)
-        return replies
+        return replies, noscript

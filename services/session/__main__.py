@@ -92,6 +92,7 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
         drain=[servicer.start_draining],
         closers=[
             redis.aclose,
+            store.raw.aclose,
             history_ch.close,
             routing_ch.close,
             connector_ch.close,

@@ -40,10 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
 from ccbridge.common.v1 import common_pb2
-from ccbridge.services.runtime.redis import RawPipeline
+from ccbridge.services.runtime.redis import RawPipeline, RawScript
 
 STATES = ("OPENING", "ACTIVE", "CLOSING", "CLOSED", "FAILED")
 INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE = 0, 1, 2
@@ -274,16 +273,16 @@ class SessionStore:
         self.p = prefix
         self.dedupe_ttl_s = dedupe_ttl_s
         self.closed_retention_s = closed_retention_s
-        self._ingest = redis.register_script(_INGEST)
+        self.raw = RawPipeline(redis)
+        self._ingest = self.raw.register_script(_INGEST)
         self._create = redis.register_script(_CREATE)
         self._transition = redis.register_script(_TRANSITION)
         self._pop_head = redis.register_script(_POP_HEAD)
         self._agent_event = redis.register_script(_AGENT_EVENT)
         self._release = redis.register_script(_RELEASE)
         self._renew = redis.register_script(_RENEW)
-        self._claim_relay = redis.register_script(_CLAIM_RELAY)
-        self._finish_relay = redis.register_script(_FINISH_RELAY)
-        self.raw = RawPipeline(redis)
+        self._claim_relay = self.raw.register_script(_CLAIM_RELAY)
+        self._finish_relay = self.raw.register_script(_FINISH_RELAY)
         # Conversations whose last ingested message was taken (see ingest()).
         self._open_hint: dict[str, None] = {}
 
@@ -455,53 +454,33 @@ class SessionStore:
         meanwhile) only costs one empty step, which removes the entry."""
         if not messages:
             return []
-        pending = list(range(len(messages)))
-        outcomes: list[int] = [0] * len(messages)
         hint = self._open_hint
         ts = now_ms()
         guessed = [cid for cid in dict.fromkeys(m.conversation_id for m in messages) if cid in hint]
-        for _attempt in range(2):
-            commands: list[tuple[Any, ...]] = []
-            for index in pending:
-                m = messages[index]
-                cid = m.conversation_id
-                commands.append(
-                    (
-                        "EVALSHA",
-                        self._ingest.sha,
-                        3,
-                        self.k_h(cid),
-                        self.k_in(cid),
-                        self.k_seen(cid),
-                        m.id,
-                        m.SerializeToString(),
-                        self.dedupe_ttl_s,
-                        m.channel,
-                        getattr(m, "from"),
-                        m.to,
-                        0,
-                    )
-                )
-            if guessed:
-                # NX: a conversation in back-off keeps its later due time.
-                commands.append(("ZADD", self.k_due, "NX", *_scored(guessed, ts)))
-            replies = await self.raw.execute(commands)
-            missing = []
-            for index, reply in zip(pending, replies, strict=False):
-                if isinstance(reply, NoScriptError):
-                    missing.append(index)  # not run: safe to run again, in order
-                elif isinstance(reply, Exception):
-                    raise reply
-                else:
-                    outcomes[index] = int(reply)
-            if guessed and isinstance(replies[-1], Exception):
-                raise replies[-1]
-            if not missing:
-                break
-            await self.r.script_load(_INGEST)
-            pending = missing
-        else:
-            raise NoScriptError("the ingest script could not be loaded")
+        commands = [
+            self._ingest.command(
+                [
+                    self.k_h(m.conversation_id),
+                    self.k_in(m.conversation_id),
+                    self.k_seen(m.conversation_id),
+                ],
+                [
+                    m.id,
+                    m.SerializeToString(),
+                    self.dedupe_ttl_s,
+                    m.channel,
+                    getattr(m, "from"),
+                    m.to,
+                    0,
+                ],
+            )
+            for m in messages
+        ]
+        if guessed:
+            # NX: a conversation in back-off keeps its later due time.
+            commands.append(("ZADD", self.k_due, "NX", *_scored(guessed, ts)))
+        replies = await self._exec(commands)
+        outcomes = [int(reply) for reply in replies[: len(messages)]]
         first = set()
         for m, outcome in zip(messages, outcomes, strict=True):
             cid = m.conversation_id
@@ -617,33 +596,10 @@ class SessionStore:
 
     # -- the relay's batched steps (services/session/relay.py) --------------------------------
     async def _evalsha_many(
-        self, script: Any, calls: Sequence[tuple[list[str], list[Any]]]
+        self, script: RawScript, calls: Sequence[tuple[list[str], list[Any]]]
     ) -> list[Any]:
-        """Runs ``script`` once per (keys, args) in one pipelined round trip, loading it
-        first when Redis lost it (a restart): a NOSCRIPT reply means it did not run, so
-        only those calls are run again."""
-        replies: list[Any] = [None] * len(calls)
-        pending = list(range(len(calls)))
-        for _attempt in range(2):
-            got = await self.raw.execute(
-                [
-                    ("EVALSHA", script.sha, len(calls[i][0]), *calls[i][0], *calls[i][1])
-                    for i in pending
-                ]
-            )
-            missing = []
-            for index, reply in zip(pending, got, strict=True):
-                if isinstance(reply, NoScriptError):
-                    missing.append(index)
-                elif isinstance(reply, Exception):
-                    raise reply
-                else:
-                    replies[index] = reply
-            if not missing:
-                return replies
-            await self.r.script_load(script.script)
-            pending = missing
-        raise NoScriptError("a relay script could not be loaded")
+        """Runs ``script`` once per (keys, args) in one pipelined round trip."""
+        return await self._exec([script.command(keys, args) for keys, args in calls])
 
     async def claim_relay(
         self, cids: Sequence[str], lease_ttl_ms: int, window: int
@@ -707,44 +663,18 @@ class SessionStore:
         conversation back itself, and one pushed before it is counted in the lengths.
         (Across Redis Cluster nodes that order is not guaranteed; the reconciler's
         schedule repair covers the gap.)"""
-        replies: list[Any] = [None] * len(finishes)
-        pending = list(range(len(finishes)))
-        for _attempt in range(2):
-            commands: list[tuple[Any, ...]] = []
-            for index in pending:
-                claim, payloads, reset, release = finishes[index]
-                cid = claim.conversation_id
-                commands.append(("ZREM", self.k_due, cid))
-                commands.append(
-                    (
-                        "EVALSHA",
-                        self._finish_relay.sha,
-                        4,
-                        self.k_lease(cid),
-                        self.k_in(cid),
-                        self.k_out(cid),
-                        self.k_h(cid),
-                        claim.token,
-                        "1" if reset else "0",
-                        "1" if release else "0",
-                        *payloads,
-                    )
+        commands: list[tuple[Any, ...]] = []
+        for claim, payloads, reset, release in finishes:
+            cid = claim.conversation_id
+            commands.append(("ZREM", self.k_due, cid))
+            commands.append(
+                self._finish_relay.command(
+                    [self.k_lease(cid), self.k_in(cid), self.k_out(cid), self.k_h(cid)],
+                    [claim.token, "1" if reset else "0", "1" if release else "0", *payloads],
                 )
-            got = await self.raw.execute(commands)
-            missing = []
-            for position, index in enumerate(pending):
-                reply = got[2 * position + 1]
-                if isinstance(reply, NoScriptError):
-                    missing.append(index)  # did not run: safe to run again
-                elif isinstance(reply, Exception):
-                    raise reply
-                else:
-                    replies[index] = reply
-            if not missing:
-                return [RelayFinish(int(r[0]), int(r[1]), int(r[2])) for r in replies]
-            await self.r.script_load(_FINISH_RELAY)
-            pending = missing
-        raise NoScriptError("the relay's finish script could not be loaded")
+            )
+        replies = (await self._exec(commands))[1::2]
+        return [RelayFinish(int(r[0]), int(r[1]), int(r[2])) for r in replies]
 
     async def schedule_now(self, cids: Sequence[str]) -> None:
         """Schedules these conversations now (one round trip)."""

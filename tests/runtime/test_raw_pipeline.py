@@ -1,6 +1,7 @@
 """RawPipeline (Session's hot-path Redis round trips) against a real Redis: raw replies,
 error replies in place, a dropped connection retried on a fresh one, a silent server
-timing out, and every REDIS_URL form (plain, Sentinel)."""
+timing out, and Sentinel. The other REDIS_URL forms and scripts:
+test_raw_pipeline_connections.py."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ async def test_replies_come_raw_and_in_order(redis_url: str) -> None:
         assert await raw.execute([]) == []
     finally:
         await client.delete("ccb-raw:l", "ccb-raw:z", "ccb-raw:h")
+        await raw.aclose()
         await client.aclose()
 
 
@@ -68,6 +70,7 @@ async def test_error_replies_stay_in_place_and_the_connection_stays_usable(
             await raw.execute([("SET", "ccb-raw:s", None)])
     finally:
         await client.delete("ccb-raw:s")
+        await raw.aclose()
         await client.aclose()
 
 
@@ -87,13 +90,13 @@ async def test_a_killed_connection_is_replaced_and_the_pipeline_sent_again(
     finally:
         await admin.delete("ccb-raw:n")
         await admin.aclose()
+        await raw.aclose()
         await client.aclose()
 
 
 async def test_a_server_that_stops_answering_times_out_after_the_retries() -> None:
-    """The server answers redis-py's handshake and health checks (CLIENT SETINFO, PING)
-    but never a GET: each try times out, its connection is dropped, and after the third
-    retry the caller gets a TimeoutError."""
+    """The server accepts connections but never answers a GET: each try times out, its
+    connection is dropped, and after the third retry the caller gets a TimeoutError."""
     gets = 0
     writers: list[asyncio.StreamWriter] = []
 
@@ -114,6 +117,7 @@ async def test_a_server_that_stops_answering_times_out_after_the_retries() -> No
         assert gets == 4  # the first try and three retries
         assert len(writers) == 4  # each on a fresh connection
     finally:
+        await raw.aclose()
         await client.aclose()
         for writer in writers:
             writer.close()
@@ -131,4 +135,5 @@ async def test_works_through_sentinel(sentinel: tuple[int, RedisServer]) -> None
             b"1",
         ]
     finally:
+        await raw.aclose()
         await client.aclose()

@@ -4,7 +4,7 @@ The connector is a recording stand-in for the gRPC stub (the e2e tests run the r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import pytest
@@ -97,8 +97,10 @@ class Setup:
 
 
 @pytest.fixture
-def setup(redis_client: aioredis.Redis) -> Setup:
-    return Setup(redis_client)
+async def setup(redis_client: aioredis.Redis) -> AsyncIterator[Setup]:
+    setup = Setup(redis_client)
+    yield setup
+    await setup.store.raw.aclose()
 
 
 async def test_claims_only_inbox_only_conversations(setup: Setup) -> None:

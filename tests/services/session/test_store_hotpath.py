@@ -4,9 +4,10 @@ one-round-trip step reads."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
@@ -24,10 +25,16 @@ def _message(mid: str, cid: str) -> common_pb2.Message:
     return message
 
 
-async def test_ingest_outcomes_survive_a_flushed_script_cache(
-    redis_client: aioredis.Redis,
-) -> None:
+@pytest.fixture
+async def store(redis_client: aioredis.Redis) -> AsyncIterator[SessionStore]:
     store = SessionStore(redis_client)
+    yield store
+    await store.raw.aclose()
+
+
+async def test_ingest_outcomes_survive_a_flushed_script_cache(
+    store: SessionStore, redis_client: aioredis.Redis
+) -> None:
     assert await store.create("c1", [], {})
     await redis_client.script_flush()  # e.g. Redis restarted without its script cache
     outcomes = await store.ingest(
@@ -39,8 +46,9 @@ async def test_ingest_outcomes_survive_a_flushed_script_cache(
     assert await redis_client.zscore(store.k_due, "c1") is not None
 
 
-async def test_handover_hash_stays_a_listpack(redis_client: aioredis.Redis) -> None:
-    store = SessionStore(redis_client)
+async def test_handover_hash_stays_a_listpack(
+    store: SessionStore, redis_client: aioredis.Redis
+) -> None:
     assert await store.create("c1", [], {})
     ok, _ = await store.transition(
         "c1",
@@ -60,8 +68,9 @@ async def test_handover_hash_stays_a_listpack(redis_client: aioredis.Redis) -> N
     assert rec.get("failure_reason") == ""
 
 
-async def test_transcript_ids_and_step_reads(redis_client: aioredis.Redis) -> None:
-    store = SessionStore(redis_client)
+async def test_transcript_ids_and_step_reads(
+    store: SessionStore, redis_client: aioredis.Redis
+) -> None:
     assert await store.create("c1", ["vip"], {"lang": "en"})
     await store.remember_transcript("c1", ["t1", "t2"])
     assert await store.in_transcript_many("c1", ["t2", "x", "t1"]) == [True, False, True]
@@ -84,13 +93,12 @@ async def test_transcript_ids_and_step_reads(redis_client: aioredis.Redis) -> No
 
 
 async def test_ingest_schedules_in_the_same_round_trip_once_a_conversation_took_messages(
-    redis_client: aioredis.Redis,
+    store: SessionStore, redis_client: aioredis.Redis
 ) -> None:
     """The first accepted message of a conversation schedules it in a second round trip;
     later ones in the pushes' own pipeline (guessed from the last outcome). A back-off's
     later due time is kept, and a conversation whose handover closed is no longer guessed
     after one ignored message."""
-    store = SessionStore(redis_client)
     round_trips = 0
     execute = store.raw.execute
 
