@@ -8,9 +8,6 @@ reverse order.
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -24,7 +21,7 @@ from ccbridge.services.connector.registry import create_adapters
 from ccbridge.services.connector.servicer import ConnectorServicer
 from ccbridge.services.connector.session_client import SessionReporter
 from ccbridge.services.connector.settings import ConnectorSettings
-from ccbridge.services.connector.store import PollLease
+from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime.channels import create_channel
 from ccbridge.services.runtime.entry import run_component
 from ccbridge.services.runtime.redis import create_redis
@@ -79,14 +76,14 @@ async def build(
         await redis.aclose()
         raise
     reporter = SessionReporter(channel)
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    store = ConnectorStore(redis, settings.common.redis_prefix)
     lease_ttl_s = max(30.0, settings.poll_interval_s * 5)
     pollers = [
         Poller(
             name,
             adapter,
             reporter,
-            PollLease(redis, name, owner, lease_ttl_s),
+            store.poll_lease(name, lease_ttl_s),
             interval_s=settings.poll_interval_s,
         )
         for name, adapter in built.items()

@@ -28,8 +28,10 @@ def _webhook(settings: ConnectorSettings, redis: aioredis.Redis) -> Adapter:
 
 def _rt(settings: ConnectorSettings, redis: aioredis.Redis) -> Adapter:
     from ccbridge.services.connector.adapters.rt import factory
+    from ccbridge.services.connector.store import ConnectorStore
 
-    return factory(settings.env, redis)  # reads CCBRIDGE_RT_*; SettingsError when invalid
+    store = ConnectorStore(redis, settings.common.redis_prefix)
+    return factory(settings.env, store)  # reads CCBRIDGE_RT_*; SettingsError when invalid
 
 
 ADAPTERS: dict[str, AdapterFactory] = {

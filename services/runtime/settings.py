@@ -142,6 +142,7 @@ class CommonSettings:
     log_level: str
     log_format: str
     shutdown_grace_s: float
+    redis_prefix: str = "ccb"  # every Redis key of every component starts with it
 
     @classmethod
     def read(cls, env: EnvReader) -> CommonSettings:
@@ -150,4 +151,5 @@ class CommonSettings:
             log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             log_format=env.choice("LOG_FORMAT", "json", ("json", "console")),
             shutdown_grace_s=env.float("CCBRIDGE_SHUTDOWN_GRACE_S", 5.0, minimum=0.0),
+            redis_prefix=env.str("CCBRIDGE_REDIS_PREFIX", "ccb"),
         )
