@@ -19,7 +19,6 @@ import ccbridge
 from ccbridge.services.local.run import ORDER, start_mesh, start_simulators
 from ccbridge.services.local.supervisor import ProcessGroup, free_port, mesh_env
 
-
 CODE_ROOT = Path(ccbridge.__file__).resolve().parent.parent  # the protos/ folder
 
 
