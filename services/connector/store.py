@@ -16,7 +16,10 @@
 
 A queue's keys share a hash tag, a conversation's too. Releases up to d3ac8b9 kept the
 poll lease at ``ccbridge:connector:poll-lease:{name}`` (no prefix); it is the poll lease's
-guard during a rolling upgrade (docs/deploy.md, "Upgrades").
+guard during a rolling upgrade. They also kept RT's keys under ``ccb`` whatever the
+prefix: with another prefix, RT's cursors, queue set and message records are read from
+there when missing under the prefix (:meth:`ConnectorStore.rt_v1`), so an upgrade
+neither skips agent replies nor posts a message twice (docs/deploy.md, "Upgrades").
 """
 
 from __future__ import annotations
@@ -70,3 +73,9 @@ class ConnectorStore:
 
     def rt_message_lock(self, conversation_id: str, key: str) -> str:
         return f"{self.p}:rt:msglock:{{{conversation_id}}}:{key}"
+
+    def rt_v1(self, key: str) -> str | None:
+        """Where releases up to d3ac8b9 kept an RT key (always under ``ccb``), when that
+        is another key; read when the key itself is missing."""
+        v1 = "ccb" + key[len(self.p) :]
+        return v1 if v1 != key else None

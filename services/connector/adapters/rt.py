@@ -487,11 +487,17 @@ class RtAdapter(Adapter):
         fresh bridge does not replay history). SET NX: a concurrent start cannot move it."""
         current = await self._get(self._cursor_key(queue))
         if current is None:
+            start = await self._get_v1(self._cursor_key(queue))
             await self._redis.set(
-                self._cursor_key(queue), await self._max_transaction_id(), nx=True
+                self._cursor_key(queue), start or await self._max_transaction_id(), nx=True
             )
             current = await self._get(self._cursor_key(queue))
         return int(current or 0)
+
+    async def _get_v1(self, key: str) -> str | None:
+        """The key as releases up to d3ac8b9 kept it, if elsewhere (connector/store.py)."""
+        v1 = self._store.rt_v1(key)
+        return await self._get(v1) if v1 else None
 
     # --- open ------------------------------------------------------------------------
 
@@ -618,7 +624,7 @@ class RtAdapter(Adapter):
             raise FarSideError("an idempotency key is required", retryable=False)
         done_key = self._store.rt_message(conversation_id, idempotency_key)
         lock_key = self._store.rt_message_lock(conversation_id, idempotency_key)
-        state = await self._get(done_key)
+        state = await self._get(done_key) or await self._get_v1(done_key)
         if state and state != _PENDING:
             return state  # posted before: the RT transaction id
         token = secrets.token_hex(8)
@@ -634,7 +640,7 @@ class RtAdapter(Adapter):
         in_doubt = False  # the POST may have reached RT without us learning the outcome
         try:
             async with asyncio.timeout(budget):
-                state = await self._get(done_key)
+                state = await self._get(done_key) or await self._get_v1(done_key)
                 if state and state != _PENDING:
                     return state
                 if state == _PENDING:
@@ -717,7 +723,9 @@ class RtAdapter(Adapter):
 
     async def _queues(self) -> list[str]:
         queues = [self.settings.queue]
-        for raw in sorted(await self._redis.smembers(self._store.rt_queues)):
+        v1 = self._store.rt_v1(self._store.rt_queues)
+        keys = [self._store.rt_queues, *([v1] if v1 else [])]
+        for raw in sorted(await self._redis.sunion(keys)):
             name = raw.decode() if isinstance(raw, bytes) else str(raw)
             if name not in queues:
                 queues.append(name)
