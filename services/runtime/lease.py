@@ -38,14 +38,17 @@ local function lease_guard(guard, ttl)
 end
 local function lease_acquire(key, fence, ttl, guard)
   if redis.call('EXISTS', key) == 1 then return false end
+  local owner = false
   if guard then
-    local owner = redis.call('GET', guard)
+    owner = redis.call('GET', guard)
     if owner and owner ~= '{GUARD}' then return false end
   end
   local token = redis.call('INCR', fence)
   redis.call('PEXPIRE', fence, {FENCE_TTL_MS})
   redis.call('SET', key, token, 'PX', ttl)
-  if guard then lease_guard(guard, ttl) end
+  if guard and (not owner or redis.call('PTTL', guard) < tonumber(ttl)) then
+    redis.call('SET', guard, '{GUARD}', 'PX', ttl)
+  end
   return tostring(token)
 end
 local function lease_held(key, token)
