@@ -37,15 +37,15 @@ local function lease_guard(guard, ttl)
   end
 end
 local function lease_acquire(key, fence, ttl, guard)
-  if redis.call('EXISTS', key) == 1 then return false end
   local owner = false
   if guard then
     owner = redis.call('GET', guard)
     if owner and owner ~= '{GUARD}' then return false end
   end
+  -- A refused SET NX burns a number: tokens stay increasing, gaps do not matter.
   local token = redis.call('INCR', fence)
   redis.call('PEXPIRE', fence, {FENCE_TTL_MS})
-  redis.call('SET', key, token, 'PX', ttl)
+  if not redis.call('SET', key, token, 'NX', 'PX', ttl) then return false end
   if guard and (not owner or redis.call('PTTL', guard) < tonumber(ttl)) then
     redis.call('SET', guard, '{GUARD}', 'PX', ttl)
   end
