@@ -7,9 +7,6 @@ the running loop and closed in reverse order.
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -22,7 +19,7 @@ from ccbridge.services.connector.registry import create_adapters
 from ccbridge.services.connector.servicer import ConnectorServicer
 from ccbridge.services.connector.session_client import SessionReporter
 from ccbridge.services.connector.settings import ConnectorSettings
-from ccbridge.services.connector.store import PollLease
+from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime.channels import create_channel
 from ccbridge.services.runtime.component import (
     Background,
@@ -57,25 +54,25 @@ async def build(
     """Creates every part; ``adapters`` replaces the configured ones (tests)."""
     redis = create_redis(settings.common.redis_url)
     channel = create_channel(settings.session_addr)
+    store = ConnectorStore(redis, settings.common.redis_prefix)
     try:
         built = (
             dict(adapters)
             if adapters is not None
-            else await create_adapters(settings.adapters, redis)
+            else await create_adapters(settings.adapters, store)
         )
     except BaseException:
         await channel.close()
         await redis.aclose()
         raise
     reporter = SessionReporter(channel)
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     lease_ttl_s = max(30.0, settings.poll_interval_s * 5)
     pollers = [
         Poller(
             name,
             adapter,
             reporter,
-            PollLease(redis, name, owner, lease_ttl_s),
+            store.poll_lease(name, lease_ttl_s),
             interval_s=settings.poll_interval_s,
         )
         for name, adapter in built.items()

@@ -14,8 +14,8 @@ import logging
 
 from ccbridge.services.connector.base import Adapter
 from ccbridge.services.connector.session_client import SessionReporter
-from ccbridge.services.connector.store import PollLease
 from ccbridge.services.runtime.errors import FarSideError
+from ccbridge.services.runtime.lease import Lease
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class Poller:
         name: str,
         adapter: Adapter,
         reporter: SessionReporter,
-        lease: PollLease | None,
+        lease: Lease | None,
         *,
         interval_s: float,
     ) -> None:
@@ -43,7 +43,7 @@ class Poller:
     async def poll_once(self) -> int | None:
         """One cycle; returns the number of events reported, None when another replica
         holds the lease. Raises whatever failed (nothing is committed then)."""
-        if self.lease is not None and not await self.lease.acquire():
+        if self.lease is not None and await self.lease.hold() is None:
             return None
         events = await self.adapter.poll()
         if events:

@@ -3,7 +3,8 @@
 Adding an adapter is one entry here: the adapter exports its settings (a module of its
 own, ``adapters/<name>_settings.py``, read with the service's one :class:`EnvReader` so
 every enabled connector's problems are reported in the one start-up message) and its
-``build(settings, redis)``. Builders import their adapter module lazily, so an adapter's
+``build(settings, store)`` (the store names the adapter's Redis keys under the one
+prefix and holds the client). Builders import their adapter module lazily, so an adapter's
 dependencies load only when CCBRIDGE_CONNECTORS names it.
 """
 
@@ -13,11 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import redis.asyncio as aioredis
-
 from ccbridge.services.connector.adapters.rt_settings import RtSettings
 from ccbridge.services.connector.adapters.webhook_settings import WebhookSettings
 from ccbridge.services.connector.base import Adapter
+from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime.settings import EnvReader
 
 T = TypeVar("T")
@@ -28,19 +28,19 @@ class AdapterSpec(Generic[T]):
     """How to read one connector's settings and build its adapter from them."""
 
     read: Callable[[EnvReader], T]
-    build: Callable[[T, aioredis.Redis], Adapter]
+    build: Callable[[T, ConnectorStore], Adapter]
 
 
-def _webhook(settings: WebhookSettings, redis: aioredis.Redis) -> Adapter:
+def _webhook(settings: WebhookSettings, store: ConnectorStore) -> Adapter:
     from ccbridge.services.connector.adapters import webhook
 
-    return webhook.build(settings, redis)
+    return webhook.build(settings, store)
 
 
-def _rt(settings: RtSettings, redis: aioredis.Redis) -> Adapter:
+def _rt(settings: RtSettings, store: ConnectorStore) -> Adapter:
     from ccbridge.services.connector.adapters import rt
 
-    return rt.build(settings, redis)
+    return rt.build(settings, store)
 
 
 ADAPTERS: Mapping[str, AdapterSpec[Any]] = {
@@ -50,7 +50,7 @@ ADAPTERS: Mapping[str, AdapterSpec[Any]] = {
 
 
 async def create_adapters(
-    configured: Mapping[str, object], redis: aioredis.Redis
+    configured: Mapping[str, object], store: ConnectorStore
 ) -> dict[str, Adapter]:
     """Builds every configured adapter (name → its parsed settings, in CCBRIDGE_CONNECTORS
     order). If one fails, the adapters already built are closed before the error
@@ -58,7 +58,7 @@ async def create_adapters(
     adapters: dict[str, Adapter] = {}
     try:
         for name, settings in configured.items():
-            adapters[name] = ADAPTERS[name].build(settings, redis)
+            adapters[name] = ADAPTERS[name].build(settings, store)
     except BaseException:
         for adapter in reversed(adapters.values()):
             await adapter.aclose()

@@ -1,51 +1,81 @@
-"""Redis keys of the connector service: the poll lease of each poll-mode adapter.
+"""Redis keys of the connector service and of its adapters, all under the one prefix
+(``CCBRIDGE_REDIS_PREFIX``, ``ccb`` by default); leases are services/runtime/lease.py's.
 
-One replica polls a given CCaaS at a time: it holds ``ccbridge:connector:poll-lease:{name}``
-(owner id, with a TTL) and renews it on every cycle; when it dies, another replica takes
-over after the TTL. Adapters keep their own cursors (they get the Redis client).
+=======================================  ==================================================
+``ccb:connector:poll-lease:{name}``      the right of one replica to poll a poll-mode
+                                         connector (fencing token), renewed every cycle;
+                                         ``ccb:connector:poll-fence:{name}`` its counter
+``ccb:rt:cursor:{queue}``                RT: highest transaction id handled in a queue
+``ccb:rt:lease:{queue}``                 RT: the right to poll a queue (fencing token);
+                                         ``ccb:rt:fence:{queue}`` its counter
+``ccb:rt:queues``                        RT: set of queues tickets were opened in
+``ccb:rt:open:{conversation}``           RT: lock of one conversation's ticket creation
+``ccb:rt:msg:{conversation}:<key>``      RT: a posted customer message's transaction id
+``ccb:rt:msglock:{conversation}:<key>``  RT: lock of one customer message's post
+=======================================  ==================================================
+
+A queue's keys share a hash tag, a conversation's too. Releases up to d3ac8b9 kept the
+poll lease at ``ccbridge:connector:poll-lease:{name}`` (no prefix); it is the poll lease's
+guard during a rolling upgrade. They also kept RT's keys under ``ccb`` whatever the
+prefix: with another prefix, RT's cursors, queue set and message records are read from
+there when missing under the prefix (:meth:`ConnectorStore.rt_v1`), so an upgrade
+neither skips agent replies nor posts a message twice (docs/deploy.md, "Upgrades").
 """
 
 from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-# Take the lease when free, renew it when ours; 1 = held by us.
-_ACQUIRE = """
-local owner = redis.call('GET', KEYS[1])
-if not owner then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if owner == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+from ccbridge.services.runtime.lease import Lease
 
 
-def poll_lease_key(connector: str) -> str:
-    return f"ccbridge:connector:poll-lease:{{{connector}}}"
+class ConnectorStore:
+    """Key names of the connector and its adapters, and the Redis client they use."""
 
+    def __init__(self, redis: aioredis.Redis, prefix: str = "ccb") -> None:
+        self.redis = redis
+        self.p = prefix
 
-class PollLease:
-    """The right of one replica to poll one connector."""
+    # -- the service's poll lease --------------------------------------------------------------
+    def poll_lease(self, connector: str, ttl_s: float) -> Lease:
+        """The right of one replica to poll ``connector``."""
+        return Lease(
+            self.redis,
+            f"{self.p}:connector:poll-lease:{{{connector}}}",
+            f"{self.p}:connector:poll-fence:{{{connector}}}",
+            max(int(ttl_s * 1000), 1000),
+            guard_key=f"ccbridge:connector:poll-lease:{{{connector}}}",
+        )
 
-    def __init__(self, redis: aioredis.Redis, connector: str, owner: str, ttl_s: float) -> None:
-        self._redis = redis
-        self.key = poll_lease_key(connector)
-        self.owner = owner
-        self.ttl_ms = max(int(ttl_s * 1000), 1000)
+    # -- the rt adapter ----------------------------------------------------------------------
+    def rt_cursor(self, queue: str) -> str:
+        return f"{self.p}:rt:cursor:{{{queue}}}"
 
-    async def acquire(self) -> bool:
-        """Takes or renews the lease; False when another replica holds it."""
-        held = await self._redis.eval(_ACQUIRE, 1, self.key, self.owner, str(self.ttl_ms))
-        return bool(held)
+    def rt_lease(self, queue: str, ttl_ms: int) -> Lease:
+        """The right to poll one RT queue (the key is unchanged since d3ac8b9: an older
+        pod's token there keeps this one out, and this one's keeps it out)."""
+        return Lease(
+            self.redis,
+            f"{self.p}:rt:lease:{{{queue}}}",
+            f"{self.p}:rt:fence:{{{queue}}}",
+            ttl_ms,
+        )
 
-    async def release(self) -> None:
-        """Gives the lease up (only if still ours) so another replica can take over now."""
-        await self._redis.eval(_RELEASE, 1, self.key, self.owner)
+    @property
+    def rt_queues(self) -> str:
+        return f"{self.p}:rt:queues"
+
+    def rt_open_lock(self, conversation_id: str) -> str:
+        return f"{self.p}:rt:open:{{{conversation_id}}}"
+
+    def rt_message(self, conversation_id: str, key: str) -> str:
+        return f"{self.p}:rt:msg:{{{conversation_id}}}:{key}"
+
+    def rt_message_lock(self, conversation_id: str, key: str) -> str:
+        return f"{self.p}:rt:msglock:{{{conversation_id}}}:{key}"
+
+    def rt_v1(self, key: str) -> str | None:
+        """Where releases up to d3ac8b9 kept an RT key (always under ``ccb``), when that
+        is another key; read when the key itself is missing."""
+        v1 = "ccb" + key[len(self.p) :]
+        return v1 if v1 != key else None

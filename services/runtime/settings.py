@@ -145,6 +145,7 @@ class CommonSettings:
     # Seconds between "not ready" and the server stopping: load balancers and clients
     # notice the readiness change and send new traffic elsewhere (0 in tests).
     drain_delay_s: float = 1.0
+    redis_prefix: str = "ccb"  # every Redis key of every component starts with it
 
     @classmethod
     def read(cls, env: EnvReader) -> CommonSettings:
@@ -154,4 +155,5 @@ class CommonSettings:
             log_format=env.choice("LOG_FORMAT", "json", ("json", "console")),
             shutdown_grace_s=env.float("CCBRIDGE_SHUTDOWN_GRACE_S", 5.0, minimum=0.0),
             drain_delay_s=env.float("CCBRIDGE_DRAIN_DELAY_S", 1.0, minimum=0.0),
+            redis_prefix=env.str("CCBRIDGE_REDIS_PREFIX", "ccb"),
         )

@@ -47,7 +47,7 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
     redis = create_redis(settings.common.redis_url)
     store = SessionStore(
         redis,
-        prefix=settings.redis_prefix,
+        prefix=settings.common.redis_prefix,
         dedupe_ttl_s=settings.dedupe_ttl_s,
         closed_retention_s=settings.closed_retention_s,
     )

@@ -1,11 +1,12 @@
 """The inbox relay: end-user messages to the CCaaS, batched across conversations.
 
 This is the hot path (every inbound message of every ACTIVE handover). One sweep takes the
-due conversations that need nothing but inbox delivery (ACTIVE with a case, not in
-back-off, no agent message waiting) and, for all of them together:
+conversations whose inbox lane is due and needs nothing but delivery (ACTIVE with a case,
+not in back-off) and, for all of them together, runs the delivery primitives
+(services/session/delivery.py) pipelined across conversations:
 
-1. claims each lease and reads each inbox head (one Redis round trip, a Lua script per
-   conversation);
+1. claims each inbox lease and reads each inbox head (one Redis round trip, a Lua script
+   per conversation);
 2. leaves out messages already in the case transcript (one round trip);
 3. posts everything in one ``PostCustomerMessages`` call per connector;
 4. takes them off the schedule, pops exactly what the CCaaS accepted and releases the
@@ -15,66 +16,42 @@ back-off, no agent message waiting) and, for all of them together:
 A connector that runs out of the call's time answers part of a case "not attempted"
 (fewer delivered, no error): the rest simply goes in a later sweep.
 
-The per-conversation step's guarantees hold: one lease holder per conversation, a head
-message leaves the inbox only after the CCaaS accepted it, in order, and a failure goes
-through the same back-off / dead-letter code (``on_failure``), after which the full step
-(services/session/worker.py) takes the conversation over until it is healthy again.
+The lane step's guarantees hold: one holder of the inbox lease per conversation, a head
+message leaves the inbox only after the CCaaS accepted it, in order, only while the
+fencing token still holds the lease, and a failure goes through the same back-off /
+dead-letter code (:meth:`Delivery.failed`), after which the inbox lane's full step
+(services/session/worker.py) takes the conversation over until it is healthy again. The
+outbox lane has its own lease, so a batch waiting on a slow CCaaS holds no agent reply.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
-from ccbridge.services.runtime.errors import RETRY_AFTER_METADATA
-from ccbridge.services.session.store import RelayClaim, SessionStore
+from ccbridge.services.runtime.logging import conversation_id_var
+from ccbridge.services.session.delivery import Delivery, Failure, failure_from_rpc_error
+from ccbridge.services.session.store import Claim, Finishing, Lane, SessionStore
 
 log = logging.getLogger(__name__)
 
-WINDOW = 32  # inbox head messages a sweep takes per conversation
 MAX_CALL_BYTES = 1 << 20  # message bytes per PostCustomerMessages call (gRPC allows 4 MiB)
 # A connector without PostCustomerMessages (an older version during a rolling upgrade):
 # the full step's one-message calls are used, and the batch call is tried again after this.
 UNSUPPORTED_RETRY_S = 60.0
 
 
-@dataclass(frozen=True)
-class Failure:
-    """Why a case's next message was not delivered (mirrors the worker's StepFailure)."""
-
-    reason: str
-    retryable: bool
-    retry_after: float | None = None
-
-
-# (claim, payload of the failed head message, its attempt count, the failure)
-OnFailure = Callable[[RelayClaim, bytes, int, Failure], Awaitable[None]]
-
-# gRPC codes after which a retry can help (the worker's full step uses them too).
-RETRYABLE_CODES = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.UNKNOWN,
-    grpc.StatusCode.CANCELLED,
-}
-
-
 @dataclass
 class _Plan:
     """One claimed conversation: its head, parsed, and what is sent."""
 
-    claim: RelayClaim
+    claim: Claim
     messages: list[common_pb2.Message]
     in_transcript: list[bool]
     delivered: int = 0
@@ -112,31 +89,31 @@ class InboxRelay:
         self,
         store: SessionStore,
         connector: connector_pb2_grpc.ConnectorServiceStub,
+        delivery: Delivery,
         *,
         lease_ttl_ms: int,
         call_timeout_s: float,
-        on_failure: OnFailure,
+        window: int,
     ) -> None:
         self.store = store
         self.connector = connector
+        self.delivery = delivery
         self.lease_ttl_ms = lease_ttl_ms
         # The lease must outlive the call: a late answer must not meet another holder.
         self.call_timeout_s = min(call_timeout_s, lease_ttl_ms / 1000 * 0.8)
-        self.on_failure = on_failure
+        self.window = window
         self._unsupported_until = 0.0
 
-    async def claim(self, cids: list[str]) -> tuple[list[RelayClaim], list[str]]:
-        """(claims for the relay, conversations for the full step)."""
+    async def claim(self, cids: list[str]) -> tuple[list[Claim], list[str]]:
+        """(claims for the relay, conversations for the inbox lane's full step)."""
         if time.monotonic() < self._unsupported_until:
             return [], cids
-        results = await self.store.claim_relay(cids, self.lease_ttl_ms, WINDOW)
-        claims = [r for r in results if isinstance(r, RelayClaim)]
-        others = [
-            cid for cid, r in zip(cids, results, strict=True) if not isinstance(r, RelayClaim)
-        ]
+        results = await self.store.claim(cids, self.lease_ttl_ms, self.window)
+        claims = [r for r in results if isinstance(r, Claim)]
+        others = [cid for cid, r in zip(cids, results, strict=True) if not isinstance(r, Claim)]
         return claims, others
 
-    async def deliver(self, claims: list[RelayClaim]) -> list[str]:
+    async def deliver(self, claims: list[Claim]) -> list[str]:
         """Delivers claimed inbox heads; returns the conversations scheduled again now."""
         plans = [_Plan(c, [common_pb2.Message.FromString(p) for p in c.head], []) for c in claims]
         flags = await self.store.in_transcript_batch(
@@ -145,16 +122,19 @@ class InboxRelay:
         for plan, seen in zip(plans, flags, strict=True):
             plan.in_transcript = seen
         await asyncio.gather(*(self._post(connector, group) for connector, group in _calls(plans)))
-        finishes = await self.store.finish_relay(
+        finishes = await self.store.finish(
+            Lane.INBOX,
             [
-                (
-                    p.claim,
+                Finishing(
+                    p.claim.conversation_id,
+                    p.claim.token,
                     p.popped(),
-                    p.failure is None and p.claim.in_attempts > 0,
-                    p.failure is None,
+                    reset_attempts=p.failure is None and p.claim.in_attempts > 0,
+                    release=p.failure is None,
                 )
                 for p in plans
-            ]
+            ],
+            unschedule=True,
         )
         busy: list[str] = []
         for plan, finish in zip(plans, finishes, strict=True):
@@ -167,21 +147,24 @@ class InboxRelay:
             if plan.failure is not None:
                 await self._fail(plan)
                 busy.append(cid)  # the full step applies the back-off from here
-            elif finish.inbox or finish.outbox:
+            elif finish.left:
                 busy.append(cid)
-        await self.store.schedule_now(busy)
+        await self.store.schedule_now(Lane.INBOX, busy)
         return busy
 
     async def _fail(self, plan: _Plan) -> None:
         claim, failure, payload = plan.claim, plan.failure, plan.failed_payload()
         assert failure is not None
+        conversation_id_var.set(claim.conversation_id)
         try:
             if payload is not None:
                 # A message after accepted ones is a new head: its first attempt.
                 attempts = (claim.in_attempts if plan.delivered == 0 else 0) + 1
-                await self.on_failure(claim, payload, attempts, failure)
+                await self.delivery.failed(
+                    Lane.INBOX, claim.conversation_id, claim.token, payload, attempts, failure
+                )
         finally:
-            await self.store.release_lease(claim.conversation_id, claim.token)
+            await self.store.release_lease(Lane.INBOX, claim.conversation_id, claim.token)
 
     async def _post(self, connector: str, plans: list[_Plan]) -> None:
         request = connector_pb2.PostCustomerMessagesRequest(
@@ -228,19 +211,6 @@ class InboxRelay:
                     result.retryable,
                     result.retry_after_s or None,
                 )
-
-
-def failure_from_rpc_error(exc: grpc.aio.AioRpcError, what: str) -> Failure:
-    """A failed gRPC call as a :class:`Failure` (retryable by code, the peer's
-    retry-after from the trailing metadata)."""
-    retry_after: float | None = None
-    for key, value in exc.trailing_metadata() or ():
-        if key == RETRY_AFTER_METADATA:
-            with contextlib.suppress(ValueError):
-                retry_after = float(value)
-    return Failure(
-        f"{what}: {exc.code().name}: {exc.details()}", exc.code() in RETRYABLE_CODES, retry_after
-    )
 
 
 def _calls(plans: list[_Plan]) -> list[tuple[str, list[_Plan]]]:

@@ -25,7 +25,9 @@ from ccbridge.services.session.errors import (
 from ccbridge.services.session.store import (
     INGEST_ACCEPTED,
     INGEST_DUPLICATE,
+    LANES,
     HandoverRecord,
+    Lane,
     SessionStore,
 )
 from ccbridge.services.session.worker import ConversationWorker
@@ -103,9 +105,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self.worker = worker
         self.streams = StreamServer()  # IngestStream's batches, and its shutdown
 
-    def _wake(self, cids: Iterable[str] = ()) -> None:
+    def _wake(self, cids: Iterable[str], lanes: Iterable[Lane] = LANES) -> None:
         if self.worker is not None:
-            self.worker.wake(cids)
+            self.worker.wake(cids, lanes)
 
     async def to_proto(self, rec: HandoverRecord) -> session_pb2.Handover:
         routing = json.loads(rec.get("routing", "{}") or "{}")
@@ -157,7 +159,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         created = await self.store.create(cid, list(request.tags), dict(request.metadata))
         if created:
             log.info("handover created")
-            self._wake()
+            self._wake([cid], [Lane.INBOX])
         rec = await self._load(cid)
         return session_pb2.EscalateResponse(handover=await self.to_proto(rec), created=created)
 
@@ -202,9 +204,12 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         if INGEST_ACCEPTED in outcomes:
             # The conversations that got work, so the worker need not read the schedule.
             self._wake(
-                m.conversation_id
-                for m, o in zip(messages, outcomes, strict=True)
-                if o == INGEST_ACCEPTED
+                (
+                    m.conversation_id
+                    for m, o in zip(messages, outcomes, strict=True)
+                    if o == INGEST_ACCEPTED
+                ),
+                [Lane.INBOX],
             )
         return [
             session_pb2.IngestResult(message_id=m.id, outcome=_OUTCOMES[o])
@@ -217,6 +222,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> session_pb2.ReportCaseEventsResponse:
         accepted = duplicates = ignored = 0
+        replies: list[str] = []  # conversations given an agent message (outbox lane)
+        closing: list[str] = []  # conversations the CCaaS closed (both lanes)
         for event in request.events:
             if not event.connector or not event.external_id or not event.event_id:
                 raise InvalidHandoverRequest("every event needs connector, external_id, event_id")
@@ -246,8 +253,11 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 duplicates += 1
             else:
                 accepted += 1
-        if accepted:
-            self._wake()
+                (replies if kind == "agent_message" else closing).append(cid)
+        if replies:
+            self._wake(replies, [Lane.OUTBOX])
+        if closing:
+            self._wake(closing)
         return session_pb2.ReportCaseEventsResponse(
             accepted=accepted, duplicates=duplicates, ignored=ignored
         )
@@ -312,13 +322,13 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 cid,
                 allowed=("OPENING", "ACTIVE"),
                 new_state="CLOSING",
-                due=True,
+                due=LANES,
                 values={"closed_by": by, "close_reason": request.reason[:200] or by.lower()},
             )
             if not ok and prev not in ("CLOSING", "CLOSED"):
                 raise HandoverStateConflict(f"cannot close a handover in state {prev}")
             log.info("close requested", extra={"closed_by": by})
-            self._wake()
+            self._wake([cid])
         rec = await self._load(cid)
         return session_pb2.CloseHandoverResponse(handover=await self.to_proto(rec))
 
@@ -346,7 +356,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             raise InvalidHandoverRequest("message.content_json must be a non-empty JSON object")
         queued = await self.store.queue_agent_message(cid, msg)
         if queued:
-            self._wake()
+            self._wake([cid], [Lane.OUTBOX])
         return session_pb2.SendAgentMessageResponse(message_id=msg.id, duplicate=not queued)
 
     async def RetryHandover(
@@ -359,14 +369,14 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             cid,
             allowed=("FAILED",),
             new_state="OPENING",
-            due=True,
+            due=(Lane.INBOX,),
             values={"open_attempts": "0", "open_next_at": "0", "failure_reason": ""},
         )
         if not ok:
             if prev == "missing":
                 raise HandoverNotFound(f"no handover for conversation {cid}")
             raise HandoverStateConflict(f"only FAILED handovers can be retried, not {prev}")
-        self._wake()
+        self._wake([cid], [Lane.INBOX])
         rec = await self._load(cid)
         return session_pb2.RetryHandoverResponse(handover=await self.to_proto(rec))
 
@@ -406,6 +416,6 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         rec = await self.store.get_dead_letter(request.id)
         if rec is None:
             raise HandoverNotFound(f"no dead letter {request.id}")
-        await self.store.replay_dead_letter(rec)
-        self._wake()
+        lane = await self.store.replay_dead_letter(rec)
+        self._wake([rec.conversation_id], [lane])
         return session_pb2.ReplayDeadLetterResponse(conversation_id=rec.conversation_id)

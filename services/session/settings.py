@@ -23,11 +23,11 @@ class SessionSettings:
     infobip_api_key: Secret
     infobip_timeout_s: float
     infobip_agent_id: str
-    redis_prefix: str
     lease_ttl_ms: int
     worker_concurrency: int
     scheduler_poll_ms: int
     batch_per_step: int
+    delivery_window: int
     delivery_max_attempts: int
     open_max_attempts: int
     retry_base_ms: int
@@ -59,11 +59,11 @@ class SessionSettings:
             infobip_api_key=env.secret("INFOBIP_API_KEY"),
             infobip_timeout_s=env.float("INFOBIP_TIMEOUT_S", 10.0, minimum=0.1),
             infobip_agent_id=env.str("CCBRIDGE_INFOBIP_AGENT_ID", ""),
-            redis_prefix=env.str("CCBRIDGE_REDIS_PREFIX", "ccb"),
             lease_ttl_ms=env.int("CCBRIDGE_LEASE_TTL_MS", 15000, minimum=500),
             worker_concurrency=env.int("CCBRIDGE_WORKER_CONCURRENCY", 64, minimum=1),
             scheduler_poll_ms=env.int("CCBRIDGE_SCHEDULER_POLL_MS", 50, minimum=1),
             batch_per_step=env.int("CCBRIDGE_BATCH_PER_STEP", 100, minimum=1),
+            delivery_window=env.int("CCBRIDGE_DELIVERY_WINDOW", 32, minimum=1, maximum=1000),
             delivery_max_attempts=env.int("CCBRIDGE_DELIVERY_MAX_ATTEMPTS", 25, minimum=1),
             open_max_attempts=env.int("CCBRIDGE_OPEN_MAX_ATTEMPTS", 10, minimum=1),
             retry_base_ms=env.int("CCBRIDGE_RETRY_BASE_MS", 500, minimum=1),

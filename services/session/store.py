@@ -11,9 +11,15 @@ live in one Redis Cluster slot):
 ``ccb:seen:{cid}``             set: accepted message/event ids (dedupe), with a TTL
 ``ccb:ti:{cid}``               hash: ids of the transcript's inbound messages (not relayed
                                again), with a TTL; a hash stays a listpack up to 512 ids
-``ccb:lease:{cid}``            string: token of the worker delivering this conversation
+``ccb:lease:in:{cid}``         string: fencing token of the inbox lane's holder (inbox
+                               delivery, opening and closing the case)
+``ccb:lease:out:{cid}``        string: fencing token of the outbox lane's holder
+``ccb:fence:in|out:{cid}``     string: the lanes' fencing counters (runtime/lease.py)
+``ccb:lease:{cid}``            string: the one lease of releases up to d3ac8b9; held as a
+                               guard while a lane lease is (rolling upgrades)
 ``ccb:ext:{connector:extid}``  string: reverse index case → conversation id
-``ccb:due``                    zset: conversations with work, scored by due time (ms)
+``ccb:due:in`` / ``ccb:due:out``  zsets: conversations with work per lane, scored by
+                               due time (ms); ``ccb:due`` (older releases) is adopted
 ``ccb:state:<STATE>``          zset: conversations per state, scored by last change (ms)
 ``ccb:dlq`` / ``ccb:dl:<id>``  zset + hash: dead letters
 =============================  ==========================================================
@@ -24,6 +30,10 @@ routing decision is compact JSON without empty values, ``history`` records each
 transition as ``STATE@<ms after created_at>``, and empty values (no tags, no metadata, a
 cleared failure reason) are not stored at all: a missing field reads as empty.
 
+The two lanes of a conversation (inbox: end user → CCaaS, with the case's opening and
+closing; outbox: agent → end user) are scheduled and leased separately, so an agent
+reply never waits behind the inbox's back-off or a slow CCaaS call.
+
 Every per-conversation transition is one Lua script over that conversation's keys only;
 the global index keys are updated right after (idempotently) and repaired by the
 reconciler, so the layout works unchanged on Redis Cluster.
@@ -31,8 +41,8 @@ reconciler, so the layout works unchanged on Redis Cluster.
 
 from __future__ import annotations
 
+import enum
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -42,6 +52,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
+from ccbridge.services.runtime.lease import LEASE_LUA
 from ccbridge.services.runtime.redis import RawPipeline, RawScript
 
 STATES = ("OPENING", "ACTIVE", "CLOSING", "CLOSED", "FAILED")
@@ -68,6 +79,39 @@ def _scored(members: Iterable[str], score: int) -> list[Any]:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class Lane(enum.Enum):
+    """One direction of a conversation, delivered under its own lease and schedule."""
+
+    INBOX = "in"  # end user → CCaaS; also opens and closes the case
+    OUTBOX = "out"  # agent → end user
+
+    @property
+    def queue(self) -> str:
+        """The queue's name in dead letters and logs."""
+        return "inbox" if self is Lane.INBOX else "outbox"
+
+    @property
+    def other(self) -> Lane:
+        return Lane.OUTBOX if self is Lane.INBOX else Lane.INBOX
+
+
+LANES = (Lane.INBOX, Lane.OUTBOX)
+
+
+def lane_has_work(lane: Lane, state: str, inbox: int, outbox: int) -> bool:
+    """Whether a lane has something to do now or later (back-offs aside). The inbox lane
+    also owns the lifecycle: opening, and closing once both queues are empty."""
+    if lane is Lane.OUTBOX:
+        return bool(outbox) and state in ("ACTIVE", "CLOSING")
+    if state == "OPENING":
+        return True
+    if state == "ACTIVE":
+        return bool(inbox)
+    if state == "CLOSING":
+        return bool(inbox) or not outbox
+    return False
 
 
 # KEYS: h, in, seen   ARGV: msg id, msg bytes, dedupe ttl s, channel, end user, business, now
@@ -97,10 +141,12 @@ if ARGV[3] ~= '{}' then redis.call('HSET', KEYS[1], 'metadata', ARGV[3]) end
 return {1, 'OPENING'}
 """
 
-# Generic guarded transition. KEYS: h, lease   ARGV: lease token ('' = no lease check),
-# allowed states (comma list), new state, now, then field/value pairs to set.
-_TRANSITION = """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return {0, 'lease'} end
+# Generic guarded transition. KEYS: h, lane lease   ARGV: lease token ('' = no lease
+# check), allowed states (comma list), new state, now, then field/value pairs to set.
+_TRANSITION = (
+    LEASE_LUA
+    + """
+if ARGV[1] ~= '' and not lease_held(KEYS[2], ARGV[1]) then return {0, 'lease'} end
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return {0, 'missing'} end
 local allowed = false
@@ -121,15 +167,7 @@ for i = 5, #ARGV, 2 do
 end
 return {1, st}
 """
-
-# Pops the head of a queue only if it is still the expected message and we hold the
-# lease. KEYS: queue, lease   ARGV: token, expected bytes
-_POP_HEAD = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
-if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[2] then return 0 end
-redis.call('LPOP', KEYS[1])
-return 1
-"""
+)
 
 # KEYS: h, out, seen   ARGV: event id, msg bytes ('' for a close), ttl, now, reason
 _AGENT_EVENT = """
@@ -154,50 +192,64 @@ end
 return 3
 """
 
-# The relay's claim (services/session/relay.py): takes a conversation's lease and reads
-# its inbox head, but only when the conversation is on the fast path: ACTIVE with a case,
-# inbox not in back-off, outbox empty. Everything else goes to the full step.
-# KEYS: h, lease, in, out   ARGV: token, lease ttl ms, window, now ms
+# A lane step's start: takes the lane's lease and reads the record and both queue
+# lengths. KEYS: lease, fence, v1 lease (guard), h, in, out   ARGV: lease ttl ms
+# Returns {token or '', record as a flat field/value list, inbox length, outbox length}.
+_BEGIN = (
+    LEASE_LUA
+    + """
+local token = lease_acquire(KEYS[1], KEYS[2], ARGV[1], KEYS[3])
+return {token or '', redis.call('HGETALL', KEYS[4]), redis.call('LLEN', KEYS[5]),
+  redis.call('LLEN', KEYS[6])}
+"""
+)
+
+# The relay's claim (services/session/relay.py): takes a conversation's inbox lease and
+# reads its inbox head, but only when the conversation is on the fast path: ACTIVE with a
+# case, inbox not in back-off. Everything else goes to the inbox lane's full step.
+# KEYS: h, lease, fence, v1 lease (guard), in   ARGV: lease ttl ms, window, now ms
 # Returns {2} (not for the relay), {0} (leased elsewhere) or
-# {1, connector, external_id, in_attempts, {head messages}}.
-_CLAIM_RELAY = """
+# {1, token, connector, external_id, in_attempts, {head messages}}.
+_CLAIM = (
+    LEASE_LUA
+    + """
 local f = redis.call('HMGET', KEYS[1], 'state', 'connector', 'external_id', 'in_next_at',
   'in_attempts')
 if f[1] ~= 'ACTIVE' or not f[3] then return {2} end
-if (f[4] and tonumber(f[4]) or 0) > tonumber(ARGV[4]) then return {2} end
-if redis.call('LLEN', KEYS[4]) > 0 then return {2} end
-local head = redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[3]) - 1)
+if (f[4] and tonumber(f[4]) or 0) > tonumber(ARGV[3]) then return {2} end
+local head = redis.call('LRANGE', KEYS[5], 0, tonumber(ARGV[2]) - 1)
 if #head == 0 then return {2} end
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
-return {1, f[2] or '', f[3], f[5] or '0', head}
+local token = lease_acquire(KEYS[2], KEYS[3], ARGV[1], KEYS[4])
+if not token then return {0} end
+return {1, token, f[2] or '', f[3], f[5] or '0', head}
 """
+)
 
-# The relay's finish: pops the delivered head messages (each only if still the head),
-# resets the retry counter after a success, releases the lease when asked.
-# KEYS: lease, in, out, h   ARGV: token, reset attempts '1'/'0', release '1'/'0', payloads
-# Returns {popped, inbox length, outbox length}, popped -1 when the lease was lost.
-_FINISH_RELAY = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1, 0, 0} end
+# A lane's finish: pops the delivered head messages (each only if still the head, all
+# only while the lease is held), resets the lane's retry counter after a success and
+# releases the lease when asked.
+# KEYS: lease, queue, h   ARGV: token, lane ('in'/'out') to reset or '', release '1'/'0',
+# payloads...   Returns {popped, queue length}; popped -1 when the lease was lost.
+_FINISH = (
+    LEASE_LUA
+    + """
+if not lease_held(KEYS[1], ARGV[1]) then return {-1, 0} end
 local popped = 0
 for i = 4, #ARGV do
   if redis.call('LINDEX', KEYS[2], 0) ~= ARGV[i] then break end
   redis.call('LPOP', KEYS[2])
   popped = popped + 1
 end
-if ARGV[2] == '1' then redis.call('HSET', KEYS[4], 'in_attempts', '0', 'in_next_at', '0') end
-if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
-return {popped, redis.call('LLEN', KEYS[2]), redis.call('LLEN', KEYS[3])}
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[2] .. '_attempts', '0', ARGV[2] .. '_next_at', '0')
+end
+if ARGV[3] == '1' then lease_release(KEYS[1], ARGV[1]) end
+return {popped, redis.call('LLEN', KEYS[2])}
 """
+)
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
+_RENEW = LEASE_LUA + "return lease_renew(KEYS[1], ARGV[1], ARGV[2], KEYS[2])"
+_RELEASE = LEASE_LUA + "return lease_release(KEYS[1], ARGV[1])"
 
 
 @dataclass
@@ -227,11 +279,11 @@ class HandoverRecord:
 
 
 @dataclass(frozen=True)
-class RelayClaim:
-    """A conversation the relay holds the lease of, with its inbox head."""
+class Claim:
+    """A conversation whose inbox lease the relay holds, with its inbox head."""
 
     conversation_id: str
-    token: str
+    token: str  # the lease's fencing token
     connector: str
     external_id: str
     in_attempts: int
@@ -239,12 +291,22 @@ class RelayClaim:
 
 
 @dataclass(frozen=True)
-class RelayFinish:
-    """Where one conversation stands after a relay batch."""
+class Finish:
+    """One lane's finish: what it popped and what is left in its queue."""
 
     popped: int  # -1: the lease was lost (nothing popped)
-    inbox: int
-    outbox: int
+    left: int
+
+
+@dataclass(frozen=True)
+class Finishing:
+    """What a lane's holder finishes with (see :meth:`SessionStore.finish`)."""
+
+    conversation_id: str
+    token: str
+    payloads: Sequence[bytes]  # delivered head messages, head first
+    reset_attempts: bool = False
+    release: bool = False
 
 
 @dataclass(frozen=True)
@@ -277,12 +339,12 @@ class SessionStore:
         self._ingest = self.raw.register_script(_INGEST)
         self._create = redis.register_script(_CREATE)
         self._transition = redis.register_script(_TRANSITION)
-        self._pop_head = redis.register_script(_POP_HEAD)
         self._agent_event = redis.register_script(_AGENT_EVENT)
+        self._begin = self.raw.register_script(_BEGIN)
         self._release = redis.register_script(_RELEASE)
         self._renew = redis.register_script(_RENEW)
-        self._claim_relay = self.raw.register_script(_CLAIM_RELAY)
-        self._finish_relay = self.raw.register_script(_FINISH_RELAY)
+        self._claim = self.raw.register_script(_CLAIM)
+        self._finish = self.raw.register_script(_FINISH)
         # Conversations whose last ingested message was taken (see ingest()).
         self._open_hint: dict[str, None] = {}
 
@@ -311,14 +373,29 @@ class SessionStore:
     def k_tx(self, cid: str) -> str:
         return f"{self.p}:ti:{{{cid}}}"
 
-    def k_lease(self, cid: str) -> str:
+    def k_queue(self, lane: Lane, cid: str) -> str:
+        return self.k_in(cid) if lane is Lane.INBOX else self.k_out(cid)
+
+    def k_lease(self, lane: Lane, cid: str) -> str:
+        return f"{self.p}:lease:{lane.value}:{{{cid}}}"
+
+    def k_fence(self, lane: Lane, cid: str) -> str:
+        return f"{self.p}:fence:{lane.value}:{{{cid}}}"
+
+    def k_lease_v1(self, cid: str) -> str:
+        """The one per-conversation lease of releases up to d3ac8b9 (see LEASE_LUA's
+        guard): while old pods may run, no lane is taken while they hold it."""
         return f"{self.p}:lease:{{{cid}}}"
 
     def k_ext(self, connector: str, external_id: str) -> str:
         return f"{self.p}:ext:{{{connector}:{external_id}}}"
 
+    def k_due(self, lane: Lane) -> str:
+        return f"{self.p}:due:{lane.value}"
+
     @property
-    def k_due(self) -> str:
+    def k_due_v1(self) -> str:
+        """The one schedule of releases up to d3ac8b9, adopted by :meth:`due`."""
         return f"{self.p}:due"
 
     def k_state(self, state: str) -> str:
@@ -340,7 +417,7 @@ class SessionStore:
             args=[ts, json.dumps(list(tags)), json.dumps(metadata, sort_keys=True)],
         )
         if int(created):
-            await self._index(cid, "OPENING", None, ts, due=True)
+            await self._index(cid, "OPENING", None, ts, due=(Lane.INBOX,))
         return bool(int(created))
 
     async def get(self, cid: str) -> HandoverRecord | None:
@@ -353,18 +430,41 @@ class SessionStore:
         return HandoverRecord(cid, fields.get("state", ""), fields)
 
     async def begin_step(
-        self, cid: str, lease_ttl_ms: int
+        self, lane: Lane, cid: str, lease_ttl_ms: int
     ) -> tuple[str | None, HandoverRecord | None, int, int]:
-        """Takes the conversation's lease and reads its record and queue lengths, in one
-        round trip: (lease token or None, record, inbox length, outbox length)."""
-        token = uuid.uuid4().hex
-        async with self.r.pipeline(transaction=False) as pipe:
-            pipe.set(self.k_lease(cid), token, nx=True, px=lease_ttl_ms)
-            pipe.hgetall(self.k_h(cid))
-            pipe.llen(self.k_in(cid))
-            pipe.llen(self.k_out(cid))
-            ok, raw, inbox, outbox = await pipe.execute()
-        return (token if ok else None), self._record(cid, raw), int(inbox), int(outbox)
+        """Takes the lane's lease and reads the record and both queue lengths, in one
+        round trip: (fencing token or None when held elsewhere, record, inbox length,
+        outbox length)."""
+        (reply,) = await self._evalsha_many(
+            self._begin,
+            [
+                (
+                    [
+                        self.k_lease(lane, cid),
+                        self.k_fence(lane, cid),
+                        self.k_lease_v1(cid),
+                        self.k_h(cid),
+                        self.k_in(cid),
+                        self.k_out(cid),
+                    ],
+                    [lease_ttl_ms],
+                )
+            ],
+        )
+        token = _text(reply[0])
+        flat = reply[1]
+        raw = dict(zip(flat[0::2], flat[1::2], strict=True))
+        return (token or None), self._record(cid, raw), int(reply[2]), int(reply[3])
+
+    async def renew_lease(self, lane: Lane, cid: str, token: str, ttl_ms: int) -> bool:
+        return bool(
+            await self._renew(
+                keys=[self.k_lease(lane, cid), self.k_lease_v1(cid)], args=[token, ttl_ms]
+            )
+        )
+
+    async def release_lease(self, lane: Lane, cid: str, token: str) -> None:
+        await self._release(keys=[self.k_lease(lane, cid)], args=[token])
 
     async def snapshot(self, cid: str) -> tuple[HandoverRecord | None, int, int]:
         """The record and both queue lengths, in one round trip."""
@@ -375,17 +475,18 @@ class SessionStore:
             raw, inbox, outbox = await pipe.execute()
         return self._record(cid, raw), int(inbox), int(outbox)
 
-    async def unschedule_if_idle(self, cid: str) -> bool:
-        """Drops the conversation from the schedule, then (same round trip, in order)
-        reads its queues; if work arrived meanwhile it is scheduled again at once.
+    async def unschedule_if_idle(self, lane: Lane, cid: str) -> bool:
+        """Drops the lane from its schedule, then (same round trip, in order) reads the
+        queues and state; if the lane got work meanwhile it is scheduled again at once.
         Returns whether it was rescheduled."""
         async with self.r.pipeline(transaction=False) as pipe:
-            pipe.zrem(self.k_due, cid)
+            pipe.zrem(self.k_due(lane), cid)
             pipe.llen(self.k_in(cid))
             pipe.llen(self.k_out(cid))
-            _, inbox, outbox = await pipe.execute()
-        if inbox or outbox:
-            await self.schedule(cid, now_ms())
+            pipe.hget(self.k_h(cid), "state")
+            _, inbox, outbox, state = await pipe.execute()
+        if state is not None and lane_has_work(lane, _text(state), int(inbox), int(outbox)):
+            await self.schedule(lane, cid, now_ms())
             return True
         return False
 
@@ -402,40 +503,47 @@ class SessionStore:
         *,
         allowed: Sequence[str],
         new_state: str = "",
+        lane: Lane = Lane.INBOX,
         lease_token: str = "",
         values: dict[str, str] | None = None,
-        due: bool = False,
+        due: Sequence[Lane] = (),
     ) -> tuple[bool, str]:
         """Atomically moves to ``new_state`` (or only sets ``values``) if the current
-        state is in ``allowed`` (and, with a token, the lease is still ours).
+        state is in ``allowed`` (and, with a token, ``lane``'s lease is still that
+        holder's); then schedules the ``due`` lanes now.
 
         Returns (done, previous state or 'lease'/'missing')."""
         ts = now_ms()
         args: list[Any] = [lease_token, ",".join(allowed), new_state, ts]
         for key, value in (values or {}).items():
             args.extend((key, value))
-        ok, prev = await self._transition(keys=[self.k_h(cid), self.k_lease(cid)], args=args)
+        ok, prev = await self._transition(keys=[self.k_h(cid), self.k_lease(lane, cid)], args=args)
         prev_s = prev.decode() if isinstance(prev, bytes) else str(prev)
         if int(ok) and new_state and new_state != prev_s:
             await self._index(cid, new_state, prev_s, ts, due=due)
-        elif int(ok) and due:
-            await self.schedule(cid, ts)
+        elif int(ok):
+            for due_lane in due:
+                await self.schedule(due_lane, cid, ts)
         return bool(int(ok)), prev_s
 
-    async def _index(self, cid: str, state: str, prev: str | None, ts: int, *, due: bool) -> None:
+    async def _index(
+        self, cid: str, state: str, prev: str | None, ts: int, *, due: Sequence[Lane]
+    ) -> None:
         async with self.r.pipeline(transaction=False) as pipe:
             if prev and prev != state:
                 pipe.zrem(self.k_state(prev), cid)
             pipe.zadd(self.k_state(state), {cid: ts})
-            if due:
-                pipe.zadd(self.k_due, {cid: ts})
+            for lane in due:
+                pipe.zadd(self.k_due(lane), {cid: ts})
             await pipe.execute()
 
     async def finish_closed(self, cid: str) -> None:
         """Housekeeping after CLOSED: drop from the schedule, expire the record."""
         ttl = self.closed_retention_s
         async with self.r.pipeline(transaction=False) as pipe:
-            pipe.zrem(self.k_due, cid)
+            for lane in LANES:
+                pipe.zrem(self.k_due(lane), cid)
+            pipe.zrem(self.k_due_v1, cid)
             pipe.expire(self.k_h(cid), ttl)
             pipe.expire(self.k_tx(cid), ttl)
             pipe.expire(self.k_in(cid), ttl)
@@ -478,7 +586,7 @@ class SessionStore:
         ]
         if guessed:
             # NX: a conversation in back-off keeps its later due time.
-            commands.append(("ZADD", self.k_due, "NX", *_scored(guessed, ts)))
+            commands.append(("ZADD", self.k_due(Lane.INBOX), "NX", *_scored(guessed, ts)))
         replies = await self._exec(commands)
         outcomes = [int(reply) for reply in replies[: len(messages)]]
         first = set()
@@ -494,7 +602,7 @@ class SessionStore:
             hint[cid] = None
         first.difference_update(guessed)
         if first:
-            await self._exec([("ZADD", self.k_due, "NX", *_scored(first, ts))])
+            await self._exec([("ZADD", self.k_due(Lane.INBOX), "NX", *_scored(first, ts))])
         return outcomes
 
     async def agent_event(
@@ -514,10 +622,12 @@ class SessionStore:
                 for state in ("OPENING", "ACTIVE"):
                     pipe.zrem(self.k_state(state), cid)
                 pipe.zadd(self.k_state("CLOSING"), {cid: ts})
-                pipe.zadd(self.k_due, {cid: ts})
+                for lane in LANES:
+                    pipe.zadd(self.k_due(lane), {cid: ts})
                 await pipe.execute()
         elif result == 1:
-            await self.r.zadd(self.k_due, {cid: ts}, nx=True)
+            # NX: an outbox in back-off keeps its time; the inbox's never matters here.
+            await self.r.zadd(self.k_due(Lane.OUTBOX), {cid: ts}, nx=True)
         return result
 
     async def queue_agent_message(self, cid: str, message: common_pb2.Message) -> bool:
@@ -551,86 +661,102 @@ class SessionStore:
         found = await self.r.hmget(self.k_tx(cid), list(message_ids))
         return [value is not None for value in found]
 
-    # -- leases and schedule ------------------------------------------------------------
-    async def acquire_lease(self, cid: str, ttl_ms: int) -> str | None:
-        token = uuid.uuid4().hex
-        ok = await self.r.set(self.k_lease(cid), token, nx=True, px=ttl_ms)
-        return token if ok else None
+    # -- schedule ----------------------------------------------------------------------
+    async def due(self, lane: Lane, limit: int) -> tuple[list[str], list[str]]:
+        """Conversations whose ``lane`` is due, and (inbox lane only) those adopted from
+        the schedule of releases up to d3ac8b9: an older pod still writing there during
+        a rolling upgrade has its entries moved into both lanes' schedules, due now.
+        Returns (due, adopted); ``due`` includes the adopted ones."""
+        ts = now_ms()
+        commands: list[tuple[Any, ...]] = [
+            ("ZRANGEBYSCORE", self.k_due(lane), "-inf", ts, "LIMIT", 0, limit)
+        ]
+        if lane is Lane.INBOX:
+            commands.append(("ZRANGEBYSCORE", self.k_due_v1, "-inf", ts, "LIMIT", 0, limit))
+        replies = await self._exec(commands)
+        due = [_text(c) for c in replies[0]]
+        adopted = [_text(c) for c in replies[1]] if len(replies) > 1 else []
+        if adopted:
+            await self._exec(
+                [
+                    *(("ZADD", self.k_due(each), "NX", *_scored(adopted, ts)) for each in LANES),
+                    ("ZREM", self.k_due_v1, *adopted),
+                ]
+            )
+            due = list(dict.fromkeys([*due, *adopted]))
+        return due, adopted
 
-    async def renew_lease(self, cid: str, token: str, ttl_ms: int) -> bool:
-        return bool(await self._renew(keys=[self.k_lease(cid)], args=[token, ttl_ms]))
+    async def schedule(self, lane: Lane, cid: str, at_ms: int) -> None:
+        await self.r.zadd(self.k_due(lane), {cid: at_ms})
 
-    async def release_lease(self, cid: str, token: str) -> None:
-        await self._release(keys=[self.k_lease(cid)], args=[token])
+    async def schedule_now(self, lane: Lane, cids: Sequence[str]) -> None:
+        """Schedules these conversations' lane now (one round trip)."""
+        if cids:
+            await self._exec([("ZADD", self.k_due(lane), *_scored(cids, now_ms()))])
 
-    async def due(self, limit: int) -> list[str]:
-        (raw,) = await self._exec(
-            [("ZRANGEBYSCORE", self.k_due, "-inf", now_ms(), "LIMIT", 0, limit)]
-        )
-        return [_text(c) for c in raw]
-
-    async def schedule(self, cid: str, at_ms: int) -> None:
-        await self.r.zadd(self.k_due, {cid: at_ms})
-
-    async def postpone_if_earlier(self, cid: str, at_ms: int) -> None:
+    async def postpone_if_earlier(self, lane: Lane, cid: str, at_ms: int) -> None:
         """Moves an existing schedule entry later (another replica holds the lease)."""
-        await self.r.zadd(self.k_due, {cid: at_ms}, xx=True, gt=True)
+        await self.r.zadd(self.k_due(lane), {cid: at_ms}, xx=True, gt=True)
 
-    async def unschedule(self, cid: str) -> None:
-        await self.r.zrem(self.k_due, cid)
+    async def unschedule(self, lane: Lane, cid: str) -> None:
+        await self.r.zrem(self.k_due(lane), cid)
+
+    async def scheduled(self, lane: Lane, cid: str) -> bool:
+        return await self.r.zscore(self.k_due(lane), cid) is not None
 
     # -- queues --------------------------------------------------------------------------
     async def peek(self, queue_key: str, count: int) -> list[bytes]:
         """The first ``count`` messages of a queue, head first."""
         return [_bytes(raw) for raw in await self.r.lrange(queue_key, 0, count - 1)]
 
-    async def head(self, queue_key: str) -> bytes | None:
-        raw = await self.r.lindex(queue_key, 0)
-        return _bytes(raw) if raw is not None else None
+    async def pop_head(self, lane: Lane, cid: str, token: str, expected: bytes) -> int:
+        """Pops the lane's head if it is still ``expected`` and the lease still that
+        holder's: 1 popped, 0 head changed, -1 lease lost."""
+        (finish,) = await self.finish(lane, [Finishing(cid, token, [expected])])
+        return finish.popped
 
-    async def pop_head(self, cid: str, queue_key: str, token: str, expected: bytes) -> int:
-        """1 popped, 0 head changed, -1 lease lost."""
-        return int(
-            await self._pop_head(keys=[queue_key, self.k_lease(cid)], args=[token, expected])
-        )
-
-    # -- the relay's batched steps (services/session/relay.py) --------------------------------
+    # -- delivery primitives, batched (services/session/delivery.py) -----------------------
     async def _evalsha_many(
         self, script: RawScript, calls: Sequence[tuple[list[str], list[Any]]]
     ) -> list[Any]:
         """Runs ``script`` once per (keys, args) in one pipelined round trip."""
         return await self._exec([script.command(keys, args) for keys, args in calls])
 
-    async def claim_relay(
+    async def claim(
         self, cids: Sequence[str], lease_ttl_ms: int, window: int
-    ) -> list[RelayClaim | bool | None]:
-        """For each conversation: a :class:`RelayClaim` (lease taken), ``False`` when
-        another worker holds the lease, ``None`` when it is not for the relay (the full
-        step handles it). One round trip for all."""
+    ) -> list[Claim | bool | None]:
+        """The relay's claim, for each conversation: a :class:`Claim` (inbox lease
+        taken, head read), ``False`` when another holder has the lease, ``None`` when it
+        is not for the relay (the inbox lane's full step handles it). One round trip."""
         ts = now_ms()
-        tokens = [os.urandom(16).hex() for _ in cids]  # uuid4's randomness, less cost
         replies = await self._evalsha_many(
-            self._claim_relay,
+            self._claim,
             [
                 (
-                    [self.k_h(cid), self.k_lease(cid), self.k_in(cid), self.k_out(cid)],
-                    [token, lease_ttl_ms, window, ts],
+                    [
+                        self.k_h(cid),
+                        self.k_lease(Lane.INBOX, cid),
+                        self.k_fence(Lane.INBOX, cid),
+                        self.k_lease_v1(cid),
+                        self.k_in(cid),
+                    ],
+                    [lease_ttl_ms, window, ts],
                 )
-                for cid, token in zip(cids, tokens, strict=True)
+                for cid in cids
             ],
         )
-        out: list[RelayClaim | bool | None] = []
-        for cid, token, reply in zip(cids, tokens, replies, strict=True):
+        out: list[Claim | bool | None] = []
+        for cid, reply in zip(cids, replies, strict=True):
             kind = int(reply[0])
             if kind == 1:
                 out.append(
-                    RelayClaim(
+                    Claim(
                         conversation_id=cid,
-                        token=token,
-                        connector=_text(reply[1]),
-                        external_id=_text(reply[2]),
-                        in_attempts=int(_text(reply[3]) or 0),
-                        head=[_bytes(p) for p in reply[4]],
+                        token=_text(reply[1]),
+                        connector=_text(reply[2]),
+                        external_id=_text(reply[3]),
+                        in_attempts=int(_text(reply[4]) or 0),
+                        head=[_bytes(p) for p in reply[5]],
                     )
                 )
             else:
@@ -650,52 +776,58 @@ class SessionStore:
             for _cid, ids in ids_by_conversation
         ]
 
-    async def finish_relay(
-        self, finishes: Sequence[tuple[RelayClaim, Sequence[bytes], bool, bool]]
-    ) -> list[RelayFinish]:
-        """For each (claim, delivered head payloads, reset retry counter, release lease):
-        takes the conversation off the schedule, then pops those payloads off the inbox
-        head and reads both queue lengths, all in one round trip. The caller schedules
-        again whatever has work left (:meth:`schedule_now`).
+    async def finish(
+        self, lane: Lane, finishes: Sequence[Finishing], *, unschedule: bool = False
+    ) -> list[Finish]:
+        """For each :class:`Finishing`: pops its payloads off the lane's queue head
+        (each only if still the head, none unless the fencing token still holds the
+        lease), resets the lane's retry counter and releases the lease when asked, and
+        reads the queue's length; all in one round trip.
 
-        Unscheduling first is what keeps a message from being stranded: Ingest pushes,
-        then adds to the schedule, so a message pushed after this unschedule puts the
-        conversation back itself, and one pushed before it is counted in the lengths.
+        With ``unschedule`` each conversation first leaves the lane's schedule (same
+        round trip, before the pops); the caller schedules again whatever has work left
+        (:meth:`schedule_now`). That order keeps a message from being stranded: Ingest
+        pushes, then schedules, so a message pushed after the unschedule puts the
+        conversation back itself, and one pushed before it is counted in the length.
         (Across Redis Cluster nodes that order is not guaranteed; the reconciler's
         schedule repair covers the gap.)"""
         commands: list[tuple[Any, ...]] = []
-        for claim, payloads, reset, release in finishes:
-            cid = claim.conversation_id
-            commands.append(("ZREM", self.k_due, cid))
+        for f in finishes:
+            cid = f.conversation_id
+            if unschedule:
+                commands.append(("ZREM", self.k_due(lane), cid))
             commands.append(
-                self._finish_relay.command(
-                    [self.k_lease(cid), self.k_in(cid), self.k_out(cid), self.k_h(cid)],
-                    [claim.token, "1" if reset else "0", "1" if release else "0", *payloads],
+                self._finish.command(
+                    [self.k_lease(lane, cid), self.k_queue(lane, cid), self.k_h(cid)],
+                    [
+                        f.token,
+                        lane.value if f.reset_attempts else "",
+                        "1" if f.release else "0",
+                        *f.payloads,
+                    ],
                 )
             )
-        replies = (await self._exec(commands))[1::2]
-        return [RelayFinish(int(r[0]), int(r[1]), int(r[2])) for r in replies]
-
-    async def schedule_now(self, cids: Sequence[str]) -> None:
-        """Schedules these conversations now (one round trip)."""
-        if cids:
-            await self._exec([("ZADD", self.k_due, *_scored(cids, now_ms()))])
+        replies = await self._exec(commands)
+        if unschedule:
+            replies = replies[1::2]
+        return [Finish(int(r[0]), int(r[1])) for r in replies]
 
     # -- dead letters ------------------------------------------------------------------------
     async def dead_letter(
         self,
+        lane: Lane,
         cid: str,
-        queue: str,
-        queue_key: str,
         token: str,
         payload: bytes,
         reason: str,
         attempts: int,
     ) -> bool:
-        """Moves the head message to the dead letters (only if still head and leased)."""
-        popped = await self.pop_head(cid, queue_key, token, payload)
+        """Moves the lane's head message to the dead letters (only if still the head
+        and the token still holds the lease)."""
+        popped = await self.pop_head(lane, cid, token, payload)
         if popped != 1:
             return False
+        queue = lane.queue
         dl_id = uuid.uuid4().hex
         ts = now_ms()
         async with self.r.pipeline(transaction=False) as pipe:
@@ -747,19 +879,17 @@ class SessionStore:
             dead_at_ms=int(_text(f["dead_at"])),
         )
 
-    async def replay_dead_letter(self, rec: DeadLetterRecord) -> None:
-        queue_key = (
-            self.k_in(rec.conversation_id)
-            if rec.queue == "inbox"
-            else self.k_out(rec.conversation_id)
-        )
+    async def replay_dead_letter(self, rec: DeadLetterRecord) -> Lane:
+        """Queues a dead letter again at the end of its queue; returns its lane."""
+        lane = Lane.INBOX if rec.queue == "inbox" else Lane.OUTBOX
         async with self.r.pipeline(transaction=False) as pipe:
-            pipe.rpush(queue_key, rec.message)
+            pipe.rpush(self.k_queue(lane, rec.conversation_id), rec.message)
             pipe.hincrby(self.k_h(rec.conversation_id), "dead_letters", -1)
             pipe.zrem(self.k_dlq, rec.id)
             pipe.delete(self.k_dl(rec.id))
-            pipe.zadd(self.k_due, {rec.conversation_id: now_ms()})
+            pipe.zadd(self.k_due(lane), {rec.conversation_id: now_ms()})
             await pipe.execute()
+        return lane
 
     # -- listing ---------------------------------------------------------------------------
     async def list_state(self, state: str, offset: int, limit: int) -> tuple[list[str], bool]:

@@ -1,18 +1,25 @@
 """The conversation worker: opens cases, delivers inbox and outbox in order, closes.
 
-A scheduler loop reads due conversations from Redis; for each one a task takes the
-conversation's lease (so exactly one replica works on it), runs one step of its state
-machine, and schedules the next step. Everything it needs to resume lives in Redis, so
-any process may be killed at any instant.
+Each conversation has two lanes (store.Lane), scheduled and leased separately, each
+with its own scheduler loop and its own pool of steps, so neither direction ever waits
+on the other (not on its back-off, not on a slow far side, not on a free slot). A
+scheduler loop reads its lane's due conversations from Redis; for each one a task takes
+the lane's lease (so exactly one replica works on it), runs one step, and schedules the
+lane's next step. Everything it needs to resume lives in Redis, so any process may be
+killed at any instant.
 
-One step, by state:
+The inbox lane's step, by state (its due conversations that need nothing but delivery
+go to the batched relay, services/session/relay.py, instead):
 
 - OPENING: history.GetTranscript → routing.Route → connector.OpenCase → ACTIVE.
-- ACTIVE: deliver the inbox to the CCaaS and the outbox to Infobip, head first; a
-  failing head is retried with back-off (its own timer per direction, so a CCaaS outage
-  never delays agent replies), dead-lettered after the budget or at once when the far
-  side says retrying cannot help.
-- CLOSING: drain what may still be delivered, then close the other side, then CLOSED.
+- ACTIVE: deliver the inbox to the CCaaS, head first.
+- CLOSING: drain the inbox (or dead-letter it after a CCaaS close); once both queues
+  are empty (the outbox lane wakes it), close the other side, then CLOSED.
+
+The outbox lane's step delivers agent messages to Infobip in ACTIVE and CLOSING (or
+dead-letters them after an Infobip close). In both lanes a failing head is retried with
+the lane's own back-off, dead-lettered after the budget or at once when the far side
+says retrying cannot help (services/session/delivery.py, shared with the relay).
 """
 
 from __future__ import annotations
@@ -21,10 +28,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
 
 import grpc
 
@@ -35,14 +40,29 @@ from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
 from ccbridge.services.infobip.client import InfobipClient, InfobipNotFound
 from ccbridge.services.runtime.errors import FarSideError
 from ccbridge.services.runtime.logging import conversation_id_var
-from ccbridge.services.session.relay import Failure, InboxRelay, failure_from_rpc_error
+from ccbridge.services.session.delivery import (
+    Delivery,
+    Failure,
+    RetryPolicy,
+    failure_from_far_side,
+    failure_from_rpc_error,
+)
+from ccbridge.services.session.relay import InboxRelay
 from ccbridge.services.session.settings import SessionSettings
-from ccbridge.services.session.store import HandoverRecord, RelayClaim, SessionStore, now_ms
+from ccbridge.services.session.store import (
+    LANES,
+    Claim,
+    Finishing,
+    HandoverRecord,
+    Lane,
+    SessionStore,
+    lane_has_work,
+    now_ms,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_TEXT = 4096  # Infobip's documented content size limit
-PEEK_WINDOW = 32  # head messages read in one round trip by a delivery step
 # Relay batches under way at once. What arrives while one is out waits for the next, so
 # batches grow with the load: at ~5,000 msgs/s a sweep carries ~35 messages with one
 # against ~16 with two, and the connector and CCaaS costs per message fall by a third
@@ -51,33 +71,12 @@ RELAY_IN_FLIGHT = 1
 MAX_DUE_READ = 1000  # due conversations read per scheduler pass, at most
 
 
-@dataclass
-class StepFailure(Exception):
-    """A far-side call failed; ``retryable`` and ``retry_after`` steer the back-off."""
-
-    reason: str
-    retryable: bool
-    retry_after: float | None = None
-
-    def __str__(self) -> str:
-        return self.reason
-
-
 # A handover record (None when missing) with its inbox and outbox lengths.
 Snapshot = tuple[HandoverRecord | None, int, int]
 
 
 class LeaseLost(Exception):
     """Another worker took the conversation over; stop touching it."""
-
-
-def _from_rpc_error(exc: grpc.aio.AioRpcError, what: str) -> StepFailure:
-    failure = failure_from_rpc_error(exc, what)
-    return StepFailure(failure.reason, failure.retryable, failure.retry_after)
-
-
-def _from_far_side(exc: FarSideError, what: str) -> StepFailure:
-    return StepFailure(f"{what}: {exc}", exc.retryable, exc.retry_after)
 
 
 class Peers:
@@ -97,62 +96,76 @@ class Peers:
 
 
 class ConversationWorker:
-    """Schedules and runs conversation steps; see the module docstring."""
+    """Schedules and runs lane steps; see the module docstring."""
 
     def __init__(self, store: SessionStore, peers: Peers, settings: SessionSettings) -> None:
         self.store = store
         self.peers = peers
         self.s = settings
-        self._wake = asyncio.Event()
-        self._running: dict[str, asyncio.Task[None]] = {}
-        self._sem = asyncio.Semaphore(settings.worker_concurrency)
+        self.policy = RetryPolicy(
+            settings.retry_base_ms, settings.retry_max_ms, settings.delivery_max_attempts
+        )
+        self.delivery = Delivery(store, self.policy)
+        self._wake = {lane: asyncio.Event() for lane in LANES}
+        self._hot: dict[Lane, set[str]] = {lane: set() for lane in LANES}  # given work
+        self._running: dict[tuple[Lane, str], asyncio.Task[None]] = {}
+        # One pool per lane: steps stuck on one far side never take the other's slots.
+        self._sem = {lane: asyncio.Semaphore(settings.worker_concurrency) for lane in LANES}
         self._stopping = False
-        self._loop_task: asyncio.Task[None] | None = None
-        self._reconcile_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.relay = InboxRelay(
             store,
             peers.connector,
+            self.delivery,
             lease_ttl_ms=settings.lease_ttl_ms,
             call_timeout_s=settings.grpc_timeout_s * 3,
-            on_failure=self._relay_failed,
+            window=settings.delivery_window,
         )
         self._relay_slots = asyncio.Semaphore(RELAY_IN_FLIGHT)
-        self._hot: set[str] = set()  # conversations given work since the last pass
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        self._loop_task = asyncio.create_task(self._schedule_loop(), name="scheduler")
-        self._reconcile_task = asyncio.create_task(self._reconcile_loop(), name="reconciler")
+        self._tasks = [
+            *(
+                asyncio.create_task(self._schedule_loop(lane), name=f"scheduler-{lane.value}")
+                for lane in LANES
+            ),
+            asyncio.create_task(self._reconcile_loop(), name="reconciler"),
+        ]
 
-    def wake(self, cids: Iterable[str] = ()) -> None:
+    def wake(self, cids: Iterable[str] = (), lanes: Iterable[Lane] = LANES) -> None:
         """Called after this process accepted work, so delivery starts at once; with the
-        conversations concerned, the next pass takes them without reading the schedule."""
-        self._hot.update(cids)
-        self._wake.set()
+        conversations concerned, the lanes' next passes take them without reading the
+        schedule."""
+        cids = list(cids)
+        for lane in lanes:
+            self._hot[lane].update(cids)
+            self._wake[lane].set()
 
     async def stop(self, timeout_s: float) -> None:
         """Stops taking new work and waits for in-flight steps (no half delivery)."""
         self._stopping = True
-        self._wake.set()
-        for task in (self._loop_task, self._reconcile_task):
-            if task:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        for event in self._wake.values():
+            event.set()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._running:
-            _done, pending = await asyncio.wait(list(self._running.values()), timeout=timeout_s)
+            _done, pending = await asyncio.wait(set(self._running.values()), timeout=timeout_s)
             for task in pending:
                 task.cancel()
 
     # -- scheduling ------------------------------------------------------------------------
-    async def _schedule_loop(self) -> None:
+    async def _schedule_loop(self, lane: Lane) -> None:
         poll = self.s.scheduler_poll_ms / 1000
         last_read = 0.0
+        wake = self._wake[lane]
         while not self._stopping:
             # Cleared before reading: a wake-up during this pass makes the next one start
             # at once instead of after the poll interval.
-            self._wake.clear()
-            hot, self._hot = self._hot, set()
+            wake.clear()
+            hot, self._hot[lane] = self._hot[lane], set()
             try:
                 # Conversations this process just gave work go straight to dispatch; the
                 # schedule (everything else: back-offs, other replicas' work, restarts)
@@ -161,36 +174,47 @@ class ConversationWorker:
                 if not hot or time.monotonic() - last_read >= poll:
                     last_read = time.monotonic()
                     limit = min(MAX_DUE_READ, self.s.worker_concurrency * 2 + len(self._running))
-                    due = list(dict.fromkeys([*due, *await self.store.due(limit)]))
-                due = [cid for cid in due if cid not in self._running]
+                    read, adopted = await self.store.due(lane, limit)
+                    if adopted:  # from an older release's schedule: both lanes
+                        self.wake(adopted, [lane.other])
+                    due = list(dict.fromkeys([*due, *read]))
+                due = [cid for cid in due if (lane, cid) not in self._running]
                 if due:
-                    await self._dispatch(due)
+                    await self._dispatch(lane, due)
             except Exception:
-                log.warning("cannot read the schedule; retrying", exc_info=True)
+                log.warning("cannot read the %s schedule; retrying", lane.queue, exc_info=True)
                 await asyncio.sleep(1.0)
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), poll)
+                await asyncio.wait_for(wake.wait(), poll)
 
-    async def _dispatch(self, due: list[str]) -> None:
-        """Hands the inbox-only conversations to the relay as one batch, and every other
-        one to its own full step."""
+    async def _dispatch(self, lane: Lane, due: list[str]) -> None:
+        """Inbox lane: hands the conversations that need nothing but delivery to the
+        relay as one batch, every other one to its own step. Outbox lane: a step each."""
+        if lane is Lane.OUTBOX:
+            self._start_steps(lane, due)
+            return
         await self._relay_slots.acquire()
         try:
             claims, others = await self.relay.claim(due)
         except BaseException:
             self._relay_slots.release()
             raise
-        for cid in others:
-            self._running[cid] = asyncio.create_task(self._run(cid), name=f"conv-{cid}")
+        self._start_steps(lane, others)
         if not claims:
             self._relay_slots.release()
             return
         task = asyncio.create_task(self._relay_batch(claims), name="relay")
         for claim in claims:
-            self._running[claim.conversation_id] = task
+            self._running[(lane, claim.conversation_id)] = task
 
-    async def _relay_batch(self, claims: list[RelayClaim]) -> None:
+    def _start_steps(self, lane: Lane, cids: list[str]) -> None:
+        for cid in cids:
+            self._running[(lane, cid)] = asyncio.create_task(
+                self._run(lane, cid), name=f"{lane.value}-{cid}"
+            )
+
+    async def _relay_batch(self, claims: list[Claim]) -> None:
         busy: list[str] = []
         try:
             busy = await self.relay.deliver(claims)
@@ -198,37 +222,38 @@ class ConversationWorker:
             log.exception("relay batch failed; the conversations are retried")
             with contextlib.suppress(Exception):
                 for claim in claims:
-                    await self.store.release_lease(claim.conversation_id, claim.token)
-                    await self.store.schedule(claim.conversation_id, now_ms() + 1000)
+                    cid = claim.conversation_id
+                    await self.store.release_lease(Lane.INBOX, cid, claim.token)
+                    await self.store.schedule(Lane.INBOX, cid, now_ms() + 1000)
         finally:
             for claim in claims:
-                self._running.pop(claim.conversation_id, None)
+                self._running.pop((Lane.INBOX, claim.conversation_id), None)
             self._relay_slots.release()
             # Only conversations with work left need another pass: a batch that left
             # nothing behind must not cost a schedule read.
             if busy:
-                self.wake(busy)
+                self.wake(busy, [Lane.INBOX])
 
-    async def _run(self, cid: str) -> None:
+    async def _run(self, lane: Lane, cid: str) -> None:
         try:
-            async with self._sem:
+            async with self._sem[lane]:
                 if not self._stopping:
-                    await self.run_step(cid)
+                    await self.run_step(lane, cid)
         except Exception:
-            log.exception("conversation step failed")
+            log.exception("%s step failed", lane.queue)
             with contextlib.suppress(Exception):
-                await self.store.schedule(cid, now_ms() + 1000)
+                await self.store.schedule(lane, cid, now_ms() + 1000)
         finally:
-            self._running.pop(cid, None)
-            self._wake.set()
+            self._running.pop((lane, cid), None)
+            self._wake[lane].set()
 
     @contextlib.asynccontextmanager
-    async def _lease(self, cid: str) -> AsyncIterator[tuple[str | None, Snapshot]]:
-        """Holds the conversation's lease (renewed in the background) and yields its token
-        (None: another worker holds it) with the record and queue lengths read in the
-        same round trip."""
+    async def _lease(self, lane: Lane, cid: str) -> AsyncIterator[tuple[str | None, Snapshot]]:
+        """Holds the lane's lease (renewed in the background) and yields its fencing
+        token (None: another worker holds it) with the record and queue lengths read in
+        the same round trip."""
         ttl = self.s.lease_ttl_ms
-        token, rec, inbox, outbox = await self.store.begin_step(cid, ttl)
+        token, rec, inbox, outbox = await self.store.begin_step(lane, cid, ttl)
         if token is None:
             yield None, (rec, inbox, outbox)
             return
@@ -236,7 +261,7 @@ class ConversationWorker:
         async def renew() -> None:
             while True:
                 await asyncio.sleep(ttl / 3000)
-                if not await self.store.renew_lease(cid, token, ttl):
+                if not await self.store.renew_lease(lane, cid, token, ttl):
                     return
 
         renewer = asyncio.create_task(renew())
@@ -247,71 +272,99 @@ class ConversationWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
             with contextlib.suppress(Exception):
-                await self.store.release_lease(cid, token)
+                await self.store.release_lease(lane, cid, token)
 
-    async def run_step(self, cid: str) -> None:
-        """Runs one step for a conversation if its lease can be taken."""
+    async def run_step(self, lane: Lane, cid: str) -> None:
+        """Runs one step of a conversation's lane if the lane's lease can be taken."""
         conversation_id_var.set(cid)
-        async with self._lease(cid) as (token, snapshot):
+        async with self._lease(lane, cid) as (token, snapshot):
             if token is None:
                 # Another replica works on it; look again when its lease could expire.
-                await self.store.postpone_if_earlier(cid, now_ms() + self.s.lease_ttl_ms // 2)
+                await self.store.postpone_if_earlier(lane, cid, now_ms() + self.s.lease_ttl_ms // 2)
                 return
             try:
-                await self._step(cid, token, snapshot)
+                if lane is Lane.INBOX:
+                    await self._inbox_step(cid, token, snapshot)
+                else:
+                    await self._outbox_step(cid, token, snapshot)
             except LeaseLost:
-                log.warning("lease lost; another worker continues")
+                log.warning("%s lease lost; another worker continues", lane.queue)
 
-    async def _step(self, cid: str, token: str, snapshot: Snapshot) -> None:
+    async def _inbox_step(self, cid: str, token: str, snapshot: Snapshot) -> None:
         # Each re-read also brings the queue lengths (one round trip), so empty queues
         # cost no read and the reschedule needs none.
         rec, inbox, outbox = snapshot
         if rec is None:
-            await self.store.unschedule(cid)
+            await self.store.unschedule(Lane.INBOX, cid)
             return
         if rec.state == "OPENING":
             await self._open(rec, token)
             rec, inbox, outbox = await self._reread(rec)
-        if rec.state in ("ACTIVE", "CLOSING"):
-            await self._deliver(rec, token, inbox, outbox)
+            if rec.state == "ACTIVE" and outbox:  # agent messages sent while opening
+                await self.store.schedule(Lane.OUTBOX, cid, now_ms())
+                self.wake([cid], [Lane.OUTBOX])
+        if rec.state in ("ACTIVE", "CLOSING") and inbox:
+            closed_by = rec.get("closed_by")
+            # After a CCaaS close, end-user messages have no case to go to: dead-lettered.
+            await self._drain(
+                rec,
+                token,
+                Lane.INBOX,
+                deliverable=not (rec.state == "CLOSING" and closed_by == "CCAAS"),
+            )
             rec, inbox, outbox = await self._reread(rec)
-        if rec.state == "CLOSING":
+        if rec.state == "CLOSING" and not inbox and not outbox:
             await self._close(rec, token)
             rec, inbox, outbox = await self._reread(rec)
-        await self._reschedule(rec, inbox, outbox)
+        await self._reschedule(Lane.INBOX, rec, inbox, outbox)
+
+    async def _outbox_step(self, cid: str, token: str, snapshot: Snapshot) -> None:
+        rec, inbox, outbox = snapshot
+        if rec is None:
+            await self.store.unschedule(Lane.OUTBOX, cid)
+            return
+        if rec.state in ("ACTIVE", "CLOSING") and outbox:
+            # After an Infobip close, agent messages have no conversation: dead-lettered.
+            closed_by = rec.get("closed_by")
+            await self._drain(
+                rec,
+                token,
+                Lane.OUTBOX,
+                deliverable=not (rec.state == "CLOSING" and closed_by == "INFOBIP"),
+            )
+            rec, inbox, outbox = await self._reread(rec)
+        if rec.state == "CLOSING" and not outbox:
+            # The close (inbox lane) waits for the outbox to drain: wake it now.
+            await self.store.schedule(Lane.INBOX, cid, now_ms())
+            self.wake([cid], [Lane.INBOX])
+        await self._reschedule(Lane.OUTBOX, rec, inbox, outbox)
 
     async def _reread(self, rec: HandoverRecord) -> tuple[HandoverRecord, int, int]:
         fresh, inbox, outbox = await self.store.snapshot(rec.conversation_id)
         return fresh or rec, inbox, outbox
 
-    async def _reschedule(self, rec: HandoverRecord, inbox: int, outbox: int) -> None:
+    async def _reschedule(self, lane: Lane, rec: HandoverRecord, inbox: int, outbox: int) -> None:
         cid = rec.conversation_id
         if rec.state in ("CLOSED", "FAILED"):
-            await self.store.unschedule(cid)
-            if rec.state == "CLOSED":
+            await self.store.unschedule(lane, cid)
+            if rec.state == "CLOSED" and lane is Lane.INBOX:
                 await self.store.finish_closed(cid)
             return
         times: list[int] = []
-        if rec.state == "OPENING":
-            times.append(rec.get_int("open_next_at"))
-        if inbox and rec.state in ("ACTIVE", "CLOSING"):
-            times.append(rec.get_int("in_next_at"))
-        if outbox and rec.state in ("ACTIVE", "CLOSING"):
-            times.append(rec.get_int("out_next_at"))
-        if rec.state == "CLOSING":
-            times.append(rec.get_int("close_next_at"))
+        if lane_has_work(lane, rec.state, inbox, outbox):
+            if lane is Lane.OUTBOX:
+                times.append(rec.get_int("out_next_at"))
+            elif rec.state == "OPENING":
+                times.append(rec.get_int("open_next_at"))
+            elif inbox:
+                times.append(rec.get_int("in_next_at"))
+            else:  # CLOSING with both queues empty
+                times.append(rec.get_int("close_next_at"))
         if times:
-            await self.store.schedule(cid, max(min(times), now_ms()))
+            await self.store.schedule(lane, cid, max(min(times), now_ms()))
             return
         # Work accepted between our last look and the unschedule must not be stranded.
-        await self.store.unschedule_if_idle(cid)
-
-    def _backoff_ms(self, attempts: int, retry_after: float | None) -> int:
-        base = min(self.s.retry_max_ms, self.s.retry_base_ms * (2 ** max(0, attempts - 1)))
-        delay = base / 2 + random.uniform(0, base / 2)  # jitter
-        if retry_after is not None:
-            delay = max(delay, retry_after * 1000)
-        return int(min(delay, max(self.s.retry_max_ms, (retry_after or 0) * 1000)))
+        await self.store.unschedule_if_idle(lane, cid)
 
     # -- opening ---------------------------------------------------------------------------
     async def _open(self, rec: HandoverRecord, token: str) -> None:
@@ -320,7 +373,7 @@ class ConversationWorker:
             return
         try:
             external_id, connector, decision, transcript = await self._open_case(rec)
-        except StepFailure as failure:
+        except Failure as failure:
             attempts = rec.get_int("open_attempts") + 1
             if not failure.retryable or attempts >= self.s.open_max_attempts:
                 log.error("opening failed for good: %s", failure.reason)
@@ -340,7 +393,9 @@ class ConversationWorker:
                 values={
                     "failure_reason": failure.reason[:500],
                     "open_attempts": str(attempts),
-                    "open_next_at": str(now_ms() + self._backoff_ms(attempts, failure.retry_after)),
+                    "open_next_at": str(
+                        now_ms() + self.policy.delay_ms(attempts, failure.retry_after)
+                    ),
                 },
             )
             return
@@ -413,7 +468,7 @@ class ConversationWorker:
                 )
             ).transcript
         except grpc.aio.AioRpcError as exc:
-            raise _from_rpc_error(exc, "history.GetTranscript") from exc
+            raise failure_from_rpc_error(exc, "history.GetTranscript") from exc
         tags, metadata = rec.tags, rec.metadata
         if (tags or metadata) and not rec.get("annotated"):
             try:
@@ -444,7 +499,7 @@ class ConversationWorker:
                 )
             ).decision
         except grpc.aio.AioRpcError as exc:
-            raise _from_rpc_error(exc, "routing.Route") from exc
+            raise failure_from_rpc_error(exc, "routing.Route") from exc
         case = connector_pb2.CaseInfo(
             conversation_id=cid,
             channel=context.channel,
@@ -463,40 +518,19 @@ class ConversationWorker:
                 timeout=timeout * 6,
             )
         except grpc.aio.AioRpcError as exc:
-            raise _from_rpc_error(exc, "connector.OpenCase") from exc
+            raise failure_from_rpc_error(exc, "connector.OpenCase") from exc
         return opened.external_id, decision.connector, decision, transcript
 
     # -- delivery --------------------------------------------------------------------------
-    async def _deliver(self, rec: HandoverRecord, token: str, inbox: int, outbox: int) -> None:
-        """Drains both queues (``inbox``/``outbox``: their lengths when the step read the
-        record; an empty one is not read again, later arrivals get the next step)."""
-        closed_by = rec.get("closed_by")
-        # After a CCaaS close, end-user messages have no case to go to; after an Infobip
-        # close, agent messages have no conversation. Both are dead-lettered, not dropped.
-        if inbox:
-            await self._drain(
-                rec,
-                token,
-                "inbox",
-                deliverable=not (rec.state == "CLOSING" and closed_by == "CCAAS"),
-            )
-        if outbox:
-            await self._drain(
-                rec,
-                token,
-                "outbox",
-                deliverable=not (rec.state == "CLOSING" and closed_by == "INFOBIP"),
-            )
-
     async def _drain(
-        self, rec: HandoverRecord, token: str, queue: str, *, deliverable: bool
+        self, rec: HandoverRecord, token: str, lane: Lane, *, deliverable: bool
     ) -> None:
+        """Delivers the lane's queue head first, up to ``batch_per_step`` messages (later
+        arrivals get the next step); undeliverable messages go to the dead letters."""
         cid = rec.conversation_id
-        key = self.store.k_in(cid) if queue == "inbox" else self.store.k_out(cid)
-        prefix = "in" if queue == "inbox" else "out"
-        if rec.get_int(f"{prefix}_next_at") > now_ms():
+        if rec.get_int(f"{lane.value}_next_at") > now_ms():
             return
-        attempts = rec.get_int(f"{prefix}_attempts")
+        attempts = rec.get_int(f"{lane.value}_attempts")
         delivered = 0
         # Head messages read ahead in one round trip (with their transcript check), then
         # delivered and popped one by one: the head still leaves only once accepted.
@@ -506,8 +540,8 @@ class ConversationWorker:
             if not window:
                 if drained:
                     break  # later arrivals are seen by the reschedule
-                wanted = min(self.s.batch_per_step - delivered, PEEK_WINDOW)
-                window = await self._peek(cid, key, queue, wanted)
+                wanted = min(self.s.batch_per_step - delivered, self.s.delivery_window)
+                window = await self._peek(cid, lane, wanted)
                 if not window:
                     break
                 drained = len(window) < wanted
@@ -515,116 +549,56 @@ class ConversationWorker:
             if not deliverable:
                 reason = (
                     "case closed before delivery"
-                    if queue == "inbox"
+                    if lane is Lane.INBOX
                     else "conversation closed at Infobip before delivery"
                 )
-                if not await self.store.dead_letter(cid, queue, key, token, payload, reason, 0):
+                if not await self.store.dead_letter(lane, cid, token, payload, reason, 0):
                     return  # the head changed or the lease is gone: the next step re-reads
                 continue
             if in_transcript:
-                if not await self._pop(cid, key, token, payload):  # already in the transcript
+                if not await self._pop(lane, cid, token, payload):  # already in the transcript
                     window.clear()
                 continue
             try:
-                if queue == "inbox":
+                if lane is Lane.INBOX:
                     await self._post_customer_message(rec, message)
                 else:
                     await self._send_to_end_user(rec, message)
-            except StepFailure as failure:
+            except Failure as failure:
                 attempts += 1
-                if await self._delivery_failed(cid, token, queue, payload, attempts, failure):
+                if await self.delivery.failed(lane, cid, token, payload, attempts, failure):
                     attempts = 0
                     continue  # dead-lettered: on with the next message
                 return
-            if not await self._pop(cid, key, token, payload):
+            if not await self._pop(lane, cid, token, payload, reset=attempts > 0):
                 window.clear()
             delivered += 1
-            if attempts:
-                attempts = 0
-                await self.store.transition(
-                    cid,
-                    allowed=("ACTIVE", "CLOSING"),
-                    lease_token=token,
-                    values={f"{prefix}_attempts": "0", f"{prefix}_next_at": "0"},
-                )
-
-    async def _delivery_failed(
-        self,
-        cid: str,
-        token: str,
-        queue: str,
-        payload: bytes,
-        attempts: int,
-        failure: StepFailure,
-    ) -> bool:
-        """Handles a failed delivery of the queue's head (``attempts``: including this
-        one): dead-letters it when retrying cannot help or the budget is spent (returns
-        True when it did), else records the back-off (returns False)."""
-        key = self.store.k_in(cid) if queue == "inbox" else self.store.k_out(cid)
-        prefix = "in" if queue == "inbox" else "out"
-        if not failure.retryable or attempts >= self.s.delivery_max_attempts:
-            log.error("%s delivery gave up after %d attempts: %s", queue, attempts, failure.reason)
-            if not await self.store.dead_letter(
-                cid, queue, key, token, payload, failure.reason, attempts
-            ):
-                return False  # the head changed or the lease is gone
-            await self.store.transition(
-                cid,
-                allowed=("ACTIVE", "CLOSING"),
-                lease_token=token,
-                values={
-                    f"{prefix}_attempts": "0",
-                    "failure_reason": failure.reason[:500],
-                    "flagged": "dead_letters",
-                },
-            )
-            return True
-        log.warning("%s delivery failed (attempt %d): %s", queue, attempts, failure.reason)
-        next_at = now_ms() + self._backoff_ms(attempts, failure.retry_after)
-        await self.store.transition(
-            cid,
-            allowed=("ACTIVE", "CLOSING"),
-            lease_token=token,
-            values={
-                f"{prefix}_attempts": str(attempts),
-                f"{prefix}_next_at": str(next_at),
-                "failure_reason": failure.reason[:500],
-            },
-        )
-        return False
-
-    async def _relay_failed(
-        self, claim: RelayClaim, payload: bytes, attempts: int, failure: Failure
-    ) -> None:
-        conversation_id_var.set(claim.conversation_id)
-        await self._delivery_failed(
-            claim.conversation_id,
-            claim.token,
-            "inbox",
-            payload,
-            attempts,
-            StepFailure(failure.reason, failure.retryable, failure.retry_after),
-        )
+            attempts = 0
 
     async def _peek(
-        self, cid: str, key: str, queue: str, count: int
+        self, cid: str, lane: Lane, count: int
     ) -> list[tuple[bytes, common_pb2.Message, bool]]:
         """Up to ``count`` head messages, parsed, each with "already in the case
         transcript" (inbox only)."""
-        payloads = await self.store.peek(key, count)
+        payloads = await self.store.peek(self.store.k_queue(lane, cid), count)
         messages = [common_pb2.Message.FromString(p) for p in payloads]
-        if queue == "inbox" and messages:
+        if lane is Lane.INBOX and messages:
             flags = await self.store.in_transcript_many(cid, [m.id for m in messages])
         else:
             flags = [False] * len(messages)
         return list(zip(payloads, messages, flags, strict=True))
 
-    async def _pop(self, cid: str, key: str, token: str, payload: bytes) -> bool:
-        """Pops the delivered head; False when the head changed (read it again)."""
-        popped = await self.store.pop_head(cid, key, token, payload)
-        if popped == -1:
+    async def _pop(
+        self, lane: Lane, cid: str, token: str, payload: bytes, *, reset: bool = False
+    ) -> bool:
+        """Pops the delivered head (and, after retries, resets the lane's counter in the
+        same script); False when the head changed (read it again)."""
+        (finish,) = await self.store.finish(
+            lane, [Finishing(cid, token, [payload], reset_attempts=reset)]
+        )
+        if finish.popped == -1:
             raise LeaseLost()
-        return popped == 1
+        return finish.popped == 1
 
     async def _post_customer_message(
         self, rec: HandoverRecord, message: common_pb2.Message
@@ -641,7 +615,7 @@ class ConversationWorker:
                 timeout=self.s.grpc_timeout_s * 3,
             )
         except grpc.aio.AioRpcError as exc:
-            raise _from_rpc_error(exc, "connector.PostCustomerMessage") from exc
+            raise failure_from_rpc_error(exc, "connector.PostCustomerMessage") from exc
 
     async def _send_to_end_user(self, rec: HandoverRecord, message: common_pb2.Message) -> None:
         channel, sender, end_user = (
@@ -650,14 +624,12 @@ class ConversationWorker:
             rec.get("end_user"),
         )
         if not (channel and sender and end_user):
-            raise StepFailure(
-                "end-user address unknown (no inbound message seen yet)", retryable=False
-            )
+            raise Failure("end-user address unknown (no inbound message seen yet)", retryable=False)
         content_type = message.content_type or "TEXT"
         try:
             content = json.loads(message.content_json or "{}")
         except ValueError:
-            raise StepFailure("agent message content is not JSON", retryable=False) from None
+            raise Failure("agent message content is not JSON", retryable=False) from None
         parts = [content]
         text = content.get("text") if isinstance(content, dict) else None
         if content_type == "TEXT" and isinstance(text, str) and len(text) > MAX_TEXT:
@@ -675,7 +647,7 @@ class ConversationWorker:
             try:
                 await self.peers.infobip.create_message(rec.conversation_id, body)
             except FarSideError as exc:
-                raise _from_far_side(exc, "infobip.CreateMessage") from exc
+                raise failure_from_far_side(exc, "infobip.CreateMessage") from exc
 
     # -- closing ---------------------------------------------------------------------------
     async def _close(self, rec: HandoverRecord, token: str) -> None:
@@ -700,17 +672,17 @@ class ConversationWorker:
                         timeout=self.s.grpc_timeout_s * 3,
                     )
                 except grpc.aio.AioRpcError as exc:
-                    raise _from_rpc_error(exc, "connector.CloseCase") from exc
+                    raise failure_from_rpc_error(exc, "connector.CloseCase") from exc
             if closed_by in ("CCAAS", "OPERATOR"):
                 try:
                     await self.peers.infobip.close_conversation(cid)
                 except InfobipNotFound:
                     log.warning("conversation unknown at Infobip; closing the handover anyway")
                 except FarSideError as exc:
-                    raise _from_far_side(exc, "infobip.UpdateConversation") from exc
-        except StepFailure as failure:
+                    raise failure_from_far_side(exc, "infobip.UpdateConversation") from exc
+        except Failure as failure:
             attempts = rec.get_int("close_attempts") + 1
-            if failure.retryable and attempts < self.s.delivery_max_attempts:
+            if not self.policy.gives_up(failure, attempts):
                 await self.store.transition(
                     cid,
                     allowed=("CLOSING",),
@@ -719,7 +691,7 @@ class ConversationWorker:
                         "close_attempts": str(attempts),
                         "failure_reason": failure.reason,
                         "close_next_at": str(
-                            now_ms() + self._backoff_ms(attempts, failure.retry_after)
+                            now_ms() + self.policy.delay_ms(attempts, failure.retry_after)
                         ),
                     },
                 )
@@ -765,11 +737,12 @@ class ConversationWorker:
                         await self.store.r.zrem(self.store.k_state(state), cid)
                         continue
                     inbox, outbox = await self.store.queue_lengths(cid)
-                    if (state != "ACTIVE" or inbox or outbox) and await self.store.r.zscore(
-                        self.store.k_due, cid
-                    ) is None:
-                        await self.store.schedule(cid, now_ms())
-                        stats["rescheduled"] += 1
+                    for lane in LANES:
+                        if lane_has_work(
+                            lane, state, inbox, outbox
+                        ) and not await self.store.scheduled(lane, cid):
+                            await self.store.schedule(lane, cid, now_ms())
+                            stats["rescheduled"] += 1
                     if state == "ACTIVE" and self.s.reconcile_infobip:
                         try:
                             conv = await self.peers.infobip.get_conversation(cid)
@@ -780,7 +753,7 @@ class ConversationWorker:
                                 cid,
                                 allowed=("ACTIVE",),
                                 new_state="CLOSING",
-                                due=True,
+                                due=LANES,
                                 values={
                                     "closed_by": "INFOBIP",
                                     "close_reason": "reconciler: closed at Infobip",

@@ -15,8 +15,11 @@ from typing import Any
 import httpx
 import redis
 
+import ccbridge
 from ccbridge.services.local.run import ORDER, start_mesh, start_simulators
 from ccbridge.services.local.supervisor import ProcessGroup, free_port, mesh_env
+
+CODE_ROOT = Path(ccbridge.__file__).resolve().parent.parent  # the protos/ folder
 
 
 @dataclass
@@ -153,6 +156,8 @@ def running_mesh(redis_url: str, log_dir: Path, extra_env: Mapping[str, str]) ->
     ports = {name: free_port() for name in (*ORDER, "infobip-sim", "ccaas-sim")}
     base = {
         "PATH": "/usr/bin:/bin",
+        # The components run the code under test (a worktree's), not the installed copy.
+        "PYTHONPATH": str(CODE_ROOT),
         "LOG_LEVEL": "INFO",
         "LOG_FORMAT": "json",
         "CCBRIDGE_ESCALATION_TOKEN": secrets.token_urlsafe(16),

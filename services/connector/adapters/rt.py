@@ -7,11 +7,7 @@ carrying a ``(ccb:<key>)`` marker in its subject so that a retry after a crash f
 message it already posted. Agent replies and resolutions are found by ONE TransactionSQL
 query per queue and poll, from a cursor (the highest transaction id handled) kept in
 Redis; a Redis lease lets only one replica poll a queue. See docs/connectors/rt.md.
-
-Redis keys owned here (a queue's keys share a hash tag, a conversation's too):
-``ccb:rt:cursor:{<queue>}``, ``ccb:rt:lease:{<queue>}``, ``ccb:rt:queues``,
-``ccb:rt:open:{<conversation>}``, ``ccb:rt:msg:{<conversation>}:<key>``,
-``ccb:rt:msglock:{<conversation>}:<key>``.
+Its Redis keys are named by services/connector/store.py.
 """
 
 from __future__ import annotations
@@ -30,7 +26,6 @@ from html.parser import HTMLParser
 from typing import Any, Literal
 
 import httpx
-import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.connector.adapters.rt_settings import RtSettings
@@ -42,7 +37,9 @@ from ccbridge.services.connector.base import (
     CaseToOpen,
     OpenedCase,
 )
+from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime.errors import FarSideError
+from ccbridge.services.runtime.lease import LEASE_LUA, Lease, release_if_held
 
 log = logging.getLogger(__name__)
 
@@ -55,24 +52,12 @@ MESSAGE_KEY_TTL_S = 14 * 24 * 3600
 MAX_PAGES_PER_POLL = 10
 """Bounds one poll (and the time a lease must cover); the rest comes next interval."""
 
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
 # Moves the cursor forward only, and only while the caller still holds the queue's lease
 # (a replica that lost it must not move the cursor of the one that took over).
-_COMMIT_CURSOR = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+_COMMIT_CURSOR = (
+    LEASE_LUA
+    + """
+if not lease_held(KEYS[2], ARGV[1]) then
   return -1
 end
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -82,13 +67,14 @@ if tonumber(ARGV[2]) > current then
 end
 return 0
 """
+)
 
 _PENDING = "pending"
 
 
-def build(settings: RtSettings, redis: aioredis.Redis) -> RtAdapter:
+def build(settings: RtSettings, store: ConnectorStore) -> RtAdapter:
     """The adapter for its parsed settings (the connector registry calls it)."""
-    return RtAdapter(settings, redis)
+    return RtAdapter(settings, store)
 
 
 # --- RT query and text helpers --------------------------------------------------------
@@ -352,12 +338,13 @@ class RtAdapter(Adapter):
     def __init__(
         self,
         settings: RtSettings,
-        redis: aioredis.Redis,
+        store: ConnectorStore,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings
-        self._redis = redis
+        self._store = store
+        self._redis = store.redis
         self._http = httpx.AsyncClient(
             base_url=f"{settings.url}/REST/2.0",
             headers={
@@ -368,7 +355,7 @@ class RtAdapter(Adapter):
             transport=transport,
             follow_redirects=False,
         )
-        self._leases: dict[str, str] = {}  # queue → our lease token
+        self._leases: dict[str, Lease] = {}  # queue → its poll lease
         self._pending: dict[str, _QueuePoll] = {}  # queue → last poll, until committed
         self._lease_ms = int(settings.lease_ttl_s * 1000)
 
@@ -446,13 +433,8 @@ class RtAdapter(Adapter):
 
     # --- Redis helpers ---------------------------------------------------------------
 
-    @staticmethod
-    def _cursor_key(queue: str) -> str:
-        return f"ccb:rt:cursor:{{{queue}}}"
-
-    @staticmethod
-    def _lease_key(queue: str) -> str:
-        return f"ccb:rt:lease:{{{queue}}}"
+    def _cursor_key(self, queue: str) -> str:
+        return self._store.rt_cursor(queue)
 
     async def _get(self, key: str) -> str | None:
         raw = await self._redis.get(key)
@@ -461,18 +443,24 @@ class RtAdapter(Adapter):
         return raw.decode() if isinstance(raw, bytes) else str(raw)
 
     async def _release(self, key: str, token: str) -> None:
-        await self._redis.eval(_RELEASE, 1, key, token)
+        await release_if_held(self._redis, key, token)
 
     async def _ensure_cursor(self, queue: str) -> int:
         """The queue's cursor; the first time, RT's current highest transaction id (so a
         fresh bridge does not replay history). SET NX: a concurrent start cannot move it."""
         current = await self._get(self._cursor_key(queue))
         if current is None:
+            start = await self._get_v1(self._cursor_key(queue))
             await self._redis.set(
-                self._cursor_key(queue), await self._max_transaction_id(), nx=True
+                self._cursor_key(queue), start or await self._max_transaction_id(), nx=True
             )
             current = await self._get(self._cursor_key(queue))
         return int(current or 0)
+
+    async def _get_v1(self, key: str) -> str | None:
+        """The key as releases up to d3ac8b9 kept it, if elsewhere (connector/store.py)."""
+        v1 = self._store.rt_v1(key)
+        return await self._get(v1) if v1 else None
 
     # --- open ------------------------------------------------------------------------
 
@@ -495,7 +483,7 @@ class RtAdapter(Adapter):
 
     async def open_case(self, case: CaseToOpen) -> OpenedCase:
         queue = case.queue or self.settings.queue
-        lock_key = f"ccb:rt:open:{{{case.conversation_id}}}"
+        lock_key = self._store.rt_open_lock(case.conversation_id)
         token = secrets.token_hex(8)
         # Three calls at most; the lock outlives them so two opens never race.
         budget = 3 * self.settings.timeout_s + 1
@@ -512,7 +500,7 @@ class RtAdapter(Adapter):
                 existing = await self._find_ticket(queue, case.conversation_id)
                 # Before the ticket exists: the first poll must see every later reply.
                 await self._ensure_cursor(queue)
-                await self._redis.sadd("ccb:rt:queues", queue)
+                await self._redis.sadd(self._store.rt_queues, queue)
                 if existing is not None:
                     log.info(
                         "rt: ticket %s already exists for conversation %s",
@@ -597,9 +585,9 @@ class RtAdapter(Adapter):
             raise FarSideError(f"not an RT ticket id: {external_id!r}", retryable=False)
         if not idempotency_key:
             raise FarSideError("an idempotency key is required", retryable=False)
-        done_key = f"ccb:rt:msg:{{{conversation_id}}}:{idempotency_key}"
-        lock_key = f"ccb:rt:msglock:{{{conversation_id}}}:{idempotency_key}"
-        state = await self._get(done_key)
+        done_key = self._store.rt_message(conversation_id, idempotency_key)
+        lock_key = self._store.rt_message_lock(conversation_id, idempotency_key)
+        state = await self._get(done_key) or await self._get_v1(done_key)
         if state and state != _PENDING:
             return state  # posted before: the RT transaction id
         token = secrets.token_hex(8)
@@ -615,7 +603,7 @@ class RtAdapter(Adapter):
         in_doubt = False  # the POST may have reached RT without us learning the outcome
         try:
             async with asyncio.timeout(budget):
-                state = await self._get(done_key)
+                state = await self._get(done_key) or await self._get_v1(done_key)
                 if state and state != _PENDING:
                     return state
                 if state == _PENDING:
@@ -698,7 +686,9 @@ class RtAdapter(Adapter):
 
     async def _queues(self) -> list[str]:
         queues = [self.settings.queue]
-        for raw in sorted(await self._redis.smembers("ccb:rt:queues")):
+        v1 = self._store.rt_v1(self._store.rt_queues)
+        keys = [self._store.rt_queues, *([v1] if v1 else [])]
+        for raw in sorted(await self._redis.sunion(keys)):
             name = raw.decode() if isinstance(raw, bytes) else str(raw)
             if name not in queues:
                 queues.append(name)
@@ -706,16 +696,13 @@ class RtAdapter(Adapter):
 
     async def _hold_lease(self, queue: str) -> str | None:
         """Takes or renews the queue's poll lease; None when another replica holds it."""
-        key = self._lease_key(queue)
-        token = self._leases.get(queue)
-        if token and await self._redis.eval(_RENEW, 1, key, token, self._lease_ms):
-            return token
-        token = secrets.token_hex(12)
-        if await self._redis.set(key, token, nx=True, px=self._lease_ms):
-            self._leases[queue] = token
-            return token
-        self._leases.pop(queue, None)
-        return None
+        lease = self._leases.get(queue)
+        if lease is None:
+            lease = self._leases[queue] = self._store.rt_lease(queue, self._lease_ms)
+        token = await lease.hold()
+        if token is None:
+            self._leases.pop(queue, None)
+        return token
 
     def _poll_query(self, queue: str, cursor: int) -> str:
         return (
@@ -879,7 +866,7 @@ class RtAdapter(Adapter):
                 _COMMIT_CURSOR,
                 2,
                 self._cursor_key(queue),
-                self._lease_key(queue),
+                self._store.rt_lease(queue, self._lease_ms).key,
                 seen.lease_token,
                 target,
             )
@@ -888,9 +875,9 @@ class RtAdapter(Adapter):
         self._pending.clear()
 
     async def aclose(self) -> None:
-        for queue, token in list(self._leases.items()):
+        for queue, lease in list(self._leases.items()):
             try:
-                await self._release(self._lease_key(queue), token)
+                await lease.release()
             except Exception:  # Redis gone: the lease expires on its own
                 log.warning("rt: could not release the poll lease of queue %s", queue)
         self._leases.clear()

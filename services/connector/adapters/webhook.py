@@ -752,7 +752,7 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def build(settings: WebhookSettings, redis: object) -> WebhookAdapter:
+def build(settings: WebhookSettings, store: object) -> WebhookAdapter:
     """The adapter for its parsed settings (the connector registry calls it; the webhook
     connector keeps no state in Redis)."""
     return WebhookAdapter(settings)

@@ -22,7 +22,7 @@ from ccbridge.services.connector.base import (
 )
 from ccbridge.services.connector.poller import Poller
 from ccbridge.services.connector.session_client import SessionReporter
-from ccbridge.services.connector.store import PollLease, poll_lease_key
+from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime.channels import create_channel
 from ccbridge.services.runtime.errors import FarSideError
 from tests.services.connector.session_double import SessionDouble, running_session_double
@@ -85,9 +85,8 @@ async def test_events_reported_then_committed(
 ) -> None:
     double, reporter = session
     adapter = PollingCcaas(list(EVENTS))
-    poller = Poller(
-        "polling", adapter, reporter, PollLease(redis_client, "polling", "a", 30), interval_s=0.01
-    )
+    lease = ConnectorStore(redis_client).poll_lease("polling", 30)
+    poller = Poller("polling", adapter, reporter, lease, interval_s=0.01)
     assert await poller.poll_once() == 2
     assert adapter.cursor == 2
     assert await poller.poll_once() == 1
@@ -129,7 +128,7 @@ async def test_background_poller_recovers_and_stops(
     double, reporter = session
     adapter = PollingCcaas(list(EVENTS))
     adapter.fail_next_poll = True
-    lease = PollLease(redis_client, "polling", "replica-a", 30)
+    lease = ConnectorStore(redis_client).poll_lease("polling", 30)
     poller = Poller("polling", adapter, reporter, lease, interval_s=0.01)
     poller.start()
     try:
@@ -141,7 +140,7 @@ async def test_background_poller_recovers_and_stops(
         await poller.stop()
     assert adapter.cursor == 3
     assert sorted(double.seen) == ["tx-1", "tx-2", "tx-3"]
-    assert await redis_client.get(poll_lease_key("polling")) is None  # released on stop
+    assert await redis_client.get(lease.key) is None  # released on stop
 
 
 async def test_one_replica_polls_at_a_time(
@@ -153,7 +152,7 @@ async def test_one_replica_polls_at_a_time(
         "polling",
         PollingCcaas(list(EVENTS)),
         reporter,
-        PollLease(redis_client, "polling", "replica-a", 30),
+        ConnectorStore(redis_client).poll_lease("polling", 30),
         interval_s=0.01,
     )
     second_adapter = PollingCcaas(list(EVENTS))
@@ -161,7 +160,7 @@ async def test_one_replica_polls_at_a_time(
         "polling",
         second_adapter,
         reporter,
-        PollLease(redis_client, "polling", "replica-b", 30),
+        ConnectorStore(redis_client).poll_lease("polling", 30),
         interval_s=0.01,
     )
     assert await first.poll_once() == 2

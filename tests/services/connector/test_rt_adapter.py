@@ -27,6 +27,7 @@ from ccbridge.services.connector.adapters.rt import (
 )
 from ccbridge.services.connector.adapters.rt_settings import RtSettings
 from ccbridge.services.connector.base import AgentMessage, CaseClosedEvent, CaseEvent, CaseToOpen
+from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime.errors import FarSideError
 from ccbridge.services.runtime.settings import SettingsError
 from tests.support.rt import RtPeer
@@ -109,7 +110,7 @@ async def make_adapter(
     made: list[RtAdapter] = []
 
     def make(**overrides: str) -> RtAdapter:
-        adapter = RtAdapter(_settings(rt_peer, **overrides), redis_client)
+        adapter = RtAdapter(_settings(rt_peer, **overrides), ConnectorStore(redis_client))
         made.append(adapter)
         return adapter
 
@@ -304,7 +305,9 @@ async def test_lost_answer_is_not_posted_twice(
     conversation = f"c-{uuid.uuid4().hex}"
     ticket = (await make_adapter().open_case(_case(conversation))).external_id
     message = _msg(conversation, "did this arrive?")
-    flaky = RtAdapter(_settings(rt_peer), redis_client, transport=_LoseAnswers("/correspond"))
+    flaky = RtAdapter(
+        _settings(rt_peer), ConnectorStore(redis_client), transport=_LoseAnswers("/correspond")
+    )
     try:
         with pytest.raises(FarSideError) as lost:
             await flaky.post_customer_message(ticket, conversation, message, message.id)
@@ -329,7 +332,9 @@ async def test_lost_create_answer_is_not_a_second_ticket(
     bridge_http: httpx.AsyncClient,
 ) -> None:
     conversation = f"c-{uuid.uuid4().hex}"
-    flaky = RtAdapter(_settings(rt_peer), redis_client, transport=_LoseAnswers("/ticket"))
+    flaky = RtAdapter(
+        _settings(rt_peer), ConnectorStore(redis_client), transport=_LoseAnswers("/ticket")
+    )
     try:
         with pytest.raises(FarSideError) as lost:
             await flaky.open_case(_case(conversation))
@@ -479,7 +484,7 @@ async def test_routed_queue_and_build(rt_peer: RtPeer, redis_client: aioredis.Re
     settings = RtSettings.from_env(
         {"CCBRIDGE_RT_URL": rt_peer.url, "CCBRIDGE_RT_TOKEN": rt_peer.bridge_token}
     )
-    adapter = build(settings, redis_client)
+    adapter = build(settings, ConnectorStore(redis_client))
     try:
         assert adapter.name == "rt" and adapter.mode == "poll"
         with pytest.raises(FarSideError) as caught:  # no such queue: RT refuses (403)

@@ -12,8 +12,9 @@ import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2
-from ccbridge.services.session.relay import Failure, InboxRelay
-from ccbridge.services.session.store import RelayClaim, SessionStore
+from ccbridge.services.session.delivery import Delivery, Failure, RetryPolicy
+from ccbridge.services.session.relay import InboxRelay
+from ccbridge.services.session.store import Lane, SessionStore
 
 Answer = Callable[[connector_pb2.CaseMessages], connector_pb2.CaseDeliveryResult]
 
@@ -59,23 +60,36 @@ class FakeConnector:
         return out
 
 
+class RecordingDelivery(Delivery):
+    """The shared failure handling, recording what it was given."""
+
+    def __init__(self, store: SessionStore) -> None:
+        super().__init__(store, RetryPolicy(base_ms=100, max_ms=1000, max_attempts=5))
+        self.failures: list[tuple[str, str, int, Failure]] = []
+
+    async def failed(
+        self, lane: Lane, cid: str, token: str, payload: bytes, attempts: int, failure: Failure
+    ) -> bool:
+        assert lane is Lane.INBOX
+        mid = common_pb2.Message.FromString(payload).id
+        self.failures.append((cid, mid, attempts, failure))
+        return await super().failed(lane, cid, token, payload, attempts, failure)
+
+
 class Setup:
     def __init__(self, r: aioredis.Redis) -> None:
         self.r = r
         self.store = SessionStore(r)
         self.connector = FakeConnector()
-        self.failures: list[tuple[str, str, int, Failure]] = []
-
-        async def on_failure(claim: RelayClaim, payload: bytes, attempts: int, f: Failure) -> None:
-            mid = common_pb2.Message.FromString(payload).id
-            self.failures.append((claim.conversation_id, mid, attempts, f))
-
+        self.delivery = RecordingDelivery(self.store)
+        self.failures = self.delivery.failures
         self.relay = InboxRelay(
             self.store,
             self.connector,  # type: ignore[arg-type]
+            self.delivery,
             lease_ttl_ms=5000,
             call_timeout_s=5.0,
-            on_failure=on_failure,
+            window=32,
         )
 
     async def active(self, cid: str, *ids: str, state: str = "ACTIVE") -> None:
@@ -113,18 +127,21 @@ async def test_claims_only_inbox_only_conversations(setup: Setup) -> None:
     await s.active("backoff", "m1")
     await s.store.transition("backoff", allowed=("ACTIVE",), values={"in_next_at": "9" * 13})
     await s.active("leased", "m1")
-    assert await s.store.acquire_lease("leased", 5000)
+    token, _, _, _ = await s.store.begin_step(Lane.INBOX, "leased", 5000)
+    assert token is not None
     assert await s.store.create("opening", [], {})
 
     claims, others = await s.relay.claim(
         ["ok", "empty", "closing", "agent", "backoff", "leased", "opening", "missing"]
     )
-    assert [c.conversation_id for c in claims] == ["ok"]
-    assert others == ["empty", "closing", "agent", "backoff", "leased", "opening", "missing"]
+    # A queued agent message does not keep the inbox from the relay: the outbox is
+    # another lane.
+    assert [c.conversation_id for c in claims] == ["ok", "agent"]
+    assert others == ["empty", "closing", "backoff", "leased", "opening", "missing"]
     claim = claims[0]
     assert (claim.connector, claim.external_id, claim.in_attempts) == ("webhook", "CASE-ok", 0)
     assert [common_pb2.Message.FromString(p).id for p in claim.head] == ["m1", "m2"]
-    assert await s.r.get(s.store.k_lease("ok")) == claim.token.encode()
+    assert await s.r.get(s.store.k_lease(Lane.INBOX, "ok")) == claim.token.encode()
     # The lease keeps a second sweep (or replica) away.
     again, _ = await s.relay.claim(["ok"])
     assert again == []
@@ -141,9 +158,9 @@ async def test_delivers_in_order_pops_and_releases(setup: Setup) -> None:
     assert len(s.connector.requests) == 1  # one call for both conversations
     assert s.connector.sent() == {"a": ["a1", "a3"], "b": ["b1"]}
     assert await s.inbox("a") == [] and await s.inbox("b") == []
-    assert await s.r.exists(s.store.k_lease("a"), s.store.k_lease("b")) == 0
+    assert await s.r.exists(s.store.k_lease(Lane.INBOX, "a"), s.store.k_lease(Lane.INBOX, "b")) == 0
     assert woke == []  # nothing left: both leave the schedule
-    assert await s.r.zscore(s.store.k_due, "a") is None
+    assert await s.r.zscore(s.store.k_due(Lane.INBOX), "a") is None
     assert s.failures == []
 
 
@@ -169,7 +186,7 @@ async def test_partial_failure_keeps_the_rest_in_order(setup: Setup) -> None:
     failure = s.failures[0][3]
     assert failure.retryable and failure.retry_after == 2.0
     assert woke == ["a"]  # the full step takes over (and applies the back-off)
-    assert await s.r.exists(s.store.k_lease("a")) == 0
+    assert await s.r.exists(s.store.k_lease(Lane.INBOX, "a")) == 0
 
 
 async def test_a_failed_call_fails_every_case_and_pops_nothing(setup: Setup) -> None:
@@ -202,10 +219,10 @@ async def test_a_lost_lease_pops_nothing(setup: Setup) -> None:
     s = setup
     await s.active("a", "a1")
     claims, _ = await s.relay.claim(["a"])
-    await s.r.set(s.store.k_lease("a"), "someone-else")  # expired and taken over
+    await s.r.set(s.store.k_lease(Lane.INBOX, "a"), "someone-else")  # expired, taken over
     await s.relay.deliver(claims)
     assert await s.inbox("a") == ["a1"]  # the new holder delivers it (same key: one effect)
-    assert await s.r.get(s.store.k_lease("a")) == b"someone-else"
+    assert await s.r.get(s.store.k_lease(Lane.INBOX, "a")) == b"someone-else"
 
 
 async def test_an_older_connector_falls_back_to_the_full_step(setup: Setup) -> None:

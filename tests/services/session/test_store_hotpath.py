@@ -15,6 +15,7 @@ from ccbridge.services.session.store import (
     INGEST_ACCEPTED,
     INGEST_DUPLICATE,
     INGEST_IGNORED,
+    Lane,
     SessionStore,
 )
 
@@ -43,7 +44,7 @@ async def test_ingest_outcomes_survive_a_flushed_script_cache(
     assert outcomes == [INGEST_ACCEPTED, INGEST_DUPLICATE, INGEST_IGNORED, INGEST_ACCEPTED]
     stored = [common_pb2.Message.FromString(p).id for p in await store.peek(store.k_in("c1"), 10)]
     assert stored == ["m1", "m3"]  # in order, once
-    assert await redis_client.zscore(store.k_due, "c1") is not None
+    assert await redis_client.zscore(store.k_due(Lane.INBOX), "c1") is not None
 
 
 async def test_handover_hash_stays_a_listpack(
@@ -72,24 +73,26 @@ async def test_transcript_ids_and_step_reads(
     store: SessionStore, redis_client: aioredis.Redis
 ) -> None:
     assert await store.create("c1", ["vip"], {"lang": "en"})
+    assert (await store.transition("c1", allowed=("OPENING",), new_state="ACTIVE"))[0]
     await store.remember_transcript("c1", ["t1", "t2"])
     assert await store.in_transcript_many("c1", ["t2", "x", "t1"]) == [True, False, True]
     assert await store.in_transcript("c1", "t1") and not await store.in_transcript("c1", "x")
     await store.ingest([_message("m1", "c1")])
 
-    token, rec, inbox, outbox = await store.begin_step("c1", 5000)
+    token, rec, inbox, outbox = await store.begin_step(Lane.INBOX, "c1", 5000)
     assert token is not None and rec is not None and rec.tags == ["vip"]
     assert (inbox, outbox) == (1, 0)
-    again, _, _, _ = await store.begin_step("c1", 5000)
+    again, _, _, _ = await store.begin_step(Lane.INBOX, "c1", 5000)
     assert again is None  # the lease is held
     assert await store.snapshot("c1") == (rec, 1, 0)
 
-    # Work still queued: unscheduling puts it straight back.
-    assert await store.unschedule_if_idle("c1") is True
-    assert await redis_client.zscore(store.k_due, "c1") is not None
+    # Work still queued (ACTIVE: the inbox lane has work while its queue has): unscheduling
+    # puts it straight back.
+    assert await store.unschedule_if_idle(Lane.INBOX, "c1") is True
+    assert await redis_client.zscore(store.k_due(Lane.INBOX), "c1") is not None
     await redis_client.delete(store.k_in("c1"))
-    assert await store.unschedule_if_idle("c1") is False
-    assert await redis_client.zscore(store.k_due, "c1") is None
+    assert await store.unschedule_if_idle(Lane.INBOX, "c1") is False
+    assert await redis_client.zscore(store.k_due(Lane.INBOX), "c1") is None
 
 
 async def test_ingest_schedules_in_the_same_round_trip_once_a_conversation_took_messages(
@@ -110,24 +113,24 @@ async def test_ingest_schedules_in_the_same_round_trip_once_a_conversation_took_
     store.raw.execute = counted  # type: ignore[method-assign]
     assert await store.create("c1", [], {})
     assert await store.ingest([_message("m1", "c1")]) == [INGEST_ACCEPTED]
-    assert await redis_client.zscore(store.k_due, "c1") is not None
+    assert await redis_client.zscore(store.k_due(Lane.INBOX), "c1") is not None
     assert round_trips == 2
 
-    await redis_client.zrem(store.k_due, "c1")
+    await redis_client.zrem(store.k_due(Lane.INBOX), "c1")
     assert await store.ingest([_message("m2", "c1")]) == [INGEST_ACCEPTED]
-    assert await redis_client.zscore(store.k_due, "c1") is not None
+    assert await redis_client.zscore(store.k_due(Lane.INBOX), "c1") is not None
     assert round_trips == 3
 
-    await redis_client.zadd(store.k_due, {"c1": 9_999_999_999_999})  # in back-off
+    await redis_client.zadd(store.k_due(Lane.INBOX), {"c1": 9_999_999_999_999})  # in back-off
     assert await store.ingest([_message("m3", "c1")]) == [INGEST_ACCEPTED]
-    assert await redis_client.zscore(store.k_due, "c1") == 9_999_999_999_999
+    assert await redis_client.zscore(store.k_due(Lane.INBOX), "c1") == 9_999_999_999_999
 
     await redis_client.hset(store.k_h("c1"), "state", "CLOSED")
-    await redis_client.zrem(store.k_due, "c1")
+    await redis_client.zrem(store.k_due(Lane.INBOX), "c1")
     # Still guessed open: the entry is added, and the worker's step removes it.
     assert await store.ingest([_message("m4", "c1")]) == [INGEST_IGNORED]
-    await redis_client.zrem(store.k_due, "c1")
+    await redis_client.zrem(store.k_due(Lane.INBOX), "c1")
     assert await store.ingest([_message("m5", "c1")]) == [INGEST_IGNORED]
-    assert await redis_client.zscore(store.k_due, "c1") is None
+    assert await redis_client.zscore(store.k_due(Lane.INBOX), "c1") is None
     stored = [common_pb2.Message.FromString(p).id for p in await store.peek(store.k_in("c1"), 10)]
     assert stored == ["m1", "m2", "m3"]
