@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
-import httpx
 
 from ccbridge.history.v1 import history_pb2, history_pb2_grpc
 from ccbridge.services.history.servicer import HistoryServicer
@@ -24,14 +23,13 @@ SERVICE_NAME = history_pb2.DESCRIPTOR.services_by_name["HistoryService"].full_na
 
 
 async def _build(
-    settings: HistorySettings, address: str, transport: httpx.AsyncBaseTransport | None
+    settings: HistorySettings, address: str
 ) -> tuple[grpc.aio.Server, int, ServiceHealth, InfobipClient]:
     client = InfobipClient(
         settings.infobip_base_url,
         settings.infobip_api_key,
         timeout_s=settings.infobip_timeout_s,
         max_retries=settings.infobip_max_retries,
-        transport=transport,
     )
     servicer = HistoryServicer(client, default_limit=settings.history_limit)
 
@@ -71,11 +69,9 @@ async def start(
     settings: HistorySettings,
     *,
     address: str | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
 ) -> RunningHistory:
-    """Starts the server in the running loop (``address`` defaults to the settings';
-    ``transport`` routes Infobip calls, e.g. to an in-process simulator)."""
-    server, port, keeper, client = await _build(settings, address or settings.address, transport)
+    """Starts the server in the running loop (``address`` defaults to the settings')."""
+    server, port, keeper, client = await _build(settings, address or settings.address)
     await server.start()
     await keeper.start()
     return RunningHistory(server, port, keeper, client, settings.common.shutdown_grace_s)
@@ -83,7 +79,7 @@ async def start(
 
 async def serve(settings: HistorySettings) -> None:
     """Runs the history service until SIGTERM/SIGINT."""
-    server, _, keeper, client = await _build(settings, settings.address, None)
+    server, _, keeper, client = await _build(settings, settings.address)
     try:
         await serve_until_signalled(server, keeper, grace_s=settings.common.shutdown_grace_s)
     finally:

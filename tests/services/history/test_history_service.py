@@ -15,12 +15,12 @@ from ccbridge.history.v1 import history_pb2, history_pb2_grpc
 from ccbridge.services.history.__main__ import RunningHistory, start
 from ccbridge.services.history.settings import HistorySettings
 from ccbridge.simulators.infobip import Failure
-from tests.simulators.infobip.harness import API_KEY, BASE_URL, Sim, running_sim
+from tests.simulators.infobip.harness import API_KEY, Sim, served_sim
 
 
-def history_settings(**overrides: str) -> HistorySettings:
+def history_settings(base_url: str, **overrides: str) -> HistorySettings:
     env: Mapping[str, str] = {
-        "INFOBIP_BASE_URL": BASE_URL,
+        "INFOBIP_BASE_URL": base_url,
         "INFOBIP_API_KEY": API_KEY,
         "CCBRIDGE_HISTORY_PORT": "0",
         "INFOBIP_MAX_RETRIES": "0",
@@ -40,8 +40,9 @@ class History:
 
 @pytest.fixture
 async def history() -> AsyncIterator[History]:
-    async with running_sim() as sim:
-        running = await start(history_settings(), address="127.0.0.1:0", transport=sim.transport())
+    async with served_sim() as sim:
+        assert sim.url is not None
+        running = await start(history_settings(sim.url), address="127.0.0.1:0")
         channel = grpc.aio.insecure_channel(running.address)
         try:
             yield History(sim, running, history_pb2_grpc.HistoryServiceStub(channel), channel)
