@@ -14,13 +14,13 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
+import orjson
 
 if TYPE_CHECKING:
     from ccbridge.simulators.infobip.state import Subscription
@@ -82,7 +82,7 @@ class WebhookSender:
         return self._client
 
     async def post(self, delivery: Delivery) -> DeliveryResult:
-        body = json.dumps(delivery.body, separators=(",", ":")).encode()
+        body = orjson.dumps(delivery.body)
         headers = {"Content-Type": "application/json", "User-Agent": "infobip-simulator"}
         subscription = delivery.subscription
         if subscription is not None:
