@@ -9,8 +9,11 @@ sustained rate on a small machine. This measures exactly that: the client's proc
 in full, on uvloop as the services run. The server is a separate process (its CPU is not
 counted): a bare asyncio HTTP/1.1 responder answering 200 with a small JSON body.
 
-Each client is measured ``--repeats`` times, interleaved (httpx, aiohttp, httpx, ...) so
-that machine noise hits both alike; the table gives the median and the spread of µs of
+Three clients: httpx and bare aiohttp (each as a far-side caller would use it: one pooled
+client, the body given as bytes, the answer read), and ccbridge's own far-side client
+(``HttpClient``, aiohttp under services/runtime/http_client.py: what production runs).
+Each is measured ``--repeats`` times, interleaved (httpx, aiohttp, HttpClient, httpx, ...)
+so that machine noise hits all alike; the table gives the median and the spread of µs of
 CPU per request, sequential (one request in flight) and concurrent. Figures and the
 decision they led to: bench/README.md ("HTTP client").
 """
@@ -115,7 +118,19 @@ async def _aiohttp_client(url: str, concurrency: int) -> tuple[Callable[[], Awai
     return post, session.close
 
 
-CLIENTS = {"httpx": _httpx_client, "aiohttp": _aiohttp_client}
+async def _http_client(url: str, concurrency: int) -> tuple[Callable[[], Awaitable[int]], Any]:
+    """ccbridge's far-side client (aiohttp under services/runtime/http_client.py)."""
+    from ccbridge.services.runtime.http_client import HttpClient
+
+    client = HttpClient(timeout_s=10.0, max_answer_bytes=1 << 20, max_connections=concurrency)
+
+    async def post() -> int:
+        return (await client.request("POST", url, body=BODY, headers=HEADERS)).status
+
+    return post, client.aclose
+
+
+CLIENTS = {"httpx": _httpx_client, "aiohttp": _aiohttp_client, "HttpClient": _http_client}
 
 
 async def _measure(name: str, url: str, requests: int, concurrency: int) -> float:
@@ -179,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             values = samples[name][concurrency]
             medians[name] = statistics.median(values)
             print(
-                f"  in flight {concurrency:>3}  {name:<8} {medians[name]:7.0f}"
+                f"  in flight {concurrency:>3}  {name:<10} {medians[name]:7.0f}"
                 f"  [{min(values):.0f}-{max(values):.0f}]"
             )
         ratio = medians["httpx"] / medians["aiohttp"]

@@ -3,10 +3,11 @@ webhook and RT connectors, and every connector to come.
 
 It is aiohttp under a small typed surface. The design card named httpx, but on the relay
 path the client's CPU per request bounds the sustained rate, and aiohttp costs a fraction
-of httpx's (``python -m bench.http_clients``, same server, same run, 2-core machine:
-~140 µs against ~530 µs of CPU per POST with one request in flight, ~70 µs against
-~1 200 µs with 16; figures and method in bench/README.md, "HTTP client"). So aiohttp is
-the only one: tests run it against real loopback servers, as production does.
+of httpx's (``python -m bench.http_clients``: same server, same run, 2-core machine,
+median µs of CPU per POST — one request in flight: httpx 565, aiohttp 149, this client
+149; sixteen in flight: httpx 1 500, aiohttp 80, this client 90; method and runs in
+bench/README.md, "HTTP client"). So aiohttp is the only far-side client, and the tests
+run it against real loopback servers, as production does.
 
 What this module owns: one keep-alive pool per :class:`HttpClient` (an aiohttp session
 belongs to an event loop, so it is created on first use inside the running loop); one

@@ -23,13 +23,14 @@ from ccbridge.services.connector.adapters.webhook import (
     WebhookAdapter,
     event_id,
     iso8601,
+    parse_events,
     sign,
     signed_headers,
     verify_signature,
 )
 from ccbridge.services.connector.base import CaseToOpen
 from ccbridge.services.connector.settings import WebhookSettings
-from ccbridge.services.runtime.errors import FarSideError, Unauthenticated
+from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unauthenticated
 from ccbridge.services.runtime.settings import Secret
 from tests.support.far_side import FarSide, Reply, Script, closed_port, far_side
 
@@ -237,3 +238,24 @@ def test_iso8601_is_the_strftime_form(seconds: int, nanos: int) -> None:
     ts = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
     assert iso8601(ts) == expected
     assert iso8601(timestamp_pb2.Timestamp()) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"type":"case.closed","id":"e1","caseId":"C-1","n":NaN}',
+        b'{"type":"case.closed","id":"e1","caseId":"C-1","n":Infinity}',
+        b'{"type":"case.closed","id":"e1","caseId":"\\ud800"}',  # a lone surrogate
+        b'\xef\xbb\xbf{"type":"case.closed","id":"e1","caseId":"C-1"}',  # a byte-order mark
+        b"\xff\xfe{}",
+    ],
+)
+def test_what_orjson_refuses_is_a_bad_request(body: bytes) -> None:
+    with pytest.raises(InvalidArgument, match="body is not JSON"):
+        parse_events(body)
+
+
+def test_integers_beyond_64_bits_in_pushed_events_are_floats() -> None:
+    body = b'{"type":"case.closed","id":"e1","caseId":"C-1","n":123456789012345678901}'
+    (event,) = parse_events(body).events
+    assert event.external_id == "C-1"
