@@ -152,9 +152,8 @@ class HttpClient:
                 method, target, data=body, headers=all_headers, allow_redirects=False
             ) as response:
                 return HttpAnswer(response.status, response.headers, await self._read(response))
-        except HttpFailure:
-            raise
-        # The order matters: the connect timeout is a TimeoutError and a connector error.
+        # AnswerTooLarge (from _read) is none of these and passes through. The order
+        # matters: the connect timeout is a TimeoutError and a connector error too.
         except aiohttp.ConnectionTimeoutError:
             raise ConnectFailed(f"connect timed out after {self.timeout_s:g}s") from None
         except TimeoutError:
