@@ -4,8 +4,8 @@ webhook and RT connectors, and every connector to come.
 It is aiohttp under a small typed surface. The design card named httpx, but on the relay
 path the client's CPU per request bounds the sustained rate, and aiohttp costs a fraction
 of httpx's (``python -m bench.http_clients``: same server, same run, 2-core machine,
-median µs of CPU per POST — one request in flight: httpx 565, aiohttp 149, this client
-149; sixteen in flight: httpx 1 500, aiohttp 80, this client 90; method and runs in
+median µs of CPU per POST — one request in flight: httpx 605, aiohttp 162, this client
+160; sixteen in flight: httpx 1 352, aiohttp 67, this client 71; method and runs in
 bench/README.md, "HTTP client"). So aiohttp is the only far-side client, and the tests
 run it against real loopback servers, as production does.
 
@@ -170,9 +170,11 @@ class HttpClient:
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self.max_answer_bytes
         too_large = f"answer larger than {limit} bytes"
-        if response.content_length is not None and response.content_length > limit:
-            raise AnswerTooLarge(too_large, status=response.status, headers=response.headers)
-        chunks: list[bytes] = []
+        if response.content_length is not None:
+            if response.content_length > limit:
+                raise AnswerTooLarge(too_large, status=response.status, headers=response.headers)
+            return await response.read()  # bounded by its Content-Length
+        chunks: list[bytes] = []  # chunked or until close: counted as it comes
         size = 0
         async for chunk in response.content.iter_chunked(65536):
             size += len(chunk)

@@ -22,7 +22,7 @@ from ccbridge.services.runtime.http_client import (
     RequestTimeout,
     TlsFailed,
 )
-from tests.support.far_side import Reply, closed_port, far_side, garbage_server
+from tests.support.far_side import Reply, Seen, closed_port, far_side, garbage_server
 
 
 async def test_request_and_answer() -> None:
@@ -70,10 +70,16 @@ async def test_failure_answers_are_answers_and_redirects_are_not_followed() -> N
     assert [r.path for r in far.requests] == ["/busy", "/moved"]
 
 
-async def test_answer_size_limit() -> None:
-    async with far_side(lambda seen: Reply(200 if seen.path == "/ok" else 500, b"x" * 4096)) as far:
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_answer_size_limit(chunked: bool) -> None:
+    """With a Content-Length (refused before reading) and chunked (counted as it comes)."""
+
+    def script(seen: Seen) -> Reply:
+        return Reply(200 if seen.path == "/ok" else 500, b"x" * 4096, chunked=chunked)
+
+    async with far_side(script) as far:
         async with HttpClient(base_url=far.url, timeout_s=5, max_answer_bytes=4096) as client:
-            assert len((await client.request("GET", "/ok")).body) == 4096
+            assert (await client.request("GET", "/ok")).body == b"x" * 4096
         async with HttpClient(base_url=far.url, timeout_s=5, max_answer_bytes=4095) as client:
             with pytest.raises(AnswerTooLarge) as caught:
                 await client.request("GET", "/ok")
@@ -81,6 +87,9 @@ async def test_answer_size_limit() -> None:
             with pytest.raises(AnswerTooLarge) as caught:
                 await client.request("GET", "/failed")
             assert caught.value.status == 500
+            # The connection pool still works after an answer left unread.
+            far.script = lambda _: Reply(200, b"small", chunked=chunked)
+            assert (await client.request("GET", "/ok")).body == b"small"
 
 
 async def test_timeout_bounds_the_whole_request() -> None:

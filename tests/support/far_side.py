@@ -23,7 +23,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -50,12 +50,14 @@ class Seen:
 
 @dataclass(frozen=True)
 class Reply:
-    """What the far side answers; ``delay_s`` passes before it does."""
+    """What the far side answers; ``delay_s`` passes before it does. ``chunked`` sends
+    the body in 1 KiB chunks without a Content-Length."""
 
     status: int = 200
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    chunked: bool = False
 
     @classmethod
     def json(
@@ -150,6 +152,13 @@ async def far_side(script: Script) -> AsyncIterator[FarSide]:
                 await asyncio.wait_for(stopping.wait(), reply.delay_s)
             except TimeoutError:
                 pass
+        if reply.chunked:
+
+            async def chunks() -> AsyncIterator[bytes]:
+                for start in range(0, len(reply.body), 1024):
+                    yield reply.body[start : start + 1024]
+
+            return StreamingResponse(chunks(), reply.status, headers=dict(reply.headers))
         return Response(reply.body, reply.status, headers=dict(reply.headers))
 
     app = Starlette(routes=[Route("/{path:path}", answer, methods=METHODS)])
