@@ -3,11 +3,11 @@ connector service), converting adapter events to ``ccbridge.session.v1.CaseEvent
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 
 import grpc
+import orjson
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.connector.base import AgentMessage, CaseEvent
@@ -28,7 +28,7 @@ def to_case_event(connector: str, event: CaseEvent) -> session_pb2.CaseEvent:
             direction=common_pb2.DIRECTION_OUTBOUND,
             author_type="AGENT",
             content_type=event.content_type or "TEXT",
-            content_json=json.dumps(content, ensure_ascii=False, separators=(",", ":")),
+            content_json=orjson.dumps(content).decode(),
             author_name=event.agent_name,
         )
         return session_pb2.CaseEvent(

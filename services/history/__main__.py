@@ -7,7 +7,6 @@ reported per call (UNAVAILABLE), not by draining.
 
 from __future__ import annotations
 
-import httpx
 from prometheus_client import CollectorRegistry
 
 from ccbridge.history.v1 import history_pb2, history_pb2_grpc
@@ -21,19 +20,14 @@ RunningHistory = Running[HistoryServicer]
 
 
 async def build(
-    settings: HistorySettings,
-    metrics: CollectorRegistry,
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
+    settings: HistorySettings, metrics: CollectorRegistry
 ) -> Component[HistoryServicer]:
-    """Creates the Infobip client and the servicer (``transport`` routes Infobip calls,
-    e.g. to an in-process simulator)."""
+    """Creates the Infobip client and the servicer."""
     client = InfobipClient(
         settings.infobip_base_url,
         settings.infobip_api_key,
         timeout_s=settings.infobip_timeout_s,
         max_retries=settings.infobip_max_retries,
-        transport=transport,
     )
     servicer = HistoryServicer(client, default_limit=settings.history_limit)
     return Component(

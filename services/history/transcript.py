@@ -9,12 +9,13 @@ Pure code: no I/O.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.history.v1 import history_pb2
@@ -91,9 +92,7 @@ def to_message(item: Mapping[str, Any], conversation_id: str) -> common_pb2.Mess
         channel=_text(item.get("channel")),
         author_type=_text(item.get("authorType")),
         content_type=_text(item.get("contentType")),
-        content_json=json.dumps(
-            content if content is not None else {}, ensure_ascii=False, separators=(",", ":")
-        ),
+        content_json=orjson.dumps(content if content is not None else {}).decode(),
         author_name=_text(item.get("authorName")),
     )
     # `from` is a Python keyword: set it through setattr.

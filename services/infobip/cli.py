@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import sys
@@ -23,6 +22,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+import orjson
 
 from ccbridge.services.infobip.client import (
     DEFAULT_SUBSCRIPTION_EVENTS,
@@ -143,7 +144,7 @@ def _run(settings: InfobipCliSettings, action: Action) -> int:
     except InfobipError as exc:
         print(f"ccbridge infobip: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(result, indent=2))
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     return 0
 
 

@@ -3,7 +3,10 @@
 It owns the HTTP edge towards Infobip: ``Authorization: App <key>``, JSON, a total
 timeout per attempt, parsing of both error shapes Infobip answers with
 (``requestError.serviceException`` and ``{statusCode, message}``), and the mapping of
-failures onto :class:`InfobipError` (a :class:`~ccbridge.services.runtime.errors.FarSideError`).
+failures onto :class:`InfobipError` (a :class:`~ccbridge.services.runtime.errors.FarSideError`;
+what is retryable and ``Retry-After`` are the far-side policy's,
+:mod:`ccbridge.services.runtime.farside`). Calls go through the one far-side HTTP client
+(:mod:`ccbridge.services.runtime.http_client`); JSON is orjson's.
 
 Retries: reads (GET) and repeatable writes (PUT, PATCH, and the POSTs whose repetition is
 harmless: create/add tag) are retried here on retryable failures with capped exponential
@@ -16,18 +19,18 @@ Message text and the API key are never logged.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import grpc
-import httpx
+import orjson
 
+from ccbridge.services.runtime import farside
 from ccbridge.services.runtime.errors import FarSideError
-from ccbridge.services.runtime.http import LeanPoster, PostFailed, PostTimeout
+from ccbridge.services.runtime.http_client import HttpAnswer, HttpClient, HttpFailure
 from ccbridge.services.runtime.settings import Secret
 
 log = logging.getLogger(__name__)
@@ -104,17 +107,6 @@ def parse_error_body(body: object) -> tuple[str, str]:
     return "", ""
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` in seconds (an HTTP date is not worth supporting here)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return max(0.0, seconds)
-
-
 # Get Messages pages hold up to 999 messages; far more than that is not an answer.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
@@ -123,11 +115,12 @@ def _error_from_answer(
     status: int, headers: Mapping[str, str], content: bytes, what: str
 ) -> InfobipError:
     try:
-        body: object = json.loads(content)
+        body: object = orjson.loads(content)
     except ValueError:
         body = None
     message_id, text = parse_error_body(body)
-    summary = f"Infobip {what} failed: HTTP {status}"
+    verdict = farside.judge_status(status, headers)
+    summary = f"Infobip {what} failed: {verdict.reason}"
     if message_id:
         summary += f" {message_id}"
     if text:
@@ -136,26 +129,25 @@ def _error_from_answer(
         return InfobipNotFound(
             summary, status=status, message_id=message_id or "NOT_FOUND", text=text
         )
-    retryable = status >= 500 or status in (408, 429)
-    retry_after = parse_retry_after(headers.get("retry-after")) if status in (429, 503) else None
     return InfobipError(
         summary,
         status=status,
         message_id=message_id,
         text=text,
-        retryable=retryable,
-        retry_after=retry_after,
+        retryable=verdict.retryable,
+        retry_after=verdict.retry_after,
     )
 
 
-def _answer(status: int, headers: Mapping[str, str], content: bytes, what: str) -> object:
+def _answer(answer: HttpAnswer, what: str) -> object:
     """The parsed JSON answer of a call, or the InfobipError it means."""
+    status = answer.status
     if status >= 400:
-        raise _error_from_answer(status, headers, content, what)
-    if not content:
+        raise _error_from_answer(status, answer.headers, answer.body, what)
+    if not answer.body:
         return {}
     try:
-        body: object = json.loads(content)
+        body: object = answer.json()
     except ValueError as exc:
         raise InfobipError(
             f"Infobip {what} answered a body that is not JSON", status=status, retryable=False
@@ -181,8 +173,7 @@ class InfobipClient:
     """Async client of the Infobip Conversations API.
 
     Create it inside the running event loop and close it with :meth:`aclose` (or use it
-    as an async context manager). ``transport`` lets tests talk to an in-process
-    simulator (``httpx.ASGITransport``). ``agent_id`` is sent as ``x-agent-id`` on Create
+    as an async context manager). ``agent_id`` is sent as ``x-agent-id`` on Create
     Message (needed when conversations are assigned to agents).
     """
 
@@ -194,40 +185,27 @@ class InfobipClient:
         timeout_s: float = 10.0,
         max_retries: int = 3,
         agent_id: str = "",
-        transport: httpx.AsyncBaseTransport | None = None,
         backoff_base_s: float = 0.2,
         backoff_cap_s: float = 5.0,
     ) -> None:
-        self._timeout_s = timeout_s
         self._max_retries = max(0, max_retries)
         self._agent_id = agent_id
         self._backoff_base_s = backoff_base_s
         self._backoff_cap_s = backoff_cap_s
-        client_headers = {
-            "Authorization": f"App {api_key.value}",
-            "Accept": "application/json",
-            "User-Agent": "ccbridge",
-        }
-        self._base_url = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(
-            base_url=self._base_url,
-            headers=client_headers,
-            timeout=httpx.Timeout(timeout_s),
-            transport=transport,
-            follow_redirects=False,
-        )
-        # Deployed, calls go through the lean client (services/runtime/http.py: a
-        # quarter of httpx's CPU per call); tests that inject a transport keep httpx.
-        self._lean = (
-            LeanPoster(timeout_s=timeout_s, headers=client_headers, max_connections=64)
-            if transport is None
-            else None
+        self._http = HttpClient(
+            base_url=base_url.rstrip("/"),
+            headers={
+                "Authorization": f"App {api_key.value}",
+                "Accept": "application/json",
+                "User-Agent": "ccbridge",
+            },
+            timeout_s=timeout_s,
+            max_answer_bytes=MAX_ANSWER_BYTES,
+            max_connections=64,
         )
 
     async def aclose(self) -> None:
         await self._http.aclose()
-        if self._lean is not None:
-            await self._lean.aclose()
 
     async def __aenter__(self) -> InfobipClient:
         return self
@@ -247,72 +225,19 @@ class InfobipClient:
         json_body: object,
         headers: Mapping[str, str] | None,
     ) -> object:
-        if self._lean is not None:
-            return await self._send_lean(
-                self._lean, method, path, what, params=params, json_body=json_body, headers=headers
-            )
         try:
-            # httpx timeouts are per phase; this bounds the whole attempt.
-            async with asyncio.timeout(self._timeout_s):
-                response = await self._http.request(
-                    method,
-                    path,
-                    params=params,
-                    json=json_body,
-                    headers=headers,
-                )
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            raise InfobipError(
-                f"Infobip {what} timed out after {self._timeout_s}s", status=None, retryable=True
-            ) from exc
-        except httpx.TransportError as exc:
-            raise InfobipError(
-                f"Infobip {what} failed: {type(exc).__name__}", status=None, retryable=True
-            ) from exc
-        except httpx.HTTPError as exc:  # e.g. an invalid URL: retrying cannot help
-            raise InfobipError(
-                f"Infobip {what} failed: {type(exc).__name__}", status=None, retryable=False
-            ) from exc
-        return _answer(response.status_code, response.headers, response.content, what)
-
-    async def _send_lean(
-        self,
-        lean: LeanPoster,
-        method: str,
-        path: str,
-        what: str,
-        *,
-        params: Mapping[str, str | int] | None,
-        json_body: object,
-        headers: Mapping[str, str] | None,
-    ) -> object:
-        url = self._base_url + path
-        if params:
-            url += "?" + urlencode({k: str(v) for k, v in params.items()})
-        body = None
-        all_headers = dict(headers or {})
-        if json_body is not None:
-            body = json.dumps(json_body, separators=(",", ":")).encode()
-            all_headers["Content-Type"] = "application/json"
-        try:
-            status, content, answer_headers = await lean.request(
-                method, url, body, all_headers, max_answer_bytes=MAX_ANSWER_BYTES
+            answer = await self._http.request(
+                method, path, params=params, json_body=json_body, headers=headers
             )
-        except PostTimeout as exc:
+        except HttpFailure as exc:
+            verdict = farside.judge_failure(exc)
             raise InfobipError(
-                f"Infobip {what} timed out after {self._timeout_s}s", status=None, retryable=True
+                f"Infobip {what} failed: {verdict.reason}",
+                status=verdict.status,
+                retryable=verdict.retryable,
+                retry_after=verdict.retry_after,
             ) from exc
-        except PostFailed as exc:
-            raise InfobipError(
-                f"Infobip {what} failed: {exc}", status=None, retryable=True
-            ) from exc
-        if content is None:
-            raise InfobipError(
-                f"Infobip {what} answered more than {MAX_ANSWER_BYTES} bytes",
-                status=status,
-                retryable=False,
-            )
-        return _answer(status, answer_headers, content, what)
+        return _answer(answer, what)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
         """Seconds to wait before the next attempt, or None when a retry here would have
@@ -515,7 +440,7 @@ class InfobipClient:
         # The spec declares the schema as a string; accept a JSON-encoded object too.
         if isinstance(body, str):
             try:
-                body = json.loads(body)
+                body = orjson.loads(body)
             except ValueError:
                 return {}
         if not isinstance(body, Mapping):
@@ -593,4 +518,4 @@ def _int_or_none(value: object) -> int | None:
 def _as_str(value: object) -> str:
     if isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return orjson.dumps(value).decode()

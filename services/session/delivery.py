@@ -28,6 +28,7 @@ from ccbridge.services.session.store import Lane, SessionStore, now_ms
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class Failure(Exception):
     """A far-side call failed; ``retryable`` and ``retry_after`` (seconds) steer the

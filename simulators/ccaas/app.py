@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -29,10 +28,11 @@ import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from ccbridge.simulators.ccaas.state import Answer, CaseClosed, CaseNotFound, CcaasState
+from ccbridge.simulators.json_response import JsonResponse
 
 log = logging.getLogger(__name__)
 
@@ -82,44 +82,20 @@ def signature_ok(
     return False
 
 
-# orjson where it gives what the stdlib gives: it refuses what only the stdlib takes
-# (NaN, lone surrogates, UTF-16 bodies...), which the stdlib then parses as before, but
-# turns integers beyond 64 bits into floats, so a body with a run of 19 or more digits
-# goes to the stdlib as well (found at C speed: digits mapped to "0", the rest to " ").
-_DIGIT_RUNS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
-_LONG_NUMBER = b"0" * 19
-
-
-def _loads(body: bytes) -> Any:
-    """``json.loads(body)``, the same result and errors, mostly at orjson's cost."""
-    if _LONG_NUMBER not in body.translate(_DIGIT_RUNS):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(body)
-
-
 def _results(results: list[dict[str, Any]]) -> Response:
-    """A batch answer: what JSONResponse would send, written by orjson (results hold
-    ints, strings and booleans; what orjson refuses goes to JSONResponse, as before)."""
-    doc = {"results": results}
-    try:
-        content = orjson.dumps(doc, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
-    except orjson.JSONEncodeError:
-        return JSONResponse(doc)
-    return Response(content, media_type="application/json")
+    """A batch answer: ``{"results": [...]}``."""
+    return JsonResponse({"results": results})
 
 
-def _json(answer: Answer, *, replayed: bool = False) -> JSONResponse:
+def _json(answer: Answer, *, replayed: bool = False) -> JsonResponse:
     headers = dict(answer.headers)
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(answer.body, status_code=answer.status, headers=headers)
+    return JsonResponse(answer.body, status_code=answer.status, headers=headers)
 
 
-def _problem(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _problem(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status_code=status)
 
 
 def _delivery_fields(item: object, header_key: str = "") -> dict[str, Any]:
@@ -219,10 +195,11 @@ def create_app(
                 outcome="too_large",
             )
             return _problem(413, "body too large")
+        not_json = None
         try:
-            doc = _loads(body)
-        except ValueError:
-            doc = None
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:  # NaN, lone surrogates, a BOM too
+            doc, not_json = None, f"body is not JSON ({exc})"
         if isinstance(doc, list):
             return receive_batch(request, body, doc)
         info = doc if isinstance(doc, dict) else {}
@@ -230,7 +207,7 @@ def create_app(
         refused = gate(request, body, [record])
         if refused is not None:
             return refused
-        problem = validate(doc)
+        problem = not_json or validate(doc)
         if problem is None and header_key and header_key != info.get("idempotencyKey"):
             problem = "Idempotency-Key header differs from idempotencyKey"
         if problem is not None:
@@ -314,7 +291,7 @@ def create_app(
         url = config["bridge_webhook_url"]
         if not url:
             return 0, "no bridge webhook URL configured"
-        body = json.dumps(event, separators=(",", ":")).encode()
+        body = orjson.dumps(event)
         ts = int(time.time())
         headers = {
             "Content-Type": "application/json",
@@ -328,8 +305,8 @@ def create_app(
             sim.record_webhook(event=event, status=0, error=type(exc).__name__)
             return 0, f"bridge unreachable ({type(exc).__name__})"
         try:
-            answer: Any = response.json()
-        except ValueError:
+            answer: Any = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
             answer = response.text[:2000]
         sim.record_webhook(event=event, status=response.status_code, answer=answer)
         return response.status_code, answer
@@ -338,7 +315,7 @@ def create_app(
         raw = await request.body()
         if not raw.strip():
             return {}
-        doc = json.loads(raw)
+        doc = orjson.loads(raw)
         if not isinstance(doc, dict):
             raise ValueError("body must be a JSON object")
         return doc
@@ -377,7 +354,7 @@ def create_app(
         sim.set_agent_delivery(
             case_id, message["id"], "delivered" if 200 <= status < 300 else f"failed ({status})"
         )
-        return JSONResponse({"event": event, "bridgeStatus": status, "bridgeAnswer": answer})
+        return JsonResponse({"event": event, "bridgeStatus": status, "bridgeAnswer": answer})
 
     async def close(request: Request) -> Response:
         case_id = request.path_params["case_id"]
@@ -401,36 +378,36 @@ def create_app(
             "reason": reason,
         }
         status, answer = await push(event)
-        return JSONResponse({"event": event, "bridgeStatus": status, "bridgeAnswer": answer})
+        return JsonResponse({"event": event, "bridgeStatus": status, "bridgeAnswer": answer})
 
     async def list_cases(request: Request) -> Response:
         full = request.query_params.get("full", "") in ("1", "true")
-        return JSONResponse(
+        return JsonResponse(
             {"cases": sim.cases(request.query_params.get("conversationId"), full=full)}
         )
 
     async def get_case(request: Request) -> Response:
         try:
-            return JSONResponse(sim.case(request.path_params["case_id"]))
+            return JsonResponse(sim.case(request.path_params["case_id"]))
         except CaseNotFound:
             return _problem(404, "unknown case")
 
     async def deliveries(request: Request) -> Response:
-        return JSONResponse({"deliveries": sim.deliveries()})
+        return JsonResponse({"deliveries": sim.deliveries()})
 
     async def webhooks(request: Request) -> Response:
-        return JSONResponse({"webhooks": sim.webhooks()})
+        return JsonResponse({"webhooks": sim.webhooks()})
 
     async def status(request: Request) -> Response:
-        return JSONResponse({**sim.status(), "bridgeWebhookUrl": config["bridge_webhook_url"]})
+        return JsonResponse({**sim.status(), "bridgeWebhookUrl": config["bridge_webhook_url"]})
 
     async def down(request: Request) -> Response:
         sim.set_down(True)
-        return JSONResponse(sim.status())
+        return JsonResponse(sim.status())
 
     async def up(request: Request) -> Response:
         sim.set_down(False)
-        return JSONResponse(sim.status())
+        return JsonResponse(sim.status())
 
     async def fail(request: Request) -> Response:
         try:
@@ -448,11 +425,11 @@ def create_app(
         ):
             return _problem(400, "count >= 0, status 400..599, retryAfter a number or null")
         sim.inject_failures(count, code, retry_after)
-        return JSONResponse(sim.status())
+        return JsonResponse(sim.status())
 
     async def reset(request: Request) -> Response:
         sim.reset()
-        return JSONResponse(sim.status())
+        return JsonResponse(sim.status())
 
     async def set_config(request: Request) -> Response:
         try:
@@ -463,7 +440,7 @@ def create_app(
         if not (url is None or (isinstance(url, str) and url.startswith(("http://", "https://")))):
             return _problem(400, "bridgeWebhookUrl must be an http(s) URL or null")
         config["bridge_webhook_url"] = url
-        return JSONResponse({"bridgeWebhookUrl": url})
+        return JsonResponse({"bridgeWebhookUrl": url})
 
     async def ui(request: Request) -> Response:
         return HTMLResponse(_UI_HTML.read_text(encoding="utf-8"))

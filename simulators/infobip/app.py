@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ccbridge.simulators.infobip.state import (
@@ -29,14 +29,15 @@ from ccbridge.simulators.infobip.state import (
     bad_request,
 )
 from ccbridge.simulators.infobip.webhooks import DeliveryResult
+from ccbridge.simulators.json_response import JsonResponse
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 _MAX_BODY = 1024 * 1024
 
 
-def _error_response(exc: SimError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+def _error_response(exc: SimError) -> JsonResponse:
+    return JsonResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 async def _json_body(request: Request) -> Any:
@@ -46,8 +47,8 @@ async def _json_body(request: Request) -> Any:
     if not raw:
         return None
     try:
-        return json.loads(raw)
-    except ValueError:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
         raise bad_request(text="Request body is not valid JSON") from None
 
 
@@ -111,10 +112,10 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
     # -- API ------------------------------------------------------------------------------
 
     async def list_conversations(request: Request) -> Response:
-        return JSONResponse(sim.list_conversations(_query(request)))
+        return JsonResponse(sim.list_conversations(_query(request)))
 
     async def get_conversation(request: Request) -> Response:
-        return JSONResponse(sim.get_conversation(request.path_params["cid"]))
+        return JsonResponse(sim.get_conversation(request.path_params["cid"]))
 
     async def update_conversation(request: Request) -> Response:
         body = await _json_body(request)
@@ -122,86 +123,86 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
             request.path_params["cid"], body, partial=request.method == "PATCH"
         )
         sim.sender.post_in_background(deliveries)
-        return JSONResponse(conversation)
+        return JsonResponse(conversation)
 
     async def list_messages(request: Request) -> Response:
         page = sim.list_messages(request.path_params["cid"], _query(request))
         if sim.page_delay_ms:
             await asyncio.sleep(sim.page_delay_ms / 1000)
-        return JSONResponse(page)
+        return JsonResponse(page)
 
     async def create_message(request: Request) -> Response:
         body = await _json_body(request)
         agent_id = request.headers.get("x-agent-id") or None
-        return JSONResponse(sim.create_message(request.path_params["cid"], body, agent_id))
+        return JsonResponse(sim.create_message(request.path_params["cid"], body, agent_id))
 
     async def add_tag(request: Request) -> Response:
-        return JSONResponse(sim.add_tag(request.path_params["cid"], await _json_body(request)))
+        return JsonResponse(sim.add_tag(request.path_params["cid"], await _json_body(request)))
 
     async def remove_tag(request: Request) -> Response:
-        return JSONResponse(sim.remove_tag(request.path_params["cid"], request.path_params["name"]))
+        return JsonResponse(sim.remove_tag(request.path_params["cid"], request.path_params["name"]))
 
     async def metadata(request: Request) -> Response:
         cid = request.path_params["cid"]
         if request.method == "GET":
-            return JSONResponse(sim.get_metadata(cid))
+            return JsonResponse(sim.get_metadata(cid))
         if request.method == "DELETE":
-            return JSONResponse(sim.delete_metadata(cid))
+            return JsonResponse(sim.delete_metadata(cid))
         body = await _json_body(request)
-        return JSONResponse(sim.set_metadata(cid, body, merge=request.method == "PATCH"))
+        return JsonResponse(sim.set_metadata(cid, body, merge=request.method == "PATCH"))
 
     async def tags(request: Request) -> Response:
         if request.method == "GET":
-            return JSONResponse(sim.list_tags(_query(request)))
-        return JSONResponse(sim.create_tag(await _json_body(request)))
+            return JsonResponse(sim.list_tags(_query(request)))
+        return JsonResponse(sim.create_tag(await _json_body(request)))
 
     async def delete_tag(request: Request) -> Response:
-        return JSONResponse(sim.delete_tag(request.path_params["name"]))
+        return JsonResponse(sim.delete_tag(request.path_params["name"]))
 
     async def account_configuration(request: Request) -> Response:
-        return JSONResponse(sim.set_account_configuration(await _json_body(request)))
+        return JsonResponse(sim.set_account_configuration(await _json_body(request)))
 
     async def subscriptions(request: Request) -> Response:
         if request.method == "GET":
-            return JSONResponse(sim.list_subscriptions())
+            return JsonResponse(sim.list_subscriptions())
         created = sim.create_subscription(await _json_body(request))
-        return JSONResponse(created, status_code=201)
+        return JsonResponse(created, status_code=201)
 
     async def subscription(request: Request) -> Response:
         sid = request.path_params["sid"]
         if request.method == "DELETE":
             sim.delete_subscription(sid)
             return Response(status_code=204)
-        return JSONResponse(sim.get_subscription(sid))
+        return JsonResponse(sim.get_subscription(sid))
 
     # -- control --------------------------------------------------------------------------
 
     async def sim_health(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return JsonResponse({"status": "ok"})
 
     async def sim_reset(request: Request) -> Response:
         sim.reset()
-        return JSONResponse({"status": "reset"})
+        return JsonResponse({"status": "reset"})
 
     async def sim_config(request: Request) -> Response:
         if request.method == "GET":
-            return JSONResponse(sim.config())
+            return JsonResponse(sim.config())
         body = await _json_body(request)
         if not isinstance(body, Mapping):
             raise bad_request(text="Request body must be a JSON object")
-        return JSONResponse(sim.set_config(body))
+        return JsonResponse(sim.set_config(body))
 
     async def sim_failures(request: Request) -> Response:
         if request.method == "DELETE":
             sim.clear_failures()
-            return JSONResponse({"failures": []})
+            return JsonResponse({"failures": []})
         if request.method == "GET":
-            return JSONResponse({"failures": sim.config()["failures"]})
+            return JsonResponse({"failures": sim.config()["failures"]})
         body = await _json_body(request) or {}
         if not isinstance(body, Mapping):
             raise bad_request(text="Request body must be a JSON object")
         sim.inject_failure(_parse_failure(body))
-        return JSONResponse({"failures": sim.config()["failures"]})
+        return JsonResponse({"failures": sim.config()["failures"]})
 
     async def sim_create_conversation(request: Request) -> Response:
         body = await _json_body(request) or {}
@@ -209,10 +210,10 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
             raise bad_request(text="Request body must be a JSON object")
         kwargs = _conversation_kwargs(body)
         conversation = sim.create_conversation(**kwargs)
-        return JSONResponse(sim.snapshot(conversation.id))
+        return JsonResponse(sim.snapshot(conversation.id))
 
     async def sim_conversation(request: Request) -> Response:
-        return JSONResponse(sim.snapshot(request.path_params["cid"]))
+        return JsonResponse(sim.snapshot(request.path_params["cid"]))
 
     async def sim_send(request: Request) -> Response:
         body = await _json_body(request) or {}
@@ -223,17 +224,17 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
             request.path_params["cid"], content_type, content
         )
         results = await sim.sender.post_all(deliveries)
-        return JSONResponse(
+        return JsonResponse(
             {"conversationId": message["conversationId"], "message": message, **_results(results)}
         )
 
     async def sim_close(request: Request) -> Response:
         already, deliveries = sim.close_from_infobip(request.path_params["cid"])
         results = await sim.sender.post_all(deliveries)
-        return JSONResponse({"alreadyClosed": already, **_results(results)})
+        return JsonResponse({"alreadyClosed": already, **_results(results)})
 
     async def sim_agent_messages(request: Request) -> Response:
-        return JSONResponse({"messages": sim.agent_messages(request.path_params["cid"])})
+        return JsonResponse({"messages": sim.agent_messages(request.path_params["cid"])})
 
     conversation_path = "/ccaas/1/conversations/{cid}"
     routes = [

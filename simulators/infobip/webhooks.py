@@ -14,13 +14,13 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
+import orjson
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class WebhookSender:
         return self._client
 
     async def post(self, delivery: Delivery) -> DeliveryResult:
-        body = json.dumps(delivery.body, separators=(",", ":")).encode()
+        body = orjson.dumps(delivery.body)
         headers = {"Content-Type": "application/json", "User-Agent": "infobip-simulator"}
         subscription = delivery.subscription
         if subscription is not None:

@@ -1,9 +1,8 @@
-"""The Infobip client against the Infobip simulator (in-process, and over loopback HTTP)."""
+"""The Infobip client against the Infobip simulator served on loopback HTTP."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import grpc
 import pytest
@@ -17,22 +16,13 @@ from ccbridge.services.infobip.client import (
 from ccbridge.services.runtime.settings import Secret
 from ccbridge.simulators.infobip import Failure
 from ccbridge.simulators.infobip.server import start_server
-from tests.simulators.infobip.harness import API_KEY, Sim, running_sim
+from tests.simulators.infobip.harness import API_KEY, Sim, served_sim
 
 
-@pytest.fixture(params=["in-process", "loopback"])
-async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Sim]:
-    """Each test twice: in-process (httpx transport) and over loopback HTTP, where the
-    client uses the lean aiohttp client it is deployed with."""
-    async with running_sim() as sim:
-        if request.param == "in-process":
-            yield sim
-            return
-        server = await start_server(sim.state, api_key=API_KEY)
-        try:
-            yield replace(sim, url=server.url)
-        finally:
-            await server.stop()
+@pytest.fixture
+async def sim() -> AsyncIterator[Sim]:
+    async with served_sim() as sim:
+        yield sim
 
 
 @pytest.fixture
@@ -107,7 +97,8 @@ async def test_status_error_shape_is_parsed(sim: Sim) -> None:
 
 
 async def test_bad_api_key_is_unauthorized(sim: Sim) -> None:
-    client = InfobipClient("http://infobip.test", Secret("wrong"), transport=sim.transport())
+    assert sim.url is not None
+    client = InfobipClient(sim.url, Secret("wrong"))
     try:
         with pytest.raises(InfobipError) as caught:
             await client.get_conversation("x")

@@ -13,19 +13,17 @@ Its Redis keys are named by services/connector/store.py.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
-import json
 import logging
 import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any, Literal
 
-import httpx
+import orjson
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.connector.adapters.rt_settings import RtSettings
@@ -38,7 +36,9 @@ from ccbridge.services.connector.base import (
     OpenedCase,
 )
 from ccbridge.services.connector.store import ConnectorStore
+from ccbridge.services.runtime import farside
 from ccbridge.services.runtime.errors import FarSideError
+from ccbridge.services.runtime.http_client import HttpAnswer, HttpClient, HttpFailure
 from ccbridge.services.runtime.lease import LEASE_LUA, Lease, release_if_held
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,9 @@ INACTIVE_STATUSES = frozenset({"resolved", "rejected", "deleted"})
 
 MESSAGE_KEY_TTL_S = 14 * 24 * 3600
 """How long a posted message's idempotency record lives (Infobip retries within minutes)."""
+
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+"""A page of 100 attachments with their content fits; far more than that is not an answer."""
 
 MAX_PAGES_PER_POLL = 10
 """Bounds one poll (and the time a lease must cover); the rest comes next interval."""
@@ -105,7 +108,7 @@ def requestor_address(channel: str, end_user: str, conversation_id: str, domain:
 
 def _content(message: common_pb2.Message) -> dict[str, Any]:
     try:
-        loaded = json.loads(message.content_json) if message.content_json else {}
+        loaded = orjson.loads(message.content_json) if message.content_json else {}
     except ValueError:
         return {}
     return loaded if isinstance(loaded, dict) else {}
@@ -268,41 +271,17 @@ def html_to_text(markup: str) -> str:
     return parser.text()
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    raw = response.headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(tz=UTC)).total_seconds())
-
-
-def _rt_message(response: httpx.Response) -> str:
+def _rt_message(answer: HttpAnswer) -> str:
     """RT's error text: {"message": ...} or a list of strings; else a short body excerpt."""
     try:
-        body = response.json()
+        body = answer.json()
     except ValueError:
-        return response.text[:200].strip() or response.reason_phrase
+        return answer.body[:200].decode(errors="replace").strip()
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return str(body["message"])
     if isinstance(body, list):
         return "; ".join(str(item) for item in body)[:300]
-    return response.reason_phrase
-
-
-def _maybe_processed(exc: FarSideError) -> bool:
-    """False when RT certainly did not act on the request: the connection was never made,
-    or RT refused it (4xx). Timeouts mid-request and 5xx leave it open."""
-    cause = exc.__cause__
-    if isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return False
-    return not (exc.status is not None and 400 <= exc.status < 500)
+    return ""
 
 
 def _user_id(value: Any) -> str:
@@ -335,25 +314,18 @@ class RtAdapter(Adapter):
     name = "rt"
     mode: Literal["push", "poll"] = "poll"
 
-    def __init__(
-        self,
-        settings: RtSettings,
-        store: ConnectorStore,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+    def __init__(self, settings: RtSettings, store: ConnectorStore) -> None:
         self.settings = settings
         self._store = store
         self._redis = store.redis
-        self._http = httpx.AsyncClient(
+        self._http = HttpClient(
             base_url=f"{settings.url}/REST/2.0",
             headers={
                 "Authorization": f"token {settings.token.value}",
                 "Accept": "application/json",
             },
-            timeout=httpx.Timeout(settings.timeout_s),
-            transport=transport,
-            follow_redirects=False,
+            timeout_s=settings.timeout_s,
+            max_answer_bytes=MAX_ANSWER_BYTES,
         )
         self._leases: dict[str, Lease] = {}  # queue → its poll lease
         self._pending: dict[str, _QueuePoll] = {}  # queue → last poll, until committed
@@ -369,41 +341,36 @@ class RtAdapter(Adapter):
         params: Mapping[str, str | int] | None = None,
         json_body: Any = None,
         expect: tuple[int, ...] = (200,),
-    ) -> httpx.Response:
-        """One REST2 call; far-side failures become FarSideError (retryable when a retry
-        can help: timeouts, connection errors, 429, 5xx)."""
+    ) -> HttpAnswer:
+        """One REST2 call; far-side failures become the FarSideError the far-side policy
+        says (runtime/farside.py), with RT's own error text."""
+        what = f"RT {method} {path}"
         try:
-            response = await self._http.request(method, path, params=params, json=json_body)
-        except httpx.TimeoutException as exc:
-            raise FarSideError(
-                f"RT {method} {path}: timed out ({type(exc).__name__})", retryable=True
-            ) from exc
-        except httpx.TransportError as exc:
-            raise FarSideError(
-                f"RT {method} {path}: {type(exc).__name__}: {exc}", retryable=True
-            ) from exc
-        if response.status_code in expect:
-            return response
-        status = response.status_code
-        message = _rt_message(response)
-        retryable = status == 429 or status >= 500
-        raise FarSideError(
-            f"RT {method} {path}: HTTP {status}: {message}",
-            retryable=retryable,
-            status=status,
-            retry_after=_retry_after(response) if retryable else None,
+            answer = await self._http.request(method, path, params=params, json_body=json_body)
+        except HttpFailure as exc:
+            raise farside.failure_error(what, exc) from exc
+        if answer.status in expect:
+            return answer
+        verdict = farside.judge_status(answer.status, answer.headers)
+        raise farside.error(
+            what, replace(verdict, reason=f"{verdict.reason}: {_rt_message(answer)}")
         )
 
+    async def _call_json(
+        self, method: str, path: str, *, params: Mapping[str, str | int] | None = None
+    ) -> Any:
+        """A GET-like call's JSON answer."""
+        return self._json(await self._call(method, path, params=params), f"RT {method} {path}")
+
     @staticmethod
-    def _json(response: httpx.Response) -> Any:
+    def _json(answer: HttpAnswer, what: str) -> Any:
         try:
-            return response.json()
+            return answer.json()
         except ValueError as exc:
             raise FarSideError(
-                f"RT {response.request.url.path}: answered HTTP "
-                f"{response.status_code} without JSON (is CCBRIDGE_RT_URL right?)",
+                f"{what}: answered HTTP {answer.status} without JSON (is CCBRIDGE_RT_URL right?)",
                 retryable=False,
-                status=response.status_code,
+                status=answer.status,
             ) from exc
 
     async def _items(self, path: str, params: Mapping[str, str | int]) -> list[dict[str, Any]]:
@@ -413,7 +380,7 @@ class RtAdapter(Adapter):
                 f"RT GET {path}: RT cannot search for a queue name or id containing '['",
                 retryable=False,
             )
-        body = self._json(await self._call("GET", path, params=params))
+        body = await self._call_json("GET", path, params=params)
         items = body.get("items") if isinstance(body, dict) else None
         if not isinstance(items, list):
             raise FarSideError(f"RT GET {path}: no items in the answer", retryable=False)
@@ -527,10 +494,10 @@ class RtAdapter(Adapter):
                 try:
                     answer = await self._call("POST", "/ticket", json_body=body, expect=(201,))
                 except FarSideError as exc:
-                    in_doubt = _maybe_processed(exc)
+                    in_doubt = farside.may_have_been_processed(exc)
                     raise
                 in_doubt = False
-                created = self._json(answer)
+                created = self._json(answer, "RT POST /ticket")
                 ticket_id = str(created.get("id", "")) if isinstance(created, dict) else ""
                 if not ticket_id.isdigit():
                     raise FarSideError(
@@ -618,7 +585,7 @@ class RtAdapter(Adapter):
                 await self._redis.set(done_key, _PENDING, ex=MESSAGE_KEY_TTL_S)
                 in_doubt = True
                 try:
-                    response = await self._call(
+                    answer = await self._call(
                         "POST",
                         f"/ticket/{external_id}/correspond",
                         expect=(201,),
@@ -629,10 +596,10 @@ class RtAdapter(Adapter):
                         },
                     )
                 except FarSideError as exc:
-                    in_doubt = _maybe_processed(exc)
+                    in_doubt = farside.may_have_been_processed(exc)
                     raise
                 in_doubt = False
-                match = re.search(r"/transaction/(\d+)", response.headers.get("location", ""))
+                match = re.search(r"/transaction/(\d+)", answer.headers.get("location", ""))
                 txn_id = match.group(1) if match else ""
                 if not txn_id:
                     # Posted, but RT did not say where: find it by its marker.
@@ -656,7 +623,7 @@ class RtAdapter(Adapter):
     # --- close -------------------------------------------------------------------------
 
     async def _status(self, external_id: str) -> str:
-        body = self._json(await self._call("GET", f"/ticket/{external_id}"))
+        body = await self._call_json("GET", f"/ticket/{external_id}")
         return str(body.get("Status", "")) if isinstance(body, dict) else ""
 
     async def close_case(
@@ -667,7 +634,8 @@ class RtAdapter(Adapter):
         if await self._status(external_id) in INACTIVE_STATUSES:
             return True
         answer = self._json(
-            await self._call("PUT", f"/ticket/{external_id}", json_body={"Status": "resolved"})
+            await self._call("PUT", f"/ticket/{external_id}", json_body={"Status": "resolved"}),
+            f"RT PUT /ticket/{external_id}",
         )
         # REST2 answers 200 with messages even when a change was refused: check the state.
         status = await self._status(external_id)
@@ -737,7 +705,7 @@ class RtAdapter(Adapter):
         """Requestors and conversation id of a ticket, read once per poll."""
         if ticket_id not in cache:
             try:
-                body = self._json(await self._call("GET", f"/ticket/{ticket_id}"))
+                body = await self._call_json("GET", f"/ticket/{ticket_id}")
             except FarSideError as exc:
                 if exc.retryable:
                     raise

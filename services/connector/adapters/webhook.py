@@ -14,17 +14,14 @@ signs, any verifies). This module never logs message text or secrets.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
 import hmac
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
-import httpx
 import orjson
 from google.protobuf import timestamp_pb2
 
@@ -44,8 +41,14 @@ from ccbridge.services.connector.base import (
     gather_all,
     may_start_post,
 )
+from ccbridge.services.runtime import farside
 from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unauthenticated
-from ccbridge.services.runtime.http import LeanPoster, PostFailed, PostTimeout
+from ccbridge.services.runtime.http_client import (
+    AnswerTooLarge,
+    HttpAnswer,
+    HttpClient,
+    HttpFailure,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,6 @@ SIGNATURE_TOLERANCE_S = 300
 MAX_RESPONSE_BYTES = 1024 * 1024
 MAX_EVENTS_PER_WEBHOOK = 100
 MAX_ID_LENGTH = 256
-MAX_RETRY_AFTER_S = 3600.0
 
 EventType = Literal["case.open", "case.message", "case.close"]
 
@@ -145,70 +147,32 @@ def _now_iso(now: float) -> str:
 
 # --- JSON -----------------------------------------------------------------------------
 #
-# orjson on the relay path, with results equal to the stdlib's: orjson refuses what only
-# the stdlib takes (NaN, Infinity, lone surrogates, UTF-16 or BOM bodies: the stdlib then
-# parses it, raising as before), but it turns integers beyond 64 bits into floats where
-# the stdlib keeps them exact, so text with a run of 19 or more digits goes to the
-# stdlib too (a cheap C-speed scan: digits mapped to "0", everything else to " ").
-
-_DIGIT_RUNS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
-_LONG_NUMBER = b"0" * 19
-_NOT_FAST = object()
+# orjson, as everywhere in ccbridge. What it refuses (NaN, Infinity, lone surrogates, a
+# byte-order mark; integers beyond 64 bits when writing) makes the message's content
+# invalid: a non-retryable failure of that message, never a crash. Integers beyond 64 bits
+# are read as floats.
 
 
-def _fast_loads(raw: bytes | str) -> Any:
-    """orjson's parse of ``raw`` when it equals ``json.loads(raw)``; else _NOT_FAST."""
-    data = raw.encode(errors="surrogatepass") if isinstance(raw, str) else raw
-    if _LONG_NUMBER in data.translate(_DIGIT_RUNS):
-        return _NOT_FAST
+def _dumps(doc: object, *, what: str) -> bytes:
+    """Compact UTF-8 JSON of an outgoing body (a value orjson refuses fails the call)."""
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return _NOT_FAST
-
-
-def _loads(raw: bytes | str) -> Any:
-    """``json.loads(raw)``: the same result and the same errors, mostly at orjson's cost."""
-    doc = _fast_loads(raw)
-    return json.loads(raw) if doc is _NOT_FAST else doc
-
-
-class _StdlibContent(dict[str, Any]):
-    """Message content that only the stdlib parser took (it may hold NaN or Infinity,
-    which orjson would write as null): a body holding it is written by the stdlib."""
-
-
-# Subclasses (_StdlibContent, str or int subclasses), dataclasses and datetimes make
-# orjson fail rather than write what the stdlib would not: _dumps then uses the stdlib.
-_ORJSON_PLAIN_ONLY = (
-    orjson.OPT_PASSTHROUGH_SUBCLASS
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_DATETIME
-)
-
-
-def _dumps(doc: object) -> bytes:
-    """Compact UTF-8 JSON, as ``json.dumps(doc, ensure_ascii=False, separators=(",", ":"))``
-    writes it (orjson for plain JSON values; integers beyond 64 bits, non-string keys and
-    the odd types above go through the stdlib, raising as before)."""
-    try:
-        return orjson.dumps(doc, option=_ORJSON_PLAIN_ONLY)
-    except orjson.JSONEncodeError:
-        return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+        return orjson.dumps(doc)
+    except orjson.JSONEncodeError as exc:
+        raise FarSideError(
+            f"webhook connector: {what} cannot be written as JSON ({exc})", retryable=False
+        ) from None
 
 
 def message_json(message: common_pb2.Message) -> dict[str, object]:
     """The contract's message object."""
     content: object = {}
     if message.content_json:
-        content = _fast_loads(message.content_json)
-        if content is _NOT_FAST:
-            try:
-                content = json.loads(message.content_json)
-            except ValueError:
-                raise InvalidArgument(f"message {message.id!r}: content_json is not JSON") from None
-            if isinstance(content, dict):
-                content = _StdlibContent(content)
+        try:
+            content = orjson.loads(message.content_json)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidArgument(
+                f"message {message.id!r}: content_json is not JSON ({exc})"
+            ) from None
         if not isinstance(content, dict):
             raise InvalidArgument(f"message {message.id!r}: content_json is not a JSON object")
     return {
@@ -219,29 +183,6 @@ def message_json(message: common_pb2.Message) -> dict[str, object]:
         "contentType": message.content_type,
         "content": content,
     }
-
-
-def _retryable_status(status: int) -> bool:
-    return status in (408, 429) or status >= 500
-
-
-def _parse_retry_after(value: str | None, now: float) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - now
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 # --- inbound events -------------------------------------------------------------------
@@ -268,9 +209,9 @@ def _optional_str(item: Mapping[str, object], key: str, where: str) -> str:
 def parse_events(body: bytes) -> WebhookBatch:
     """Parses a verified body: one event object or an array of them."""
     try:
-        doc = _loads(body)
-    except ValueError:  # also UnicodeDecodeError
-        raise InvalidArgument("body is not JSON") from None
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"body is not JSON ({exc})") from None
     items = doc if isinstance(doc, list) else [doc]
     if len(items) > MAX_EVENTS_PER_WEBHOOK:
         raise InvalidArgument(f"more than {MAX_EVENTS_PER_WEBHOOK} events in one webhook")
@@ -357,8 +298,8 @@ def _batch_results(raw: bytes, count: int, now: float) -> list[_EventResult] | N
     """The per-event results of a 2xx batch answer; None unless it is a well-formed
     ``{"results": [...]}`` with one object carrying an integer ``status`` per event."""
     try:
-        doc = _loads(raw)
-    except ValueError:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return None
     items = doc.get("results") if isinstance(doc, dict) else None
     if not isinstance(items, list) or len(items) != count:
@@ -376,7 +317,7 @@ def _batch_results(raw: bytes, count: int, now: float) -> list[_EventResult] | N
             _EventResult(
                 status,
                 message_id if isinstance(message_id, str) else "",
-                _parse_retry_after(str(retry_after), now)
+                farside.parse_retry_after(str(retry_after), now=now)
                 if isinstance(retry_after, int | float | str) and not isinstance(retry_after, bool)
                 else None,
             )
@@ -392,7 +333,7 @@ def _case_delivery(results: Sequence[_EventResult]) -> CaseDelivery:
         if 200 <= result.status < 300:
             ids.append(result.message_id)
             continue
-        retryable = _retryable_status(result.status)
+        retryable = farside.is_retryable_status(result.status)
         error = FarSideError(
             f"webhook connector: CCaaS answered status {result.status} to case.message (batched)",
             retryable=retryable,
@@ -416,7 +357,6 @@ class WebhookAdapter(Adapter):
         self,
         settings: WebhookSettings,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not settings.secrets:
@@ -425,28 +365,14 @@ class WebhookAdapter(Adapter):
         self.batch_max = settings.batch_max
         self._secrets = tuple(s.value for s in settings.secrets)
         self._clock = clock
-        client_headers = {
-            "User-Agent": "ccbridge-webhook-connector/1",
-            "Accept": "application/json",
-        }
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.timeout_s),
-            transport=transport,
-            follow_redirects=False,
-            headers=client_headers,
-        )
-        # The hot path's client (services/runtime/http.py); tests that inject an httpx
-        # transport keep httpx, so their far side stays in-process.
-        self._lean = (
-            LeanPoster(timeout_s=settings.timeout_s, headers=client_headers)
-            if transport is None
-            else None
+        self._http = HttpClient(
+            headers={"User-Agent": "ccbridge-webhook-connector/1", "Accept": "application/json"},
+            timeout_s=settings.timeout_s,
+            max_answer_bytes=MAX_RESPONSE_BYTES,
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
-        if self._lean is not None:
-            await self._lean.aclose()
+        await self._http.aclose()
 
     # bridge → CCaaS
 
@@ -582,30 +508,28 @@ class WebhookAdapter(Adapter):
             for slot in slots
             for message, message_body in zip(slot.case.messages, slot.bodies, strict=True)
         ]
-        body = _dumps(docs)
+        body = _dumps(docs, what="a batch of case.message events")
         headers = {
             "Content-Type": "application/json",
             **signed_headers(self._secrets[0], body, now=now),
         }
         what = f"a batch of {len(docs)} case.message events"
         try:
-            status, raw, response_headers = await self._post(what, body, headers)
-            if not 200 <= status < 300:
-                if not _retryable_status(status):
+            answer = await self._post(what, body, headers)
+            if not answer.ok:
+                if not farside.is_retryable_status(answer.status):
                     # The CCaaS may refuse arrays, or one bad event spoils the request:
                     # one by one, only the bad event fails.
                     log.warning(
                         "webhook connector: CCaaS answered HTTP %d to %s; posting them one by one",
-                        status,
+                        answer.status,
                         what,
                     )
                     return await super().post_customer_messages([slot.case for slot in slots])
-                raise self._status_error(what, status, response_headers, now)
-            if raw is None:
-                raise self._too_large(what, status)
+                raise self._status_error(what, answer, now)
         except FarSideError as exc:
             return [CaseDelivery(0, [], exc) for _ in slots]
-        results = _batch_results(raw, len(docs), now)
+        results = _batch_results(answer.body, len(docs), now)
         if results is None:  # no usable results: every event counts as accepted
             return [CaseDelivery(len(slot.bodies), [""] * len(slot.bodies)) for slot in slots]
         deliveries: list[CaseDelivery] = []
@@ -646,78 +570,45 @@ class WebhookAdapter(Adapter):
     ) -> tuple[dict[str, Any], bool]:
         """POSTs one signed event; returns (JSON object answer or {}, replayed)."""
         now = self._clock()
-        body = _dumps(self._event(event_type, key, conversation_id, fields, now))
+        body = _dumps(self._event(event_type, key, conversation_id, fields, now), what=event_type)
         headers = {
             "Content-Type": "application/json",
             IDEMPOTENCY_HEADER: key,
             **signed_headers(self._secrets[0], body, now=now),
         }
-        status, raw, response_headers = await self._post(event_type, body, headers)
-        if not 200 <= status < 300:
-            raise self._status_error(event_type, status, response_headers, now)
-        if raw is None:
-            raise self._too_large(event_type, status)
-        replayed = response_headers.get(REPLAYED_HEADER, "").lower() == "true"
-        return _json_object(raw), replayed
+        answer = await self._post(event_type, body, headers)
+        if not answer.ok:
+            raise self._status_error(event_type, answer, now)
+        replayed = answer.headers.get(REPLAYED_HEADER, "").lower() == "true"
+        return _json_object(answer.body), replayed
 
-    async def _post(
-        self, what: str, body: bytes, headers: Mapping[str, str]
-    ) -> tuple[int, bytes | None, Mapping[str, str]]:
-        """POSTs ``body``: (status, answer body, answer headers). The body is read for 2xx
-        only (b'' otherwise) and is None when it exceeds MAX_RESPONSE_BYTES. Timeouts and
-        connection errors raise a retryable FarSideError."""
-        if self._lean is not None:
-            try:
-                status, raw, answer_headers = await self._lean.post(
-                    self.url, body, headers, max_answer_bytes=MAX_RESPONSE_BYTES, read_answer=True
-                )
-            except PostTimeout:
-                log.warning("webhook connector: %s timed out", what)
-                raise FarSideError(f"webhook connector: {what} timed out", retryable=True) from None
-            except PostFailed as exc:
-                log.warning("webhook connector: %s failed: %s", what, exc)
-                raise FarSideError(
-                    f"webhook connector: {what} failed ({exc})", retryable=True
-                ) from None
-            return status, raw if 200 <= status < 300 else b"", answer_headers
+    async def _post(self, what: str, body: bytes, headers: Mapping[str, str]) -> HttpAnswer:
+        """POSTs ``body``. Transport failures, and a 2xx answer over MAX_RESPONSE_BYTES,
+        raise the FarSideError they mean (farside); a non-2xx answer is returned (its
+        body, unused, may be cut to b'')."""
         try:
-            async with self._client.stream(
-                "POST", self.url, content=body, headers=headers
-            ) as response:
-                status = response.status_code
-                raw = await _read_limited(response) if 200 <= status < 300 else b""
-                return status, raw, response.headers
-        except httpx.TimeoutException:
-            log.warning("webhook connector: %s timed out", what)
-            raise FarSideError(f"webhook connector: {what} timed out", retryable=True) from None
-        except httpx.RequestError as exc:
-            log.warning("webhook connector: %s failed: %s", what, type(exc).__name__)
-            raise FarSideError(
-                f"webhook connector: {what} failed ({type(exc).__name__})", retryable=True
-            ) from None
-
-    def _status_error(
-        self, what: str, status: int, headers: Mapping[str, str], now: float
-    ) -> FarSideError:
-        retryable = _retryable_status(status)
-        retry_after = _parse_retry_after(headers.get("retry-after"), now)
-        log.warning(
-            "webhook connector: %s answered HTTP %d (retryable=%s)", what, status, retryable
-        )
-        return FarSideError(
-            f"webhook connector: CCaaS answered HTTP {status} to {what}",
-            retryable=retryable,
-            retry_after=retry_after if retryable else None,
-            status=status,
-        )
+            return await self._http.request("POST", self.url, body=body, headers=headers)
+        except AnswerTooLarge as exc:
+            if not 200 <= exc.status < 300:
+                return HttpAnswer(exc.status, exc.headers, b"")
+            error = farside.failure_error(f"webhook connector: {what}", exc)
+        except HttpFailure as exc:
+            error = farside.failure_error(f"webhook connector: {what}", exc)
+        log.warning("webhook connector: %s failed: %s", what, error.__cause__)
+        raise error
 
     @staticmethod
-    def _too_large(what: str, status: int) -> FarSideError:
-        return FarSideError(
-            f"webhook connector: {what} answer larger than {MAX_RESPONSE_BYTES} bytes",
-            retryable=False,
-            status=status,
+    def _status_error(what: str, answer: HttpAnswer, now: float) -> FarSideError:
+        error = farside.status_error(
+            f"webhook connector: CCaaS answered {what}", answer.status, answer.headers, now=now
         )
+        log.warning(
+            "webhook connector: %s answered HTTP %d (retryable=%s)",
+            what,
+            answer.status,
+            error.retryable,
+        )
+        return error
 
     # CCaaS → bridge
 
@@ -730,24 +621,12 @@ class WebhookAdapter(Adapter):
         return self.parse_webhook_batch(headers, body).events
 
 
-async def _read_limited(response: httpx.Response) -> bytes | None:
-    """The body, or None when it exceeds MAX_RESPONSE_BYTES (reading stops there)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _json_object(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        doc = _loads(raw)
-    except ValueError:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return {}
     return doc if isinstance(doc, dict) else {}
 

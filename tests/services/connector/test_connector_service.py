@@ -389,6 +389,10 @@ async def test_webhook_authentication(mesh: Mesh, tamper: str) -> None:
     [
         b"not json",
         b"\xff\xfe",
+        # What orjson refuses (NaN, Infinity, a lone surrogate): a clear INVALID_ARGUMENT.
+        b'{"type": "case.closed", "id": "e", "caseId": "c", "n": NaN}',
+        b'{"type": "case.closed", "id": "e", "caseId": "c", "n": -Infinity}',
+        b'{"type": "case.closed", "id": "e", "caseId": "\\udc00"}',
         json.dumps({"type": "agent.message", "id": "e", "message": {"id": "m", "text": "t"}}),
         json.dumps({"type": "agent.message", "caseId": "c", "message": {"id": "m", "text": "t"}}),
         json.dumps({"type": "agent.message", "id": "e", "caseId": "c", "message": {"text": "t"}}),

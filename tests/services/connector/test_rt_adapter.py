@@ -30,6 +30,7 @@ from ccbridge.services.connector.base import AgentMessage, CaseClosedEvent, Case
 from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime.errors import FarSideError
 from ccbridge.services.runtime.settings import SettingsError
+from tests.support.far_side import lossy_proxy
 from tests.support.rt import RtPeer
 
 pytestmark = pytest.mark.rt
@@ -277,23 +278,9 @@ async def test_customer_messages_in_order_each_once(
     assert await _bodies(bridge_http, posted) == texts
 
 
-class _LoseAnswers(httpx.AsyncBaseTransport):
+def _lose_posts_to(suffix: str) -> Callable[[str, str], bool]:
     """Network fault: a POST to a path ending in ``suffix`` reaches RT, its answer is lost."""
-
-    def __init__(self, suffix: str) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
-        self._suffix = suffix
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        response = await self._inner.handle_async_request(request)
-        if request.method == "POST" and request.url.path.endswith(self._suffix):
-            await response.aread()
-            await response.aclose()
-            raise httpx.ReadTimeout("answer lost", request=request)
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+    return lambda method, path: method == "POST" and path.endswith(suffix)
 
 
 async def test_lost_answer_is_not_posted_twice(
@@ -305,15 +292,17 @@ async def test_lost_answer_is_not_posted_twice(
     conversation = f"c-{uuid.uuid4().hex}"
     ticket = (await make_adapter().open_case(_case(conversation))).external_id
     message = _msg(conversation, "did this arrive?")
-    flaky = RtAdapter(
-        _settings(rt_peer), ConnectorStore(redis_client), transport=_LoseAnswers("/correspond")
-    )
-    try:
-        with pytest.raises(FarSideError) as lost:
-            await flaky.post_customer_message(ticket, conversation, message, message.id)
-        assert lost.value.retryable
-    finally:
-        await flaky.aclose()
+    async with lossy_proxy("127.0.0.1", rt_peer.port, _lose_posts_to("/correspond")) as port:
+        flaky = RtAdapter(
+            _settings(rt_peer, CCBRIDGE_RT_URL=f"http://127.0.0.1:{port}/rt"),
+            ConnectorStore(redis_client),
+        )
+        try:
+            with pytest.raises(FarSideError) as lost:
+                await flaky.post_customer_message(ticket, conversation, message, message.id)
+            assert lost.value.retryable
+        finally:
+            await flaky.aclose()
     healthy = make_adapter()
     # Outcome unknown: the attempt's lock is kept, so an immediate retry waits.
     with pytest.raises(FarSideError) as busy:
@@ -332,15 +321,17 @@ async def test_lost_create_answer_is_not_a_second_ticket(
     bridge_http: httpx.AsyncClient,
 ) -> None:
     conversation = f"c-{uuid.uuid4().hex}"
-    flaky = RtAdapter(
-        _settings(rt_peer), ConnectorStore(redis_client), transport=_LoseAnswers("/ticket")
-    )
-    try:
-        with pytest.raises(FarSideError) as lost:
-            await flaky.open_case(_case(conversation))
-        assert lost.value.retryable
-    finally:
-        await flaky.aclose()
+    async with lossy_proxy("127.0.0.1", rt_peer.port, _lose_posts_to("/ticket")) as port:
+        flaky = RtAdapter(
+            _settings(rt_peer, CCBRIDGE_RT_URL=f"http://127.0.0.1:{port}/rt"),
+            ConnectorStore(redis_client),
+        )
+        try:
+            with pytest.raises(FarSideError) as lost:
+                await flaky.open_case(_case(conversation))
+            assert lost.value.retryable
+        finally:
+            await flaky.aclose()
     with pytest.raises(FarSideError) as busy:
         await make_adapter().open_case(_case(conversation))
     assert busy.value.retryable and busy.value.retry_after

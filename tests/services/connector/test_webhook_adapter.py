@@ -1,18 +1,19 @@
 """The webhook adapter's HTTP edge cases (Retry-After forms, timeouts, oversized or
 malformed answers) and its signing/verification helpers.
 
-The far side here is an httpx.MockTransport: these are behaviours the CCaaS simulator
-cannot be made to show (slow or oversized answers), so a double of the far edge is used.
+The far side here is a scripted HTTP server on loopback (tests/support/far_side.py): these
+are answers the CCaaS simulator cannot be made to give (any status, slow or oversized
+answers), sent over the network to the adapter's real client.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
-import httpx
 import pytest
 from google.protobuf import timestamp_pb2
 
@@ -22,23 +23,34 @@ from ccbridge.services.connector.adapters.webhook import (
     WebhookAdapter,
     event_id,
     iso8601,
+    parse_events,
     sign,
     signed_headers,
     verify_signature,
 )
 from ccbridge.services.connector.adapters.webhook_settings import WebhookSettings
 from ccbridge.services.connector.base import CaseToOpen
-from ccbridge.services.runtime.errors import FarSideError, Unauthenticated
+from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unauthenticated
 from ccbridge.services.runtime.settings import Secret
+from tests.support.far_side import FarSide, Reply, Script, closed_port, far_side
 
 NOW = 1_750_000_000.0
 
 
-def adapter(handler: Callable[[httpx.Request], httpx.Response]) -> WebhookAdapter:
-    settings = WebhookSettings(
-        url="http://ccaas.test/webhook", secrets=(Secret("s-new"), Secret("s-old")), timeout_s=1.0
-    )
-    return WebhookAdapter(settings, transport=httpx.MockTransport(handler), clock=lambda: NOW)
+def webhook_adapter(url: str) -> WebhookAdapter:
+    settings = WebhookSettings(url=url, secrets=(Secret("s-new"), Secret("s-old")), timeout_s=1.0)
+    return WebhookAdapter(settings, clock=lambda: NOW)
+
+
+@asynccontextmanager
+async def adapter(script: Script) -> AsyncIterator[tuple[WebhookAdapter, FarSide]]:
+    """An adapter posting to a far side that answers with ``script``."""
+    async with far_side(script) as far:
+        client = webhook_adapter(f"{far.url}/webhook")
+        try:
+            yield client, far
+        finally:
+            await client.aclose()
 
 
 def case() -> CaseToOpen:
@@ -58,8 +70,15 @@ def case() -> CaseToOpen:
     )
 
 
-async def failure(handler: Callable[[httpx.Request], httpx.Response]) -> FarSideError:
-    client = adapter(handler)
+async def failure(script: Script) -> FarSideError:
+    async with adapter(script) as (client, _):
+        with pytest.raises(FarSideError) as info:
+            await client.open_case(case())
+    return info.value
+
+
+async def refused() -> FarSideError:
+    client = webhook_adapter(f"http://127.0.0.1:{closed_port()}/webhook")
     try:
         with pytest.raises(FarSideError) as info:
             await client.open_case(case())
@@ -69,14 +88,7 @@ async def failure(handler: Callable[[httpx.Request], httpx.Response]) -> FarSide
 
 
 async def test_request_shape_and_signature() -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(201, json={"caseId": "C-1"})
-
-    client = adapter(handler)
-    try:
+    async with adapter(lambda _: Reply.json({"caseId": "C-1"}, 201)) as (client, far):
         opened = await client.open_case(case())
         message = common_pb2.Message(
             id="ib-7",
@@ -86,17 +98,17 @@ async def test_request_shape_and_signature() -> None:
         )
         await client.post_customer_message("C-1", "conv-1", message, "ib-7")
         await client.close_case("C-1", "conv-1", "operator", "")
-    finally:
-        await client.aclose()
     assert (opened.external_id, opened.existing) == ("C-1", False)
-    open_req, message_req, close_req = seen
-    doc = json.loads(open_req.content)
+    open_req, message_req, close_req = far.requests
+    assert (open_req.method, open_req.path) == ("POST", "/webhook")
+    assert open_req.headers["content-type"] == "application/json"
+    doc = open_req.json()
     assert doc["type"] == "case.open" and doc["id"] == event_id("case.open", "conv-1")
     assert doc["timestamp"] == "2025-06-15T15:06:40.000Z"
     assert open_req.headers["idempotency-key"] == "conv-1"
     assert open_req.headers["x-ccbridge-timestamp"] == str(int(NOW))
-    assert open_req.headers["x-ccbridge-signature"] == sign("s-new", int(NOW), open_req.content)
-    assert json.loads(message_req.content)["message"] == {
+    assert open_req.headers["x-ccbridge-signature"] == sign("s-new", int(NOW), open_req.body)
+    assert message_req.json()["message"] == {
         "id": "ib-7",
         "direction": "INBOUND",
         "authorType": "",
@@ -105,7 +117,7 @@ async def test_request_shape_and_signature() -> None:
         "content": {"text": "hi"},
     }
     assert message_req.headers["idempotency-key"] == "ib-7"
-    close_doc = json.loads(close_req.content)
+    close_doc = close_req.json()
     assert (close_doc["caseId"], close_doc["reason"], close_doc["idempotencyKey"]) == (
         "C-1",
         "operator",
@@ -120,7 +132,16 @@ async def test_request_shape_and_signature() -> None:
         (503, "7", True, 7.0),
         (429, "1.5", True, 1.5),
         (408, None, True, None),
+        (425, None, True, None),
         (500, "soon", True, None),
+        (503, "-3", True, None),  # not delta-seconds: ignored
+        (503, "99999", True, 3600.0),  # capped
+        (
+            503,
+            format_datetime(datetime.fromtimestamp(NOW, UTC) - timedelta(seconds=30), usegmt=True),
+            True,
+            0.0,
+        ),
         (
             502,
             format_datetime(datetime.fromtimestamp(NOW, UTC) + timedelta(seconds=30), usegmt=True),
@@ -137,40 +158,34 @@ async def test_status_mapping(
     status: int, retry_after: str | None, retryable: bool, expected_after: float | None
 ) -> None:
     headers = {"Retry-After": retry_after} if retry_after else {}
-    error = await failure(lambda _: httpx.Response(status, headers=headers, json={}))
+    error = await failure(lambda _: Reply.json({}, status, headers))
     assert (error.retryable, error.status) == (retryable, status)
     assert error.retry_after == expected_after
 
 
 async def test_timeouts_and_connection_errors_are_retryable() -> None:
-    def slow(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
-
-    def refused(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
-
-    assert (await failure(slow)).retryable is True
-    assert (await failure(refused)).retryable is True
+    slow = await failure(lambda _: Reply.json({"caseId": "C-1"}, 201, delay_s=5.0))
+    assert slow.retryable is True and slow.status is None and "timed out" in str(slow)
+    not_there = await refused()
+    assert not_there.retryable is True and not_there.status is None
+    assert "could not connect" in str(not_there)
 
 
 async def test_bad_answers() -> None:
     huge = b'{"caseId": "' + b"x" * MAX_RESPONSE_BYTES + b'"}'
-    error = await failure(lambda _: httpx.Response(200, content=huge))
+    error = await failure(lambda _: Reply(200, huge))
     assert error.retryable is False and "larger" in str(error)
-    error = await failure(lambda _: httpx.Response(200, text="<html>ok</html>"))
+    error = await failure(lambda _: Reply(200, b"<html>ok</html>"))
     assert error.retryable is False and "caseId" in str(error)
+    # A failure answer too large to read is still judged by its status.
+    error = await failure(lambda _: Reply(503, huge, {"Retry-After": "4"}))
+    assert (error.retryable, error.retry_after, error.status) == (True, 4.0, 503)
 
 
 async def test_replayed_header_means_existing() -> None:
-    client = adapter(
-        lambda _: httpx.Response(
-            201, json={"caseId": "C-9"}, headers={"Idempotent-Replayed": "true"}
-        )
-    )
-    try:
+    answer = Reply.json({"caseId": "C-9"}, 201, {"Idempotent-Replayed": "true"})
+    async with adapter(lambda _: answer) as (client, _):
         opened = await client.open_case(case())
-    finally:
-        await client.aclose()
     assert (opened.external_id, opened.existing) == ("C-9", True)
 
 
@@ -192,7 +207,7 @@ def test_verify_signature_rotation_and_window() -> None:
 
 
 async def test_parse_webhook_via_adapter_uses_the_clock() -> None:
-    client = adapter(lambda _: httpx.Response(200))
+    client = webhook_adapter("http://127.0.0.1:9/webhook")  # never called
     try:
         body = json.dumps({"type": "case.closed", "id": "e1", "caseId": "C-1"}).encode()
         headers = signed_headers("s-new", body, now=NOW)
@@ -223,3 +238,24 @@ def test_iso8601_is_the_strftime_form(seconds: int, nanos: int) -> None:
     ts = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
     assert iso8601(ts) == expected
     assert iso8601(timestamp_pb2.Timestamp()) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"type":"case.closed","id":"e1","caseId":"C-1","n":NaN}',
+        b'{"type":"case.closed","id":"e1","caseId":"C-1","n":Infinity}',
+        b'{"type":"case.closed","id":"e1","caseId":"\\ud800"}',  # a lone surrogate
+        b'\xef\xbb\xbf{"type":"case.closed","id":"e1","caseId":"C-1"}',  # a byte-order mark
+        b"\xff\xfe{}",
+    ],
+)
+def test_what_orjson_refuses_is_a_bad_request(body: bytes) -> None:
+    with pytest.raises(InvalidArgument, match="body is not JSON"):
+        parse_events(body)
+
+
+def test_integers_beyond_64_bits_in_pushed_events_are_floats() -> None:
+    body = b'{"type":"case.closed","id":"e1","caseId":"C-1","n":123456789012345678901}'
+    (event,) = parse_events(body).events
+    assert event.external_id == "C-1"

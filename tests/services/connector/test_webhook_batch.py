@@ -1,9 +1,9 @@
 """The webhook adapter's batched case.message delivery (CCBRIDGE_WEBHOOK_CONNECTOR_BATCH_MAX).
 
-Most tests run against the real CCaaS simulator served by uvicorn on a loopback port; the
-adapter's requests pass through a recording transport (a real HTTP transport underneath)
-so the tests can see how events were grouped. Answers the simulator cannot give (odd
-``results``, oversized bodies, timeouts) use an httpx.MockTransport double instead.
+Most tests run against the real CCaaS simulator served by uvicorn on a loopback port,
+recording the requests it receives (tests/support/far_side.py's Recorder) so the tests can
+see how events were grouped. Answers the simulator cannot give (odd ``results``,
+oversized bodies, timeouts) come from a scripted HTTP server on loopback instead.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
-import httpx
+import orjson
 import pytest
 
 from ccbridge.common.v1 import common_pb2
@@ -24,7 +24,6 @@ from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
 from ccbridge.services.connector.__main__ import build
 from ccbridge.services.connector.adapters.webhook import (
     MAX_RESPONSE_BYTES,
-    MAX_RETRY_AFTER_S,
     WebhookAdapter,
     event_id,
     verify_signature,
@@ -33,50 +32,45 @@ from ccbridge.services.connector.adapters.webhook_settings import WebhookSetting
 from ccbridge.services.connector.base import CaseMessages, CaseToOpen
 from ccbridge.services.connector.settings import ConnectorSettings
 from ccbridge.services.runtime.component import start
+from ccbridge.services.runtime.farside import MAX_RETRY_AFTER_S
 from ccbridge.services.runtime.settings import Secret, SettingsError
 from ccbridge.simulators.ccaas import CcaasState, create_app
 from tests.simulators.ccaas.support import serve_app
+from tests.support.far_side import Recorder, Reply, Script, Seen, closed_port, far_side
 
 SECRET = "batch-secret-0123456789abcdef"
 
 
-class Recording(httpx.AsyncBaseTransport):
-    """A real HTTP transport that keeps every request it sent."""
-
-    def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
-        self.requests: list[httpx.Request] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def bodies(self) -> list[Any]:
-        return [json.loads(r.content) for r in self.requests]
-
-
 @dataclass
 class Far:
+    """The CCaaS simulator served on loopback, and the requests it received."""
+
     state: CcaasState
     url: str
     now: float  # the adapters' clock: one fixed instant, so event objects compare equal
+    recorder: Recorder
+
+    @property
+    def requests(self) -> list[Seen]:
+        return self.recorder.requests
+
+    def bodies(self) -> list[Any]:
+        return [r.json() for r in self.requests]
 
 
 @pytest.fixture
 async def far() -> AsyncIterator[Far]:
     state = CcaasState()
-    async with serve_app(create_app(state, secret=SECRET, bridge_webhook_url=None)) as url:
-        yield Far(state, f"{url}/webhook", float(int(time.time())))
+    recorder = Recorder(create_app(state, secret=SECRET, bridge_webhook_url=None))
+    async with serve_app(recorder) as url:
+        yield Far(state, f"{url}/webhook", float(int(time.time())), recorder)
 
 
 def settings(url: str, batch_max: int) -> WebhookSettings:
     return WebhookSettings(url=url, secrets=(Secret(SECRET),), timeout_s=3.0, batch_max=batch_max)
 
 
-Make = Callable[[int], tuple[WebhookAdapter, Recording]]
+Make = Callable[[int], WebhookAdapter]
 
 
 @pytest.fixture
@@ -84,13 +78,10 @@ async def adapters(far: Far) -> AsyncIterator[Make]:
     """Builds webhook adapters (batch size given) pointed at the simulator."""
     made: list[WebhookAdapter] = []
 
-    def make(batch_max: int) -> tuple[WebhookAdapter, Recording]:
-        recording = Recording()
-        adapter = WebhookAdapter(
-            settings(far.url, batch_max), transport=recording, clock=lambda: far.now
-        )
+    def make(batch_max: int) -> WebhookAdapter:
+        adapter = WebhookAdapter(settings(far.url, batch_max), clock=lambda: far.now)
         made.append(adapter)
-        return adapter, recording
+        return adapter
 
     yield make
     for adapter in made:
@@ -140,18 +131,18 @@ def customer_ids(state: CcaasState, case_id: str) -> list[str]:
     return [m["id"] for m in state.case(case_id)["messages"] if m["from"] == "customer"]
 
 
-def arrays(recording: Recording) -> list[list[dict[str, Any]]]:
-    return [body for body in recording.bodies() if isinstance(body, list)]
+def arrays(far: Far) -> list[list[dict[str, Any]]]:
+    return [body for body in far.bodies() if isinstance(body, list)]
 
 
 # --- against the CCaaS simulator --------------------------------------------------------
 
 
 async def test_one_signed_array_of_the_same_events(far: Far, adapters: Make) -> None:
-    batched, recording = adapters(10)
-    single, single_recording = adapters(1)
+    batched = adapters(10)
+    single = adapters(1)
     a, b, c = await open_cases(batched, "conv-a", "conv-b", "conv-c")
-    recording.requests.clear()
+    far.requests.clear()
     results = await batched.post_customer_messages(
         [
             case(a, "conv-a", "a1", "a2", "a3"),
@@ -165,10 +156,10 @@ async def test_one_signed_array_of_the_same_events(far: Far, adapters: Make) -> 
     assert customer_ids(far.state, b) == ["b1", "b2"]
     assert customer_ids(far.state, c) == ["c1", "c2", "c3"]
 
-    (request,) = recording.requests  # one POST for the 8 events
+    (request,) = far.requests  # one POST for the 8 events
     assert "idempotency-key" not in request.headers
-    verify_signature([SECRET], dict(request.headers), request.content, now=time.time())
-    (events,) = arrays(recording)
+    verify_signature([SECRET], request.headers, request.body, now=time.time())
+    (events,) = arrays(far)
     assert [(e["caseId"], e["idempotencyKey"]) for e in events] == [
         (a, "a1"),
         (a, "a2"),
@@ -181,18 +172,19 @@ async def test_one_signed_array_of_the_same_events(far: Far, adapters: Make) -> 
     ]
     assert events[0]["id"] == event_id("case.message", "a1")
     # Exactly the event object the single-event POST carries (then replayed by the sim).
+    far.requests.clear()
     await single.post_customer_message(a, "conv-a", message("a2"), "a2")
-    (single_request,) = single_recording.requests
+    (single_request,) = far.requests
     assert single_request.headers["idempotency-key"] == "a2"
-    assert json.loads(single_request.content) == events[1]
+    assert single_request.json() == events[1]
     assert customer_ids(far.state, a) == ["a1", "a2", "a3"]
 
 
 async def test_a_closed_case_stops_alone(far: Far, adapters: Make) -> None:
-    adapter, recording = adapters(10)
+    adapter = adapters(10)
     a, b, c = await open_cases(adapter, "conv-a", "conv-b", "conv-c")
     far.state.close_by_agent(b, "resolved")
-    recording.requests.clear()
+    far.requests.clear()
     results = await adapter.post_customer_messages(
         [
             case(a, "conv-a", "a1", "a2"),
@@ -201,7 +193,7 @@ async def test_a_closed_case_stops_alone(far: Far, adapters: Make) -> None:
             case("CASE-99999", "conv-x", "x1"),
         ]
     )
-    assert len(recording.requests) == 1
+    assert len(far.requests) == 1
     assert [r.delivered for r in results] == [2, 0, 1, 0]
     closed, unknown = results[1].error, results[3].error
     assert closed is not None and (closed.status, closed.retryable) == (409, False)
@@ -222,7 +214,7 @@ async def test_a_closed_case_stops_alone(far: Far, adapters: Make) -> None:
 
 
 async def test_a_repeated_batch_is_replayed(far: Far, adapters: Make) -> None:
-    adapter, _ = adapters(10)
+    adapter = adapters(10)
     a, b = await open_cases(adapter, "conv-a", "conv-b")
     cases = [case(a, "conv-a", "a1", "a2"), case(b, "conv-b", "b1")]
     first = await adapter.post_customer_messages(cases)
@@ -234,7 +226,7 @@ async def test_a_repeated_batch_is_replayed(far: Far, adapters: Make) -> None:
 
 
 async def test_a_retryable_answer_fails_every_case_of_the_request(far: Far, adapters: Make) -> None:
-    adapter, _ = adapters(10)
+    adapter = adapters(10)
     a, b = await open_cases(adapter, "conv-a", "conv-b")
     far.state.inject_failures(1, 503, retry_after=3)
     cases = [case(a, "conv-a", "a1", "a2"), case(b, "conv-b", "b1")]
@@ -257,11 +249,11 @@ async def test_a_retryable_answer_fails_every_case_of_the_request(far: Far, adap
 async def test_a_refused_request_falls_back_to_single_events(
     far: Far, adapters: Make, caplog: pytest.LogCaptureFixture
 ) -> None:
-    adapter, recording = adapters(10)
+    adapter = adapters(10)
     a, b = await open_cases(adapter, "conv-a", "conv-b")
     far.state.close_by_agent(b, "resolved")
     far.state.inject_failures(1, 400, retry_after=None)
-    recording.requests.clear()
+    far.requests.clear()
     with caplog.at_level(logging.WARNING, logger="ccbridge.services.connector.adapters.webhook"):
         results = await adapter.post_customer_messages(
             [case(a, "conv-a", "a1", "a2"), case(b, "conv-b", "b1", "b2")]
@@ -270,9 +262,9 @@ async def test_a_refused_request_falls_back_to_single_events(
     assert results[0].error is None and all(m.startswith("MSG-") for m in results[0].message_ids)
     assert results[1].error is not None and results[1].error.status == 409
     assert customer_ids(far.state, a) == ["a1", "a2"]
-    bodies = recording.bodies()
+    bodies = far.bodies()
     assert isinstance(bodies[0], list) and len(bodies[0]) == 4
-    singles = recording.requests[1:]
+    singles = far.requests[1:]
     # One by one: a1, a2 in order; b stops at b1.
     assert sorted(r.headers["idempotency-key"] for r in singles) == ["a1", "a2", "b1"]
     keys = [r.headers["idempotency-key"] for r in singles]
@@ -283,9 +275,9 @@ async def test_a_refused_request_falls_back_to_single_events(
 
 
 async def test_chunks_respect_the_batch_size_and_keep_cases_whole(far: Far, adapters: Make) -> None:
-    adapter, recording = adapters(3)
+    adapter = adapters(3)
     a, b, c, d = await open_cases(adapter, "conv-a", "conv-b", "conv-c", "conv-d")
-    recording.requests.clear()
+    far.requests.clear()
     long_case = [f"a{i}" for i in range(1, 8)]
     results = await adapter.post_customer_messages(
         [
@@ -297,8 +289,8 @@ async def test_chunks_respect_the_batch_size_and_keep_cases_whole(far: Far, adap
     )
     assert [(r.delivered, r.error) for r in results] == [(7, None), (2, None), (1, None), (2, None)]
     assert len(set(results[0].message_ids)) == 7
-    sent = arrays(recording)
-    assert len(sent) == len(recording.requests) == 5  # a: 3 + 3 + 1; b+c; d
+    sent = arrays(far)
+    assert len(sent) == len(far.requests) == 5  # a: 3 + 3 + 1; b+c; d
     assert all(1 <= len(events) <= 3 for events in sent)
     by_request = [[e["idempotencyKey"] for e in events] for events in sent]
     # The long case goes in order, alone; the others are never split.
@@ -315,15 +307,36 @@ async def test_chunks_respect_the_batch_size_and_keep_cases_whole(far: Far, adap
 
 
 async def test_batch_max_one_keeps_one_event_per_post(far: Far, adapters: Make) -> None:
-    adapter, recording = adapters(1)
+    adapter = adapters(1)
     a, b = await open_cases(adapter, "conv-a", "conv-b")
-    recording.requests.clear()
+    far.requests.clear()
     results = await adapter.post_customer_messages(
         [case(a, "conv-a", "a1", "a2"), case(b, "conv-b", "b1")]
     )
     assert [r.delivered for r in results] == [2, 1]
-    assert arrays(recording) == []
-    assert sorted(r.headers["idempotency-key"] for r in recording.requests) == ["a1", "a2", "b1"]
+    assert arrays(far) == []
+    assert sorted(r.headers["idempotency-key"] for r in far.requests) == ["a1", "a2", "b1"]
+
+
+async def test_batches_and_single_events_together(far: Far, adapters: Make) -> None:
+    adapter = adapters(10)
+    a, b = await open_cases(adapter, "conv-a", "conv-b")
+    far.state.close_by_agent(b, "resolved")
+    results = await adapter.post_customer_messages(
+        [case(a, "conv-a", "a1", "a2"), case(b, "conv-b", "b1")]
+    )
+    assert [r.delivered for r in results] == [2, 0]
+    closed = results[1].error
+    assert closed is not None and (closed.status, closed.retryable) == (409, False)
+    assert customer_ids(far.state, a) == ["a1", "a2"]
+    # The CCaaS's 503 with Retry-After reaches the caller as a retryable error.
+    far.state.inject_failures(1, 503, retry_after=3)
+    (busy,) = await adapter.post_customer_messages([case(a, "conv-a", "a3")])
+    assert busy.error is not None
+    assert (busy.error.retryable, busy.error.retry_after) == (True, 3.0)
+    # Single events (case.open replayed by key, case.close) work the same way.
+    assert (await open_cases(adapter, "conv-a")) == [a]
+    assert await adapter.close_case(a, "conv-a", "done", "close:conv-a") is False
 
 
 async def test_post_customer_messages_rpc_uses_the_setting(far: Far, redis_url: str) -> None:
@@ -397,41 +410,38 @@ def test_batch_max_setting() -> None:
     assert top.webhook is not None and top.webhook.batch_max == 100
 
 
-# --- answers the simulator cannot give (a double of the far edge) -----------------------
+# --- answers the simulator cannot give (a scripted far side) -----------------------------
 
 NOW = 1_750_000_000.0
 
 
-def mock_adapter(
-    handler: Callable[[httpx.Request], httpx.Response], batch_max: int = 10
-) -> WebhookAdapter:
-    return WebhookAdapter(
-        settings("http://ccaas.test/webhook", batch_max),
-        transport=httpx.MockTransport(handler),
-        clock=lambda: NOW,
-    )
-
-
-async def post(
-    handler: Callable[[httpx.Request], httpx.Response],
-    cases: list[CaseMessages],
-    batch_max: int = 10,
-) -> list[Any]:
-    adapter = mock_adapter(handler, batch_max)
+async def post_to(url: str, cases: list[CaseMessages], batch_max: int = 10) -> list[Any]:
+    adapter = WebhookAdapter(settings(url, batch_max), clock=lambda: NOW)
     try:
         return await adapter.post_customer_messages(cases)
     finally:
         await adapter.aclose()
 
 
+async def post(script: Script, cases: list[CaseMessages], batch_max: int = 10) -> list[Any]:
+    """Posts ``cases`` to a far side answering with ``script``."""
+    async with far_side(script) as far:
+        return await post_to(f"{far.url}/webhook", cases, batch_max)
+
+
+def all_ok(seen: Seen) -> Reply:
+    """A batch answer accepting every event of the request."""
+    doc = seen.json()
+    return Reply.json({"results": [{"status": 200} for _ in doc]})
+
+
 TWO_CASES = [case("A", "conv-a", "a1", "a2", "a3"), case("B", "conv-b", "b1", "b2")]
 
 
 async def test_per_event_results_leading_successes_and_retry_after() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            200,
-            json={
+    def handler(request: Seen) -> Reply:
+        return Reply.json(
+            {
                 "results": [
                     {"status": 201, "messageId": "m-a1"},
                     {"status": 429, "error": "slow down", "retryAfter": 99999},
@@ -439,7 +449,7 @@ async def test_per_event_results_leading_successes_and_retry_after() -> None:
                     {"status": 200},
                     {"status": 503, "retryAfter": "2.5"},
                 ]
-            },
+            }
         )
 
     first, second = await post(handler, TWO_CASES)
@@ -455,10 +465,9 @@ async def test_per_event_results_leading_successes_and_retry_after() -> None:
 
 
 async def test_a_non_retryable_event_result() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            200,
-            json={
+    def handler(request: Seen) -> Reply:
+        return Reply.json(
+            {
                 "results": [
                     {"status": 200},
                     {"status": 422, "retryAfter": 5},
@@ -466,7 +475,7 @@ async def test_a_non_retryable_event_result() -> None:
                     {"status": 200},
                     {"status": 200},
                 ]
-            },
+            }
         )
 
     first, second = await post(handler, TWO_CASES)
@@ -493,28 +502,24 @@ async def test_a_non_retryable_event_result() -> None:
     ],
 )
 async def test_unusable_results_count_as_all_accepted(answer: bytes) -> None:
-    first, second = await post(lambda _: httpx.Response(200, content=answer), TWO_CASES)
+    first, second = await post(lambda _: Reply(200, answer), TWO_CASES)
     assert (first.delivered, first.message_ids, first.error) == (3, ["", "", ""], None)
     assert (second.delivered, second.message_ids, second.error) == (2, ["", ""], None)
 
 
 async def test_transport_failures_and_oversized_answers() -> None:
-    def slow(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
-
-    def refused(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
-
-    for handler in (slow, refused):
-        for result in await post(handler, TWO_CASES):
+    slow = await post(lambda seen: replace(all_ok(seen), delay_s=10.0), TWO_CASES)
+    refused = await post_to(f"http://127.0.0.1:{closed_port()}/webhook", TWO_CASES)
+    for results in (slow, refused):
+        for result in results:
             assert result.delivered == 0 and result.error is not None and result.error.retryable
 
     huge = b'{"results": "' + b"x" * MAX_RESPONSE_BYTES + b'"}'
-    for result in await post(lambda _: httpx.Response(200, content=huge), TWO_CASES):
+    for result in await post(lambda _: Reply(200, huge), TWO_CASES):
         assert result.delivered == 0 and result.error is not None
         assert result.error.retryable is False and "larger" in str(result.error)
 
-    answer = httpx.Response(429, headers={"Retry-After": "7"})
+    answer = Reply(429, b"", {"Retry-After": "7"})
     for result in await post(lambda _: answer, TWO_CASES):
         assert result.error is not None and (result.error.retryable, result.error.retry_after) == (
             True,
@@ -525,10 +530,9 @@ async def test_transport_failures_and_oversized_answers() -> None:
 async def test_bad_content_stops_the_case_after_the_good_messages() -> None:
     sent: list[Any] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        doc = json.loads(request.content)
-        sent.append(doc)
-        return httpx.Response(200, json={"results": [{"status": 200} for _ in doc]})
+    def handler(request: Seen) -> Reply:
+        sent.append(request.json())
+        return all_ok(request)
 
     cases = [
         CaseMessages(
@@ -548,12 +552,10 @@ async def test_bad_content_stops_the_case_after_the_good_messages() -> None:
 async def test_a_failed_chunk_stops_the_long_case() -> None:
     sent: list[list[str]] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        keys = [e["idempotencyKey"] for e in json.loads(request.content)]
+    def handler(request: Seen) -> Reply:
+        keys = [e["idempotencyKey"] for e in request.json()]
         sent.append(keys)
-        return httpx.Response(
-            200, json={"results": [{"status": 500 if k == "a5" else 200} for k in keys]}
-        )
+        return Reply.json({"results": [{"status": 500 if k == "a5" else 200} for k in keys]})
 
     (result,) = await post(handler, [case("A", "conv-a", *[f"a{i}" for i in range(1, 9)])], 3)
     assert sent == [["a1", "a2", "a3"], ["a4", "a5", "a6"]]
@@ -565,29 +567,16 @@ def stdlib_json(doc: object) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-@pytest.mark.parametrize(
-    "contents",
-    [
-        # orjson's ground: plain text, non-ASCII, characters JSON must escape.
-        [
-            '{"text":"plain"}',
-            '{"text":"žuta ruža 😀 \\u2028 \\u0001 \\"q\\" /","n":[1,-2,true,null]}',
-        ],
-        # Only the stdlib reads these as the contract's JSON parser did: NaN/Infinity, and
-        # integers beyond 64 bits (orjson makes floats of them).
-        ['{"text":"plain"}', '{"n":NaN,"m":-Infinity}'],
-        [
-            '{"big":12345678901234567890123,"neg":-9223372036854775809}',
-            '{"id":"98765432109876543210"}',
-        ],
-    ],
-)
-async def test_the_array_is_the_json_the_stdlib_writes(contents: list[str]) -> None:
+async def test_the_array_is_compact_utf8_json() -> None:
+    contents = [
+        '{"text":"plain"}',
+        '{"text":"žuta ruža 😀 \\u2028 \\u0001 \\"q\\" /","n":[1,-2,true,null,1.5]}',
+    ]
     bodies: list[bytes] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        bodies.append(request.content)
-        return httpx.Response(200, json={"results": [{"status": 200} for _ in contents]})
+    def handler(request: Seen) -> Reply:
+        bodies.append(request.body)
+        return all_ok(request)
 
     cases = [
         CaseMessages(f"C{i}", f"conv-{i}", [message(f"m{i}", content_json=content)])
@@ -599,21 +588,70 @@ async def test_the_array_is_the_json_the_stdlib_writes(contents: list[str]) -> N
     events = json.loads(body)
     # Byte for byte what json.dumps(ensure_ascii=False, compact) makes of the same events.
     assert body == stdlib_json(events)
-    for event, content in zip(events, contents, strict=True):
-        sent = event["message"]["content"]
-        expected = json.loads(content)
-        assert json.dumps(sent) == json.dumps(expected)  # NaN != NaN, its text is equal
-        assert [type(v) for v in sent.values()] == [type(v) for v in expected.values()]
+    assert [e["message"]["content"] for e in events] == [json.loads(c) for c in contents]
 
 
-async def test_a_status_beyond_64_bits_is_still_a_status() -> None:
-    # json.loads keeps the integer (a failed, retryable event); orjson alone would make a
-    # float of it and the answer would count as "no usable results": all accepted.
+@pytest.mark.parametrize("batch_max", [1, 10])
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"n":NaN}',
+        '{"m":-Infinity}',
+        '{"t":"\\ud800"}',  # a lone surrogate, escaped
+        '\ufeff{"t":"x"}',  # a byte-order mark
+        '{"t":"x"',
+    ],
+)
+async def test_content_orjson_refuses_fails_that_message_alone(
+    content: str, batch_max: int
+) -> None:
+    sent: list[str] = []
+
+    def handler(request: Seen) -> Reply:
+        doc = request.json()
+        events = doc if isinstance(doc, list) else [doc]
+        sent.extend(e["idempotencyKey"] for e in events)
+        if isinstance(doc, list):
+            return all_ok(request)
+        return Reply.json({"messageId": "M-1"})
+
+    cases = [
+        CaseMessages("A", "conv-a", [message("a1", content_json=content), message("a2")]),
+        case("B", "conv-b", "b1"),
+    ]
+    first, second = await post(handler, cases, batch_max)
+    assert first.delivered == 0 and first.error is not None and not first.error.retryable
+    assert "content_json is not JSON" in str(first.error)
+    assert (second.delivered, second.error) == (1, None)
+    assert sent == ["b1"]
+
+
+async def test_integers_beyond_64_bits_are_read_as_floats() -> None:
+    bodies: list[bytes] = []
+
+    def handler(request: Seen) -> Reply:
+        bodies.append(request.body)
+        return all_ok(request)
+
+    content = '{"big":12345678901234567890123,"edge":18446744073709551615}'
+    (result,) = await post(
+        handler, [CaseMessages("A", "conv-a", [message("a1", content_json=content)])]
+    )
+    assert (result.delivered, result.error) == (1, None)
+    (event,) = orjson.loads(bodies[0])
+    assert event["message"]["content"] == {
+        "big": 1.2345678901234568e22,
+        "edge": 18446744073709551615,
+    }
+
+
+async def test_a_status_beyond_64_bits_is_no_status() -> None:
+    # orjson reads it as a float: not a status, so the answer has no usable results and,
+    # as any 2xx without them, counts as every event accepted.
     answer = (
         b'{"results":[{"status":200},{"status":18446744073709551616},{"status":200},'
         b'{"status":200},{"status":200}]}'
     )
-    first, second = await post(lambda _: httpx.Response(200, content=answer), TWO_CASES)
-    assert first.delivered == 1 and first.error is not None and first.error.retryable
-    assert first.error.status == 18446744073709551616
+    first, second = await post(lambda _: Reply(200, answer), TWO_CASES)
+    assert (first.delivered, first.error) == (3, None)
     assert (second.delivered, second.error) == (2, None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from functools import partial
 
 import grpc
 import pytest
@@ -17,12 +16,12 @@ from ccbridge.services.history.__main__ import RunningHistory, build
 from ccbridge.services.history.settings import HistorySettings
 from ccbridge.services.runtime.component import start
 from ccbridge.simulators.infobip import Failure
-from tests.simulators.infobip.harness import API_KEY, BASE_URL, Sim, running_sim
+from tests.simulators.infobip.harness import API_KEY, Sim, served_sim
 
 
-def history_settings(**overrides: str) -> HistorySettings:
+def history_settings(base_url: str, **overrides: str) -> HistorySettings:
     env: Mapping[str, str] = {
-        "INFOBIP_BASE_URL": BASE_URL,
+        "INFOBIP_BASE_URL": base_url,
         "INFOBIP_API_KEY": API_KEY,
         "CCBRIDGE_HISTORY_PORT": "0",
         "CCBRIDGE_DRAIN_DELAY_S": "0",
@@ -43,8 +42,9 @@ class History:
 
 @pytest.fixture
 async def history() -> AsyncIterator[History]:
-    async with running_sim() as sim:
-        running = await start(partial(build, transport=sim.transport()), history_settings())
+    async with served_sim() as sim:
+        assert sim.url is not None
+        running = await start(build, history_settings(sim.url))
         channel = grpc.aio.insecure_channel(running.address)
         try:
             yield History(sim, running, history_pb2_grpc.HistoryServiceStub(channel), channel)

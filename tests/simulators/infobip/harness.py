@@ -1,10 +1,11 @@
-"""Helpers shared by the tests that use the Infobip simulator in-process."""
+"""Helpers shared by the tests that use the Infobip simulator: in-process for its control
+API, and served on loopback HTTP for the Infobip client (the client production runs)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from starlette.routing import Route
 from ccbridge.services.infobip.client import InfobipClient
 from ccbridge.services.runtime.settings import Secret
 from ccbridge.simulators.infobip import InfobipSimState, create_app
+from ccbridge.simulators.infobip.server import start_server
 
 API_KEY = "test-key"
 BASE_URL = "http://infobip.test"
@@ -23,27 +25,26 @@ BASE_URL = "http://infobip.test"
 
 @dataclass
 class Sim:
-    """An in-process simulator: its state, app, and an httpx client on its control API."""
+    """A simulator: its state, app, and an httpx client on its control API (in-process:
+    a test tool, not the product's far-side path)."""
 
     state: InfobipSimState
     app: Starlette
     http: httpx.AsyncClient
-    # Set when the same state is also served over loopback HTTP: clients from
-    # ``client()`` then go through the network stack the deployed client uses.
+    # Set by served_sim(): the same state served over loopback HTTP.
     url: str | None = None
 
-    def transport(self) -> httpx.ASGITransport:
-        return httpx.ASGITransport(app=self.app)
-
     def client(self, **kwargs: Any) -> InfobipClient:
+        """An Infobip client of the served simulator."""
+        if self.url is None:
+            raise RuntimeError("the Infobip client needs served_sim(), not running_sim()")
         kwargs.setdefault("backoff_base_s", 0.01)
-        if self.url is not None:
-            return InfobipClient(self.url, Secret(API_KEY), **kwargs)
-        return InfobipClient(BASE_URL, Secret(API_KEY), transport=self.transport(), **kwargs)
+        return InfobipClient(self.url, Secret(API_KEY), **kwargs)
 
 
 @asynccontextmanager
 async def running_sim(**state_kwargs: Any) -> AsyncIterator[Sim]:
+    """The simulator in-process (its control API only)."""
     state = InfobipSimState(seed=7, **state_kwargs)
     app = create_app(state, api_key=API_KEY)
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
@@ -52,6 +53,17 @@ async def running_sim(**state_kwargs: Any) -> AsyncIterator[Sim]:
     finally:
         await http.aclose()
         await state.aclose()
+
+
+@asynccontextmanager
+async def served_sim(**state_kwargs: Any) -> AsyncIterator[Sim]:
+    """The simulator served on a free loopback port (``Sim.url``), for Infobip clients."""
+    async with running_sim(**state_kwargs) as sim:
+        server = await start_server(sim.state, api_key=API_KEY)
+        try:
+            yield replace(sim, url=server.url)
+        finally:
+            await server.stop()
 
 
 @dataclass

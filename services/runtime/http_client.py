@@ -1,0 +1,196 @@
+"""The one HTTP client of every far-side call: Infobip (Session, History, the CLI), the
+webhook and RT connectors, and every connector to come.
+
+It is aiohttp under a small typed surface. The design card named httpx, but on the relay
+path the client's CPU per request bounds the sustained rate, and aiohttp costs a fraction
+of httpx's (``python -m bench.http_clients``: same server, same run, 2-core machine,
+median µs of CPU per POST — one request in flight: httpx 605, aiohttp 162, this client
+160; sixteen in flight: httpx 1 352, aiohttp 67, this client 71; method and runs in
+bench/README.md, "HTTP client"). So aiohttp is the only far-side client, and the tests
+run it against real loopback servers, as production does.
+
+What this module owns: one keep-alive pool per :class:`HttpClient` (an aiohttp session
+belongs to an event loop, so it is created on first use inside the running loop); one
+total timeout per request (connecting, sending and reading the whole answer); the answer
+read in full up to ``max_answer_bytes``; no redirects followed; no cookies kept; and its
+failures as the exceptions below. What a status or a failure *means* — retry or not,
+after how long — is :mod:`ccbridge.services.runtime.farside`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import aiohttp
+import orjson
+
+
+class HttpFailure(Exception):
+    """The request got no usable answer. The text names the failure, never the URL (its
+    query may carry data) nor a header."""
+
+
+class RequestTimeout(HttpFailure):
+    """No complete answer within the timeout. The far side may have acted on the request."""
+
+
+class ConnectFailed(HttpFailure):
+    """The connection could not be made (refused, unresolvable name, connect timeout):
+    the request was not sent."""
+
+
+class TlsFailed(ConnectFailed):
+    """The TLS handshake or the certificate check failed: the request was not sent."""
+
+
+class ConnectionLost(HttpFailure):
+    """The connection broke, or the answer was not HTTP, after the request went out. The
+    far side may have acted on the request."""
+
+
+class AnswerTooLarge(HttpFailure):
+    """The answer's body is longer than the client's ``max_answer_bytes`` (reading stopped
+    there). ``status`` and ``headers`` are the answer's."""
+
+    def __init__(self, message: str, *, status: int, headers: Mapping[str, str]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers
+
+
+class InvalidRequest(HttpFailure):
+    """The request cannot be sent at all (e.g. an invalid URL): no retry can help."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    """A complete answer. ``headers`` look names up case-insensitively."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> object:
+        """The body parsed as JSON (raises ValueError when it is not JSON)."""
+        return orjson.loads(self.body)
+
+
+class HttpClient:
+    """Requests to one far side over a keep-alive pool.
+
+    ``base_url`` is prefixed to every request's ``url`` ('' to pass whole URLs);
+    ``headers`` go with every request; ``timeout_s`` bounds each request from its start
+    to the end of its answer. Close it with :meth:`aclose` (or ``async with``).
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout_s: float,
+        max_answer_bytes: int,
+        base_url: str = "",
+        headers: Mapping[str, str] | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.max_answer_bytes = max_answer_bytes
+        self._base_url = base_url
+        # sock_connect: a connect timeout raises its own error (ConnectFailed: not sent).
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=timeout_s)
+        self._headers = dict(headers or {})
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                headers=self._headers,
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                # The answers' cookies mean nothing to us; no jar to keep them.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        body: bytes | None = None,
+        json_body: object = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> HttpAnswer:
+        """Sends one request and reads its whole answer, whatever its status.
+
+        ``params`` are encoded into the query string; ``json_body`` (when not None) is
+        sent as JSON with its Content-Type, otherwise ``body`` as it is (give its
+        Content-Type in ``headers``). Raises an :class:`HttpFailure` (InvalidRequest for a
+        ``json_body`` that is not JSON: orjson refuses lone surrogates, integers beyond 64
+        bits and non-string keys).
+        """
+        target = self._base_url + url
+        if params:
+            target += "?" + urlencode({key: str(value) for key, value in params.items()})
+        all_headers = dict(headers or {})
+        if json_body is not None:
+            try:
+                body = orjson.dumps(json_body)
+            except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate, an int > 64 bits
+                raise InvalidRequest(f"the body cannot be written as JSON ({exc})") from None
+            all_headers["Content-Type"] = "application/json"
+        try:
+            async with self._client().request(
+                method, target, data=body, headers=all_headers, allow_redirects=False
+            ) as response:
+                return HttpAnswer(response.status, response.headers, await self._read(response))
+        # AnswerTooLarge (from _read) is none of these and passes through. The order
+        # matters: the connect timeout is a TimeoutError and a connector error too.
+        except aiohttp.ConnectionTimeoutError:
+            raise ConnectFailed(f"connect timed out after {self.timeout_s:g}s") from None
+        except TimeoutError:
+            raise RequestTimeout(f"timed out after {self.timeout_s:g}s") from None
+        except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
+            raise TlsFailed(f"TLS failed ({type(exc).__name__})") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectFailed(f"could not connect ({type(exc).__name__})") from None
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
+            raise InvalidRequest(f"invalid request ({type(exc).__name__})") from None
+        except aiohttp.ClientError as exc:
+            raise ConnectionLost(f"connection lost ({type(exc).__name__})") from None
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        limit = self.max_answer_bytes
+        too_large = f"answer larger than {limit} bytes"
+        if response.content_length is not None:
+            if response.content_length > limit:
+                raise AnswerTooLarge(too_large, status=response.status, headers=response.headers)
+            return await response.read()  # bounded by its Content-Length
+        chunks: list[bytes] = []  # chunked or until close: counted as it comes
+        size = 0
+        async for chunk in response.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > limit:
+                raise AnswerTooLarge(too_large, status=response.status, headers=response.headers)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            # Lets the transports close before the loop goes (aiohttp's advice).
+            await asyncio.sleep(0)
+
+    async def __aenter__(self) -> HttpClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
