@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 # New request ids: a random per-process prefix and a counter (unique, and a fraction of
-# uuid4's cost, which was 4% of the gateway's CPU under load).
+# uuid4's cost: bench/README.md, "Measured choices in the code").
 _ID_PREFIX = os.urandom(8).hex()
 _ID_COUNTER = itertools.count(1)
 

@@ -29,7 +29,7 @@ from ccbridge.services.runtime.component import (
     Servicer,
     run_service,
 )
-from ccbridge.services.runtime.redis import create_redis
+from ccbridge.services.runtime.redis import create_redis, redis_ready
 
 SERVICE_NAME = connector_pb2.DESCRIPTOR.services_by_name["ConnectorService"].full_name
 
@@ -79,9 +79,6 @@ async def build(
         if adapter.mode == "poll"
     ]
 
-    async def ready() -> bool:
-        return bool(await redis.ping())
-
     closers: list[Closer] = [redis.aclose, channel.close]
     closers += [adapter.aclose for adapter in built.values()]
     return Component(
@@ -95,7 +92,7 @@ async def build(
         ],
         metrics=metrics,
         parts=ConnectorParts(built, pollers),
-        ready=ready,
+        ready=redis_ready(redis),
         background=[Background(f"poller {p.name}", p.start, p.stop) for p in pollers],
         closers=closers,
     )

@@ -8,7 +8,6 @@ works from an installed package without the source tree.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -269,6 +268,3 @@ def default_ports(environ: Mapping[str, str]) -> dict[str, int]:
         ports[name] = int(raw) if raw.isdigit() else default
     return ports
 
-
-def python_env() -> dict[str, str]:
-    return dict(os.environ)

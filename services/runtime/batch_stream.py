@@ -1,10 +1,9 @@
 """Batches over long-lived bidirectional gRPC streams: the mesh's hottest hop, gateway →
 Session (``IngestStream``).
 
-A unary call costs both sides far more than a message on an open stream: for a
-16-message batch on the 2-core development machine, ~215 µs of client and ~350 µs of
-server CPU and ~560 µs of wall time as a call, against ~110 µs, ~150 µs and ~240 µs on a
-stream (a two-process micro-benchmark; README, Performance).
+A unary call costs both sides far more than a message on an open stream: about twice
+the CPU on each side and twice the wall time for a 16-message batch (figures:
+bench/README.md, "Measured choices in the code").
 
 Client (:class:`BatchStreams`):
 

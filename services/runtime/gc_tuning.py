@@ -4,13 +4,13 @@ CPython's cycle collector runs a young-generation pass every 700 container alloc
 and, every so often, a full pass over every tracked object. In a service most objects
 are created at start-up (modules, classes, protobuf descriptors, gRPC stubs) and live as
 long as the process, and request garbage is freed by reference counting, so those passes
-find next to nothing: measured under load, the gateway spent 11-13 ms in a full pass
-every ~2.4 s, collecting nothing, and every request in flight waited for it.
+find next to nothing, yet every request in flight waits for a full pass (measured:
+bench/README.md, "Measured choices in the code").
 
 - :func:`settle_after_startup` freezes what start-up created (no pass looks at it
   again) and makes young-generation passes rarer.
 - :func:`freeze_periodically` is for the simulators, whose recorded state only grows:
-  their full passes grew with it (36 ms after a minute of load).
+  their full passes grew with it.
 """
 
 from __future__ import annotations

@@ -3,9 +3,7 @@ webhook and RT connectors, and every connector to come.
 
 It is aiohttp under a small typed surface. The design card named httpx, but on the relay
 path the client's CPU per request bounds the sustained rate, and aiohttp costs a fraction
-of httpx's (``python -m bench.http_clients``: same server, same run, 2-core machine,
-median µs of CPU per POST — one request in flight: httpx 605, aiohttp 162, this client
-160; sixteen in flight: httpx 1 352, aiohttp 67, this client 71; method and runs in
+of httpx's (``python -m bench.http_clients``; figures and the decision in
 bench/README.md, "HTTP client"). So aiohttp is the only far-side client, and the tests
 run it against real loopback servers, as production does.
 

@@ -90,8 +90,8 @@ class _SentinelRedis(aioredis.Redis):
 class HiredisPackingConnection(aioredis.Connection):
     """A plain TCP connection whose commands are packed by hiredis's C packer.
 
-    redis-py's asyncio client packs every command in Python (~22 µs for an ingest
-    EVALSHA, 3 µs with hiredis): about 12% of Session's CPU on the relay path.
+    redis-py's asyncio client packs every command in Python, several times slower than
+    hiredis's packer (figures: bench/README.md, "Measured choices in the code").
     """
 
     def pack_command(self, *args: Any) -> list[bytes]:

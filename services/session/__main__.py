@@ -20,7 +20,7 @@ from ccbridge.services.runtime.component import (
     Servicer,
     run_service,
 )
-from ccbridge.services.runtime.redis import create_redis
+from ccbridge.services.runtime.redis import create_redis, redis_ready
 from ccbridge.services.session.servicer import SessionServicer
 from ccbridge.services.session.settings import SessionSettings
 from ccbridge.services.session.store import SessionStore
@@ -69,9 +69,6 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
     worker = ConversationWorker(store, peers, settings) if settings.workers_enabled else None
     servicer = SessionServicer(store, worker)
 
-    async def ready() -> bool:
-        return bool(await redis.ping())
-
     background: list[Background] = []
     if worker is not None:
         grace_s = settings.common.shutdown_grace_s
@@ -87,7 +84,7 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
         ],
         metrics=metrics,
         parts=SessionParts(store, servicer, worker),
-        ready=ready,
+        ready=redis_ready(redis),
         background=background,
         drain=[servicer.start_draining],
         closers=[

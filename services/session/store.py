@@ -55,7 +55,6 @@ from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.lease import LEASE_LUA
 from ccbridge.services.runtime.redis import RawPipeline, RawScript
 
-STATES = ("OPENING", "ACTIVE", "CLOSING", "CLOSED", "FAILED")
 INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE = 0, 1, 2
 OPEN_HINT_MAX = 100_000  # conversations remembered by ingest()'s schedule guess
 

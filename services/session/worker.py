@@ -64,9 +64,8 @@ log = logging.getLogger(__name__)
 
 MAX_TEXT = 4096  # Infobip's documented content size limit
 # Relay batches under way at once. What arrives while one is out waits for the next, so
-# batches grow with the load: at ~5,000 msgs/s a sweep carries ~35 messages with one
-# against ~16 with two, and the connector and CCaaS costs per message fall by a third
-# (max rate 5,300 against 4,600/s; relay p50/p99 at 100/s 1.1/1.7 ms with one).
+# batches grow with the load and the connector's and CCaaS's cost per message falls
+# (measured: bench/README.md, "Measured choices in the code").
 RELAY_IN_FLIGHT = 1
 MAX_DUE_READ = 1000  # due conversations read per scheduler pass, at most
 

@@ -21,9 +21,11 @@ from ccbridge.history.v1 import history_pb2_grpc
 from ccbridge.routing.v1 import routing_pb2_grpc
 from ccbridge.services.infobip.client import InfobipClient
 from ccbridge.services.runtime.channels import create_channel
+from ccbridge.services.runtime.component import start
 from ccbridge.services.runtime.lease import Lease
 from ccbridge.services.runtime.settings import Secret
-from ccbridge.services.session.__main__ import RunningSession, start
+from ccbridge.services.session.__main__ import RunningSession, build
+from ccbridge.services.session.settings import SessionSettings
 from ccbridge.services.session.store import Lane, SessionStore, now_ms
 from ccbridge.services.session.worker import ConversationWorker, Peers
 from ccbridge.simulators.infobip.server import start_server
@@ -86,6 +88,7 @@ class World:
     session: RunningSession
     infobip_url: str
     connector_port: int
+    settings: SessionSettings
 
     async def active(self, *inbound: str) -> str:
         """An ACTIVE handover of a fresh Infobip conversation, with inbound messages."""
@@ -115,16 +118,16 @@ class World:
             setattr(m, "from", END_USER)
             messages.append(m)
         await self.store.ingest(messages)
-        if self.session.worker is not None:
-            self.session.worker.wake([cid], [Lane.INBOX])
+        if self.session.parts.worker is not None:
+            self.session.parts.worker.wake([cid], [Lane.INBOX])
 
     async def reply(self, cid: str, text: str) -> None:
         message = common_pb2.Message(
             id=f"agent-{text}", content_type="TEXT", content_json=f'{{"text": "{text}"}}'
         )
         assert await self.store.queue_agent_message(cid, message)
-        assert self.session.worker is not None
-        self.session.worker.wake([cid], [Lane.OUTBOX])
+        assert self.session.parts.worker is not None
+        self.session.parts.worker.wake([cid], [Lane.OUTBOX])
 
     def replies(self, cid: str) -> list[str]:
         return [m["content"]["text"] for m in self.infobip.agent_messages(cid)]
@@ -163,9 +166,11 @@ async def running_world(
         CCBRIDGE_RETRY_MAX_MS="60000",
         CCBRIDGE_RECONCILE_INFOBIP="false",
     )
-    running = await start(settings)
+    running = await start(build, settings)
     try:
-        yield World(redis_client, running.store, double, infobip, running, sim.url, port)
+        yield World(
+            redis_client, running.parts.store, double, infobip, running, sim.url, port, settings
+        )
     finally:
         double.gate.set()
         await running.stop()
@@ -272,6 +277,7 @@ async def test_a_stale_token_cannot_finish_or_write_after_a_new_holder(
     assert out is not None
     # The fresh holder finishes normally.
     assert await store.pop_head(Lane.INBOX, "c1", fresh, head) == 1
+    await store.raw.aclose()
 
 
 async def test_a_stale_token_cannot_renew_or_release_a_runtime_lease(
@@ -310,7 +316,7 @@ async def test_relay_and_lane_step_share_one_failure_handling(
         connector_pb2_grpc.ConnectorServiceStub(channel),
         infobip,
     )
-    worker = ConversationWorker(w.store, peers, w.session.settings)  # not started
+    worker = ConversationWorker(w.store, peers, w.settings)  # not started
     w.connector.fail = code
     by_relay = await w.active("r1")
     by_step = await w.active("s1")

@@ -5,7 +5,9 @@ for the whole conversation, one schedule ``ccb:due`` (docs/deploy.md, "Upgrades"
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
+import pytest
 import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
@@ -25,8 +27,15 @@ async def _active(store: SessionStore, cid: str, *ids: str) -> None:
     await store.ingest([common_pb2.Message(id=m, conversation_id=cid) for m in ids])
 
 
-async def test_an_old_pods_lease_keeps_both_lanes_out(redis_client: aioredis.Redis) -> None:
+@pytest.fixture
+async def store(redis_client: aioredis.Redis) -> AsyncIterator[SessionStore]:
     store = SessionStore(redis_client)
+    yield store
+    await store.raw.aclose()
+
+
+async def test_an_old_pods_lease_keeps_both_lanes_out(store: SessionStore) -> None:
+    redis_client = store.r
     await _active(store, "c1", "m1")
     old_token = uuid.uuid4().hex  # what the old release's step or relay holds
     assert await redis_client.set(store.k_lease_v1("c1"), old_token, nx=True, px=60_000)
@@ -41,8 +50,8 @@ async def test_an_old_pods_lease_keeps_both_lanes_out(redis_client: aioredis.Red
     assert (await store.claim(["c1"], 60_000, 32))[0]
 
 
-async def test_a_lane_keeps_old_pods_out_while_held(redis_client: aioredis.Redis) -> None:
-    store = SessionStore(redis_client)
+async def test_a_lane_keeps_old_pods_out_while_held(store: SessionStore) -> None:
+    redis_client = store.r
     await _active(store, "c1", "m1")
     token, _, _, _ = await store.begin_step(Lane.OUTBOX, "c1", 60_000)
     assert token is not None
@@ -61,8 +70,8 @@ async def test_a_lane_keeps_old_pods_out_while_held(redis_client: aioredis.Redis
     assert await redis_client.pttl(legacy) > 90_000
 
 
-async def test_the_old_schedule_is_adopted_into_both_lanes(redis_client: aioredis.Redis) -> None:
-    store = SessionStore(redis_client)
+async def test_the_old_schedule_is_adopted_into_both_lanes(store: SessionStore) -> None:
+    redis_client = store.r
     await _active(store, "due-now", "m1")
     await _active(store, "backing-off", "m1")
     await redis_client.delete(store.k_due(Lane.INBOX))
