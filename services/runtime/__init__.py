@@ -1,2 +1,4 @@
-"""Shared runtime of every ccbridge process (not a service): settings helpers, logging,
-errors, gRPC server bootstrap, gRPC client channels, Redis, the Infobip HTTP client."""
+"""Shared runtime of every ccbridge process (not a service): the component shape and its
+start/stop (``component``), gRPC server bootstrap and the error policy (``server``,
+``errors``), client channels, settings, logging, ports, Redis and leases, and the one
+far-side HTTP client and policy (``http_client``, ``farside``)."""
