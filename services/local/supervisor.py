@@ -267,4 +267,3 @@ def default_ports(environ: Mapping[str, str]) -> dict[str, int]:
         raw = environ.get(PORT_ENV[name], "")
         ports[name] = int(raw) if raw.isdigit() else default
     return ports
-
