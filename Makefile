@@ -23,6 +23,7 @@ test: setup
 
 check: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p ccbridge
 
 protos: setup

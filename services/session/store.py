@@ -822,11 +822,11 @@ class SessionStore:
         attempts: int,
     ) -> bool:
         """Moves the lane's head message to the dead letters (only if still the head
-        and the token still holds the lease)."""
-        popped = await self.pop_head(lane, cid, token, payload)
-        if popped != 1:
-            return False
-        queue = lane.queue
+        and the token still holds the lease).
+
+        The record is written before the head is popped (the dead-letter keys live in
+        another hash slot, so one script cannot do both): a crash in between leaves the
+        message at the head as well, to be dead-lettered again, never nowhere."""
         dl_id = uuid.uuid4().hex
         ts = now_ms()
         async with self.r.pipeline(transaction=False) as pipe:
@@ -834,7 +834,7 @@ class SessionStore:
                 self.k_dl(dl_id),
                 mapping={
                     "conversation_id": cid,
-                    "queue": queue,
+                    "queue": lane.queue,
                     "message": payload,
                     "reason": reason[:500],
                     "attempts": attempts,
@@ -842,8 +842,14 @@ class SessionStore:
                 },
             )
             pipe.zadd(self.k_dlq, {dl_id: ts})
-            pipe.hincrby(self.k_h(cid), "dead_letters", 1)
             await pipe.execute()
+        if await self.pop_head(lane, cid, token, payload) != 1:
+            async with self.r.pipeline(transaction=False) as pipe:
+                pipe.zrem(self.k_dlq, dl_id)
+                pipe.delete(self.k_dl(dl_id))
+                await pipe.execute()
+            return False
+        await self.r.hincrby(self.k_h(cid), "dead_letters", 1)
         return True
 
     async def list_dead_letters(

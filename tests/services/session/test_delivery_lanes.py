@@ -261,6 +261,7 @@ async def test_a_stale_token_cannot_finish_or_write_after_a_new_holder(
 
     assert await store.pop_head(Lane.INBOX, "c1", stale, head) == -1
     assert await store.dead_letter(Lane.INBOX, "c1", stale, head, "x", 1) is False
+    assert await redis_client.zcard(store.k_dlq) == 0  # the record written first is undone
     ok, why = await store.transition(
         "c1", allowed=("ACTIVE",), lease_token=stale, values={"in_attempts": "9"}
     )
