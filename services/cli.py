@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl_replay.add_argument("id")
     dl.set_defaults(func=_dead_letters)
 
-    add_infobip_commands(sub)
+    add_infobip_commands(sub.add_parser)
     return parser
 
 

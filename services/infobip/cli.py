@@ -8,7 +8,7 @@
   ``/webhooks/infobip/events`` route.
 
 Reads INFOBIP_BASE_URL, INFOBIP_API_KEY (and INFOBIP_WEBHOOK_SECRET, INFOBIP_TIMEOUT_S)
-from the environment. The lead wires :func:`add_infobip_commands` into ``ccbridge``.
+from the environment; :func:`add_infobip_commands` wires them into ``ccbridge``.
 """
 
 from __future__ import annotations
@@ -65,10 +65,10 @@ class InfobipCliSettings:
         return settings
 
 
-def add_infobip_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Adds ``infobip configure-webhook`` and ``infobip subscribe``; each sets
-    ``func=<callable(args) -> int>``."""
-    infobip = subparsers.add_parser(
+def add_infobip_commands(add_parser: Callable[..., argparse.ArgumentParser]) -> None:
+    """Adds ``infobip configure-webhook`` and ``infobip subscribe`` with ``add_parser``
+    (a subparsers object's ``add_parser``); each sets ``func=<callable(args) -> int>``."""
+    infobip = add_parser(
         "infobip",
         help="register the gateway with Infobip",
         description="Register the ccbridge gateway with Infobip (reads INFOBIP_BASE_URL, "
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     """Standalone entry (``python -m ccbridge.services.infobip.cli infobip ...``)."""
     parser = argparse.ArgumentParser(prog="ccbridge")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    add_infobip_commands(subparsers)
+    add_infobip_commands(subparsers.add_parser)
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
