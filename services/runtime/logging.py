@@ -91,7 +91,6 @@ def configure_logging(component: str, level: str = "INFO", fmt: str = "json") ->
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Access logs of uvicorn/httpx would carry URLs with secrets (webhook path token).
+    # uvicorn's access log would carry URLs with secrets (webhook path token). The HTTP
+    # client (aiohttp) logs no request lines.
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
