@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 from collections.abc import Sequence
 
 import grpc
+import orjson
 from google.protobuf.json_format import MessageToDict
 
 from ccbridge.services.infobip.cli import add_infobip_commands
@@ -68,11 +68,10 @@ def _session_stub(addr: str) -> tuple[grpc.Channel, session_pb2_grpc.SessionServ
 
 def _print(message: object) -> None:
     print(
-        json.dumps(
+        orjson.dumps(
             MessageToDict(message, preserving_proto_field_name=True),  # type: ignore[arg-type]
-            indent=2,
-            sort_keys=True,
-        )
+            option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
+        ).decode()
     )
 
 

@@ -3,11 +3,12 @@ in the terminal so a newcomer can watch every step cross the mesh."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import httpx
+from ccbridge.services.runtime.http_client import HttpAnswer, HttpClient
 
 GREEN, DIM, BOLD, RESET = "\033[32m", "\033[2m", "\033[1m", "\033[0m"
 
@@ -17,27 +18,54 @@ class _Clock:
         self.t0 = time.monotonic()
         self.pace_s = pace_s
 
-    def say(self, who: str, text: str) -> None:
+    async def say(self, who: str, text: str) -> None:
         print(
             f"{DIM}+{(time.monotonic() - self.t0) * 1000:8.0f} ms{RESET}  "
             f"{BOLD}{who:<10}{RESET} {text}",
             flush=True,
         )
-        time.sleep(self.pace_s)  # a person is watching…
+        await asyncio.sleep(self.pace_s)  # a person is watching…
         self.t0 += self.pace_s  # …but the timestamps show only the bridge's time
 
 
-def _wait(what: str, probe: Callable[[], Any], timeout_s: float = 20.0) -> Any:
+async def _wait(what: str, probe: Callable[[], Awaitable[Any]], timeout_s: float = 20.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        value = probe()
+        value = await probe()
         if value:
             return value
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
     raise RuntimeError(f"demo: timed out waiting for {what}")
 
 
-def play_demo(
+class _Side:
+    """One side's HTTP API (a simulator's or the gateway's), answers read as JSON."""
+
+    def __init__(self, port: int, headers: Mapping[str, str] | None = None) -> None:
+        self.http = HttpClient(
+            base_url=f"http://127.0.0.1:{port}",
+            headers=headers,
+            timeout_s=10,
+            max_answer_bytes=16 << 20,
+        )
+
+    async def answer(
+        self,
+        method: str,
+        path: str,
+        json_body: object = None,
+        params: Mapping[str, str] | None = None,
+    ) -> HttpAnswer:
+        return await self.http.request(method, path, json_body=json_body, params=params)
+
+    async def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        return (await self.answer("GET", path, params=params)).json()
+
+    async def post(self, path: str, json_body: object) -> Any:
+        return (await self.answer("POST", path, json_body)).json()
+
+
+async def play_demo(
     env: Mapping[str, str],
     infobip_port: int,
     ccaas_port: int,
@@ -46,104 +74,103 @@ def play_demo(
     pace_s: float = 0.4,
 ) -> None:
     """Plays one handover from escalation to close."""
-    infobip = httpx.Client(base_url=f"http://127.0.0.1:{infobip_port}", timeout=10)
-    ccaas = httpx.Client(base_url=f"http://127.0.0.1:{ccaas_port}", timeout=10)
-    gateway = httpx.Client(base_url=f"http://127.0.0.1:{gateway_port}", timeout=10)
+    infobip = _Side(infobip_port)
+    ccaas = _Side(ccaas_port)
     auth = {"Authorization": f"Bearer {env['CCBRIDGE_ESCALATION_TOKEN']}"}
+    gateway = _Side(gateway_port, headers=auth)
     clock = _Clock(pace_s)
     try:
         print(f"\n{BOLD}Demo: a WhatsApp chat goes from the bot to a human agent and back{RESET}")
-        conv = infobip.post(
+        conv = await infobip.post(
             "/_sim/conversations",
-            json={
+            {
                 "history": 24,
                 "channel": "WHATSAPP",
                 "endUser": "385981234567",
                 "businessSender": "447492263897",
                 "tags": [],
             },
-        ).json()
+        )
         cid = conv["id"]
-        clock.say("infobip", f"conversation {cid} with 24 bot messages of history")
+        await clock.say("infobip", f"conversation {cid} with 24 bot messages of history")
 
-        answer = gateway.post(
+        answer = await gateway.answer(
+            "POST",
             "/v1/escalations",
-            headers=auth,
-            json={"conversationId": cid, "tags": ["vip"], "metadata": {"language": "en"}},
+            {"conversationId": cid, "tags": ["vip"], "metadata": {"language": "en"}},
         )
-        clock.say(
-            "chatbot", f"POST /v1/escalations → {answer.status_code} {answer.json().get('state')}"
+        escalated: Any = answer.json()
+        await clock.say(
+            "chatbot", f"POST /v1/escalations → {answer.status} {escalated.get('state')}"
         )
 
-        def case() -> dict[str, Any] | None:
-            found = ccaas.get("/_sim/cases", params={"conversationId": cid}).json()["cases"]
+        async def case() -> dict[str, Any] | None:
+            found = (await ccaas.get("/_sim/cases", params={"conversationId": cid}))["cases"]
             return found[0] if found else None
 
-        opened = _wait("the case to open", case)
+        opened = await _wait("the case to open", case)
         case_id = opened["caseId"]
-        full = ccaas.get(f"/_sim/cases/{case_id}").json()
+        full = await ccaas.get(f"/_sim/cases/{case_id}")
         routing = opened.get("routing") or {}
-        clock.say(
+        await clock.say(
             "ccaas",
             f"{GREEN}case {case_id} opened{RESET} (queue "
             f"{routing.get('queue') or '-'}, rule {routing.get('rule')}); "
             f"transcript of {len(full['transcript'])} messages",
         )
-        case_id = opened["caseId"]
         for text in ("Hi, my parcel never arrived.", "Order 1234.", "Can a human help?"):
-            sent = infobip.post(f"/_sim/conversations/{cid}/send", json={"text": text}).json()
-            clock.say("end user", f"“{text}” → gateway {sent.get('webhook_status')}")
-        _wait(
-            "the messages at the CCaaS",
-            lambda: (
-                sum(
-                    1
-                    for m in ccaas.get(f"/_sim/cases/{case_id}").json()["messages"]
-                    if m.get("from") == "customer"
-                )
-                >= 3
-            ),
-        )
-        clock.say("ccaas", f"{GREEN}3 customer messages arrived, in order{RESET}")
+            sent = await infobip.post(f"/_sim/conversations/{cid}/send", {"text": text})
+            await clock.say("end user", f"“{text}” → gateway {sent.get('webhook_status')}")
+
+        async def customer_messages() -> bool:
+            messages = (await ccaas.get(f"/_sim/cases/{case_id}"))["messages"]
+            return sum(1 for m in messages if m.get("from") == "customer") >= 3
+
+        await _wait("the messages at the CCaaS", customer_messages)
+        await clock.say("ccaas", f"{GREEN}3 customer messages arrived, in order{RESET}")
 
         for text in ("Hello, I am Alice. Let me check.", "It ships today; tracking follows."):
-            reply = ccaas.post(
-                f"/_sim/cases/{case_id}/reply", json={"text": text, "agentName": "Alice"}
-            ).json()
-            clock.say("agent", f"“{text}” → bridge {reply.get('bridgeStatus')}")
-        sent_back = _wait(
-            "the agent replies at Infobip",
-            lambda: (lambda msgs: msgs if len(msgs) >= 2 else None)(
-                infobip.get(f"/_sim/conversations/{cid}/agent-messages").json().get("messages", [])
-            ),
-        )
+            reply = await ccaas.post(
+                f"/_sim/cases/{case_id}/reply", {"text": text, "agentName": "Alice"}
+            )
+            await clock.say("agent", f"“{text}” → bridge {reply.get('bridgeStatus')}")
+
+        async def agent_messages() -> list[dict[str, Any]] | None:
+            found = await infobip.get(f"/_sim/conversations/{cid}/agent-messages")
+            messages: list[dict[str, Any]] = found.get("messages", [])
+            return messages if len(messages) >= 2 else None
+
+        sent_back = await _wait("the agent replies at Infobip", agent_messages)
         first = sent_back[0]
-        clock.say(
+        await clock.say(
             "infobip",
             f"{GREEN}Create Message ×{len(sent_back)}{RESET} "
             f"({first.get('channel')} from {first.get('from')} to "
             f"{first.get('to')})",
         )
 
-        closed = ccaas.post(f"/_sim/cases/{case_id}/close", json={"reason": "resolved"}).json()
-        clock.say("agent", f"closes the case → bridge {closed.get('bridgeStatus')}")
-        _wait(
-            "the Infobip conversation to close",
-            lambda: infobip.get(f"/_sim/conversations/{cid}").json().get("status") == "CLOSED",
+        closed = await ccaas.post(f"/_sim/cases/{case_id}/close", {"reason": "resolved"})
+        await clock.say("agent", f"closes the case → bridge {closed.get('bridgeStatus')}")
+
+        async def conversation_closed() -> bool:
+            found = await infobip.get(f"/_sim/conversations/{cid}")
+            return bool(found.get("status") == "CLOSED")
+
+        await _wait("the Infobip conversation to close", conversation_closed)
+        await clock.say("infobip", f"{GREEN}conversation CLOSED{RESET}")
+
+        async def handover_closed() -> str | None:
+            state = (await gateway.get(f"/v1/handovers/{cid}")).get("state")
+            return "CLOSED" if state == "CLOSED" else None
+
+        state = await _wait("the handover to close", handover_closed)
+        await clock.say(
+            "ccbridge", f"handover {state}; the next chat of this user starts with the bot"
         )
-        clock.say("infobip", f"{GREEN}conversation CLOSED{RESET}")
-        state = _wait(
-            "the handover to close",
-            lambda: (lambda s: s if s == "CLOSED" else None)(
-                gateway.get(f"/v1/handovers/{cid}", headers=auth).json().get("state")
-            ),
-        )
-        clock.say("ccbridge", f"handover {state}; the next chat of this user starts with the bot")
         print(
             f"\n{BOLD}Done.{RESET} Try it yourself: the CCaaS simulator UI is at "
             f"http://127.0.0.1:{ccaas_port}/_sim/ui\n"
         )
     finally:
-        infobip.close()
-        ccaas.close()
-        gateway.close()
+        for side in (infobip, ccaas, gateway):
+            await side.http.aclose()

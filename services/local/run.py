@@ -8,6 +8,7 @@ handover plays in the terminal (see :mod:`ccbridge.services.local.demo`).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
@@ -145,7 +146,7 @@ def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
             )
             start_mesh(group, env, ports)
             _status(f"  logs: {data / 'logs'}")
-            play_demo(env, infobip_port, ccaas_port, ports["gateway"])
+            asyncio.run(play_demo(env, infobip_port, ccaas_port, ports["gateway"]))
             if not keep_running:
                 return 0
         else:

@@ -7,6 +7,7 @@ works from an installed package without the source tree.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import signal
@@ -19,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ccbridge.services.runtime.http_client import HttpClient, HttpFailure
 from ccbridge.services.runtime.ports import ADDR_ENV, DEFAULT_PORTS, PORT_ENV
 
 COMPONENT_MODULES = {
@@ -59,9 +60,15 @@ def grpc_serving(port: int, timeout_s: float = 0.5) -> bool:
 
 
 def http_ok(url: str, timeout_s: float = 0.5) -> bool:
+    """True when GET ``url`` answers 200 (from synchronous code: its own event loop)."""
+
+    async def get() -> bool:
+        async with HttpClient(timeout_s=timeout_s, max_answer_bytes=1 << 20) as client:
+            return (await client.request("GET", url)).status == 200
+
     try:
-        return httpx.get(url, timeout=timeout_s).status_code == 200
-    except httpx.HTTPError:
+        return asyncio.run(get())
+    except HttpFailure:
         return False
 
 

@@ -7,11 +7,10 @@ every call.
 
 from __future__ import annotations
 
-import json
-
 import grpc
+import orjson
 
-_SERVICE_CONFIG = json.dumps(
+_SERVICE_CONFIG = orjson.dumps(
     {
         "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
@@ -31,7 +30,7 @@ _SERVICE_CONFIG = json.dumps(
             }
         ],
     }
-)
+).decode()  # grpc takes the service config as text
 
 
 def create_channel(address: str) -> grpc.aio.Channel:

@@ -8,10 +8,11 @@ never put into log records by ccbridge code; secrets are wrapped in ``Secret``.
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import sys
 import time
+
+import orjson
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 conversation_id_var: contextvars.ContextVar[str] = contextvars.ContextVar(
@@ -51,7 +52,24 @@ class JsonFormatter(logging.Formatter):
                 doc[key] = value
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str)
+        try:
+            return orjson.dumps(doc, default=str, option=_DUMPS).decode()
+        except orjson.JSONEncodeError:
+            # A lone surrogate (text decoded with surrogateescape) or an integer beyond 64
+            # bits: the record is still written, every value as escaped text.
+            return orjson.dumps({key: _escaped(value) for key, value in doc.items()}).decode()
+
+
+# Dataclasses and datetimes go through default=str like any other object: their str is
+# what the code chose to show (Secret, a dataclass, shows '***'; orjson would write its
+# fields).
+_DUMPS = (
+    orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+)
+
+
+def _escaped(value: object) -> str:
+    return str(value).encode("utf-8", "backslashreplace").decode()
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -73,7 +91,6 @@ def configure_logging(component: str, level: str = "INFO", fmt: str = "json") ->
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Access logs of uvicorn/httpx would carry URLs with secrets (webhook path token).
+    # uvicorn's access log would carry URLs with secrets (webhook path token). The HTTP
+    # client (aiohttp) logs no request lines.
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)

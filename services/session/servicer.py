@@ -4,13 +4,13 @@ wakes the local worker so delivery starts without waiting for the next poll."""
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
+import orjson
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ccbridge.common.v1 import common_pb2
@@ -110,7 +110,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             self.worker.wake(cids, lanes)
 
     async def to_proto(self, rec: HandoverRecord) -> session_pb2.Handover:
-        routing = json.loads(rec.get("routing", "{}") or "{}")
+        routing = orjson.loads(rec.get("routing", "{}") or "{}")
         inbox, outbox = await self.store.queue_lengths(rec.conversation_id)
         return session_pb2.Handover(
             conversation_id=rec.conversation_id,
@@ -349,7 +349,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         msg.author_type = msg.author_type or "AGENT"
         msg.content_type = msg.content_type or "TEXT"
         try:
-            content = json.loads(msg.content_json or "null")
+            content = orjson.loads(msg.content_json or "null")
         except ValueError:
             raise InvalidHandoverRequest("message.content_json must be a JSON object") from None
         if not isinstance(content, dict) or not content:

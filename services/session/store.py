@@ -42,13 +42,13 @@ reconciler, so the layout works unchanged on Redis Cluster.
 from __future__ import annotations
 
 import enum
-import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
@@ -270,11 +270,11 @@ class HandoverRecord:
 
     @property
     def tags(self) -> list[str]:
-        return list(json.loads(self.get("tags", "[]")))
+        return list(orjson.loads(self.get("tags", "[]")))
 
     @property
     def metadata(self) -> dict[str, str]:
-        return dict(json.loads(self.get("metadata", "{}")))
+        return dict(orjson.loads(self.get("metadata", "{}")))
 
 
 @dataclass(frozen=True)
@@ -413,7 +413,11 @@ class SessionStore:
         ts = now_ms()
         created, _state = await self._create(
             keys=[self.k_h(cid)],
-            args=[ts, json.dumps(list(tags)), json.dumps(metadata, sort_keys=True)],
+            args=[
+                ts,
+                orjson.dumps(list(tags)),
+                orjson.dumps(metadata, option=orjson.OPT_SORT_KEYS),
+            ],
         )
         if int(created):
             await self._index(cid, "OPENING", None, ts, due=(Lane.INBOX,))

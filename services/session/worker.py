@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 
 import grpc
+import orjson
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
@@ -411,7 +411,7 @@ class ConversationWorker:
             "external_id": external_id,
             # Compact, without empty values and without the connector (its own field):
             # short values keep the hash a listpack (see store.py).
-            "routing": json.dumps(
+            "routing": orjson.dumps(
                 {
                     key: value
                     for key, value in (
@@ -422,8 +422,7 @@ class ConversationWorker:
                     )
                     if value
                 },
-                separators=(",", ":"),
-            ),
+            ).decode(),
             "failure_reason": "",
             "open_attempts": "0",
             "opened_at": str(now_ms()),
@@ -626,7 +625,7 @@ class ConversationWorker:
             raise Failure("end-user address unknown (no inbound message seen yet)", retryable=False)
         content_type = message.content_type or "TEXT"
         try:
-            content = json.loads(message.content_json or "{}")
+            content = orjson.loads(message.content_json or "{}")
         except ValueError:
             raise Failure("agent message content is not JSON", retryable=False) from None
         parts = [content]

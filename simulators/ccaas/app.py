@@ -24,13 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from ccbridge.services.runtime.http_client import HttpClient, HttpFailure
 from ccbridge.simulators.ccaas.state import Answer, CaseClosed, CaseNotFound, CcaasState
 from ccbridge.simulators.json_response import JsonResponse
 
@@ -41,6 +41,8 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_BATCH_EVENTS = 100
 SKIPPED = "skipped: an earlier event of this case failed"
 BRIDGE_TIMEOUT_S = 10.0
+# The bridge answers a small JSON document; anything larger is a broken bridge.
+BRIDGE_ANSWER_BYTES = 1 << 20
 EVENT_TYPES = ("case.open", "case.message", "case.close")
 _UI_HTML = Path(__file__).with_name("ui.html")
 
@@ -299,17 +301,19 @@ def create_app(
             "X-Ccbridge-Signature": signature(secrets[0], ts, body),
         }
         try:
-            async with httpx.AsyncClient(timeout=BRIDGE_TIMEOUT_S) as client:
-                response = await client.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            async with HttpClient(
+                timeout_s=BRIDGE_TIMEOUT_S, max_answer_bytes=BRIDGE_ANSWER_BYTES
+            ) as client:
+                response = await client.request("POST", url, body=body, headers=headers)
+        except HttpFailure as exc:
             sim.record_webhook(event=event, status=0, error=type(exc).__name__)
             return 0, f"bridge unreachable ({type(exc).__name__})"
         try:
-            answer: Any = orjson.loads(response.content)
+            answer: Any = orjson.loads(response.body)
         except orjson.JSONDecodeError:
-            answer = response.text[:2000]
-        sim.record_webhook(event=event, status=response.status_code, answer=answer)
-        return response.status_code, answer
+            answer = response.body[:2000].decode(errors="replace")
+        sim.record_webhook(event=event, status=response.status, answer=answer)
+        return response.status, answer
 
     async def _control_body(request: Request) -> dict[str, Any]:
         raw = await request.body()

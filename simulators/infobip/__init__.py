@@ -2,7 +2,7 @@
 paths and documented behaviour), the Subscriptions API call that registers the events
 webhook, and a ``/_sim/`` control API for tests, benchmarks and the demo.
 
-Run in-process with ``httpx.ASGITransport(create_app(state))`` or as a process with
+Run in-process under an ASGI transport (tests) or as a process with
 ``python -m ccbridge.simulators.infobip --port N``.
 """
 

@@ -74,7 +74,7 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
     """Builds the simulator app around ``state`` (a fresh one when None).
 
     The app's lifespan closes the state's webhook client on shutdown; when the app runs
-    under ``httpx.ASGITransport`` (no lifespan), call ``await state.aclose()`` yourself.
+    under an ASGI transport without its lifespan (tests), call ``await state.aclose()`` yourself.
     """
     sim = state if state is not None else InfobipSimState()
     expected = f"App {api_key}".encode()

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
-
 from ccbridge.simulators.infobip.webhooks import Delivery, WebhookSender
 
 MAX_LIMIT = 999
@@ -304,8 +302,8 @@ class InfobipSimState:
 
     ``webhook_url`` is the legacy account webhook (also settable through Update Account
     Configuration), ``page_delay_ms`` delays every Get Messages page (benchmarks),
-    ``webhook_transport`` routes the simulator's webhook POSTs (e.g. an
-    ``httpx.ASGITransport`` of an in-process gateway), ``webhook_timeout_s`` bounds them.
+    ``webhook_timeout_s`` bounds each webhook POST (sent over real HTTP, with the
+    product's :class:`~ccbridge.services.runtime.http_client.HttpClient`).
     """
 
     def __init__(
@@ -314,14 +312,13 @@ class InfobipSimState:
         webhook_url: str | None = None,
         page_delay_ms: int = 0,
         webhook_timeout_s: float = 5.0,
-        webhook_transport: httpx.AsyncBaseTransport | None = None,
         seed: int | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self.initial_webhook_url = webhook_url
         self.initial_page_delay_ms = page_delay_ms
-        self.sender = WebhookSender(timeout_s=webhook_timeout_s, transport=webhook_transport)
+        self.sender = WebhookSender(timeout_s=webhook_timeout_s)
         self._reset_locked()
 
     async def aclose(self) -> None:

@@ -19,8 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
 import orjson
+
+from ccbridge.services.runtime.http_client import HttpClient, HttpFailure
 
 log = logging.getLogger(__name__)
 
@@ -75,21 +76,15 @@ class DeliveryResult:
 
 
 class WebhookSender:
-    """POSTs deliveries with one shared httpx client (created on first use, closed by
-    :meth:`aclose`), each with a timeout; failures are reported, not raised."""
+    """POSTs deliveries with one shared :class:`HttpClient` (closed by :meth:`aclose`,
+    reopened on next use), each bounded by ``timeout_s``; failures are reported, not
+    raised."""
 
-    def __init__(self, *, timeout_s: float, transport: httpx.AsyncBaseTransport | None) -> None:
+    def __init__(self, *, timeout_s: float) -> None:
         self._timeout_s = timeout_s
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        # The gateway answers a few bytes of JSON; the body is not read by anyone.
+        self._http = HttpClient(timeout_s=timeout_s, max_answer_bytes=1 << 20)
         self._background: set[asyncio.Task[list[DeliveryResult]]] = set()
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self._timeout_s), transport=self._transport
-            )
-        return self._client
 
     async def post(self, delivery: Delivery) -> DeliveryResult:
         body = orjson.dumps(delivery.body)
@@ -102,13 +97,12 @@ class WebhookSender:
                 pair = f"{subscription.username}:{subscription.password}".encode()
                 headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         try:
-            async with asyncio.timeout(self._timeout_s):
-                response = await self._http().post(delivery.url, content=body, headers=headers)
-        except (TimeoutError, httpx.HTTPError) as exc:
+            answer = await self._http.request("POST", delivery.url, body=body, headers=headers)
+        except HttpFailure as exc:
             # The URL is not logged: the legacy webhook path carries a secret token.
             log.warning("%s webhook POST failed: %s", delivery.kind, type(exc).__name__)
             return DeliveryResult(delivery.kind, delivery.url, None, type(exc).__name__)
-        return DeliveryResult(delivery.kind, delivery.url, response.status_code)
+        return DeliveryResult(delivery.kind, delivery.url, answer.status)
 
     async def post_all(self, deliveries: Iterable[Delivery]) -> list[DeliveryResult]:
         """POSTs in order (the legacy webhook first), one after the other."""
@@ -130,6 +124,4 @@ class WebhookSender:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._http.aclose()

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from ccbridge.simulators.infobip import SIGNATURE_HEADER
+from tests.simulators.ccaas.support import serve_app
 from tests.simulators.infobip.harness import API_KEY, Receiver, Sim, running_sim
 
 AUTH = {"Authorization": f"App {API_KEY}"}
@@ -233,12 +234,13 @@ async def test_failure_injection(sim: Sim) -> None:
 
 async def test_send_posts_legacy_webhook_and_signed_event() -> None:
     receiver = Receiver()
-    async with running_sim(webhook_transport=httpx.ASGITransport(app=receiver.app())) as sim:
+    # The receiver is served on loopback: the simulator POSTs with the product's client.
+    async with serve_app(receiver.app()) as receiver_url, running_sim() as sim:
         conversation = await new_conversation(sim, history=3)
         cid = conversation["id"]
         configured = await sim.http.put(
             "/ccaas/1/account/configuration",
-            json={"webhookUrl": "http://gw.test/webhooks/infobip/tok"},
+            json={"webhookUrl": f"{receiver_url}/webhooks/infobip/tok"},
             headers=AUTH,
         )
         assert configured.json()["statusCode"] == "SUCCESS"
@@ -248,7 +250,7 @@ async def test_send_posts_legacy_webhook_and_signed_event() -> None:
             "events": ["CONVERSATION_MESSAGE_RECEIVED", "CONVERSATION_STATUS_UPDATED"],
             "profile": {
                 "profileId": "ccbridge-profile",
-                "webhook": {"notifyUrl": "http://gw.test/webhooks/infobip/events"},
+                "webhook": {"notifyUrl": f"{receiver_url}/webhooks/infobip/events"},
                 "security": {
                     "authId": "a",
                     "type": "HMAC",
