@@ -215,7 +215,9 @@ class Backends:
             raise BackendsNotOpen("gateway backends are not open")
         return self._connector
 
-    async def call(self, rpc: str, method: Callable[..., Awaitable[Resp]], request: Req) -> Resp:
+    async def call(
+        self, rpc: str, method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp], request: Req
+    ) -> Resp:
         """Calls one unary RPC with the deadline and ``x-request-id`` metadata.
 
         Raises ``grpc.aio.AioRpcError`` on failure (counted by code); callers map it.
