@@ -177,8 +177,8 @@ class Backends:
         session_channel = create_channel(self._settings.session_addr)
         connector_channel = create_channel(self._settings.connector_addr)
         self._channels = [session_channel, connector_channel]
-        self._session = session_pb2_grpc.SessionServiceStub(session_channel)  # type: ignore[assignment]
-        self._connector = connector_pb2_grpc.ConnectorServiceStub(connector_channel)  # type: ignore[assignment]
+        self._session = session_pb2_grpc.SessionServiceStub(session_channel)
+        self._connector = connector_pb2_grpc.ConnectorServiceStub(connector_channel)
         self._health = [
             ("session", health_pb2_grpc.HealthStub(session_channel)),
             ("connector", health_pb2_grpc.HealthStub(connector_channel)),
@@ -215,7 +215,9 @@ class Backends:
             raise BackendsNotOpen("gateway backends are not open")
         return self._connector
 
-    async def call(self, rpc: str, method: Callable[..., Awaitable[Resp]], request: Req) -> Resp:
+    async def call(
+        self, rpc: str, method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp], request: Req
+    ) -> Resp:
         """Calls one unary RPC with the deadline and ``x-request-id`` metadata.
 
         Raises ``grpc.aio.AioRpcError`` on failure (counted by code); callers map it.

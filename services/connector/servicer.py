@@ -36,7 +36,11 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
         return adapter
 
     async def OpenCase(
-        self, request: connector_pb2.OpenCaseRequest, context: grpc.aio.ServicerContext
+        self,
+        request: connector_pb2.OpenCaseRequest,
+        context: grpc.aio.ServicerContext[
+            connector_pb2.OpenCaseRequest, connector_pb2.OpenCaseResponse
+        ],
     ) -> connector_pb2.OpenCaseResponse:
         adapter = self._adapter(request.connector)
         if not request.HasField("case") or not request.case.conversation_id:
@@ -67,7 +71,9 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
     async def PostCustomerMessage(
         self,
         request: connector_pb2.PostCustomerMessageRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[
+            connector_pb2.PostCustomerMessageRequest, connector_pb2.PostCustomerMessageResponse
+        ],
     ) -> connector_pb2.PostCustomerMessageResponse:
         adapter = self._adapter(request.connector)
         if not request.external_id:
@@ -85,7 +91,9 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
     async def PostCustomerMessages(
         self,
         request: connector_pb2.PostCustomerMessagesRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[
+            connector_pb2.PostCustomerMessagesRequest, connector_pb2.PostCustomerMessagesResponse
+        ],
     ) -> connector_pb2.PostCustomerMessagesResponse:
         adapter = self._adapter(request.connector)
         cases: list[CaseMessages] = []
@@ -135,7 +143,11 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
         return connector_pb2.PostCustomerMessagesResponse(results=results)
 
     async def CloseCase(
-        self, request: connector_pb2.CloseCaseRequest, context: grpc.aio.ServicerContext
+        self,
+        request: connector_pb2.CloseCaseRequest,
+        context: grpc.aio.ServicerContext[
+            connector_pb2.CloseCaseRequest, connector_pb2.CloseCaseResponse
+        ],
     ) -> connector_pb2.CloseCaseResponse:
         adapter = self._adapter(request.connector)
         if not request.external_id:
@@ -147,7 +159,11 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
         return connector_pb2.CloseCaseResponse(already_closed=already)
 
     async def HandleWebhook(
-        self, request: connector_pb2.HandleWebhookRequest, context: grpc.aio.ServicerContext
+        self,
+        request: connector_pb2.HandleWebhookRequest,
+        context: grpc.aio.ServicerContext[
+            connector_pb2.HandleWebhookRequest, connector_pb2.HandleWebhookResponse
+        ],
     ) -> connector_pb2.HandleWebhookResponse:
         # The name comes from the URL path (/webhooks/ccaas/{connector}): unknown → 404.
         if request.connector and request.connector not in self.adapters:
@@ -175,7 +191,11 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
         )
 
     async def ListConnectors(
-        self, request: connector_pb2.ListConnectorsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: connector_pb2.ListConnectorsRequest,
+        context: grpc.aio.ServicerContext[
+            connector_pb2.ListConnectorsRequest, connector_pb2.ListConnectorsResponse
+        ],
     ) -> connector_pb2.ListConnectorsResponse:
         return connector_pb2.ListConnectorsResponse(
             connectors=[

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Any
+
+import grpc
 
 from ccbridge.history.v1 import history_pb2, history_pb2_grpc
 from ccbridge.services.history.settings import MAX_HISTORY_LIMIT
@@ -37,7 +38,11 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
         self._default_limit = default_limit
 
     async def GetTranscript(
-        self, request: history_pb2.GetTranscriptRequest, context: Any
+        self,
+        request: history_pb2.GetTranscriptRequest,
+        context: grpc.aio.ServicerContext[
+            history_pb2.GetTranscriptRequest, history_pb2.GetTranscriptResponse
+        ],
     ) -> history_pb2.GetTranscriptResponse:
         cid = request.conversation_id.strip()
         if not cid:
@@ -114,7 +119,9 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
     async def AnnotateConversation(
         self,
         request: history_pb2.AnnotateConversationRequest,
-        context: Any,
+        context: grpc.aio.ServicerContext[
+            history_pb2.AnnotateConversationRequest, history_pb2.AnnotateConversationResponse
+        ],
     ) -> history_pb2.AnnotateConversationResponse:
         cid = request.conversation_id.strip()
         if not cid:

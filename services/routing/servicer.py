@@ -37,13 +37,17 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         self.store = store
 
     async def Route(
-        self, request: routing_pb2.RouteRequest, context: grpc.aio.ServicerContext
+        self,
+        request: routing_pb2.RouteRequest,
+        context: grpc.aio.ServicerContext[routing_pb2.RouteRequest, routing_pb2.RouteResponse],
     ) -> routing_pb2.RouteResponse:
         decision = self.store.rules.route(facts_from_context(request.context))
         return routing_pb2.RouteResponse(decision=decision_to_proto(decision))
 
     async def Explain(
-        self, request: routing_pb2.ExplainRequest, context: grpc.aio.ServicerContext
+        self,
+        request: routing_pb2.ExplainRequest,
+        context: grpc.aio.ServicerContext[routing_pb2.ExplainRequest, routing_pb2.ExplainResponse],
     ) -> routing_pb2.ExplainResponse:
         rules = self.store.rules
         decision, evaluations = rules.explain(facts_from_context(request.context))

@@ -39,7 +39,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, cast
 
 import grpc
 
@@ -86,7 +86,7 @@ class _StreamEnded(Exception):
 class _Stream(Generic[Req, Ans]):
     """One stream call: writes batches, resolves their answers by batch id."""
 
-    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+    def __init__(self, call: grpc.aio.StreamStreamCall[Req, Ans]) -> None:
         self.call = call
         self.opened = time.monotonic()
         self.taking = True  # False: retired or ended, no new batch
@@ -112,9 +112,11 @@ class _Stream(Generic[Req, Ans]):
         error: grpc.aio.AioRpcError | None = None
         try:
             while True:
-                answer = await self.call.read()
-                if answer is grpc.aio.EOF:
+                read = await self.call.read()
+                if read is grpc.aio.EOF:
                     break
+                # The stubs type read() as ``object`` (EOF's class is private).
+                answer = cast(Ans, read)
                 future = self.pending.pop(answer.batch_id, None)
                 if future is not None and not future.done():
                     future.set_result(answer)
@@ -161,7 +163,7 @@ class BatchStreams(Generic[Req, Ans]):
 
     def __init__(
         self,
-        open_call: Callable[[], grpc.aio.StreamStreamCall],
+        open_call: Callable[[], grpc.aio.StreamStreamCall[Req, Ans]],
         *,
         name: str,
         streams: int = STREAMS,

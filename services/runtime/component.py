@@ -50,15 +50,16 @@ class ServiceSettings(Protocol):
 
 
 S = TypeVar("S", bound=ServiceSettings)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Servicer:
+class Servicer(Generic[T]):
     """One gRPC servicer: the generated ``add_<Service>Servicer_to_server`` function, the
     servicer object and the service's full name (health and reflection use it)."""
 
-    add: Callable[[Any, grpc.aio.Server], None]
-    servicer: object
+    add: Callable[[T, grpc.aio.Server], None]
+    servicer: T
     name: str
 
 
@@ -79,7 +80,7 @@ class Component(Generic[P]):
     (e.g. ending long-lived streams so their callers reconnect elsewhere)."""
 
     name: str
-    servicers: Sequence[Servicer]
+    servicers: Sequence[Servicer[Any]]
     metrics: CollectorRegistry
     parts: P
     ready: ReadyCheck | None = None

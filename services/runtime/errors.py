@@ -21,7 +21,11 @@ import grpc
 class CcbridgeError(Exception):
     """Base of every ccbridge error. ``code`` is the gRPC status it maps to."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    # Read-only, so that a subclass may set it as a class attribute or compute it
+    # (FarSideError).
+    @property
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.INTERNAL
 
 
 class InvalidArgument(CcbridgeError):

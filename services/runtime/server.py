@@ -28,7 +28,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -64,6 +64,8 @@ _REDIS_TRANSIENT_REPLIES = (
     "BUSY ",
 )
 ReadyCheck = Callable[[], Awaitable[bool]]
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ def status_for(exc: BaseException) -> Status:
     return Status(grpc.StatusCode.INTERNAL, "internal error")
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
     status = status_for(exc)
     trailers = [_NO_CHANNEL_RETRY]
     if status.retry_after is not None:
@@ -127,14 +129,16 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     await context.abort(status.code, status.message)
 
 
-class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):
     """Sets request context variables and applies the error policy, for every handler kind."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Req, Resp] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Req, Resp] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
@@ -148,21 +152,26 @@ class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mi
             cid = getattr(request, "conversation_id", "")
             conversation_id_var.set(cid if isinstance(cid, str) else "")
 
+        # The stubs type a handler's behaviour for the sync server; under grpc.aio it is a
+        # coroutine or async generator function taking a grpc.aio.ServicerContext.
+        own: Callable[..., Any] | None
         if handler.request_streaming and handler.response_streaming:
-            inner, make = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+            own, make = handler.stream_stream, grpc.stream_stream_rpc_method_handler
         elif handler.request_streaming:
-            inner, make = handler.stream_unary, grpc.stream_unary_rpc_method_handler
+            own, make = handler.stream_unary, grpc.stream_unary_rpc_method_handler
         elif handler.response_streaming:
-            inner, make = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+            own, make = handler.unary_stream, grpc.unary_stream_rpc_method_handler
         else:
-            inner, make = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+            own, make = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+        assert own is not None  # grpc sets the behaviour of the handler's kind
+        inner: Callable[..., Any] = own  # not narrowed back to the stubs' sync type
         # A streaming request has no single message to take the conversation id from.
         first = (lambda request: None) if handler.request_streaming else (lambda request: request)
 
         if handler.response_streaming and inspect.isasyncgenfunction(inner):
 
             async def streamed(
-                request: Any, context: grpc.aio.ServicerContext
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
                 enter(first(request))
                 try:
@@ -176,7 +185,7 @@ class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mi
             behaviour: Callable[..., Any] = streamed
         else:
 
-            async def called(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def called(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 enter(first(request))
                 try:
                     return await inner(request, context)

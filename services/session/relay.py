@@ -88,7 +88,7 @@ class InboxRelay:
     def __init__(
         self,
         store: SessionStore,
-        connector: connector_pb2_grpc.ConnectorServiceStub,
+        connector: connector_pb2_grpc.ConnectorServiceAsyncStub,
         delivery: Delivery,
         *,
         lease_ttl_ms: int,

@@ -149,7 +149,11 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
 
     # -- RPCs ------------------------------------------------------------------------------
     async def Escalate(
-        self, request: session_pb2.EscalateRequest, context: grpc.aio.ServicerContext
+        self,
+        request: session_pb2.EscalateRequest,
+        context: grpc.aio.ServicerContext[
+            session_pb2.EscalateRequest, session_pb2.EscalateResponse
+        ],
     ) -> session_pb2.EscalateResponse:
         cid = _check_cid(request.conversation_id)
         if len(request.tags) > 50 or any(not t or len(t) > 100 for t in request.tags):
@@ -164,14 +168,18 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return session_pb2.EscalateResponse(handover=await self.to_proto(rec), created=created)
 
     async def Ingest(
-        self, request: session_pb2.IngestRequest, context: grpc.aio.ServicerContext
+        self,
+        request: session_pb2.IngestRequest,
+        context: grpc.aio.ServicerContext[session_pb2.IngestRequest, session_pb2.IngestResponse],
     ) -> session_pb2.IngestResponse:
         return session_pb2.IngestResponse(results=await self._ingest(request.messages))
 
     async def IngestStream(
         self,
         request_iterator: AsyncIterator[session_pb2.IngestStreamRequest],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[
+            session_pb2.IngestStreamRequest, session_pb2.IngestStreamResponse
+        ],
     ) -> AsyncIterator[session_pb2.IngestStreamResponse]:
         """Batches in order, each answered once stored (or with its error); see the proto."""
         rpc_var.set("IngestStream")
@@ -219,7 +227,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def ReportCaseEvents(
         self,
         request: session_pb2.ReportCaseEventsRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[
+            session_pb2.ReportCaseEventsRequest, session_pb2.ReportCaseEventsResponse
+        ],
     ) -> session_pb2.ReportCaseEventsResponse:
         accepted = duplicates = ignored = 0
         replies: list[str] = []  # conversations given an agent message (outbox lane)
@@ -263,7 +273,11 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         )
 
     async def GetHandover(
-        self, request: session_pb2.GetHandoverRequest, context: grpc.aio.ServicerContext
+        self,
+        request: session_pb2.GetHandoverRequest,
+        context: grpc.aio.ServicerContext[
+            session_pb2.GetHandoverRequest, session_pb2.GetHandoverResponse
+        ],
     ) -> session_pb2.GetHandoverResponse:
         cid = request.conversation_id
         if not cid:
@@ -279,7 +293,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def ListHandovers(
         self,
         request: session_pb2.ListHandoversRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[
+            session_pb2.ListHandoversRequest, session_pb2.ListHandoversResponse
+        ],
     ) -> session_pb2.ListHandoversResponse:
         state = _STATE_NAMES.get(request.state)
         if state is None:
@@ -299,7 +315,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def CloseHandover(
         self,
         request: session_pb2.CloseHandoverRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[
+            session_pb2.CloseHandoverRequest, session_pb2.CloseHandoverResponse
+        ],
     ) -> session_pb2.CloseHandoverResponse:
         cid = _check_cid(request.conversation_id)
         by = {
@@ -335,7 +353,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def SendAgentMessage(
         self,
         request: session_pb2.SendAgentMessageRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[
+            session_pb2.SendAgentMessageRequest, session_pb2.SendAgentMessageResponse
+        ],
     ) -> session_pb2.SendAgentMessageResponse:
         cid = _check_cid(request.conversation_id)
         rec = await self._load(cid)
@@ -362,7 +382,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def RetryHandover(
         self,
         request: session_pb2.RetryHandoverRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[
+            session_pb2.RetryHandoverRequest, session_pb2.RetryHandoverResponse
+        ],
     ) -> session_pb2.RetryHandoverResponse:
         cid = _check_cid(request.conversation_id)
         ok, prev = await self.store.transition(
@@ -383,7 +405,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def ListDeadLetters(
         self,
         request: session_pb2.ListDeadLettersRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[
+            session_pb2.ListDeadLettersRequest, session_pb2.ListDeadLettersResponse
+        ],
     ) -> session_pb2.ListDeadLettersResponse:
         size = _page_size(request.page_size)
         offset = _page_offset(request.page_token)
@@ -409,7 +433,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def ReplayDeadLetter(
         self,
         request: session_pb2.ReplayDeadLetterRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[
+            session_pb2.ReplayDeadLetterRequest, session_pb2.ReplayDeadLetterResponse
+        ],
     ) -> session_pb2.ReplayDeadLetterResponse:
         if not request.id:
             raise InvalidHandoverRequest("id is required")

@@ -83,9 +83,9 @@ class Peers:
 
     def __init__(
         self,
-        history: history_pb2_grpc.HistoryServiceStub,
-        routing: routing_pb2_grpc.RoutingServiceStub,
-        connector: connector_pb2_grpc.ConnectorServiceStub,
+        history: history_pb2_grpc.HistoryServiceAsyncStub,
+        routing: routing_pb2_grpc.RoutingServiceAsyncStub,
+        connector: connector_pb2_grpc.ConnectorServiceAsyncStub,
         infobip: InfobipClient,
     ) -> None:
         self.history = history
