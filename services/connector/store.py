@@ -3,11 +3,9 @@
 
 =======================================  ==================================================
 ``ccb:connector:poll-lease:{name}``      the right of one replica to poll a poll-mode
-                                         connector (fencing token), renewed every cycle;
-                                         ``ccb:connector:poll-fence:{name}`` its counter
+                                         connector (fencing token), renewed every cycle
 ``ccb:rt:cursor:{queue}``                RT: highest transaction id handled in a queue
-``ccb:rt:lease:{queue}``                 RT: the right to poll a queue (fencing token);
-                                         ``ccb:rt:fence:{queue}`` its counter
+``ccb:rt:lease:{queue}``                 RT: the right to poll a queue (fencing token)
 ``ccb:rt:queues``                        RT: set of queues tickets were opened in
 ``ccb:rt:open:{conversation}``           RT: lock of one conversation's ticket creation
 ``ccb:rt:msg:{conversation}:<key>``      RT: a posted customer message's transaction id
@@ -42,7 +40,6 @@ class ConnectorStore:
         return Lease(
             self.redis,
             f"{self.p}:connector:poll-lease:{{{connector}}}",
-            f"{self.p}:connector:poll-fence:{{{connector}}}",
             max(int(ttl_s * 1000), 1000),
             guard_key=f"ccbridge:connector:poll-lease:{{{connector}}}",
         )
@@ -57,7 +54,6 @@ class ConnectorStore:
         return Lease(
             self.redis,
             f"{self.p}:rt:lease:{{{queue}}}",
-            f"{self.p}:rt:fence:{{{queue}}}",
             ttl_ms,
         )
 

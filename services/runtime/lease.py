@@ -1,11 +1,16 @@
 """The one lease implementation: who may work on a key family, fenced by a token.
 
 A lease is a Redis string ``key`` holding its holder's fencing token, with a TTL. The
-token is ``INCR`` of the lease's ``fence`` key, so every holder of one lease gets a
-larger number than the one before it: a paused holder that wakes up after its lease
-expired still has its old number, and every write guarded by the lease (in Lua, with
-:data:`LEASE_LUA`'s ``lease_held``) refuses it. Whatever the far side can be told (an
-idempotency key, a "sending" mark) can carry the number too.
+token is the Redis server's clock in microseconds when the lease was taken, so every
+holder of one lease gets another number than the one before it (one ``SET NX`` per key
+succeeds at a time, and a lease lives at least milliseconds), larger as long as the
+primary's clock runs forward: a paused holder that wakes up after its lease expired
+still has its old number, and every write guarded by the lease (in Lua, with
+:data:`LEASE_LUA`'s ``lease_held``, which compares for equality, so even a failover to a
+replica whose clock lags cannot let an old number pass) refuses it. The token needs no
+key of its own: an idle key family (an idle handover) keeps nothing for its leases.
+Whatever the far side can be told (an idempotency key, a "sending" mark) can carry the
+number too.
 
 Session's delivery lanes, the connector's poll lease and RT's queue leases all use it:
 their scripts start with :data:`LEASE_LUA` and call its functions, and :class:`Lease` is
@@ -24,32 +29,28 @@ import redis.asyncio as aioredis
 GUARD = "lease-v2"
 """The value a guarded old-style lease key holds while new-style leases are held."""
 
-FENCE_TTL_MS = 30 * 86400 * 1000
-"""Fence counters expire after this long without an acquire (a holder paused longer
-than that is not a concern), so finished key families leave nothing behind."""
-
 LEASE_LUA = f"""
 local function lease_guard(guard, ttl)
   local owner = redis.call('GET', guard)
   if owner and owner ~= '{GUARD}' then return end
   if redis.call('PTTL', guard) < tonumber(ttl) then
-    redis.call('SET', guard, '{GUARD}', 'PX', ttl)
+    redis.call('SET', guard, '{GUARD}', 'PX', 2 * tonumber(ttl))
   end
 end
-local function lease_acquire(key, fence, ttl, guard)
+local function lease_acquire(key, ttl, guard)
   local owner = false
   if guard then
     owner = redis.call('GET', guard)
     if owner and owner ~= '{GUARD}' then return false end
   end
-  -- A refused SET NX burns a number: tokens stay increasing, gaps do not matter.
-  local token = redis.call('INCR', fence)
-  redis.call('PEXPIRE', fence, {FENCE_TTL_MS})
+  local now = redis.call('TIME')
+  local token = now[1] .. string.format('%06d', tonumber(now[2]))
   if not redis.call('SET', key, token, 'NX', 'PX', ttl) then return false end
+  -- The guard lives two TTLs, so most acquisitions only read it (one write per TTL).
   if guard and (not owner or redis.call('PTTL', guard) < tonumber(ttl)) then
-    redis.call('SET', guard, '{GUARD}', 'PX', ttl)
+    redis.call('SET', guard, '{GUARD}', 'PX', 2 * tonumber(ttl))
   end
-  return tostring(token)
+  return token
 end
 local function lease_held(key, token)
   return redis.call('GET', key) == token
@@ -67,12 +68,12 @@ local function lease_release(key, token)
 end
 """
 """Lua functions for scripts guarded by a lease (prepend to the script):
-``lease_acquire(key, fence, ttl_ms, guard?)`` → token or false,
+``lease_acquire(key, ttl_ms, guard?)`` → token or false,
 ``lease_held(key, token)``, ``lease_renew(key, token, ttl_ms, guard?)`` → 1/0,
 ``lease_release(key, token)`` → 1/0. A guard, once taken, is never deleted: it expires
-at most one TTL after the last new-style holder let go."""
+at most two TTLs after the last new-style holder let go."""
 
-_ACQUIRE = LEASE_LUA + "return lease_acquire(KEYS[1], KEYS[2], ARGV[1], KEYS[3])"
+_ACQUIRE = LEASE_LUA + "return lease_acquire(KEYS[1], ARGV[1], KEYS[2])"
 _RENEW = LEASE_LUA + "return lease_renew(KEYS[1], ARGV[1], ARGV[2], KEYS[2])"
 _RELEASE = LEASE_LUA + "return lease_release(KEYS[1], ARGV[1])"
 
@@ -95,13 +96,11 @@ class Lease:
         self,
         redis: aioredis.Redis,
         key: str,
-        fence_key: str,
         ttl_ms: int,
         *,
         guard_key: str | None = None,
     ) -> None:
         self.key = key
-        self.fence_key = fence_key
         self.guard_key = guard_key
         self.ttl_ms = ttl_ms
         self.token: str | None = None
@@ -114,9 +113,7 @@ class Lease:
 
     async def acquire(self) -> str | None:
         """Takes the lease when free; returns the new fencing token or None."""
-        raw = await self._acquire(
-            keys=[self.key, self.fence_key, *self._guard()], args=[self.ttl_ms]
-        )
+        raw = await self._acquire(keys=[self.key, *self._guard()], args=[self.ttl_ms])
         self.token = _text(raw) if raw is not None else None
         return self.token
 

@@ -14,7 +14,6 @@ live in one Redis Cluster slot):
 ``ccb:lease:in:{cid}``         string: fencing token of the inbox lane's holder (inbox
                                delivery, opening and closing the case)
 ``ccb:lease:out:{cid}``        string: fencing token of the outbox lane's holder
-``ccb:fence:in|out:{cid}``     string: the lanes' fencing counters (runtime/lease.py)
 ``ccb:lease:{cid}``            string: the one lease of releases up to d3ac8b9; held as a
                                guard while a lane lease is (rolling upgrades)
 ``ccb:ext:{connector:extid}``  string: reverse index case → conversation id
@@ -192,21 +191,21 @@ return 3
 """
 
 # A lane step's start: takes the lane's lease and reads the record and both queue
-# lengths. KEYS: lease, fence, v1 lease (guard), h, in, out   ARGV: lease ttl ms
+# lengths. KEYS: lease, v1 lease (guard), h, in, out   ARGV: lease ttl ms
 # Returns {token or '', record as a flat field/value list, inbox length, outbox length}.
 _BEGIN = (
     LEASE_LUA
     + """
-local token = lease_acquire(KEYS[1], KEYS[2], ARGV[1], KEYS[3])
-return {token or '', redis.call('HGETALL', KEYS[4]), redis.call('LLEN', KEYS[5]),
-  redis.call('LLEN', KEYS[6])}
+local token = lease_acquire(KEYS[1], ARGV[1], KEYS[2])
+return {token or '', redis.call('HGETALL', KEYS[3]), redis.call('LLEN', KEYS[4]),
+  redis.call('LLEN', KEYS[5])}
 """
 )
 
 # The relay's claim (services/session/relay.py): takes a conversation's inbox lease and
 # reads its inbox head, but only when the conversation is on the fast path: ACTIVE with a
 # case, inbox not in back-off. Everything else goes to the inbox lane's full step.
-# KEYS: h, lease, fence, v1 lease (guard), in   ARGV: lease ttl ms, window, now ms
+# KEYS: h, lease, v1 lease (guard), in   ARGV: lease ttl ms, window, now ms
 # Returns {2} (not for the relay), {0} (leased elsewhere) or
 # {1, token, connector, external_id, in_attempts, {head messages}}.
 _CLAIM = (
@@ -216,9 +215,9 @@ local f = redis.call('HMGET', KEYS[1], 'state', 'connector', 'external_id', 'in_
   'in_attempts')
 if f[1] ~= 'ACTIVE' or not f[3] then return {2} end
 if (f[4] and tonumber(f[4]) or 0) > tonumber(ARGV[3]) then return {2} end
-local head = redis.call('LRANGE', KEYS[5], 0, tonumber(ARGV[2]) - 1)
+local head = redis.call('LRANGE', KEYS[4], 0, tonumber(ARGV[2]) - 1)
 if #head == 0 then return {2} end
-local token = lease_acquire(KEYS[2], KEYS[3], ARGV[1], KEYS[4])
+local token = lease_acquire(KEYS[2], ARGV[1], KEYS[3])
 if not token then return {0} end
 return {1, token, f[2] or '', f[3], f[5] or '0', head}
 """
@@ -378,9 +377,6 @@ class SessionStore:
     def k_lease(self, lane: Lane, cid: str) -> str:
         return f"{self.p}:lease:{lane.value}:{{{cid}}}"
 
-    def k_fence(self, lane: Lane, cid: str) -> str:
-        return f"{self.p}:fence:{lane.value}:{{{cid}}}"
-
     def k_lease_v1(self, cid: str) -> str:
         """The one per-conversation lease of releases up to d3ac8b9 (see LEASE_LUA's
         guard): while old pods may run, no lane is taken while they hold it."""
@@ -444,7 +440,6 @@ class SessionStore:
                 (
                     [
                         self.k_lease(lane, cid),
-                        self.k_fence(lane, cid),
                         self.k_lease_v1(cid),
                         self.k_h(cid),
                         self.k_in(cid),
@@ -739,7 +734,6 @@ class SessionStore:
                     [
                         self.k_h(cid),
                         self.k_lease(Lane.INBOX, cid),
-                        self.k_fence(Lane.INBOX, cid),
                         self.k_lease_v1(cid),
                         self.k_in(cid),
                     ],

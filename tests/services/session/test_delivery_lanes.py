@@ -284,8 +284,8 @@ async def test_a_stale_token_cannot_finish_or_write_after_a_new_holder(
 async def test_a_stale_token_cannot_renew_or_release_a_runtime_lease(
     redis_client: aioredis.Redis,
 ) -> None:
-    first = Lease(redis_client, "t:lease:{q}", "t:fence:{q}", 60_000)
-    second = Lease(redis_client, "t:lease:{q}", "t:fence:{q}", 60_000)
+    first = Lease(redis_client, "t:lease:{q}", 60_000)
+    second = Lease(redis_client, "t:lease:{q}", 60_000)
     a = await first.acquire()
     assert a is not None and await second.acquire() is None
     await redis_client.delete(first.key)  # expired while the first holder was paused
