@@ -34,7 +34,7 @@ local function lease_guard(guard, ttl)
   local owner = redis.call('GET', guard)
   if owner and owner ~= '{GUARD}' then return end
   if redis.call('PTTL', guard) < tonumber(ttl) then
-    redis.call('SET', guard, '{GUARD}', 'PX', 2 * tonumber(ttl))
+    redis.call('SET', guard, '{GUARD}', 'PX', ttl)
   end
 end
 local function lease_acquire(key, ttl, guard)
@@ -46,9 +46,8 @@ local function lease_acquire(key, ttl, guard)
   local now = redis.call('TIME')
   local token = now[1] .. string.format('%06d', tonumber(now[2]))
   if not redis.call('SET', key, token, 'NX', 'PX', ttl) then return false end
-  -- The guard lives two TTLs, so most acquisitions only read it (one write per TTL).
   if guard and (not owner or redis.call('PTTL', guard) < tonumber(ttl)) then
-    redis.call('SET', guard, '{GUARD}', 'PX', 2 * tonumber(ttl))
+    redis.call('SET', guard, '{GUARD}', 'PX', ttl)
   end
   return token
 end
@@ -71,7 +70,7 @@ end
 ``lease_acquire(key, ttl_ms, guard?)`` → token or false,
 ``lease_held(key, token)``, ``lease_renew(key, token, ttl_ms, guard?)`` → 1/0,
 ``lease_release(key, token)`` → 1/0. A guard, once taken, is never deleted: it expires
-at most two TTLs after the last new-style holder let go."""
+at most one TTL after the last new-style holder let go."""
 
 _ACQUIRE = LEASE_LUA + "return lease_acquire(KEYS[1], ARGV[1], KEYS[2])"
 _RENEW = LEASE_LUA + "return lease_renew(KEYS[1], ARGV[1], ARGV[2], KEYS[2])"
