@@ -897,7 +897,8 @@ def measure_memory(
     with quiet.pipeline(transaction=False) as pipe:
         for key in quiet.scan_iter(match="*:in:*", count=1000):
             pipe.delete(key)
-        pipe.delete(b"ccb:due")
+        # The schedules: one per lane, and the one of releases before the lanes.
+        pipe.delete(b"ccb:due:in", b"ccb:due:out", b"ccb:due")
         pipe.execute()
     after_delivery = used_memory(quiet)
     return {
