@@ -112,11 +112,14 @@ def verify_signature(
     candidates = [part.strip()[3:] for part in raw_sig.split(",") if part.strip().startswith("v1=")]
     signed = f"{timestamp}.".encode() + body
     ok = False
+    # Compared as bytes: compare_digest raises TypeError on a non-ASCII str, and a
+    # header may carry any byte (decoded latin-1); such a value simply never matches.
+    offered = [c.lower().encode("utf-8", "surrogatepass") for c in candidates]
     for secret in secrets:
-        expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-        for candidate in candidates:
+        expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest().encode()
+        for candidate in offered:
             # No early exit: the work done does not depend on which secret matched.
-            ok |= hmac.compare_digest(expected, candidate.lower())
+            ok |= hmac.compare_digest(expected, candidate)
     if not ok:
         raise Unauthenticated("bad signature")
 

@@ -360,7 +360,16 @@ async def test_webhook_only_unknown_types_skips_session(mesh: Mesh) -> None:
 
 @pytest.mark.parametrize(
     "tamper",
-    ["wrong-secret", "stale", "future", "missing-signature", "missing-timestamp", "body"],
+    [
+        "wrong-secret",
+        "stale",
+        "future",
+        "missing-signature",
+        "missing-timestamp",
+        "body",
+        "non-ascii-signature",
+        "non-ascii-timestamp",
+    ],
 )
 async def test_webhook_authentication(mesh: Mesh, tamper: str) -> None:
     now = int(time.time())
@@ -371,7 +380,15 @@ async def test_webhook_authentication(mesh: Mesh, tamper: str) -> None:
         "missing-signature": lambda: signed_webhook(AGENT_MESSAGE),
         "missing-timestamp": lambda: signed_webhook(AGENT_MESSAGE),
         "body": lambda: signed_webhook(AGENT_MESSAGE),
+        "non-ascii-signature": lambda: signed_webhook(AGENT_MESSAGE),
+        "non-ascii-timestamp": lambda: signed_webhook(AGENT_MESSAGE),
     }[tamper]()
+    if tamper.startswith("non-ascii-"):
+        # A header byte >= 0x80 reaches the connector as a latin-1 character.
+        name = "x-ccbridge-" + tamper.removeprefix("non-ascii-")
+        for header in request.headers:
+            if header.name == name:
+                header.value += "\u00ff" if name.endswith("timestamp") else "\u00e9"
     if tamper.startswith("missing-"):
         name = "x-ccbridge-" + tamper.removeprefix("missing-")
         kept = [h for h in request.headers if h.name != name]
