@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ccbridge.services.runtime.ids import CONVERSATION_ID_PATTERN
+
 _JSON = "application/json"
 
 
@@ -77,7 +79,7 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "conversationId": {
                 "type": "string",
-                "pattern": "^[A-Za-z0-9._:-]{1,128}$",
+                "pattern": CONVERSATION_ID_PATTERN,
                 "description": "Infobip conversation id.",
             },
             "tags": {
@@ -287,7 +289,7 @@ def openapi_document() -> dict[str, Any]:
                             "name": "conversationId",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                            "schema": {"type": "string", "pattern": CONVERSATION_ID_PATTERN},
                         }
                     ],
                     "responses": {

@@ -8,8 +8,6 @@ booleans become strings, nested values are refused.
 
 from __future__ import annotations
 
-import re
-
 import grpc
 import orjson
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -23,10 +21,10 @@ from ccbridge.gateway.errors import HttpError, JsonResponse, http_error_from_grp
 from ccbridge.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from ccbridge.gateway.openapi import openapi_document
 from ccbridge.gateway.settings import GatewaySettings
+from ccbridge.services.runtime.ids import CONVERSATION_ID_RULE, is_conversation_id
 from ccbridge.services.runtime.logging import conversation_id_var
 from ccbridge.session.v1 import session_pb2
 
-CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 MAX_TAGS = 100
 MAX_TAG_CHARS = 100
 MAX_METADATA_KEYS = 100
@@ -35,11 +33,9 @@ MAX_METADATA_VALUE_CHARS = 4096
 
 
 def _conversation_id(value: object) -> str:
-    if not isinstance(value, str) or not CONVERSATION_ID_RE.match(value):
+    if not is_conversation_id(value):
         raise HttpError(
-            400,
-            "invalid_conversation_id",
-            "conversationId must be 1-128 characters of A-Z a-z 0-9 . _ : -",
+            400, "invalid_conversation_id", f"conversationId must be {CONVERSATION_ID_RULE}"
         )
     return value
 

@@ -38,6 +38,7 @@ from ccbridge.gateway.backends import Backends
 from ccbridge.gateway.errors import HttpError, JsonResponse, http_error_from_grpc
 from ccbridge.gateway.metrics import GatewayMetrics
 from ccbridge.gateway.settings import GatewaySettings
+from ccbridge.services.runtime.ids import CONVERSATION_ID_RULE, is_conversation_id
 from ccbridge.services.runtime.logging import conversation_id_var
 from ccbridge.session.v1 import session_pb2
 
@@ -105,6 +106,15 @@ def _required_id(
         raise _bad(where, f"{key} is required", code)
     if len(value) > MAX_ID_CHARS:
         raise _bad(where, f"{key} is longer than {MAX_ID_CHARS} characters", code)
+    return value
+
+
+def _conversation_id(
+    obj: dict[str, object], key: str, where: str, code: str = "invalid_message"
+) -> str:
+    value = _required_id(obj, key, where, code)
+    if not is_conversation_id(value):
+        raise _bad(where, f"{key} must be {CONVERSATION_ID_RULE}", code)
     return value
 
 
@@ -199,7 +209,7 @@ def _build_message(
 def legacy_message(item: dict[str, object], where: str, now: Instant) -> common_pb2.Message:
     """One Get-Messages-shaped item of the legacy webhook → Message (direction INBOUND)."""
     message_id = _required_id(item, "id", where)
-    conversation_id = _required_id(item, "conversationId", where)
+    conversation_id = _conversation_id(item, "conversationId", where)
     return _build_message(
         item,
         message_id=message_id,
@@ -223,8 +233,8 @@ def event_message(
         raise _bad(where, "payload.message must be an object", "invalid_event")
     message_id = _required_id(msg, "id", f"{where}.payload.message")
     conv = msg.get("conversationId") or payload.get("id")
-    conversation_id = _required_id(
-        {"conversationId": conv}, "conversationId", f"{where}.payload.message"
+    conversation_id = _conversation_id(
+        {"conversationId": conv}, "conversationId", f"{where}.payload.message", "invalid_event"
     )
     fallback = parse_instant(event.get("timestamp")) or now
     return _build_message(
@@ -427,7 +437,9 @@ class WebhookRoutes:
                     raise _bad(where, "payload must be an object", "invalid_event")
                 status = payload.get("status")
                 if isinstance(status, str) and status.upper() == "CLOSED":
-                    plan.append(_required_id(payload, "id", f"{where}.payload", "invalid_event"))
+                    plan.append(
+                        _conversation_id(payload, "id", f"{where}.payload", "invalid_event")
+                    )
                 else:
                     ignored += 1
             else:

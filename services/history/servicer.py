@@ -20,6 +20,7 @@ from ccbridge.services.history.settings import MAX_HISTORY_LIMIT
 from ccbridge.services.history.transcript import TranscriptBuilder, page_size
 from ccbridge.services.infobip.client import InfobipClient
 from ccbridge.services.runtime.errors import InvalidArgument
+from ccbridge.services.runtime.ids import CONVERSATION_ID_RULE, is_conversation_id
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,8 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
         ],
     ) -> history_pb2.GetTranscriptResponse:
         cid = request.conversation_id.strip()
-        if not cid:
-            raise InvalidArgument("conversation_id is required")
+        if not is_conversation_id(cid):
+            raise InvalidArgument(f"conversation_id must be {CONVERSATION_ID_RULE}")
         if request.limit < 0 or request.limit > MAX_HISTORY_LIMIT:
             raise InvalidArgument(f"limit must be between 0 and {MAX_HISTORY_LIMIT}")
         cap = request.limit or self._default_limit
@@ -124,8 +125,8 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
         ],
     ) -> history_pb2.AnnotateConversationResponse:
         cid = request.conversation_id.strip()
-        if not cid:
-            raise InvalidArgument("conversation_id is required")
+        if not is_conversation_id(cid):
+            raise InvalidArgument(f"conversation_id must be {CONVERSATION_ID_RULE}")
         bad = [tag for tag in request.tags if not TAG_NAME.match(tag)]
         if bad:
             raise InvalidArgument(

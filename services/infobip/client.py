@@ -29,8 +29,9 @@ import grpc
 import orjson
 
 from ccbridge.services.runtime import farside
-from ccbridge.services.runtime.errors import FarSideError
+from ccbridge.services.runtime.errors import FarSideError, InvalidArgument
 from ccbridge.services.runtime.http_client import HttpAnswer, HttpClient, HttpFailure
+from ccbridge.services.runtime.ids import CONVERSATION_ID_RULE, is_conversation_id
 from ccbridge.services.runtime.settings import Secret
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,14 @@ def _is_closed_error(exc: InfobipError) -> bool:
     return exc.status == 400 and _CLOSED_TEXT in exc.text.lower()
 
 
+def _checked(conversation_id: str) -> str:
+    """Defence in depth: every id was checked where it came in; one that is not a
+    conversation id (``..``, ``a/b``, ``?``...) never becomes part of a URL."""
+    if not is_conversation_id(conversation_id):
+        raise InvalidArgument(f"conversation_id must be {CONVERSATION_ID_RULE}")
+    return conversation_id
+
+
 class InfobipClient:
     """Async client of the Infobip Conversations API.
 
@@ -296,9 +305,8 @@ class InfobipClient:
 
     @staticmethod
     def _conversation_path(conversation_id: str, suffix: str = "") -> str:
-        if not conversation_id:
-            raise ValueError("conversation_id is required")
-        return f"{CONVERSATIONS}/{quote(conversation_id, safe='')}{suffix}"
+        # Percent-encoded as well, so the path can never leave the conversation.
+        return f"{CONVERSATIONS}/{quote(_checked(conversation_id), safe='')}{suffix}"
 
     # -- conversations and messages -------------------------------------------------------
 
@@ -404,7 +412,7 @@ class InfobipClient:
                     "get tags",
                     retry=True,
                     params={
-                        "conversationId": conversation_id,
+                        "conversationId": _checked(conversation_id),
                         "page": page,
                         "limit": MAX_PAGE_SIZE,
                     },

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import re
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 
@@ -15,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.batch_stream import StreamServer
+from ccbridge.services.runtime.ids import CONVERSATION_ID_RULE, is_conversation_id
 from ccbridge.services.runtime.logging import rpc_var
 from ccbridge.services.runtime.server import status_for
 from ccbridge.services.session.errors import (
@@ -35,7 +35,6 @@ from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-_CID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _STATE_NAMES = {
     session_pb2.HANDOVER_STATE_OPENING: "OPENING",
     session_pb2.HANDOVER_STATE_ACTIVE: "ACTIVE",
@@ -64,8 +63,8 @@ def _batch_failure(exc: Exception) -> tuple[grpc.StatusCode, str]:
 
 
 def _check_cid(cid: str) -> str:
-    if not _CID.match(cid):
-        raise InvalidHandoverRequest("conversation_id must be 1-128 characters of [A-Za-z0-9._:-]")
+    if not is_conversation_id(cid):
+        raise InvalidHandoverRequest(f"conversation_id must be {CONVERSATION_ID_RULE}")
     return cid
 
 
@@ -206,8 +205,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self, messages: Sequence[common_pb2.Message]
     ) -> list[session_pb2.IngestResult]:
         for m in messages:
-            if not m.id or not m.conversation_id:
-                raise InvalidHandoverRequest("every message needs id and conversation_id")
+            if not m.id:
+                raise InvalidHandoverRequest("every message needs an id")
+            _check_cid(m.conversation_id)
         outcomes = await self.store.ingest(messages)
         if INGEST_ACCEPTED in outcomes:
             # The conversations that got work, so the worker need not read the schedule.

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import unquote
 
 import grpc
 import pytest
@@ -13,10 +14,12 @@ from ccbridge.services.infobip.client import (
     InfobipNotFound,
     parse_error_body,
 )
+from ccbridge.services.runtime.errors import InvalidArgument
 from ccbridge.services.runtime.settings import Secret
 from ccbridge.simulators.infobip import Failure
 from ccbridge.simulators.infobip.server import start_server
 from tests.simulators.infobip.harness import API_KEY, Sim, served_sim
+from tests.support.far_side import Reply, far_side
 
 
 @pytest.fixture
@@ -303,3 +306,68 @@ async def test_account_configuration_and_subscription(sim: Sim, client: InfobipC
             "ccbridge", "ccbridge", ["CONVERSATION_CREATED"], "https://gw.example/x", Secret("s")
         )
     assert caught.value.status == 400
+
+
+# Ids that would leave /ccaas/1/conversations/<id>/ or break the URL.
+BAD_IDS = [
+    "",
+    ".",
+    "..",
+    "...",
+    "../tags",
+    "a/b",
+    "a/../../tags",
+    "%2e%2e",
+    "%2F",
+    "a%",
+    "a?b=1",
+    "a#b",
+    "a b",
+    "a\n",
+    "a\r\nX-Evil: 1",
+    "a\x00",
+    "a\x7f",
+    "\u00e9",
+    "\\",
+    "a" * 129,
+]
+GOOD_IDS = ["4461ea29-c09e-4ba8-a751-df86cf0a0eb9", "a.b", "..a", "a..", ".a.", ":_-.", "A" * 128]
+
+
+def conversation_calls(client: InfobipClient) -> list[Callable[[str], Awaitable[object]]]:
+    """Every client method that takes a conversation id."""
+    return [
+        client.get_conversation,
+        client.get_messages,
+        lambda cid: client.create_message(cid, {"contentType": "TEXT"}),
+        client.close_conversation,
+        lambda cid: client.add_tag(cid, "vip"),
+        client.get_tags,
+        client.get_metadata,
+        lambda cid: client.patch_metadata(cid, {"k": "v"}),
+    ]
+
+
+async def test_a_url_never_leaves_the_conversation() -> None:
+    async with far_side(lambda _: Reply.json({"status": "CLOSED"})) as far:
+        client = InfobipClient(far.url, Secret(API_KEY), max_retries=0)
+        try:
+            for cid in BAD_IDS:
+                for call in conversation_calls(client):
+                    with pytest.raises(InvalidArgument):
+                        await call(cid)
+            assert far.requests == []  # nothing was sent for a bad id
+            for cid in GOOD_IDS:
+                for call in conversation_calls(client):
+                    await call(cid)
+            assert len(far.requests) == len(GOOD_IDS) * len(conversation_calls(client))
+        finally:
+            await client.aclose()
+    for seen in far.requests:
+        if seen.raw_path == "/ccaas/1/tags":
+            assert seen.query.startswith("conversationId=")
+            continue
+        prefix, _, rest = seen.raw_path.partition("/ccaas/1/conversations/")
+        segment, _, suffix = rest.partition("/")
+        assert prefix == "" and unquote(segment) in GOOD_IDS, seen.raw_path
+        assert suffix in {"", "messages", "tags", "metadata"}, seen.raw_path

@@ -16,6 +16,7 @@ from ccbridge.services.history.__main__ import RunningHistory, build
 from ccbridge.services.history.settings import HistorySettings
 from ccbridge.services.runtime.component import start
 from ccbridge.simulators.infobip import Failure
+from tests.runtime.test_infobip_client import BAD_IDS
 from tests.simulators.infobip.harness import API_KEY, Sim, served_sim
 
 
@@ -119,9 +120,12 @@ async def test_unknown_conversation_is_not_found(history: History) -> None:
 
 
 async def test_missing_conversation_id_is_invalid(history: History) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await transcript(history, "")
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for bad in BAD_IDS:
+        if bad != bad.strip():
+            continue  # History strips surrounding whitespace first
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await transcript(history, bad)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_infobip_outage_is_unavailable(history: History) -> None:

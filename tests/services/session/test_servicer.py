@@ -10,6 +10,7 @@ import pytest
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.session.__main__ import RunningSession
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
+from tests.runtime.test_infobip_client import BAD_IDS
 
 Api = tuple[RunningSession, session_pb2_grpc.SessionServiceStub]
 IN = common_pb2.DIRECTION_INBOUND
@@ -42,9 +43,12 @@ async def test_escalate_is_idempotent(session_api: Api) -> None:
 
 async def test_escalate_rejects_bad_ids(session_api: Api) -> None:
     _, stub = session_api
-    for bad in ("", "a b", "x" * 129, "c/1"):
+    for bad in ("", "a b", "x" * 129, "c/1", *BAD_IDS):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Escalate(session_pb2.EscalateRequest(conversation_id=bad))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetHandover(session_pb2.GetHandoverRequest(conversation_id=bad))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -76,6 +80,10 @@ async def test_ingest_requires_ids(session_api: Api) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.Ingest(session_pb2.IngestRequest(messages=[msg("c", "")]))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for bad in BAD_IDS:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Ingest(session_pb2.IngestRequest(messages=[msg("c", "m1"), msg(bad, "m2")]))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_get_unknown_is_not_found(session_api: Api) -> None:
