@@ -9,6 +9,7 @@ import orjson
 from starlette.requests import Request
 
 from ccbridge.gateway.errors import HttpError
+from ccbridge.services.runtime.json_depth import MAX_JSON_DEPTH, too_deep
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -54,13 +55,18 @@ def require_json(request: Request) -> None:
 
 
 def parse_json(body: bytes) -> object:
-    """Parses JSON (UTF-8); anything unparsable is a 400, never a 5xx."""
+    """Parses JSON (UTF-8); anything unparsable or nested too deep is a 400, never a 5xx."""
     if not body.strip():
         raise HttpError(400, "invalid_json", "request body is empty")
     try:
-        return orjson.loads(body)
+        doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise HttpError(400, "invalid_json", "request body is not valid JSON") from None
+    if too_deep(body, doc):
+        raise HttpError(
+            400, "invalid_json", f"request body nests deeper than {MAX_JSON_DEPTH} levels"
+        )
+    return doc
 
 
 def consteq(given: str, expected: str) -> bool:

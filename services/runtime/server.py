@@ -10,7 +10,8 @@ INVALID_ARGUMENT, FAILED_PRECONDITION, ALREADY_EXISTS, UNAUTHENTICATED, ...); a 
 of the infrastructure that can heal (Redis unreachable, loading, read-only, out of memory,
 cluster down; a peer or an ``asyncio`` timeout) maps to UNAVAILABLE with the trailing
 metadata ``ccbridge-retry-after``; anything else is a bug: INTERNAL with a generic message,
-logged with its traceback.
+logged with its traceback. A unary request that does not parse (a string of bad UTF-8,
+such as an encoded lone surrogate) is INVALID_ARGUMENT.
 
 Health: the overall service ("") and each registered service name follow *readiness*
 (the ``ready`` callback, e.g. Redis answers, and not shutting down). The service name
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -39,6 +41,7 @@ from ccbridge.services.runtime.errors import (
     RETRYABLE_CODES,
     CcbridgeError,
     FarSideError,
+    InvalidArgument,
 )
 from ccbridge.services.runtime.logging import conversation_id_var, request_id_var, rpc_var
 
@@ -129,6 +132,24 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) ->
     await context.abort(status.code, status.message)
 
 
+@dataclass(frozen=True)
+class _Undecodable:
+    """A unary request that did not parse (a string field of bad UTF-8, such as a lone
+    surrogate): answered INVALID_ARGUMENT rather than grpc's UNKNOWN."""
+
+    problem: str
+
+
+def _lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except DecodeError:
+            return _Undecodable("request is not a valid message (a string of bad UTF-8?)")
+
+    return deserialize
+
+
 class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):
     """Sets request context variables and applies the error policy, for every handler kind."""
 
@@ -167,6 +188,9 @@ class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):
         inner: Callable[..., Any] = own  # not narrowed back to the stubs' sync type
         # A streaming request has no single message to take the conversation id from.
         first = (lambda request: None) if handler.request_streaming else (lambda request: request)
+        deserializer = handler.request_deserializer
+        if deserializer is not None and not handler.request_streaming:
+            deserializer = _lenient(deserializer)
 
         if handler.response_streaming and inspect.isasyncgenfunction(inner):
 
@@ -175,6 +199,8 @@ class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):
             ) -> AsyncIterator[Any]:
                 enter(first(request))
                 try:
+                    if isinstance(request, _Undecodable):
+                        raise InvalidArgument(request.problem)
                     async for item in inner(request, context):
                         yield item
                 except (asyncio.CancelledError, grpc.aio.AbortError):
@@ -188,6 +214,8 @@ class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):
             async def called(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 enter(first(request))
                 try:
+                    if isinstance(request, _Undecodable):
+                        raise InvalidArgument(request.problem)
                     return await inner(request, context)
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
@@ -197,7 +225,7 @@ class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):
             behaviour = called
         return make(
             behaviour,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         )
 

@@ -49,6 +49,7 @@ from ccbridge.services.runtime.http_client import (
     HttpClient,
     HttpFailure,
 )
+from ccbridge.services.runtime.json_depth import MAX_JSON_DEPTH, too_deep
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,8 @@ def parse_events(body: bytes) -> WebhookBatch:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidArgument(f"body is not JSON ({exc})") from None
+    if too_deep(body, doc):
+        raise InvalidArgument(f"body nests deeper than {MAX_JSON_DEPTH} levels")
     items = doc if isinstance(doc, list) else [doc]
     if len(items) > MAX_EVENTS_PER_WEBHOOK:
         raise InvalidArgument(f"more than {MAX_EVENTS_PER_WEBHOOK} events in one webhook")

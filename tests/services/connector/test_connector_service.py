@@ -418,6 +418,26 @@ async def test_webhook_authentication(mesh: Mesh, tamper: str) -> None:
         json.dumps({"id": "e", "caseId": "c"}),
         json.dumps([AGENT_MESSAGE, "oops"]),
         json.dumps("just a string"),
+        # A lone surrogate in agent text (it could not be encoded for Infobip).
+        *(
+            b'{"type": "agent.message", "id": "e", "caseId": "c", "message": {"id": "m", '
+            + b'"text": "'
+            + text
+            + b'"}}'
+            for text in (b"\\ud800", b"a\\udfff")
+        ),
+        # Nested deeper than MAX_JSON_DEPTH (64): the top, and inside an agent message.
+        *(b"[" * n + b"]" * n for n in (65, 300, 2_000)),
+        *(
+            json.dumps(
+                {"type": "agent.message", "id": "e", "caseId": "c", "message": {"id": "m"}}
+            ).encode()[:-2]
+            + b', "text": "t", "extra": '
+            + b"[" * n
+            + b"]" * n
+            + b"}}"
+            for n in (63, 298, 1_998)
+        ),
     ],
 )
 async def test_malformed_webhooks_are_invalid_argument(mesh: Mesh, body: bytes | str) -> None:

@@ -196,3 +196,21 @@ async def test_send_agent_message_validates_and_dedupes(session_api: Api) -> Non
         session_pb2.SendAgentMessageRequest(conversation_id="c-5", message=m)
     )
     assert (first.duplicate, second.duplicate) == (False, True)
+
+
+async def test_bad_utf8_is_invalid_argument(session_api: Api) -> None:
+    # A lone surrogate in agent text reaches the server as bad UTF-8 (no client library
+    # encodes it): the one error policy answers INVALID_ARGUMENT, not grpc's UNKNOWN.
+    running, stub = session_api
+    await stub.Escalate(session_pb2.EscalateRequest(conversation_id="c-utf8"))
+    request = session_pb2.SendAgentMessageRequest(conversation_id="c-utf8")
+    request.message.content_json = '{"text": "XXX"}'
+    for bad in (b"\xed\xa0\x80", b"a\xed\xbf\xbf", b"\xff"):
+        raw = request.SerializeToString().replace(b"XXX", bad)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            call = channel.unary_unary("/ccbridge.session.v1.SessionService/SendAgentMessage")
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call(raw, timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    queued = await running.parts.store.r.llen(running.parts.store.k_out("c-utf8"))
+    assert queued == 0
