@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ccbridge.services.runtime.handover_limits import MAX_METADATA_KEYS, MAX_TAG_CHARS, MAX_TAGS
 from ccbridge.services.runtime.ids import CONVERSATION_ID_PATTERN
 
 _JSON = "application/json"
@@ -84,13 +85,13 @@ _SCHEMAS: dict[str, Any] = {
             },
             "tags": {
                 "type": "array",
-                "maxItems": 100,
-                "items": {"type": "string", "minLength": 1, "maxLength": 100},
+                "maxItems": MAX_TAGS,
+                "items": {"type": "string", "minLength": 1, "maxLength": MAX_TAG_CHARS},
                 "description": "Tags to attach and to route by.",
             },
             "metadata": {
                 "type": "object",
-                "maxProperties": 100,
+                "maxProperties": MAX_METADATA_KEYS,
                 "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
                 "description": "Context for routing and the case. Numbers and booleans are "
                 "converted to strings, null values dropped, nested values "

@@ -21,13 +21,11 @@ from ccbridge.gateway.errors import HttpError, JsonResponse, http_error_from_grp
 from ccbridge.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from ccbridge.gateway.openapi import openapi_document
 from ccbridge.gateway.settings import GatewaySettings
+from ccbridge.services.runtime.handover_limits import MAX_METADATA_KEYS, MAX_TAG_CHARS, MAX_TAGS
 from ccbridge.services.runtime.ids import CONVERSATION_ID_RULE, is_conversation_id
 from ccbridge.services.runtime.logging import conversation_id_var
 from ccbridge.session.v1 import session_pb2
 
-MAX_TAGS = 100
-MAX_TAG_CHARS = 100
-MAX_METADATA_KEYS = 100
 MAX_METADATA_KEY_CHARS = 128
 MAX_METADATA_VALUE_CHARS = 4096
 

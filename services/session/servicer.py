@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.batch_stream import StreamServer
+from ccbridge.services.runtime.handover_limits import MAX_METADATA_KEYS, MAX_TAG_CHARS, MAX_TAGS
 from ccbridge.services.runtime.ids import CONVERSATION_ID_RULE, is_conversation_id
 from ccbridge.services.runtime.logging import rpc_var
 from ccbridge.services.runtime.server import status_for
@@ -155,10 +156,14 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         ],
     ) -> session_pb2.EscalateResponse:
         cid = _check_cid(request.conversation_id)
-        if len(request.tags) > 50 or any(not t or len(t) > 100 for t in request.tags):
-            raise InvalidHandoverRequest("tags: at most 50, each 1-100 characters")
-        if len(request.metadata) > 100:
-            raise InvalidHandoverRequest("metadata: at most 100 keys")
+        if len(request.tags) > MAX_TAGS or any(
+            not t or len(t) > MAX_TAG_CHARS for t in request.tags
+        ):
+            raise InvalidHandoverRequest(
+                f"tags: at most {MAX_TAGS}, each 1-{MAX_TAG_CHARS} characters"
+            )
+        if len(request.metadata) > MAX_METADATA_KEYS:
+            raise InvalidHandoverRequest(f"metadata: at most {MAX_METADATA_KEYS} keys")
         created = await self.store.create(cid, list(request.tags), dict(request.metadata))
         if created:
             log.info("handover created")

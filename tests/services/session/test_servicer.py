@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from ccbridge.common.v1 import common_pb2
+from ccbridge.services.runtime.handover_limits import MAX_TAG_CHARS, MAX_TAGS
 from ccbridge.services.session.__main__ import RunningSession
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 from tests.runtime.test_infobip_client import BAD_IDS
@@ -214,3 +215,17 @@ async def test_bad_utf8_is_invalid_argument(session_api: Api) -> None:
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     queued = await running.parts.store.r.llen(running.parts.store.k_out("c-utf8"))
     assert queued == 0
+
+
+async def test_tag_limits_are_the_gateways(session_api: Api) -> None:
+    # One limit for the gateway and Session (a request the gateway accepts never fails
+    # at Session): MAX_TAGS tags of MAX_TAG_CHARS characters pass, one more does not.
+    _, stub = session_api
+    tags = [f"t{i}".ljust(MAX_TAG_CHARS, "x") for i in range(MAX_TAGS)]
+    assert MAX_TAGS == 100  # the documented limit (docs/http-api.md)
+    created = await stub.Escalate(session_pb2.EscalateRequest(conversation_id="tags", tags=tags))
+    assert list(created.handover.tags) == tags
+    for bad in ([*tags, "one-more"], ["x" * (MAX_TAG_CHARS + 1)], [""]):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Escalate(session_pb2.EscalateRequest(conversation_id="tags-2", tags=bad))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
