@@ -16,7 +16,6 @@ from ccbridge.services.runtime.settings import CommonSettings, EnvReader, Secret
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-MIN_WEBHOOK_TOKEN_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -54,24 +53,20 @@ class GatewaySettings:
     def from_env(cls, environ: Mapping[str, str]) -> GatewaySettings:
         """Parses every key; raises one ``SettingsError`` naming every bad one."""
         env = EnvReader(environ)
-        escalation_token = env.secret("CCBRIDGE_ESCALATION_TOKEN")
-        webhook_token = env.secret("CCBRIDGE_WEBHOOK_TOKEN")
+        escalation_token = env.secret("CCBRIDGE_ESCALATION_TOKEN", chosen=True)
         # A comma-separated list lets a rotation accept the old and the new token.
-        for part in webhook_token.value.split(",") if webhook_token else ():
-            if len(part.strip()) < MIN_WEBHOOK_TOKEN_CHARS:
-                env.errors.append(
-                    f"CCBRIDGE_WEBHOOK_TOKEN: each token must be at least "
-                    f"{MIN_WEBHOOK_TOKEN_CHARS} characters"
-                )
-            if "/" in part:
-                env.errors.append("CCBRIDGE_WEBHOOK_TOKEN must not contain '/'")
+        webhook_token = env.secret("CCBRIDGE_WEBHOOK_TOKEN", chosen=True, listed=True)
+        if "/" in webhook_token.value:
+            env.errors.append("CCBRIDGE_WEBHOOK_TOKEN must not contain '/'")
         secrets = tuple(
             Secret(part.strip())
-            for part in env.secret("INFOBIP_WEBHOOK_SECRET", required=False).value.split(",")
+            for part in env.secret(
+                "INFOBIP_WEBHOOK_SECRET", required=False, chosen=True, listed=True
+            ).value.split(",")
             if part.strip()
         )
         basic_user = env.secret("INFOBIP_WEBHOOK_BASIC_USER", required=False)
-        basic_password = env.secret("INFOBIP_WEBHOOK_BASIC_PASSWORD", required=False)
+        basic_password = env.secret("INFOBIP_WEBHOOK_BASIC_PASSWORD", required=False, chosen=True)
         if bool(basic_user) != bool(basic_password):
             env.errors.append(
                 "INFOBIP_WEBHOOK_BASIC_USER and INFOBIP_WEBHOOK_BASIC_PASSWORD must be set together"

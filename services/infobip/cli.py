@@ -59,7 +59,7 @@ class InfobipCliSettings:
             base_url=base_url.rstrip("/"),
             api_key=env.secret("INFOBIP_API_KEY"),
             timeout_s=env.float("INFOBIP_TIMEOUT_S", 10.0, minimum=0.1),
-            webhook_secret=env.secret("INFOBIP_WEBHOOK_SECRET", required=need_secret),
+            webhook_secret=env.secret("INFOBIP_WEBHOOK_SECRET", required=need_secret, chosen=True),
         )
         env.done("infobip")
         return settings

@@ -10,6 +10,11 @@ import builtins
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+# Every token and secret the operator chooses is at least this long (a comma-separated
+# list, for rotation: each of its parts); secrets issued by others (the Infobip API key,
+# the RT token) are taken as they come.
+MIN_SECRET_CHARS = 16
+
 
 class SettingsError(ValueError):
     """One or more settings are missing or invalid; the message names all of them."""
@@ -54,13 +59,28 @@ class EnvReader:
         return raw if raw else None
 
     def secret(
-        self, key: builtins.str, *, required: builtins.bool = True, default: builtins.str = ""
+        self,
+        key: builtins.str,
+        *,
+        required: builtins.bool = True,
+        default: builtins.str = "",
+        chosen: builtins.bool = False,
+        listed: builtins.bool = False,
     ) -> Secret:
+        """``chosen``: the operator picks it, so it must be at least
+        :data:`MIN_SECRET_CHARS` long (each comma-separated part when ``listed``)."""
         raw = self._env.get(key, "")
         if not raw:
             if required:
                 self.errors.append(f"{key} is required (a secret)")
             return Secret(default)
+        parts = [part.strip() for part in raw.split(",")] if listed else [raw]
+        if chosen and any(len(part) < MIN_SECRET_CHARS for part in parts if part or not listed):
+            self.errors.append(
+                f"{key}: each secret must be at least {MIN_SECRET_CHARS} characters"
+                if listed
+                else f"{key} must be at least {MIN_SECRET_CHARS} characters"
+            )
         return Secret(raw)
 
     def int(

@@ -143,7 +143,7 @@ def test_up_runs_five_processes_and_sigterm_stops_them_all(tmp_path: Path) -> No
         "CCBRIDGE_ESCALATION_TOKEN": "escalation-token",
         "CCBRIDGE_WEBHOOK_TOKEN": "webhook-token-0123456789",
         "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://127.0.0.1:9/case",
-        "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "secret",
+        "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "connector-secret-0123456789",
     }
     env.pop("REDIS_URL", None)
     proc = subprocess.Popen(

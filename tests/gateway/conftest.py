@@ -39,9 +39,9 @@ from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
 ESCALATION_TOKEN = "escalation-secret-token"
 WEBHOOK_TOKEN = "webhook-path-token-0123456789"
-HMAC_SECRETS = ("hmac-secret-one", "hmac-secret-two")
+HMAC_SECRETS = ("hmac-secret-one-0123456789", "hmac-secret-two-0123456789")
 BASIC_USER = "infobip"
-BASIC_PASSWORD = "basic-password"
+BASIC_PASSWORD = "basic-password-0123456789"
 
 
 @dataclass

@@ -69,9 +69,12 @@ def test_every_rotated_token_must_be_long_enough() -> None:
     from ccbridge.gateway.settings import GatewaySettings
     from ccbridge.services.runtime.settings import SettingsError
 
-    with pytest.raises(SettingsError, match="each token"):
+    with pytest.raises(SettingsError, match="CCBRIDGE_WEBHOOK_TOKEN: each secret"):
         GatewaySettings.from_env(
-            {"CCBRIDGE_ESCALATION_TOKEN": "x", "CCBRIDGE_WEBHOOK_TOKEN": f"{WEBHOOK_TOKEN},short"}
+            {
+                "CCBRIDGE_ESCALATION_TOKEN": "x" * 16,
+                "CCBRIDGE_WEBHOOK_TOKEN": f"{WEBHOOK_TOKEN},short",
+            }
         )
 
 

@@ -9,7 +9,7 @@ from starlette.routing import Route
 from ccbridge.gateway.app import create_app
 from ccbridge.gateway.settings import GatewaySettings
 from ccbridge.services.runtime.errors import Unavailable
-from ccbridge.services.runtime.settings import SettingsError
+from ccbridge.services.runtime.settings import MIN_SECRET_CHARS, SettingsError
 from tests.gateway.conftest import (
     ESCALATION_TOKEN,
     WEBHOOK_TOKEN,
@@ -146,7 +146,7 @@ def test_settings_defaults_and_secret_repr() -> None:
         {
             "CCBRIDGE_ESCALATION_TOKEN": ESCALATION_TOKEN,
             "CCBRIDGE_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
-            "INFOBIP_WEBHOOK_SECRET": " a , b ,",
+            "INFOBIP_WEBHOOK_SECRET": " a-0123456789abcdef , b-0123456789abcdef ,",
         }
     )
     assert settings.max_body_bytes == 1024 * 1024
@@ -154,7 +154,10 @@ def test_settings_defaults_and_secret_repr() -> None:
     assert settings.http_port == 8000
     assert settings.session_addr == "127.0.0.1:50051"
     assert settings.connector_addr == "127.0.0.1:50054"
-    assert [s.value for s in settings.infobip_webhook_secrets] == ["a", "b"]
+    assert [s.value for s in settings.infobip_webhook_secrets] == [
+        "a-0123456789abcdef",
+        "b-0123456789abcdef",
+    ]
     assert not settings.events_basic_enabled
     assert ESCALATION_TOKEN not in repr(settings) and WEBHOOK_TOKEN not in repr(settings)
 
@@ -179,3 +182,31 @@ async def client_get_readyz(app: object) -> httpx.Response:
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         return await client.get("/readyz")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "CCBRIDGE_ESCALATION_TOKEN",
+        "CCBRIDGE_WEBHOOK_TOKEN",
+        "INFOBIP_WEBHOOK_SECRET",
+        "INFOBIP_WEBHOOK_BASIC_PASSWORD",
+    ],
+)
+def test_weak_secrets_fail_start_up(key: str) -> None:
+    env = {
+        "CCBRIDGE_ESCALATION_TOKEN": ESCALATION_TOKEN,
+        "CCBRIDGE_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+        "INFOBIP_WEBHOOK_SECRET": "s" * MIN_SECRET_CHARS,
+        "INFOBIP_WEBHOOK_BASIC_USER": "u",  # a user name is not a secret
+        "INFOBIP_WEBHOOK_BASIC_PASSWORD": "p" * MIN_SECRET_CHARS,
+    }
+    GatewaySettings.from_env(env)  # the minimum itself is fine
+    for weak in ("e", "x" * (MIN_SECRET_CHARS - 1), f"{'y' * MIN_SECRET_CHARS},short"):
+        if "," in weak and key in ("CCBRIDGE_ESCALATION_TOKEN", "INFOBIP_WEBHOOK_BASIC_PASSWORD"):
+            continue  # not lists
+        with pytest.raises(SettingsError) as info:
+            GatewaySettings.from_env({**env, key: weak})
+        message = str(info.value)
+        assert key in message and f"at least {MIN_SECRET_CHARS} characters" in message
+        assert repr(weak) not in message  # the value itself is never echoed

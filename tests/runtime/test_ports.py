@@ -25,7 +25,10 @@ def test_settings_default_to_the_table() -> None:
     history = HistorySettings.from_env({"INFOBIP_BASE_URL": "http://x", "INFOBIP_API_KEY": "k"})
     routing = RoutingSettings.from_env({})
     connector = ConnectorSettings.from_env(
-        {"CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://x", "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "s"}
+        {
+            "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://x",
+            "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "s" * 16,
+        }
     )
     assert gateway.http_port == DEFAULT_PORTS["gateway"]
     assert (session.port, history.port, routing.port, connector.port) == (

@@ -29,7 +29,7 @@ class WebhookSettings:
         url = env.str("CCBRIDGE_WEBHOOK_CONNECTOR_URL")
         if url and not url.startswith(("http://", "https://")):
             env.errors.append("CCBRIDGE_WEBHOOK_CONNECTOR_URL must be an http:// or https:// URL")
-        raw = env.secret("CCBRIDGE_WEBHOOK_CONNECTOR_SECRET").value
+        raw = env.secret("CCBRIDGE_WEBHOOK_CONNECTOR_SECRET", chosen=True, listed=True).value
         secrets = tuple(Secret(part.strip()) for part in raw.split(",") if part.strip())
         if raw and not secrets:
             env.errors.append("CCBRIDGE_WEBHOOK_CONNECTOR_SECRET holds no secret")

@@ -526,12 +526,13 @@ def test_settings_report_every_problem() -> None:
         "CCBRIDGE_POLL_INTERVAL_S",
     ):
         assert fragment in text
+    pair = f"{SECRET},{OLD_SECRET}"
     settings = ConnectorSettings.from_env(
-        {"CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://x/h", "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "a,b"}
+        {"CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://x/h", "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": pair}
     )
     assert settings.connectors == ("webhook",)
     assert settings.webhook is not None and len(settings.webhook.secrets) == 2
-    assert "a" not in repr(settings.webhook.secrets) and "env=" not in repr(settings)
+    assert SECRET not in repr(settings.webhook.secrets) and "env=" not in repr(settings)
 
 
 def test_settings_errors_of_every_enabled_connector_come_in_one_message() -> None:
@@ -558,3 +559,14 @@ def test_settings_errors_of_every_enabled_connector_come_in_one_message() -> Non
     )
     assert list(settings.adapters) == ["rt"] and settings.webhook is None
     assert "'t'" not in repr(settings)
+
+
+def test_a_weak_webhook_secret_fails_start_up() -> None:
+    url = {"CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://x/h"}
+    ConnectorSettings.from_env({**url, "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "s" * 16})
+    for weak in ("e", "s" * 15, f"{SECRET},short"):
+        with pytest.raises(SettingsError) as info:
+            ConnectorSettings.from_env({**url, "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": weak})
+        assert "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET: each secret must be at least 16" in str(
+            info.value
+        )

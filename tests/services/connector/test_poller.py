@@ -191,7 +191,7 @@ async def test_service_runs_pollers_for_poll_adapters(
             "SESSION_ADDR": f"127.0.0.1:{double.port}",
             "CCBRIDGE_POLL_INTERVAL_S": "0.01",
             "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://127.0.0.1:9/unused",
-            "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "unused-secret",
+            "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "unused-secret-0123456789",
         }
     )
     server = await start(partial(build, adapters={"polling": adapter}), settings)

@@ -92,7 +92,7 @@ async def test_cli_configure_webhook_and_subscribe(
 ) -> None:
     monkeypatch.setenv("INFOBIP_BASE_URL", sim_process)
     monkeypatch.setenv("INFOBIP_API_KEY", KEY)
-    monkeypatch.setenv("INFOBIP_WEBHOOK_SECRET", "hmac-secret")
+    monkeypatch.setenv("INFOBIP_WEBHOOK_SECRET", "hmac-secret-0123456789")
     webhook = "https://gw.example.com/webhooks/infobip/0123456789abcdef0123"
     code = await asyncio.to_thread(
         cli_infobip.main, ["infobip", "configure-webhook", "--url", webhook]
@@ -121,7 +121,10 @@ async def test_cli_configure_webhook_and_subscribe(
     )
     assert code == 1
     captured = capsys.readouterr()
-    assert "already exists" in captured.err and "hmac-secret" not in captured.err + captured.out
+    assert (
+        "already exists" in captured.err
+        and "hmac-secret-0123456789" not in captured.err + captured.out
+    )
 
 
 @pytest.mark.parametrize(
