@@ -110,20 +110,26 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             self.worker.wake(cids, lanes)
 
     async def to_proto(self, rec: HandoverRecord) -> session_pb2.Handover:
-        routing = orjson.loads(rec.get("routing", "{}") or "{}")
+        raw_routing = rec.get("routing")
         inbox, outbox = await self.store.queue_lengths(rec.conversation_id)
+        # No routing decision yet (OPENING, or FAILED before routing): the field stays
+        # unset, which the HTTP view shows as null.
+        routing = None
+        if raw_routing:
+            decided = orjson.loads(raw_routing)
+            routing = common_pb2.RoutingDecision(
+                connector=decided.get("connector") or rec.get("connector"),
+                queue=decided.get("queue", ""),
+                priority=int(decided.get("priority", 0)),
+                skills=decided.get("skills", []),
+                rule=decided.get("rule", ""),
+            )
         return session_pb2.Handover(
             conversation_id=rec.conversation_id,
             state=_STATE_VALUES.get(rec.state, session_pb2.HANDOVER_STATE_UNSPECIFIED),
             connector=rec.get("connector"),
             external_id=rec.get("external_id"),
-            routing=common_pb2.RoutingDecision(
-                connector=routing.get("connector") or rec.get("connector"),
-                queue=routing.get("queue", ""),
-                priority=int(routing.get("priority", 0)),
-                skills=routing.get("skills", []),
-                rule=routing.get("rule", ""),
-            ),
+            routing=routing,
             channel=rec.get("channel"),
             end_user=rec.get("end_user"),
             business_sender=rec.get("business_sender"),

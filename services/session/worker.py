@@ -62,6 +62,9 @@ from ccbridge.services.session.store import (
 
 log = logging.getLogger(__name__)
 
+# Metadata keys the bridge writes on the Infobip conversation once the case is open.
+ANNOTATION_CONNECTOR = "ccbridgeConnector"
+ANNOTATION_CASE_ID = "ccbridgeCaseId"
 MAX_TEXT = 4096  # Infobip's documented content size limit
 # Relay batches under way at once. What arrives while one is out waits for the next, so
 # batches grow with the load and the connector's and CCaaS's cost per message falls
@@ -445,6 +448,7 @@ class ConversationWorker:
             )
         elif not ok:
             raise LeaseLost()
+        await self._annotate(rec, connector, external_id)
         log.info(
             "handover active",
             extra={
@@ -453,6 +457,24 @@ class ConversationWorker:
                 "transcript_messages": len(transcript.messages),
             },
         )
+
+    async def _annotate(self, rec: HandoverRecord, connector: str, external_id: str) -> None:
+        """Copies the escalation's tags and metadata onto the Infobip conversation, with
+        the connector and case id (``ccbridgeConnector``, ``ccbridgeCaseId``) so an
+        Infobip agent or report can find the case. Best effort: the handover is already
+        ACTIVE and routing and the case have their own copy."""
+        metadata = {**rec.metadata, ANNOTATION_CONNECTOR: connector}
+        if external_id:
+            metadata[ANNOTATION_CASE_ID] = external_id
+        try:
+            await self.peers.history.AnnotateConversation(
+                history_pb2.AnnotateConversationRequest(
+                    conversation_id=rec.conversation_id, tags=rec.tags, metadata=metadata
+                ),
+                timeout=self.s.grpc_timeout_s,
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("could not annotate the Infobip conversation: %s", exc.code().name)
 
     async def _open_case(
         self, rec: HandoverRecord
@@ -468,17 +490,6 @@ class ConversationWorker:
         except grpc.aio.AioRpcError as exc:
             raise failure_from_rpc_error(exc, "history.GetTranscript") from exc
         tags, metadata = rec.tags, rec.metadata
-        if (tags or metadata) and not rec.get("annotated"):
-            try:
-                await self.peers.history.AnnotateConversation(
-                    history_pb2.AnnotateConversationRequest(
-                        conversation_id=cid, tags=tags, metadata=metadata
-                    ),
-                    timeout=timeout,
-                )
-            except grpc.aio.AioRpcError as exc:
-                # Context still reaches routing and the case; the Infobip copy is a nicety.
-                log.warning("could not annotate the Infobip conversation: %s", exc.code().name)
         all_tags = list(dict.fromkeys([*transcript.tags, *tags]))
         all_meta = {**dict(transcript.metadata), **metadata}
         context = common_pb2.ConversationContext(

@@ -40,6 +40,8 @@ async def test_escalate_is_idempotent(session_api: Api) -> None:
     assert again.handover.state == session_pb2.HANDOVER_STATE_OPENING
     assert list(again.handover.tags) == ["vip"]
     assert dict(again.handover.metadata) == {"lang": "de"}
+    # Not routed yet: no routing decision (the HTTP view shows null, docs/http-api.md).
+    assert not again.handover.HasField("routing")
 
 
 async def test_escalate_rejects_bad_ids(session_api: Api) -> None:
