@@ -27,6 +27,7 @@ from ccbridge.services.session.store import (
     INGEST_ACCEPTED,
     INGEST_DUPLICATE,
     LANES,
+    REPLAYABLE_STATES,
     HandoverRecord,
     Lane,
     SessionStore,
@@ -453,6 +454,18 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         rec = await self.store.get_dead_letter(request.id)
         if rec is None:
             raise HandoverNotFound(f"no dead letter {request.id}")
-        lane = await self.store.replay_dead_letter(rec)
+        lane, state = await self.store.replay_dead_letter(rec)
+        if lane is None:
+            # The letter stays where it is: an operator can still read it.
+            if not state:
+                raise HandoverStateConflict(
+                    f"the handover of {rec.conversation_id} no longer exists (expired or "
+                    "erased); the dead letter cannot be delivered"
+                )
+            allowed = " or ".join(REPLAYABLE_STATES[rec.queue])
+            raise HandoverStateConflict(
+                f"the handover of {rec.conversation_id} is {state}; a dead letter of its "
+                f"{rec.queue} can be replayed only while it is {allowed}"
+            )
         self._wake([rec.conversation_id], [lane])
         return session_pb2.ReplayDeadLetterResponse(conversation_id=rec.conversation_id)

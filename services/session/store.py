@@ -246,6 +246,22 @@ return {popped, redis.call('LLEN', KEYS[2])}
 """
 )
 
+# Replays a dead letter into its queue if the handover can still deliver it there.
+# KEYS: h, queue, seen   ARGV: "dl:<id>", message, allowed states (comma list), dedupe ttl
+# Returns {1, state} queued, {2, state} already replayed, {0, state or ''} refused.
+_REPLAY = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return {0, ''} end
+if not string.find(',' .. ARGV[3] .. ',', ',' .. st .. ',', 1, true) then return {0, st} end
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return {2, st} end
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'dead_letters', -1)
+return {1, st}
+"""
+# Where a replayed message can still be delivered (see lane_has_work).
+REPLAYABLE_STATES = {"inbox": ("OPENING", "ACTIVE"), "outbox": ("ACTIVE", "CLOSING")}
+
 _RENEW = LEASE_LUA + "return lease_renew(KEYS[1], ARGV[1], ARGV[2], KEYS[2])"
 _RELEASE = LEASE_LUA + "return lease_release(KEYS[1], ARGV[1])"
 
@@ -343,6 +359,7 @@ class SessionStore:
         self._renew = redis.register_script(_RENEW)
         self._claim = self.raw.register_script(_CLAIM)
         self._finish = self.raw.register_script(_FINISH)
+        self._replay = redis.register_script(_REPLAY)
         # Conversations whose last ingested message was taken (see ingest()).
         self._open_hint: dict[str, None] = {}
 
@@ -882,17 +899,31 @@ class SessionStore:
             dead_at_ms=int(_text(f["dead_at"])),
         )
 
-    async def replay_dead_letter(self, rec: DeadLetterRecord) -> Lane:
-        """Queues a dead letter again at the end of its queue; returns its lane."""
+    async def replay_dead_letter(self, rec: DeadLetterRecord) -> tuple[Lane | None, str]:
+        """Queues a dead letter again at the end of its queue, if its handover can still
+        deliver it there. Returns the lane (None when refused) and the handover's state
+        ('' when the handover no longer exists). Idempotent: a letter replayed twice (a
+        crash between the two steps) is queued once."""
         lane = Lane.INBOX if rec.queue == "inbox" else Lane.OUTBOX
+        cid = rec.conversation_id
+        outcome, state = await self._replay(
+            keys=[self.k_h(cid), self.k_queue(lane, cid), self.k_seen(cid)],
+            args=[
+                f"dl:{rec.id}",
+                rec.message,
+                ",".join(REPLAYABLE_STATES[lane.queue]),
+                self.dedupe_ttl_s,
+            ],
+        )
+        if int(outcome) == 0:
+            return None, _text(state)
+        # The global indexes after the conversation's own keys (Redis Cluster layout).
         async with self.r.pipeline(transaction=False) as pipe:
-            pipe.rpush(self.k_queue(lane, rec.conversation_id), rec.message)
-            pipe.hincrby(self.k_h(rec.conversation_id), "dead_letters", -1)
             pipe.zrem(self.k_dlq, rec.id)
             pipe.delete(self.k_dl(rec.id))
-            pipe.zadd(self.k_due(lane), {rec.conversation_id: now_ms()})
+            pipe.zadd(self.k_due(lane), {cid: now_ms()})
             await pipe.execute()
-        return lane
+        return lane, _text(state)
 
     # -- listing ---------------------------------------------------------------------------
     async def list_state(self, state: str, offset: int, limit: int) -> tuple[list[str], bool]:
