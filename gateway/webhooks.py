@@ -38,14 +38,18 @@ from ccbridge.gateway.backends import Backends
 from ccbridge.gateway.errors import HttpError, JsonResponse, http_error_from_grpc
 from ccbridge.gateway.metrics import GatewayMetrics
 from ccbridge.gateway.settings import GatewaySettings
-from ccbridge.services.runtime.ids import CONVERSATION_ID_RULE, is_conversation_id
+from ccbridge.services.runtime.ids import (
+    CONVERSATION_ID_RULE,
+    MESSAGE_ID_RULE,
+    is_conversation_id,
+    is_message_id,
+)
 from ccbridge.services.runtime.logging import conversation_id_var
 from ccbridge.session.v1 import session_pb2
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADERS = ("x-hub-signature-256", "x-signature", "x-infobip-signature")
-MAX_ID_CHARS = 256
 _CONNECTOR_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 _EXT_TYPES: dict[str, str] = {
@@ -104,8 +108,8 @@ def _required_id(
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise _bad(where, f"{key} is required", code)
-    if len(value) > MAX_ID_CHARS:
-        raise _bad(where, f"{key} is longer than {MAX_ID_CHARS} characters", code)
+    if not is_message_id(value):
+        raise _bad(where, f"{key} must be {MESSAGE_ID_RULE}", code)
     return value
 
 

@@ -15,7 +15,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.batch_stream import StreamServer
 from ccbridge.services.runtime.handover_limits import MAX_METADATA_KEYS, MAX_TAG_CHARS, MAX_TAGS
-from ccbridge.services.runtime.ids import CONVERSATION_ID_RULE, is_conversation_id
+from ccbridge.services.runtime.ids import (
+    CONVERSATION_ID_RULE,
+    MESSAGE_ID_RULE,
+    is_conversation_id,
+    is_message_id,
+)
 from ccbridge.services.runtime.logging import rpc_var
 from ccbridge.services.runtime.server import status_for
 from ccbridge.services.session.errors import (
@@ -219,6 +224,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         for m in messages:
             if not m.id:
                 raise InvalidHandoverRequest("every message needs an id")
+            if not is_message_id(m.id):
+                raise InvalidHandoverRequest(f"message ids must be {MESSAGE_ID_RULE}")
             _check_cid(m.conversation_id)
         outcomes = await self.store.ingest(messages)
         if INGEST_ACCEPTED in outcomes:
@@ -249,6 +256,11 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         for event in request.events:
             if not event.connector or not event.external_id or not event.event_id:
                 raise InvalidHandoverRequest("every event needs connector, external_id, event_id")
+            ids = (event.event_id, event.external_id, event.agent_message.id)
+            if not all(is_message_id(i) for i in ids if i):
+                raise InvalidHandoverRequest(
+                    f"event, case and message ids must be {MESSAGE_ID_RULE}"
+                )
         for event in request.events:
             cid = await self.store.lookup_case(event.connector, event.external_id)
             if cid is None:
@@ -376,6 +388,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         msg = common_pb2.Message()
         msg.CopyFrom(request.message)
         msg.id = msg.id or uuid.uuid4().hex
+        if not is_message_id(msg.id):
+            raise InvalidHandoverRequest(f"message.id must be {MESSAGE_ID_RULE}")
         msg.conversation_id = cid
         msg.direction = common_pb2.DIRECTION_OUTBOUND
         msg.author_type = msg.author_type or "AGENT"

@@ -293,3 +293,32 @@ async def test_replay_of_an_expired_handover_is_refused(session_api: Api) -> Non
     assert not await store.r.exists(store.k_h("c-dl3"))
     assert not await store.r.llen(store.k_in("c-dl3"))
     assert await store.get_dead_letter(dl_id) is not None
+
+
+async def test_message_ids_with_control_characters_are_refused(session_api: Api) -> None:
+    _, stub = session_api
+    await stub.Escalate(session_pb2.EscalateRequest(conversation_id="c-ids"))
+    calls = [
+        stub.Ingest(
+            session_pb2.IngestRequest(
+                messages=[common_pb2.Message(id="a\r\nb", conversation_id="c-ids")]
+            )
+        ),
+        stub.SendAgentMessage(
+            session_pb2.SendAgentMessageRequest(
+                conversation_id="c-ids",
+                message=common_pb2.Message(id="a\nb", content_json='{"text":"x"}'),
+            )
+        ),
+        stub.ReportCaseEvents(
+            session_pb2.ReportCaseEventsRequest(
+                events=[
+                    session_pb2.CaseEvent(connector="webhook", external_id="C-1", event_id="e\r\n1")
+                ]
+            )
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
