@@ -97,7 +97,7 @@ class GatewaySettings:
                 "CCBRIDGE_HTTP_PORT", DEFAULT_PORTS["gateway"], minimum=0, maximum=65535
             ),
             bind_host=env.str("CCBRIDGE_BIND_HOST", "127.0.0.1"),
-            forwarded_allow_ips=env.str("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+            forwarded_allow_ips=env.str("FORWARDED_ALLOW_IPS", ""),
             common=CommonSettings.read(env),
         )
         env.done("gateway")
