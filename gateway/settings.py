@@ -33,6 +33,8 @@ class GatewaySettings:
     infobip_basic_password: Secret
     infobip_allowed_ips: tuple[IPNetwork, ...]
     max_body_bytes: int
+    body_timeout_s: float
+    max_concurrent_requests: int
     grpc_timeout_s: float
     session_addr: str
     connector_addr: str
@@ -89,6 +91,10 @@ class GatewaySettings:
                 DEFAULT_MAX_BODY_BYTES,
                 minimum=1024,
                 maximum=64 * 1024 * 1024,
+            ),
+            body_timeout_s=env.float("CCBRIDGE_BODY_TIMEOUT_S", 10.0, minimum=0.1),
+            max_concurrent_requests=env.int(
+                "CCBRIDGE_MAX_CONCURRENT_REQUESTS", 256, minimum=1, maximum=100_000
             ),
             grpc_timeout_s=env.float("CCBRIDGE_GRPC_TIMEOUT_S", 5.0, minimum=0.1),
             session_addr=env.str("SESSION_ADDR", default_addr("session")),

@@ -321,6 +321,7 @@ class WebhookRoutes:
         self._backends = backends
         self._metrics = metrics
         self._limit = settings.max_body_bytes
+        self._body_timeout = settings.body_timeout_s
         self._webhook_tokens = tuple(
             t.strip() for t in settings.webhook_token.value.split(",") if t.strip()
         )
@@ -354,7 +355,7 @@ class WebhookRoutes:
         if not any(matches):
             raise HttpError(401, "unauthorized", "invalid webhook token")
         require_json(request)
-        doc = parse_json(await read_body(request, self._limit))
+        doc = parse_json(await read_body(request, self._limit, self._body_timeout))
         items, single = _legacy_items(doc)
         now = now_instant()
         messages: list[common_pb2.Message] = []
@@ -403,7 +404,7 @@ class WebhookRoutes:
                 "webhook_auth_not_configured",
                 "this route needs INFOBIP_WEBHOOK_SECRET or Basic credentials",
             )
-        body = await read_body(request, self._limit)
+        body = await read_body(request, self._limit, self._body_timeout)
         self._authenticate_events(request, body)
         require_json(request)
         doc = parse_json(body)
@@ -561,7 +562,7 @@ class WebhookRoutes:
         connector = request.path_params["connector"]
         if not _CONNECTOR_RE.match(connector):
             raise HttpError(404, "unknown_connector", "no such connector")
-        body = await read_body(request, self._limit)
+        body = await read_body(request, self._limit, self._body_timeout)
         headers = [
             connector_pb2.Header(name=name.lower(), value=value)
             for name, value in request.headers.items()
