@@ -133,6 +133,7 @@ class ConversationWorker:
                 for lane in LANES
             ),
             asyncio.create_task(self._reconcile_loop(), name="reconciler"),
+            asyncio.create_task(self._retention_loop(), name="retention"),
         ]
 
     def wake(self, cids: Iterable[str] = (), lanes: Iterable[Lane] = LANES) -> None:
@@ -724,6 +725,29 @@ class ConversationWorker:
         log.info("handover closed", extra={"closed_by": closed_by})
 
     # -- reconciler ------------------------------------------------------------------------
+    async def _retention_loop(self) -> None:
+        """Expires what the operator could still act on once its retention is over
+        (FAILED handovers, dead letters; see SessionStore.sweep_retention). Idempotent and
+        exact on every replica: each removal is counted by the one that made it."""
+        while not self._stopping:
+            await asyncio.sleep(self.s.reconcile_interval_s)
+            try:
+                swept = await self.store.sweep_retention()
+            except Exception:
+                log.warning("retention pass failed", exc_info=True)
+                continue
+            if swept.dead_letters_over_cap:
+                log.warning(
+                    "dead letters over the cap (CCBRIDGE_DEAD_LETTER_MAX): the oldest %d removed",
+                    swept.dead_letters_over_cap,
+                )
+            if swept.failed_handovers or swept.dead_letters_expired:
+                log.info(
+                    "retention: %d FAILED handovers and %d dead letters expired",
+                    swept.failed_handovers,
+                    swept.dead_letters_expired,
+                )
+
     async def _reconcile_loop(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self.s.reconcile_interval_s)
