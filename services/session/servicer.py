@@ -483,3 +483,38 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             )
         self._wake([rec.conversation_id], [lane])
         return session_pb2.ReplayDeadLetterResponse(conversation_id=rec.conversation_id)
+
+    async def EraseData(
+        self,
+        request: session_pb2.EraseDataRequest,
+        context: grpc.aio.ServicerContext[
+            session_pb2.EraseDataRequest, session_pb2.EraseDataResponse
+        ],
+    ) -> session_pb2.EraseDataResponse:
+        subject = request.WhichOneof("subject")
+        if subject == "conversation_id":
+            cids = [_check_cid(request.conversation_id)]
+        elif subject == "end_user" and request.end_user.strip():
+            cids = await self.store.conversations_of(request.end_user)
+        else:
+            raise InvalidHandoverRequest("give conversation_id or a non-blank end_user")
+        still_open = [(cid, state) for cid in cids if (state := await self.store.open_state(cid))]
+        if still_open:
+            shown = ", ".join(f"{cid} is {state}" for cid, state in still_open[:5])
+            raise HandoverStateConflict(
+                f"{len(still_open)} handover(s) still open ({shown}); close them first "
+                "(ccbridge handovers close); nothing was erased"
+            )
+        erased: list[str] = []
+        letters = 0
+        for cid in cids:
+            done, count = await self.store.erase_conversation(cid)
+            if not done:  # escalated again meanwhile
+                raise HandoverStateConflict(
+                    f"{cid} was opened again meanwhile; erased so far: {erased or 'none'}"
+                )
+            erased.append(cid)
+            letters += count
+        # Counts only: the request's subject (an end user's address) is personal data.
+        log.info("data erased: %d conversations, %d dead letters", len(erased), letters)
+        return session_pb2.EraseDataResponse(conversation_ids=erased, dead_letters=letters)

@@ -277,6 +277,22 @@ if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 and redis.call('EXISTS', KEYS[1]) =
 end
 return 1
 """
+# Erases one conversation's own keys unless its handover is open.
+# KEYS: h, in, out, seen, ti, dlc, lease:in, lease:out, lease (v1)   ARGV: open states
+# Returns {0, state} refused, or {1, connector, external_id, dead letter ids...}.
+_ERASE_CONVERSATION = """
+local f = redis.call('HMGET', KEYS[1], 'state', 'connector', 'external_id')
+if f[1] and string.find(',' .. ARGV[1] .. ',', ',' .. f[1] .. ',', 1, true) then
+  return {0, f[1]}
+end
+local out = {1, f[2] or '', f[3] or ''}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do out[#out + 1] = id end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
+return out
+"""
+OPEN_STATES = ("OPENING", "ACTIVE", "CLOSING")
+ALL_STATES = (*OPEN_STATES, "CLOSED", "FAILED")
+
 # Where a replayed message can still be delivered (see lane_has_work).
 REPLAYABLE_STATES = {"inbox": ("OPENING", "ACTIVE"), "outbox": ("ACTIVE", "CLOSING")}
 
@@ -403,6 +419,7 @@ class SessionStore:
         self._replay = redis.register_script(_REPLAY)
         self._erase_failed = redis.register_script(_ERASE_FAILED)
         self._dead_letter_gone = redis.register_script(_DEAD_LETTER_GONE)
+        self._erase_conversation = redis.register_script(_ERASE_CONVERSATION)
         # Conversations whose last ingested message was taken (see ingest()).
         self._open_hint: dict[str, None] = {}
 
@@ -946,13 +963,14 @@ class SessionStore:
         ]
         return out, (offset + limit) if more else None
 
-    async def _index_dead_letters_of(self, cid: str) -> None:
+    async def _index_dead_letters_of(self, cid: str, *, always: bool = False) -> None:
         """Builds a conversation's dead-letter index from the global one: dead letters of
         releases before the per-conversation index (once per conversation, and only when
-        its handover counts some)."""
-        rec = await self.get(cid)
-        if rec is None or rec.get_int("dead_letters") <= 0:
-            return
+        its handover counts some — ``always`` when erasing)."""
+        if not always:
+            rec = await self.get(cid)
+            if rec is None or rec.get_int("dead_letters") <= 0:
+                return
         cursor = 0
         while True:
             cursor, page = await self.r.zscan(self.k_dlq, cursor, count=1000)
@@ -1102,3 +1120,85 @@ class SessionStore:
         """What retention has removed so far, by kind."""
         raw = await self.r.hgetall(self.k_stats)
         return {_text(k): int(_text(v)) for k, v in raw.items()}
+
+    # -- erasure (data-protection requests) ------------------------------------------------
+    async def open_state(self, cid: str) -> str:
+        """The handover's state if it is open (OPENING, ACTIVE, CLOSING), else ''."""
+        state = await self.r.hget(self.k_h(cid), "state")
+        return _text(state) if state is not None and _text(state) in OPEN_STATES else ""
+
+    async def erase_conversation(self, cid: str) -> tuple[bool, int]:
+        """Erases what is stored about ``cid`` unless its handover is open; returns
+        (erased, dead letters erased). Erasing nothing known is not an error."""
+        await self._index_dead_letters_of(cid, always=True)  # letters from before the index
+        reply = await self._erase_conversation(
+            keys=[
+                self.k_h(cid),
+                self.k_in(cid),
+                self.k_out(cid),
+                self.k_seen(cid),
+                self.k_tx(cid),
+                self.k_dlc(cid),
+                self.k_lease(Lane.INBOX, cid),
+                self.k_lease(Lane.OUTBOX, cid),
+                self.k_lease_v1(cid),
+            ],
+            args=[",".join(OPEN_STATES)],
+        )
+        if int(reply[0]) == 0:
+            return False, 0
+        connector, external_id = _text(reply[1]), _text(reply[2])
+        letters = [_text(i) for i in reply[3:]]
+        async with self.r.pipeline(transaction=False) as pipe:
+            if connector and external_id:
+                pipe.delete(self.k_ext(connector, external_id))
+            for state in ALL_STATES:
+                pipe.zrem(self.k_state(state), cid)
+            for lane in LANES:
+                pipe.zrem(self.k_due(lane), cid)
+            pipe.zrem(self.k_due_v1, cid)
+            for dl_id in letters:
+                pipe.delete(self.k_dl(dl_id))
+            if letters:
+                pipe.zrem(self.k_dlq, *letters)
+            await pipe.execute()
+        return True, len(letters)
+
+    async def conversations_of(self, end_user: str) -> list[str]:
+        """Every conversation the bridge holds something about whose end user is
+        ``end_user``: handovers in any state, and dead letters whose handover is gone.
+        A scan (data-protection requests are rare): O(handovers + dead letters)."""
+        found: dict[str, None] = {}
+        for state in ALL_STATES:
+            cursor = 0
+            while True:
+                cursor, page = await self.r.zscan(self.k_state(state), cursor, count=1000)
+                cids = [_text(member) for member, _ in page]
+                async with self.r.pipeline(transaction=False) as pipe:
+                    for cid in cids:
+                        pipe.hget(self.k_h(cid), "end_user")
+                    owners = await pipe.execute() if cids else []
+                found.update(
+                    (cid, None)
+                    for cid, owner in zip(cids, owners, strict=True)
+                    if owner is not None and _text(owner) == end_user
+                )
+                if cursor == 0:
+                    break
+        cursor = 0
+        while True:
+            cursor, page = await self.r.zscan(self.k_dlq, cursor, count=1000)
+            ids = [_text(member) for member, _ in page]
+            async with self.r.pipeline(transaction=False) as pipe:
+                for dl_id in ids:
+                    pipe.hmget(self.k_dl(dl_id), ["conversation_id", "message"])
+                rows = await pipe.execute() if ids else []
+            for cid_raw, payload in rows:
+                if cid_raw is None or payload is None:
+                    continue
+                message = common_pb2.Message.FromString(_bytes(payload))
+                if end_user in (getattr(message, "from"), message.to):
+                    found[_text(cid_raw)] = None
+            if cursor == 0:
+                break
+        return list(found)
