@@ -55,6 +55,7 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
             dead_letter_s=settings.dead_letter_retention_s,
             dead_letter_max=settings.dead_letter_max,
         ),
+        inbox_max=settings.inbox_max,
     )
     history_ch = create_channel(settings.history_addr)
     routing_ch = create_channel(settings.routing_addr)

@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.batch_stream import StreamServer
+from ccbridge.services.runtime.errors import ResourceExhausted
 from ccbridge.services.runtime.handover_limits import MAX_METADATA_KEYS, MAX_TAG_CHARS, MAX_TAGS
 from ccbridge.services.runtime.ids import (
     CONVERSATION_ID_RULE,
@@ -31,6 +32,7 @@ from ccbridge.services.session.errors import (
 from ccbridge.services.session.store import (
     INGEST_ACCEPTED,
     INGEST_DUPLICATE,
+    INGEST_FULL,
     LANES,
     REPLAYABLE_STATES,
     HandoverRecord,
@@ -55,6 +57,8 @@ _INITIATORS = {
     "INFOBIP": session_pb2.CLOSE_INITIATOR_INFOBIP,
     "OPERATOR": session_pb2.CLOSE_INITIATOR_OPERATOR,
 }
+# A full inbox drains at the CCaaS's pace: ask the sender to come back in a while.
+INBOX_FULL_RETRY_AFTER_S = 30.0
 _OUTCOMES = {
     0: session_pb2.INGEST_OUTCOME_IGNORED,
     1: session_pb2.INGEST_OUTCOME_ACCEPTED,
@@ -228,6 +232,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 raise InvalidHandoverRequest(f"message ids must be {MESSAGE_ID_RULE}")
             _check_cid(m.conversation_id)
         outcomes = await self.store.ingest(messages)
+        full = [
+            m.conversation_id for m, o in zip(messages, outcomes, strict=True) if o == INGEST_FULL
+        ]
         if INGEST_ACCEPTED in outcomes:
             # The conversations that got work, so the worker need not read the schedule.
             self._wake(
@@ -237,6 +244,15 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                     if o == INGEST_ACCEPTED
                 ),
                 [Lane.INBOX],
+            )
+        if full:
+            # Nothing of the full conversations was taken (nor marked seen): the webhook's
+            # sender retries the whole request later; what was accepted dedupes then.
+            log.warning("inbox full (CCBRIDGE_INBOX_MAX): %d messages refused", len(full))
+            raise ResourceExhausted(
+                f"the inbox of {full[0]} holds {self.store.inbox_max} undelivered messages; "
+                "retry later",
+                retry_after=INBOX_FULL_RETRY_AFTER_S,
             )
         return [
             session_pb2.IngestResult(message_id=m.id, outcome=_OUTCOMES[o])

@@ -37,6 +37,7 @@ class SessionSettings:
     failed_retention_s: int
     dead_letter_retention_s: int
     dead_letter_max: int
+    inbox_max: int
     reconcile_interval_s: float
     reconcile_infobip: bool
     workers_enabled: bool
@@ -78,6 +79,7 @@ class SessionSettings:
                 "CCBRIDGE_DEAD_LETTER_RETENTION_S", 30 * 86400, minimum=60
             ),
             dead_letter_max=env.int("CCBRIDGE_DEAD_LETTER_MAX", 100_000, minimum=1),
+            inbox_max=env.int("CCBRIDGE_INBOX_MAX", 10_000, minimum=1),
             reconcile_interval_s=env.float("CCBRIDGE_RECONCILE_INTERVAL_S", 60.0, minimum=0.1),
             reconcile_infobip=env.bool("CCBRIDGE_RECONCILE_INFOBIP", True),
             workers_enabled=env.bool("CCBRIDGE_WORKERS_ENABLED", True),

@@ -56,7 +56,7 @@ from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.lease import LEASE_LUA
 from ccbridge.services.runtime.redis import RawPipeline, RawScript
 
-INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE = 0, 1, 2
+INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE, INGEST_FULL = 0, 1, 2, 3
 OPEN_HINT_MAX = 100_000  # conversations remembered by ingest()'s schedule guess
 
 
@@ -114,10 +114,12 @@ def lane_has_work(lane: Lane, state: str, inbox: int, outbox: int) -> bool:
     return False
 
 
-# KEYS: h, in, seen   ARGV: msg id, msg bytes, dedupe ttl s, channel, end user, business, now
+# KEYS: h, in, seen   ARGV: msg id, msg bytes, dedupe ttl s, channel, end user, business,
+# inbox cap. A full inbox takes nothing (not even the dedupe id): the sender retries later.
 _INGEST = """
 local st = redis.call('HGET', KEYS[1], 'state')
 if st ~= 'OPENING' and st ~= 'ACTIVE' then return 0 end
+if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[7]) then return 3 end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 2 end
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 redis.call('RPUSH', KEYS[2], ARGV[2])
@@ -400,12 +402,14 @@ class SessionStore:
         dedupe_ttl_s: int = 7 * 86400,
         closed_retention_s: int = 7 * 86400,
         retention: Retention | None = None,
+        inbox_max: int = 10_000,
     ) -> None:
         self.r = redis
         self.p = prefix
         self.dedupe_ttl_s = dedupe_ttl_s
         self.closed_retention_s = closed_retention_s
         self.retention = retention or Retention()
+        self.inbox_max = inbox_max
         self.raw = RawPipeline(redis)
         self._ingest = self.raw.register_script(_INGEST)
         self._create = redis.register_script(_CREATE)
@@ -666,7 +670,7 @@ class SessionStore:
                     m.channel,
                     getattr(m, "from"),
                     m.to,
-                    0,
+                    self.inbox_max,
                 ],
             )
             for m in messages
