@@ -36,6 +36,9 @@ class SessionSettings:
     closed_retention_s: int
     reconcile_interval_s: float
     reconcile_infobip: bool
+    reconcile_margin_s: float
+    reconcile_backfill_per_pass: int
+    route_back_on_failed: bool
     workers_enabled: bool
     grpc_timeout_s: float
 
@@ -72,6 +75,11 @@ class SessionSettings:
             closed_retention_s=env.int("CCBRIDGE_CLOSED_RETENTION_S", 7 * 86400, minimum=60),
             reconcile_interval_s=env.float("CCBRIDGE_RECONCILE_INTERVAL_S", 60.0, minimum=0.1),
             reconcile_infobip=env.bool("CCBRIDGE_RECONCILE_INFOBIP", True),
+            reconcile_margin_s=env.float("CCBRIDGE_RECONCILE_MARGIN_S", 300.0, minimum=0.0),
+            reconcile_backfill_per_pass=env.int(
+                "CCBRIDGE_RECONCILE_BACKFILL_PER_PASS", 100, minimum=0
+            ),
+            route_back_on_failed=env.bool("CCBRIDGE_ROUTE_BACK_ON_FAILED", False),
             workers_enabled=env.bool("CCBRIDGE_WORKERS_ENABLED", True),
             grpc_timeout_s=env.float("CCBRIDGE_GRPC_TIMEOUT_S", 5.0, minimum=0.1),
         )

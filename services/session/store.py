@@ -21,6 +21,9 @@ live in one Redis Cluster slot):
                                due time (ms); ``ccb:due`` (older releases) is adopted
 ``ccb:state:<STATE>``          zset: conversations per state, scored by last change (ms)
 ``ccb:dlq`` / ``ccb:dl:<id>``  zset + hash: dead letters
+``ccb:lease:reconcile``        string: fencing token of the replica running the reconciler
+``ccb:reconcile``              hash: the reconciler's progress (CLOSED listing mark,
+                               backfill cursor)
 =============================  ==========================================================
 
 The handover hash keeps every value within Redis's ``hash-max-listpack-value`` (64 bytes)
@@ -247,6 +250,23 @@ return {popped, redis.call('LLEN', KEYS[2])}
 )
 
 _RENEW = LEASE_LUA + "return lease_renew(KEYS[1], ARGV[1], ARGV[2], KEYS[2])"
+
+# KEYS: lease, hash   ARGV: token, field, value
+_FENCED_HSET = (
+    LEASE_LUA
+    + """
+if not lease_held(KEYS[1], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+)
+
+# KEYS: h   ARGV: ms
+_BACKFILL_MARK = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'ACTIVE' then return 0 end
+redis.call('HSET', KEYS[1], 'backfill_at', ARGV[1])
+return 1
+"""
 _RELEASE = LEASE_LUA + "return lease_release(KEYS[1], ARGV[1])"
 
 
@@ -343,6 +363,8 @@ class SessionStore:
         self._renew = redis.register_script(_RENEW)
         self._claim = self.raw.register_script(_CLAIM)
         self._finish = self.raw.register_script(_FINISH)
+        self._fenced_hset = redis.register_script(_FENCED_HSET)
+        self._backfill_mark = redis.register_script(_BACKFILL_MARK)
         # Conversations whose last ingested message was taken (see ingest()).
         self._open_hint: dict[str, None] = {}
 
@@ -899,3 +921,81 @@ class SessionStore:
         raw = await self.r.zrevrange(self.k_state(state), offset, offset + limit)
         ids = [_text(c) for c in raw]
         return ids[:limit], len(ids) > limit
+
+    # -- reconciler (services/session/reconciler.py) ---------------------------------------
+    @property
+    def k_reconcile_lease(self) -> str:
+        """Lease of the one replica that runs the reconciler's pass."""
+        return f"{self.p}:lease:reconcile"
+
+    @property
+    def k_reconcile(self) -> str:
+        """Hash of the reconciler's progress: ``closed_mark`` (ms: where the next CLOSED
+        listing starts, before the margin) and ``backfill_cursor`` (offset into ACTIVE)."""
+        return f"{self.p}:reconcile"
+
+    async def index_rows(
+        self, cids: Sequence[str]
+    ) -> list[tuple[str | None, int, int, bool, bool]]:
+        """For each conversation, in one round trip: (state or None, inbox length, outbox
+        length, inbox lane scheduled, outbox lane scheduled)."""
+        if not cids:
+            return []
+        commands: list[tuple[Any, ...]] = []
+        for cid in cids:
+            commands += [
+                ("HGET", self.k_h(cid), "state"),
+                ("LLEN", self.k_in(cid)),
+                ("LLEN", self.k_out(cid)),
+                ("ZSCORE", self.k_due(Lane.INBOX), cid),
+                ("ZSCORE", self.k_due(Lane.OUTBOX), cid),
+            ]
+        replies = await self._exec(commands)
+        return [
+            (
+                _text(replies[i]) if replies[i] is not None else None,
+                int(replies[i + 1]),
+                int(replies[i + 2]),
+                replies[i + 3] is not None,
+                replies[i + 4] is not None,
+            )
+            for i in range(0, len(replies), 5)
+        ]
+
+    async def states(self, cids: Sequence[str]) -> list[str | None]:
+        """Each conversation's handover state (None: no handover), in one round trip."""
+        if not cids:
+            return []
+        replies = await self._exec([("HGET", self.k_h(cid), "state") for cid in cids])
+        return [_text(reply) if reply is not None else None for reply in replies]
+
+    async def oldest_open_ms(self) -> int | None:
+        """The earliest last-change time (ms) of an OPENING or ACTIVE handover."""
+        found: list[int] = []
+        for state in ("OPENING", "ACTIVE"):
+            first: list[tuple[bytes, float]] = await self.r.zrange(
+                self.k_state(state), 0, 0, withscores=True
+            )
+            found += [int(pair[1]) for pair in first]
+        return min(found) if found else None
+
+    async def reconcile_progress(self) -> tuple[int | None, int]:
+        """(closed mark in ms or None before the first pass, backfill cursor)."""
+        mark, cursor = await self.r.hmget(self.k_reconcile, ["closed_mark", "backfill_cursor"])
+        return (int(mark) if mark else None), (int(cursor) if cursor else 0)
+
+    async def save_reconcile_progress(self, token: str, field_name: str, value: int) -> bool:
+        """Stores one progress field only while ``token`` still holds the reconciler's
+        lease (a paused former holder cannot move the marks back)."""
+        return bool(
+            int(
+                await self._fenced_hset(
+                    keys=[self.k_reconcile_lease, self.k_reconcile], args=[token, field_name, value]
+                )
+            )
+        )
+
+    async def set_backfill_mark(self, cid: str, created_ms: int) -> None:
+        """Records the newest inbound message the backfill has seen (``backfill_at``, ms)
+        on an ACTIVE handover; a handover gone or past ACTIVE is left alone."""
+        await self._backfill_mark(keys=[self.k_h(cid)], args=[created_ms])

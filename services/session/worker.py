@@ -47,6 +47,7 @@ from ccbridge.services.session.delivery import (
     failure_from_far_side,
     failure_from_rpc_error,
 )
+from ccbridge.services.session.reconciler import Reconciler
 from ccbridge.services.session.relay import InboxRelay
 from ccbridge.services.session.settings import SessionSettings
 from ccbridge.services.session.store import (
@@ -121,6 +122,7 @@ class ConversationWorker:
             window=settings.delivery_window,
         )
         self._relay_slots = asyncio.Semaphore(RELAY_IN_FLIGHT)
+        self.reconciler = Reconciler(store, peers.infobip, settings, self.wake)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -721,47 +723,9 @@ class ConversationWorker:
             except Exception:
                 log.warning("reconcile round failed", exc_info=True)
 
-    async def reconcile_once(self) -> dict[str, int]:
-        """Repairs the schedule and closes handovers whose Infobip conversation was closed
-        without us hearing of it (a missed webhook must not keep a case open forever)."""
-        stats = {"rescheduled": 0, "closed": 0}
-        for state in ("OPENING", "ACTIVE", "CLOSING"):
-            offset = 0
-            while True:
-                ids, more = await self.store.list_state(state, offset, 500)
-                for cid in ids:
-                    rec = await self.store.get(cid)
-                    if rec is None or rec.state != state:
-                        await self.store.r.zrem(self.store.k_state(state), cid)
-                        continue
-                    inbox, outbox = await self.store.queue_lengths(cid)
-                    for lane in LANES:
-                        if lane_has_work(
-                            lane, state, inbox, outbox
-                        ) and not await self.store.scheduled(lane, cid):
-                            await self.store.schedule(lane, cid, now_ms())
-                            stats["rescheduled"] += 1
-                    if state == "ACTIVE" and self.s.reconcile_infobip:
-                        try:
-                            conv = await self.peers.infobip.get_conversation(cid)
-                        except FarSideError:
-                            continue
-                        if str(conv.get("status", "")).upper() == "CLOSED":
-                            ok, _ = await self.store.transition(
-                                cid,
-                                allowed=("ACTIVE",),
-                                new_state="CLOSING",
-                                due=LANES,
-                                values={
-                                    "closed_by": "INFOBIP",
-                                    "close_reason": "reconciler: closed at Infobip",
-                                },
-                            )
-                            stats["closed"] += int(ok)
-                if not more:
-                    break
-                offset += 500
-        if stats["rescheduled"] or stats["closed"]:
-            log.info("reconciled", extra=stats)
-            self.wake()
-        return stats
+    async def reconcile_once(self) -> dict[str, int] | None:
+        """One reconciler pass (services/session/reconciler.py): repairs the schedule,
+        closes handovers whose Infobip conversation was closed without us hearing of it
+        and backfills inbound messages a missed webhook left out. None when another
+        replica runs the pass."""
+        return await self.reconciler.run_once()
