@@ -246,6 +246,9 @@ class Reconciler:
             for message in messages:
                 message.conversation_id = cid
                 newest = max(newest, _created_ms(message))
+            # The transcript the case was opened with already holds the older ones.
+            known = await self.store.in_transcript_many(cid, [m.id for m in messages])
+            messages = [m for m, k in zip(messages, known, strict=True) if not k]
             if messages:
                 outcomes = await self.store.ingest(messages)
                 accepted += outcomes.count(INGEST_ACCEPTED)

@@ -973,10 +973,8 @@ class SessionStore:
         """The earliest last-change time (ms) of an OPENING or ACTIVE handover."""
         found: list[int] = []
         for state in ("OPENING", "ACTIVE"):
-            first: list[tuple[bytes, float]] = await self.r.zrange(
-                self.k_state(state), 0, 0, withscores=True
-            )
-            found += [int(pair[1]) for pair in first]
+            first = await self.r.zrange(self.k_state(state), 0, 0, withscores=True)
+            found += [int(float(pair[1])) for pair in first if isinstance(pair, tuple | list)]
         return min(found) if found else None
 
     async def reconcile_progress(self) -> tuple[int | None, int]:
