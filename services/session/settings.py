@@ -39,6 +39,7 @@ class SessionSettings:
     reconcile_margin_s: float
     reconcile_backfill_per_pass: int
     route_back_on_failed: bool
+    escalate_wait_ms: int
     workers_enabled: bool
     grpc_timeout_s: float
 
@@ -80,6 +81,7 @@ class SessionSettings:
                 "CCBRIDGE_RECONCILE_BACKFILL_PER_PASS", 100, minimum=0
             ),
             route_back_on_failed=env.bool("CCBRIDGE_ROUTE_BACK_ON_FAILED", False),
+            escalate_wait_ms=env.int("CCBRIDGE_ESCALATE_WAIT_MS", 0, minimum=0, maximum=60000),
             workers_enabled=env.bool("CCBRIDGE_WORKERS_ENABLED", True),
             grpc_timeout_s=env.float("CCBRIDGE_GRPC_TIMEOUT_S", 5.0, minimum=0.1),
         )

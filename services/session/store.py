@@ -571,6 +571,30 @@ class SessionStore:
             pipe.zremrangebyscore(self.k_state("CLOSED"), 0, now_ms() - ttl * 1000)
             await pipe.execute()
 
+    async def finish_rejected(self, cid: str) -> None:
+        """Housekeeping after REJECTED: the record expires like a closed one unless the
+        conversation is escalated again (:meth:`reopen_rejected`)."""
+        ttl = self.closed_retention_s
+        async with self.r.pipeline(transaction=False) as pipe:
+            for lane in LANES:
+                pipe.zrem(self.k_due(lane), cid)
+            pipe.expire(self.k_h(cid), ttl)
+            pipe.zremrangebyscore(self.k_state("REJECTED"), 0, now_ms() - ttl * 1000)
+            await pipe.execute()
+
+    async def reopen_rejected(self, cid: str) -> bool:
+        """A new escalation of a REJECTED handover: OPENING again, kept (no expiry)."""
+        ok, _ = await self.transition(
+            cid,
+            allowed=("REJECTED",),
+            new_state="OPENING",
+            due=(Lane.INBOX,),
+            values={"failure_reason": "", "open_attempts": "0", "open_next_at": "0"},
+        )
+        if ok:
+            await self.r.persist(self.k_h(cid))
+        return ok
+
     # -- ingest --------------------------------------------------------------------------
     async def ingest(self, messages: Sequence[common_pb2.Message]) -> list[int]:
         """Stores end-user messages of open handovers. Returns an outcome per message.

@@ -79,6 +79,15 @@ class LeaseLost(Exception):
     """Another worker took the conversation over; stop touching it."""
 
 
+class Rejected(Exception):
+    """Routing refused the handover (e.g. outside the rule's opening hours): no case."""
+
+    def __init__(self, reason: str, decision: common_pb2.RoutingDecision) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.decision = decision
+
+
 class Peers:
     """gRPC stubs of the services Session calls, plus the Infobip client."""
 
@@ -346,7 +355,7 @@ class ConversationWorker:
 
     async def _reschedule(self, lane: Lane, rec: HandoverRecord, inbox: int, outbox: int) -> None:
         cid = rec.conversation_id
-        if rec.state in ("CLOSED", "FAILED"):
+        if rec.state in ("CLOSED", "FAILED", "REJECTED"):
             await self.store.unschedule(lane, cid)
             if rec.state == "CLOSED" and lane is Lane.INBOX:
                 await self.store.finish_closed(cid)
@@ -374,17 +383,35 @@ class ConversationWorker:
             return
         try:
             external_id, connector, decision, transcript = await self._open_case(rec)
+        except Rejected as rejected:
+            log.info("handover rejected by routing", extra={"reason": rejected.reason})
+            ok, _ = await self.store.transition(
+                cid,
+                allowed=("OPENING",),
+                new_state="REJECTED",
+                lease_token=token,
+                values={
+                    "failure_reason": rejected.reason,
+                    "open_attempts": "0",
+                    "routing": _routing_json(rejected.decision, with_connector=True),
+                },
+            )
+            if ok:
+                await self.store.finish_rejected(cid)
+            return
         except Failure as failure:
             attempts = rec.get_int("open_attempts") + 1
             if not failure.retryable or attempts >= self.s.open_max_attempts:
                 log.error("opening failed for good: %s", failure.reason)
-                await self.store.transition(
+                ok, _ = await self.store.transition(
                     cid,
                     allowed=("OPENING",),
                     new_state="FAILED",
                     lease_token=token,
                     values={"failure_reason": failure.reason[:500], "open_attempts": str(attempts)},
                 )
+                if ok and self.s.route_back_on_failed:
+                    await self._route_back(cid)
                 return
             log.warning("opening failed (attempt %d), retrying: %s", attempts, failure.reason)
             await self.store.transition(
@@ -411,20 +438,7 @@ class ConversationWorker:
         values = {
             "connector": connector,
             "external_id": external_id,
-            # Compact, without empty values and without the connector (its own field):
-            # short values keep the hash a listpack (see store.py).
-            "routing": orjson.dumps(
-                {
-                    key: value
-                    for key, value in (
-                        ("queue", decision.queue),
-                        ("priority", decision.priority),
-                        ("skills", list(decision.skills)),
-                        ("rule", decision.rule),
-                    )
-                    if value
-                },
-            ).decode(),
+            "routing": _routing_json(decision),
             "failure_reason": "",
             "open_attempts": "0",
             "opened_at": str(now_ms()),
@@ -455,6 +469,20 @@ class ConversationWorker:
                 "transcript_messages": len(transcript.messages),
             },
         )
+
+    async def _route_back(self, cid: str) -> None:
+        """Hands a conversation whose opening failed for good back to Infobip's routing
+        (Route Conversation), so the end user is not left waiting on nobody. The outcome
+        is recorded on the handover (``route_back``: ``done`` or ``failed``)."""
+        try:
+            await self.peers.infobip.route_conversation(cid)
+        except FarSideError as exc:
+            log.error("could not hand the conversation back to Infobip routing: %s", exc)
+            outcome = "failed"
+        else:
+            log.info("conversation handed back to Infobip routing")
+            outcome = "done"
+        await self.store.transition(cid, allowed=("FAILED",), values={"route_back": outcome})
 
     async def _open_case(
         self, rec: HandoverRecord
@@ -500,6 +528,8 @@ class ConversationWorker:
             ).decision
         except grpc.aio.AioRpcError as exc:
             raise failure_from_rpc_error(exc, "routing.Route") from exc
+        if decision.rejection:
+            raise Rejected(decision.rejection, decision)
         case = connector_pb2.CaseInfo(
             conversation_id=cid,
             channel=context.channel,
@@ -729,3 +759,22 @@ class ConversationWorker:
         and backfills inbound messages a missed webhook left out. None when another
         replica runs the pass."""
         return await self.reconciler.run_once()
+
+
+def _routing_json(decision: common_pb2.RoutingDecision, *, with_connector: bool = False) -> str:
+    """The decision as the handover keeps it: compact, without empty values and (unless
+    asked: a rejected handover has no case, so no connector field) without the connector;
+    short values keep the hash a listpack (see store.py)."""
+    return orjson.dumps(
+        {
+            key: value
+            for key, value in (
+                ("connector", decision.connector if with_connector else ""),
+                ("queue", decision.queue),
+                ("priority", decision.priority),
+                ("skills", list(decision.skills)),
+                ("rule", decision.rule),
+            )
+            if value
+        },
+    ).decode()
