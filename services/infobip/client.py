@@ -9,9 +9,10 @@ what is retryable and ``Retry-After`` are the far-side policy's,
 (:mod:`ccbridge.services.runtime.http_client`); JSON is orjson's.
 
 Retries: reads (GET) and repeatable writes (PUT, PATCH, and the POSTs whose repetition is
-harmless: create/add tag) are retried here on retryable failures with capped exponential
-backoff and full jitter, never sooner than a ``Retry-After`` asks. Create Message is never
-retried here: the caller's durable outbox owns that retry and its idempotency.
+harmless: create/add tag, route) are retried here on retryable failures with capped
+exponential backoff and full jitter, never sooner than a ``Retry-After`` asks. Create
+Message is never retried here: the caller's durable outbox owns that retry and its
+idempotency.
 
 Message text and the API key are never logged.
 """
