@@ -161,6 +161,9 @@ class ConversationWorker:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # Another replica can run the next reconciler pass at once, not two intervals on.
+        with contextlib.suppress(Exception):
+            await self.reconciler.lease.release()
         if self._running:
             _done, pending = await asyncio.wait(set(self._running.values()), timeout=timeout_s)
             for task in pending:

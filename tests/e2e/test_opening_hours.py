@@ -1,6 +1,7 @@
 """End to end: a routing rule's opening hours reject an escalation (no case), a bot
 learns it from the escalation's answer, escalating again is a new try; and an opening
-that fails for good hands the conversation back to Infobip's routing."""
+that fails for good hands the conversation back to Infobip's routing; the reconciler
+backfills an inbound message whose webhook was lost."""
 
 from __future__ import annotations
 
@@ -91,3 +92,23 @@ def test_a_failed_opening_hands_the_conversation_back_to_infobip_routing(mesh: M
         lambda: mesh.infobip.get(f"/_sim/conversations/{cid}").json()["routed"] == 1,
     )
     assert mesh.case_for(cid) is None
+
+
+def test_the_reconciler_backfills_an_inbound_message_whose_webhook_was_lost(mesh: Mesh) -> None:
+    cid = mesh.conversation(history=3)["id"]
+    assert mesh.escalate(cid, tags=["open-desk"]).json()["state"] == "ACTIVE"
+    mesh.send(cid, "by webhook")
+    wait_for("the webhook's message", lambda: mesh.customer_texts(cid) == ["by webhook"])
+    config = mesh.infobip.get("/_sim/config").json()
+    mesh.infobip.put("/_sim/config", json={"webhook_url": None}).raise_for_status()
+    try:
+        sent = mesh.send(cid, "webhook lost")
+        assert sent["deliveries"] == []  # nothing told the gateway
+    finally:
+        mesh.infobip.put("/_sim/config", json={"webhook_url": config["webhook_url"]})
+    # Once, in order, after the one the webhook brought (the reconciler runs every 5 s).
+    wait_for(
+        "the backfill",
+        lambda: mesh.customer_texts(cid) == ["by webhook", "webhook lost"],
+        timeout_s=30,
+    )

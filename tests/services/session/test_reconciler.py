@@ -16,7 +16,7 @@ from ccbridge.services.runtime.settings import Secret
 from ccbridge.services.session.reconciler import Reconciler
 from ccbridge.services.session.store import INGEST_ACCEPTED, Lane, SessionStore
 from ccbridge.simulators.infobip.app import create_app
-from ccbridge.simulators.infobip.state import InfobipSimState
+from ccbridge.simulators.infobip.state import Failure, InfobipSimState
 from tests.services.session.conftest import session_settings
 from tests.simulators.ccaas.support import serve_app
 from tests.support.far_side import Recorder
@@ -231,3 +231,23 @@ async def test_backfill_takes_active_handovers_in_turn_within_its_budget(
         assert len(got) <= 2
         read += got
     assert sorted(read) == sorted(cids)  # 2 + 2 + 1: every one once, then from the top
+
+
+async def test_a_failed_listing_keeps_the_mark_so_the_next_pass_lists_the_window_again(
+    redis_client: aioredis.Redis, far: Far, make: Make
+) -> None:
+    cid = far.sim.create_conversation().id
+    rec, store, _ = make(CCBRIDGE_RECONCILE_BACKFILL_PER_PASS="0")
+    await seed_active(store, [cid])
+    far.sim.close_from_infobip(cid)
+    far.sim.inject_failure(
+        Failure(remaining=1, status=403, method="GET", path_prefix="/ccaas/1/conversations")
+    )
+    failed = await rec.run_once()
+    assert failed is not None and failed["infobip_failures"] == 1 and failed["closed"] == 0
+    assert await store.reconcile_progress() == (None, 0)
+    await rec.lease.release()
+    again = await rec.run_once()
+    assert again is not None and again["closed"] == 1
+    mark, _ = await store.reconcile_progress()
+    assert mark is not None
