@@ -578,12 +578,15 @@ class SessionStore:
         async with self.r.pipeline(transaction=False) as pipe:
             for lane in LANES:
                 pipe.zrem(self.k_due(lane), cid)
-            pipe.expire(self.k_h(cid), ttl)
+            for key in (self.k_h(cid), self.k_in(cid), self.k_out(cid)):
+                pipe.expire(key, ttl)
             pipe.zremrangebyscore(self.k_state("REJECTED"), 0, now_ms() - ttl * 1000)
             await pipe.execute()
 
     async def reopen_rejected(self, cid: str) -> bool:
-        """A new escalation of a REJECTED handover: OPENING again, kept (no expiry)."""
+        """A new escalation of a REJECTED handover: OPENING again, kept (no expiry); end-user
+        messages taken while it was OPENING before are delivered once the case opens (those
+        in the case's transcript are skipped as usual)."""
         ok, _ = await self.transition(
             cid,
             allowed=("REJECTED",),
@@ -592,7 +595,10 @@ class SessionStore:
             values={"failure_reason": "", "open_attempts": "0", "open_next_at": "0"},
         )
         if ok:
-            await self.r.persist(self.k_h(cid))
+            async with self.r.pipeline(transaction=False) as pipe:
+                for key in (self.k_h(cid), self.k_in(cid), self.k_out(cid)):
+                    pipe.persist(key)
+                await pipe.execute()
         return ok
 
     # -- ingest --------------------------------------------------------------------------
