@@ -33,6 +33,8 @@ class GatewaySettings:
     infobip_basic_password: Secret
     infobip_allowed_ips: tuple[IPNetwork, ...]
     max_body_bytes: int
+    body_timeout_s: float
+    max_concurrent_requests: int
     grpc_timeout_s: float
     session_addr: str
     connector_addr: str
@@ -90,6 +92,10 @@ class GatewaySettings:
                 minimum=1024,
                 maximum=64 * 1024 * 1024,
             ),
+            body_timeout_s=env.float("CCBRIDGE_BODY_TIMEOUT_S", 10.0, minimum=0.1),
+            max_concurrent_requests=env.int(
+                "CCBRIDGE_MAX_CONCURRENT_REQUESTS", 256, minimum=1, maximum=100_000
+            ),
             grpc_timeout_s=env.float("CCBRIDGE_GRPC_TIMEOUT_S", 5.0, minimum=0.1),
             session_addr=env.str("SESSION_ADDR", default_addr("session")),
             connector_addr=env.str("CONNECTOR_ADDR", default_addr("connector")),
@@ -97,7 +103,7 @@ class GatewaySettings:
                 "CCBRIDGE_HTTP_PORT", DEFAULT_PORTS["gateway"], minimum=0, maximum=65535
             ),
             bind_host=env.str("CCBRIDGE_BIND_HOST", "127.0.0.1"),
-            forwarded_allow_ips=env.str("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+            forwarded_allow_ips=env.str("FORWARDED_ALLOW_IPS", ""),
             common=CommonSettings.read(env),
         )
         env.done("gateway")

@@ -38,14 +38,18 @@ from ccbridge.gateway.backends import Backends
 from ccbridge.gateway.errors import HttpError, JsonResponse, http_error_from_grpc
 from ccbridge.gateway.metrics import GatewayMetrics
 from ccbridge.gateway.settings import GatewaySettings
-from ccbridge.services.runtime.ids import CONVERSATION_ID_RULE, is_conversation_id
+from ccbridge.services.runtime.ids import (
+    CONVERSATION_ID_RULE,
+    MESSAGE_ID_RULE,
+    is_conversation_id,
+    is_message_id,
+)
 from ccbridge.services.runtime.logging import conversation_id_var
 from ccbridge.session.v1 import session_pb2
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADERS = ("x-hub-signature-256", "x-signature", "x-infobip-signature")
-MAX_ID_CHARS = 256
 _CONNECTOR_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 _EXT_TYPES: dict[str, str] = {
@@ -104,8 +108,8 @@ def _required_id(
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise _bad(where, f"{key} is required", code)
-    if len(value) > MAX_ID_CHARS:
-        raise _bad(where, f"{key} is longer than {MAX_ID_CHARS} characters", code)
+    if not is_message_id(value):
+        raise _bad(where, f"{key} must be {MESSAGE_ID_RULE}", code)
     return value
 
 
@@ -317,6 +321,7 @@ class WebhookRoutes:
         self._backends = backends
         self._metrics = metrics
         self._limit = settings.max_body_bytes
+        self._body_timeout = settings.body_timeout_s
         self._webhook_tokens = tuple(
             t.strip() for t in settings.webhook_token.value.split(",") if t.strip()
         )
@@ -350,7 +355,7 @@ class WebhookRoutes:
         if not any(matches):
             raise HttpError(401, "unauthorized", "invalid webhook token")
         require_json(request)
-        doc = parse_json(await read_body(request, self._limit))
+        doc = parse_json(await read_body(request, self._limit, self._body_timeout))
         items, single = _legacy_items(doc)
         now = now_instant()
         messages: list[common_pb2.Message] = []
@@ -399,7 +404,7 @@ class WebhookRoutes:
                 "webhook_auth_not_configured",
                 "this route needs INFOBIP_WEBHOOK_SECRET or Basic credentials",
             )
-        body = await read_body(request, self._limit)
+        body = await read_body(request, self._limit, self._body_timeout)
         self._authenticate_events(request, body)
         require_json(request)
         doc = parse_json(body)
@@ -557,7 +562,7 @@ class WebhookRoutes:
         connector = request.path_params["connector"]
         if not _CONNECTOR_RE.match(connector):
             raise HttpError(404, "unknown_connector", "no such connector")
-        body = await read_body(request, self._limit)
+        body = await read_body(request, self._limit, self._body_timeout)
         headers = [
             connector_pb2.Header(name=name.lower(), value=value)
             for name, value in request.headers.items()

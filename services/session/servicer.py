@@ -17,7 +17,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.batch_stream import StreamServer
 from ccbridge.services.runtime.handover_limits import MAX_METADATA_KEYS, MAX_TAG_CHARS, MAX_TAGS
-from ccbridge.services.runtime.ids import CONVERSATION_ID_RULE, is_conversation_id
+from ccbridge.services.runtime.ids import (
+    CONVERSATION_ID_RULE,
+    MESSAGE_ID_RULE,
+    is_conversation_id,
+    is_message_id,
+)
 from ccbridge.services.runtime.logging import rpc_var
 from ccbridge.services.runtime.server import status_for
 from ccbridge.services.session.errors import (
@@ -29,6 +34,7 @@ from ccbridge.services.session.store import (
     INGEST_ACCEPTED,
     INGEST_DUPLICATE,
     LANES,
+    REPLAYABLE_STATES,
     HandoverRecord,
     Lane,
     SessionStore,
@@ -122,20 +128,26 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             self.worker.wake(cids, lanes)
 
     async def to_proto(self, rec: HandoverRecord) -> session_pb2.Handover:
-        routing = orjson.loads(rec.get("routing", "{}") or "{}")
+        raw_routing = rec.get("routing")
         inbox, outbox = await self.store.queue_lengths(rec.conversation_id)
+        # No routing decision yet (OPENING, or FAILED before routing): the field stays
+        # unset, which the HTTP view shows as null.
+        routing = None
+        if raw_routing:
+            decided = orjson.loads(raw_routing)
+            routing = common_pb2.RoutingDecision(
+                connector=decided.get("connector") or rec.get("connector"),
+                queue=decided.get("queue", ""),
+                priority=int(decided.get("priority", 0)),
+                skills=decided.get("skills", []),
+                rule=decided.get("rule", ""),
+            )
         return session_pb2.Handover(
             conversation_id=rec.conversation_id,
             state=_STATE_VALUES.get(rec.state, session_pb2.HANDOVER_STATE_UNSPECIFIED),
             connector=rec.get("connector"),
             external_id=rec.get("external_id"),
-            routing=common_pb2.RoutingDecision(
-                connector=routing.get("connector") or rec.get("connector"),
-                queue=routing.get("queue", ""),
-                priority=int(routing.get("priority", 0)),
-                skills=routing.get("skills", []),
-                rule=routing.get("rule", ""),
-            ),
+            routing=routing,
             channel=rec.get("channel"),
             end_user=rec.get("end_user"),
             business_sender=rec.get("business_sender"),
@@ -240,6 +252,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         for m in messages:
             if not m.id:
                 raise InvalidHandoverRequest("every message needs an id")
+            if not is_message_id(m.id):
+                raise InvalidHandoverRequest(f"message ids must be {MESSAGE_ID_RULE}")
             _check_cid(m.conversation_id)
         outcomes = await self.store.ingest(messages)
         if INGEST_ACCEPTED in outcomes:
@@ -270,6 +284,11 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         for event in request.events:
             if not event.connector or not event.external_id or not event.event_id:
                 raise InvalidHandoverRequest("every event needs connector, external_id, event_id")
+            ids = (event.event_id, event.external_id, event.agent_message.id)
+            if not all(is_message_id(i) for i in ids if i):
+                raise InvalidHandoverRequest(
+                    f"event, case and message ids must be {MESSAGE_ID_RULE}"
+                )
         for event in request.events:
             cid = await self.store.lookup_case(event.connector, event.external_id)
             if cid is None:
@@ -397,6 +416,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         msg = common_pb2.Message()
         msg.CopyFrom(request.message)
         msg.id = msg.id or uuid.uuid4().hex
+        if not is_message_id(msg.id):
+            raise InvalidHandoverRequest(f"message.id must be {MESSAGE_ID_RULE}")
         msg.conversation_id = cid
         msg.direction = common_pb2.DIRECTION_OUTBOUND
         msg.author_type = msg.author_type or "AGENT"
@@ -479,6 +500,18 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         rec = await self.store.get_dead_letter(request.id)
         if rec is None:
             raise HandoverNotFound(f"no dead letter {request.id}")
-        lane = await self.store.replay_dead_letter(rec)
+        lane, state = await self.store.replay_dead_letter(rec)
+        if lane is None:
+            # The letter stays where it is: an operator can still read it.
+            if not state:
+                raise HandoverStateConflict(
+                    f"the handover of {rec.conversation_id} no longer exists (expired or "
+                    "erased); the dead letter cannot be delivered"
+                )
+            allowed = " or ".join(REPLAYABLE_STATES[rec.queue])
+            raise HandoverStateConflict(
+                f"the handover of {rec.conversation_id} is {state}; a dead letter of its "
+                f"{rec.queue} can be replayed only while it is {allowed}"
+            )
         self._wake([rec.conversation_id], [lane])
         return session_pb2.ReplayDeadLetterResponse(conversation_id=rec.conversation_id)

@@ -34,6 +34,9 @@ class SessionSettings:
     retry_max_ms: int
     dedupe_ttl_s: int
     closed_retention_s: int
+    failed_retention_s: int
+    dead_letter_retention_s: int
+    dead_letter_max: int
     reconcile_interval_s: float
     reconcile_infobip: bool
     reconcile_margin_s: float
@@ -74,6 +77,11 @@ class SessionSettings:
             retry_max_ms=env.int("CCBRIDGE_RETRY_MAX_MS", 60000, minimum=1),
             dedupe_ttl_s=env.int("CCBRIDGE_DEDUPE_TTL_S", 7 * 86400, minimum=60),
             closed_retention_s=env.int("CCBRIDGE_CLOSED_RETENTION_S", 7 * 86400, minimum=60),
+            failed_retention_s=env.int("CCBRIDGE_FAILED_RETENTION_S", 30 * 86400, minimum=60),
+            dead_letter_retention_s=env.int(
+                "CCBRIDGE_DEAD_LETTER_RETENTION_S", 30 * 86400, minimum=60
+            ),
+            dead_letter_max=env.int("CCBRIDGE_DEAD_LETTER_MAX", 100_000, minimum=1),
             reconcile_interval_s=env.float("CCBRIDGE_RECONCILE_INTERVAL_S", 60.0, minimum=0.1),
             reconcile_infobip=env.bool("CCBRIDGE_RECONCILE_INFOBIP", True),
             reconcile_margin_s=env.float("CCBRIDGE_RECONCILE_MARGIN_S", 300.0, minimum=0.0),

@@ -20,7 +20,9 @@ live in one Redis Cluster slot):
 ``ccb:due:in`` / ``ccb:due:out``  zsets: conversations with work per lane, scored by
                                due time (ms); ``ccb:due`` (older releases) is adopted
 ``ccb:state:<STATE>``          zset: conversations per state, scored by last change (ms)
-``ccb:dlq`` / ``ccb:dl:<id>``  zset + hash: dead letters
+``ccb:dlq`` / ``ccb:dl:<id>``  zset + hash: dead letters (kept: sweep_retention)
+``ccb:dlc:{cid}``              zset: the conversation's dead letters (ListDeadLetters by id)
+``ccb:stats``                  hash: what retention removed, by kind
 ``ccb:lease:reconcile``        string: fencing token of the replica running the reconciler
 ``ccb:reconcile``              hash: the reconciler's progress (CLOSED listing mark,
                                backfill cursor)
@@ -249,6 +251,38 @@ return {popped, redis.call('LLEN', KEYS[2])}
 """
 )
 
+# Replays a dead letter into its queue if the handover can still deliver it there.
+# KEYS: h, queue, seen   ARGV: "dl:<id>", message, allowed states (comma list), dedupe ttl
+# Returns {1, state} queued, {2, state} already replayed, {0, state or ''} refused.
+_REPLAY = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return {0, ''} end
+if not string.find(',' .. ARGV[3] .. ',', ',' .. st .. ',', 1, true) then return {0, st} end
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return {2, st} end
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'dead_letters', -1)
+return {1, st}
+"""
+# Erases a FAILED handover past its retention (a Retry in between wins).
+# KEYS: h, in, out, seen, ti   ARGV: cutoff ms   Returns {connector, external_id} or false.
+_ERASE_FAILED = """
+local f = redis.call('HMGET', KEYS[1], 'state', 'updated_at', 'connector', 'external_id')
+if f[1] ~= 'FAILED' or (tonumber(f[2]) or 0) > tonumber(ARGV[1]) then return false end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return {f[3] or '', f[4] or ''}
+"""
+# A dead letter is gone (retention, cap): the conversation's index and count follow.
+# KEYS: h, dlc   ARGV: dead letter id
+_DEAD_LETTER_GONE = """
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'dead_letters', -1)
+end
+return 1
+"""
+# Where a replayed message can still be delivered (see lane_has_work).
+REPLAYABLE_STATES = {"inbox": ("OPENING", "ACTIVE"), "outbox": ("ACTIVE", "CLOSING")}
+
 _RENEW = LEASE_LUA + "return lease_renew(KEYS[1], ARGV[1], ARGV[2], KEYS[2])"
 
 # KEYS: lease, hash   ARGV: token, field, value
@@ -338,6 +372,27 @@ class DeadLetterRecord:
     dead_at_ms: int
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How long what an operator may still act on is kept (settings
+    CCBRIDGE_FAILED_RETENTION_S, CCBRIDGE_DEAD_LETTER_RETENTION_S, CCBRIDGE_DEAD_LETTER_MAX).
+    CLOSED handovers expire after ``closed_retention_s``; dedupe sets after their TTL."""
+
+    failed_s: int = 30 * 86400
+    dead_letter_s: int = 30 * 86400
+    dead_letter_max: int = 100_000
+    sweep_batch: int = 1000  # per kind and pass: a pass stays short
+
+
+@dataclass
+class Swept:
+    """What one retention pass removed."""
+
+    failed_handovers: int = 0
+    dead_letters_expired: int = 0
+    dead_letters_over_cap: int = 0
+
+
 class SessionStore:
     """All Redis access of the Session service."""
 
@@ -348,11 +403,13 @@ class SessionStore:
         prefix: str = "ccb",
         dedupe_ttl_s: int = 7 * 86400,
         closed_retention_s: int = 7 * 86400,
+        retention: Retention | None = None,
     ) -> None:
         self.r = redis
         self.p = prefix
         self.dedupe_ttl_s = dedupe_ttl_s
         self.closed_retention_s = closed_retention_s
+        self.retention = retention or Retention()
         self.raw = RawPipeline(redis)
         self._ingest = self.raw.register_script(_INGEST)
         self._create = redis.register_script(_CREATE)
@@ -363,6 +420,9 @@ class SessionStore:
         self._renew = redis.register_script(_RENEW)
         self._claim = self.raw.register_script(_CLAIM)
         self._finish = self.raw.register_script(_FINISH)
+        self._replay = redis.register_script(_REPLAY)
+        self._erase_failed = redis.register_script(_ERASE_FAILED)
+        self._dead_letter_gone = redis.register_script(_DEAD_LETTER_GONE)
         self._fenced_hset = redis.register_script(_FENCED_HSET)
         self._backfill_mark = redis.register_script(_BACKFILL_MARK)
         # Conversations whose last ingested message was taken (see ingest()).
@@ -421,6 +481,15 @@ class SessionStore:
     @property
     def k_dlq(self) -> str:
         return f"{self.p}:dlq"
+
+    def k_dlc(self, cid: str) -> str:
+        """zset: the conversation's dead letters, scored by when they died."""
+        return f"{self.p}:dlc:{{{cid}}}"
+
+    @property
+    def k_stats(self) -> str:
+        """hash: what retention removed, by kind (counted, never silent)."""
+        return f"{self.p}:stats"
 
     def k_dl(self, dl_id: str) -> str:
         return f"{self.p}:dl:{dl_id}"
@@ -560,7 +629,10 @@ class SessionStore:
     async def finish_closed(self, cid: str) -> None:
         """Housekeeping after CLOSED: drop from the schedule, expire the record."""
         ttl = self.closed_retention_s
+        connector, external_id = await self.r.hmget(self.k_h(cid), ["connector", "external_id"])
         async with self.r.pipeline(transaction=False) as pipe:
+            if connector and external_id:  # the case → conversation index goes with it
+                pipe.expire(self.k_ext(_text(connector), _text(external_id)), ttl)
             for lane in LANES:
                 pipe.zrem(self.k_due(lane), cid)
             pipe.zrem(self.k_due_v1, cid)
@@ -892,10 +964,12 @@ class SessionStore:
                 },
             )
             pipe.zadd(self.k_dlq, {dl_id: ts})
+            pipe.zadd(self.k_dlc(cid), {dl_id: ts})
             await pipe.execute()
         if await self.pop_head(lane, cid, token, payload) != 1:
             async with self.r.pipeline(transaction=False) as pipe:
                 pipe.zrem(self.k_dlq, dl_id)
+                pipe.zrem(self.k_dlc(cid), dl_id)
                 pipe.delete(self.k_dl(dl_id))
                 await pipe.execute()
             return False
@@ -905,22 +979,53 @@ class SessionStore:
     async def list_dead_letters(
         self, cid: str, offset: int, limit: int
     ) -> tuple[list[DeadLetterRecord], int | None]:
-        ids = [_text(i) for i in await self.r.zrange(self.k_dlq, 0, -1)]
-        out: list[DeadLetterRecord] = []
-        matched = 0
-        for dl_id in ids:
-            rec = await self.get_dead_letter(dl_id)
-            if rec is None or (cid and rec.conversation_id != cid):
-                continue
-            if matched >= offset and len(out) < limit:
-                out.append(rec)
-            matched += 1
-            if len(out) >= limit and matched > offset + limit:
-                return out, offset + limit
-        return out, None
+        """A page of dead letters, oldest first: all of them, or one conversation's (its
+        own index). Two round trips whatever the page size."""
+        index = self.k_dlc(cid) if cid else self.k_dlq
+        if cid and not await self.r.exists(index):
+            await self._index_dead_letters_of(cid)
+        ids = [_text(i) for i in await self.r.zrange(index, offset, offset + limit)]
+        more = len(ids) > limit
+        ids = ids[:limit]
+        async with self.r.pipeline(transaction=False) as pipe:
+            for dl_id in ids:
+                pipe.hgetall(self.k_dl(dl_id))
+            raws = await pipe.execute() if ids else []
+        out = [
+            rec
+            for dl_id, raw in zip(ids, raws, strict=True)
+            if (rec := self._dead_letter(dl_id, raw)) is not None
+        ]
+        return out, (offset + limit) if more else None
 
-    async def get_dead_letter(self, dl_id: str) -> DeadLetterRecord | None:
-        raw = await self.r.hgetall(self.k_dl(dl_id))
+    async def _index_dead_letters_of(self, cid: str) -> None:
+        """Builds a conversation's dead-letter index from the global one: dead letters of
+        releases before the per-conversation index (once per conversation, and only when
+        its handover counts some)."""
+        rec = await self.get(cid)
+        if rec is None or rec.get_int("dead_letters") <= 0:
+            return
+        cursor = 0
+        while True:
+            cursor, page = await self.r.zscan(self.k_dlq, cursor, count=1000)
+            ids = [_text(member) for member, _ in page]
+            async with self.r.pipeline(transaction=False) as pipe:
+                for dl_id in ids:
+                    pipe.hget(self.k_dl(dl_id), "conversation_id")
+                owners = await pipe.execute() if ids else []
+            mine = {
+                dl_id: score
+                for (dl_id, score), owner in zip(
+                    ((_text(m), sc) for m, sc in page), owners, strict=True
+                )
+                if owner is not None and _text(owner) == cid
+            }
+            if mine:
+                await self.r.zadd(self.k_dlc(cid), mine)
+            if cursor == 0:
+                return
+
+    def _dead_letter(self, dl_id: str, raw: Any) -> DeadLetterRecord | None:
         if not raw:
             return None
         f = {_text(k): v for k, v in raw.items()}
@@ -934,23 +1039,121 @@ class SessionStore:
             dead_at_ms=int(_text(f["dead_at"])),
         )
 
-    async def replay_dead_letter(self, rec: DeadLetterRecord) -> Lane:
-        """Queues a dead letter again at the end of its queue; returns its lane."""
+    async def get_dead_letter(self, dl_id: str) -> DeadLetterRecord | None:
+        return self._dead_letter(dl_id, await self.r.hgetall(self.k_dl(dl_id)))
+
+    async def replay_dead_letter(self, rec: DeadLetterRecord) -> tuple[Lane | None, str]:
+        """Queues a dead letter again at the end of its queue, if its handover can still
+        deliver it there. Returns the lane (None when refused) and the handover's state
+        ('' when the handover no longer exists). Idempotent: a letter replayed twice (a
+        crash between the two steps) is queued once."""
         lane = Lane.INBOX if rec.queue == "inbox" else Lane.OUTBOX
+        cid = rec.conversation_id
+        outcome, state = await self._replay(
+            keys=[self.k_h(cid), self.k_queue(lane, cid), self.k_seen(cid)],
+            args=[
+                f"dl:{rec.id}",
+                rec.message,
+                ",".join(REPLAYABLE_STATES[lane.queue]),
+                self.dedupe_ttl_s,
+            ],
+        )
+        if int(outcome) == 0:
+            return None, _text(state)
+        # The global indexes after the conversation's own keys (Redis Cluster layout).
         async with self.r.pipeline(transaction=False) as pipe:
-            pipe.rpush(self.k_queue(lane, rec.conversation_id), rec.message)
-            pipe.hincrby(self.k_h(rec.conversation_id), "dead_letters", -1)
             pipe.zrem(self.k_dlq, rec.id)
+            pipe.zrem(self.k_dlc(cid), rec.id)
             pipe.delete(self.k_dl(rec.id))
-            pipe.zadd(self.k_due(lane), {rec.conversation_id: now_ms()})
+            pipe.zadd(self.k_due(lane), {cid: now_ms()})
             await pipe.execute()
-        return lane
+        return lane, _text(state)
 
     # -- listing ---------------------------------------------------------------------------
     async def list_state(self, state: str, offset: int, limit: int) -> tuple[list[str], bool]:
         raw = await self.r.zrevrange(self.k_state(state), offset, offset + limit)
         ids = [_text(c) for c in raw]
         return ids[:limit], len(ids) > limit
+
+    # -- retention -------------------------------------------------------------------------
+    async def sweep_retention(self, now: int | None = None) -> Swept:
+        """Removes FAILED handovers and dead letters past their retention, and the oldest
+        dead letters beyond the cap; counts each kind in ``stats`` (bounded per pass)."""
+        now = now_ms() if now is None else now
+        keep, swept = self.retention, Swept()
+        cutoff = now - keep.failed_s * 1000
+        failed = await self.r.zrangebyscore(
+            self.k_state("FAILED"), 0, cutoff, start=0, num=keep.sweep_batch
+        )
+        for raw in failed:
+            cid = _text(raw)
+            erased = await self._erase_failed(
+                keys=[
+                    self.k_h(cid),
+                    self.k_in(cid),
+                    self.k_out(cid),
+                    self.k_seen(cid),
+                    self.k_tx(cid),
+                ],
+                args=[cutoff],
+            )
+            async with self.r.pipeline(transaction=False) as pipe:
+                pipe.zrem(self.k_state("FAILED"), cid)  # erased, retried or stale
+                if erased:
+                    connector, external_id = (_text(v) for v in erased)
+                    if connector and external_id:
+                        pipe.delete(self.k_ext(connector, external_id))
+                await pipe.execute()
+            swept.failed_handovers += bool(erased)
+        expired = await self.r.zrangebyscore(
+            self.k_dlq, 0, now - keep.dead_letter_s * 1000, start=0, num=keep.sweep_batch
+        )
+        swept.dead_letters_expired = await self._drop_dead_letters(expired)
+        over = await self.r.zcard(self.k_dlq) - keep.dead_letter_max
+        if over > 0:
+            oldest = await self.r.zrange(self.k_dlq, 0, min(over, keep.sweep_batch) - 1)
+            swept.dead_letters_over_cap = await self._drop_dead_letters(oldest)
+        counts = {
+            "failed_handovers_expired": swept.failed_handovers,
+            "dead_letters_expired": swept.dead_letters_expired,
+            "dead_letters_over_cap": swept.dead_letters_over_cap,
+        }
+        if any(counts.values()):
+            async with self.r.pipeline(transaction=False) as pipe:
+                for kind, count in counts.items():
+                    if count:
+                        pipe.hincrby(self.k_stats, kind, count)
+                await pipe.execute()
+        return swept
+
+    async def _drop_dead_letters(self, raw_ids: Sequence[Any]) -> int:
+        """Removes dead letters; returns how many this call removed (another replica's
+        pass may race: each letter is counted by the one whose ZREM took it)."""
+        ids = [_text(i) for i in raw_ids]
+        if not ids:
+            return 0
+        async with self.r.pipeline(transaction=False) as pipe:
+            for dl_id in ids:
+                pipe.zrem(self.k_dlq, dl_id)
+                pipe.hget(self.k_dl(dl_id), "conversation_id")
+            replies = await pipe.execute()
+        taken = [
+            (dl_id, owner)
+            for dl_id, removed, owner in zip(ids, replies[0::2], replies[1::2], strict=True)
+            if removed
+        ]
+        for dl_id, owner in taken:
+            if owner is not None:
+                cid = _text(owner)
+                await self._dead_letter_gone(keys=[self.k_h(cid), self.k_dlc(cid)], args=[dl_id])
+        if taken:
+            await self.r.delete(*(self.k_dl(dl_id) for dl_id, _ in taken))
+        return len(taken)
+
+    async def retention_stats(self) -> dict[str, int]:
+        """What retention has removed so far, by kind."""
+        raw = await self.r.hgetall(self.k_stats)
+        return {_text(k): int(_text(v)) for k, v in raw.items()}
 
     # -- reconciler (services/session/reconciler.py) ---------------------------------------
     @property

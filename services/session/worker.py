@@ -63,6 +63,9 @@ from ccbridge.services.session.store import (
 
 log = logging.getLogger(__name__)
 
+# Metadata keys the bridge writes on the Infobip conversation once the case is open.
+ANNOTATION_CONNECTOR = "ccbridgeConnector"
+ANNOTATION_CASE_ID = "ccbridgeCaseId"
 MAX_TEXT = 4096  # Infobip's documented content size limit
 # Relay batches under way at once. What arrives while one is out waits for the next, so
 # batches grow with the load and the connector's and CCaaS's cost per message falls
@@ -141,6 +144,7 @@ class ConversationWorker:
                 for lane in LANES
             ),
             asyncio.create_task(self._reconcile_loop(), name="reconciler"),
+            asyncio.create_task(self._retention_loop(), name="retention"),
         ]
 
     def wake(self, cids: Iterable[str] = (), lanes: Iterable[Lane] = LANES) -> None:
@@ -464,6 +468,7 @@ class ConversationWorker:
             )
         elif not ok:
             raise LeaseLost()
+        await self._annotate(rec, connector, external_id)
         log.info(
             "handover active",
             extra={
@@ -472,6 +477,24 @@ class ConversationWorker:
                 "transcript_messages": len(transcript.messages),
             },
         )
+
+    async def _annotate(self, rec: HandoverRecord, connector: str, external_id: str) -> None:
+        """Copies the escalation's tags and metadata onto the Infobip conversation, with
+        the connector and case id (``ccbridgeConnector``, ``ccbridgeCaseId``) so an
+        Infobip agent or report can find the case. Best effort: the handover is already
+        ACTIVE and routing and the case have their own copy."""
+        metadata = {**rec.metadata, ANNOTATION_CONNECTOR: connector}
+        if external_id:
+            metadata[ANNOTATION_CASE_ID] = external_id
+        try:
+            await self.peers.history.AnnotateConversation(
+                history_pb2.AnnotateConversationRequest(
+                    conversation_id=rec.conversation_id, tags=rec.tags, metadata=metadata
+                ),
+                timeout=self.s.grpc_timeout_s,
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("could not annotate the Infobip conversation: %s", exc.code().name)
 
     async def _route_back(self, cid: str) -> None:
         """Hands a conversation whose opening failed for good back to Infobip's routing
@@ -501,17 +524,6 @@ class ConversationWorker:
         except grpc.aio.AioRpcError as exc:
             raise failure_from_rpc_error(exc, "history.GetTranscript") from exc
         tags, metadata = rec.tags, rec.metadata
-        if (tags or metadata) and not rec.get("annotated"):
-            try:
-                await self.peers.history.AnnotateConversation(
-                    history_pb2.AnnotateConversationRequest(
-                        conversation_id=cid, tags=tags, metadata=metadata
-                    ),
-                    timeout=timeout,
-                )
-            except grpc.aio.AioRpcError as exc:
-                # Context still reaches routing and the case; the Infobip copy is a nicety.
-                log.warning("could not annotate the Infobip conversation: %s", exc.code().name)
         all_tags = list(dict.fromkeys([*transcript.tags, *tags]))
         all_meta = {**dict(transcript.metadata), **metadata}
         context = common_pb2.ConversationContext(
@@ -748,6 +760,29 @@ class ConversationWorker:
         log.info("handover closed", extra={"closed_by": closed_by})
 
     # -- reconciler ------------------------------------------------------------------------
+    async def _retention_loop(self) -> None:
+        """Expires what the operator could still act on once its retention is over
+        (FAILED handovers, dead letters; see SessionStore.sweep_retention). Idempotent and
+        exact on every replica: each removal is counted by the one that made it."""
+        while not self._stopping:
+            await asyncio.sleep(self.s.reconcile_interval_s)
+            try:
+                swept = await self.store.sweep_retention()
+            except Exception:
+                log.warning("retention pass failed", exc_info=True)
+                continue
+            if swept.dead_letters_over_cap:
+                log.warning(
+                    "dead letters over the cap (CCBRIDGE_DEAD_LETTER_MAX): the oldest %d removed",
+                    swept.dead_letters_over_cap,
+                )
+            if swept.failed_handovers or swept.dead_letters_expired:
+                log.info(
+                    "retention: %d FAILED handovers and %d dead letters expired",
+                    swept.failed_handovers,
+                    swept.dead_letters_expired,
+                )
+
     async def _reconcile_loop(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self.s.reconcile_interval_s)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 import uvicorn
 
@@ -21,12 +22,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1)")
     parser.add_argument("--port", type=int, default=9001, help="port (9001)")
     parser.add_argument(
-        "--api-key", default="sim-key", help="accepted key of 'Authorization: App <key>' (sim-key)"
+        "--api-key",
+        default=None,
+        help="accepted key of 'Authorization: App <key>' (default: $INFOBIP_API_KEY, else sim-key)",
     )
     parser.add_argument(
         "--webhook-url",
         default=None,
-        help="legacy account webhook URL end-user messages are POSTed to",
+        help="legacy account webhook URL end-user messages are POSTed to (default: "
+        "$INFOBIP_SIM_WEBHOOK_URL; it holds a token: prefer the variable, ps shows arguments)",
     )
     parser.add_argument(
         "--page-delay-ms", type=int, default=0, help="delay of every Get Messages page, in ms (0)"
@@ -49,11 +53,11 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)-7s infobip-sim %(name)s: %(message)s",
     )
     state = InfobipSimState(
-        webhook_url=args.webhook_url,
+        webhook_url=args.webhook_url or os.environ.get("INFOBIP_SIM_WEBHOOK_URL") or None,
         page_delay_ms=args.page_delay_ms,
         webhook_timeout_s=args.webhook_timeout_s,
     )
-    app = create_app(state, api_key=args.api_key)
+    app = create_app(state, api_key=args.api_key or os.environ.get("INFOBIP_API_KEY") or "sim-key")
     config = uvicorn.Config(
         app,
         host=args.host,
