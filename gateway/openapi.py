@@ -106,7 +106,7 @@ _SCHEMAS: dict[str, Any] = {
             "conversationId": {"type": "string"},
             "state": {
                 "type": "string",
-                "enum": ["OPENING", "ACTIVE", "CLOSING", "CLOSED", "FAILED"],
+                "enum": ["OPENING", "ACTIVE", "CLOSING", "CLOSED", "FAILED", "REJECTED"],
             },
             "created": {
                 "type": "boolean",
@@ -120,7 +120,7 @@ _SCHEMAS: dict[str, Any] = {
             "conversationId": {"type": "string"},
             "state": {
                 "type": "string",
-                "enum": ["OPENING", "ACTIVE", "CLOSING", "CLOSED", "FAILED"],
+                "enum": ["OPENING", "ACTIVE", "CLOSING", "CLOSED", "FAILED", "REJECTED"],
             },
             "connector": {"type": "string"},
             "externalId": {"type": "string"},

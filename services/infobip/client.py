@@ -9,9 +9,10 @@ what is retryable and ``Retry-After`` are the far-side policy's,
 (:mod:`ccbridge.services.runtime.http_client`); JSON is orjson's.
 
 Retries: reads (GET) and repeatable writes (PUT, PATCH, and the POSTs whose repetition is
-harmless: create/add tag) are retried here on retryable failures with capped exponential
-backoff and full jitter, never sooner than a ``Retry-After`` asks. Create Message is never
-retried here: the caller's durable outbox owns that retry and its idempotency.
+harmless: create/add tag, route) are retried here on retryable failures with capped
+exponential backoff and full jitter, never sooner than a ``Retry-After`` asks. Create
+Message is never retried here: the caller's durable outbox owns that retry and its
+idempotency.
 
 Message text and the API key are never logged.
 """
@@ -22,6 +23,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -317,16 +319,56 @@ class InfobipClient:
         page: int = 0,
         limit: int = MAX_PAGE_SIZE,
         order_by: str = "createdAt:desc",
+        direction: str = "",
+        created_after: datetime | None = None,
     ) -> dict[str, Any]:
-        """One page of Get Messages: ``{"messages": [...], "pagination": {...}}``."""
+        """One page of Get Messages: ``{"messages": [...], "pagination": {...}}``;
+        ``direction`` (INBOUND/OUTBOUND) and ``created_after`` are documented filters."""
+        params: dict[str, str | int] = {"page": page, "limit": limit, "orderBy": order_by}
+        if direction:
+            params["direction"] = direction
+        if created_after is not None:
+            params["createdAfter"] = format_filter_time(created_after)
         body = await self._request(
             "GET",
             self._conversation_path(conversation_id, "/messages"),
             "get messages",
             retry=True,
-            params={"page": page, "limit": limit, "orderBy": order_by},
+            params=params,
         )
         return self._object(body, "get messages")
+
+    async def list_conversations(
+        self,
+        *,
+        status: str = "",
+        updated_after: datetime | None = None,
+        page: int = 0,
+        limit: int = MAX_PAGE_SIZE,
+        order_by: str = "updatedAt:asc",
+    ) -> dict[str, Any]:
+        """One page of Get Conversations (``{"conversations": [...], "pagination":
+        {...}}``) filtered by the documented ``status`` and ``updatedAfter``."""
+        params: dict[str, str | int] = {"page": page, "limit": limit, "orderBy": order_by}
+        if status:
+            params["status"] = status
+        if updated_after is not None:
+            params["updatedAfter"] = format_filter_time(updated_after)
+        body = await self._request(
+            "GET", CONVERSATIONS, "get conversations", retry=True, params=params
+        )
+        return self._object(body, "get conversations")
+
+    async def route_conversation(self, conversation_id: str) -> dict[str, Any]:
+        """Route Conversation: hands the conversation back to Infobip's routing (drops its
+        assignee). Retried: routing an already routed conversation again is harmless."""
+        body = await self._request(
+            "POST",
+            self._conversation_path(conversation_id, "/route"),
+            "route conversation",
+            retry=True,
+        )
+        return self._object(body, "route conversation")
 
     async def get_conversation(self, conversation_id: str) -> dict[str, Any]:
         """Get Conversation (``ConversationApiModel``)."""
@@ -507,6 +549,12 @@ class InfobipClient:
             "POST", SUBSCRIPTIONS, "create subscription", retry=False, json_body=body
         )
         return self._object(created, "create subscription")
+
+
+def format_filter_time(moment: datetime) -> str:
+    """A date-time query filter in the documented format ``yyyy-MM-dd'T'HH:mm:ss.SSS+0000``."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}+0000"
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

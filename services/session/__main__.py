@@ -73,7 +73,7 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
         infobip,
     )
     worker = ConversationWorker(store, peers, settings) if settings.workers_enabled else None
-    servicer = SessionServicer(store, worker)
+    servicer = SessionServicer(store, worker, escalate_wait_ms=settings.escalate_wait_ms)
 
     background: list[Background] = []
     if worker is not None:

@@ -3,8 +3,10 @@ wakes the local worker so delivery starts without waiting for the next poll."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 
@@ -44,12 +46,15 @@ from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+ESCALATE_POLL_S = 0.02  # how often Escalate looks whether the opening was decided
+
 _STATE_NAMES = {
     session_pb2.HANDOVER_STATE_OPENING: "OPENING",
     session_pb2.HANDOVER_STATE_ACTIVE: "ACTIVE",
     session_pb2.HANDOVER_STATE_CLOSING: "CLOSING",
     session_pb2.HANDOVER_STATE_CLOSED: "CLOSED",
     session_pb2.HANDOVER_STATE_FAILED: "FAILED",
+    session_pb2.HANDOVER_STATE_REJECTED: "REJECTED",
 }
 _STATE_VALUES = {v: k for k, v in _STATE_NAMES.items()}
 _INITIATORS = {
@@ -110,9 +115,16 @@ def _page_size(size: int) -> int:
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     """Implements ccbridge.session.v1.SessionService."""
 
-    def __init__(self, store: SessionStore, worker: ConversationWorker | None) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        worker: ConversationWorker | None,
+        *,
+        escalate_wait_ms: int = 0,
+    ) -> None:
         self.store = store
         self.worker = worker
+        self.escalate_wait_ms = escalate_wait_ms
         self.streams = StreamServer()  # IngestStream's batches, and its shutdown
 
     def _wake(self, cids: Iterable[str], lanes: Iterable[Lane] = LANES) -> None:
@@ -181,11 +193,27 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         if len(request.metadata) > MAX_METADATA_KEYS:
             raise InvalidHandoverRequest(f"metadata: at most {MAX_METADATA_KEYS} keys")
         created = await self.store.create(cid, list(request.tags), dict(request.metadata))
+        if not created and await self.store.reopen_rejected(cid):
+            # Rejected before (e.g. outside opening hours): this escalation is a new try.
+            created = True
+            log.info("rejected handover escalated again")
         if created:
             log.info("handover created")
             self._wake([cid], [Lane.INBOX])
         rec = await self._load(cid)
+        if created and self.escalate_wait_ms:
+            rec = await self._opening_decided(rec)
         return session_pb2.EscalateResponse(handover=await self.to_proto(rec), created=created)
+
+    async def _opening_decided(self, rec: HandoverRecord) -> HandoverRecord:
+        """The handover once its opening is decided (ACTIVE, REJECTED, FAILED...), or as
+        it is when ``escalate_wait_ms`` ends first: a bot can then tell the end user at
+        once that nobody is there (REJECTED, outside_hours)."""
+        deadline = time.monotonic() + self.escalate_wait_ms / 1000
+        while rec.state == "OPENING" and time.monotonic() < deadline:
+            await asyncio.sleep(ESCALATE_POLL_S)
+            rec = await self._load(rec.conversation_id)
+        return rec
 
     async def Ingest(
         self,
@@ -367,10 +395,10 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         rec = await self._load(cid)
         if rec.state in ("CLOSED", "CLOSING"):
             return session_pb2.CloseHandoverResponse(handover=await self.to_proto(rec))
-        if rec.state == "FAILED":
+        if rec.state in ("FAILED", "REJECTED"):
             await self.store.transition(
                 cid,
-                allowed=("FAILED",),
+                allowed=("FAILED", "REJECTED"),
                 new_state="CLOSED",
                 values={"closed_by": by, "close_reason": request.reason[:200]},
             )
@@ -436,10 +464,14 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             due=(Lane.INBOX,),
             values={"open_attempts": "0", "open_next_at": "0", "failure_reason": ""},
         )
+        if not ok and prev == "REJECTED":
+            ok = await self.store.reopen_rejected(cid)
         if not ok:
             if prev == "missing":
                 raise HandoverNotFound(f"no handover for conversation {cid}")
-            raise HandoverStateConflict(f"only FAILED handovers can be retried, not {prev}")
+            raise HandoverStateConflict(
+                f"only FAILED and REJECTED handovers can be retried, not {prev}"
+            )
         self._wake([cid], [Lane.INBOX])
         rec = await self._load(cid)
         return session_pb2.RetryHandoverResponse(handover=await self.to_proto(rec))

@@ -40,6 +40,10 @@ class SessionSettings:
     inbox_max: int
     reconcile_interval_s: float
     reconcile_infobip: bool
+    reconcile_margin_s: float
+    reconcile_backfill_per_pass: int
+    route_back_on_failed: bool
+    escalate_wait_ms: int
     workers_enabled: bool
     grpc_timeout_s: float
 
@@ -82,6 +86,12 @@ class SessionSettings:
             inbox_max=env.int("CCBRIDGE_INBOX_MAX", 10_000, minimum=1),
             reconcile_interval_s=env.float("CCBRIDGE_RECONCILE_INTERVAL_S", 60.0, minimum=0.1),
             reconcile_infobip=env.bool("CCBRIDGE_RECONCILE_INFOBIP", True),
+            reconcile_margin_s=env.float("CCBRIDGE_RECONCILE_MARGIN_S", 300.0, minimum=0.0),
+            reconcile_backfill_per_pass=env.int(
+                "CCBRIDGE_RECONCILE_BACKFILL_PER_PASS", 100, minimum=0
+            ),
+            route_back_on_failed=env.bool("CCBRIDGE_ROUTE_BACK_ON_FAILED", False),
+            escalate_wait_ms=env.int("CCBRIDGE_ESCALATE_WAIT_MS", 0, minimum=0, maximum=60000),
             workers_enabled=env.bool("CCBRIDGE_WORKERS_ENABLED", True),
             grpc_timeout_s=env.float("CCBRIDGE_GRPC_TIMEOUT_S", 5.0, minimum=0.1),
         )

@@ -23,6 +23,9 @@ live in one Redis Cluster slot):
 ``ccb:dlq`` / ``ccb:dl:<id>``  zset + hash: dead letters (kept: sweep_retention)
 ``ccb:dlc:{cid}``              zset: the conversation's dead letters (ListDeadLetters by id)
 ``ccb:stats``                  hash: what retention removed, by kind
+``ccb:lease:reconcile``        string: fencing token of the replica running the reconciler
+``ccb:reconcile``              hash: the reconciler's progress (CLOSED listing mark,
+                               backfill cursor)
 =============================  ==========================================================
 
 The handover hash keeps every value within Redis's ``hash-max-listpack-value`` (64 bytes)
@@ -293,12 +296,29 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7],
 return out
 """
 OPEN_STATES = ("OPENING", "ACTIVE", "CLOSING")
-ALL_STATES = (*OPEN_STATES, "CLOSED", "FAILED")
+ALL_STATES = (*OPEN_STATES, "CLOSED", "FAILED", "REJECTED")
 
 # Where a replayed message can still be delivered (see lane_has_work).
 REPLAYABLE_STATES = {"inbox": ("OPENING", "ACTIVE"), "outbox": ("ACTIVE", "CLOSING")}
 
 _RENEW = LEASE_LUA + "return lease_renew(KEYS[1], ARGV[1], ARGV[2], KEYS[2])"
+
+# KEYS: lease, hash   ARGV: token, field, value
+_FENCED_HSET = (
+    LEASE_LUA
+    + """
+if not lease_held(KEYS[1], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+)
+
+# KEYS: h   ARGV: ms
+_BACKFILL_MARK = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'ACTIVE' then return 0 end
+redis.call('HSET', KEYS[1], 'backfill_at', ARGV[1])
+return 1
+"""
 _RELEASE = LEASE_LUA + "return lease_release(KEYS[1], ARGV[1])"
 
 
@@ -424,6 +444,8 @@ class SessionStore:
         self._erase_failed = redis.register_script(_ERASE_FAILED)
         self._dead_letter_gone = redis.register_script(_DEAD_LETTER_GONE)
         self._erase_conversation = redis.register_script(_ERASE_CONVERSATION)
+        self._fenced_hset = redis.register_script(_FENCED_HSET)
+        self._backfill_mark = redis.register_script(_BACKFILL_MARK)
         # Conversations whose last ingested message was taken (see ingest()).
         self._open_hint: dict[str, None] = {}
 
@@ -641,6 +663,36 @@ class SessionStore:
             pipe.expire(self.k_out(cid), ttl)
             pipe.zremrangebyscore(self.k_state("CLOSED"), 0, now_ms() - ttl * 1000)
             await pipe.execute()
+
+    async def finish_rejected(self, cid: str) -> None:
+        """Housekeeping after REJECTED: the record expires like a closed one unless the
+        conversation is escalated again (:meth:`reopen_rejected`)."""
+        ttl = self.closed_retention_s
+        async with self.r.pipeline(transaction=False) as pipe:
+            for lane in LANES:
+                pipe.zrem(self.k_due(lane), cid)
+            for key in (self.k_h(cid), self.k_in(cid), self.k_out(cid)):
+                pipe.expire(key, ttl)
+            pipe.zremrangebyscore(self.k_state("REJECTED"), 0, now_ms() - ttl * 1000)
+            await pipe.execute()
+
+    async def reopen_rejected(self, cid: str) -> bool:
+        """A new escalation of a REJECTED handover: OPENING again, kept (no expiry); end-user
+        messages taken while it was OPENING before are delivered once the case opens (those
+        in the case's transcript are skipped as usual)."""
+        ok, _ = await self.transition(
+            cid,
+            allowed=("REJECTED",),
+            new_state="OPENING",
+            due=(Lane.INBOX,),
+            values={"failure_reason": "", "open_attempts": "0", "open_next_at": "0"},
+        )
+        if ok:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for key in (self.k_h(cid), self.k_in(cid), self.k_out(cid)):
+                    pipe.persist(key)
+                await pipe.execute()
+        return ok
 
     # -- ingest --------------------------------------------------------------------------
     async def ingest(self, messages: Sequence[common_pb2.Message]) -> list[int]:
@@ -1206,3 +1258,79 @@ class SessionStore:
             if cursor == 0:
                 break
         return list(found)
+
+    # -- reconciler (services/session/reconciler.py) ---------------------------------------
+    @property
+    def k_reconcile_lease(self) -> str:
+        """Lease of the one replica that runs the reconciler's pass."""
+        return f"{self.p}:lease:reconcile"
+
+    @property
+    def k_reconcile(self) -> str:
+        """Hash of the reconciler's progress: ``closed_mark`` (ms: where the next CLOSED
+        listing starts, before the margin) and ``backfill_cursor`` (offset into ACTIVE)."""
+        return f"{self.p}:reconcile"
+
+    async def index_rows(
+        self, cids: Sequence[str]
+    ) -> list[tuple[str | None, int, int, bool, bool]]:
+        """For each conversation, in one round trip: (state or None, inbox length, outbox
+        length, inbox lane scheduled, outbox lane scheduled)."""
+        if not cids:
+            return []
+        commands: list[tuple[Any, ...]] = []
+        for cid in cids:
+            commands += [
+                ("HGET", self.k_h(cid), "state"),
+                ("LLEN", self.k_in(cid)),
+                ("LLEN", self.k_out(cid)),
+                ("ZSCORE", self.k_due(Lane.INBOX), cid),
+                ("ZSCORE", self.k_due(Lane.OUTBOX), cid),
+            ]
+        replies = await self._exec(commands)
+        return [
+            (
+                _text(replies[i]) if replies[i] is not None else None,
+                int(replies[i + 1]),
+                int(replies[i + 2]),
+                replies[i + 3] is not None,
+                replies[i + 4] is not None,
+            )
+            for i in range(0, len(replies), 5)
+        ]
+
+    async def states(self, cids: Sequence[str]) -> list[str | None]:
+        """Each conversation's handover state (None: no handover), in one round trip."""
+        if not cids:
+            return []
+        replies = await self._exec([("HGET", self.k_h(cid), "state") for cid in cids])
+        return [_text(reply) if reply is not None else None for reply in replies]
+
+    async def oldest_open_ms(self) -> int | None:
+        """The earliest last-change time (ms) of an OPENING or ACTIVE handover."""
+        found: list[int] = []
+        for state in ("OPENING", "ACTIVE"):
+            first = await self.r.zrange(self.k_state(state), 0, 0, withscores=True)
+            found += [int(float(pair[1])) for pair in first if isinstance(pair, tuple | list)]
+        return min(found) if found else None
+
+    async def reconcile_progress(self) -> tuple[int | None, int]:
+        """(closed mark in ms or None before the first pass, backfill cursor)."""
+        mark, cursor = await self.r.hmget(self.k_reconcile, ["closed_mark", "backfill_cursor"])
+        return (int(mark) if mark else None), (int(cursor) if cursor else 0)
+
+    async def save_reconcile_progress(self, token: str, field_name: str, value: int) -> bool:
+        """Stores one progress field only while ``token`` still holds the reconciler's
+        lease (a paused former holder cannot move the marks back)."""
+        return bool(
+            int(
+                await self._fenced_hset(
+                    keys=[self.k_reconcile_lease, self.k_reconcile], args=[token, field_name, value]
+                )
+            )
+        )
+
+    async def set_backfill_mark(self, cid: str, created_ms: int) -> None:
+        """Records the newest inbound message the backfill has seen (``backfill_at``, ms)
+        on an ACTIVE handover; a handover gone or past ACTIVE is left alone."""
+        await self._backfill_mark(keys=[self.k_h(cid)], args=[created_ms])

@@ -136,6 +136,9 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
         agent_id = request.headers.get("x-agent-id") or None
         return JsonResponse(sim.create_message(request.path_params["cid"], body, agent_id))
 
+    async def route_conversation(request: Request) -> Response:
+        return JsonResponse(sim.route_conversation(request.path_params["cid"]))
+
     async def add_tag(request: Request) -> Response:
         return JsonResponse(sim.add_tag(request.path_params["cid"], await _json_body(request)))
 
@@ -243,6 +246,7 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
         Route(conversation_path, api(update_conversation), methods=["PUT", "PATCH"]),
         Route(conversation_path + "/messages", api(list_messages), methods=["GET"]),
         Route(conversation_path + "/messages", api(create_message), methods=["POST"]),
+        Route(conversation_path + "/route", api(route_conversation), methods=["POST"]),
         Route(conversation_path + "/tags", api(add_tag), methods=["POST"]),
         Route(conversation_path + "/tags/{name}", api(remove_tag), methods=["DELETE"]),
         Route(

@@ -193,6 +193,7 @@ class Conversation:
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     agent_messages: list[dict[str, Any]] = field(default_factory=list)
+    routed: int = 0  # Route Conversation calls (handed back to Infobip's routing)
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -475,6 +476,7 @@ class InfobipSimState:
                 "metadata": dict(conversation.metadata),
                 "messageCount": len(conversation.messages),
                 "agentMessageCount": len(conversation.agent_messages),
+                "routed": conversation.routed,
             }
 
     def agent_messages(self, conversation_id: str) -> list[dict[str, Any]]:
@@ -624,6 +626,31 @@ class InfobipSimState:
         status = _single(query, "status")
         priority = _single(query, "priority")
         agent_id = _single(query, "agentId")
+        errors: dict[str, list[str]] = {}
+        enums = {"status": status, "priority": priority}
+        _check_enum(enums, "status", CONVERSATION_STATUSES, errors)
+        _check_enum(enums, "priority", PRIORITIES, errors)
+        if errors:
+            raise bad_request(errors)
+        # The documented date filters, each strict ("after"/"before" the instant).
+        windows = [
+            (field_name, _date_filter(query, name + "After"), _date_filter(query, name + "Before"))
+            for name, field_name in (
+                ("created", "created_at"),
+                ("updated", "updated_at"),
+                ("closed", "closed_at"),
+            )
+        ]
+
+        def in_windows(c: Conversation) -> bool:
+            for field_name, after, before in windows:
+                moment: datetime | None = getattr(c, field_name)
+                if after is not None and (moment is None or moment <= after):
+                    return False
+                if before is not None and (moment is None or moment >= before):
+                    return False
+            return True
+
         with self._lock:
             items = [
                 c
@@ -634,6 +661,7 @@ class InfobipSimState:
                 and (not status or c.status == status)
                 and (not priority or c.priority == priority)
                 and (not agent_id or c.agent_id == agent_id)
+                and in_windows(c)
             ]
             rows = [c.to_api() for c in items]
         return {
@@ -686,6 +714,17 @@ class InfobipSimState:
                         None,
                     )
             return conversation.to_api(), deliveries
+
+    def route_conversation(self, conversation_id: str) -> dict[str, Any]:
+        """Route Conversation: drops the assignee and records the routing request
+        (``routed``); a closed conversation cannot be routed (400)."""
+        with self._lock:
+            conversation = self._get(conversation_id)
+            conversation.ensure_open()
+            conversation.agent_id = None
+            conversation.routed += 1
+            conversation.updated_at = now_utc()
+            return conversation.to_api()
 
     # -- API: messages --------------------------------------------------------------------
 

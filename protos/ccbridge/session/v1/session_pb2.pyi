@@ -41,9 +41,16 @@ class _HandoverStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Handove
     """Closed on both sides; later messages of the conversation are not relayed."""
     HANDOVER_STATE_FAILED: _HandoverState.ValueType  # 5
     """Opening gave up; `failure_reason` says why. RetryHandover starts it again."""
+    HANDOVER_STATE_REJECTED: _HandoverState.ValueType  # 6
+    """Routing refused the handover and no case was opened; `failure_reason` says why
+    ("outside_hours": the matched rule's opening hours are closed). Escalating again
+    (or RetryHandover) starts a new opening.
+    """
 
 class HandoverState(_HandoverState, metaclass=_HandoverStateEnumTypeWrapper):
-    """Handover states. OPENING → ACTIVE → CLOSING → CLOSED; OPENING → FAILED."""
+    """Handover states. OPENING → ACTIVE → CLOSING → CLOSED; OPENING → FAILED;
+    OPENING → REJECTED.
+    """
 
 HANDOVER_STATE_UNSPECIFIED: HandoverState.ValueType  # 0
 """Not set."""
@@ -57,6 +64,11 @@ HANDOVER_STATE_CLOSED: HandoverState.ValueType  # 4
 """Closed on both sides; later messages of the conversation are not relayed."""
 HANDOVER_STATE_FAILED: HandoverState.ValueType  # 5
 """Opening gave up; `failure_reason` says why. RetryHandover starts it again."""
+HANDOVER_STATE_REJECTED: HandoverState.ValueType  # 6
+"""Routing refused the handover and no case was opened; `failure_reason` says why
+("outside_hours": the matched rule's opening hours are closed). Escalating again
+(or RetryHandover) starts a new opening.
+"""
 Global___HandoverState: _TypeAlias = HandoverState  # noqa: Y015
 
 class _CloseInitiator:
