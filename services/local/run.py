@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
+from ccbridge.services.infobip.webhook_auth import DEFAULT_ENCODING, DEFAULT_HEADER
 from ccbridge.services.local.supervisor import (
     EmbeddedRedis,
     ProcessGroup,
@@ -71,6 +72,9 @@ def start_simulators(
         args=[
             "--port",
             str(infobip_port),
+            # Signs subscription events as the gateway is configured to verify them.
+            f"--hmac-header={env.get('INFOBIP_WEBHOOK_HMAC_HEADER') or DEFAULT_HEADER}",
+            f"--hmac-encoding={env.get('INFOBIP_WEBHOOK_HMAC_ENCODING') or DEFAULT_ENCODING}",
         ],
     )
     group.start(

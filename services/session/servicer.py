@@ -393,6 +393,12 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             session_pb2.CLOSE_INITIATOR_CCAAS: "CCAAS",
         }.get(request.initiator, "OPERATOR")
         rec = await self._load(cid)
+        if request.HasField("event_time") and request.event_time.ToMilliseconds() < rec.get_int(
+            "created_at"
+        ):
+            # A late or replayed close about an earlier handover of this conversation.
+            log.info("close older than the handover ignored", extra={"closed_by": by})
+            return session_pb2.CloseHandoverResponse(handover=await self.to_proto(rec))
         if rec.state in ("CLOSED", "CLOSING"):
             return session_pb2.CloseHandoverResponse(handover=await self.to_proto(rec))
         if rec.state in ("FAILED", "REJECTED"):

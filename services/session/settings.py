@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from ccbridge.services.runtime.ports import DEFAULT_PORTS, default_addr
 from ccbridge.services.runtime.settings import CommonSettings, EnvReader, Secret
 
+DEFAULT_DEDUPE_TTL_S = 7 * 86400
+
 
 @dataclass(frozen=True)
 class SessionSettings:
@@ -76,7 +78,7 @@ class SessionSettings:
             open_max_attempts=env.int("CCBRIDGE_OPEN_MAX_ATTEMPTS", 10, minimum=1),
             retry_base_ms=env.int("CCBRIDGE_RETRY_BASE_MS", 500, minimum=1),
             retry_max_ms=env.int("CCBRIDGE_RETRY_MAX_MS", 60000, minimum=1),
-            dedupe_ttl_s=env.int("CCBRIDGE_DEDUPE_TTL_S", 7 * 86400, minimum=60),
+            dedupe_ttl_s=env.int("CCBRIDGE_DEDUPE_TTL_S", DEFAULT_DEDUPE_TTL_S, minimum=60),
             closed_retention_s=env.int("CCBRIDGE_CLOSED_RETENTION_S", 7 * 86400, minimum=60),
             failed_retention_s=env.int("CCBRIDGE_FAILED_RETENTION_S", 30 * 86400, minimum=60),
             dead_letter_retention_s=env.int(

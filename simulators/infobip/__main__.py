@@ -9,6 +9,7 @@ import os
 
 import uvicorn
 
+from ccbridge.services.infobip.webhook_auth import DEFAULT_ENCODING, DEFAULT_HEADER, ENCODINGS
 from ccbridge.services.runtime.gc_tuning import freeze_periodically
 from ccbridge.simulators.infobip.app import create_app
 from ccbridge.simulators.infobip.state import InfobipSimState
@@ -39,6 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--webhook-timeout-s", type=float, default=5.0, help="timeout of each webhook POST (5)"
     )
     parser.add_argument(
+        "--hmac-header",
+        default=DEFAULT_HEADER,
+        help=f"header of the HMAC signature of subscription events ({DEFAULT_HEADER}; "
+        "as INFOBIP_WEBHOOK_HMAC_HEADER, unconfirmed for Infobip)",
+    )
+    parser.add_argument(
+        "--hmac-encoding",
+        default=DEFAULT_ENCODING,
+        choices=ENCODINGS,
+        help=f"encoding of that signature ({DEFAULT_ENCODING}; as INFOBIP_WEBHOOK_HMAC_ENCODING)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
     return parser
@@ -57,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         page_delay_ms=args.page_delay_ms,
         webhook_timeout_s=args.webhook_timeout_s,
     )
+    state.sender.hmac_header = args.hmac_header
+    state.sender.hmac_encoding = args.hmac_encoding
     app = create_app(state, api_key=args.api_key or os.environ.get("INFOBIP_API_KEY") or "sim-key")
     config = uvicorn.Config(
         app,

@@ -6,6 +6,7 @@ import json
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.handover_limits import MAX_TAG_CHARS, MAX_TAGS
@@ -180,6 +181,32 @@ async def test_close_and_retry_rules(session_api: Api) -> None:
             )
         )
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_a_close_older_than_the_handover_leaves_it_open(session_api: Api) -> None:
+    _running, stub = session_api
+    created = (
+        await stub.Escalate(session_pb2.EscalateRequest(conversation_id="c-old-close"))
+    ).handover.created_at
+    earlier = Timestamp()
+    earlier.FromMilliseconds(created.ToMilliseconds() - 1)
+    ignored = await stub.CloseHandover(
+        session_pb2.CloseHandoverRequest(
+            conversation_id="c-old-close",
+            initiator=session_pb2.CLOSE_INITIATOR_INFOBIP,
+            event_time=earlier,
+        )
+    )
+    assert ignored.handover.state == session_pb2.HANDOVER_STATE_OPENING
+    assert ignored.handover.created_at == created
+    closed = await stub.CloseHandover(
+        session_pb2.CloseHandoverRequest(
+            conversation_id="c-old-close",
+            initiator=session_pb2.CLOSE_INITIATOR_INFOBIP,
+            event_time=created,  # not older: closes
+        )
+    )
+    assert closed.handover.state == session_pb2.HANDOVER_STATE_CLOSING
 
 
 async def test_send_agent_message_validates_and_dedupes(session_api: Api) -> None:

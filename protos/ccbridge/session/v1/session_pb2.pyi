@@ -710,22 +710,31 @@ class CloseHandoverRequest(_message.Message):
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     INITIATOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    EVENT_TIME_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """Infobip conversation id."""
     initiator: Global___CloseInitiator.ValueType
     """Who asks."""
     reason: _builtins.str
     """Why, free text (kept on the handover)."""
+    @_builtins.property
+    def event_time(self) -> _timestamp_pb2.Timestamp:
+        """When the initiator closed (Infobip's event timestamp), when known: a close older
+        than the handover's creation (a late or replayed event about an earlier
+        escalation) leaves the handover as it is.
+        """
+
     def __init__(
         self,
         *,
         conversation_id: _builtins.str = ...,
         initiator: Global___CloseInitiator.ValueType = ...,
         reason: _builtins.str = ...,
+        event_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "initiator", b"initiator", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "event_time", b"event_time", "initiator", b"initiator", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
