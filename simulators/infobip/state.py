@@ -325,7 +325,8 @@ class Subscription:
 @dataclass
 class Failure:
     """``remaining`` next matching API calls fail with ``status`` (or are only delayed by
-    ``delay_ms`` when ``status`` is 0)."""
+    ``delay_ms`` when ``status`` is 0, or lose their connection with ``drop``), before or
+    ``when="after"`` the call took effect."""
 
     remaining: int
     status: int
@@ -334,6 +335,11 @@ class Failure:
     path_prefix: str = ""
     shape: str = "requestError"
     delay_ms: int = 0
+    # "after": the call is carried out (e.g. the message stored) and then fails, the
+    # ambiguous failure a client cannot tell from one before the call took effect.
+    when: str = "before"
+    # Instead of an answer, the connection is dropped mid-answer.
+    drop: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         return (not self.method or self.method == method) and path.startswith(
@@ -349,6 +355,8 @@ class Failure:
             "path_prefix": self.path_prefix,
             "shape": self.shape,
             "delay_ms": self.delay_ms,
+            "when": self.when,
+            "drop": self.drop,
         }
 
     def error(self) -> SimError:
@@ -798,6 +806,27 @@ class InfobipSimState:
             conversation.updated_at = now_utc()
             return conversation.to_api()
 
+    def assign(self, conversation_id: str, body: object) -> dict[str, Any]:
+        """Change Conversation Assignment (``PUT .../assignee``)."""
+        agent_id = body.get("agentId") if isinstance(body, Mapping) else None
+        if not isinstance(agent_id, str) or not agent_id or len(agent_id) > 255:
+            raise bad_request({"agentId": ["must be a string of 1-255 characters"]})
+        with self._lock:
+            conversation = self._get(conversation_id)
+            conversation.ensure_open()
+            conversation.agent_id = agent_id
+            conversation.updated_at = now_utc()
+            return conversation.to_api()
+
+    def unassign(self, conversation_id: str) -> dict[str, Any]:
+        """Unassign Conversation Agent (``DELETE .../assignee``)."""
+        with self._lock:
+            conversation = self._get(conversation_id)
+            conversation.ensure_open()
+            conversation.agent_id = None
+            conversation.updated_at = now_utc()
+            return conversation.to_api()
+
     # -- API: messages --------------------------------------------------------------------
 
     def list_messages(
@@ -854,6 +883,17 @@ class InfobipSimState:
         with self._lock:
             conversation = self._get(conversation_id)
             conversation.ensure_open()
+            # Infobip's Conversations messages documentation: the header is required on
+            # a conversation assigned to an agent and refused on an unassigned one. The
+            # wording of these two errors is the simulator's (not published).
+            if conversation.agent_id and not agent_id:
+                raise bad_request(
+                    {"x-agent-id": ["must be present: the conversation is assigned to an agent"]}
+                )
+            if agent_id and not conversation.agent_id:
+                raise bad_request(
+                    {"x-agent-id": ["must be absent: the conversation is not assigned"]}
+                )
             at = conversation.next_created_at()
             message = {
                 "id": self.new_id(),
