@@ -415,6 +415,7 @@ class InfobipSimState:
         self.webhook_url: str | None = self.initial_webhook_url
         self.page_delay_ms = self.initial_page_delay_ms
         self.emit_api_events = True
+        self.agent_must_be_assignee = False
         self._short_ids = 100
 
     def reset(self) -> None:
@@ -894,6 +895,11 @@ class InfobipSimState:
                 raise bad_request(
                     {"x-agent-id": ["must be absent: the conversation is not assigned"]}
                 )
+            # Whether it must name the assignee is not published: a setting, off by default.
+            if self.agent_must_be_assignee and agent_id and agent_id != conversation.agent_id:
+                raise bad_request(
+                    {"x-agent-id": ["must be the id of the agent the conversation is assigned to"]}
+                )
             at = conversation.next_created_at()
             message = {
                 "id": self.new_id(),
@@ -1294,6 +1300,7 @@ class InfobipSimState:
                 "webhook_url": self.webhook_url,
                 "page_delay_ms": self.page_delay_ms,
                 "emit_api_events": self.emit_api_events,
+                "agent_must_be_assignee": self.agent_must_be_assignee,
                 "hmac_header": self.sender.hmac_header,
                 "hmac_encoding": self.sender.hmac_encoding,
                 "subscriptions": [s.to_config() for s in self.subscriptions.values()],
@@ -1317,6 +1324,9 @@ class InfobipSimState:
         encoding = body.get("hmac_encoding")
         if encoding is not None and encoding not in ENCODINGS:
             errors["hmac_encoding"] = [f"must be one of {', '.join(ENCODINGS)}"]
+        must_match = body.get("agent_must_be_assignee")
+        if must_match is not None and not isinstance(must_match, bool):
+            errors["agent_must_be_assignee"] = ["must be a boolean"]
         if errors:
             raise bad_request(errors)
         with self._lock:
@@ -1330,6 +1340,8 @@ class InfobipSimState:
                 self.sender.hmac_header = header.strip()
             if encoding is not None:
                 self.sender.hmac_encoding = encoding
+            if must_match is not None:
+                self.agent_must_be_assignee = must_match
         return self.config()
 
 
