@@ -53,6 +53,7 @@ reconciler, so the layout works unchanged on Redis Cluster.
 from __future__ import annotations
 
 import enum
+import hashlib
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -401,6 +402,11 @@ class SendingMark:
     done: int
     sent_at_ms: int
     token: str
+
+
+def outbox_item(payload: bytes) -> str:
+    """The name of an outbox queue item in its sending mark (a digest of its bytes)."""
+    return hashlib.blake2b(payload, digest_size=12).hexdigest()
 
 
 SENT_IDS_KEPT = 100  # Infobip ids of sent agent messages remembered per conversation

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -67,6 +66,7 @@ from ccbridge.services.session.store import (
     SessionStore,
     lane_has_work,
     now_ms,
+    outbox_item,
 )
 
 log = logging.getLogger(__name__)
@@ -732,7 +732,7 @@ class ConversationWorker:
             parts = [
                 {**content, "text": text[i : i + MAX_TEXT]} for i in range(0, len(text), MAX_TEXT)
             ]
-        item = hashlib.blake2b(payload, digest_size=12).hexdigest()
+        item = outbox_item(payload)
         mark, known = await self.store.sending(cid)
         if mark is not None and mark.item != item:
             mark = None  # left by an item that is gone
