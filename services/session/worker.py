@@ -756,9 +756,14 @@ class ConversationWorker:
             try:
                 created = await self._create_message(rec, token, body)
             except FarSideError as exc:
-                if not _ambiguous(exc):  # Infobip answered: nothing was stored
+                failure = failure_from_far_side(exc, "infobip.CreateMessage")
+                if _ambiguous(exc):
+                    # Give a slow Infobip time to store it before the read-back looks.
+                    settle = self.s.infobip_readback_delay_ms / 1000
+                    failure.retry_after = max(failure.retry_after or 0.0, settle)
+                else:  # Infobip answered: nothing was stored
                     await self._mark(cid, token, item, index, index, 0)
-                raise failure_from_far_side(exc, "infobip.CreateMessage") from exc
+                raise failure from exc
             infobip_id = str(created.get("id") or "")
             await self._mark(cid, token, item, index, index + 1, 0, infobip_id)
             known.append(infobip_id)

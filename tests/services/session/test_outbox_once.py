@@ -30,7 +30,11 @@ from tests.services.session.test_delivery_lanes import (
     running_world,
 )
 
-FAST_RETRIES = {"CCBRIDGE_RETRY_BASE_MS": "20", "CCBRIDGE_RETRY_MAX_MS": "100"}
+FAST_RETRIES = {
+    "CCBRIDGE_RETRY_BASE_MS": "20",
+    "CCBRIDGE_RETRY_MAX_MS": "100",
+    "CCBRIDGE_INFOBIP_READBACK_DELAY_MS": "50",
+}
 
 
 @pytest.fixture
