@@ -732,6 +732,8 @@ class ConversationWorker:
             parts = [
                 {**content, "text": text[i : i + MAX_TEXT]} for i in range(0, len(text), MAX_TEXT)
             ]
+        # Read (once per handover) before any mark: a failure here sent nothing.
+        await self._assignee(rec, token)
         item = outbox_item(payload)
         mark, known = await self.store.sending(cid)
         if mark is not None and mark.item != item:
