@@ -35,6 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--webhook-timeout-s", type=float, default=5.0, help="timeout of each webhook POST (5)"
     )
     parser.add_argument(
+        "--contract",
+        default="strict",
+        choices=("strict", "warn", "off"),
+        help="what an answer or webhook of the simulator that violates Infobip's published "
+        "schemas does: strict = answer 500 / not sent, warn = log, off = no check (strict)",
+    )
+    parser.add_argument(
+        "--record",
+        default=None,
+        metavar="PATH",
+        help="append every API exchange and webhook to PATH as JSON lines (tests)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
     return parser
@@ -52,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         webhook_url=args.webhook_url,
         page_delay_ms=args.page_delay_ms,
         webhook_timeout_s=args.webhook_timeout_s,
+        contract_mode=args.contract,
+        record_path=args.record,
     )
     app = create_app(state, api_key=args.api_key)
     config = uvicorn.Config(

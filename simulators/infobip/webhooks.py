@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -85,8 +85,12 @@ class WebhookSender:
         # The gateway answers a few bytes of JSON; the body is not read by anyone.
         self._http = HttpClient(timeout_s=timeout_s, max_answer_bytes=1 << 20)
         self._background: set[asyncio.Task[list[DeliveryResult]]] = set()
+        # Checks a delivery against the published contract first; False: not sent.
+        self.inspect: Callable[[Delivery], bool] | None = None
 
     async def post(self, delivery: Delivery) -> DeliveryResult:
+        if self.inspect is not None and not self.inspect(delivery):
+            return DeliveryResult(delivery.kind, delivery.url, None, "ContractViolation")
         body = orjson.dumps(delivery.body)
         headers = {"Content-Type": "application/json", "User-Agent": "infobip-simulator"}
         subscription = delivery.subscription
