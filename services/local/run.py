@@ -57,9 +57,17 @@ def start_simulators(
     infobip_port: int,
     ccaas_port: int,
     gateway_port: int,
+    *,
+    contract: str = "warn",
+    record: Path | None = None,
 ) -> None:
-    """Starts the Infobip and CCaaS simulators wired to the gateway, and waits for them."""
+    """Starts the Infobip and CCaaS simulators wired to the gateway, and waits for them.
+
+    ``contract``: what an answer or webhook of the Infobip simulator that violates
+    Infobip's published schemas does (``warn`` for the demo, ``strict`` in tests);
+    ``record``: where it records every exchange (tests)."""
     gateway = f"http://127.0.0.1:{gateway_port}"
+    extra = [f"--contract={contract}"] + ([f"--record={record}"] if record else [])
     group.start(
         "infobip-sim",
         env,
@@ -71,6 +79,7 @@ def start_simulators(
             f"--api-key={env['INFOBIP_API_KEY']}",
             "--webhook-url",
             f"{gateway}/webhooks/infobip/{env['CCBRIDGE_WEBHOOK_TOKEN']}",
+            *extra,
         ],
     )
     group.start(
