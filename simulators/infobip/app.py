@@ -225,8 +225,7 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
     async def subscription(request: Request) -> Response:
         sid = request.path_params["sid"]
         if request.method == "DELETE":
-            sim.delete_subscription(sid)
-            return Response(status_code=204)
+            return JsonResponse(sim.delete_subscription(sid))
         return JsonResponse(sim.get_subscription(sid))
 
     # -- control --------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
-from referencing import Registry, Resource
+from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 DOCUMENTS = {
@@ -375,7 +375,7 @@ class Contract:
     def __init__(self, extracted: Any | None = None) -> None:
         self.extract = extracted if extracted is not None else load_vendored()
         registry: Any = Registry().with_resources(
-            (urn, Resource(contents=contents, specification=DRAFT202012))
+            (urn, DRAFT202012.create_resource(contents))
             for urn, contents in (
                 (body["$id"], body) for body in self.extract["resources"].values()
             )

@@ -17,7 +17,7 @@ class Recorder:
 
     def __init__(self, path: str | Path) -> None:
         self._lock = threading.Lock()
-        self._file = open(path, "ab")  # noqa: SIM115 - open for the process's life
+        self._file = open(path, "ab")  # open for the process's life
 
     def write(self, record: dict[str, Any]) -> None:
         line = orjson.dumps(record) + b"\n"

@@ -212,21 +212,20 @@ class Conversation:
     agent_messages: list[dict[str, Any]] = field(default_factory=list)
 
     def to_api(self) -> dict[str, Any]:
+        api = {
+            "id": self.id,
+            "topic": self.topic,
+            "summary": self.summary,
+            "status": self.status,
+            "priority": self.priority,
+            "queueId": self.queue_id,
+            "agentId": self.agent_id,
+            "createdAt": format_ts(self.created_at),
+            "updatedAt": format_ts(self.updated_at),
+            "closedAt": format_ts(self.closed_at) if self.closed_at else None,
+        }
         # Unset fields are left out: the documents type them string, not nullable.
-        return without_nulls(
-            {
-                "id": self.id,
-                "topic": self.topic,
-                "summary": self.summary,
-                "status": self.status,
-                "priority": self.priority,
-                "queueId": self.queue_id,
-                "agentId": self.agent_id,
-                "createdAt": format_ts(self.created_at),
-                "updatedAt": format_ts(self.updated_at),
-                "closedAt": format_ts(self.closed_at) if self.closed_at else None,
-            }
-        )
+        return {key: value for key, value in api.items() if value is not None}
 
     def ensure_open(self) -> None:
         if self.status == "CLOSED":
@@ -1023,10 +1022,16 @@ class InfobipSimState:
             },
         }
 
-    def delete_subscription(self, subscription_id: str) -> None:
+    def delete_subscription(self, subscription_id: str) -> dict[str, Any]:
+        """Answers 200 with the ``IdOnlySubscriptionResponse`` (the document lists no 204)."""
         with self._lock:
-            if self.subscriptions.pop(subscription_id, None) is None:
+            subscription = self.subscriptions.pop(subscription_id, None)
+            if subscription is None:
                 raise SimError(404, "NOT_FOUND", "Not found")
+        profile: dict[str, Any] = {"profileId": subscription.profile_id}
+        if subscription.security_type:
+            profile["security"] = {"authId": f"{subscription.subscription_id}-auth"}
+        return {"subscriptionId": subscription.subscription_id, "profile": profile}
 
     # -- failure injection ----------------------------------------------------------------
 
