@@ -41,6 +41,7 @@ _PATH_PREFIXES = {"conversations": ("/ccaas/1/",), "subscriptions": ("/subscript
 _METHODS = ("get", "put", "post", "patch", "delete")
 _DROPPED = frozenset({"description", "summary", "example", "examples", "title", "tags"})
 _CREATE_MESSAGE = ("post", "/ccaas/1/conversations/{conversationId}/messages")
+_UNDOCUMENTED = "is not a documented field"
 _SUBSCRIPTION = "/subscriptions/1/subscription/{channel}"
 _LIMIT = re.compile(r"longer than (\d+) characters")
 
@@ -113,17 +114,55 @@ def _json_schema(media: Mapping[str, Any] | None, doc: str) -> Any:
     return _clean_schema_tree(json_media["schema"], doc)
 
 
-def _reconciled(media: Mapping[str, Any] | None, doc: str) -> Any:
-    """The answer's schema, unless the document contradicts it with its own examples:
-    Get Metadata declares a string and shows an object; both are accepted then."""
-    schema = _json_schema(media, doc)
+def _examples(media: Mapping[str, Any] | None) -> list[Any]:
     json_media = (media or {}).get("application/json") or {}
     examples = [e.get("value") for e in json_media.get("examples", {}).values()]
     if "example" in json_media:
         examples.append(json_media["example"])
+    return examples
+
+
+def _reconciled(
+    document: Mapping[str, Any], media: Mapping[str, Any] | None, doc: str, status: str
+) -> Any:
+    """The answer's schema, widened where the document contradicts it with its own
+    examples: Get Metadata declares a string and shows an object (both pass); error
+    answers declared ``{statusCode, message}`` are shown as ``requestError`` bodies, as
+    every error example of the documents is (``ApiException`` passes too)."""
+    schema = _json_schema(media, doc)
+    examples = _examples(media)
     if schema == {"type": "string"} and examples and all(isinstance(e, dict) for e in examples):
         return {"anyOf": [schema, {"type": "object"}], "x-reconciled-with-examples": True}
+    exception = "#/components/schemas/ApiException"
+    if (
+        status[:1] in ("4", "5")
+        and isinstance(schema, Mapping)
+        and not str(schema.get("$ref", "")).endswith("ApiException")
+        and "ApiException" in document["components"]["schemas"]
+    ):
+        ref = {"$ref": _urn(doc) + exception}
+        return {"anyOf": [schema, ref] if schema else [ref], "x-reconciled-with-examples": True}
     return schema
+
+
+def _example_fields(examples: list[Any]) -> list[str]:
+    """Every field path the examples show (array items as ``*``): a field an example
+    shows is documented, whatever the schema omits (Create Tag's ``createdAt``)."""
+    found: set[str] = set()
+
+    def walk(value: object, prefix: str) -> None:
+        if isinstance(value, Mapping):
+            for key, sub in value.items():
+                path = f"{prefix}.{key}" if prefix else str(key)
+                found.add(path)
+                walk(sub, path)
+        elif isinstance(value, list):
+            for sub in value:
+                walk(sub, f"{prefix}.*" if prefix else "*")
+
+    for example in examples:
+        walk(example, "")
+    return sorted(found)
 
 
 def _operation(document: Mapping[str, Any], doc: str, method: str, path: str) -> dict[str, Any]:
@@ -151,9 +190,13 @@ def _operation(document: Mapping[str, Any], doc: str, method: str, path: str) ->
             "schema": _json_schema(body.get("content"), doc),
         }
     responses = {}
+    example_fields = {}
     for status, raw in op.get("responses", {}).items():
         response = _resolve(document, raw)
-        responses[str(status)] = _reconciled(response.get("content"), doc)
+        responses[str(status)] = _reconciled(document, response.get("content"), doc, str(status))
+        fields = _example_fields(_examples(response.get("content")))
+        if fields:
+            example_fields[str(status)] = fields
     return {
         "document": doc,
         "method": method.upper(),
@@ -163,6 +206,7 @@ def _operation(document: Mapping[str, Any], doc: str, method: str, path: str) ->
         "parameters": parameters,
         "requestBody": request_body,
         "responses": responses,
+        "exampleFields": example_fields,
     }
 
 
@@ -374,14 +418,18 @@ class Contract:
 
     def __init__(self, extracted: Any | None = None) -> None:
         self.extract = extracted if extracted is not None else load_vendored()
-        registry: Any = Registry().with_resources(
-            (urn, DRAFT202012.create_resource(contents))
-            for urn, contents in (
-                (body["$id"], body) for body in self.extract["resources"].values()
-            )
+        resources = list(self.extract["resources"].values())
+        bases = {ref for body in resources for ref in _allof_refs(body)}
+        self._registry: Any = Registry().with_resources(
+            (body["$id"], DRAFT202012.create_resource(body)) for body in resources
         )
-        self._registry = registry
-        self._cache: dict[str, Any] = {}
+        # Answers and webhooks are checked closed: a field the documents do not name is a
+        # violation (the client must not come to rely on it); requests are checked open.
+        self._closed_registry: Any = Registry().with_resources(
+            (body["$id"], DRAFT202012.create_resource(_closed_resource(body, bases)))
+            for body in resources
+        )
+        self._cache: dict[tuple[bool, str], Any] = {}
         self.operations = [
             Operation(op["method"], op["path"], _compile(op["path"]), op)
             for op in self.extract["operations"]
@@ -395,18 +443,26 @@ class Contract:
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _validator(self, schema: Any) -> Any:
-        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()
+    def _validator(self, schema: Any, closed: bool) -> Any:
+        key = (closed, orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode())
         validator = self._cache.get(key)
         if validator is None:
-            validator = Draft202012Validator(schema, registry=self._registry)
+            if closed:
+                validator = Draft202012Validator(
+                    _close(schema, set(), False), registry=self._closed_registry
+                )
+            else:
+                validator = Draft202012Validator(schema, registry=self._registry)
             self._cache[key] = validator
         return validator
 
-    def schema_errors(self, schema: Any, value: object, prefix: str = "") -> dict[str, list[str]]:
-        """Every violation of ``schema`` by ``value``, Infobip-style."""
+    def schema_errors(
+        self, schema: Any, value: object, prefix: str = "", *, closed: bool = False
+    ) -> dict[str, list[str]]:
+        """Every violation of ``schema`` by ``value``, Infobip-style; ``closed``: also
+        every property the schema does not name."""
         errors: dict[str, list[str]] = {}
-        for error in self._validator(schema).iter_errors(value):
+        for error in self._validator(schema, closed).iter_errors(value):
             for name, message in _describe(error):
                 key = ".".join(part for part in (prefix, name) if part) or "body"
                 messages = errors.setdefault(key, [])
@@ -500,7 +556,14 @@ class Contract:
         schema = responses[key]
         if schema is None:
             return {}
-        return self.schema_errors(schema, body)
+        errors = self.schema_errors(schema, body, closed=True)
+        shown = set(op.spec["exampleFields"].get(key, ()))
+        for name in list(errors):
+            if re.sub(r"\.\d+(?=\.|$)", ".*", name) in shown:
+                errors[name] = [m for m in errors[name] if m != _UNDOCUMENTED]
+                if not errors[name]:
+                    del errors[name]
+        return errors
 
     def webhook_errors(self, body: object) -> dict[str, list[str]]:
         """A Subscriptions event against the conversation event webhook's schema; its
@@ -512,7 +575,7 @@ class Contract:
         if mapping and event_type not in mapping:
             return {"type": [f"must be one of {', '.join(sorted(mapping))}"]}
         target = {"$ref": mapping[event_type]} if mapping else schema
-        return self.schema_errors(target, body)
+        return self.schema_errors(target, body, closed=True)
 
     def message_errors(self, body: object) -> dict[str, list[str]]:
         """A message object (the legacy account webhook POSTs one per inbound message;
@@ -523,7 +586,7 @@ class Contract:
         schema = op[0].spec["responses"]["200"]
         props = self._resolve_ref(schema).get("properties", {})
         item = props.get("messages", {}).get("items")
-        return self.schema_errors(item, body) if item is not None else {}
+        return self.schema_errors(item, body, closed=True) if item is not None else {}
 
     def _resolve_ref(self, schema: Mapping[str, Any]) -> Mapping[str, Any]:
         ref = schema.get("$ref")
@@ -533,6 +596,58 @@ class Contract:
         name = pointer.removeprefix("/components/schemas/")
         resolved: Mapping[str, Any] = self.extract["resources"][doc]["components"]["schemas"][name]
         return resolved
+
+
+def _allof_refs(node: object) -> Iterator[str]:
+    """The component schemas used as ``allOf`` members (bases another schema extends)."""
+    if isinstance(node, Mapping):
+        for member in node.get("allOf") or ():
+            if isinstance(member, Mapping) and isinstance(member.get("$ref"), str):
+                yield str(member["$ref"]).partition("#")[2].removeprefix("/components/schemas/")
+        for value in node.values():
+            yield from _allof_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _allof_refs(value)
+
+
+def _closed_resource(body: Mapping[str, Any], bases: set[str]) -> dict[str, Any]:
+    schemas = body["components"]["schemas"]
+    return {
+        "$id": body["$id"],
+        "components": {
+            "schemas": {
+                name: _close(schema, set(), name in bases) for name, schema in schemas.items()
+            }
+        },
+    }
+
+
+def _close(node: Any, _seen: set[int], as_base: bool) -> Any:
+    """``node`` with ``unevaluatedProperties: false`` on each object schema that names its
+    properties or composes others (``allOf``), except where it is itself an ``allOf``
+    member: a base is closed by the schema that extends it, which sees both."""
+    if isinstance(node, list):
+        return [_close(value, _seen, False) for value in node]
+    if not isinstance(node, Mapping):
+        return node
+    closed: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "properties" and isinstance(value, Mapping):
+            closed[key] = {name: _close(sub, _seen, False) for name, sub in value.items()}
+        elif key == "allOf" and isinstance(value, list):
+            closed[key] = [_close(member, _seen, True) for member in value]
+        else:
+            closed[key] = _close(value, _seen, False)
+    composes = "properties" in node or "allOf" in node
+    if (
+        composes
+        and not as_base
+        and "additionalProperties" not in node
+        and "unevaluatedProperties" not in node
+    ):
+        closed["unevaluatedProperties"] = False
+    return closed
 
 
 def _coerce(raw: list[str], schema: Mapping[str, Any]) -> tuple[object, str]:
@@ -592,5 +707,8 @@ def _describe(error: Any) -> Iterator[tuple[str, str]]:
         yield where, f"must be greater than or equal to {error.validator_value}"
     elif validator == "type":
         yield where, f"must be of type {error.validator_value}"
+    elif validator == "unevaluatedProperties":
+        for name in re.findall(r"'([^']+)'", str(error.message)):
+            yield ".".join(part for part in (where, name) if part), _UNDOCUMENTED
     else:
         yield where, str(error.message)[:200]

@@ -255,11 +255,12 @@ class Subscription:
     username: str = ""
     password: str = field(default="", repr=False)
 
-    def to_api(self) -> dict[str, Any]:
-        profile: dict[str, Any] = {
-            "profileId": self.profile_id,
-            "webhook": {"notifyUrl": self.notify_url},
-        }
+    def to_api(self, *, control: bool = False) -> dict[str, Any]:
+        """The documented answer (``SubscriptionResponse``: the profile by id only); the
+        control API (``control``) shows the profile's webhook too."""
+        profile: dict[str, Any] = {"profileId": self.profile_id}
+        if control:
+            profile["webhook"] = {"notifyUrl": self.notify_url}
         if self.security_type:
             profile["security"] = {"authId": f"{self.subscription_id}-auth"}
         return {
@@ -1060,7 +1061,7 @@ class InfobipSimState:
                 "webhook_url": self.webhook_url,
                 "page_delay_ms": self.page_delay_ms,
                 "emit_api_events": self.emit_api_events,
-                "subscriptions": [s.to_api() for s in self.subscriptions.values()],
+                "subscriptions": [s.to_api(control=True) for s in self.subscriptions.values()],
                 "failures": [f.to_api() for f in self.failures],
                 "contract": {
                     "mode": self.contract_mode,

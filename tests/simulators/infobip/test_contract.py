@@ -188,10 +188,8 @@ async def test_strict_mode_does_not_send_a_webhook_that_violates_the_documents(s
     bad_event = Delivery("event", "http://127.0.0.1:9/x", {"type": "INBOUND_MESSAGE"})
     result = await sim.state.sender.post(bad_event)
     assert (result.status, result.error) == (None, "ContractViolation")
-    assert sim.state.config()["contract"]["violations"][-1]["errors"] == {
-        "payload": ["must not be null"],
-        "timestamp": ["must not be null"],
-    }
+    errors = sim.state.config()["contract"]["violations"][-1]["errors"]
+    assert errors["payload"] == errors["timestamp"] == ["must not be null"]
 
 
 async def test_the_recording_check_catches_what_violates_the_documents(tmp_path: Path) -> None:
@@ -215,6 +213,31 @@ async def test_the_recording_check_catches_what_violates_the_documents(tmp_path:
     assert len(records) == 3
     found = violations(records)
     assert len(found) == 1 and "request POST" in found[0] and "'to'" in found[0], found
+
+
+async def test_an_answer_field_the_documents_do_not_name_is_a_violation(
+    sim: Sim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conversation = await _conversation(sim)
+    real = sim.state.get_conversation
+    monkeypatch.setattr(sim.state, "get_conversation", lambda cid: {**real(cid), "vip": True})
+    answer = await sim.http.get(f"/ccaas/1/conversations/{conversation['id']}", headers=AUTH)
+    assert answer.status_code == 500
+    assert sim.state.config()["contract"]["violations"][-1]["errors"] == {
+        "vip": ["is not a documented field"]
+    }
+
+
+def test_fields_shown_by_the_documents_examples_are_documented() -> None:
+    # Create Tag's answer schema names only `name`; its example shows `createdAt` too.
+    contract = default_contract()
+    matched = contract.match("POST", "/ccaas/1/tags")
+    assert matched is not None
+    answer = {"name": "vip", "createdAt": "2024-01-01T00:00:00.000+00:00"}
+    assert contract.response_errors(matched[0], 200, answer) == {}
+    assert contract.response_errors(matched[0], 200, {**answer, "id": "1"}) == {
+        "id": ["is not a documented field"]
+    }
 
 
 def test_the_recording_check_catches_bad_answers_webhooks_and_routes() -> None:
