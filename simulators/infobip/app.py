@@ -125,7 +125,12 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
                 response = await handler(request)
             except SimError as exc:
                 response = _error_response(exc)
-        answer: Any = orjson.loads(response.body) if response.body else None
+        answer: Any = None
+        if response.body:
+            try:
+                answer = orjson.loads(response.body)
+            except orjson.JSONDecodeError:
+                answer = response.body.decode("utf-8", "replace")  # fails any JSON schema
         if sim.recorder is not None:
             sim.recorder.write(
                 {
