@@ -542,6 +542,17 @@ class Contract:
                 errors.setdefault("content" if too_long else key, []).extend(messages)
         return errors
 
+    def read_only_sent(self, op: Operation, body: object) -> list[str]:
+        """Top-level fields of ``body`` that the request schema marks ``readOnly`` (e.g.
+        ``id`` and ``createdAt`` of Update Conversation). The documents do not say what
+        Infobip does with them, so the simulator accepts them; the recording check holds
+        ccbridge to not sending them."""
+        request_body = op.spec["requestBody"]
+        if not isinstance(body, Mapping) or request_body is None or not request_body["schema"]:
+            return []
+        properties = self._resolve_ref(request_body["schema"]).get("properties", {})
+        return sorted(name for name in body if (properties.get(name) or {}).get("readOnly") is True)
+
     # -- answers and webhooks -------------------------------------------------------------
 
     def response_errors(self, op: Operation, status: int, body: object) -> dict[str, list[str]]:

@@ -55,6 +55,9 @@ def violations(records: Iterable[Mapping[str, Any]], contract: Contract | None =
         )
         if request:
             found.append(f"request {method} {op.path}: {request}")
+        read_only = contract.read_only_sent(op, record.get("body"))
+        if read_only:
+            found.append(f"request {method} {op.path}: sends read-only fields {read_only}")
         answer = contract.response_errors(op, int(record["status"]), record.get("answer"))
         if answer:
             found.append(f"answer {record['status']} to {method} {op.path}: {answer}")

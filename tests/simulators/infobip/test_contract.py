@@ -253,6 +253,16 @@ def test_the_recording_check_catches_bad_answers_webhooks_and_routes() -> None:
             "status": 200,
             "answer": {"id": "c1", "topic": None},
         },
+        {
+            "kind": "api",
+            "method": "PUT",
+            "path": "/ccaas/1/conversations/c1",
+            "query": {},
+            "body": {"id": "c1", "status": "CLOSED"},
+            "hasBody": True,
+            "status": 200,
+            "answer": {"id": "c1", "status": "CLOSED"},
+        },
         {"kind": "webhook", "webhook": "event", "body": {"type": "NO_SUCH_EVENT"}},
         {"kind": "webhook", "webhook": "legacy", "body": {"id": 1, "direction": "UP"}},
         {
@@ -267,7 +277,8 @@ def test_the_recording_check_catches_bad_answers_webhooks_and_routes() -> None:
         },
     ]
     found = violations(records, contract)
-    assert len(found) == 4, found
+    assert len(found) == 5, found
     assert "topic" in found[0]
-    assert found[1].startswith("event webhook") and found[2].startswith("legacy webhook")
-    assert "not an operation" in found[3]
+    assert "read-only fields ['id']" in found[1]
+    assert found[2].startswith("event webhook") and found[3].startswith("legacy webhook")
+    assert "not an operation" in found[4]
