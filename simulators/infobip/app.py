@@ -130,7 +130,7 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
             try:
                 answer = orjson.loads(response.body)
             except orjson.JSONDecodeError:
-                answer = response.body.decode("utf-8", "replace")  # fails any JSON schema
+                answer = bytes(response.body).decode("utf-8", "replace")  # fails every schema
         if sim.recorder is not None:
             sim.recorder.write(
                 {
