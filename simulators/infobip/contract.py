@@ -11,7 +11,12 @@ needs neither the documents nor the source tree at run time.
 
 :class:`Contract` validates requests (parameters, JSON bodies), answers (per status) and
 webhooks against it with ``jsonschema`` (Draft 2020-12, the dialect of OpenAPI 3.1).
-``format`` is not asserted (the documents use ``date-time`` and ``int64`` only).
+Requests are checked open (unknown fields pass), answers and webhooks closed (a field
+neither the schema nor an example of it names is a violation). ``format`` (e.g.
+``date-time``) is not asserted. Where the documents contradict themselves, the reading
+taken is stated where it is made (``_reconciled``, ``content_schemas``,
+``request_channels``, ``subscription_requests``, oneOf read as anyOf) and in
+docs/infobip.md.
 """
 
 from __future__ import annotations
@@ -449,7 +454,7 @@ class Contract:
         if validator is None:
             if closed:
                 validator = Draft202012Validator(
-                    _close(schema, set(), False), registry=self._closed_registry
+                    _close(schema, False), registry=self._closed_registry
                 )
             else:
                 validator = Draft202012Validator(schema, registry=self._registry)
@@ -627,29 +632,27 @@ def _closed_resource(body: Mapping[str, Any], bases: set[str]) -> dict[str, Any]
     return {
         "$id": body["$id"],
         "components": {
-            "schemas": {
-                name: _close(schema, set(), name in bases) for name, schema in schemas.items()
-            }
+            "schemas": {name: _close(schema, name in bases) for name, schema in schemas.items()}
         },
     }
 
 
-def _close(node: Any, _seen: set[int], as_base: bool) -> Any:
+def _close(node: Any, as_base: bool) -> Any:
     """``node`` with ``unevaluatedProperties: false`` on each object schema that names its
     properties or composes others (``allOf``), except where it is itself an ``allOf``
     member: a base is closed by the schema that extends it, which sees both."""
     if isinstance(node, list):
-        return [_close(value, _seen, False) for value in node]
+        return [_close(value, False) for value in node]
     if not isinstance(node, Mapping):
         return node
     closed: dict[str, Any] = {}
     for key, value in node.items():
         if key == "properties" and isinstance(value, Mapping):
-            closed[key] = {name: _close(sub, _seen, False) for name, sub in value.items()}
+            closed[key] = {name: _close(sub, False) for name, sub in value.items()}
         elif key == "allOf" and isinstance(value, list):
-            closed[key] = [_close(member, _seen, True) for member in value]
+            closed[key] = [_close(member, True) for member in value]
         else:
-            closed[key] = _close(value, _seen, False)
+            closed[key] = _close(value, False)
     composes = "properties" in node or "allOf" in node
     if (
         composes
