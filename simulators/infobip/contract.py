@@ -15,7 +15,7 @@ Requests are checked open (unknown fields pass), answers and webhooks closed (a 
 neither the schema nor an example of it names is a violation). ``format`` (e.g.
 ``date-time``) is not asserted. Where the documents contradict themselves, the reading
 taken is stated where it is made (``_reconciled``, ``content_schemas``,
-``request_channels``, ``subscription_requests``, oneOf read as anyOf) and in
+``request_channels``, ``_channel_variant``, oneOf read as anyOf) and in
 docs/infobip.md.
 """
 
@@ -285,26 +285,6 @@ def request_channels(document: Mapping[str, Any]) -> list[str]:
     return list(dict.fromkeys([*declared, *(c for c in used if isinstance(c, str))]))
 
 
-def subscription_requests(document: Mapping[str, Any]) -> dict[str, Any]:
-    """The request schema of each ``{channel}`` of Create/Update Subscription: the
-    document's ``SubscriptionRequest`` lists every channel's schema as an alternative; the
-    one named after the path's channel (CUSTOMER_ENGAGEMENT ->
-    CustomerEngagementSubscriptionRequest) is the one that applies."""
-    schemas = document["components"]["schemas"]
-    by_suffix = {name.rsplit(".", 1)[-1]: name for name in schemas}
-    channel_ref = document["paths"]["/subscriptions/1/subscription/{channel}"]["post"][
-        "parameters"
-    ][0]["schema"]["$ref"]
-    channels = schemas[str(channel_ref).rsplit("/", 1)[-1]]["enum"]
-    found = {}
-    for channel in channels:
-        camel = "".join(part.capitalize() for part in channel.split("_"))
-        name = by_suffix.get(f"{camel}SubscriptionRequest")
-        if name is not None:
-            found[channel] = {"$ref": f"{_urn('subscriptions')}#/components/schemas/{name}"}
-    return found
-
-
 def _reachable(documents: Mapping[str, Mapping[str, Any]], roots: object) -> dict[str, set[str]]:
     """The component schemas (per document) that ``roots`` reach through ``$ref``."""
     found: dict[str, set[str]] = {doc: set() for doc in documents}
@@ -338,7 +318,6 @@ def extract(documents: Mapping[str, Mapping[str, Any]], digests: Mapping[str, st
     derived = {
         "contentSchemas": content_schemas(conversations),
         "createMessageChannels": request_channels(conversations),
-        "subscriptionRequests": subscription_requests(documents["subscriptions"]),
     }
     reach = _reachable(documents, [operations, webhook])
     resources = {
@@ -444,7 +423,6 @@ class Contract:
         derived = self.extract["derived"]
         self.content_schemas: Mapping[str, Any] = derived["contentSchemas"]
         self.create_message_channels: Sequence[str] = derived["createMessageChannels"]
-        self.subscription_requests: Mapping[str, Any] = derived["subscriptionRequests"]
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -524,11 +502,28 @@ class Contract:
             else:
                 schema = request_body["schema"]
                 if op.path.startswith(_SUBSCRIPTION) and "channel" in path_params:
-                    schema = self.subscription_requests.get(path_params["channel"], schema)
+                    schema = self._channel_variant(schema, path_params["channel"])
                 errors.update(self.schema_errors(schema, body))
                 if (op.method.lower(), op.path) == _CREATE_MESSAGE:
                     errors = self._create_message_errors(body, errors)
         return errors
+
+    def _channel_variant(self, schema: Mapping[str, Any], channel: str) -> Mapping[str, Any]:
+        """A subscription request schema (``SubscriptionRequest``,
+        ``NoIdSubscriptionRequest``) lists every channel's schema as an alternative; the
+        one named after the path's channel applies (CUSTOMER_ENGAGEMENT ->
+        ``CustomerEngagementNoIdSubscriptionRequest``)."""
+        ref = str(schema.get("$ref", ""))
+        prefix, _, name = ref.rpartition(".")
+        camel = "".join(part.capitalize() for part in channel.split("_"))
+        variant = f"{prefix}.{camel}{name}"
+        if (
+            prefix
+            and variant.rpartition("/")[2]
+            in self.extract["resources"]["subscriptions"]["components"]["schemas"]
+        ):
+            return {"$ref": variant}
+        return schema
 
     def _create_message_errors(
         self, body: object, errors: dict[str, list[str]]
