@@ -91,9 +91,18 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
             if failure is not None:
                 if failure.delay_ms:
                     await asyncio.sleep(failure.delay_ms / 1000)
+                if failure.when == "before":
+                    if failure.drop:
+                        return _Dropped()
+                    if failure.status:
+                        return _error_response(failure.error())
+            answer = await contract_checked(request, handler)
+            if failure is not None and failure.when == "after":
+                if failure.drop:
+                    return _Dropped()
                 if failure.status:
                     return _error_response(failure.error())
-            return await contract_checked(request, handler)
+            return answer
 
         return wrapped
 
@@ -197,6 +206,12 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
 
     async def route_conversation(request: Request) -> Response:
         return JsonResponse(sim.route_conversation(request.path_params["cid"]))
+
+    async def assignee(request: Request) -> Response:
+        cid = request.path_params["cid"]
+        if request.method == "DELETE":
+            return JsonResponse(sim.unassign(cid))
+        return JsonResponse(sim.assign(cid, await _json_body(request)))
 
     async def add_tag(request: Request) -> Response:
         return JsonResponse(sim.add_tag(request.path_params["cid"], await _json_body(request)))
@@ -319,6 +334,7 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
         Route(conversation_path + "/messages", api(list_messages), methods=["GET"]),
         Route(conversation_path + "/messages", api(create_message), methods=["POST"]),
         Route(conversation_path + "/route", api(route_conversation), methods=["POST"]),
+        Route(conversation_path + "/assignee", api(assignee), methods=["PUT", "DELETE"]),
         Route(conversation_path + "/tags", api(add_tag), methods=["POST"]),
         Route(conversation_path + "/tags/{name}", api(remove_tag), methods=["DELETE"]),
         Route(
@@ -376,6 +392,24 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
     return app
 
 
+class _Dropped(Response):
+    """An answer cut off mid-body, the connection closed: the client gets no answer
+    (uvicorn closes a connection whose response the app left incomplete)."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"64")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"id":', "more_body": True})
+
+
 def _parse_failure(body: Mapping[str, Any]) -> Failure:
     errors: dict[str, list[str]] = {}
     count = body.get("count", 1)
@@ -393,6 +427,12 @@ def _parse_failure(body: Mapping[str, Any]) -> Failure:
         errors["delay_ms"] = ["must be a non-negative integer"]
     if shape not in ("requestError", "status"):
         errors["shape"] = ["must be requestError or status"]
+    when = body.get("when", "before")
+    drop = body.get("drop", False)
+    if when not in ("before", "after"):
+        errors["when"] = ["must be before or after (the call takes effect, then fails)"]
+    if not isinstance(drop, bool):
+        errors["drop"] = ["must be a boolean"]
     if errors:
         raise bad_request(errors)
     return Failure(
@@ -403,6 +443,8 @@ def _parse_failure(body: Mapping[str, Any]) -> Failure:
         path_prefix=str(body.get("path_prefix") or ""),
         shape=shape,
         delay_ms=delay_ms,
+        when=str(when),
+        drop=bool(drop),
     )
 
 

@@ -344,7 +344,8 @@ class Subscription:
 @dataclass
 class Failure:
     """``remaining`` next matching API calls fail with ``status`` (or are only delayed by
-    ``delay_ms`` when ``status`` is 0)."""
+    ``delay_ms`` when ``status`` is 0, or lose their connection with ``drop``), before or
+    ``when="after"`` the call took effect."""
 
     remaining: int
     status: int
@@ -353,6 +354,11 @@ class Failure:
     path_prefix: str = ""
     shape: str = "requestError"
     delay_ms: int = 0
+    # "after": the call is carried out (e.g. the message stored) and then fails, the
+    # ambiguous failure a client cannot tell from one before the call took effect.
+    when: str = "before"
+    # Instead of an answer, the connection is dropped mid-answer.
+    drop: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         return (not self.method or self.method == method) and path.startswith(
@@ -368,6 +374,8 @@ class Failure:
             "path_prefix": self.path_prefix,
             "shape": self.shape,
             "delay_ms": self.delay_ms,
+            "when": self.when,
+            "drop": self.drop,
         }
 
     def error(self) -> SimError:
@@ -471,6 +479,7 @@ class InfobipSimState:
         self.webhook_url: str | None = self.initial_webhook_url
         self.page_delay_ms = self.initial_page_delay_ms
         self.emit_api_events = True
+        self.agent_must_be_assignee = False
         self._short_ids = 100
 
     def reset(self) -> None:
@@ -862,6 +871,27 @@ class InfobipSimState:
             conversation.updated_at = now_utc()
             return conversation.to_api()
 
+    def assign(self, conversation_id: str, body: object) -> dict[str, Any]:
+        """Change Conversation Assignment (``PUT .../assignee``)."""
+        agent_id = body.get("agentId") if isinstance(body, Mapping) else None
+        if not isinstance(agent_id, str) or not agent_id or len(agent_id) > 255:
+            raise bad_request({"agentId": ["must be a string of 1-255 characters"]})
+        with self._lock:
+            conversation = self._get(conversation_id)
+            conversation.ensure_open()
+            conversation.agent_id = agent_id
+            conversation.updated_at = now_utc()
+            return conversation.to_api()
+
+    def unassign(self, conversation_id: str) -> dict[str, Any]:
+        """Unassign Conversation Agent (``DELETE .../assignee``)."""
+        with self._lock:
+            conversation = self._get(conversation_id)
+            conversation.ensure_open()
+            conversation.agent_id = None
+            conversation.updated_at = now_utc()
+            return conversation.to_api()
+
     # -- API: messages --------------------------------------------------------------------
 
     def list_messages(
@@ -918,6 +948,22 @@ class InfobipSimState:
         with self._lock:
             conversation = self._get(conversation_id)
             conversation.ensure_open()
+            # Infobip's Conversations messages documentation: the header is required on
+            # a conversation assigned to an agent and refused on an unassigned one. The
+            # wording of these two errors is the simulator's (not published).
+            if conversation.agent_id and not agent_id:
+                raise bad_request(
+                    {"x-agent-id": ["must be present: the conversation is assigned to an agent"]}
+                )
+            if agent_id and not conversation.agent_id:
+                raise bad_request(
+                    {"x-agent-id": ["must be absent: the conversation is not assigned"]}
+                )
+            # Whether it must name the assignee is not published: a setting, off by default.
+            if self.agent_must_be_assignee and agent_id and agent_id != conversation.agent_id:
+                raise bad_request(
+                    {"x-agent-id": ["must be the id of the agent the conversation is assigned to"]}
+                )
             at = conversation.next_created_at()
             message = {
                 "id": self.new_id(),
@@ -1318,6 +1364,7 @@ class InfobipSimState:
                 "webhook_url": self.webhook_url,
                 "page_delay_ms": self.page_delay_ms,
                 "emit_api_events": self.emit_api_events,
+                "agent_must_be_assignee": self.agent_must_be_assignee,
                 "hmac_header": self.sender.hmac_header,
                 "hmac_encoding": self.sender.hmac_encoding,
                 "subscriptions": [s.to_config() for s in self.subscriptions.values()],
@@ -1345,6 +1392,9 @@ class InfobipSimState:
         encoding = body.get("hmac_encoding")
         if encoding is not None and encoding not in ENCODINGS:
             errors["hmac_encoding"] = [f"must be one of {', '.join(ENCODINGS)}"]
+        must_match = body.get("agent_must_be_assignee")
+        if must_match is not None and not isinstance(must_match, bool):
+            errors["agent_must_be_assignee"] = ["must be a boolean"]
         if errors:
             raise bad_request(errors)
         with self._lock:
@@ -1358,6 +1408,8 @@ class InfobipSimState:
                 self.sender.hmac_header = header.strip()
             if encoding is not None:
                 self.sender.hmac_encoding = encoding
+            if must_match is not None:
+                self.agent_must_be_assignee = must_match
         return self.config()
 
 
