@@ -96,10 +96,7 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
                         return _Dropped()
                     if failure.status:
                         return _error_response(failure.error())
-            try:
-                answer = await handler(request)
-            except SimError as exc:
-                return _error_response(exc)
+            answer = await contract_checked(request, handler)
             if failure is not None and failure.when == "after":
                 if failure.drop:
                     return _Dropped()
@@ -108,6 +105,68 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
             return answer
 
         return wrapped
+
+    async def contract_checked(request: Request, handler: Handler) -> Response:
+        """The request validated against the published documents (a violation is
+        Infobip's 400 ``BAD_REQUEST`` with ``validationErrors``), then the answer checked
+        and both recorded (see InfobipSimState)."""
+        method, path = request.method, request.url.path
+        found = sim.contract.match(method, path)
+        raw = await request.body()  # Starlette keeps it for the handler
+        body: Any = None
+        response: Response | None = None
+        if raw:
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                body = raw.decode("utf-8", "replace")
+                response = _error_response(bad_request(text="Invalid request body."))
+        if found is None:
+            sim.contract_violation(f"route {method} {path}", {"path": ["not in the documents"]})
+        elif response is None:
+            errors = sim.contract.request_errors(
+                found[0], found[1], _query(request), body, has_body=bool(raw)
+            )
+            if errors:
+                response = _error_response(bad_request(errors))
+        if response is None:
+            try:
+                response = await handler(request)
+            except SimError as exc:
+                response = _error_response(exc)
+        answer: Any = None
+        if response.body:
+            try:
+                answer = orjson.loads(response.body)
+            except orjson.JSONDecodeError:
+                answer = bytes(response.body).decode("utf-8", "replace")  # fails every schema
+        if sim.recorder is not None:
+            sim.recorder.write(
+                {
+                    "kind": "api",
+                    "method": method,
+                    "path": path,
+                    "query": _query(request),
+                    "body": body,
+                    "hasBody": bool(raw),
+                    "status": response.status_code,
+                    "answer": answer,
+                }
+            )
+        if found is not None and sim.contract_mode != "off":
+            errors = sim.contract.response_errors(found[0], response.status_code, answer)
+            if errors:
+                what = f"answer {response.status_code} to {method} {found[0].path}"
+                sim.contract_violation(what, errors)
+                if sim.contract_mode == "strict":
+                    return _error_response(
+                        SimError(
+                            500,
+                            "GENERAL_ERROR",
+                            f"Simulator {what} violates Infobip's published schema: {errors}",
+                        )
+                    )
+        return response
 
     def control(handler: Handler) -> Handler:
         async def wrapped(request: Request) -> Response:

@@ -10,6 +10,7 @@ string order is their time order.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import threading
@@ -21,7 +22,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ccbridge.services.infobip.webhook_auth import ENCODINGS, HMAC_ALGORITHMS
+from ccbridge.simulators.infobip.contract import Contract, default_contract
+from ccbridge.simulators.infobip.recorder import Recorder
 from ccbridge.simulators.infobip.webhooks import Delivery, WebhookSender
+
+log = logging.getLogger(__name__)
+
+CONTRACT_MODES = ("strict", "warn", "off")
 
 MAX_LIMIT = 999
 MAX_TEXT = 4096
@@ -168,6 +175,16 @@ def parse_ts(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def without_nulls(value: Any) -> Any:
+    """``value`` without null members, at any depth (the documents declare no field
+    nullable; an unset one is absent)."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
 def status_body(message: str) -> dict[str, str]:
     return {"statusCode": "SUCCESS", "message": message}
 
@@ -197,7 +214,7 @@ class Conversation:
     routed: int = 0  # Route Conversation calls (handed back to Infobip's routing)
 
     def to_api(self) -> dict[str, Any]:
-        return {
+        api = {
             "id": self.id,
             "topic": self.topic,
             "summary": self.summary,
@@ -209,6 +226,8 @@ class Conversation:
             "updatedAt": format_ts(self.updated_at),
             "closedAt": format_ts(self.closed_at) if self.closed_at else None,
         }
+        # Unset fields are left out: the documents type them string, not nullable.
+        return {key: value for key, value in api.items() if value is not None}
 
     def ensure_open(self) -> None:
         if self.status == "CLOSED":
@@ -383,6 +402,14 @@ class InfobipSimState:
     Configuration), ``page_delay_ms`` delays every Get Messages page (benchmarks),
     ``webhook_timeout_s`` bounds each webhook POST (sent over real HTTP, with the
     product's :class:`~ccbridge.services.runtime.http_client.HttpClient`).
+
+    Requests are always validated against Infobip's published documents (a violation is
+    Infobip's 400). ``contract_mode`` decides what a violation by the simulator's *own*
+    answer or webhook does: ``strict`` (tests) answers 500 naming the violation / does
+    not send the webhook, ``warn`` (the demo) logs a warning and goes on, ``off`` skips
+    the check (benchmarks). Every violation is kept in ``contract_violations``.
+    ``record_path`` records every exchange and webhook as JSON lines
+    (:mod:`~ccbridge.simulators.infobip.recorder`).
     """
 
     def __init__(
@@ -392,18 +419,55 @@ class InfobipSimState:
         page_delay_ms: int = 0,
         webhook_timeout_s: float = 5.0,
         seed: int | None = None,
+        contract_mode: str = "strict",
+        record_path: str | None = None,
     ) -> None:
+        if contract_mode not in CONTRACT_MODES:
+            raise ValueError(f"contract_mode must be one of {', '.join(CONTRACT_MODES)}")
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self.initial_webhook_url = webhook_url
         self.initial_page_delay_ms = page_delay_ms
+        self.contract: Contract = default_contract()
+        self.contract_mode = contract_mode
+        self.contract_violations: list[dict[str, Any]] = []
+        self.recorder = Recorder(record_path) if record_path else None
         self.sender = WebhookSender(timeout_s=webhook_timeout_s)
+        self.sender.inspect = self.inspect_delivery
         self._reset_locked()
 
     async def aclose(self) -> None:
         """Waits briefly for webhooks still being sent and closes their HTTP client (the
         app's lifespan does this; in-process tests call it themselves)."""
         await self.sender.aclose()
+        if self.recorder is not None:
+            self.recorder.close()
+
+    # -- the published contract -----------------------------------------------------------
+
+    def contract_violation(self, what: str, errors: Mapping[str, list[str]]) -> None:
+        """Keeps and logs a violation of the documents by the simulator's own output."""
+        with self._lock:
+            self.contract_violations.append({"what": what, "errors": dict(errors)})
+        level = logging.ERROR if self.contract_mode == "strict" else logging.WARNING
+        log.log(level, "simulator %s violates Infobip's published schema: %s", what, dict(errors))
+
+    def inspect_delivery(self, delivery: Delivery) -> bool:
+        """Checks (and records) a webhook before it is sent; False: do not send it."""
+        errors: dict[str, list[str]] = {}
+        if self.contract_mode != "off":
+            if delivery.kind == "event":
+                errors = self.contract.webhook_errors(delivery.body)
+            else:
+                errors = self.contract.message_errors(delivery.body)
+        if self.recorder is not None:
+            self.recorder.write(
+                {"kind": "webhook", "webhook": delivery.kind, "body": delivery.body}
+            )
+        if errors:
+            self.contract_violation(f"{delivery.kind} webhook", errors)
+            return self.contract_mode != "strict"
+        return True
 
     def _reset_locked(self) -> None:
         self.conversations: dict[str, Conversation] = {}
@@ -643,7 +707,7 @@ class InfobipSimState:
         body = {
             "type": event_type,
             "timestamp": format_ts(now_utc()),
-            "payload": self._event_payload_locked(conversation, message),
+            "payload": without_nulls(self._event_payload_locked(conversation, message)),
         }
         return [Delivery("event", s.notify_url, body, s) for s in targets]
 
@@ -1305,6 +1369,10 @@ class InfobipSimState:
                 "hmac_encoding": self.sender.hmac_encoding,
                 "subscriptions": [s.to_config() for s in self.subscriptions.values()],
                 "failures": [f.to_api() for f in self.failures],
+                "contract": {
+                    "mode": self.contract_mode,
+                    "violations": list(self.contract_violations),
+                },
             }
 
     def set_config(self, body: Mapping[str, Any]) -> dict[str, Any]:

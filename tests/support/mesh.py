@@ -18,6 +18,7 @@ import redis
 import ccbridge
 from ccbridge.services.local.run import ORDER, start_mesh, start_simulators
 from ccbridge.services.local.supervisor import ProcessGroup, free_port, mesh_env
+from tests.support.infobip_contract import assert_conforms
 
 CODE_ROOT = Path(ccbridge.__file__).resolve().parent.parent  # the protos/ folder
 
@@ -149,7 +150,11 @@ def start_component(mesh: Mesh, name: str) -> None:
 @contextlib.contextmanager
 def running_mesh(redis_url: str, log_dir: Path, extra_env: Mapping[str, str]) -> Iterator[Mesh]:
     """Both simulators and the five components as processes on loopback, with short
-    timers (crash recovery and outages resolve in seconds) and ``extra_env`` on top."""
+    timers (crash recovery and outages resolve in seconds) and ``extra_env`` on top.
+
+    The Infobip simulator runs with ``--contract strict`` and records every exchange; on
+    a normal exit all of them (what the mesh sent, what the simulator answered and
+    POSTed) are validated against Infobip's published documents."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     client.close()
@@ -179,11 +184,21 @@ def running_mesh(redis_url: str, log_dir: Path, extra_env: Mapping[str, str]) ->
     env = mesh_env(base, ports, redis_url)
     group = ProcessGroup(log_dir=log_dir)
     handle: Mesh | None = None
+    record = log_dir / "infobip-exchanges.jsonl"
     try:
-        start_simulators(group, env, ports["infobip-sim"], ports["ccaas-sim"], ports["gateway"])
+        start_simulators(
+            group,
+            env,
+            ports["infobip-sim"],
+            ports["ccaas-sim"],
+            ports["gateway"],
+            contract="strict",
+            record=record,
+        )
         start_mesh(group, env, ports, quiet=True)
         handle = Mesh(group, env, ports, redis_url)
         yield handle
+        assert_conforms(record)
     except BaseException:
         for proc in group.procs.values():
             print(f"--- {proc.name} log ---\n{proc.tail(60)}")
