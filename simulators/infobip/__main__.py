@@ -11,8 +11,15 @@ import uvicorn
 
 from ccbridge.services.infobip.webhook_auth import DEFAULT_ENCODING, DEFAULT_HEADER, ENCODINGS
 from ccbridge.services.runtime.gc_tuning import freeze_periodically
-from ccbridge.simulators.infobip.app import create_app
-from ccbridge.simulators.infobip.state import InfobipSimState
+
+try:  # the contract check needs jsonschema: the `local` extra, like the embedded Redis
+    from ccbridge.simulators.infobip.app import create_app
+    from ccbridge.simulators.infobip.state import InfobipSimState
+except ImportError as missing:  # pragma: no cover - depends on the installed extras
+    raise SystemExit(
+        f"the Infobip simulator needs the local extra ({missing.name} is missing): "
+        "pip install 'ccbridge[local]'"
+    ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
