@@ -28,7 +28,7 @@ import httpx
 
 from bench.harness import ROOT, Status, mono
 from bench.run import FULL, Bench
-from ccbridge.services.connector.adapters.webhook import signed_headers
+from ccbridge.services.connector.adapters.webhook_signature import signed_headers
 from ccbridge.services.local.run import ORDER
 
 # Short retentions: what a 30-day default keeps for operators would otherwise pile up

@@ -34,6 +34,9 @@ class GatewaySettings:
     escalation_token: Secret
     webhook_token: Secret
     infobip_webhook_secrets: tuple[Secret, ...]
+    # The webhook connector's secret(s), when the gateway is given them: CCaaS webhooks to
+    # /webhooks/ccaas/webhook are then verified here, before anything is forwarded.
+    webhook_connector_secrets: tuple[Secret, ...]
     infobip_basic_user: Secret
     infobip_basic_password: Secret
     infobip_allowed_ips: tuple[IPNetwork, ...]
@@ -98,10 +101,18 @@ class GatewaySettings:
                 f"CCBRIDGE_DEDUPE_TTL_S ({dedupe_ttl_s}): an older replay would be "
                 "neither refused nor recognised as a duplicate"
             )
+        connector_secrets = tuple(
+            Secret(part.strip())
+            for part in env.secret(
+                "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET", required=False, chosen=True, listed=True
+            ).value.split(",")
+            if part.strip()
+        )
         settings = cls(
             escalation_token=escalation_token,
             webhook_token=webhook_token,
             infobip_webhook_secrets=secrets,
+            webhook_connector_secrets=connector_secrets,
             infobip_basic_user=basic_user,
             infobip_basic_password=basic_password,
             infobip_allowed_ips=tuple(networks),

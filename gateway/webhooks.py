@@ -43,7 +43,12 @@ from ccbridge.gateway.backends import Backends
 from ccbridge.gateway.errors import HttpError, JsonResponse, http_error_from_grpc
 from ccbridge.gateway.metrics import GatewayMetrics
 from ccbridge.gateway.settings import GatewaySettings
+from ccbridge.services.connector.adapters.webhook_signature import (
+    check_signature_headers,
+    verify_signature,
+)
 from ccbridge.services.infobip.webhook_auth import HmacScheme
+from ccbridge.services.runtime.errors import Unauthenticated
 from ccbridge.services.runtime.ids import (
     CONVERSATION_ID_RULE,
     MESSAGE_ID_RULE,
@@ -337,6 +342,7 @@ class WebhookRoutes:
         self._metrics = metrics
         self._limit = settings.max_body_bytes
         self._body_timeout = settings.body_timeout_s
+        self._connector_secrets = [s.value for s in settings.webhook_connector_secrets]
         self._webhook_tokens = tuple(
             t.strip() for t in settings.webhook_token.value.split(",") if t.strip()
         )
@@ -636,11 +642,27 @@ class WebhookRoutes:
 
     async def ccaas(self, request: Request) -> Response:
         """Forwards lower-cased headers and the raw body to ConnectorService.HandleWebhook;
-        the connector verifies (signature, timestamp) and parses."""
+        the connector verifies (signature, timestamp) and parses. For the ``webhook``
+        connector an unsigned or stale request is refused here before its body is read, and
+        a wrong signature before it is forwarded when the gateway holds the secret."""
         connector = request.path_params["connector"]
         if not _CONNECTOR_RE.match(connector):
             raise HttpError(404, "unknown_connector", "no such connector")
-        body = await read_body(request, self._limit, self._body_timeout)
+        lowered = {name.lower(): value for name, value in request.headers.items()}
+        if connector == "webhook":
+            # The generic contract's signature: headers checked before reading, the
+            # HMAC before forwarding when the gateway holds the secret (else Connector).
+            now = time.time()
+            try:
+                check_signature_headers(lowered, now=now)
+                body = await read_body(request, self._limit, self._body_timeout)
+                if self._connector_secrets:
+                    verify_signature(self._connector_secrets, lowered, body, now=now)
+            except Unauthenticated as exc:
+                self._metrics.count_auth_failure("ccaas_webhook", "bad_signature")
+                raise HttpError(401, "unauthorized", str(exc)) from None
+        else:
+            body = await read_body(request, self._limit, self._body_timeout)
         headers = [
             connector_pb2.Header(name=name.lower(), value=value)
             for name, value in request.headers.items()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +26,10 @@ from google.protobuf import timestamp_pb2
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.connector.adapters.webhook_settings import WebhookSettings
+from ccbridge.services.connector.adapters.webhook_signature import (
+    signed_headers,
+    verify_signature,
+)
 from ccbridge.services.connector.base import (
     CASE_CONCURRENCY,
     Adapter,
@@ -42,7 +45,7 @@ from ccbridge.services.connector.base import (
     may_start_post,
 )
 from ccbridge.services.runtime import farside
-from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unauthenticated
+from ccbridge.services.runtime.errors import FarSideError, InvalidArgument
 from ccbridge.services.runtime.http_client import (
     AnswerTooLarge,
     HttpAnswer,
@@ -54,12 +57,9 @@ from ccbridge.services.runtime.json_depth import MAX_JSON_DEPTH, too_deep
 
 log = logging.getLogger(__name__)
 
-TIMESTAMP_HEADER = "X-Ccbridge-Timestamp"
-SIGNATURE_HEADER = "X-Ccbridge-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # A CCaaS that replays a stored answer for a repeated key may say so with this header.
 REPLAYED_HEADER = "Idempotent-Replayed"
-SIGNATURE_TOLERANCE_S = 300
 MAX_RESPONSE_BYTES = 1024 * 1024
 MAX_EVENTS_PER_WEBHOOK = 100
 
@@ -69,60 +69,6 @@ _DIRECTIONS = {
     common_pb2.DIRECTION_INBOUND: "INBOUND",
     common_pb2.DIRECTION_OUTBOUND: "OUTBOUND",
 }
-
-
-# --- signatures -----------------------------------------------------------------------
-
-
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``X-Ccbridge-Signature`` value for ``body`` sent at ``timestamp``."""
-    # hmac.digest: OpenSSL's one-shot HMAC, the value of hmac.new(...).hexdigest() for less.
-    return "v1=" + hmac.digest(secret.encode(), f"{timestamp}.".encode() + body, "sha256").hex()
-
-
-def signed_headers(secret: str, body: bytes, *, now: float | None = None) -> dict[str, str]:
-    """Timestamp and signature headers for a request carrying ``body``."""
-    timestamp = int(time.time() if now is None else now)
-    return {TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: sign(secret, timestamp, body)}
-
-
-def verify_signature(
-    secrets: Sequence[str],
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    now: float,
-    tolerance_s: float = SIGNATURE_TOLERANCE_S,
-) -> None:
-    """Raises :class:`Unauthenticated` unless the timestamp is fresh and one ``v1=``
-    signature of the header matches one of ``secrets`` (compared in constant time).
-
-    ``headers`` must have lower-case names.
-    """
-    raw_ts = headers.get(TIMESTAMP_HEADER.lower(), "").strip()
-    raw_sig = headers.get(SIGNATURE_HEADER.lower(), "")
-    if not raw_ts or not raw_sig:
-        raise Unauthenticated("missing signature or timestamp header")
-    try:
-        timestamp = int(raw_ts)
-    except ValueError:
-        raise Unauthenticated("invalid timestamp header") from None
-    if abs(now - timestamp) > tolerance_s:
-        raise Unauthenticated("timestamp outside the accepted window")
-    # The header may carry several signatures ("v1=a,v1=b") while the CCaaS rotates.
-    candidates = [part.strip()[3:] for part in raw_sig.split(",") if part.strip().startswith("v1=")]
-    signed = f"{timestamp}.".encode() + body
-    ok = False
-    # Compared as bytes: compare_digest raises TypeError on a non-ASCII str, and a
-    # header may carry any byte (decoded latin-1); such a value simply never matches.
-    offered = [c.lower().encode("utf-8", "surrogatepass") for c in candidates]
-    for secret in secrets:
-        expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest().encode()
-        for candidate in offered:
-            # No early exit: the work done does not depend on which secret matched.
-            ok |= hmac.compare_digest(expected, candidate)
-    if not ok:
-        raise Unauthenticated("bad signature")
 
 
 def event_id(event_type: str, idempotency_key: str) -> str:

@@ -24,11 +24,13 @@ from ccbridge.services.connector.adapters.webhook import (
     event_id,
     iso8601,
     parse_events,
+)
+from ccbridge.services.connector.adapters.webhook_settings import WebhookSettings
+from ccbridge.services.connector.adapters.webhook_signature import (
     sign,
     signed_headers,
     verify_signature,
 )
-from ccbridge.services.connector.adapters.webhook_settings import WebhookSettings
 from ccbridge.services.connector.base import CaseMessages, CaseToOpen
 from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unauthenticated
 from ccbridge.services.runtime.settings import Secret

@@ -26,9 +26,9 @@ from ccbridge.services.connector.adapters.webhook import (
     MAX_RESPONSE_BYTES,
     WebhookAdapter,
     event_id,
-    verify_signature,
 )
 from ccbridge.services.connector.adapters.webhook_settings import WebhookSettings
+from ccbridge.services.connector.adapters.webhook_signature import verify_signature
 from ccbridge.services.connector.base import CaseMessages, CaseToOpen
 from ccbridge.services.connector.settings import ConnectorSettings
 from ccbridge.services.runtime.component import start

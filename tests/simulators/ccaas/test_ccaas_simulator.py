@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ccbridge.services.connector.adapters.webhook import verify_signature
+from ccbridge.services.connector.adapters.webhook_signature import verify_signature
 from ccbridge.simulators.ccaas import CcaasState, create_app
 from ccbridge.simulators.ccaas.state import now_iso
 from tests.simulators.ccaas.support import serve_app
