@@ -71,13 +71,7 @@ class GatewaySettings:
         webhook_token = env.secret("CCBRIDGE_WEBHOOK_TOKEN", chosen=True, listed=True)
         if "/" in webhook_token.value:
             env.errors.append("CCBRIDGE_WEBHOOK_TOKEN must not contain '/'")
-        secrets = tuple(
-            Secret(part.strip())
-            for part in env.secret(
-                "INFOBIP_WEBHOOK_SECRET", required=False, chosen=True, listed=True
-            ).value.split(",")
-            if part.strip()
-        )
+        secrets = env.secret_list("INFOBIP_WEBHOOK_SECRET", required=False)
         basic_user = env.secret("INFOBIP_WEBHOOK_BASIC_USER", required=False)
         basic_password = env.secret("INFOBIP_WEBHOOK_BASIC_PASSWORD", required=False, chosen=True)
         if bool(basic_user) != bool(basic_password):
@@ -101,13 +95,7 @@ class GatewaySettings:
                 f"CCBRIDGE_DEDUPE_TTL_S ({dedupe_ttl_s}): an older replay would be "
                 "neither refused nor recognised as a duplicate"
             )
-        connector_secrets = tuple(
-            Secret(part.strip())
-            for part in env.secret(
-                "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET", required=False, chosen=True, listed=True
-            ).value.split(",")
-            if part.strip()
-        )
+        connector_secrets = env.secret_list("CCBRIDGE_WEBHOOK_CONNECTOR_SECRET", required=False)
         settings = cls(
             escalation_token=escalation_token,
             webhook_token=webhook_token,

@@ -74,10 +74,8 @@ class InfobipCliSettings:
                 f"INFOBIP_BASE_URL must start with https:// or http://, got {base_url!r}"
             )
         # A comma-separated rotation list (as the gateway reads it): the first one signs.
-        secrets = env.secret(
-            "INFOBIP_WEBHOOK_SECRET", required=auth == "hmac", chosen=True, listed=True
-        )
-        first_secret = next((p.strip() for p in secrets.value.split(",") if p.strip()), "")
+        secrets = env.secret_list("INFOBIP_WEBHOOK_SECRET", required=auth == "hmac")
+        first_secret = secrets[0].value if secrets else ""
         basic_user = env.secret("INFOBIP_WEBHOOK_BASIC_USER", required=auth == "basic")
         basic_password = env.secret(
             "INFOBIP_WEBHOOK_BASIC_PASSWORD", required=auth == "basic", chosen=True

@@ -83,6 +83,17 @@ class EnvReader:
             )
         return Secret(raw)
 
+    def secret_list(
+        self, key: builtins.str, *, required: builtins.bool = True
+    ) -> tuple[Secret, ...]:
+        """A comma-separated rotation list of secrets the operator chooses (each at least
+        :data:`MIN_SECRET_CHARS` long): the first one signs, any one verifies."""
+        raw = self.secret(key, required=required, chosen=True, listed=True).value
+        parts = tuple(Secret(part.strip()) for part in raw.split(",") if part.strip())
+        if raw and not parts:
+            self.errors.append(f"{key} holds no secret")
+        return parts
+
     def int(
         self,
         key: builtins.str,

@@ -31,8 +31,7 @@ def hold_slow_bodies(port: int, count: int, stop: threading.Event) -> list[socke
         try:
             sock.sendall(
                 b"POST /webhooks/infobip/events HTTP/1.1\r\nHost: gw\r\n"
-                b"Content-Type: application/json\r\nContent-Length: 1048576\r\n\r\n["
-                + chunk
+                b"Content-Type: application/json\r\nContent-Length: 1048576\r\n\r\n[" + chunk
             )
         except OSError:
             pass  # refused and closed early: what we want

@@ -29,10 +29,7 @@ class WebhookSettings:
         url = env.str("CCBRIDGE_WEBHOOK_CONNECTOR_URL")
         if url and not url.startswith(("http://", "https://")):
             env.errors.append("CCBRIDGE_WEBHOOK_CONNECTOR_URL must be an http:// or https:// URL")
-        raw = env.secret("CCBRIDGE_WEBHOOK_CONNECTOR_SECRET", chosen=True, listed=True).value
-        secrets = tuple(Secret(part.strip()) for part in raw.split(",") if part.strip())
-        if raw and not secrets:
-            env.errors.append("CCBRIDGE_WEBHOOK_CONNECTOR_SECRET holds no secret")
+        secrets = env.secret_list("CCBRIDGE_WEBHOOK_CONNECTOR_SECRET")
         timeout_s = env.float("CCBRIDGE_WEBHOOK_CONNECTOR_TIMEOUT_S", 10.0, minimum=0.1)
         batch_max = env.int("CCBRIDGE_WEBHOOK_CONNECTOR_BATCH_MAX", 1, minimum=1, maximum=100)
         return cls(url=url, secrets=secrets, timeout_s=timeout_s, batch_max=batch_max)
