@@ -68,7 +68,9 @@ from ccbridge.services.runtime.lease import LEASE_LUA
 from ccbridge.services.runtime.redis import RawPipeline, RawScript
 
 INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE, INGEST_FULL = 0, 1, 2, 3
-OPEN_HINT_MAX = 100_000  # conversations remembered by ingest()'s schedule guess
+# Conversations remembered by ingest()'s schedule guess: a closed one leaves it when this
+# replica closes it, the rest when the cache is full (bounded: make soak).
+OPEN_HINT_MAX = 20_000
 
 
 def _text(value: object) -> str:
@@ -727,6 +729,7 @@ class SessionStore:
 
     async def finish_closed(self, cid: str) -> None:
         """Housekeeping after CLOSED: drop from the schedule, expire the record."""
+        self._open_hint.pop(cid, None)
         ttl = self.closed_retention_s
         connector, external_id = await self.r.hmget(self.k_h(cid), ["connector", "external_id"])
         async with self.r.pipeline(transaction=False) as pipe:
