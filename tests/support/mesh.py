@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import redis
 
 import ccbridge
+from ccbridge.services.local.mesh_ca import create_mesh_pki
 from ccbridge.services.local.run import ORDER, start_mesh, start_simulators
 from ccbridge.services.local.supervisor import ProcessGroup, free_port, mesh_env
+from ccbridge.services.runtime.channels import create_blocking_channel
 
 CODE_ROOT = Path(ccbridge.__file__).resolve().parent.parent  # the protos/ folder
 
@@ -44,6 +47,11 @@ class Mesh:
         self.ccaas = httpx.Client(
             base_url=f"http://127.0.0.1:{self.ports['ccaas-sim']}", timeout=30
         )
+
+    def grpc_channel(self, name: str) -> grpc.Channel:
+        """A channel to a component, with the operator's certificate (as ``ccbridge``'s
+        admin commands)."""
+        return create_blocking_channel(f"127.0.0.1:{self.ports[name]}", self.group.probe_tls, name)
 
     # -- chatbot / Infobip side --------------------------------------------------------------
     @property
@@ -147,9 +155,13 @@ def start_component(mesh: Mesh, name: str) -> None:
 
 
 @contextlib.contextmanager
-def running_mesh(redis_url: str, log_dir: Path, extra_env: Mapping[str, str]) -> Iterator[Mesh]:
+def running_mesh(
+    redis_url: str, log_dir: Path, extra_env: Mapping[str, str], *, mtls: bool = True
+) -> Iterator[Mesh]:
     """Both simulators and the five components as processes on loopback, with short
-    timers (crash recovery and outages resolve in seconds) and ``extra_env`` on top."""
+    timers (crash recovery and outages resolve in seconds) and ``extra_env`` on top.
+    ``mtls``: every gRPC hop is mutual TLS with a throwaway CA (``mesh.group.pki``; the
+    operator's certificate for the tests' own calls); else plaintext."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     client.close()
@@ -176,8 +188,11 @@ def running_mesh(redis_url: str, log_dir: Path, extra_env: Mapping[str, str]) ->
         "CCBRIDGE_SHUTDOWN_GRACE_S": "2",
         **extra_env,
     }
+    if not mtls:
+        base["CCBRIDGE_MESH_INSECURE"] = "true"
     env = mesh_env(base, ports, redis_url)
-    group = ProcessGroup(log_dir=log_dir)
+    pki = create_mesh_pki(log_dir / "pki") if mtls else None
+    group = ProcessGroup(log_dir=log_dir, pki=pki)
     handle: Mesh | None = None
     try:
         start_simulators(group, env, ports["infobip-sim"], ports["ccaas-sim"], ports["gateway"])
