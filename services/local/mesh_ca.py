@@ -108,6 +108,15 @@ class MeshCa:
         (folder / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         return cls(folder, cert, key)
 
+    @classmethod
+    def load(cls, folder: Path) -> MeshCa:
+        """The CA that :meth:`create` left in ``folder``."""
+        cert = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
+        key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{folder / 'ca.key'} is not the CA key this module writes")
+        return cls(folder, cert, key)
+
     def issue(
         self,
         identity: str,
@@ -115,13 +124,15 @@ class MeshCa:
         dns_names: Iterable[str] = ("localhost",),
         name: str | None = None,
         valid_for: datetime.timedelta = _VALIDITY,
+        spiffe: bool = True,
     ) -> IssuedCert:
         """Signs a certificate for ``identity`` and writes ``<name>.crt``/``<name>.key``
-        (``name`` defaults to the identity; a rotation writes the same paths again)."""
+        (``name`` defaults to the identity; a rotation writes the same paths again).
+        ``spiffe=False`` leaves out the identity's URI SAN (tests)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         sans: list[x509.GeneralName] = [
-            x509.UniformResourceIdentifier(SPIFFE_PREFIX + identity),
+            *([x509.UniformResourceIdentifier(SPIFFE_PREFIX + identity)] if spiffe else []),
             x509.DNSName(identity),
             *(x509.DNSName(host) for host in dns_names),
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),

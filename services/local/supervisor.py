@@ -23,9 +23,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ccbridge.services.local.mesh_ca import IssuedCert
+from ccbridge.services.runtime.authz import OPERATOR
 from ccbridge.services.runtime.channels import create_blocking_channel
 from ccbridge.services.runtime.http_client import HttpClient, HttpFailure
-from ccbridge.services.runtime.authz import OPERATOR
 from ccbridge.services.runtime.mesh_tls import INSECURE, MeshTls
 from ccbridge.services.runtime.ports import ADDR_ENV, DEFAULT_PORTS, PORT_ENV
 
