@@ -331,3 +331,59 @@ def test_environment_a_component_refuses_is_caught(renderer: list[str]) -> None:
     )
     assert any("session refuses its environment" in p and "INFOBIP_BASE_URL" in p for p in problems)
     assert any("history refuses its environment" in p for p in problems)
+
+
+# --- mesh security (docs/security.md) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_every_overlay_has_network_policies_and_mesh_certificates(
+    overlay: str, renderer: list[str]
+) -> None:
+    target = next(t for t in ck.overlay_targets() if t.overlay == overlay)
+    docs = ck.render(target.path, renderer)
+    kinds = {d["kind"] for d in docs}
+    assert {"NetworkPolicy", "Certificate", "Issuer"} <= kinds
+    peers = {p.name: p for p in ck._peers(docs)}
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    # A pod of another namespace wearing any label reaches no gRPC port; an operator's
+    # pod of this namespace reaches only the services with admin RPCs.
+    for name, port in (("session", 50051), ("history", 50052), ("routing", 50053)):
+        assert not ck._allowed(policies, peers["grpc-client"], peers[name], "TCP", port)
+    assert ck._allowed(policies, peers["operator"], peers["session"], "TCP", 50051)
+    assert not ck._allowed(policies, peers["operator"], peers["history"], "TCP", 50052)
+    # kubelet-only health port: no pod is let in.
+    assert not ck._allowed(policies, peers["other-pod"], peers["session"], "TCP", 8081)
+
+
+def test_a_pod_without_its_mesh_certificate_is_caught(
+    prod_docs: list[Doc], prod_target: Any
+) -> None:
+    def unmount(docs: list[Doc]) -> None:
+        container = _container(docs, "history")
+        container["volumeMounts"] = [
+            m for m in container["volumeMounts"] if m["mountPath"] != ck.MESH_TLS_DIR
+        ]
+
+    problems = _broken(prod_docs, prod_target, unmount)
+    assert any("history: mount Secret history-mesh-tls" in p for p in problems)
+
+
+def test_a_certificate_of_the_wrong_identity_is_caught(
+    prod_docs: list[Doc], prod_target: Any
+) -> None:
+    def misname(docs: list[Doc]) -> None:
+        _find(docs, "Certificate", "session-mesh-tls")["spec"]["uris"] = [
+            "spiffe://ccbridge/operator"
+        ]
+
+    problems = _broken(prod_docs, prod_target, misname)
+    assert any("uris must be exactly spiffe://ccbridge/session" in p for p in problems)
+
+
+def test_probes_on_the_mtls_port_are_caught(prod_docs: list[Doc], prod_target: Any) -> None:
+    def probe_grpc_port(docs: list[Doc]) -> None:
+        _container(docs, "routing")["readinessProbe"]["grpc"]["port"] = 50053
+
+    problems = _broken(prod_docs, prod_target, probe_grpc_port)
+    assert any("readinessProbe asks port 50053, not 8081" in p for p in problems)
