@@ -26,7 +26,7 @@ from ccbridge.history.v1 import history_pb2
 from ccbridge.routing.v1 import routing_pb2
 from ccbridge.services.local.mesh_ca import IssuedCert, MeshCa, create_mesh_pki
 from ccbridge.services.runtime.authz import RPC_CALLERS
-from ccbridge.services.runtime.channels import create_channel, credentials
+from ccbridge.services.runtime.channels import ReloadingChannel, create_channel, credentials
 from ccbridge.services.runtime.mesh_tls import (
     IDENTITIES,
     INSECURE,
@@ -334,6 +334,52 @@ async def test_a_server_takes_a_rotated_certificate_and_ca_without_a_restart(
         async with _channel(served, old_client) as channel:
             assert await _refused(channel, method) == grpc.StatusCode.UNAVAILABLE
     finally:
+        await srv.stop(0)
+
+
+async def test_a_client_channel_takes_rotated_files_and_its_stubs_keep_working(
+    rotating: tuple[Path, MeshCa], tmp_path: Path
+) -> None:
+    """The client's own certificate and CA rotate to a new CA while the server restarts
+    with only the new CA: the same channel (and stub) reconnects with the new files."""
+    live, first = rotating  # the server's files
+    client_live = tmp_path / "client"
+    client_live.mkdir()
+    first_client = first.issue("gateway")
+    for src, name in (
+        (first_client.cert, "tls.crt"),
+        (first_client.key, "tls.key"),
+        (first_client.ca, "ca.crt"),
+    ):
+        shutil.copy(src, client_live / name)
+    srv, port, _ = create_server("127.0.0.1:0", _register, tls=_live_tls(live))
+    await srv.start()
+    method = session_pb2.DESCRIPTOR.services_by_name["SessionService"].methods_by_name["Ingest"]
+    channel = ReloadingChannel(
+        f"127.0.0.1:{port}", _live_tls(client_live), "session", check_every_s=0.0
+    )
+    try:
+        await _call(channel, method)
+        assert channel.generation == 0
+        # Both sides rotate to a second CA; the server restarts (its old connections go).
+        second = MeshCa.create(tmp_path / "second")
+        await srv.stop(0)
+        for issued, folder in (
+            (second.issue("session"), live),
+            (second.issue("gateway"), client_live),
+        ):
+            shutil.copy(issued.key, folder / "tls.key")
+            shutil.copy(issued.cert, folder / "tls.crt")
+            shutil.copy(issued.ca, folder / "ca.crt")
+        srv, _, _ = create_server(f"127.0.0.1:{port}", _register, tls=_live_tls(live))
+        await srv.start()
+        await _call(channel, method)
+        assert channel.generation == 1
+        # A channel that kept the first files is refused by the restarted server.
+        async with create_channel(f"127.0.0.1:{port}", _tls(first_client), "session") as old:
+            assert await _refused(old, method) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await channel.close()
         await srv.stop(0)
 
 
