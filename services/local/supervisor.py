@@ -103,6 +103,8 @@ class ProcessGroup:
 
     log_dir: Path | None = None
     pki: Mapping[str, IssuedCert] | None = None
+    # Settings of one component only (e.g. its own Redis ACL user's REDIS_URL).
+    own_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     procs: dict[str, Proc] = field(default_factory=dict)
 
     @property
@@ -113,11 +115,13 @@ class ProcessGroup:
         return MeshTls(str(issued.cert), str(issued.key), str(issued.ca))
 
     def component_env(self, name: str, env: Mapping[str, str]) -> dict[str, str]:
-        """``env`` with the component's own certificate (when the group has a CA)."""
+        """``env`` with the component's own certificate (when the group has a CA) and
+        its own settings."""
         out = dict(env)
         if self.pki is not None and name in self.pki:
             out.pop("CCBRIDGE_MESH_INSECURE", None)
             out.update(self.pki[name].env())
+        out.update(self.own_env.get(name, {}))
         return out
 
     def start(

@@ -156,12 +156,18 @@ def start_component(mesh: Mesh, name: str) -> None:
 
 @contextlib.contextmanager
 def running_mesh(
-    redis_url: str, log_dir: Path, extra_env: Mapping[str, str], *, mtls: bool = True
+    redis_url: str,
+    log_dir: Path,
+    extra_env: Mapping[str, str],
+    *,
+    mtls: bool = True,
+    own_env: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[Mesh]:
     """Both simulators and the five components as processes on loopback, with short
     timers (crash recovery and outages resolve in seconds) and ``extra_env`` on top.
     ``mtls``: every gRPC hop is mutual TLS with a throwaway CA (``mesh.group.pki``; the
-    operator's certificate for the tests' own calls); else plaintext."""
+    operator's certificate for the tests' own calls); else plaintext. ``own_env``: settings
+    of single components (e.g. their own Redis users)."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     client.close()
@@ -192,7 +198,7 @@ def running_mesh(
         base["CCBRIDGE_MESH_INSECURE"] = "true"
     env = mesh_env(base, ports, redis_url)
     pki = create_mesh_pki(log_dir / "pki") if mtls else None
-    group = ProcessGroup(log_dir=log_dir, pki=pki)
+    group = ProcessGroup(log_dir=log_dir, pki=pki, own_env=own_env or {})
     handle: Mesh | None = None
     try:
         start_simulators(group, env, ports["infobip-sim"], ports["ccaas-sim"], ports["gateway"])
