@@ -42,6 +42,7 @@ import yaml
 
 # The ports table the code uses: the manifests must agree with it.
 from ccbridge.services.runtime.ports import GRPC_PORTS, HTTP_PORTS
+from ccbridge.services.runtime.redis_acl import REDIS_COMPONENTS, acl_rules
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
@@ -784,7 +785,40 @@ def check_redis(docs: list[Doc]) -> list[str]:
             problems.append(f"{_ref(sts)}: needs a volumeClaimTemplate for /data")
         if sts["spec"].get("replicas", 1) != 1:
             problems.append(f"{_ref(sts)}: one replica (no replication is configured)")
+        prefix = _settings(docs).get("CCBRIDGE_REDIS_PREFIX", "ccb")
+        users = redis_users(sts)
+        for component in REDIS_COMPONENTS:
+            wanted = ["on", f">$({REDIS_PASSWORD_ENV[component]})", *acl_rules(component, prefix)]
+            if users.get(f"ccbridge-{component}") != wanted:
+                problems.append(
+                    f"{_ref(sts)}: the ACL user ccbridge-{component} must be exactly "
+                    f"{' '.join(wanted)} (services/runtime/redis_acl.py)"
+                )
+        if users.get("default") != ["on", "nopass", "-@all", "+ping"]:
+            problems.append(f"{_ref(sts)}: the default user may only PING (readiness probe)")
     return problems
+
+
+REDIS_PASSWORD_ENV: Mapping[str, str] = {
+    "session": "REDIS_SESSION_PASSWORD",
+    "connector": "REDIS_CONNECTOR_PASSWORD",
+}
+
+
+def redis_users(sts: Mapping[str, Any]) -> dict[str, list[str]]:
+    """``--user NAME rule…`` arguments of the in-cluster Redis, by user name."""
+    users: dict[str, list[str]] = {}
+    for c in sts["spec"]["template"]["spec"]["containers"]:
+        args = [str(a) for a in [*(c.get("command") or []), *(c.get("args") or [])]]
+        for i, arg in enumerate(args):
+            if arg == "--user" and i + 1 < len(args):
+                rules = []
+                for rule in args[i + 2 :]:
+                    if rule.startswith("--"):
+                        break
+                    rules.append(rule)
+                users[args[i + 1]] = rules
+    return users
 
 
 def check_overlay(docs: list[Doc], overlay: str) -> list[str]:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import copy
 import importlib.util
 import shutil
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -387,3 +389,69 @@ def test_probes_on_the_mtls_port_are_caught(prod_docs: list[Doc], prod_target: A
 
     problems = _broken(prod_docs, prod_target, probe_grpc_port)
     assert any("readinessProbe asks port 50053, not 8081" in p for p in problems)
+
+
+def test_redis_acl_users_that_drift_from_the_code_are_caught(renderer: list[str]) -> None:
+    target = next(t for t in ck.overlay_targets() if t.overlay == "dev")
+    docs = ck.render(target.path, renderer)
+    args = _find(docs, "StatefulSet", "redis")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args.remove("~ccb:dl:*")
+    problems = ck.check_redis(docs)
+    assert any("the ACL user ccbridge-session must be exactly" in p for p in problems)
+
+
+def test_the_in_cluster_redis_users_work_on_a_real_redis_server(
+    renderer: list[str], tmp_path: Path
+) -> None:
+    """The rendered dev Redis's arguments start a real redis-server: the default user
+    may only PING (the readiness probe), each component's user only its keys."""
+    import redis
+
+    from tests.support.redis_server import free_port, redis_binary
+
+    target = next(t for t in ck.overlay_targets() if t.overlay == "dev")
+    docs = ck.render(target.path, renderer)
+    args = [str(a) for a in _find(docs, "StatefulSet", "redis")["spec"]["template"]["spec"][
+        "containers"][0]["args"]]  # fmt: skip
+    passwords = {env: f"pw-{env.lower()}" for env in ck.REDIS_PASSWORD_ENV.values()}
+    for env, password in passwords.items():
+        args = [a.replace(f"$({env})", password) for a in args]
+    assert args[0] == "redis-server"
+    port = free_port()
+    args = [a if a != "/data" else str(tmp_path) for a in args[1:]]
+    proc = subprocess.Popen(
+        [redis_binary(), *args, "--port", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        anonymous = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert anonymous.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            anonymous.get("ccb:h:{c}")
+        session = redis.Redis(
+            port=port, username="ccbridge-session", password=passwords["REDIS_SESSION_PASSWORD"]
+        )
+        assert session.set("ccb:h:{c}", "x")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            session.get("ccb:rt:cursor:q")
+        connector = redis.Redis(
+            port=port,
+            username="ccbridge-connector",
+            password=passwords["REDIS_CONNECTOR_PASSWORD"],
+        )
+        assert connector.set("ccb:rt:cursor:q", "1")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            connector.execute_command("CONFIG", "GET", "dir")
+        for client in (anonymous, session, connector):
+            client.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
