@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 PIN := $(BIN)/pip install --quiet --no-build-isolation -c $(LOCK)
 
-.PHONY: setup test check protos demo bench lock lock-upgrade clean
+.PHONY: setup test check protos demo bench soak lock lock-upgrade clean
 
 $(BIN)/ccbridge: pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,12 @@ demo: setup
 bench: setup
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(PIN) -e '.[dev,local,bench]'
 	$(BIN)/python -m bench
+
+# 30 minutes of handovers and abuse: memory of every component and of Redis stays flat
+# (< 1 % growth per 10 minutes); results in bench/results/soak-*.
+soak: setup
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(PIN) -e '.[dev,local,bench]'
+	$(BIN)/python -m bench.soak --minutes 30
 
 # Re-pin after editing pyproject.toml's dependencies (keeps every other pin as it is);
 # lock-upgrade moves every pin to the newest version pyproject.toml allows.

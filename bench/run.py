@@ -116,9 +116,12 @@ def machine_info() -> dict[str, Any]:
 class Bench:
     """One run; see the module docstring."""
 
-    def __init__(self, profile: Profile, status: Status) -> None:
+    def __init__(
+        self, profile: Profile, status: Status, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.p = profile
         self.status = status
+        self.extra_env = dict(extra_env or {})  # settings of another run (bench/soak.py)
         self.tmp = Path(tempfile.mkdtemp(prefix="ccbridge-bench-"))
         # The mesh as in production: mutual TLS between the components (docs/security.md).
         self.group = ProcessGroup(log_dir=self.tmp / "logs", pki=create_mesh_pki(self.tmp / "pki"))
@@ -157,6 +160,7 @@ class Bench:
             # The webhook connector's batched delivery (docs/connectors/webhook.md): the
             # CCaaS simulator takes arrays of case.message events. Production default: 1.
             **MESH_SETTINGS,
+            **self.extra_env,
         }
         env = self.env = bench_env(mesh_env(base, ports, self.redis_server.url))
         gateway = f"http://127.0.0.1:{ports['gateway']}"

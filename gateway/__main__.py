@@ -86,8 +86,10 @@ async def start(settings: GatewaySettings) -> RunningGateway:
         access_log=False,
         log_config=None,  # logging is configured once by configure_logging
         server_header=False,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # X-Forwarded-For is trusted only from the proxies the operator names (none by
+        # default: a sidecar on 127.0.0.1 may pass a client's forged header through).
+        proxy_headers=bool(settings.forwarded_allow_ips.strip()),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
         timeout_graceful_shutdown=math.ceil(settings.common.shutdown_grace_s),
         timeout_keep_alive=75,  # above typical load-balancer idle timeouts (60 s)
     )

@@ -3,6 +3,7 @@ content-type check and JSON parsing, each failing with a JSON :class:`HttpError`
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 
 import orjson
@@ -12,11 +13,13 @@ from ccbridge.gateway.errors import HttpError
 from ccbridge.services.runtime.json_depth import MAX_JSON_DEPTH, too_deep
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Reads the whole body, answering 413 as soon as it exceeds ``limit`` bytes.
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """Reads the whole body, answering 413 as soon as it exceeds ``limit`` bytes and 408
+    when it has not all arrived within ``timeout_s``.
 
     A declared Content-Length over the limit is refused before reading anything; a
-    chunked or lying body is cut off while it streams, so memory stays bounded.
+    chunked or lying body is cut off while it streams, so memory stays bounded; a body
+    that trickles in (a slow-body flood) holds its slot for ``timeout_s`` at most.
     """
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -30,12 +33,18 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise _too_large(limit)
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise _too_large(limit)
-        if chunk:
-            chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > limit:
+                    raise _too_large(limit)
+                if chunk:
+                    chunks.append(chunk)
+    except TimeoutError:
+        raise HttpError(
+            408, "request_timeout", f"request body not received within {timeout_s:g}s"
+        ) from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

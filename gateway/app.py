@@ -76,7 +76,13 @@ def create_app(settings: GatewaySettings, *, ready_cache_s: float = 1.0) -> Star
             *ApiRoutes(settings, backends, metrics).routes(),
             *WebhookRoutes(settings, backends, metrics).routes(),
         ],
-        middleware=[Middleware(RequestContextMiddleware, metrics=metrics)],
+        middleware=[
+            Middleware(
+                RequestContextMiddleware,
+                metrics=metrics,
+                max_concurrent=settings.max_concurrent_requests,
+            )
+        ],
         exception_handlers={HttpError: _on_http_error, HTTPException: _on_starlette_error},
         lifespan=lifespan,
     )

@@ -42,6 +42,19 @@ class GatewayMetrics:
             ("rpc", "code"),
             registry=self.registry,
         )
+        self.auth_failures = Counter(
+            "ccbridge_gateway_webhook_auth_failures_total",
+            "Webhook requests refused 401, by route and reason.",
+            ("route", "reason"),
+            registry=self.registry,
+        )
+        self.events_rejected = Counter(
+            "ccbridge_gateway_infobip_events_rejected_total",
+            "Infobip events refused, by reason (too_old: older than the event-age "
+            "window; close_before_handover: a CLOSED older than the handover).",
+            ("reason",),
+            registry=self.registry,
+        )
         self._children: dict[tuple[str, ...], MetricWrapperBase] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -65,6 +78,13 @@ class GatewayMetrics:
 
     def count_grpc_error(self, rpc: str, code: str) -> None:
         self.grpc_errors.labels(rpc, code).inc()
+
+    def count_auth_failure(self, route: str, reason: str) -> None:
+        self.auth_failures.labels(route, reason).inc()
+
+    def count_event_rejected(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.events_rejected.labels(reason).inc(n)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

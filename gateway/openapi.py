@@ -106,7 +106,7 @@ _SCHEMAS: dict[str, Any] = {
             "conversationId": {"type": "string"},
             "state": {
                 "type": "string",
-                "enum": ["OPENING", "ACTIVE", "CLOSING", "CLOSED", "FAILED"],
+                "enum": ["OPENING", "ACTIVE", "CLOSING", "CLOSED", "FAILED", "REJECTED"],
             },
             "created": {
                 "type": "boolean",
@@ -120,7 +120,7 @@ _SCHEMAS: dict[str, Any] = {
             "conversationId": {"type": "string"},
             "state": {
                 "type": "string",
-                "enum": ["OPENING", "ACTIVE", "CLOSING", "CLOSED", "FAILED"],
+                "enum": ["OPENING", "ACTIVE", "CLOSING", "CLOSED", "FAILED", "REJECTED"],
             },
             "connector": {"type": "string"},
             "externalId": {"type": "string"},
@@ -190,14 +190,20 @@ _SCHEMAS: dict[str, Any] = {
     },
     "InfobipEvent": {
         "type": "object",
-        "required": ["type"],
+        "required": ["type", "timestamp"],
         "additionalProperties": True,
         "properties": {
             "type": {
                 "type": "string",
                 "examples": ["INBOUND_MESSAGE", "CONVERSATION_STATUS_UPDATED"],
             },
-            "timestamp": {"type": "string"},
+            "timestamp": {
+                "type": "string",
+                "description": "When the event happened (required, as in Infobip's schema). "
+                "Events older than CCBRIDGE_INFOBIP_EVENT_MAX_AGE_S are refused "
+                "(counted in `rejected`).",
+                "examples": ["2025-10-31T13:47:40.032+00:00"],
+            },
             "payload": {
                 "type": "object",
                 "description": "INBOUND_MESSAGE: the conversation "
@@ -220,6 +226,11 @@ _SCHEMAS: dict[str, Any] = {
             "closed": {
                 "type": "integer",
                 "description": "(events only) handovers closed by this request.",
+            },
+            "rejected": {
+                "type": "integer",
+                "description": "(events only) events refused: older than "
+                "CCBRIDGE_INFOBIP_EVENT_MAX_AGE_S, or a CLOSED older than the handover.",
             },
         },
     },
@@ -250,9 +261,11 @@ def openapi_document() -> dict[str, Any]:
                     "type": "apiKey",
                     "in": "header",
                     "name": "X-Hub-Signature-256",
-                    "description": "HMAC-SHA256 of the raw body with INFOBIP_WEBHOOK_SECRET, "
-                    "hex or base64, optional `sha256=` prefix. Also accepted "
-                    "in X-Signature or X-Infobip-Signature.",
+                    "description": "HMAC of the raw body with INFOBIP_WEBHOOK_SECRET, in "
+                    "the header INFOBIP_WEBHOOK_HMAC_HEADER (default X-Hub-Signature-256), "
+                    "algorithm INFOBIP_WEBHOOK_HMAC_ALGORITHM (default HMAC_SHA_256), "
+                    "encoding INFOBIP_WEBHOOK_HMAC_ENCODING (default hex), optional "
+                    "`sha256=` prefix. Header and encoding are unconfirmed for Infobip.",
                 },
                 "infobipBasic": {
                     "type": "http",

@@ -148,6 +148,7 @@ class ApiRoutes:
         self._backends = backends
         self._metrics = metrics
         self._limit = settings.max_body_bytes
+        self._body_timeout = settings.body_timeout_s
         self._token = settings.escalation_token.value
         self._openapi = orjson.dumps(openapi_document())
 
@@ -182,7 +183,7 @@ class ApiRoutes:
         """Starts (or returns) the handover of a conversation: 202 with its state."""
         self._authorize(request)
         require_json(request)
-        doc = parse_json(await read_body(request, self._limit))
+        doc = parse_json(await read_body(request, self._limit, self._body_timeout))
         if not isinstance(doc, dict):
             raise HttpError(400, "invalid_body", "body must be a JSON object")
         conversation_id = _conversation_id(doc.get("conversationId"))

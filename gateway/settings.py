@@ -10,12 +10,17 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ccbridge.services.infobip.webhook_auth import HmacScheme
 from ccbridge.services.runtime.ports import DEFAULT_PORTS, default_addr
 from ccbridge.services.runtime.settings import CommonSettings, EnvReader, Secret
+from ccbridge.services.session.settings import DEFAULT_DEDUPE_TTL_S
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# Well above any webhook retry schedule, well below the dedupe retention (7 days): a
+# replayed event is either still remembered by dedupe or refused as too old.
+DEFAULT_EVENT_MAX_AGE_S = 86400
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,12 @@ class GatewaySettings:
     infobip_basic_user: Secret
     infobip_basic_password: Secret
     infobip_allowed_ips: tuple[IPNetwork, ...]
+    infobip_hmac: HmacScheme
+    event_max_age_s: int
+    dedupe_ttl_s: int
     max_body_bytes: int
+    body_timeout_s: float
+    max_concurrent_requests: int
     grpc_timeout_s: float
     session_addr: str
     connector_addr: str
@@ -77,6 +87,17 @@ class GatewaySettings:
                 networks.append(ipaddress.ip_network(item, strict=False))
             except ValueError:
                 env.errors.append(f"CCBRIDGE_INFOBIP_ALLOWED_IPS: {item!r} is not an IP or CIDR")
+        event_max_age_s = env.int(
+            "CCBRIDGE_INFOBIP_EVENT_MAX_AGE_S", DEFAULT_EVENT_MAX_AGE_S, minimum=60
+        )
+        # Session's setting, read here too (one config for the mesh) to check the window.
+        dedupe_ttl_s = env.int("CCBRIDGE_DEDUPE_TTL_S", DEFAULT_DEDUPE_TTL_S, minimum=60)
+        if event_max_age_s >= dedupe_ttl_s:
+            env.errors.append(
+                f"CCBRIDGE_INFOBIP_EVENT_MAX_AGE_S ({event_max_age_s}) must be below "
+                f"CCBRIDGE_DEDUPE_TTL_S ({dedupe_ttl_s}): an older replay would be "
+                "neither refused nor recognised as a duplicate"
+            )
         settings = cls(
             escalation_token=escalation_token,
             webhook_token=webhook_token,
@@ -84,11 +105,18 @@ class GatewaySettings:
             infobip_basic_user=basic_user,
             infobip_basic_password=basic_password,
             infobip_allowed_ips=tuple(networks),
+            infobip_hmac=HmacScheme.read(env),
+            event_max_age_s=event_max_age_s,
+            dedupe_ttl_s=dedupe_ttl_s,
             max_body_bytes=env.int(
                 "CCBRIDGE_MAX_BODY_BYTES",
                 DEFAULT_MAX_BODY_BYTES,
                 minimum=1024,
                 maximum=64 * 1024 * 1024,
+            ),
+            body_timeout_s=env.float("CCBRIDGE_BODY_TIMEOUT_S", 10.0, minimum=0.1),
+            max_concurrent_requests=env.int(
+                "CCBRIDGE_MAX_CONCURRENT_REQUESTS", 256, minimum=1, maximum=100_000
             ),
             grpc_timeout_s=env.float("CCBRIDGE_GRPC_TIMEOUT_S", 5.0, minimum=0.1),
             session_addr=env.str("SESSION_ADDR", default_addr("session")),
@@ -97,7 +125,7 @@ class GatewaySettings:
                 "CCBRIDGE_HTTP_PORT", DEFAULT_PORTS["gateway"], minimum=0, maximum=65535
             ),
             bind_host=env.str("CCBRIDGE_BIND_HOST", "127.0.0.1"),
-            forwarded_allow_ips=env.str("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+            forwarded_allow_ips=env.str("FORWARDED_ALLOW_IPS", ""),
             common=CommonSettings.read(env),
         )
         env.done("gateway")

@@ -1,6 +1,12 @@
 """Webhook routes: Infobip's legacy account-configuration webhook, Infobip's
 Subscriptions ("Conversations webhook") events, and CCaaS pushes forwarded to Connector.
 
+Subscriptions events are authenticated (HMAC per :class:`HmacScheme`, or Basic); a 401
+is counted and logged, rate-limited, with the names (never the values) of the
+authentication headers present. Each event's ``timestamp`` (required by Infobip's
+schema) must be within ``CCBRIDGE_INFOBIP_EVENT_MAX_AGE_S``: older events are refused,
+counted and logged (a replay is either that old or still remembered by Session's dedupe).
+
 This module also owns the translation of Infobip message JSON into
 ``ccbridge.common.v1.Message``. Parsing is tolerant (unknown fields ignored, timestamps
 in every observed format, content type inferred when absent) but every request is
@@ -14,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import ipaddress
 import logging
@@ -38,14 +43,18 @@ from ccbridge.gateway.backends import Backends
 from ccbridge.gateway.errors import HttpError, JsonResponse, http_error_from_grpc
 from ccbridge.gateway.metrics import GatewayMetrics
 from ccbridge.gateway.settings import GatewaySettings
-from ccbridge.services.runtime.ids import CONVERSATION_ID_RULE, is_conversation_id
+from ccbridge.services.infobip.webhook_auth import HmacScheme
+from ccbridge.services.runtime.ids import (
+    CONVERSATION_ID_RULE,
+    MESSAGE_ID_RULE,
+    is_conversation_id,
+    is_message_id,
+)
 from ccbridge.services.runtime.logging import conversation_id_var
 from ccbridge.session.v1 import session_pb2
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADERS = ("x-hub-signature-256", "x-signature", "x-infobip-signature")
-MAX_ID_CHARS = 256
 _CONNECTOR_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 _EXT_TYPES: dict[str, str] = {
@@ -104,8 +113,8 @@ def _required_id(
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         raise _bad(where, f"{key} is required", code)
-    if len(value) > MAX_ID_CHARS:
-        raise _bad(where, f"{key} is longer than {MAX_ID_CHARS} characters", code)
+    if not is_message_id(value):
+        raise _bad(where, f"{key} must be {MESSAGE_ID_RULE}", code)
     return value
 
 
@@ -271,22 +280,31 @@ def _is_outbound(item: dict[str, object]) -> bool:
     return isinstance(direction, str) and direction.upper() == "OUTBOUND"
 
 
-def _decode_signature(value: str) -> bytes | None:
-    """A SHA-256 signature in hex or base64 (standard or URL-safe), ``sha256=`` optional."""
-    text = value.strip()
-    if text[:7].lower() == "sha256=":
-        text = text[7:].strip()
-    if len(text) == 64:
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            pass
-    try:
-        normalized = text.replace("-", "+").replace("_", "/")
-        raw = base64.b64decode(normalized + "=" * (-len(normalized) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return raw if len(raw) == hashlib.sha256().digest_size else None
+# Header names worth naming when a request is refused 401 (names only, never values).
+_AUTH_HEADER_HINT = re.compile(r"sign|auth|hmac|token|hub|secret|key", re.I)
+_LOG_EVERY_S = 10.0
+
+
+class _RateLimitedLog:
+    """At most one warning per ``every_s`` per reason; the next one says how many were
+    left out in between (counters count them all)."""
+
+    def __init__(self, every_s: float = _LOG_EVERY_S) -> None:
+        self._every_s = every_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, reason: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        last = self._last.get(reason)
+        if last is not None and now - last < self._every_s:
+            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+            return
+        self._last[reason] = now
+        suppressed = self._suppressed.pop(reason, 0)
+        if suppressed:
+            message += f" ({suppressed} more like it not logged since the last one)"
+        log.warning(message, *args, extra={"reason": reason})
 
 
 @dataclass
@@ -294,6 +312,7 @@ class _Counts:
     accepted: int = 0
     duplicates: int = 0
     ignored: int = 0
+    rejected: int = 0
 
     def add_results(self, results: Sequence[session_pb2.IngestResult]) -> None:
         for result in results:
@@ -317,11 +336,16 @@ class WebhookRoutes:
         self._backends = backends
         self._metrics = metrics
         self._limit = settings.max_body_bytes
+        self._body_timeout = settings.body_timeout_s
         self._webhook_tokens = tuple(
             t.strip() for t in settings.webhook_token.value.split(",") if t.strip()
         )
         self._allowed = settings.infobip_allowed_ips
         self._hmac_keys = tuple(s.value.encode() for s in settings.infobip_webhook_secrets)
+        self._hmac: HmacScheme = settings.infobip_hmac
+        self._max_age_s = settings.event_max_age_s
+        self._auth_log = _RateLimitedLog()
+        self._reject_log = _RateLimitedLog()
         self._basic: tuple[bytes, bytes] | None = (
             (
                 settings.infobip_basic_user.value.encode(),
@@ -350,7 +374,7 @@ class WebhookRoutes:
         if not any(matches):
             raise HttpError(401, "unauthorized", "invalid webhook token")
         require_json(request)
-        doc = parse_json(await read_body(request, self._limit))
+        doc = parse_json(await read_body(request, self._limit, self._body_timeout))
         items, single = _legacy_items(doc)
         now = now_instant()
         messages: list[common_pb2.Message] = []
@@ -391,15 +415,18 @@ class WebhookRoutes:
         """``{type, timestamp, payload}`` or an array of them.
 
         INBOUND_MESSAGE → Ingest; CONVERSATION_STATUS_UPDATED with status CLOSED →
-        CloseHandover(initiator INFOBIP); every other type is counted as ignored.
+        CloseHandover(initiator INFOBIP, with the event time); every other type is
+        counted as ignored. An event older than the age window is counted as rejected
+        and not acted on (answered 200: sending it again would not make it younger).
         """
         if not self._hmac_keys and self._basic is None:
+            self._refused(request, "not_configured")
             raise HttpError(
                 401,
                 "webhook_auth_not_configured",
                 "this route needs INFOBIP_WEBHOOK_SECRET or Basic credentials",
             )
-        body = await read_body(request, self._limit)
+        body = await read_body(request, self._limit, self._body_timeout)
         self._authenticate_events(request, body)
         require_json(request)
         doc = parse_json(body)
@@ -414,8 +441,9 @@ class WebhookRoutes:
         # Validate everything first; then run the plan in event order, batching
         # consecutive inbound messages into one Ingest call.
         now = now_instant()
-        plan: list[list[common_pb2.Message] | str] = []
+        plan: list[list[common_pb2.Message] | tuple[str, Instant]] = []
         ignored = 0
+        too_old = 0
         for index, event in enumerate(events):
             where = "event" if single else f"events[{index}]"
             if not isinstance(event, dict):
@@ -423,7 +451,23 @@ class WebhookRoutes:
             kind = event.get("type")
             if not isinstance(kind, str) or not kind:
                 raise _bad(where, "type is required", "invalid_event")
+            # Required by Infobip's schema; without it the age cannot be judged.
+            happened = parse_instant(event.get("timestamp"))
+            if happened is None:
+                raise _bad(where, "timestamp is required (an ISO 8601 date-time)", "invalid_event")
             payload = event.get("payload")
+            age_s = now[0] - happened[0]
+            if age_s > self._max_age_s:
+                too_old += 1
+                self._reject_log.warning(
+                    "too_old",
+                    "Infobip event refused: %s is %d s old, beyond "
+                    "CCBRIDGE_INFOBIP_EVENT_MAX_AGE_S=%d",
+                    kind[:64],
+                    age_s,
+                    self._max_age_s,
+                )
+                continue
             if kind == "INBOUND_MESSAGE":
                 if not isinstance(payload, dict):
                     raise _bad(where, "payload must be an object", "invalid_event")
@@ -437,15 +481,15 @@ class WebhookRoutes:
                     raise _bad(where, "payload must be an object", "invalid_event")
                 status = payload.get("status")
                 if isinstance(status, str) and status.upper() == "CLOSED":
-                    plan.append(
-                        _conversation_id(payload, "id", f"{where}.payload", "invalid_event")
-                    )
+                    cid = _conversation_id(payload, "id", f"{where}.payload", "invalid_event")
+                    plan.append((cid, happened))
                 else:
                     ignored += 1
             else:
                 ignored += 1
 
-        counts = _Counts(ignored=ignored)
+        self._metrics.count_event_rejected("too_old", too_old)
+        counts = _Counts(ignored=ignored, rejected=too_old)
         closed = 0
         for step in plan:
             if isinstance(step, list):
@@ -453,8 +497,12 @@ class WebhookRoutes:
                 counts.accepted += result.accepted
                 counts.duplicates += result.duplicates
                 counts.ignored += result.ignored
-            elif await self._close(step):
+                continue
+            outcome = await self._close(*step)
+            if outcome == "closed":
                 closed += 1
+            elif outcome == "stale":
+                counts.rejected += 1
             else:
                 counts.ignored += 1
         return JsonResponse(
@@ -463,35 +511,45 @@ class WebhookRoutes:
                 "duplicates": counts.duplicates,
                 "ignored": counts.ignored,
                 "closed": closed,
+                "rejected": counts.rejected,
             }
         )
 
     def _authenticate_events(self, request: Request, body: bytes) -> None:
-        if self._hmac_keys and self._hmac_ok(request, body):
+        signature = request.headers.get(self._hmac.header)
+        authorization = request.headers.get("authorization")
+        if self._hmac_keys and self._hmac.verify(self._hmac_keys, signature, body):
             return
         if self._basic is not None and self._basic_ok(request):
             return
+        if self._hmac_keys and signature is not None:
+            reason = "bad_signature"
+        elif self._basic is not None and authorization is not None:
+            reason = "bad_credentials"
+        else:
+            reason = "no_credentials"
+        self._refused(request, reason)
         headers = {"WWW-Authenticate": 'Basic realm="ccbridge"'} if self._basic else None
         raise HttpError(
             401, "unauthorized", "missing or invalid webhook signature or credentials", headers
         )
 
-    def _hmac_ok(self, request: Request, body: bytes) -> bool:
-        given = [
-            sig
-            for name in SIGNATURE_HEADERS
-            if (value := request.headers.get(name)) is not None
-            and (sig := _decode_signature(value)) is not None
-        ]
-        if not given:
-            return False
-        ok = False
-        for key in self._hmac_keys:
-            expected = hmac.new(key, body, hashlib.sha256).digest()
-            for signature in given:
-                # No early exit: every comparison runs so timing says nothing.
-                ok |= hmac.compare_digest(expected, signature)
-        return ok
+    def _refused(self, request: Request, reason: str) -> None:
+        """Counts a 401 of the events route and logs it (rate-limited) with the names of
+        the authentication headers present: the way to find the header a real account
+        signs with (INFOBIP_WEBHOOK_HMAC_HEADER is unconfirmed). Values never."""
+        self._metrics.count_auth_failure("infobip_events", reason)
+        names = sorted(
+            {name.lower()[:64] for name in request.headers if _AUTH_HEADER_HINT.search(name)}
+        )[:20]
+        self._auth_log.warning(
+            reason,
+            "Infobip events webhook refused 401 (%s); expected HMAC header %s; "
+            "authentication headers present: %s",
+            reason,
+            self._hmac.header.lower(),
+            ", ".join(names) or "none",
+        )
 
     def _basic_ok(self, request: Request) -> bool:
         assert self._basic is not None
@@ -507,23 +565,34 @@ class WebhookRoutes:
         password_ok = hmac.compare_digest(password, self._basic[1])
         return bool(sep) and user_ok and password_ok
 
-    async def _close(self, conversation_id: str) -> bool:
-        """CloseHandover(INFOBIP); False when Session has no such handover."""
+    async def _close(self, conversation_id: str, happened: Instant) -> str:
+        """CloseHandover(INFOBIP, event time): ``closed``; ``none`` when Session has no
+        such handover; ``stale`` when the event is older than the handover (Session
+        leaves it open)."""
         conversation_id_var.set(conversation_id)
         request = session_pb2.CloseHandoverRequest(
             conversation_id=conversation_id,
             initiator=session_pb2.CLOSE_INITIATOR_INFOBIP,
             reason="infobip_closed",
         )
+        request.event_time.seconds, request.event_time.nanos = happened
         try:
-            await self._backends.call(
+            response = await self._backends.call(
                 "CloseHandover", self._backends.session.CloseHandover, request
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
-                return False  # no handover: the bot owned the conversation
+                return "none"  # no handover: the bot owned the conversation
             raise http_error_from_grpc(exc, webhook=True) from None
-        return True
+        created = response.handover.created_at
+        if (created.seconds, created.nanos) > happened:
+            self._metrics.count_event_rejected("close_before_handover")
+            self._reject_log.warning(
+                "close_before_handover",
+                "Infobip CLOSED event older than the current handover ignored",
+            )
+            return "stale"
+        return "closed"
 
     async def _ingest(self, messages: list[common_pb2.Message], source: str) -> _Counts:
         """Every message of the request to Session.Ingest, in order (batched with
@@ -557,7 +626,7 @@ class WebhookRoutes:
         connector = request.path_params["connector"]
         if not _CONNECTOR_RE.match(connector):
             raise HttpError(404, "unknown_connector", "no such connector")
-        body = await read_body(request, self._limit)
+        body = await read_body(request, self._limit, self._body_timeout)
         headers = [
             connector_pb2.Header(name=name.lower(), value=value)
             for name, value in request.headers.items()

@@ -3,6 +3,7 @@
 ``ccbridge serve <component>``   run one component in this process (what a pod runs)
 ``ccbridge up [--demo]``         run the whole mesh locally as separate processes
 ``ccbridge sim infobip|ccaas``   run a simulator
+``ccbridge erase conversation|end-user X --yes``   a data-protection request
 ``ccbridge handovers ...``       look up, list, close handovers (gRPC, for operators)
 ``ccbridge dead-letters ...``    list and replay dead letters
 ``ccbridge infobip ...``         point an Infobip account at the gateway
@@ -152,6 +153,29 @@ def _dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _erase(args: argparse.Namespace) -> int:
+    if not args.yes:
+        print(
+            f"this erases everything ccbridge stores about {args.subject} "
+            f"{args.value!r} (handovers, queues, dead letters); add --yes to do it",
+            file=sys.stderr,
+        )
+        return 2
+    request = (
+        session_pb2.EraseDataRequest(conversation_id=args.value)
+        if args.subject == "conversation"
+        else session_pb2.EraseDataRequest(end_user=args.value)
+    )
+    channel, stub = _session_stub(args.session)
+    with channel:
+        try:
+            _print(stub.EraseData(request, timeout=120))
+        except grpc.RpcError as exc:
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ccbridge",
@@ -215,6 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
     dl_replay = dl_sub.add_parser("replay")
     dl_replay.add_argument("id")
     dl.set_defaults(func=_dead_letters)
+
+    erase = sub.add_parser(
+        "erase",
+        help="erase everything stored about a conversation or an end user (data protection)",
+    )
+    erase.add_argument("--session", default=session_addr, help="Session gRPC address")
+    erase.add_argument("subject", choices=("conversation", "end-user"))
+    erase.add_argument("value", help="the conversation id, or the end user's address")
+    erase.add_argument("--yes", action="store_true", help="really erase")
+    erase.set_defaults(func=_erase)
 
     add_infobip_commands(sub.add_parser)
     return parser

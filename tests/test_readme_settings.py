@@ -14,7 +14,7 @@ READS = re.compile(
 
 def test_every_setting_is_documented() -> None:
     read: set[str] = set()
-    for folder in ("services", "gateway"):
+    for folder in ("services", "gateway", "simulators"):
         for path in (ROOT / folder).rglob("*.py"):
             read |= set(READS.findall(path.read_text()))
     assert len(read) > 40, "the scan found the settings"

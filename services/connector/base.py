@@ -1,4 +1,4 @@
-"""The connector contract: what every CCaaS adapter implements (DESIGN.md §7).
+"""The connector contract: what every CCaaS adapter implements.
 
 An adapter opens a case, posts customer messages, closes a case, and turns what the CCaaS
 pushes (``parse_webhook``) or what polling finds (``poll``) into :class:`CaseEvent`s that

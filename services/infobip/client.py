@@ -9,9 +9,10 @@ what is retryable and ``Retry-After`` are the far-side policy's,
 (:mod:`ccbridge.services.runtime.http_client`); JSON is orjson's.
 
 Retries: reads (GET) and repeatable writes (PUT, PATCH, and the POSTs whose repetition is
-harmless: create/add tag) are retried here on retryable failures with capped exponential
-backoff and full jitter, never sooner than a ``Retry-After`` asks. Create Message is never
-retried here: the caller's durable outbox owns that retry and its idempotency.
+harmless: create/add tag, route) are retried here on retryable failures with capped
+exponential backoff and full jitter, never sooner than a ``Retry-After`` asks. Create
+Message is never retried here: the caller's durable outbox owns that retry and its
+idempotency.
 
 Message text and the API key are never logged.
 """
@@ -22,6 +23,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -40,6 +42,10 @@ CONVERSATIONS = "/ccaas/1/conversations"
 TAGS = "/ccaas/1/tags"
 ACCOUNT_CONFIGURATION = "/ccaas/1/account/configuration"
 SUBSCRIPTIONS = "/subscriptions/1/subscription/CUSTOMER_ENGAGEMENT"
+PROFILES = "/subscriptions/1/profiles"
+SECURITY = "/subscriptions/1/security"
+SUBSCRIPTION_PAGE_SIZE = 100
+"""Get Subscriptions' maximum ``size``."""
 
 MAX_PAGE_SIZE = 999
 """Infobip's maximum ``limit`` for every list endpoint."""
@@ -49,12 +55,11 @@ DEFAULT_SUBSCRIPTION_EVENTS = (
     "CONVERSATION_STATUS_UPDATED",
 )
 
-# Fields of ConversationApiModel a PUT (full update) accepts; the rest are read-only.
-_WRITABLE_CONVERSATION_FIELDS = ("topic", "summary", "status", "priority", "queueId", "agentId")
 _CLOSED_TEXT = "closed conversation cannot be changed"
 _TAG_EXISTS_TEXT = "already exists"
-# Guards the tag pager against a far side that ignores `page`.
+# Guard the pagers against a far side that ignores `page`.
 _MAX_TAG_PAGES = 100
+_MAX_SUBSCRIPTION_PAGES = 100
 
 
 class InfobipError(FarSideError):
@@ -317,16 +322,56 @@ class InfobipClient:
         page: int = 0,
         limit: int = MAX_PAGE_SIZE,
         order_by: str = "createdAt:desc",
+        direction: str = "",
+        created_after: datetime | None = None,
     ) -> dict[str, Any]:
-        """One page of Get Messages: ``{"messages": [...], "pagination": {...}}``."""
+        """One page of Get Messages: ``{"messages": [...], "pagination": {...}}``;
+        ``direction`` (INBOUND/OUTBOUND) and ``created_after`` are documented filters."""
+        params: dict[str, str | int] = {"page": page, "limit": limit, "orderBy": order_by}
+        if direction:
+            params["direction"] = direction
+        if created_after is not None:
+            params["createdAfter"] = format_filter_time(created_after)
         body = await self._request(
             "GET",
             self._conversation_path(conversation_id, "/messages"),
             "get messages",
             retry=True,
-            params={"page": page, "limit": limit, "orderBy": order_by},
+            params=params,
         )
         return self._object(body, "get messages")
+
+    async def list_conversations(
+        self,
+        *,
+        status: str = "",
+        updated_after: datetime | None = None,
+        page: int = 0,
+        limit: int = MAX_PAGE_SIZE,
+        order_by: str = "updatedAt:asc",
+    ) -> dict[str, Any]:
+        """One page of Get Conversations (``{"conversations": [...], "pagination":
+        {...}}``) filtered by the documented ``status`` and ``updatedAfter``."""
+        params: dict[str, str | int] = {"page": page, "limit": limit, "orderBy": order_by}
+        if status:
+            params["status"] = status
+        if updated_after is not None:
+            params["updatedAfter"] = format_filter_time(updated_after)
+        body = await self._request(
+            "GET", CONVERSATIONS, "get conversations", retry=True, params=params
+        )
+        return self._object(body, "get conversations")
+
+    async def route_conversation(self, conversation_id: str) -> dict[str, Any]:
+        """Route Conversation: hands the conversation back to Infobip's routing (drops its
+        assignee). Retried: routing an already routed conversation again is harmless."""
+        body = await self._request(
+            "POST",
+            self._conversation_path(conversation_id, "/route"),
+            "route conversation",
+            retry=True,
+        )
+        return self._object(body, "route conversation")
 
     async def get_conversation(self, conversation_id: str) -> dict[str, Any]:
         """Get Conversation (``ConversationApiModel``)."""
@@ -352,26 +397,18 @@ class InfobipClient:
     async def close_conversation(self, conversation_id: str) -> bool:
         """Closes the conversation; returns True when it was already closed.
 
-        Reads the conversation and PUTs its writable fields back with status CLOSED (a PUT
-        is a full update, so the other fields must be sent as they are). A 400 "Closed
-        conversation cannot be changed" (closed in between) counts as already closed.
+        One Patch Conversation with only ``{"status": "CLOSED"}``: the other fields are
+        left as Infobip holds them (a GET then a full PUT could undo a change made in
+        between). A 400 "Closed conversation cannot be changed" counts as already closed
+        (also when a retried PATCH finds its own first attempt applied).
         """
-        current = await self.get_conversation(conversation_id)
-        if str(current.get("status", "")).upper() == "CLOSED":
-            return True
-        update = {
-            key: current[key]
-            for key in _WRITABLE_CONVERSATION_FIELDS
-            if current.get(key) is not None
-        }
-        update["status"] = "CLOSED"
         try:
             await self._request(
-                "PUT",
+                "PATCH",
                 self._conversation_path(conversation_id),
                 "close conversation",
                 retry=True,
-                json_body=update,
+                json_body={"status": "CLOSED"},
             )
         except InfobipError as exc:
             if _is_closed_error(exc):
@@ -483,30 +520,122 @@ class InfobipClient:
         subscription_id: str,
         name: str,
         events: Iterable[str],
-        notify_url: str,
-        hmac_secret: Secret,
+        profile: Mapping[str, Any],
     ) -> dict[str, Any]:
-        """Creates a CUSTOMER_ENGAGEMENT subscription that POSTs the events to
-        ``notify_url``, signed with HMAC-SHA256 using ``hmac_secret``. Not retried (a
-        repeated create would conflict with the first)."""
+        """Create Subscription on CUSTOMER_ENGAGEMENT with ``profile`` (a full
+        ProfileRequest, see :func:`webhook_profile`, or ``{"profileId"}`` to reuse one).
+        Not retried (a repeated create would conflict with the first)."""
         body = {
             "subscriptionId": subscription_id,
             "name": name,
             "events": list(events),
-            "profile": {
-                "profileId": f"{subscription_id}-profile",
-                "webhook": {"notifyUrl": notify_url},
-                "security": {
-                    "authId": f"{subscription_id}-hmac",
-                    "type": "HMAC",
-                    "credentials": {"secretKey": hmac_secret.value, "algorithm": "HMAC_SHA_256"},
-                },
-            },
+            "profile": dict(profile),
         }
         created = await self._request(
             "POST", SUBSCRIPTIONS, "create subscription", retry=False, json_body=body
         )
         return self._object(created, "create subscription")
+
+    async def update_subscription(
+        self, subscription_id: str, name: str, events: Iterable[str], profile_id: str
+    ) -> dict[str, Any]:
+        """Update Subscription (PUT: name, events and the profile by id)."""
+        body = {"name": name, "events": list(events), "profile": {"profileId": profile_id}}
+        updated = await self._request(
+            "PUT",
+            f"{SUBSCRIPTIONS}/{quote(subscription_id, safe='')}",
+            "update subscription",
+            retry=True,
+            json_body=body,
+        )
+        return self._object(updated, "update subscription")
+
+    async def get_subscription(self, subscription_id: str) -> dict[str, Any]:
+        """Get Single Subscription; :class:`InfobipNotFound` when there is none."""
+        body = await self._request(
+            "GET",
+            f"{SUBSCRIPTIONS}/{quote(subscription_id, safe='')}",
+            "get subscription",
+            retry=True,
+        )
+        return self._object(body, "get subscription")
+
+    async def list_subscriptions(self) -> list[dict[str, Any]]:
+        """Every CUSTOMER_ENGAGEMENT subscription (pages through Get Subscriptions)."""
+        found: list[dict[str, Any]] = []
+        for page in range(_MAX_SUBSCRIPTION_PAGES):
+            body = self._object(
+                await self._request(
+                    "GET",
+                    SUBSCRIPTIONS,
+                    "get subscriptions",
+                    retry=True,
+                    params={"page": page, "size": SUBSCRIPTION_PAGE_SIZE},
+                ),
+                "get subscriptions",
+            )
+            results = body.get("results")
+            if not isinstance(results, list):
+                break
+            found.extend(item for item in results if isinstance(item, dict))
+            pages = _int_or_none(_mapping(body.get("paging")).get("totalPages"))
+            if len(results) < SUBSCRIPTION_PAGE_SIZE or (pages is not None and page + 1 >= pages):
+                break
+        return found
+
+    async def delete_subscription(self, subscription_id: str) -> dict[str, Any]:
+        """Delete Subscription; :class:`InfobipNotFound` when there is none."""
+        body = await self._request(
+            "DELETE",
+            f"{SUBSCRIPTIONS}/{quote(subscription_id, safe='')}",
+            "delete subscription",
+            retry=True,
+        )
+        return self._object(body, "delete subscription")
+
+    async def create_profile(self, profile: Mapping[str, Any]) -> dict[str, Any]:
+        """Create Notification Profile (with its security settings). Not retried."""
+        created = await self._request(
+            "POST", PROFILES, "create profile", retry=False, json_body=dict(profile)
+        )
+        return self._object(created, "create profile")
+
+    async def get_profile(self, profile_id: str) -> dict[str, Any]:
+        """Get Single Notification Profile (webhook URL, security authId)."""
+        body = await self._request(
+            "GET", f"{PROFILES}/{quote(profile_id, safe='')}", "get profile", retry=True
+        )
+        return self._object(body, "get profile")
+
+    async def delete_profile(self, profile_id: str) -> None:
+        await self._request(
+            "DELETE", f"{PROFILES}/{quote(profile_id, safe='')}", "delete profile", retry=True
+        )
+
+    async def delete_security(self, auth_id: str) -> None:
+        await self._request(
+            "DELETE", f"{SECURITY}/{quote(auth_id, safe='')}", "delete security", retry=True
+        )
+
+
+def webhook_profile(
+    profile_id: str, auth_id: str, notify_url: str, credentials: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A ProfileRequest: ``notify_url`` with new security settings ``auth_id`` whose type is
+    HMAC when ``credentials`` has ``secretKey`` (and ``algorithm``), else BASIC
+    (``username``, ``password``)."""
+    kind = "HMAC" if "secretKey" in credentials else "BASIC"
+    return {
+        "profileId": profile_id,
+        "webhook": {"notifyUrl": notify_url},
+        "security": {"authId": auth_id, "type": kind, "credentials": dict(credentials)},
+    }
+
+
+def format_filter_time(moment: datetime) -> str:
+    """A date-time query filter in the documented format ``yyyy-MM-dd'T'HH:mm:ss.SSS+0000``."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}+0000"
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

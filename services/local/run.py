@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
+from ccbridge.services.infobip.webhook_auth import DEFAULT_ENCODING, DEFAULT_HEADER
 from ccbridge.services.local.mesh_ca import create_mesh_pki
 from ccbridge.services.local.supervisor import (
     EmbeddedRedis,
@@ -63,17 +64,20 @@ def start_simulators(
 ) -> None:
     """Starts the Infobip and CCaaS simulators wired to the gateway, and waits for them."""
     gateway = f"http://127.0.0.1:{gateway_port}"
+    # Secrets go through the environment, never the command line (``ps`` shows it): the
+    # simulators read INFOBIP_API_KEY, INFOBIP_SIM_WEBHOOK_URL (it holds the webhook
+    # token) and CCBRIDGE_WEBHOOK_CONNECTOR_SECRET.
+    legacy_webhook = f"{gateway}/webhooks/infobip/{env['CCBRIDGE_WEBHOOK_TOKEN']}"
     group.start(
         "infobip-sim",
-        env,
+        {**env, "INFOBIP_SIM_WEBHOOK_URL": legacy_webhook},
         infobip_port,
         args=[
             "--port",
             str(infobip_port),
-            # "--x=value": a generated secret may start with "-" (argparse would read an option)
-            f"--api-key={env['INFOBIP_API_KEY']}",
-            "--webhook-url",
-            f"{gateway}/webhooks/infobip/{env['CCBRIDGE_WEBHOOK_TOKEN']}",
+            # Signs subscription events as the gateway is configured to verify them.
+            f"--hmac-header={env.get('INFOBIP_WEBHOOK_HMAC_HEADER') or DEFAULT_HEADER}",
+            f"--hmac-encoding={env.get('INFOBIP_WEBHOOK_HMAC_ENCODING') or DEFAULT_ENCODING}",
         ],
     )
     group.start(
@@ -83,7 +87,6 @@ def start_simulators(
         args=[
             "--port",
             str(ccaas_port),
-            f"--secret={env['CCBRIDGE_WEBHOOK_CONNECTOR_SECRET']}",
             "--bridge-url",
             f"{gateway}/webhooks/ccaas/webhook",
         ],
@@ -134,7 +137,10 @@ def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
                 data / "redis", int(environ.get("CCBRIDGE_REDIS_PORT", "0")) or free_port()
             ).start()
             redis_url = redis.url
-            _status(f"  ✓ redis      {redis_url} (embedded, AOF in {data / 'redis'})")
+            _status(
+                f"  ✓ redis      {redis.shown_url} (embedded, password-protected, AOF in "
+                f"{data / 'redis'})"
+            )
         else:
             _status(f"  ✓ redis      {redis_url.split('@')[-1]} (REDIS_URL)")
         if demo:

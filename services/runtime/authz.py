@@ -39,6 +39,7 @@ RPC_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = MappingProxyType(
             "RetryHandover": frozenset({OPERATOR}),
             "ListDeadLetters": frozenset({OPERATOR}),
             "ReplayDeadLetter": frozenset({OPERATOR}),
+            "EraseData": frozenset({OPERATOR}),
         },
         "ccbridge.history.v1.HistoryService": {
             "GetTranscript": frozenset({SESSION}),

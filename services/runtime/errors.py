@@ -58,6 +58,17 @@ class Unauthenticated(CcbridgeError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
+class ResourceExhausted(CcbridgeError):
+    """A bound is reached (e.g. a conversation's inbox is full); retry after
+    ``retry_after`` seconds, once it has drained."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Unavailable(CcbridgeError):
     """A dependency (Redis, a peer service, the far side) is unavailable; retry later."""
 

@@ -18,6 +18,7 @@ after how long — is :mod:`ccbridge.services.runtime.farside`'s.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode
@@ -57,6 +58,9 @@ class AnswerTooLarge(HttpFailure):
         super().__init__(message)
         self.status = status
         self.headers = headers
+
+
+_HEADER_BREAK = re.compile(r"[\r\n\x00]")
 
 
 class InvalidRequest(HttpFailure):
@@ -139,6 +143,12 @@ class HttpClient:
         if params:
             target += "?" + urlencode({key: str(value) for key, value in params.items()})
         all_headers = dict(headers or {})
+        for name, value in all_headers.items():
+            # aiohttp raises ValueError on CR/LF (header splitting); one bad value (e.g.
+            # a message id in Idempotency-Key) must fail this request only, as a failure
+            # no retry can fix.
+            if _HEADER_BREAK.search(name) or _HEADER_BREAK.search(value):
+                raise InvalidRequest(f"header {name!r} holds a CR, LF or NUL character")
         if json_body is not None:
             try:
                 body = orjson.dumps(json_body)

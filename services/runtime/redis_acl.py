@@ -34,6 +34,9 @@ _KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "{p}:state:*",
             "{p}:dlq",
             "{p}:dl:*",
+            "{p}:dlc:*",
+            "{p}:stats",
+            "{p}:reconcile",
         ),
         "connector": (
             "{p}:connector:*",

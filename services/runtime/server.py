@@ -44,6 +44,7 @@ from ccbridge.services.runtime.errors import (
     CcbridgeError,
     FarSideError,
     InvalidArgument,
+    ResourceExhausted,
 )
 from ccbridge.services.runtime.logging import conversation_id_var, request_id_var, rpc_var
 from ccbridge.services.runtime.mesh_tls import (
@@ -112,6 +113,8 @@ def status_for(exc: BaseException) -> Status:
     """The one mapping of an exception to the status a servicer answers (see the module
     docstring); logs bugs with their traceback."""
     if isinstance(exc, FarSideError):
+        return Status(exc.code, str(exc), exc.retry_after)
+    if isinstance(exc, ResourceExhausted):
         return Status(exc.code, str(exc), exc.retry_after)
     if isinstance(exc, CcbridgeError):
         retry = INFRA_RETRY_AFTER_S if exc.code == grpc.StatusCode.UNAVAILABLE else None

@@ -23,7 +23,7 @@ from ccbridge.services.runtime.component import (
 from ccbridge.services.runtime.redis import create_redis, redis_ready
 from ccbridge.services.session.servicer import SessionServicer
 from ccbridge.services.session.settings import SessionSettings
-from ccbridge.services.session.store import SessionStore
+from ccbridge.services.session.store import Retention, SessionStore
 from ccbridge.services.session.worker import ConversationWorker, Peers
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
@@ -50,6 +50,12 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
         prefix=settings.common.redis_prefix,
         dedupe_ttl_s=settings.dedupe_ttl_s,
         closed_retention_s=settings.closed_retention_s,
+        retention=Retention(
+            failed_s=settings.failed_retention_s,
+            dead_letter_s=settings.dead_letter_retention_s,
+            dead_letter_max=settings.dead_letter_max,
+        ),
+        inbox_max=settings.inbox_max,
     )
     history_ch = create_channel(settings.history_addr, settings.common.mesh_tls, "history")
     routing_ch = create_channel(settings.routing_addr, settings.common.mesh_tls, "routing")
@@ -67,7 +73,7 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
         infobip,
     )
     worker = ConversationWorker(store, peers, settings) if settings.workers_enabled else None
-    servicer = SessionServicer(store, worker)
+    servicer = SessionServicer(store, worker, escalate_wait_ms=settings.escalate_wait_ms)
 
     background: list[Background] = []
     if worker is not None:

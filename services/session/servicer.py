@@ -3,8 +3,10 @@ wakes the local worker so delivery starts without waiting for the next poll."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 
@@ -14,8 +16,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.batch_stream import StreamServer
+from ccbridge.services.runtime.errors import ResourceExhausted
 from ccbridge.services.runtime.handover_limits import MAX_METADATA_KEYS, MAX_TAG_CHARS, MAX_TAGS
-from ccbridge.services.runtime.ids import CONVERSATION_ID_RULE, is_conversation_id
+from ccbridge.services.runtime.ids import (
+    CONVERSATION_ID_RULE,
+    MESSAGE_ID_RULE,
+    is_conversation_id,
+    is_message_id,
+)
 from ccbridge.services.runtime.logging import rpc_var
 from ccbridge.services.runtime.server import status_for
 from ccbridge.services.session.errors import (
@@ -26,7 +34,9 @@ from ccbridge.services.session.errors import (
 from ccbridge.services.session.store import (
     INGEST_ACCEPTED,
     INGEST_DUPLICATE,
+    INGEST_FULL,
     LANES,
+    REPLAYABLE_STATES,
     HandoverRecord,
     Lane,
     SessionStore,
@@ -36,12 +46,15 @@ from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+ESCALATE_POLL_S = 0.02  # how often Escalate looks whether the opening was decided
+
 _STATE_NAMES = {
     session_pb2.HANDOVER_STATE_OPENING: "OPENING",
     session_pb2.HANDOVER_STATE_ACTIVE: "ACTIVE",
     session_pb2.HANDOVER_STATE_CLOSING: "CLOSING",
     session_pb2.HANDOVER_STATE_CLOSED: "CLOSED",
     session_pb2.HANDOVER_STATE_FAILED: "FAILED",
+    session_pb2.HANDOVER_STATE_REJECTED: "REJECTED",
 }
 _STATE_VALUES = {v: k for k, v in _STATE_NAMES.items()}
 _INITIATORS = {
@@ -49,6 +62,8 @@ _INITIATORS = {
     "INFOBIP": session_pb2.CLOSE_INITIATOR_INFOBIP,
     "OPERATOR": session_pb2.CLOSE_INITIATOR_OPERATOR,
 }
+# A full inbox drains at the CCaaS's pace: ask the sender to come back in a while.
+INBOX_FULL_RETRY_AFTER_S = 30.0
 _OUTCOMES = {
     0: session_pb2.INGEST_OUTCOME_IGNORED,
     1: session_pb2.INGEST_OUTCOME_ACCEPTED,
@@ -100,9 +115,16 @@ def _page_size(size: int) -> int:
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     """Implements ccbridge.session.v1.SessionService."""
 
-    def __init__(self, store: SessionStore, worker: ConversationWorker | None) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        worker: ConversationWorker | None,
+        *,
+        escalate_wait_ms: int = 0,
+    ) -> None:
         self.store = store
         self.worker = worker
+        self.escalate_wait_ms = escalate_wait_ms
         self.streams = StreamServer()  # IngestStream's batches, and its shutdown
 
     def _wake(self, cids: Iterable[str], lanes: Iterable[Lane] = LANES) -> None:
@@ -110,20 +132,26 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             self.worker.wake(cids, lanes)
 
     async def to_proto(self, rec: HandoverRecord) -> session_pb2.Handover:
-        routing = orjson.loads(rec.get("routing", "{}") or "{}")
+        raw_routing = rec.get("routing")
         inbox, outbox = await self.store.queue_lengths(rec.conversation_id)
+        # No routing decision yet (OPENING, or FAILED before routing): the field stays
+        # unset, which the HTTP view shows as null.
+        routing = None
+        if raw_routing:
+            decided = orjson.loads(raw_routing)
+            routing = common_pb2.RoutingDecision(
+                connector=decided.get("connector") or rec.get("connector"),
+                queue=decided.get("queue", ""),
+                priority=int(decided.get("priority", 0)),
+                skills=decided.get("skills", []),
+                rule=decided.get("rule", ""),
+            )
         return session_pb2.Handover(
             conversation_id=rec.conversation_id,
             state=_STATE_VALUES.get(rec.state, session_pb2.HANDOVER_STATE_UNSPECIFIED),
             connector=rec.get("connector"),
             external_id=rec.get("external_id"),
-            routing=common_pb2.RoutingDecision(
-                connector=routing.get("connector") or rec.get("connector"),
-                queue=routing.get("queue", ""),
-                priority=int(routing.get("priority", 0)),
-                skills=routing.get("skills", []),
-                rule=routing.get("rule", ""),
-            ),
+            routing=routing,
             channel=rec.get("channel"),
             end_user=rec.get("end_user"),
             business_sender=rec.get("business_sender"),
@@ -165,11 +193,27 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         if len(request.metadata) > MAX_METADATA_KEYS:
             raise InvalidHandoverRequest(f"metadata: at most {MAX_METADATA_KEYS} keys")
         created = await self.store.create(cid, list(request.tags), dict(request.metadata))
+        if not created and await self.store.reopen_rejected(cid):
+            # Rejected before (e.g. outside opening hours): this escalation is a new try.
+            created = True
+            log.info("rejected handover escalated again")
         if created:
             log.info("handover created")
             self._wake([cid], [Lane.INBOX])
         rec = await self._load(cid)
+        if created and self.escalate_wait_ms:
+            rec = await self._opening_decided(rec)
         return session_pb2.EscalateResponse(handover=await self.to_proto(rec), created=created)
+
+    async def _opening_decided(self, rec: HandoverRecord) -> HandoverRecord:
+        """The handover once its opening is decided (ACTIVE, REJECTED, FAILED...), or as
+        it is when ``escalate_wait_ms`` ends first: a bot can then tell the end user at
+        once that nobody is there (REJECTED, outside_hours)."""
+        deadline = time.monotonic() + self.escalate_wait_ms / 1000
+        while rec.state == "OPENING" and time.monotonic() < deadline:
+            await asyncio.sleep(ESCALATE_POLL_S)
+            rec = await self._load(rec.conversation_id)
+        return rec
 
     async def Ingest(
         self,
@@ -212,8 +256,13 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         for m in messages:
             if not m.id:
                 raise InvalidHandoverRequest("every message needs an id")
+            if not is_message_id(m.id):
+                raise InvalidHandoverRequest(f"message ids must be {MESSAGE_ID_RULE}")
             _check_cid(m.conversation_id)
         outcomes = await self.store.ingest(messages)
+        full = [
+            m.conversation_id for m, o in zip(messages, outcomes, strict=True) if o == INGEST_FULL
+        ]
         if INGEST_ACCEPTED in outcomes:
             # The conversations that got work, so the worker need not read the schedule.
             self._wake(
@@ -223,6 +272,15 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                     if o == INGEST_ACCEPTED
                 ),
                 [Lane.INBOX],
+            )
+        if full:
+            # Nothing of the full conversations was taken (nor marked seen): the webhook's
+            # sender retries the whole request later; what was accepted dedupes then.
+            log.warning("inbox full (CCBRIDGE_INBOX_MAX): %d messages refused", len(full))
+            raise ResourceExhausted(
+                f"the inbox of {full[0]} holds {self.store.inbox_max} undelivered messages; "
+                "retry later",
+                retry_after=INBOX_FULL_RETRY_AFTER_S,
             )
         return [
             session_pb2.IngestResult(message_id=m.id, outcome=_OUTCOMES[o])
@@ -242,6 +300,11 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         for event in request.events:
             if not event.connector or not event.external_id or not event.event_id:
                 raise InvalidHandoverRequest("every event needs connector, external_id, event_id")
+            ids = (event.event_id, event.external_id, event.agent_message.id)
+            if not all(is_message_id(i) for i in ids if i):
+                raise InvalidHandoverRequest(
+                    f"event, case and message ids must be {MESSAGE_ID_RULE}"
+                )
         for event in request.events:
             cid = await self.store.lookup_case(event.connector, event.external_id)
             if cid is None:
@@ -330,12 +393,18 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             session_pb2.CLOSE_INITIATOR_CCAAS: "CCAAS",
         }.get(request.initiator, "OPERATOR")
         rec = await self._load(cid)
+        if request.HasField("event_time") and request.event_time.ToMilliseconds() < rec.get_int(
+            "created_at"
+        ):
+            # A late or replayed close about an earlier handover of this conversation.
+            log.info("close older than the handover ignored", extra={"closed_by": by})
+            return session_pb2.CloseHandoverResponse(handover=await self.to_proto(rec))
         if rec.state in ("CLOSED", "CLOSING"):
             return session_pb2.CloseHandoverResponse(handover=await self.to_proto(rec))
-        if rec.state == "FAILED":
+        if rec.state in ("FAILED", "REJECTED"):
             await self.store.transition(
                 cid,
-                allowed=("FAILED",),
+                allowed=("FAILED", "REJECTED"),
                 new_state="CLOSED",
                 values={"closed_by": by, "close_reason": request.reason[:200]},
             )
@@ -369,6 +438,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         msg = common_pb2.Message()
         msg.CopyFrom(request.message)
         msg.id = msg.id or uuid.uuid4().hex
+        if not is_message_id(msg.id):
+            raise InvalidHandoverRequest(f"message.id must be {MESSAGE_ID_RULE}")
         msg.conversation_id = cid
         msg.direction = common_pb2.DIRECTION_OUTBOUND
         msg.author_type = msg.author_type or "AGENT"
@@ -399,10 +470,14 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             due=(Lane.INBOX,),
             values={"open_attempts": "0", "open_next_at": "0", "failure_reason": ""},
         )
+        if not ok and prev == "REJECTED":
+            ok = await self.store.reopen_rejected(cid)
         if not ok:
             if prev == "missing":
                 raise HandoverNotFound(f"no handover for conversation {cid}")
-            raise HandoverStateConflict(f"only FAILED handovers can be retried, not {prev}")
+            raise HandoverStateConflict(
+                f"only FAILED and REJECTED handovers can be retried, not {prev}"
+            )
         self._wake([cid], [Lane.INBOX])
         rec = await self._load(cid)
         return session_pb2.RetryHandoverResponse(handover=await self.to_proto(rec))
@@ -447,6 +522,53 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         rec = await self.store.get_dead_letter(request.id)
         if rec is None:
             raise HandoverNotFound(f"no dead letter {request.id}")
-        lane = await self.store.replay_dead_letter(rec)
+        lane, state = await self.store.replay_dead_letter(rec)
+        if lane is None:
+            # The letter stays where it is: an operator can still read it.
+            if not state:
+                raise HandoverStateConflict(
+                    f"the handover of {rec.conversation_id} no longer exists (expired or "
+                    "erased); the dead letter cannot be delivered"
+                )
+            allowed = " or ".join(REPLAYABLE_STATES[rec.queue])
+            raise HandoverStateConflict(
+                f"the handover of {rec.conversation_id} is {state}; a dead letter of its "
+                f"{rec.queue} can be replayed only while it is {allowed}"
+            )
         self._wake([rec.conversation_id], [lane])
         return session_pb2.ReplayDeadLetterResponse(conversation_id=rec.conversation_id)
+
+    async def EraseData(
+        self,
+        request: session_pb2.EraseDataRequest,
+        context: grpc.aio.ServicerContext[
+            session_pb2.EraseDataRequest, session_pb2.EraseDataResponse
+        ],
+    ) -> session_pb2.EraseDataResponse:
+        subject = request.WhichOneof("subject")
+        if subject == "conversation_id":
+            cids = [_check_cid(request.conversation_id)]
+        elif subject == "end_user" and request.end_user.strip():
+            cids = await self.store.conversations_of(request.end_user)
+        else:
+            raise InvalidHandoverRequest("give conversation_id or a non-blank end_user")
+        still_open = [(cid, state) for cid in cids if (state := await self.store.open_state(cid))]
+        if still_open:
+            shown = ", ".join(f"{cid} is {state}" for cid, state in still_open[:5])
+            raise HandoverStateConflict(
+                f"{len(still_open)} handover(s) still open ({shown}); close them first "
+                "(ccbridge handovers close); nothing was erased"
+            )
+        erased: list[str] = []
+        letters = 0
+        for cid in cids:
+            done, count = await self.store.erase_conversation(cid)
+            if not done:  # escalated again meanwhile
+                raise HandoverStateConflict(
+                    f"{cid} was opened again meanwhile; erased so far: {erased or 'none'}"
+                )
+            erased.append(cid)
+            letters += count
+        # Counts only: the request's subject (an end user's address) is personal data.
+        log.info("data erased: %d conversations, %d dead letters", len(erased), letters)
+        return session_pb2.EraseDataResponse(conversation_ids=erased, dead_letters=letters)

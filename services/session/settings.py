@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from ccbridge.services.runtime.ports import DEFAULT_PORTS, default_addr
 from ccbridge.services.runtime.settings import CommonSettings, EnvReader, Secret
 
+DEFAULT_DEDUPE_TTL_S = 7 * 86400
+
 
 @dataclass(frozen=True)
 class SessionSettings:
@@ -34,8 +36,16 @@ class SessionSettings:
     retry_max_ms: int
     dedupe_ttl_s: int
     closed_retention_s: int
+    failed_retention_s: int
+    dead_letter_retention_s: int
+    dead_letter_max: int
+    inbox_max: int
     reconcile_interval_s: float
     reconcile_infobip: bool
+    reconcile_margin_s: float
+    reconcile_backfill_per_pass: int
+    route_back_on_failed: bool
+    escalate_wait_ms: int
     workers_enabled: bool
     grpc_timeout_s: float
 
@@ -68,10 +78,22 @@ class SessionSettings:
             open_max_attempts=env.int("CCBRIDGE_OPEN_MAX_ATTEMPTS", 10, minimum=1),
             retry_base_ms=env.int("CCBRIDGE_RETRY_BASE_MS", 500, minimum=1),
             retry_max_ms=env.int("CCBRIDGE_RETRY_MAX_MS", 60000, minimum=1),
-            dedupe_ttl_s=env.int("CCBRIDGE_DEDUPE_TTL_S", 7 * 86400, minimum=60),
+            dedupe_ttl_s=env.int("CCBRIDGE_DEDUPE_TTL_S", DEFAULT_DEDUPE_TTL_S, minimum=60),
             closed_retention_s=env.int("CCBRIDGE_CLOSED_RETENTION_S", 7 * 86400, minimum=60),
+            failed_retention_s=env.int("CCBRIDGE_FAILED_RETENTION_S", 30 * 86400, minimum=60),
+            dead_letter_retention_s=env.int(
+                "CCBRIDGE_DEAD_LETTER_RETENTION_S", 30 * 86400, minimum=60
+            ),
+            dead_letter_max=env.int("CCBRIDGE_DEAD_LETTER_MAX", 100_000, minimum=1),
+            inbox_max=env.int("CCBRIDGE_INBOX_MAX", 10_000, minimum=1),
             reconcile_interval_s=env.float("CCBRIDGE_RECONCILE_INTERVAL_S", 60.0, minimum=0.1),
             reconcile_infobip=env.bool("CCBRIDGE_RECONCILE_INFOBIP", True),
+            reconcile_margin_s=env.float("CCBRIDGE_RECONCILE_MARGIN_S", 300.0, minimum=0.0),
+            reconcile_backfill_per_pass=env.int(
+                "CCBRIDGE_RECONCILE_BACKFILL_PER_PASS", 100, minimum=0
+            ),
+            route_back_on_failed=env.bool("CCBRIDGE_ROUTE_BACK_ON_FAILED", False),
+            escalate_wait_ms=env.int("CCBRIDGE_ESCALATE_WAIT_MS", 0, minimum=0, maximum=60000),
             workers_enabled=env.bool("CCBRIDGE_WORKERS_ENABLED", True),
             grpc_timeout_s=env.float("CCBRIDGE_GRPC_TIMEOUT_S", 5.0, minimum=0.1),
         )

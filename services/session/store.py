@@ -20,7 +20,12 @@ live in one Redis Cluster slot):
 ``ccb:due:in`` / ``ccb:due:out``  zsets: conversations with work per lane, scored by
                                due time (ms); ``ccb:due`` (older releases) is adopted
 ``ccb:state:<STATE>``          zset: conversations per state, scored by last change (ms)
-``ccb:dlq`` / ``ccb:dl:<id>``  zset + hash: dead letters
+``ccb:dlq`` / ``ccb:dl:<id>``  zset + hash: dead letters (kept: sweep_retention)
+``ccb:dlc:{cid}``              zset: the conversation's dead letters (ListDeadLetters by id)
+``ccb:stats``                  hash: what retention removed, by kind
+``ccb:lease:reconcile``        string: fencing token of the replica running the reconciler
+``ccb:reconcile``              hash: the reconciler's progress (CLOSED listing mark,
+                               backfill cursor)
 =============================  ==========================================================
 
 The handover hash keeps every value within Redis's ``hash-max-listpack-value`` (64 bytes)
@@ -54,7 +59,7 @@ from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.lease import LEASE_LUA
 from ccbridge.services.runtime.redis import RawPipeline, RawScript
 
-INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE = 0, 1, 2
+INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE, INGEST_FULL = 0, 1, 2, 3
 OPEN_HINT_MAX = 100_000  # conversations remembered by ingest()'s schedule guess
 
 
@@ -112,10 +117,12 @@ def lane_has_work(lane: Lane, state: str, inbox: int, outbox: int) -> bool:
     return False
 
 
-# KEYS: h, in, seen   ARGV: msg id, msg bytes, dedupe ttl s, channel, end user, business, now
+# KEYS: h, in, seen   ARGV: msg id, msg bytes, dedupe ttl s, channel, end user, business,
+# inbox cap. A full inbox takes nothing (not even the dedupe id): the sender retries later.
 _INGEST = """
 local st = redis.call('HGET', KEYS[1], 'state')
 if st ~= 'OPENING' and st ~= 'ACTIVE' then return 0 end
+if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[7]) then return 3 end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 2 end
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 redis.call('RPUSH', KEYS[2], ARGV[2])
@@ -246,7 +253,72 @@ return {popped, redis.call('LLEN', KEYS[2])}
 """
 )
 
+# Replays a dead letter into its queue if the handover can still deliver it there.
+# KEYS: h, queue, seen   ARGV: "dl:<id>", message, allowed states (comma list), dedupe ttl
+# Returns {1, state} queued, {2, state} already replayed, {0, state or ''} refused.
+_REPLAY = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return {0, ''} end
+if not string.find(',' .. ARGV[3] .. ',', ',' .. st .. ',', 1, true) then return {0, st} end
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return {2, st} end
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'dead_letters', -1)
+return {1, st}
+"""
+# Erases a FAILED handover past its retention (a Retry in between wins).
+# KEYS: h, in, out, seen, ti   ARGV: cutoff ms   Returns {connector, external_id} or false.
+_ERASE_FAILED = """
+local f = redis.call('HMGET', KEYS[1], 'state', 'updated_at', 'connector', 'external_id')
+if f[1] ~= 'FAILED' or (tonumber(f[2]) or 0) > tonumber(ARGV[1]) then return false end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return {f[3] or '', f[4] or ''}
+"""
+# A dead letter is gone (retention, cap): the conversation's index and count follow.
+# KEYS: h, dlc   ARGV: dead letter id
+_DEAD_LETTER_GONE = """
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'dead_letters', -1)
+end
+return 1
+"""
+# Erases one conversation's own keys unless its handover is open.
+# KEYS: h, in, out, seen, ti, dlc, lease:in, lease:out, lease (v1)   ARGV: open states
+# Returns {0, state} refused, or {1, connector, external_id, dead letter ids...}.
+_ERASE_CONVERSATION = """
+local f = redis.call('HMGET', KEYS[1], 'state', 'connector', 'external_id')
+if f[1] and string.find(',' .. ARGV[1] .. ',', ',' .. f[1] .. ',', 1, true) then
+  return {0, f[1]}
+end
+local out = {1, f[2] or '', f[3] or ''}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do out[#out + 1] = id end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
+return out
+"""
+OPEN_STATES = ("OPENING", "ACTIVE", "CLOSING")
+ALL_STATES = (*OPEN_STATES, "CLOSED", "FAILED", "REJECTED")
+
+# Where a replayed message can still be delivered (see lane_has_work).
+REPLAYABLE_STATES = {"inbox": ("OPENING", "ACTIVE"), "outbox": ("ACTIVE", "CLOSING")}
+
 _RENEW = LEASE_LUA + "return lease_renew(KEYS[1], ARGV[1], ARGV[2], KEYS[2])"
+
+# KEYS: lease, hash   ARGV: token, field, value
+_FENCED_HSET = (
+    LEASE_LUA
+    + """
+if not lease_held(KEYS[1], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+)
+
+# KEYS: h   ARGV: ms
+_BACKFILL_MARK = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'ACTIVE' then return 0 end
+redis.call('HSET', KEYS[1], 'backfill_at', ARGV[1])
+return 1
+"""
 _RELEASE = LEASE_LUA + "return lease_release(KEYS[1], ARGV[1])"
 
 
@@ -318,6 +390,27 @@ class DeadLetterRecord:
     dead_at_ms: int
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How long what an operator may still act on is kept (settings
+    CCBRIDGE_FAILED_RETENTION_S, CCBRIDGE_DEAD_LETTER_RETENTION_S, CCBRIDGE_DEAD_LETTER_MAX).
+    CLOSED handovers expire after ``closed_retention_s``; dedupe sets after their TTL."""
+
+    failed_s: int = 30 * 86400
+    dead_letter_s: int = 30 * 86400
+    dead_letter_max: int = 100_000
+    sweep_batch: int = 1000  # per kind and pass: a pass stays short
+
+
+@dataclass
+class Swept:
+    """What one retention pass removed."""
+
+    failed_handovers: int = 0
+    dead_letters_expired: int = 0
+    dead_letters_over_cap: int = 0
+
+
 class SessionStore:
     """All Redis access of the Session service."""
 
@@ -328,11 +421,15 @@ class SessionStore:
         prefix: str = "ccb",
         dedupe_ttl_s: int = 7 * 86400,
         closed_retention_s: int = 7 * 86400,
+        retention: Retention | None = None,
+        inbox_max: int = 10_000,
     ) -> None:
         self.r = redis
         self.p = prefix
         self.dedupe_ttl_s = dedupe_ttl_s
         self.closed_retention_s = closed_retention_s
+        self.retention = retention or Retention()
+        self.inbox_max = inbox_max
         self.raw = RawPipeline(redis)
         self._ingest = self.raw.register_script(_INGEST)
         self._create = redis.register_script(_CREATE)
@@ -343,6 +440,12 @@ class SessionStore:
         self._renew = redis.register_script(_RENEW)
         self._claim = self.raw.register_script(_CLAIM)
         self._finish = self.raw.register_script(_FINISH)
+        self._replay = redis.register_script(_REPLAY)
+        self._erase_failed = redis.register_script(_ERASE_FAILED)
+        self._dead_letter_gone = redis.register_script(_DEAD_LETTER_GONE)
+        self._erase_conversation = redis.register_script(_ERASE_CONVERSATION)
+        self._fenced_hset = redis.register_script(_FENCED_HSET)
+        self._backfill_mark = redis.register_script(_BACKFILL_MARK)
         # Conversations whose last ingested message was taken (see ingest()).
         self._open_hint: dict[str, None] = {}
 
@@ -399,6 +502,15 @@ class SessionStore:
     @property
     def k_dlq(self) -> str:
         return f"{self.p}:dlq"
+
+    def k_dlc(self, cid: str) -> str:
+        """zset: the conversation's dead letters, scored by when they died."""
+        return f"{self.p}:dlc:{{{cid}}}"
+
+    @property
+    def k_stats(self) -> str:
+        """hash: what retention removed, by kind (counted, never silent)."""
+        return f"{self.p}:stats"
 
     def k_dl(self, dl_id: str) -> str:
         return f"{self.p}:dl:{dl_id}"
@@ -538,7 +650,10 @@ class SessionStore:
     async def finish_closed(self, cid: str) -> None:
         """Housekeeping after CLOSED: drop from the schedule, expire the record."""
         ttl = self.closed_retention_s
+        connector, external_id = await self.r.hmget(self.k_h(cid), ["connector", "external_id"])
         async with self.r.pipeline(transaction=False) as pipe:
+            if connector and external_id:  # the case → conversation index goes with it
+                pipe.expire(self.k_ext(_text(connector), _text(external_id)), ttl)
             for lane in LANES:
                 pipe.zrem(self.k_due(lane), cid)
             pipe.zrem(self.k_due_v1, cid)
@@ -548,6 +663,36 @@ class SessionStore:
             pipe.expire(self.k_out(cid), ttl)
             pipe.zremrangebyscore(self.k_state("CLOSED"), 0, now_ms() - ttl * 1000)
             await pipe.execute()
+
+    async def finish_rejected(self, cid: str) -> None:
+        """Housekeeping after REJECTED: the record expires like a closed one unless the
+        conversation is escalated again (:meth:`reopen_rejected`)."""
+        ttl = self.closed_retention_s
+        async with self.r.pipeline(transaction=False) as pipe:
+            for lane in LANES:
+                pipe.zrem(self.k_due(lane), cid)
+            for key in (self.k_h(cid), self.k_in(cid), self.k_out(cid)):
+                pipe.expire(key, ttl)
+            pipe.zremrangebyscore(self.k_state("REJECTED"), 0, now_ms() - ttl * 1000)
+            await pipe.execute()
+
+    async def reopen_rejected(self, cid: str) -> bool:
+        """A new escalation of a REJECTED handover: OPENING again, kept (no expiry); end-user
+        messages taken while it was OPENING before are delivered once the case opens (those
+        in the case's transcript are skipped as usual)."""
+        ok, _ = await self.transition(
+            cid,
+            allowed=("REJECTED",),
+            new_state="OPENING",
+            due=(Lane.INBOX,),
+            values={"failure_reason": "", "open_attempts": "0", "open_next_at": "0"},
+        )
+        if ok:
+            async with self.r.pipeline(transaction=False) as pipe:
+                for key in (self.k_h(cid), self.k_in(cid), self.k_out(cid)):
+                    pipe.persist(key)
+                await pipe.execute()
+        return ok
 
     # -- ingest --------------------------------------------------------------------------
     async def ingest(self, messages: Sequence[common_pb2.Message]) -> list[int]:
@@ -577,7 +722,7 @@ class SessionStore:
                     m.channel,
                     getattr(m, "from"),
                     m.to,
-                    0,
+                    self.inbox_max,
                 ],
             )
             for m in messages
@@ -840,10 +985,12 @@ class SessionStore:
                 },
             )
             pipe.zadd(self.k_dlq, {dl_id: ts})
+            pipe.zadd(self.k_dlc(cid), {dl_id: ts})
             await pipe.execute()
         if await self.pop_head(lane, cid, token, payload) != 1:
             async with self.r.pipeline(transaction=False) as pipe:
                 pipe.zrem(self.k_dlq, dl_id)
+                pipe.zrem(self.k_dlc(cid), dl_id)
                 pipe.delete(self.k_dl(dl_id))
                 await pipe.execute()
             return False
@@ -853,22 +1000,54 @@ class SessionStore:
     async def list_dead_letters(
         self, cid: str, offset: int, limit: int
     ) -> tuple[list[DeadLetterRecord], int | None]:
-        ids = [_text(i) for i in await self.r.zrange(self.k_dlq, 0, -1)]
-        out: list[DeadLetterRecord] = []
-        matched = 0
-        for dl_id in ids:
-            rec = await self.get_dead_letter(dl_id)
-            if rec is None or (cid and rec.conversation_id != cid):
-                continue
-            if matched >= offset and len(out) < limit:
-                out.append(rec)
-            matched += 1
-            if len(out) >= limit and matched > offset + limit:
-                return out, offset + limit
-        return out, None
+        """A page of dead letters, oldest first: all of them, or one conversation's (its
+        own index). Two round trips whatever the page size."""
+        index = self.k_dlc(cid) if cid else self.k_dlq
+        if cid and not await self.r.exists(index):
+            await self._index_dead_letters_of(cid)
+        ids = [_text(i) for i in await self.r.zrange(index, offset, offset + limit)]
+        more = len(ids) > limit
+        ids = ids[:limit]
+        async with self.r.pipeline(transaction=False) as pipe:
+            for dl_id in ids:
+                pipe.hgetall(self.k_dl(dl_id))
+            raws = await pipe.execute() if ids else []
+        out = [
+            rec
+            for dl_id, raw in zip(ids, raws, strict=True)
+            if (rec := self._dead_letter(dl_id, raw)) is not None
+        ]
+        return out, (offset + limit) if more else None
 
-    async def get_dead_letter(self, dl_id: str) -> DeadLetterRecord | None:
-        raw = await self.r.hgetall(self.k_dl(dl_id))
+    async def _index_dead_letters_of(self, cid: str, *, always: bool = False) -> None:
+        """Builds a conversation's dead-letter index from the global one: dead letters of
+        releases before the per-conversation index (once per conversation, and only when
+        its handover counts some — ``always`` when erasing)."""
+        if not always:
+            rec = await self.get(cid)
+            if rec is None or rec.get_int("dead_letters") <= 0:
+                return
+        cursor = 0
+        while True:
+            cursor, page = await self.r.zscan(self.k_dlq, cursor, count=1000)
+            ids = [_text(member) for member, _ in page]
+            async with self.r.pipeline(transaction=False) as pipe:
+                for dl_id in ids:
+                    pipe.hget(self.k_dl(dl_id), "conversation_id")
+                owners = await pipe.execute() if ids else []
+            mine = {
+                dl_id: score
+                for (dl_id, score), owner in zip(
+                    ((_text(m), sc) for m, sc in page), owners, strict=True
+                )
+                if owner is not None and _text(owner) == cid
+            }
+            if mine:
+                await self.r.zadd(self.k_dlc(cid), mine)
+            if cursor == 0:
+                return
+
+    def _dead_letter(self, dl_id: str, raw: Any) -> DeadLetterRecord | None:
         if not raw:
             return None
         f = {_text(k): v for k, v in raw.items()}
@@ -882,20 +1061,276 @@ class SessionStore:
             dead_at_ms=int(_text(f["dead_at"])),
         )
 
-    async def replay_dead_letter(self, rec: DeadLetterRecord) -> Lane:
-        """Queues a dead letter again at the end of its queue; returns its lane."""
+    async def get_dead_letter(self, dl_id: str) -> DeadLetterRecord | None:
+        return self._dead_letter(dl_id, await self.r.hgetall(self.k_dl(dl_id)))
+
+    async def replay_dead_letter(self, rec: DeadLetterRecord) -> tuple[Lane | None, str]:
+        """Queues a dead letter again at the end of its queue, if its handover can still
+        deliver it there. Returns the lane (None when refused) and the handover's state
+        ('' when the handover no longer exists). Idempotent: a letter replayed twice (a
+        crash between the two steps) is queued once."""
         lane = Lane.INBOX if rec.queue == "inbox" else Lane.OUTBOX
+        cid = rec.conversation_id
+        outcome, state = await self._replay(
+            keys=[self.k_h(cid), self.k_queue(lane, cid), self.k_seen(cid)],
+            args=[
+                f"dl:{rec.id}",
+                rec.message,
+                ",".join(REPLAYABLE_STATES[lane.queue]),
+                self.dedupe_ttl_s,
+            ],
+        )
+        if int(outcome) == 0:
+            return None, _text(state)
+        # The global indexes after the conversation's own keys (Redis Cluster layout).
         async with self.r.pipeline(transaction=False) as pipe:
-            pipe.rpush(self.k_queue(lane, rec.conversation_id), rec.message)
-            pipe.hincrby(self.k_h(rec.conversation_id), "dead_letters", -1)
             pipe.zrem(self.k_dlq, rec.id)
+            pipe.zrem(self.k_dlc(cid), rec.id)
             pipe.delete(self.k_dl(rec.id))
-            pipe.zadd(self.k_due(lane), {rec.conversation_id: now_ms()})
+            pipe.zadd(self.k_due(lane), {cid: now_ms()})
             await pipe.execute()
-        return lane
+        return lane, _text(state)
 
     # -- listing ---------------------------------------------------------------------------
     async def list_state(self, state: str, offset: int, limit: int) -> tuple[list[str], bool]:
         raw = await self.r.zrevrange(self.k_state(state), offset, offset + limit)
         ids = [_text(c) for c in raw]
         return ids[:limit], len(ids) > limit
+
+    # -- retention -------------------------------------------------------------------------
+    async def sweep_retention(self, now: int | None = None) -> Swept:
+        """Removes FAILED handovers and dead letters past their retention, and the oldest
+        dead letters beyond the cap; counts each kind in ``stats`` (bounded per pass)."""
+        now = now_ms() if now is None else now
+        keep, swept = self.retention, Swept()
+        cutoff = now - keep.failed_s * 1000
+        failed = await self.r.zrangebyscore(
+            self.k_state("FAILED"), 0, cutoff, start=0, num=keep.sweep_batch
+        )
+        for raw in failed:
+            cid = _text(raw)
+            erased = await self._erase_failed(
+                keys=[
+                    self.k_h(cid),
+                    self.k_in(cid),
+                    self.k_out(cid),
+                    self.k_seen(cid),
+                    self.k_tx(cid),
+                ],
+                args=[cutoff],
+            )
+            async with self.r.pipeline(transaction=False) as pipe:
+                pipe.zrem(self.k_state("FAILED"), cid)  # erased, retried or stale
+                if erased:
+                    connector, external_id = (_text(v) for v in erased)
+                    if connector and external_id:
+                        pipe.delete(self.k_ext(connector, external_id))
+                await pipe.execute()
+            swept.failed_handovers += bool(erased)
+        expired = await self.r.zrangebyscore(
+            self.k_dlq, 0, now - keep.dead_letter_s * 1000, start=0, num=keep.sweep_batch
+        )
+        swept.dead_letters_expired = await self._drop_dead_letters(expired)
+        over = await self.r.zcard(self.k_dlq) - keep.dead_letter_max
+        if over > 0:
+            oldest = await self.r.zrange(self.k_dlq, 0, min(over, keep.sweep_batch) - 1)
+            swept.dead_letters_over_cap = await self._drop_dead_letters(oldest)
+        counts = {
+            "failed_handovers_expired": swept.failed_handovers,
+            "dead_letters_expired": swept.dead_letters_expired,
+            "dead_letters_over_cap": swept.dead_letters_over_cap,
+        }
+        if any(counts.values()):
+            async with self.r.pipeline(transaction=False) as pipe:
+                for kind, count in counts.items():
+                    if count:
+                        pipe.hincrby(self.k_stats, kind, count)
+                await pipe.execute()
+        return swept
+
+    async def _drop_dead_letters(self, raw_ids: Sequence[Any]) -> int:
+        """Removes dead letters; returns how many this call removed (another replica's
+        pass may race: each letter is counted by the one whose ZREM took it)."""
+        ids = [_text(i) for i in raw_ids]
+        if not ids:
+            return 0
+        async with self.r.pipeline(transaction=False) as pipe:
+            for dl_id in ids:
+                pipe.zrem(self.k_dlq, dl_id)
+                pipe.hget(self.k_dl(dl_id), "conversation_id")
+            replies = await pipe.execute()
+        taken = [
+            (dl_id, owner)
+            for dl_id, removed, owner in zip(ids, replies[0::2], replies[1::2], strict=True)
+            if removed
+        ]
+        for dl_id, owner in taken:
+            if owner is not None:
+                cid = _text(owner)
+                await self._dead_letter_gone(keys=[self.k_h(cid), self.k_dlc(cid)], args=[dl_id])
+        if taken:
+            await self.r.delete(*(self.k_dl(dl_id) for dl_id, _ in taken))
+        return len(taken)
+
+    async def retention_stats(self) -> dict[str, int]:
+        """What retention has removed so far, by kind."""
+        raw = await self.r.hgetall(self.k_stats)
+        return {_text(k): int(_text(v)) for k, v in raw.items()}
+
+    # -- erasure (data-protection requests) ------------------------------------------------
+    async def open_state(self, cid: str) -> str:
+        """The handover's state if it is open (OPENING, ACTIVE, CLOSING), else ''."""
+        state = await self.r.hget(self.k_h(cid), "state")
+        return _text(state) if state is not None and _text(state) in OPEN_STATES else ""
+
+    async def erase_conversation(self, cid: str) -> tuple[bool, int]:
+        """Erases what is stored about ``cid`` unless its handover is open; returns
+        (erased, dead letters erased). Erasing nothing known is not an error."""
+        await self._index_dead_letters_of(cid, always=True)  # letters from before the index
+        reply = await self._erase_conversation(
+            keys=[
+                self.k_h(cid),
+                self.k_in(cid),
+                self.k_out(cid),
+                self.k_seen(cid),
+                self.k_tx(cid),
+                self.k_dlc(cid),
+                self.k_lease(Lane.INBOX, cid),
+                self.k_lease(Lane.OUTBOX, cid),
+                self.k_lease_v1(cid),
+            ],
+            args=[",".join(OPEN_STATES)],
+        )
+        if int(reply[0]) == 0:
+            return False, 0
+        connector, external_id = _text(reply[1]), _text(reply[2])
+        letters = [_text(i) for i in reply[3:]]
+        async with self.r.pipeline(transaction=False) as pipe:
+            if connector and external_id:
+                pipe.delete(self.k_ext(connector, external_id))
+            for state in ALL_STATES:
+                pipe.zrem(self.k_state(state), cid)
+            for lane in LANES:
+                pipe.zrem(self.k_due(lane), cid)
+            pipe.zrem(self.k_due_v1, cid)
+            for dl_id in letters:
+                pipe.delete(self.k_dl(dl_id))
+            if letters:
+                pipe.zrem(self.k_dlq, *letters)
+            await pipe.execute()
+        return True, len(letters)
+
+    async def conversations_of(self, end_user: str) -> list[str]:
+        """Every conversation the bridge holds something about whose end user is
+        ``end_user``: handovers in any state, and dead letters whose handover is gone.
+        A scan (data-protection requests are rare): O(handovers + dead letters)."""
+        found: dict[str, None] = {}
+        for state in ALL_STATES:
+            cursor = 0
+            while True:
+                cursor, page = await self.r.zscan(self.k_state(state), cursor, count=1000)
+                cids = [_text(member) for member, _ in page]
+                async with self.r.pipeline(transaction=False) as pipe:
+                    for cid in cids:
+                        pipe.hget(self.k_h(cid), "end_user")
+                    owners = await pipe.execute() if cids else []
+                found.update(
+                    (cid, None)
+                    for cid, owner in zip(cids, owners, strict=True)
+                    if owner is not None and _text(owner) == end_user
+                )
+                if cursor == 0:
+                    break
+        cursor = 0
+        while True:
+            cursor, page = await self.r.zscan(self.k_dlq, cursor, count=1000)
+            ids = [_text(member) for member, _ in page]
+            async with self.r.pipeline(transaction=False) as pipe:
+                for dl_id in ids:
+                    pipe.hmget(self.k_dl(dl_id), ["conversation_id", "message"])
+                rows = await pipe.execute() if ids else []
+            for cid_raw, payload in rows:
+                if cid_raw is None or payload is None:
+                    continue
+                message = common_pb2.Message.FromString(_bytes(payload))
+                if end_user in (getattr(message, "from"), message.to):
+                    found[_text(cid_raw)] = None
+            if cursor == 0:
+                break
+        return list(found)
+
+    # -- reconciler (services/session/reconciler.py) ---------------------------------------
+    @property
+    def k_reconcile_lease(self) -> str:
+        """Lease of the one replica that runs the reconciler's pass."""
+        return f"{self.p}:lease:reconcile"
+
+    @property
+    def k_reconcile(self) -> str:
+        """Hash of the reconciler's progress: ``closed_mark`` (ms: where the next CLOSED
+        listing starts, before the margin) and ``backfill_cursor`` (offset into ACTIVE)."""
+        return f"{self.p}:reconcile"
+
+    async def index_rows(
+        self, cids: Sequence[str]
+    ) -> list[tuple[str | None, int, int, bool, bool]]:
+        """For each conversation, in one round trip: (state or None, inbox length, outbox
+        length, inbox lane scheduled, outbox lane scheduled)."""
+        if not cids:
+            return []
+        commands: list[tuple[Any, ...]] = []
+        for cid in cids:
+            commands += [
+                ("HGET", self.k_h(cid), "state"),
+                ("LLEN", self.k_in(cid)),
+                ("LLEN", self.k_out(cid)),
+                ("ZSCORE", self.k_due(Lane.INBOX), cid),
+                ("ZSCORE", self.k_due(Lane.OUTBOX), cid),
+            ]
+        replies = await self._exec(commands)
+        return [
+            (
+                _text(replies[i]) if replies[i] is not None else None,
+                int(replies[i + 1]),
+                int(replies[i + 2]),
+                replies[i + 3] is not None,
+                replies[i + 4] is not None,
+            )
+            for i in range(0, len(replies), 5)
+        ]
+
+    async def states(self, cids: Sequence[str]) -> list[str | None]:
+        """Each conversation's handover state (None: no handover), in one round trip."""
+        if not cids:
+            return []
+        replies = await self._exec([("HGET", self.k_h(cid), "state") for cid in cids])
+        return [_text(reply) if reply is not None else None for reply in replies]
+
+    async def oldest_open_ms(self) -> int | None:
+        """The earliest last-change time (ms) of an OPENING or ACTIVE handover."""
+        found: list[int] = []
+        for state in ("OPENING", "ACTIVE"):
+            first = await self.r.zrange(self.k_state(state), 0, 0, withscores=True)
+            found += [int(float(pair[1])) for pair in first if isinstance(pair, tuple | list)]
+        return min(found) if found else None
+
+    async def reconcile_progress(self) -> tuple[int | None, int]:
+        """(closed mark in ms or None before the first pass, backfill cursor)."""
+        mark, cursor = await self.r.hmget(self.k_reconcile, ["closed_mark", "backfill_cursor"])
+        return (int(mark) if mark else None), (int(cursor) if cursor else 0)
+
+    async def save_reconcile_progress(self, token: str, field_name: str, value: int) -> bool:
+        """Stores one progress field only while ``token`` still holds the reconciler's
+        lease (a paused former holder cannot move the marks back)."""
+        return bool(
+            int(
+                await self._fenced_hset(
+                    keys=[self.k_reconcile_lease, self.k_reconcile], args=[token, field_name, value]
+                )
+            )
+        )
+
+    async def set_backfill_mark(self, cid: str, created_ms: int) -> None:
+        """Records the newest inbound message the backfill has seen (``backfill_at``, ms)
+        on an ACTIVE handover; a handover gone or past ACTIVE is left alone."""
+        await self._backfill_mark(keys=[self.k_h(cid)], args=[created_ms])

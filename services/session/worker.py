@@ -47,6 +47,7 @@ from ccbridge.services.session.delivery import (
     failure_from_far_side,
     failure_from_rpc_error,
 )
+from ccbridge.services.session.reconciler import Reconciler
 from ccbridge.services.session.relay import InboxRelay
 from ccbridge.services.session.settings import SessionSettings
 from ccbridge.services.session.store import (
@@ -62,6 +63,9 @@ from ccbridge.services.session.store import (
 
 log = logging.getLogger(__name__)
 
+# Metadata keys the bridge writes on the Infobip conversation once the case is open.
+ANNOTATION_CONNECTOR = "ccbridgeConnector"
+ANNOTATION_CASE_ID = "ccbridgeCaseId"
 MAX_TEXT = 4096  # Infobip's documented content size limit
 # Relay batches under way at once. What arrives while one is out waits for the next, so
 # batches grow with the load and the connector's and CCaaS's cost per message falls
@@ -76,6 +80,15 @@ Snapshot = tuple[HandoverRecord | None, int, int]
 
 class LeaseLost(Exception):
     """Another worker took the conversation over; stop touching it."""
+
+
+class Rejected(Exception):
+    """Routing refused the handover (e.g. outside the rule's opening hours): no case."""
+
+    def __init__(self, reason: str, decision: common_pb2.RoutingDecision) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.decision = decision
 
 
 class Peers:
@@ -121,6 +134,7 @@ class ConversationWorker:
             window=settings.delivery_window,
         )
         self._relay_slots = asyncio.Semaphore(RELAY_IN_FLIGHT)
+        self.reconciler = Reconciler(store, peers.infobip, settings, self.wake)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -130,6 +144,7 @@ class ConversationWorker:
                 for lane in LANES
             ),
             asyncio.create_task(self._reconcile_loop(), name="reconciler"),
+            asyncio.create_task(self._retention_loop(), name="retention"),
         ]
 
     def wake(self, cids: Iterable[str] = (), lanes: Iterable[Lane] = LANES) -> None:
@@ -150,6 +165,9 @@ class ConversationWorker:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        # Another replica can run the next reconciler pass at once, not two intervals on.
+        with contextlib.suppress(Exception):
+            await self.reconciler.lease.release()
         if self._running:
             _done, pending = await asyncio.wait(set(self._running.values()), timeout=timeout_s)
             for task in pending:
@@ -344,7 +362,7 @@ class ConversationWorker:
 
     async def _reschedule(self, lane: Lane, rec: HandoverRecord, inbox: int, outbox: int) -> None:
         cid = rec.conversation_id
-        if rec.state in ("CLOSED", "FAILED"):
+        if rec.state in ("CLOSED", "FAILED", "REJECTED"):
             await self.store.unschedule(lane, cid)
             if rec.state == "CLOSED" and lane is Lane.INBOX:
                 await self.store.finish_closed(cid)
@@ -372,17 +390,35 @@ class ConversationWorker:
             return
         try:
             external_id, connector, decision, transcript = await self._open_case(rec)
+        except Rejected as rejected:
+            log.info("handover rejected by routing", extra={"reason": rejected.reason})
+            ok, _ = await self.store.transition(
+                cid,
+                allowed=("OPENING",),
+                new_state="REJECTED",
+                lease_token=token,
+                values={
+                    "failure_reason": rejected.reason,
+                    "open_attempts": "0",
+                    "routing": _routing_json(rejected.decision, with_connector=True),
+                },
+            )
+            if ok:
+                await self.store.finish_rejected(cid)
+            return
         except Failure as failure:
             attempts = rec.get_int("open_attempts") + 1
             if not failure.retryable or attempts >= self.s.open_max_attempts:
                 log.error("opening failed for good: %s", failure.reason)
-                await self.store.transition(
+                ok, _ = await self.store.transition(
                     cid,
                     allowed=("OPENING",),
                     new_state="FAILED",
                     lease_token=token,
                     values={"failure_reason": failure.reason[:500], "open_attempts": str(attempts)},
                 )
+                if ok and self.s.route_back_on_failed:
+                    await self._route_back(cid)
                 return
             log.warning("opening failed (attempt %d), retrying: %s", attempts, failure.reason)
             await self.store.transition(
@@ -409,20 +445,7 @@ class ConversationWorker:
         values = {
             "connector": connector,
             "external_id": external_id,
-            # Compact, without empty values and without the connector (its own field):
-            # short values keep the hash a listpack (see store.py).
-            "routing": orjson.dumps(
-                {
-                    key: value
-                    for key, value in (
-                        ("queue", decision.queue),
-                        ("priority", decision.priority),
-                        ("skills", list(decision.skills)),
-                        ("rule", decision.rule),
-                    )
-                    if value
-                },
-            ).decode(),
+            "routing": _routing_json(decision),
             "failure_reason": "",
             "open_attempts": "0",
             "opened_at": str(now_ms()),
@@ -445,6 +468,7 @@ class ConversationWorker:
             )
         elif not ok:
             raise LeaseLost()
+        await self._annotate(rec, connector, external_id)
         log.info(
             "handover active",
             extra={
@@ -453,6 +477,38 @@ class ConversationWorker:
                 "transcript_messages": len(transcript.messages),
             },
         )
+
+    async def _annotate(self, rec: HandoverRecord, connector: str, external_id: str) -> None:
+        """Copies the escalation's tags and metadata onto the Infobip conversation, with
+        the connector and case id (``ccbridgeConnector``, ``ccbridgeCaseId``) so an
+        Infobip agent or report can find the case. Best effort: the handover is already
+        ACTIVE and routing and the case have their own copy."""
+        metadata = {**rec.metadata, ANNOTATION_CONNECTOR: connector}
+        if external_id:
+            metadata[ANNOTATION_CASE_ID] = external_id
+        try:
+            await self.peers.history.AnnotateConversation(
+                history_pb2.AnnotateConversationRequest(
+                    conversation_id=rec.conversation_id, tags=rec.tags, metadata=metadata
+                ),
+                timeout=self.s.grpc_timeout_s,
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.warning("could not annotate the Infobip conversation: %s", exc.code().name)
+
+    async def _route_back(self, cid: str) -> None:
+        """Hands a conversation whose opening failed for good back to Infobip's routing
+        (Route Conversation), so the end user is not left waiting on nobody. The outcome
+        is recorded on the handover (``route_back``: ``done`` or ``failed``)."""
+        try:
+            await self.peers.infobip.route_conversation(cid)
+        except FarSideError as exc:
+            log.error("could not hand the conversation back to Infobip routing: %s", exc)
+            outcome = "failed"
+        else:
+            log.info("conversation handed back to Infobip routing")
+            outcome = "done"
+        await self.store.transition(cid, allowed=("FAILED",), values={"route_back": outcome})
 
     async def _open_case(
         self, rec: HandoverRecord
@@ -468,17 +524,6 @@ class ConversationWorker:
         except grpc.aio.AioRpcError as exc:
             raise failure_from_rpc_error(exc, "history.GetTranscript") from exc
         tags, metadata = rec.tags, rec.metadata
-        if (tags or metadata) and not rec.get("annotated"):
-            try:
-                await self.peers.history.AnnotateConversation(
-                    history_pb2.AnnotateConversationRequest(
-                        conversation_id=cid, tags=tags, metadata=metadata
-                    ),
-                    timeout=timeout,
-                )
-            except grpc.aio.AioRpcError as exc:
-                # Context still reaches routing and the case; the Infobip copy is a nicety.
-                log.warning("could not annotate the Infobip conversation: %s", exc.code().name)
         all_tags = list(dict.fromkeys([*transcript.tags, *tags]))
         all_meta = {**dict(transcript.metadata), **metadata}
         context = common_pb2.ConversationContext(
@@ -498,6 +543,8 @@ class ConversationWorker:
             ).decision
         except grpc.aio.AioRpcError as exc:
             raise failure_from_rpc_error(exc, "routing.Route") from exc
+        if decision.rejection:
+            raise Rejected(decision.rejection, decision)
         case = connector_pb2.CaseInfo(
             conversation_id=cid,
             channel=context.channel,
@@ -713,6 +760,29 @@ class ConversationWorker:
         log.info("handover closed", extra={"closed_by": closed_by})
 
     # -- reconciler ------------------------------------------------------------------------
+    async def _retention_loop(self) -> None:
+        """Expires what the operator could still act on once its retention is over
+        (FAILED handovers, dead letters; see SessionStore.sweep_retention). Idempotent and
+        exact on every replica: each removal is counted by the one that made it."""
+        while not self._stopping:
+            await asyncio.sleep(self.s.reconcile_interval_s)
+            try:
+                swept = await self.store.sweep_retention()
+            except Exception:
+                log.warning("retention pass failed", exc_info=True)
+                continue
+            if swept.dead_letters_over_cap:
+                log.warning(
+                    "dead letters over the cap (CCBRIDGE_DEAD_LETTER_MAX): the oldest %d removed",
+                    swept.dead_letters_over_cap,
+                )
+            if swept.failed_handovers or swept.dead_letters_expired:
+                log.info(
+                    "retention: %d FAILED handovers and %d dead letters expired",
+                    swept.failed_handovers,
+                    swept.dead_letters_expired,
+                )
+
     async def _reconcile_loop(self) -> None:
         while not self._stopping:
             await asyncio.sleep(self.s.reconcile_interval_s)
@@ -721,47 +791,28 @@ class ConversationWorker:
             except Exception:
                 log.warning("reconcile round failed", exc_info=True)
 
-    async def reconcile_once(self) -> dict[str, int]:
-        """Repairs the schedule and closes handovers whose Infobip conversation was closed
-        without us hearing of it (a missed webhook must not keep a case open forever)."""
-        stats = {"rescheduled": 0, "closed": 0}
-        for state in ("OPENING", "ACTIVE", "CLOSING"):
-            offset = 0
-            while True:
-                ids, more = await self.store.list_state(state, offset, 500)
-                for cid in ids:
-                    rec = await self.store.get(cid)
-                    if rec is None or rec.state != state:
-                        await self.store.r.zrem(self.store.k_state(state), cid)
-                        continue
-                    inbox, outbox = await self.store.queue_lengths(cid)
-                    for lane in LANES:
-                        if lane_has_work(
-                            lane, state, inbox, outbox
-                        ) and not await self.store.scheduled(lane, cid):
-                            await self.store.schedule(lane, cid, now_ms())
-                            stats["rescheduled"] += 1
-                    if state == "ACTIVE" and self.s.reconcile_infobip:
-                        try:
-                            conv = await self.peers.infobip.get_conversation(cid)
-                        except FarSideError:
-                            continue
-                        if str(conv.get("status", "")).upper() == "CLOSED":
-                            ok, _ = await self.store.transition(
-                                cid,
-                                allowed=("ACTIVE",),
-                                new_state="CLOSING",
-                                due=LANES,
-                                values={
-                                    "closed_by": "INFOBIP",
-                                    "close_reason": "reconciler: closed at Infobip",
-                                },
-                            )
-                            stats["closed"] += int(ok)
-                if not more:
-                    break
-                offset += 500
-        if stats["rescheduled"] or stats["closed"]:
-            log.info("reconciled", extra=stats)
-            self.wake()
-        return stats
+    async def reconcile_once(self) -> dict[str, int] | None:
+        """One reconciler pass (services/session/reconciler.py): repairs the schedule,
+        closes handovers whose Infobip conversation was closed without us hearing of it
+        and backfills inbound messages a missed webhook left out. None when another
+        replica runs the pass."""
+        return await self.reconciler.run_once()
+
+
+def _routing_json(decision: common_pb2.RoutingDecision, *, with_connector: bool = False) -> str:
+    """The decision as the handover keeps it: compact, without empty values and (unless
+    asked: a rejected handover has no case, so no connector field) without the connector;
+    short values keep the hash a listpack (see store.py)."""
+    return orjson.dumps(
+        {
+            key: value
+            for key, value in (
+                ("connector", decision.connector if with_connector else ""),
+                ("queue", decision.queue),
+                ("priority", decision.priority),
+                ("skills", list(decision.skills)),
+                ("rule", decision.rule),
+            )
+            if value
+        },
+    ).decode()

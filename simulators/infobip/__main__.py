@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 import uvicorn
 
+from ccbridge.services.infobip.webhook_auth import DEFAULT_ENCODING, DEFAULT_HEADER, ENCODINGS
 from ccbridge.services.runtime.gc_tuning import freeze_periodically
 from ccbridge.simulators.infobip.app import create_app
 from ccbridge.simulators.infobip.state import InfobipSimState
@@ -21,18 +23,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1)")
     parser.add_argument("--port", type=int, default=9001, help="port (9001)")
     parser.add_argument(
-        "--api-key", default="sim-key", help="accepted key of 'Authorization: App <key>' (sim-key)"
+        "--api-key",
+        default=None,
+        help="accepted key of 'Authorization: App <key>' (default: $INFOBIP_API_KEY, else sim-key)",
     )
     parser.add_argument(
         "--webhook-url",
         default=None,
-        help="legacy account webhook URL end-user messages are POSTed to",
+        help="legacy account webhook URL end-user messages are POSTed to (default: "
+        "$INFOBIP_SIM_WEBHOOK_URL; it holds a token: prefer the variable, ps shows arguments)",
     )
     parser.add_argument(
         "--page-delay-ms", type=int, default=0, help="delay of every Get Messages page, in ms (0)"
     )
     parser.add_argument(
         "--webhook-timeout-s", type=float, default=5.0, help="timeout of each webhook POST (5)"
+    )
+    parser.add_argument(
+        "--hmac-header",
+        default=DEFAULT_HEADER,
+        help=f"header of the HMAC signature of subscription events ({DEFAULT_HEADER}; "
+        "as INFOBIP_WEBHOOK_HMAC_HEADER, unconfirmed for Infobip)",
+    )
+    parser.add_argument(
+        "--hmac-encoding",
+        default=DEFAULT_ENCODING,
+        choices=ENCODINGS,
+        help=f"encoding of that signature ({DEFAULT_ENCODING}; as INFOBIP_WEBHOOK_HMAC_ENCODING)",
     )
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
@@ -49,11 +66,13 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)-7s infobip-sim %(name)s: %(message)s",
     )
     state = InfobipSimState(
-        webhook_url=args.webhook_url,
+        webhook_url=args.webhook_url or os.environ.get("INFOBIP_SIM_WEBHOOK_URL") or None,
         page_delay_ms=args.page_delay_ms,
         webhook_timeout_s=args.webhook_timeout_s,
     )
-    app = create_app(state, api_key=args.api_key)
+    state.sender.hmac_header = args.hmac_header
+    state.sender.hmac_encoding = args.hmac_encoding
+    app = create_app(state, api_key=args.api_key or os.environ.get("INFOBIP_API_KEY") or "sim-key")
     config = uvicorn.Config(
         app,
         host=args.host,

@@ -136,6 +136,9 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
         agent_id = request.headers.get("x-agent-id") or None
         return JsonResponse(sim.create_message(request.path_params["cid"], body, agent_id))
 
+    async def route_conversation(request: Request) -> Response:
+        return JsonResponse(sim.route_conversation(request.path_params["cid"]))
+
     async def add_tag(request: Request) -> Response:
         return JsonResponse(sim.add_tag(request.path_params["cid"], await _json_body(request)))
 
@@ -164,16 +167,29 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
 
     async def subscriptions(request: Request) -> Response:
         if request.method == "GET":
-            return JsonResponse(sim.list_subscriptions())
+            return JsonResponse(sim.list_subscriptions(_query(request)))
         created = sim.create_subscription(await _json_body(request))
         return JsonResponse(created, status_code=201)
 
     async def subscription(request: Request) -> Response:
         sid = request.path_params["sid"]
         if request.method == "DELETE":
-            sim.delete_subscription(sid)
-            return Response(status_code=204)
+            return JsonResponse(sim.delete_subscription(sid))
+        if request.method == "PUT":
+            return JsonResponse(sim.update_subscription(sid, await _json_body(request)))
         return JsonResponse(sim.get_subscription(sid))
+
+    async def profiles(request: Request) -> Response:
+        return JsonResponse(sim.create_profile(await _json_body(request)), status_code=201)
+
+    async def profile(request: Request) -> Response:
+        pid = request.path_params["pid"]
+        if request.method == "DELETE":
+            return JsonResponse(sim.delete_profile(pid))
+        return JsonResponse(sim.get_profile(pid))
+
+    async def security(request: Request) -> Response:
+        return JsonResponse(sim.delete_security(request.path_params["aid"]))
 
     # -- control --------------------------------------------------------------------------
 
@@ -243,6 +259,7 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
         Route(conversation_path, api(update_conversation), methods=["PUT", "PATCH"]),
         Route(conversation_path + "/messages", api(list_messages), methods=["GET"]),
         Route(conversation_path + "/messages", api(create_message), methods=["POST"]),
+        Route(conversation_path + "/route", api(route_conversation), methods=["POST"]),
         Route(conversation_path + "/tags", api(add_tag), methods=["POST"]),
         Route(conversation_path + "/tags/{name}", api(remove_tag), methods=["DELETE"]),
         Route(
@@ -261,8 +278,11 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
         Route(
             "/subscriptions/1/subscription/CUSTOMER_ENGAGEMENT/{sid}",
             api(subscription),
-            methods=["GET", "DELETE"],
+            methods=["GET", "PUT", "DELETE"],
         ),
+        Route("/subscriptions/1/profiles", api(profiles), methods=["POST"]),
+        Route("/subscriptions/1/profiles/{pid}", api(profile), methods=["GET", "DELETE"]),
+        Route("/subscriptions/1/security/{aid}", api(security), methods=["DELETE"]),
         Route("/_sim/health", control(sim_health), methods=["GET"]),
         Route("/_sim/reset", control(sim_reset), methods=["POST"]),
         Route("/_sim/config", control(sim_config), methods=["GET", "PUT"]),

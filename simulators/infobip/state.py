@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ccbridge.services.infobip.webhook_auth import ENCODINGS, HMAC_ALGORITHMS
 from ccbridge.simulators.infobip.webhooks import Delivery, WebhookSender
 
 MAX_LIMIT = 999
@@ -193,6 +194,7 @@ class Conversation:
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     agent_messages: list[dict[str, Any]] = field(default_factory=list)
+    routed: int = 0  # Route Conversation calls (handed back to Infobip's routing)
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -223,32 +225,101 @@ class Conversation:
 
 
 @dataclass
+class SecuritySettings:
+    """A Subscriptions API security setting (HMAC or BASIC; credentials never shown)."""
+
+    auth_id: str
+    security_type: str
+    secret: str = field(default="", repr=False)
+    algorithm: str = ""
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+
+@dataclass
+class Profile:
+    """A notification profile: where events go and, optionally, how they are signed."""
+
+    profile_id: str
+    notify_url: str
+    security: SecuritySettings | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        """ProfileResponse."""
+        answer: dict[str, Any] = {
+            "profileId": self.profile_id,
+            "webhook": {"contentType": "application/json", "notifyUrl": self.notify_url},
+        }
+        if self.security is not None:
+            answer["security"] = {"authId": self.security.auth_id}
+        return answer
+
+    def id_only(self) -> dict[str, Any]:
+        """IdOnlyProfileResponse."""
+        answer: dict[str, Any] = {"profileId": self.profile_id}
+        if self.security is not None:
+            answer["security"] = {"authId": self.security.auth_id}
+        return answer
+
+
+@dataclass
 class Subscription:
-    """A Subscriptions API subscription on the CUSTOMER_ENGAGEMENT channel."""
+    """A Subscriptions API subscription on the CUSTOMER_ENGAGEMENT channel; its profile
+    is shared with the state's profiles (an update of the profile applies to it)."""
 
     subscription_id: str
     name: str
     events: list[str]
-    profile_id: str
-    notify_url: str
-    security_type: str = ""
-    secret: str = field(default="", repr=False)
-    username: str = ""
-    password: str = field(default="", repr=False)
+    profile: Profile
+
+    # The webhook sender's view (webhooks.Security).
+    @property
+    def notify_url(self) -> str:
+        return self.profile.notify_url
+
+    @property
+    def security_type(self) -> str:
+        return self.profile.security.security_type if self.profile.security else ""
+
+    @property
+    def secret(self) -> str:
+        return self.profile.security.secret if self.profile.security else ""
+
+    @property
+    def algorithm(self) -> str:
+        return self.profile.security.algorithm if self.profile.security else ""
+
+    @property
+    def username(self) -> str:
+        return self.profile.security.username if self.profile.security else ""
+
+    @property
+    def password(self) -> str:
+        return self.profile.security.password if self.profile.security else ""
 
     def to_api(self) -> dict[str, Any]:
-        profile: dict[str, Any] = {
-            "profileId": self.profile_id,
-            "webhook": {"notifyUrl": self.notify_url},
-        }
-        if self.security_type:
-            profile["security"] = {"authId": f"{self.subscription_id}-auth"}
+        """SubscriptionResponse."""
         return {
             "subscriptionId": self.subscription_id,
             "name": self.name,
             "events": list(self.events),
-            "profile": profile,
+            "profile": self.profile.id_only(),
         }
+
+    def id_only(self) -> dict[str, Any]:
+        """IdOnlySubscriptionResponse."""
+        return {"subscriptionId": self.subscription_id, "profile": self.profile.id_only()}
+
+    def to_config(self) -> dict[str, Any]:
+        """The control API's view: the subscription with its profile's webhook URL."""
+        answer = self.to_api()
+        answer["profile"] = self.profile.to_api()
+        answer["profile"]["security"] = {
+            "authId": self.profile.security.auth_id if self.profile.security else None,
+            "type": self.security_type or None,
+            "algorithm": self.algorithm or None,
+        }
+        return answer
 
 
 @dataclass
@@ -330,6 +401,8 @@ class InfobipSimState:
         self.conversations: dict[str, Conversation] = {}
         self.tags: dict[str, dict[str, str]] = {}
         self.subscriptions: dict[str, Subscription] = {}
+        self.profiles: dict[str, Profile] = {}
+        self.security: dict[str, SecuritySettings] = {}
         self.failures: list[Failure] = []
         self.webhook_url: str | None = self.initial_webhook_url
         self.page_delay_ms = self.initial_page_delay_ms
@@ -475,6 +548,7 @@ class InfobipSimState:
                 "metadata": dict(conversation.metadata),
                 "messageCount": len(conversation.messages),
                 "agentMessageCount": len(conversation.agent_messages),
+                "routed": conversation.routed,
             }
 
     def agent_messages(self, conversation_id: str) -> list[dict[str, Any]]:
@@ -624,6 +698,31 @@ class InfobipSimState:
         status = _single(query, "status")
         priority = _single(query, "priority")
         agent_id = _single(query, "agentId")
+        errors: dict[str, list[str]] = {}
+        enums = {"status": status, "priority": priority}
+        _check_enum(enums, "status", CONVERSATION_STATUSES, errors)
+        _check_enum(enums, "priority", PRIORITIES, errors)
+        if errors:
+            raise bad_request(errors)
+        # The documented date filters, each strict ("after"/"before" the instant).
+        windows = [
+            (field_name, _date_filter(query, name + "After"), _date_filter(query, name + "Before"))
+            for name, field_name in (
+                ("created", "created_at"),
+                ("updated", "updated_at"),
+                ("closed", "closed_at"),
+            )
+        ]
+
+        def in_windows(c: Conversation) -> bool:
+            for field_name, after, before in windows:
+                moment: datetime | None = getattr(c, field_name)
+                if after is not None and (moment is None or moment <= after):
+                    return False
+                if before is not None and (moment is None or moment >= before):
+                    return False
+            return True
+
         with self._lock:
             items = [
                 c
@@ -634,6 +733,7 @@ class InfobipSimState:
                 and (not status or c.status == status)
                 and (not priority or c.priority == priority)
                 and (not agent_id or c.agent_id == agent_id)
+                and in_windows(c)
             ]
             rows = [c.to_api() for c in items]
         return {
@@ -686,6 +786,17 @@ class InfobipSimState:
                         None,
                     )
             return conversation.to_api(), deliveries
+
+    def route_conversation(self, conversation_id: str) -> dict[str, Any]:
+        """Route Conversation: drops the assignee and records the routing request
+        (``routed``); a closed conversation cannot be routed (400)."""
+        with self._lock:
+            conversation = self._get(conversation_id)
+            conversation.ensure_open()
+            conversation.agent_id = None
+            conversation.routed += 1
+            conversation.updated_at = now_utc()
+            return conversation.to_api()
 
     # -- API: messages --------------------------------------------------------------------
 
@@ -886,6 +997,103 @@ class InfobipSimState:
             self.webhook_url = url or None
         return status_body("Account configuration successfully updated.")
 
+    def _subscription_fields(
+        self, body: Mapping[str, Any], errors: dict[str, list[str]]
+    ) -> tuple[str, list[str]]:
+        name = body.get("name")
+        if name is not None and (not isinstance(name, str) or not 1 <= len(name) <= 255):
+            errors["name"] = ["size must be between 1 and 255"]
+        events = body.get("events")
+        if (
+            not isinstance(events, list)
+            or len(events) > 255
+            or not all(isinstance(e, str) and e in SUBSCRIPTION_EVENTS for e in events)
+        ):
+            errors["events"] = [f"must be a list of {', '.join(sorted(SUBSCRIPTION_EVENTS))}"]
+            events = []
+        return (name if isinstance(name, str) else ""), [str(e) for e in events]
+
+    def _new_security(
+        self, security: Mapping[str, Any], errors: dict[str, list[str]], where: str
+    ) -> SecuritySettings | None:
+        """SecurityRequest: only ``authId`` reuses an existing setting; with ``type`` and
+        ``credentials`` a new one is made (built here, stored by the caller)."""
+        auth_id = security.get("authId")
+        if not isinstance(auth_id, str) or not _SUBSCRIPTION_ID.match(auth_id):
+            errors[f"{where}.authId"] = ["must be 1-255 characters that need no URL encoding"]
+            return None
+        kind = security.get("type")
+        if kind is None and "credentials" not in security:
+            existing = self.security.get(auth_id)
+            if existing is None:
+                errors[f"{where}.authId"] = ["no security settings with this ID"]
+            return existing
+        credentials = security.get("credentials")
+        credentials = credentials if isinstance(credentials, Mapping) else {}
+
+        def text(key: str) -> str:
+            value = credentials.get(key)
+            if not isinstance(value, str) or not 1 <= len(value) <= 255:
+                errors[f"{where}.credentials.{key}"] = ["size must be between 1 and 255"]
+                return ""
+            return value
+
+        if kind == "HMAC":
+            algorithm = credentials.get("algorithm")
+            if algorithm not in HMAC_ALGORITHMS:
+                errors[f"{where}.credentials.algorithm"] = [
+                    f"must be one of {', '.join(HMAC_ALGORITHMS)}"
+                ]
+            return SecuritySettings(
+                auth_id, "HMAC", secret=text("secretKey"), algorithm=str(algorithm)
+            )
+        if kind == "BASIC":
+            return SecuritySettings(
+                auth_id, "BASIC", username=text("username"), password=text("password")
+            )
+        errors[f"{where}.type"] = ["the simulator supports HMAC and BASIC"]
+        return None
+
+    def _new_profile(
+        self, profile: Mapping[str, Any], errors: dict[str, list[str]], where: str
+    ) -> tuple[Profile | None, bool]:
+        """ProfileRequest: only ``profileId`` reuses an existing profile; otherwise a new
+        one is built. Returns (profile, whether it is new)."""
+        profile_id = profile.get("profileId")
+        if not isinstance(profile_id, str) or not _SUBSCRIPTION_ID.match(profile_id):
+            errors[f"{where}.profileId"] = ["must be 1-255 characters that need no URL encoding"]
+            return None, False
+        if set(profile) == {"profileId"}:
+            existing = self.profiles.get(profile_id)
+            if existing is None:
+                errors[f"{where}.profileId"] = ["no notification profile with this ID"]
+            return existing, False
+        webhook = profile.get("webhook")
+        notify_url = webhook.get("notifyUrl") if isinstance(webhook, Mapping) else None
+        if (
+            not isinstance(notify_url, str)
+            or len(notify_url) > 512
+            or not notify_url.startswith(("http://", "https://"))
+        ):
+            errors[f"{where}.webhook.notifyUrl"] = ["must be an http(s) URL of at most 512"]
+        security_body = profile.get("security")
+        security = None
+        if isinstance(security_body, Mapping):
+            security = self._new_security(security_body, errors, f"{where}.security")
+        elif security_body is not None:
+            errors[f"{where}.security"] = ["must be an object"]
+        return Profile(profile_id, str(notify_url), security), True
+
+    def _store_profile_locked(self, profile: Profile) -> None:
+        if profile.profile_id in self.profiles:
+            raise bad_request(text="Notification profile with the given ID already exists.")
+        security = profile.security
+        if security is not None and self.security.get(security.auth_id) is not security:
+            if security.auth_id in self.security:
+                raise bad_request(text="Security settings with the given ID already exist.")
+            self.security[security.auth_id] = security
+        self.profiles[profile.profile_id] = profile
+
     def create_subscription(self, body: object) -> dict[str, Any]:
         if not isinstance(body, Mapping):
             raise bad_request(text="Request body must be a JSON object")
@@ -893,50 +1101,51 @@ class InfobipSimState:
         sid = body.get("subscriptionId")
         if not isinstance(sid, str) or not _SUBSCRIPTION_ID.match(sid):
             errors["subscriptionId"] = ["must be 1-255 characters that need no URL encoding"]
-        events = body.get("events")
-        if (
-            not isinstance(events, list)
-            or not events
-            or not all(isinstance(e, str) and e in SUBSCRIPTION_EVENTS for e in events)
-        ):
-            errors["events"] = [f"must be a list of {', '.join(sorted(SUBSCRIPTION_EVENTS))}"]
-        profile = body.get("profile")
-        profile = profile if isinstance(profile, Mapping) else {}
-        profile_id = profile.get("profileId")
+        name, events = self._subscription_fields(body, errors)
+        profile_body = body.get("profile")
+        with self._lock:
+            profile, new = (
+                self._new_profile(profile_body, errors, "profile")
+                if isinstance(profile_body, Mapping)
+                else (None, False)
+            )
+            if profile is None and "profile" not in "".join(errors):
+                errors["profile"] = ["must not be null"]
+            if errors:
+                raise bad_request(errors)
+            assert profile is not None and isinstance(sid, str)
+            if sid in self.subscriptions:
+                raise bad_request(text="Subscription with the given ID already exists.")
+            if new:
+                self._store_profile_locked(profile)
+            subscription = Subscription(sid, name or sid, events, profile)
+            self.subscriptions[sid] = subscription
+            return subscription.id_only()
+
+    def update_subscription(self, subscription_id: str, body: object) -> dict[str, Any]:
+        """Update Subscription (NoIdSubscriptionRequest): name, events, and the profile by
+        ID only."""
+        if not isinstance(body, Mapping):
+            raise bad_request(text="Request body must be a JSON object")
+        errors: dict[str, list[str]] = {}
+        name, events = self._subscription_fields(body, errors)
+        profile_body = body.get("profile")
+        profile_id = profile_body.get("profileId") if isinstance(profile_body, Mapping) else None
         if not isinstance(profile_id, str) or not profile_id:
             errors["profile.profileId"] = ["must not be null"]
-        webhook = profile.get("webhook")
-        notify_url = webhook.get("notifyUrl") if isinstance(webhook, Mapping) else None
-        if not isinstance(notify_url, str) or not notify_url.startswith(("http://", "https://")):
-            errors["profile.webhook.notifyUrl"] = ["must be an http(s) URL"]
-        security = profile.get("security")
-        security = security if isinstance(security, Mapping) else {}
-        security_type = str(security.get("type") or "")
-        credentials = security.get("credentials")
-        credentials = credentials if isinstance(credentials, Mapping) else {}
-        if security_type == "HMAC" and not credentials.get("secretKey"):
-            errors["profile.security.credentials.secretKey"] = ["must not be blank"]
-        if security_type not in ("", "HMAC", "BASIC"):
-            errors["profile.security.type"] = ["the simulator supports HMAC and BASIC"]
-        name = body.get("name")
         if errors:
             raise bad_request(errors)
-        subscription = Subscription(
-            subscription_id=str(sid),
-            name=name if isinstance(name, str) else str(sid),
-            events=[str(e) for e in events or ()],
-            profile_id=str(profile_id),
-            notify_url=str(notify_url),
-            security_type=security_type,
-            secret=str(credentials.get("secretKey") or ""),
-            username=str(credentials.get("username") or ""),
-            password=str(credentials.get("password") or ""),
-        )
         with self._lock:
-            if subscription.subscription_id in self.subscriptions:
-                raise bad_request(text="Subscription with the given ID already exists.")
-            self.subscriptions[subscription.subscription_id] = subscription
-        return {"subscriptionId": subscription.subscription_id}
+            subscription = self.subscriptions.get(subscription_id)
+            if subscription is None:
+                raise SimError(404, "NOT_FOUND", "Not found")
+            profile = self.profiles.get(str(profile_id))
+            if profile is None:
+                raise bad_request({"profile.profileId": ["no notification profile with this ID"]})
+            subscription.name = name or subscription.name
+            subscription.events = events
+            subscription.profile = profile
+            return subscription.id_only()
 
     def get_subscription(self, subscription_id: str) -> dict[str, Any]:
         with self._lock:
@@ -945,23 +1154,78 @@ class InfobipSimState:
                 raise SimError(404, "NOT_FOUND", "Not found")
             return subscription.to_api()
 
-    def list_subscriptions(self) -> dict[str, Any]:
+    def list_subscriptions(self, query: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+        """Get Subscriptions: ``page`` (0..N), ``size`` (1..100, default 20), newest first."""
+        errors: dict[str, list[str]] = {}
+        page = _int_param(query, "page", 0, errors)
+        size = _int_param(query, "size", 20, errors)
+        if page < 0:
+            errors["page"] = ["must be greater than or equal to 0"]
+        if not 1 <= size <= 100:
+            errors["size"] = ["must be between 1 and 100"]
+        if errors:
+            raise bad_request(errors)
         with self._lock:
-            results = [s.to_api() for s in self.subscriptions.values()]
+            rows = [s.to_api() for s in reversed(self.subscriptions.values())]
+        total = len(rows)
         return {
-            "results": results,
+            "results": rows[page * size : (page + 1) * size],
             "paging": {
-                "page": 0,
-                "size": len(results),
-                "totalPages": 1,
-                "totalResults": len(results),
+                "page": page,
+                "size": size,
+                "totalPages": (total + size - 1) // size,
+                "totalResults": total,
             },
         }
 
-    def delete_subscription(self, subscription_id: str) -> None:
+    def delete_subscription(self, subscription_id: str) -> dict[str, Any]:
         with self._lock:
-            if self.subscriptions.pop(subscription_id, None) is None:
+            subscription = self.subscriptions.pop(subscription_id, None)
+            if subscription is None:
                 raise SimError(404, "NOT_FOUND", "Not found")
+            return subscription.id_only()
+
+    def create_profile(self, body: object) -> dict[str, Any]:
+        """Create Notification Profile (ProfileRequest with webhook and security)."""
+        if not isinstance(body, Mapping) or set(body) <= {"profileId"}:
+            raise bad_request({"webhook": ["must not be null"]})
+        errors: dict[str, list[str]] = {}
+        with self._lock:
+            profile, _ = self._new_profile(body, errors, "")
+            if errors or profile is None:
+                raise bad_request({key.lstrip("."): value for key, value in errors.items()})
+            self._store_profile_locked(profile)
+            return profile.id_only()
+
+    def get_profile(self, profile_id: str) -> dict[str, Any]:
+        with self._lock:
+            profile = self.profiles.get(profile_id)
+            if profile is None:
+                raise SimError(404, "NOT_FOUND", "Not found")
+            return profile.to_api()
+
+    def delete_profile(self, profile_id: str) -> dict[str, Any]:
+        """Refused while a subscription uses the profile (the simulator's choice: Infobip
+        does not document it)."""
+        with self._lock:
+            profile = self.profiles.get(profile_id)
+            if profile is None:
+                raise SimError(404, "NOT_FOUND", "Not found")
+            if any(s.profile is profile for s in self.subscriptions.values()):
+                raise bad_request(text="Notification profile is used by a subscription.")
+            del self.profiles[profile_id]
+            return profile.id_only()
+
+    def delete_security(self, auth_id: str) -> dict[str, str]:
+        """Refused while a profile uses the settings (the simulator's choice)."""
+        with self._lock:
+            security = self.security.get(auth_id)
+            if security is None:
+                raise SimError(404, "NOT_FOUND", "Not found")
+            if any(p.security is security for p in self.profiles.values()):
+                raise bad_request(text="Security settings are used by a notification profile.")
+            del self.security[auth_id]
+            return {"authId": auth_id}
 
     # -- failure injection ----------------------------------------------------------------
 
@@ -990,7 +1254,9 @@ class InfobipSimState:
                 "webhook_url": self.webhook_url,
                 "page_delay_ms": self.page_delay_ms,
                 "emit_api_events": self.emit_api_events,
-                "subscriptions": [s.to_api() for s in self.subscriptions.values()],
+                "hmac_header": self.sender.hmac_header,
+                "hmac_encoding": self.sender.hmac_encoding,
+                "subscriptions": [s.to_config() for s in self.subscriptions.values()],
                 "failures": [f.to_api() for f in self.failures],
             }
 
@@ -1005,6 +1271,12 @@ class InfobipSimState:
         emit = body.get("emit_api_events")
         if emit is not None and not isinstance(emit, bool):
             errors["emit_api_events"] = ["must be a boolean"]
+        header = body.get("hmac_header")
+        if header is not None and (not isinstance(header, str) or not header.strip()):
+            errors["hmac_header"] = ["must be a header name"]
+        encoding = body.get("hmac_encoding")
+        if encoding is not None and encoding not in ENCODINGS:
+            errors["hmac_encoding"] = [f"must be one of {', '.join(ENCODINGS)}"]
         if errors:
             raise bad_request(errors)
         with self._lock:
@@ -1014,6 +1286,10 @@ class InfobipSimState:
                 self.webhook_url = url or None
             if emit is not None:
                 self.emit_api_events = emit
+            if header is not None:
+                self.sender.hmac_header = header.strip()
+            if encoding is not None:
+                self.sender.hmac_encoding = encoding
         return self.config()
 
 

@@ -2,9 +2,11 @@
 object per POST, no authentication) and Subscriptions events (``{type, timestamp,
 payload}``), signed per the subscription's security profile.
 
-HMAC: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secretKey, raw body)>``. Infobip
-does not document the header it uses for HMAC profiles; this choice is the simulator's
-(and ccbridge's) assumption — see docs/infobip.md.
+HMAC: the subscription's profile gives the secret and the algorithm (the documented
+enum); the header and the encoding are the sender's ``hmac_header`` / ``hmac_encoding``
+(default ``X-Hub-Signature-256: sha256=<hex>``, the defaults of ccbridge's settings).
+Infobip does not document the header nor the encoding: both are unconfirmed — see
+docs/infobip.md.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
-import hmac
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,17 +21,20 @@ from typing import Any, Protocol
 
 import orjson
 
+from ccbridge.services.infobip.webhook_auth import DEFAULT_ENCODING, DEFAULT_HEADER, HmacScheme
 from ccbridge.services.runtime.http_client import HttpClient, HttpFailure
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "X-Hub-Signature-256"
+SIGNATURE_HEADER = DEFAULT_HEADER
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The value of :data:`SIGNATURE_HEADER` for ``body``."""
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
+def sign(secret: str, body: bytes, scheme: HmacScheme | None = None) -> str:
+    """The signature header's value for ``body`` (HMAC-SHA256 hex by default), with the
+    ``sha256=``-style prefix of the algorithm."""
+    scheme = scheme or HmacScheme()
+    prefix = scheme.algorithm.removeprefix("HMAC_").replace("_", "").lower()
+    return f"{prefix}={scheme.sign(secret, body)}"
 
 
 class Security(Protocol):
@@ -41,6 +44,8 @@ class Security(Protocol):
     def security_type(self) -> str: ...  # "HMAC", "BASIC" or ""
     @property
     def secret(self) -> str: ...
+    @property
+    def algorithm(self) -> str: ...  # an HmacAlgorithm of the documented enum
     @property
     def username(self) -> str: ...
     @property
@@ -85,6 +90,9 @@ class WebhookSender:
         # The gateway answers a few bytes of JSON; the body is not read by anyone.
         self._http = HttpClient(timeout_s=timeout_s, max_answer_bytes=1 << 20)
         self._background: set[asyncio.Task[list[DeliveryResult]]] = set()
+        # Where and how HMAC signatures go (Infobip does not document either).
+        self.hmac_header = DEFAULT_HEADER
+        self.hmac_encoding = DEFAULT_ENCODING
 
     async def post(self, delivery: Delivery) -> DeliveryResult:
         body = orjson.dumps(delivery.body)
@@ -92,7 +100,10 @@ class WebhookSender:
         subscription = delivery.subscription
         if subscription is not None:
             if subscription.security_type == "HMAC":
-                headers[SIGNATURE_HEADER] = sign(subscription.secret, body)
+                scheme = HmacScheme(
+                    self.hmac_header, subscription.algorithm or "HMAC_SHA_256", self.hmac_encoding
+                )
+                headers[self.hmac_header] = sign(subscription.secret, body, scheme)
             elif subscription.security_type == "BASIC":
                 pair = f"{subscription.username}:{subscription.password}".encode()
                 headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()

@@ -1,5 +1,5 @@
 """Far-side drivers for the connector conformance suite: one class per connector, same
-methods, so one test body checks every connector (DESIGN.md §7: open, relay in order,
+methods, so one test body checks every connector (open, relay in order,
 duplicates, agent reply, close, outage and recovery).
 
 A driver plays the contact center's agent and reads what the agent sees, through the

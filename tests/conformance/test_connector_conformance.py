@@ -1,4 +1,4 @@
-"""What every connector must do, through the whole mesh (DESIGN.md §7): open with the
+"""What every connector must do, through the whole mesh: open with the
 transcript, relay customer messages in order and once, give duplicates one effect,
 deliver agent replies to Infobip once, close in both directions, and survive the far
 side going down. Each test runs once per connector (``bridge`` is parametrized); the

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -198,3 +200,70 @@ def test_up_runs_five_processes_and_sigterm_stops_them_all(tmp_path: Path) -> No
     assert "stopped" in out
     assert not any(port_open(p) for p in ports.values()), "every component stopped"
     assert (tmp_path / "data" / "logs" / "session.log").exists()
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_local_run_keeps_secrets_off_command_lines_and_files_private(tmp_path: Path) -> None:
+    """`ccbridge up --demo`: no secret on any process's command line (``ps`` shows them to
+    every user), logs and Redis data readable by the user only."""
+    secrets = {
+        "CCBRIDGE_ESCALATION_TOKEN": "escalation-token-for-the-ps-test",
+        "CCBRIDGE_WEBHOOK_TOKEN": "webhook-token-for-the-ps-test",
+        "INFOBIP_WEBHOOK_SECRET": "hmac-secret-for-the-ps-test",
+        "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "connector-secret-for-the-ps-test",
+        "INFOBIP_API_KEY": "api-key-for-the-ps-test",
+    }
+    env = {**os.environ, **{var: str(free_port()) for var in PORT_ENV.values()}, **secrets}
+    env.pop("REDIS_URL", None)
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ccbridge.services.cli", "up", "--demo", "--data-dir", str(data)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("ccbridge is up"):
+                break
+        else:
+            raise AssertionError("".join(seen))
+        pids = [proc.pid, *_descendants(proc.pid)]
+        assert len(pids) >= 8  # up, redis, two simulators, five components
+        for pid in pids:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            for value in secrets.values():
+                assert value not in cmdline, (pid, cmdline)
+            assert "requirepass" not in cmdline
+        assert "redis://:" not in "".join(seen)  # the status lines show no Redis password
+        for folder in (data / "logs", data / "redis"):
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+            for path in folder.rglob("*"):
+                if path.is_file():
+                    assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)

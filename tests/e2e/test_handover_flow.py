@@ -50,6 +50,16 @@ def test_full_handover_with_1500_messages_of_history(mesh: Mesh) -> None:
     at_infobip = mesh.infobip.get(f"/_sim/conversations/{cid}").json()
     assert "vip" in at_infobip["tags"] and at_infobip["metadata"]["language"] == "en"
 
+    # Patch Metadata also records where the case lives (docs/infobip.md), right after
+    # the handover turns ACTIVE.
+    def case_recorded() -> dict[str, str] | None:
+        meta: dict[str, str] = mesh.infobip.get(f"/_sim/conversations/{cid}").json()["metadata"]
+        return meta if "ccbridgeCaseId" in meta else None
+
+    recorded = wait_for("the case recorded at Infobip", case_recorded)
+    assert recorded["ccbridgeConnector"] == handover["connector"]
+    assert recorded["ccbridgeCaseId"] == handover["externalId"] == case["caseId"]
+
     # 200 end-user messages arrive at the CCaaS in order.
     texts = [f"message {i:03d}" for i in range(200)]
     for text in texts:

@@ -168,6 +168,10 @@ class RecordingSession(session_pb2_grpc.SessionServiceServicer):
         handover = self.handovers.get(request.conversation_id)
         if handover is None:
             raise NotFound("no handover")
+        if request.HasField("event_time") and (
+            request.event_time.ToNanoseconds() < handover.created_at.ToNanoseconds()
+        ):
+            return session_pb2.CloseHandoverResponse(handover=handover)  # older: unchanged
         handover.state = session_pb2.HANDOVER_STATE_CLOSING
         handover.closed_by = request.initiator
         return session_pb2.CloseHandoverResponse(handover=handover)

@@ -13,6 +13,7 @@ from ccbridge.services.infobip.client import (
     InfobipError,
     InfobipNotFound,
     parse_error_body,
+    webhook_profile,
 )
 from ccbridge.services.runtime.errors import InvalidArgument
 from ccbridge.services.runtime.settings import Secret
@@ -260,9 +261,36 @@ async def test_close_conversation(sim: Sim, client: InfobipClient) -> None:
     assert await client.close_conversation(conversation.id) is False
     after = sim.state.get_conversation(conversation.id)
     assert after["status"] == "CLOSED" and after["closedAt"]
-    # The full update kept the writable fields it did not mean to change.
+    # Only the status changed.
     assert (after["topic"], after["agentId"], after["priority"]) == ("refund", "a-1", "HIGH")
     assert await client.close_conversation(conversation.id) is True
+
+
+async def test_close_is_one_patch_that_never_undoes_a_concurrent_change(
+    sim: Sim, client: InfobipClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conversation = sim.state.create_conversation(history=1, topic="refund", agent_id="a-1")
+    path = f"/ccaas/1/conversations/{conversation.id}"
+    # A read or a full update would consume one of these and fail the close.
+    for method in ("GET", "PUT"):
+        sim.state.inject_failure(Failure(remaining=1, status=400, method=method, path_prefix=path))
+    original = sim.state.take_failure
+
+    def change_in_between(method: str, request_path: str) -> Failure | None:
+        # An Infobip agent changes the conversation after the close was sent, before
+        # Infobip applies it.
+        if method == "PATCH" and request_path == path:
+            sim.state.update_conversation(
+                conversation.id, {"priority": "URGENT", "agentId": "a-2"}, partial=True
+            )
+        return original(method, request_path)
+
+    monkeypatch.setattr(sim.state, "take_failure", change_in_between)
+    assert await client.close_conversation(conversation.id) is False
+    after = sim.state.get_conversation(conversation.id)
+    assert after["status"] == "CLOSED"
+    assert (after["priority"], after["agentId"], after["topic"]) == ("URGENT", "a-2", "refund")
+    assert sorted(f.method for f in sim.state.failures) == ["GET", "PUT"]  # never called
 
 
 async def test_tags(sim: Sim, client: InfobipClient) -> None:
@@ -291,21 +319,58 @@ async def test_account_configuration_and_subscription(sim: Sim, client: InfobipC
     result = await client.update_account_configuration("https://gw.example/webhooks/infobip/t")
     assert result["statusCode"] == "SUCCESS"
     assert sim.state.webhook_url == "https://gw.example/webhooks/infobip/t"
-    created = await client.create_subscription(
-        "ccbridge",
-        "ccbridge",
-        ["CONVERSATION_MESSAGE_RECEIVED"],
+    profile = webhook_profile(
+        "ccbridge-hmac-1",
+        "ccbridge-hmac-1",
         "https://gw.example/webhooks/infobip/events",
-        Secret("s3cret"),
+        {"secretKey": "s3cret", "algorithm": "HMAC_SHA_512"},
     )
-    assert created == {"subscriptionId": "ccbridge"}
+    created = await client.create_subscription(
+        "ccbridge", "ccbridge", ["CONVERSATION_MESSAGE_RECEIVED"], profile
+    )
+    assert created["subscriptionId"] == "ccbridge"
     subscription = sim.state.subscriptions["ccbridge"]
-    assert subscription.secret == "s3cret" and subscription.security_type == "HMAC"
+    assert (subscription.secret, subscription.security_type) == ("s3cret", "HMAC")
+    assert subscription.algorithm == "HMAC_SHA_512"
     with pytest.raises(InfobipError) as caught:  # a second create conflicts
         await client.create_subscription(
-            "ccbridge", "ccbridge", ["CONVERSATION_CREATED"], "https://gw.example/x", Secret("s")
+            "ccbridge", "ccbridge", ["CONVERSATION_CREATED"], {"profileId": "ccbridge-hmac-1"}
         )
     assert caught.value.status == 400
+    fetched = await client.get_subscription("ccbridge")
+    assert fetched["profile"] == {
+        "profileId": "ccbridge-hmac-1",
+        "security": {"authId": "ccbridge-hmac-1"},
+    }
+    assert (await client.get_profile("ccbridge-hmac-1"))["webhook"]["notifyUrl"].endswith(
+        "/webhooks/infobip/events"
+    )
+    await client.update_subscription(
+        "ccbridge", "renamed", ["CONVERSATION_STATUS_UPDATED"], "ccbridge-hmac-1"
+    )
+    [listed] = await client.list_subscriptions()
+    assert (listed["name"], listed["events"]) == ("renamed", ["CONVERSATION_STATUS_UPDATED"])
+    await client.delete_subscription("ccbridge")
+    with pytest.raises(InfobipNotFound):
+        await client.get_subscription("ccbridge")
+    await client.delete_profile("ccbridge-hmac-1")
+    await client.delete_security("ccbridge-hmac-1")
+    assert sim.state.profiles == {} and sim.state.security == {}
+
+
+async def test_subscriptions_are_paged(sim: Sim, client: InfobipClient) -> None:
+    profile = webhook_profile(
+        "p", "a", "https://gw.example/webhooks/infobip/events", {"username": "u", "password": "p"}
+    )
+    await client.create_subscription("s-0", "s", ["CONVERSATION_CREATED"], profile)
+    for index in range(1, 205):
+        sim.state.create_subscription(
+            {"subscriptionId": f"s-{index}", "events": [], "profile": {"profileId": "p"}}
+        )
+    listed = await client.list_subscriptions()
+    assert sorted(item["subscriptionId"] for item in listed) == sorted(
+        f"s-{index}" for index in range(205)
+    )
 
 
 # Ids that would leave /ccaas/1/conversations/<id>/ or break the URL.

@@ -49,6 +49,7 @@ from ccbridge.services.runtime.http_client import (
     HttpClient,
     HttpFailure,
 )
+from ccbridge.services.runtime.ids import MESSAGE_ID_RULE, is_message_id
 from ccbridge.services.runtime.json_depth import MAX_JSON_DEPTH, too_deep
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,6 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 SIGNATURE_TOLERANCE_S = 300
 MAX_RESPONSE_BYTES = 1024 * 1024
 MAX_EVENTS_PER_WEBHOOK = 100
-MAX_ID_LENGTH = 256
 
 EventType = Literal["case.open", "case.message", "case.close"]
 
@@ -196,8 +196,8 @@ def _required_id(item: Mapping[str, object], key: str, where: str) -> str:
     value = item.get(key)
     if not isinstance(value, str) or not value.strip():
         raise InvalidArgument(f"{where}: {key} is required (a non-empty string)")
-    if len(value) > MAX_ID_LENGTH:
-        raise InvalidArgument(f"{where}: {key} is longer than {MAX_ID_LENGTH} characters")
+    if not is_message_id(value):
+        raise InvalidArgument(f"{where}: {key} must be {MESSAGE_ID_RULE}")
     return value
 
 

@@ -29,7 +29,7 @@ from ccbridge.services.connector.adapters.webhook import (
     verify_signature,
 )
 from ccbridge.services.connector.adapters.webhook_settings import WebhookSettings
-from ccbridge.services.connector.base import CaseToOpen
+from ccbridge.services.connector.base import CaseMessages, CaseToOpen
 from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unauthenticated
 from ccbridge.services.runtime.settings import Secret
 from tests.support.far_side import FarSide, Reply, Script, closed_port, far_side
@@ -259,3 +259,29 @@ def test_integers_beyond_64_bits_in_pushed_events_are_floats() -> None:
     body = b'{"type":"case.closed","id":"e1","caseId":"C-1","n":123456789012345678901}'
     (event,) = parse_events(body).events
     assert event.external_id == "C-1"
+
+
+async def test_a_poison_message_id_fails_its_case_only() -> None:
+    """A message id that cannot be an HTTP header (CR/LF) fails its own case, as a
+    failure no retry can fix; the other cases of the same relay sweep are delivered."""
+
+    def message(mid: str) -> common_pb2.Message:
+        return common_pb2.Message(
+            id=mid, direction=common_pb2.DIRECTION_INBOUND, content_json='{"text":"hi"}'
+        )
+
+    cases = [
+        CaseMessages("C-1", "conv-1", [message("ok-1")]),
+        CaseMessages("C-2", "conv-2", [message("poison\r\nX-Injected: 1")]),
+        CaseMessages("C-3", "conv-3", [message("ok-3"), message("ok-4")]),
+    ]
+    async with adapter(lambda _: Reply.json({"messageId": "m"}, 200)) as (client, far):
+        first, poison, third = await client.post_customer_messages(cases)
+    assert (first.delivered, first.error) == (1, None)
+    assert (third.delivered, third.error) == (2, None)
+    assert poison.delivered == 0 and poison.error is not None
+    assert poison.error.retryable is False
+    assert "CR, LF or NUL" in str(poison.error)
+    keys = sorted(request.headers["idempotency-key"] for request in far.requests)
+    assert keys == ["ok-1", "ok-3", "ok-4"]  # the poison never left
+    assert all("x-injected" not in request.headers for request in far.requests)

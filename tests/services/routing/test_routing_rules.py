@@ -148,7 +148,10 @@ def test_unknown_keys_and_bad_values_are_reported_with_rule_and_line() -> None:
         "rules.yaml:1: default: unknown key 'qeue' (allowed: connector, queue, priority, "
         "skills)" in errors
     )
-    assert "rules.yaml:3: rule 'first': unknown key 'mtach' (allowed: name, match, route)" in errors
+    assert (
+        "rules.yaml:3: rule 'first': unknown key 'mtach' (allowed: name, match, route, hours)"
+        in errors
+    )
     assert any(
         e.startswith("rules.yaml:8: rule 'second' match.channel: must not be empty") for e in errors
     )

@@ -6,10 +6,12 @@ import json
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.handover_limits import MAX_TAG_CHARS, MAX_TAGS
 from ccbridge.services.session.__main__ import RunningSession
+from ccbridge.services.session.store import Lane
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 from tests.runtime.test_infobip_client import BAD_IDS
 
@@ -40,6 +42,8 @@ async def test_escalate_is_idempotent(session_api: Api) -> None:
     assert again.handover.state == session_pb2.HANDOVER_STATE_OPENING
     assert list(again.handover.tags) == ["vip"]
     assert dict(again.handover.metadata) == {"lang": "de"}
+    # Not routed yet: no routing decision (the HTTP view shows null, docs/http-api.md).
+    assert not again.handover.HasField("routing")
 
 
 async def test_escalate_rejects_bad_ids(session_api: Api) -> None:
@@ -179,6 +183,32 @@ async def test_close_and_retry_rules(session_api: Api) -> None:
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+async def test_a_close_older_than_the_handover_leaves_it_open(session_api: Api) -> None:
+    _running, stub = session_api
+    created = (
+        await stub.Escalate(session_pb2.EscalateRequest(conversation_id="c-old-close"))
+    ).handover.created_at
+    earlier = Timestamp()
+    earlier.FromMilliseconds(created.ToMilliseconds() - 1)
+    ignored = await stub.CloseHandover(
+        session_pb2.CloseHandoverRequest(
+            conversation_id="c-old-close",
+            initiator=session_pb2.CLOSE_INITIATOR_INFOBIP,
+            event_time=earlier,
+        )
+    )
+    assert ignored.handover.state == session_pb2.HANDOVER_STATE_OPENING
+    assert ignored.handover.created_at == created
+    closed = await stub.CloseHandover(
+        session_pb2.CloseHandoverRequest(
+            conversation_id="c-old-close",
+            initiator=session_pb2.CLOSE_INITIATOR_INFOBIP,
+            event_time=created,  # not older: closes
+        )
+    )
+    assert closed.handover.state == session_pb2.HANDOVER_STATE_CLOSING
+
+
 async def test_send_agent_message_validates_and_dedupes(session_api: Api) -> None:
     _, stub = session_api
     await stub.Escalate(session_pb2.EscalateRequest(conversation_id="c-5"))
@@ -228,4 +258,94 @@ async def test_tag_limits_are_the_gateways(session_api: Api) -> None:
     for bad in ([*tags, "one-more"], ["x" * (MAX_TAG_CHARS + 1)], [""]):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Escalate(session_pb2.EscalateRequest(conversation_id="tags-2", tags=bad))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def _dead_letter_of(running: RunningSession, stub: object, cid: str) -> str:
+    """Escalates ``cid``, ingests one message and moves it to the dead letters (as the
+    worker does after its attempts); returns the dead letter's id."""
+    store = running.parts.store
+    assert isinstance(stub, session_pb2_grpc.SessionServiceStub)
+    await stub.Escalate(session_pb2.EscalateRequest(conversation_id=cid))
+    await stub.Ingest(session_pb2.IngestRequest(messages=[msg(cid, f"{cid}-m1")]))
+    token, _, _, _ = await store.begin_step(Lane.INBOX, cid, 60_000)
+    assert token
+    (head,) = await store.peek(store.k_in(cid), 1)
+    assert await store.dead_letter(Lane.INBOX, cid, token, head, "test", 3)
+    await store.release_lease(Lane.INBOX, cid, token)
+    letters, _ = await store.list_dead_letters(cid, 0, 10)
+    return letters[0].id
+
+
+async def test_replay_dead_letter_requeues_once(session_api: Api) -> None:
+    running, stub = session_api
+    store = running.parts.store
+    dl_id = await _dead_letter_of(running, stub, "c-dl1")
+    assert await store.r.llen(store.k_in("c-dl1")) == 0
+    done = await stub.ReplayDeadLetter(session_pb2.ReplayDeadLetterRequest(id=dl_id))
+    assert done.conversation_id == "c-dl1"
+    assert await store.r.llen(store.k_in("c-dl1")) == 1
+    assert (await store.get("c-dl1")).get_int("dead_letters") == 0  # type: ignore[union-attr]
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # the letter is gone now
+        await stub.ReplayDeadLetter(session_pb2.ReplayDeadLetterRequest(id=dl_id))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert await store.r.llen(store.k_in("c-dl1")) == 1
+
+
+async def test_replay_into_a_closed_handover_is_refused(session_api: Api) -> None:
+    running, stub = session_api
+    store = running.parts.store
+    dl_id = await _dead_letter_of(running, stub, "c-dl2")
+    ok, _ = await store.transition("c-dl2", allowed=("OPENING",), new_state="CLOSED")
+    assert ok
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ReplayDeadLetter(session_pb2.ReplayDeadLetterRequest(id=dl_id))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "is CLOSED" in (err.value.details() or "")
+    # Nothing queued, and the letter is still there for the operator.
+    assert await store.r.llen(store.k_in("c-dl2")) == 0
+    assert await store.get_dead_letter(dl_id) is not None
+
+
+async def test_replay_of_an_expired_handover_is_refused(session_api: Api) -> None:
+    running, stub = session_api
+    store = running.parts.store
+    dl_id = await _dead_letter_of(running, stub, "c-dl3")
+    await store.r.delete(store.k_h("c-dl3"), store.k_in("c-dl3"))  # as retention would
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ReplayDeadLetter(session_pb2.ReplayDeadLetterRequest(id=dl_id))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no longer exists" in (err.value.details() or "")
+    # No stateless handover hash left behind for the worker to spin on.
+    assert not await store.r.exists(store.k_h("c-dl3"))
+    assert not await store.r.llen(store.k_in("c-dl3"))
+    assert await store.get_dead_letter(dl_id) is not None
+
+
+async def test_message_ids_with_control_characters_are_refused(session_api: Api) -> None:
+    _, stub = session_api
+    await stub.Escalate(session_pb2.EscalateRequest(conversation_id="c-ids"))
+    calls = [
+        stub.Ingest(
+            session_pb2.IngestRequest(
+                messages=[common_pb2.Message(id="a\r\nb", conversation_id="c-ids")]
+            )
+        ),
+        stub.SendAgentMessage(
+            session_pb2.SendAgentMessageRequest(
+                conversation_id="c-ids",
+                message=common_pb2.Message(id="a\nb", content_json='{"text":"x"}'),
+            )
+        ),
+        stub.ReportCaseEvents(
+            session_pb2.ReportCaseEventsRequest(
+                events=[
+                    session_pb2.CaseEvent(connector="webhook", external_id="C-1", event_id="e\r\n1")
+                ]
+            )
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -68,7 +68,14 @@ def sim_process() -> Iterator[str]:
 
 @pytest.fixture
 def infobip_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in ("INFOBIP_BASE_URL", "INFOBIP_API_KEY", "INFOBIP_WEBHOOK_SECRET"):
+    for key in (
+        "INFOBIP_BASE_URL",
+        "INFOBIP_API_KEY",
+        "INFOBIP_WEBHOOK_SECRET",
+        "INFOBIP_WEBHOOK_BASIC_USER",
+        "INFOBIP_WEBHOOK_BASIC_PASSWORD",
+        "INFOBIP_WEBHOOK_HMAC_ALGORITHM",
+    ):
         monkeypatch.delenv(key, raising=False)
     yield
 
@@ -99,12 +106,10 @@ async def test_cli_configure_webhook_and_subscribe(
     )
     assert code == 0
     assert json.loads(capsys.readouterr().out)["statusCode"] == "SUCCESS"
-    code = await asyncio.to_thread(
-        cli_infobip.main,
-        ["infobip", "subscribe", "--url", "https://gw.example.com/webhooks/infobip/events"],
-    )
+    subscribe = ["infobip", "subscribe", "--url", "https://gw.example.com/webhooks/infobip/events"]
+    code = await asyncio.to_thread(cli_infobip.main, [*subscribe, "--json"])
     assert code == 0
-    assert json.loads(capsys.readouterr().out) == {"subscriptionId": "ccbridge"}
+    assert json.loads(capsys.readouterr().out)["action"] == "created"
     async with httpx.AsyncClient(base_url=sim_process, timeout=5.0) as http:
         config = (await http.get("/_sim/config")).json()
     assert config["webhook_url"] == webhook
@@ -114,17 +119,12 @@ async def test_cli_configure_webhook_and_subscribe(
         "CONVERSATION_STATUS_UPDATED",
     ]
     assert subscription["profile"]["webhook"]["notifyUrl"].endswith("/webhooks/infobip/events")
-    # A second subscribe is refused by Infobip (exit 1), and the secret never shows.
-    code = await asyncio.to_thread(
-        cli_infobip.main,
-        ["infobip", "subscribe", "--url", "https://gw.example.com/webhooks/infobip/events"],
-    )
-    assert code == 1
+    # A second subscribe changes nothing (idempotent), and the secret never shows.
+    code = await asyncio.to_thread(cli_infobip.main, subscribe)
+    assert code == 0
     captured = capsys.readouterr()
-    assert (
-        "already exists" in captured.err
-        and "hmac-secret-0123456789" not in captured.err + captured.out
-    )
+    assert captured.out.startswith("unchanged: subscription ccbridge")
+    assert "hmac-secret-0123456789" not in captured.err + captured.out
 
 
 @pytest.mark.parametrize(

@@ -261,7 +261,10 @@ async def test_send_posts_legacy_webhook_and_signed_event() -> None:
         created = await sim.http.post(
             "/subscriptions/1/subscription/CUSTOMER_ENGAGEMENT", json=subscription, headers=AUTH
         )
-        assert created.status_code == 201 and created.json() == {"subscriptionId": "ccbridge"}
+        assert created.status_code == 201 and created.json() == {
+            "subscriptionId": "ccbridge",
+            "profile": {"profileId": "ccbridge-profile", "security": {"authId": "a"}},
+        }
 
         receiver.status = 202
         sent = (

@@ -118,6 +118,7 @@ class RoutingDecision(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     SKILLS_FIELD_NUMBER: _builtins.int
     RULE_FIELD_NUMBER: _builtins.int
+    REJECTION_FIELD_NUMBER: _builtins.int
     connector: _builtins.str
     """Name of the connector that owns the case, e.g. "webhook" or "rt"."""
     queue: _builtins.str
@@ -126,6 +127,10 @@ class RoutingDecision(_message.Message):
     """Priority as a small integer; higher is more urgent. 0 means "normal"."""
     rule: _builtins.str
     """Name of the rule that matched; "default" when no rule matched."""
+    rejection: _builtins.str
+    """Non-empty: open no case, the handover is REJECTED for this reason. "outside_hours":
+    the matched rule has opening hours and they are closed now.
+    """
     @_builtins.property
     def skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Skills an agent needs."""
@@ -138,10 +143,11 @@ class RoutingDecision(_message.Message):
         priority: _builtins.int = ...,
         skills: _abc.Iterable[_builtins.str] | None = ...,
         rule: _builtins.str = ...,
+        rejection: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector", b"connector", "priority", b"priority", "queue", b"queue", "rule", b"rule", "skills", b"skills"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector", b"connector", "priority", b"priority", "queue", b"queue", "rejection", b"rejection", "rule", b"rule", "skills", b"skills"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

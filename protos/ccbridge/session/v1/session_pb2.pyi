@@ -41,9 +41,16 @@ class _HandoverStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Handove
     """Closed on both sides; later messages of the conversation are not relayed."""
     HANDOVER_STATE_FAILED: _HandoverState.ValueType  # 5
     """Opening gave up; `failure_reason` says why. RetryHandover starts it again."""
+    HANDOVER_STATE_REJECTED: _HandoverState.ValueType  # 6
+    """Routing refused the handover and no case was opened; `failure_reason` says why
+    ("outside_hours": the matched rule's opening hours are closed). Escalating again
+    (or RetryHandover) starts a new opening.
+    """
 
 class HandoverState(_HandoverState, metaclass=_HandoverStateEnumTypeWrapper):
-    """Handover states. OPENING → ACTIVE → CLOSING → CLOSED; OPENING → FAILED."""
+    """Handover states. OPENING → ACTIVE → CLOSING → CLOSED; OPENING → FAILED;
+    OPENING → REJECTED.
+    """
 
 HANDOVER_STATE_UNSPECIFIED: HandoverState.ValueType  # 0
 """Not set."""
@@ -57,6 +64,11 @@ HANDOVER_STATE_CLOSED: HandoverState.ValueType  # 4
 """Closed on both sides; later messages of the conversation are not relayed."""
 HANDOVER_STATE_FAILED: HandoverState.ValueType  # 5
 """Opening gave up; `failure_reason` says why. RetryHandover starts it again."""
+HANDOVER_STATE_REJECTED: HandoverState.ValueType  # 6
+"""Routing refused the handover and no case was opened; `failure_reason` says why
+("outside_hours": the matched rule's opening hours are closed). Escalating again
+(or RetryHandover) starts a new opening.
+"""
 Global___HandoverState: _TypeAlias = HandoverState  # noqa: Y015
 
 class _CloseInitiator:
@@ -698,22 +710,31 @@ class CloseHandoverRequest(_message.Message):
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     INITIATOR_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    EVENT_TIME_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """Infobip conversation id."""
     initiator: Global___CloseInitiator.ValueType
     """Who asks."""
     reason: _builtins.str
     """Why, free text (kept on the handover)."""
+    @_builtins.property
+    def event_time(self) -> _timestamp_pb2.Timestamp:
+        """When the initiator closed (Infobip's event timestamp), when known: a close older
+        than the handover's creation (a late or replayed event about an earlier
+        escalation) leaves the handover as it is.
+        """
+
     def __init__(
         self,
         *,
         conversation_id: _builtins.str = ...,
         initiator: Global___CloseInitiator.ValueType = ...,
         reason: _builtins.str = ...,
+        event_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "initiator", b"initiator", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "event_time", b"event_time", "initiator", b"initiator", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -996,3 +1017,59 @@ class ReplayDeadLetterResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReplayDeadLetterResponse: _TypeAlias = ReplayDeadLetterResponse  # noqa: Y015
+
+@_typing.final
+class EraseDataRequest(_message.Message):
+    """Request of EraseData: one subject."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    END_USER_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """One conversation."""
+    end_user: _builtins.str
+    """Every conversation whose end user has this address (phone number, email, ...)."""
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+        end_user: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "end_user", b"end_user", "subject", b"subject"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "end_user", b"end_user", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_subject: _TypeAlias = _typing.Literal["conversation_id", "end_user"]  # noqa: Y015
+    _WhichOneofArgType_subject: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_subject) -> _WhichOneofReturnType_subject | None: ...
+
+Global___EraseDataRequest: _TypeAlias = EraseDataRequest  # noqa: Y015
+
+@_typing.final
+class EraseDataResponse(_message.Message):
+    """Response of EraseData."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_IDS_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERS_FIELD_NUMBER: _builtins.int
+    dead_letters: _builtins.int
+    """Dead letters erased."""
+    @_builtins.property
+    def conversation_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Conversations erased (one with nothing stored counts too: erasing is idempotent)."""
+
+    def __init__(
+        self,
+        *,
+        conversation_ids: _abc.Iterable[_builtins.str] | None = ...,
+        dead_letters: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_ids", b"conversation_ids", "dead_letters", b"dead_letters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EraseDataResponse: _TypeAlias = EraseDataResponse  # noqa: Y015

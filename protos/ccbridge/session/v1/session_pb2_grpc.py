@@ -91,6 +91,11 @@ class SessionServiceStub:
                 request_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterRequest.SerializeToString,
                 response_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterResponse.FromString,
                 _registered_method=True)
+        self.EraseData = channel.unary_unary(
+                '/ccbridge.session.v1.SessionService/EraseData',
+                request_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.EraseDataRequest.SerializeToString,
+                response_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.EraseDataResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -184,6 +189,16 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseData(self, request, context):
+        """Erases everything the bridge stores about one conversation, or about every
+        conversation of one end user (a data-protection request): handover, queues, dedupe
+        and transcript ids, case index, dead letters. Refused (FAILED_PRECONDITION, nothing
+        erased) while one of them is OPENING, ACTIVE or CLOSING: close it first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -241,6 +256,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ReplayDeadLetter,
                     request_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterRequest.FromString,
                     response_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterResponse.SerializeToString,
+            ),
+            'EraseData': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseData,
+                    request_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.EraseDataRequest.FromString,
+                    response_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.EraseDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -542,6 +562,33 @@ class SessionService:
             '/ccbridge.session.v1.SessionService/ReplayDeadLetter',
             ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterRequest.SerializeToString,
             ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ccbridge.session.v1.SessionService/EraseData',
+            ccbridge_dot_session_dot_v1_dot_session__pb2.EraseDataRequest.SerializeToString,
+            ccbridge_dot_session_dot_v1_dot_session__pb2.EraseDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

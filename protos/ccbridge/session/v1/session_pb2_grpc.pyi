@@ -73,6 +73,12 @@ class SessionServiceStub:
     """Lists dead letters (messages whose delivery gave up), oldest first, paged."""
     ReplayDeadLetter: _grpc.UnaryUnaryMultiCallable[_session_pb2.ReplayDeadLetterRequest, _session_pb2.ReplayDeadLetterResponse]
     """Queues a dead letter for delivery again and removes it from the dead letters."""
+    EraseData: _grpc.UnaryUnaryMultiCallable[_session_pb2.EraseDataRequest, _session_pb2.EraseDataResponse]
+    """Erases everything the bridge stores about one conversation, or about every
+    conversation of one end user (a data-protection request): handover, queues, dedupe
+    and transcript ids, case index, dead letters. Refused (FAILED_PRECONDITION, nothing
+    erased) while one of them is OPENING, ACTIVE or CLOSING: close it first.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -117,6 +123,12 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """Lists dead letters (messages whose delivery gave up), oldest first, paged."""
     ReplayDeadLetter: _aio.UnaryUnaryMultiCallable[_session_pb2.ReplayDeadLetterRequest, _session_pb2.ReplayDeadLetterResponse]  # type: ignore[assignment]
     """Queues a dead letter for delivery again and removes it from the dead letters."""
+    EraseData: _aio.UnaryUnaryMultiCallable[_session_pb2.EraseDataRequest, _session_pb2.EraseDataResponse]  # type: ignore[assignment]
+    """Erases everything the bridge stores about one conversation, or about every
+    conversation of one end user (a data-protection request): handover, queues, dedupe
+    and transcript ids, case index, dead letters. Refused (FAILED_PRECONDITION, nothing
+    erased) while one of them is OPENING, ACTIVE or CLOSING: close it first.
+    """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Handover lifecycle and message relay. Called by the gateway, the connector service
@@ -224,5 +236,17 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_session_pb2.ReplayDeadLetterResponse, _abc.Awaitable[_session_pb2.ReplayDeadLetterResponse]]:
         """Queues a dead letter for delivery again and removes it from the dead letters."""
+
+    @_abc_1.abstractmethod
+    def EraseData(
+        self,
+        request: _session_pb2.EraseDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.EraseDataResponse, _abc.Awaitable[_session_pb2.EraseDataResponse]]:
+        """Erases everything the bridge stores about one conversation, or about every
+        conversation of one end user (a data-protection request): handover, queues, dedupe
+        and transcript ids, case index, dead letters. Refused (FAILED_PRECONDITION, nothing
+        erased) while one of them is OPENING, ACTIVE or CLOSING: close it first.
+        """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
