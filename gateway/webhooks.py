@@ -426,8 +426,14 @@ class WebhookRoutes:
                 "webhook_auth_not_configured",
                 "this route needs INFOBIP_WEBHOOK_SECRET or Basic credentials",
             )
+        # What can be checked before reading is checked first: a caller without valid
+        # Basic credentials or a well-formed signature header costs no body read.
+        basic_ok = self._basic is not None and self._basic_ok(request)
+        if not basic_ok:
+            self._precheck_signature(request)
         body = await read_body(request, self._limit, self._body_timeout)
-        self._authenticate_events(request, body)
+        if not basic_ok:
+            self._authenticate_events(request, body)
         require_json(request)
         doc = parse_json(body)
         if isinstance(doc, dict):
@@ -514,6 +520,14 @@ class WebhookRoutes:
                 "rejected": counts.rejected,
             }
         )
+
+    def _precheck_signature(self, request: Request) -> None:
+        """Refuses (401) before the body is read unless the request carries a signature
+        header that decodes to a digest of the configured algorithm's size."""
+        signature = request.headers.get(self._hmac.header)
+        if self._hmac_keys and signature is not None and self._hmac.decode(signature):
+            return
+        self._authenticate_events(request, b"")  # raises the 401 with its reason
 
     def _authenticate_events(self, request: Request, body: bytes) -> None:
         signature = request.headers.get(self._hmac.header)

@@ -25,7 +25,9 @@ PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 BANNED_STDLIB = {"json": "use orjson (the product's one JSON library)"}
 
 # Optional extras the product may import, and where (paths relative to ccbridge/).
-OPTIONAL_EXTRAS = {"local": ("services/local/",)}
+# The simulators run from `ccbridge up` / `ccbridge sim` (documented with the `local` extra;
+# cli.py imports them lazily), never in the image.
+OPTIONAL_EXTRAS = {"local": ("services/local/", "simulators/")}
 
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
 _EXTRAS = re.compile(r"\[([^\]]*)\]")

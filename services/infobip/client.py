@@ -187,8 +187,7 @@ class InfobipClient:
     """Async client of the Infobip Conversations API.
 
     Create it inside the running event loop and close it with :meth:`aclose` (or use it
-    as an async context manager). ``agent_id`` is sent as ``x-agent-id`` on Create
-    Message (needed when conversations are assigned to agents).
+    as an async context manager).
     """
 
     def __init__(
@@ -198,12 +197,10 @@ class InfobipClient:
         *,
         timeout_s: float = 10.0,
         max_retries: int = 3,
-        agent_id: str = "",
         backoff_base_s: float = 0.2,
         backoff_cap_s: float = 5.0,
     ) -> None:
         self._max_retries = max(0, max_retries)
-        self._agent_id = agent_id
         self._backoff_base_s = backoff_base_s
         self._backoff_cap_s = backoff_cap_s
         self._http = HttpClient(
@@ -380,19 +377,35 @@ class InfobipClient:
         )
         return self._object(body, "get conversation")
 
-    async def create_message(self, conversation_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Create Message (agent → end user). Not retried here: a failure is raised so the
-        caller's durable queue retries with its idempotency handling."""
-        headers = {"x-agent-id": self._agent_id} if self._agent_id else None
+    async def create_message(
+        self, conversation_id: str, body: Mapping[str, Any], *, agent_id: str | None = None
+    ) -> dict[str, Any]:
+        """Create Message (agent → end user), with ``x-agent-id: agent_id`` when given.
+        Infobip refuses the header on an unassigned conversation and requires it on one
+        assigned to an agent, so the caller passes the conversation's assignee. Not retried
+        here: a failure is raised so the caller's durable queue retries with its
+        idempotency handling."""
         created = await self._request(
             "POST",
             self._conversation_path(conversation_id, "/messages"),
             "create message",
             retry=False,
             json_body=dict(body),
-            headers=headers,
+            headers={"x-agent-id": agent_id} if agent_id else None,
         )
         return self._object(created, "create message")
+
+    async def assign_conversation(self, conversation_id: str, agent_id: str) -> dict[str, Any]:
+        """Change Conversation Assignment (``PUT .../assignee``) to ``agent_id``; the
+        conversation as Infobip answers it. Repeating it is harmless, so it is retried."""
+        body = await self._request(
+            "PUT",
+            self._conversation_path(conversation_id, "/assignee"),
+            "assign conversation",
+            retry=True,
+            json_body={"agentId": agent_id},
+        )
+        return self._object(body, "assign conversation")
 
     async def close_conversation(self, conversation_id: str) -> bool:
         """Closes the conversation; returns True when it was already closed.

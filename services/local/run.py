@@ -61,13 +61,21 @@ def start_simulators(
     infobip_port: int,
     ccaas_port: int,
     gateway_port: int,
+    *,
+    contract: str = "warn",
+    record: Path | None = None,
 ) -> None:
-    """Starts the Infobip and CCaaS simulators wired to the gateway, and waits for them."""
+    """Starts the Infobip and CCaaS simulators wired to the gateway, and waits for them.
+
+    ``contract``: what an answer or webhook of the Infobip simulator that violates
+    Infobip's published schemas does (``warn`` for the demo, ``strict`` in tests);
+    ``record``: where it records every exchange (tests)."""
     gateway = f"http://127.0.0.1:{gateway_port}"
     # Secrets go through the environment, never the command line (``ps`` shows it): the
     # simulators read INFOBIP_API_KEY, INFOBIP_SIM_WEBHOOK_URL (it holds the webhook
     # token) and CCBRIDGE_WEBHOOK_CONNECTOR_SECRET.
     legacy_webhook = f"{gateway}/webhooks/infobip/{env['CCBRIDGE_WEBHOOK_TOKEN']}"
+    extra = [f"--contract={contract}"] + ([f"--record={record}"] if record else [])
     group.start(
         "infobip-sim",
         {**env, "INFOBIP_SIM_WEBHOOK_URL": legacy_webhook},
@@ -78,6 +86,7 @@ def start_simulators(
             # Signs subscription events as the gateway is configured to verify them.
             f"--hmac-header={env.get('INFOBIP_WEBHOOK_HMAC_HEADER') or DEFAULT_HEADER}",
             f"--hmac-encoding={env.get('INFOBIP_WEBHOOK_HMAC_ENCODING') or DEFAULT_ENCODING}",
+            *extra,
         ],
     )
     group.start(

@@ -64,7 +64,6 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
         settings.infobip_base_url,
         settings.infobip_api_key,
         timeout_s=settings.infobip_timeout_s,
-        agent_id=settings.infobip_agent_id,
     )
     peers = Peers(
         history_pb2_grpc.HistoryServiceStub(history_ch),

@@ -40,6 +40,8 @@ from ccbridge.services.session.store import (
     HandoverRecord,
     Lane,
     SessionStore,
+    agent_message_key,
+    case_closed_key,
 )
 from ccbridge.services.session.worker import ConversationWorker
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
@@ -317,10 +319,15 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 msg.conversation_id = cid
                 msg.id = msg.id or event.event_id
                 msg.direction = common_pb2.DIRECTION_OUTBOUND
-                result = await self.store.agent_event(cid, event.event_id, msg.SerializeToString())
+                result = await self.store.agent_event(
+                    cid, agent_message_key(msg.id), msg.SerializeToString()
+                )
             elif kind == "case_closed":
                 result = await self.store.agent_event(
-                    cid, event.event_id, None, event.case_closed.reason or "closed"
+                    cid,
+                    case_closed_key(event.event_id),
+                    None,
+                    event.case_closed.reason or "closed",
                 )
             else:
                 ignored += 1

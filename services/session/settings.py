@@ -25,6 +25,8 @@ class SessionSettings:
     infobip_api_key: Secret
     infobip_timeout_s: float
     infobip_agent_id: str
+    infobip_readback_skew_ms: int
+    infobip_readback_delay_ms: int
     lease_ttl_ms: int
     worker_concurrency: int
     scheduler_poll_ms: int
@@ -69,6 +71,12 @@ class SessionSettings:
             infobip_api_key=env.secret("INFOBIP_API_KEY"),
             infobip_timeout_s=env.float("INFOBIP_TIMEOUT_S", 10.0, minimum=0.1),
             infobip_agent_id=env.str("CCBRIDGE_INFOBIP_AGENT_ID", ""),
+            infobip_readback_skew_ms=env.int(
+                "CCBRIDGE_INFOBIP_READBACK_SKEW_MS", 30000, minimum=0, maximum=3_600_000
+            ),
+            infobip_readback_delay_ms=env.int(
+                "CCBRIDGE_INFOBIP_READBACK_DELAY_MS", 2000, minimum=0, maximum=600_000
+            ),
             lease_ttl_ms=env.int("CCBRIDGE_LEASE_TTL_MS", 15000, minimum=500),
             worker_concurrency=env.int("CCBRIDGE_WORKER_CONCURRENCY", 64, minimum=1),
             scheduler_poll_ms=env.int("CCBRIDGE_SCHEDULER_POLL_MS", 50, minimum=1),

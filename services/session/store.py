@@ -8,7 +8,14 @@ live in one Redis Cluster slot):
 ``ccb:h:{cid}``                hash: the handover record (state, connector, case id, ...)
 ``ccb:in:{cid}``               list: end-user messages to deliver to the CCaaS, in order
 ``ccb:out:{cid}``              list: agent messages to deliver to the end user, in order
-``ccb:seen:{cid}``             set: accepted message/event ids (dedupe), with a TTL
+``ccb:seen:{cid}``             set: accepted end-user (inbound) message ids (dedupe), TTL
+``ccb:sa:{cid}``               set: accepted agent-side ids (dedupe), with a TTL: ``m:<id>``
+                               a CCaaS agent message by its message id, ``a:<id>`` one sent
+                               through the API, ``c:<event id>`` a case-closed event
+``ccb:snd:{cid}``              hash: the outbox head's "sending" mark (item digest, part
+                               in flight and when it was sent, parts done, lease token)
+``ccb:ob:{cid}``               list: Infobip ids of the latest agent messages sent (read-
+                               back never takes one of them for an unanswered send)
 ``ccb:ti:{cid}``               hash: ids of the transcript's inbound messages (not relayed
                                again), with a TTL; a hash stays a listpack up to 512 ids
 ``ccb:lease:in:{cid}``         string: fencing token of the inbox lane's holder (inbox
@@ -46,6 +53,7 @@ reconciler, so the layout works unchanged on Redis Cluster.
 from __future__ import annotations
 
 import enum
+import hashlib
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -101,6 +109,17 @@ class Lane(enum.Enum):
 
 
 LANES = (Lane.INBOX, Lane.OUTBOX)
+
+
+def agent_message_key(message_id: str) -> str:
+    """The dedupe id of a CCaaS agent message: its message id, whatever the envelope
+    (a CCaaS re-sending it under a new event id is a duplicate)."""
+    return f"m:{message_id}"
+
+
+def case_closed_key(event_id: str) -> str:
+    """The dedupe id of a case-closed event."""
+    return f"c:{event_id}"
 
 
 def lane_has_work(lane: Lane, state: str, inbox: int, outbox: int) -> bool:
@@ -174,7 +193,8 @@ return {1, st}
 """
 )
 
-# KEYS: h, out, seen   ARGV: event id, msg bytes ('' for a close), ttl, now, reason
+# KEYS: h, out, agent-side seen   ARGV: dedupe member, msg bytes ('' for a close), ttl,
+# now, reason
 _AGENT_EVENT = """
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return 0 end
@@ -267,11 +287,12 @@ redis.call('HINCRBY', KEYS[1], 'dead_letters', -1)
 return {1, st}
 """
 # Erases a FAILED handover past its retention (a Retry in between wins).
-# KEYS: h, in, out, seen, ti   ARGV: cutoff ms   Returns {connector, external_id} or false.
+# KEYS: h, in, out, seen, ti, then more of its keys to delete   ARGV: cutoff ms
+# Returns {connector, external_id} or false.
 _ERASE_FAILED = """
 local f = redis.call('HMGET', KEYS[1], 'state', 'updated_at', 'connector', 'external_id')
 if f[1] ~= 'FAILED' or (tonumber(f[2]) or 0) > tonumber(ARGV[1]) then return false end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', unpack(KEYS))
 return {f[3] or '', f[4] or ''}
 """
 # A dead letter is gone (retention, cap): the conversation's index and count follow.
@@ -283,7 +304,8 @@ end
 return 1
 """
 # Erases one conversation's own keys unless its handover is open.
-# KEYS: h, in, out, seen, ti, dlc, lease:in, lease:out, lease (v1)   ARGV: open states
+# KEYS: h, in, out, seen, ti, dlc, lease:in, lease:out, lease (v1), then more of its keys
+# ARGV: open states
 # Returns {0, state} refused, or {1, connector, external_id, dead letter ids...}.
 _ERASE_CONVERSATION = """
 local f = redis.call('HMGET', KEYS[1], 'state', 'connector', 'external_id')
@@ -292,7 +314,7 @@ if f[1] and string.find(',' .. ARGV[1] .. ',', ',' .. f[1] .. ',', 1, true) then
 end
 local out = {1, f[2] or '', f[3] or ''}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do out[#out + 1] = id end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
+redis.call('DEL', unpack(KEYS))
 return out
 """
 OPEN_STATES = ("OPENING", "ACTIVE", "CLOSING")
@@ -300,6 +322,25 @@ ALL_STATES = (*OPEN_STATES, "CLOSED", "FAILED", "REJECTED")
 
 # Where a replayed message can still be delivered (see lane_has_work).
 REPLAYABLE_STATES = {"inbox": ("OPENING", "ACTIVE"), "outbox": ("ACTIVE", "CLOSING")}
+# The outbox head's "sending" mark, written only while the outbox lease holds (the
+# fencing token is recorded too). KEYS: out lease, snd, ob   ARGV: token, item, part in
+# flight, parts done, sent at ms (0: nothing in flight), ttl s, Infobip id sent ('' none),
+# ids kept. Returns 1, or 0 when the lease is lost.
+_MARK = (
+    LEASE_LUA
+    + """
+if not lease_held(KEYS[1], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[2], 'item', ARGV[2], 'part', ARGV[3], 'done', ARGV[4], 'at', ARGV[5],
+  'token', ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+if ARGV[7] ~= '' then
+  redis.call('LPUSH', KEYS[3], ARGV[7])
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[8]) - 1)
+  redis.call('EXPIRE', KEYS[3], ARGV[6])
+end
+return 1
+"""
+)
 
 _RENEW = LEASE_LUA + "return lease_renew(KEYS[1], ARGV[1], ARGV[2], KEYS[2])"
 
@@ -346,6 +387,29 @@ class HandoverRecord:
     @property
     def metadata(self) -> dict[str, str]:
         return dict(orjson.loads(self.get("metadata", "{}")))
+
+
+@dataclass(frozen=True)
+class SendingMark:
+    """Where the outbox head's delivery to Infobip stands (``ccb:snd:{cid}``): the queue
+    item (a digest of its bytes), the parts Infobip accepted (``done``), and the part
+    whose Create Message was sent at ``sent_at_ms`` without a definite answer (``part``;
+    ``sent_at_ms`` 0 when none is in flight). ``token`` is the fencing token of the lease
+    holder that wrote it."""
+
+    item: str
+    part: int
+    done: int
+    sent_at_ms: int
+    token: str
+
+
+def outbox_item(payload: bytes) -> str:
+    """The name of an outbox queue item in its sending mark (a digest of its bytes)."""
+    return hashlib.blake2b(payload, digest_size=12).hexdigest()
+
+
+SENT_IDS_KEPT = 100  # Infobip ids of sent agent messages remembered per conversation
 
 
 @dataclass(frozen=True)
@@ -446,6 +510,7 @@ class SessionStore:
         self._erase_conversation = redis.register_script(_ERASE_CONVERSATION)
         self._fenced_hset = redis.register_script(_FENCED_HSET)
         self._backfill_mark = redis.register_script(_BACKFILL_MARK)
+        self._mark = redis.register_script(_MARK)
         # Conversations whose last ingested message was taken (see ingest()).
         self._open_hint: dict[str, None] = {}
 
@@ -470,6 +535,19 @@ class SessionStore:
 
     def k_seen(self, cid: str) -> str:
         return f"{self.p}:seen:{{{cid}}}"
+
+    def k_seen_agent(self, cid: str) -> str:
+        return f"{self.p}:sa:{{{cid}}}"
+
+    def k_sending(self, cid: str) -> str:
+        return f"{self.p}:snd:{{{cid}}}"
+
+    def k_sent_ids(self, cid: str) -> str:
+        return f"{self.p}:ob:{{{cid}}}"
+
+    def _agent_side_keys(self, cid: str) -> list[str]:
+        """The agent-side dedupe set, the sending mark and the Infobip ids sent."""
+        return [self.k_seen_agent(cid), self.k_sending(cid), self.k_sent_ids(cid)]
 
     def k_tx(self, cid: str) -> str:
         return f"{self.p}:ti:{{{cid}}}"
@@ -749,15 +827,16 @@ class SessionStore:
         return outcomes
 
     async def agent_event(
-        self, cid: str, event_id: str, message: bytes | None, reason: str = ""
+        self, cid: str, dedupe_id: str, message: bytes | None, reason: str = ""
     ) -> int:
-        """Stores an agent message (or a case-closed event). 0 ignored, 1 message queued,
-        2 duplicate, 3 closing."""
+        """Stores an agent message (or a case-closed event) unless ``dedupe_id`` was seen
+        (see :func:`agent_message_key`, :func:`case_closed_key`). 0 ignored, 1 message
+        queued, 2 duplicate, 3 closing."""
         ts = now_ms()
         result = int(
             await self._agent_event(
-                keys=[self.k_h(cid), self.k_out(cid), self.k_seen(cid)],
-                args=[f"e:{event_id}", message or b"", self.dedupe_ttl_s, ts, reason],
+                keys=[self.k_h(cid), self.k_out(cid), self.k_seen_agent(cid)],
+                args=[dedupe_id, message or b"", self.dedupe_ttl_s, ts, reason],
             )
         )
         if result == 3:
@@ -775,8 +854,66 @@ class SessionStore:
 
     async def queue_agent_message(self, cid: str, message: common_pb2.Message) -> bool:
         """Queues an agent message sent through the API; False when a duplicate."""
-        res = await self.agent_event(cid, f"api:{message.id}", message.SerializeToString())
+        res = await self.agent_event(cid, f"a:{message.id}", message.SerializeToString())
         return res == 1
+
+    # -- the outbox head's sending mark -----------------------------------------------------
+    async def sending(self, cid: str) -> tuple[SendingMark | None, list[str]]:
+        """The outbox head's sending mark (None when there is none) and the Infobip ids
+        of the latest agent messages sent, in one round trip."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.k_sending(cid))
+            pipe.lrange(self.k_sent_ids(cid), 0, -1)
+            raw, ids = await pipe.execute()
+        known = [_text(i) for i in ids]
+        if not raw:
+            return None, known
+        f = {_text(k): _text(v) for k, v in raw.items()}
+        try:
+            mark = SendingMark(
+                item=f.get("item", ""),
+                part=int(f.get("part", "-1")),
+                done=int(f.get("done", "0")),
+                sent_at_ms=int(f.get("at", "0")),
+                token=f.get("token", ""),
+            )
+        except ValueError:
+            return None, known
+        return mark, known
+
+    async def mark_sending(
+        self,
+        cid: str,
+        token: str,
+        item: str,
+        *,
+        part: int,
+        done: int,
+        sent_at_ms: int,
+        infobip_id: str = "",
+    ) -> bool:
+        """Writes the sending mark (and remembers ``infobip_id`` as sent) while the
+        outbox lease is ``token``'s; False when the lease is lost."""
+        return bool(
+            await self._mark(
+                keys=[self.k_lease(Lane.OUTBOX, cid), self.k_sending(cid), self.k_sent_ids(cid)],
+                args=[
+                    token,
+                    item,
+                    part,
+                    done,
+                    sent_at_ms,
+                    self.dedupe_ttl_s,
+                    infobip_id,
+                    SENT_IDS_KEPT,
+                ],
+            )
+        )
+
+    async def clear_sending(self, cid: str) -> None:
+        """Drops the sending mark once its item left the queue (a left-over mark names
+        another item than the next head's, so it is never applied to it)."""
+        await self.r.delete(self.k_sending(cid))
 
     # -- reverse index, transcript ids ------------------------------------------------------
     async def link_case(self, cid: str, connector: str, external_id: str) -> None:
@@ -1116,6 +1253,7 @@ class SessionStore:
                     self.k_out(cid),
                     self.k_seen(cid),
                     self.k_tx(cid),
+                    *self._agent_side_keys(cid),
                 ],
                 args=[cutoff],
             )
@@ -1198,6 +1336,7 @@ class SessionStore:
                 self.k_lease(Lane.INBOX, cid),
                 self.k_lease(Lane.OUTBOX, cid),
                 self.k_lease_v1(cid),
+                *self._agent_side_keys(cid),
             ],
             args=[",".join(OPEN_STATES)],
         )

@@ -29,6 +29,8 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import orjson
@@ -37,7 +39,12 @@ from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
 from ccbridge.history.v1 import history_pb2, history_pb2_grpc
 from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
-from ccbridge.services.infobip.client import InfobipClient, InfobipNotFound
+from ccbridge.services.infobip.client import (
+    MAX_PAGE_SIZE,
+    InfobipClient,
+    InfobipError,
+    InfobipNotFound,
+)
 from ccbridge.services.runtime.errors import FarSideError
 from ccbridge.services.runtime.logging import conversation_id_var
 from ccbridge.services.session.delivery import (
@@ -59,6 +66,7 @@ from ccbridge.services.session.store import (
     SessionStore,
     lane_has_work,
     now_ms,
+    outbox_item,
 )
 
 log = logging.getLogger(__name__)
@@ -72,10 +80,30 @@ MAX_TEXT = 4096  # Infobip's documented content size limit
 # (measured: bench/README.md, "Measured choices in the code").
 RELAY_IN_FLIGHT = 1
 MAX_DUE_READ = 1000  # due conversations read per scheduler pass, at most
+READBACK_MAX_PAGES = 5  # Get Messages pages read back after an unanswered send, at most
 
 
 # A handover record (None when missing) with its inbox and outbox lengths.
 Snapshot = tuple[HandoverRecord | None, int, int]
+
+
+def _ambiguous(exc: FarSideError) -> bool:
+    """Whether a failed Create Message may have been stored all the same: no answer
+    (timeout, broken connection) or a 5xx. A 4xx (429 included) means it was not."""
+    if exc.status is None:
+        return exc.retryable  # an invalid request never left
+    return exc.status >= 500
+
+
+def _is_sent(sent: dict[str, Any], body: dict[str, Any]) -> bool:
+    """Whether Infobip's ``sent`` message is the Create Message ``body``: same recipient
+    and content type, and every content field sent has the same value."""
+    content, expected = sent.get("content"), body["content"]
+    if sent.get("to") not in (None, body["to"]) or sent.get("contentType") != body["contentType"]:
+        return False
+    if not isinstance(expected, dict) or not isinstance(content, dict):
+        return bool(content == expected)
+    return all(content.get(key) == value for key, value in expected.items())
 
 
 class LeaseLost(Exception):
@@ -450,6 +478,14 @@ class ConversationWorker:
             "open_attempts": "0",
             "opened_at": str(now_ms()),
         }
+        if self.s.infobip_agent_id:
+            # The bridge's agent takes the conversation at escalation (Infobip then tells
+            # Answers the bot is no longer in control); if this fails, the outbox lane
+            # does it before the first reply.
+            try:
+                values.update(await self._assignment(cid))
+            except Failure as failure:
+                log.warning("could not read or assign the Infobip assignee: %s", failure.reason)
         if transcript.channel:
             values["channel"] = transcript.channel
         if transcript.end_user:
@@ -608,14 +644,17 @@ class ConversationWorker:
                 if lane is Lane.INBOX:
                     await self._post_customer_message(rec, message)
                 else:
-                    await self._send_to_end_user(rec, message)
+                    await self._send_to_end_user(rec, token, payload, message)
             except Failure as failure:
                 attempts += 1
                 if await self.delivery.failed(lane, cid, token, payload, attempts, failure):
                     attempts = 0
                     continue  # dead-lettered: on with the next message
                 return
-            if not await self._pop(lane, cid, token, payload, reset=attempts > 0):
+            popped = await self._pop(lane, cid, token, payload, reset=attempts > 0)
+            if lane is Lane.OUTBOX:
+                await self.store.clear_sending(cid)
+            if not popped:
                 window.clear()
             delivered += 1
             attempts = 0
@@ -662,7 +701,19 @@ class ConversationWorker:
         except grpc.aio.AioRpcError as exc:
             raise failure_from_rpc_error(exc, "connector.PostCustomerMessage") from exc
 
-    async def _send_to_end_user(self, rec: HandoverRecord, message: common_pb2.Message) -> None:
+    async def _send_to_end_user(
+        self, rec: HandoverRecord, token: str, payload: bytes, message: common_pb2.Message
+    ) -> None:
+        """Sends the outbox head to the end user, each part (a long text is split) at most
+        once.
+
+        Create Message has no idempotency key, so before each part a "sending" mark is
+        written (store.SendingMark: the item, the part, when, the lease token). A part
+        whose send ended without a definite answer (timeout, broken connection, 5xx, or a
+        crash) is looked for among the conversation's OUTBOUND messages created since
+        then (minus the clock-skew margin) before it is sent again; parts Infobip accepted
+        are never sent again. Infobip's id of every part sent is kept."""
+        cid = rec.conversation_id
         channel, sender, end_user = (
             rec.get("channel"),
             rec.get("business_sender"),
@@ -681,18 +732,146 @@ class ConversationWorker:
             parts = [
                 {**content, "text": text[i : i + MAX_TEXT]} for i in range(0, len(text), MAX_TEXT)
             ]
-        for part in parts:
+        # Read (once per handover) before any mark: a failure here sent nothing.
+        await self._assignee(rec, token)
+        item = outbox_item(payload)
+        mark, known = await self.store.sending(cid)
+        if mark is not None and mark.item != item:
+            mark = None  # left by an item that is gone
+        for index in range(mark.done if mark else 0, len(parts)):
             body = {
                 "channel": channel,
                 "from": sender,
                 "to": end_user,
                 "contentType": content_type,
-                "content": part,
+                "content": parts[index],
             }
+            if mark is not None and mark.part == index and mark.sent_at_ms:
+                found = await self._read_back(cid, body, mark.sent_at_ms, known)
+                if found is not None:
+                    log.info("an agent message part sent before was found at Infobip")
+                    await self._mark(cid, token, item, index, index + 1, 0, found)
+                    known.append(found)
+                    continue
+            mark = None
+            await self._mark(cid, token, item, index, index, now_ms())
             try:
-                await self.peers.infobip.create_message(rec.conversation_id, body)
+                created = await self._create_message(rec, token, body)
             except FarSideError as exc:
-                raise failure_from_far_side(exc, "infobip.CreateMessage") from exc
+                failure = failure_from_far_side(exc, "infobip.CreateMessage")
+                if _ambiguous(exc):
+                    # Give a slow Infobip time to store it before the read-back looks.
+                    settle = self.s.infobip_readback_delay_ms / 1000
+                    failure.retry_after = max(failure.retry_after or 0.0, settle)
+                else:  # Infobip answered: nothing was stored
+                    await self._mark(cid, token, item, index, index, 0)
+                raise failure from exc
+            infobip_id = str(created.get("id") or "")
+            await self._mark(cid, token, item, index, index + 1, 0, infobip_id)
+            known.append(infobip_id)
+
+    async def _mark(
+        self,
+        cid: str,
+        token: str,
+        item: str,
+        part: int,
+        done: int,
+        sent_at_ms: int,
+        infobip_id: str = "",
+    ) -> None:
+        if not await self.store.mark_sending(
+            cid, token, item, part=part, done=done, sent_at_ms=sent_at_ms, infobip_id=infobip_id
+        ):
+            raise LeaseLost()
+
+    async def _read_back(
+        self, cid: str, body: dict[str, Any], sent_at_ms: int, known: list[str]
+    ) -> str | None:
+        """Infobip's id of an OUTBOUND message that is ``body`` (same recipient, content
+        type and content), created since ``sent_at_ms`` minus the clock-skew margin and
+        not one of the ``known`` ids already sent; None when there is none."""
+        after = sent_at_ms - self.s.infobip_readback_skew_ms
+        taken = set(known)
+        for page in range(READBACK_MAX_PAGES):
+            try:
+                found = await self.peers.infobip.get_messages(
+                    cid,
+                    page=page,
+                    order_by="createdAt:asc",
+                    direction="OUTBOUND",
+                    created_after=datetime.fromtimestamp(after / 1000, UTC),
+                )
+            except FarSideError as exc:
+                raise failure_from_far_side(exc, "infobip.GetMessages (read-back)") from exc
+            messages = found.get("messages")
+            if not isinstance(messages, list):
+                return None
+            for sent in messages:
+                if not isinstance(sent, dict):
+                    continue
+                sent_id = str(sent.get("id") or "")
+                if sent_id and sent_id not in taken and _is_sent(sent, body):
+                    return sent_id
+            if len(messages) < MAX_PAGE_SIZE:
+                return None
+        return None
+
+    async def _create_message(
+        self, rec: HandoverRecord, token: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Create Message with ``x-agent-id`` exactly when the conversation is assigned
+        (Infobip refuses it on an unassigned one and requires it on an assigned one). A
+        400 may mean the assignment changed since it was read: read it again, and if it
+        did, send once more with the new one."""
+        cid = rec.conversation_id
+        agent = await self._assignee(rec, token)
+        try:
+            return await self.peers.infobip.create_message(cid, body, agent_id=agent or None)
+        except InfobipError as exc:
+            if exc.status != 400 or isinstance(exc, InfobipNotFound):
+                raise
+            refused = exc
+        fresh = await self._assignee(rec, token, refresh=True)
+        if fresh == agent:
+            raise refused
+        log.info("the conversation's assignee changed; sending again with it")
+        return await self.peers.infobip.create_message(cid, body, agent_id=fresh or None)
+
+    async def _assignee(self, rec: HandoverRecord, token: str, *, refresh: bool = False) -> str:
+        """The agent the conversation is assigned to at Infobip ('' when unassigned), as
+        recorded on the handover; read (and, with a bridge agent set, assigned to it) the
+        first time and when ``refresh``."""
+        if rec.get("agent_checked") and not refresh:
+            return rec.get("agent")
+        values = await self._assignment(rec.conversation_id)
+        await self.store.transition(
+            rec.conversation_id,
+            allowed=("ACTIVE", "CLOSING"),
+            lane=Lane.OUTBOX,
+            lease_token=token,
+            values=values,
+        )
+        rec.fields.update(values)
+        return values["agent"]
+
+    async def _assignment(self, cid: str) -> dict[str, str]:
+        """Reads the conversation's assignee; an unassigned conversation is assigned to
+        the bridge's agent (``CCBRIDGE_INFOBIP_AGENT_ID``) when one is set. Returns the
+        handover fields that record it."""
+        try:
+            conversation = await self.peers.infobip.get_conversation(cid)
+        except FarSideError as exc:
+            raise failure_from_far_side(exc, "infobip.GetConversation") from exc
+        agent = str(conversation.get("agentId") or "")
+        bridge = self.s.infobip_agent_id
+        if not agent and bridge:
+            try:
+                await self.peers.infobip.assign_conversation(cid, bridge)
+            except FarSideError as exc:
+                raise failure_from_far_side(exc, "infobip.ChangeConversationAssignment") from exc
+            agent = bridge
+        return {"agent_checked": "1", "agent": agent}
 
     # -- closing ---------------------------------------------------------------------------
     async def _close(self, rec: HandoverRecord, token: str) -> None:

@@ -11,8 +11,15 @@ import uvicorn
 
 from ccbridge.services.infobip.webhook_auth import DEFAULT_ENCODING, DEFAULT_HEADER, ENCODINGS
 from ccbridge.services.runtime.gc_tuning import freeze_periodically
-from ccbridge.simulators.infobip.app import create_app
-from ccbridge.simulators.infobip.state import InfobipSimState
+
+try:  # the contract check needs jsonschema: the `local` extra, like the embedded Redis
+    from ccbridge.simulators.infobip.app import create_app
+    from ccbridge.simulators.infobip.state import InfobipSimState
+except ImportError as missing:  # pragma: no cover - depends on the installed extras
+    raise SystemExit(
+        f"the Infobip simulator needs the local extra ({missing.name} is missing): "
+        "pip install 'ccbridge[local]'"
+    ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--webhook-timeout-s", type=float, default=5.0, help="timeout of each webhook POST (5)"
+    )
+    parser.add_argument(
+        "--contract",
+        default="strict",
+        choices=("strict", "warn", "off"),
+        help="what an answer or webhook of the simulator that violates Infobip's published "
+        "schemas does: strict = answer 500 / not sent, warn = log, off = no check (strict)",
+    )
+    parser.add_argument(
+        "--record",
+        default=None,
+        metavar="PATH",
+        help="append every API exchange and webhook to PATH as JSON lines (tests)",
     )
     parser.add_argument(
         "--hmac-header",
@@ -69,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         webhook_url=args.webhook_url or os.environ.get("INFOBIP_SIM_WEBHOOK_URL") or None,
         page_delay_ms=args.page_delay_ms,
         webhook_timeout_s=args.webhook_timeout_s,
+        contract_mode=args.contract,
+        record_path=args.record,
     )
     state.sender.hmac_header = args.hmac_header
     state.sender.hmac_encoding = args.hmac_encoding

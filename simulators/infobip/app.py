@@ -91,14 +91,82 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
             if failure is not None:
                 if failure.delay_ms:
                     await asyncio.sleep(failure.delay_ms / 1000)
+                if failure.when == "before":
+                    if failure.drop:
+                        return _Dropped()
+                    if failure.status:
+                        return _error_response(failure.error())
+            answer = await contract_checked(request, handler)
+            if failure is not None and failure.when == "after":
+                if failure.drop:
+                    return _Dropped()
                 if failure.status:
                     return _error_response(failure.error())
-            try:
-                return await handler(request)
-            except SimError as exc:
-                return _error_response(exc)
+            return answer
 
         return wrapped
+
+    async def contract_checked(request: Request, handler: Handler) -> Response:
+        """The request validated against the published documents (a violation is
+        Infobip's 400 ``BAD_REQUEST`` with ``validationErrors``), then the answer checked
+        and both recorded (see InfobipSimState)."""
+        method, path = request.method, request.url.path
+        found = sim.contract.match(method, path)
+        raw = await request.body()  # Starlette keeps it for the handler
+        body: Any = None
+        response: Response | None = None
+        if raw:
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                body = raw.decode("utf-8", "replace")
+                response = _error_response(bad_request(text="Invalid request body."))
+        if found is None:
+            sim.contract_violation(f"route {method} {path}", {"path": ["not in the documents"]})
+        elif response is None:
+            errors = sim.contract.request_errors(
+                found[0], found[1], _query(request), body, has_body=bool(raw)
+            )
+            if errors:
+                response = _error_response(bad_request(errors))
+        if response is None:
+            try:
+                response = await handler(request)
+            except SimError as exc:
+                response = _error_response(exc)
+        answer: Any = None
+        if response.body:
+            try:
+                answer = orjson.loads(response.body)
+            except orjson.JSONDecodeError:
+                answer = bytes(response.body).decode("utf-8", "replace")  # fails every schema
+        if sim.recorder is not None:
+            sim.recorder.write(
+                {
+                    "kind": "api",
+                    "method": method,
+                    "path": path,
+                    "query": _query(request),
+                    "body": body,
+                    "hasBody": bool(raw),
+                    "status": response.status_code,
+                    "answer": answer,
+                }
+            )
+        if found is not None and sim.contract_mode != "off":
+            errors = sim.contract.response_errors(found[0], response.status_code, answer)
+            if errors:
+                what = f"answer {response.status_code} to {method} {found[0].path}"
+                sim.contract_violation(what, errors)
+                if sim.contract_mode == "strict":
+                    return _error_response(
+                        SimError(
+                            500,
+                            "GENERAL_ERROR",
+                            f"Simulator {what} violates Infobip's published schema: {errors}",
+                        )
+                    )
+        return response
 
     def control(handler: Handler) -> Handler:
         async def wrapped(request: Request) -> Response:
@@ -138,6 +206,12 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
 
     async def route_conversation(request: Request) -> Response:
         return JsonResponse(sim.route_conversation(request.path_params["cid"]))
+
+    async def assignee(request: Request) -> Response:
+        cid = request.path_params["cid"]
+        if request.method == "DELETE":
+            return JsonResponse(sim.unassign(cid))
+        return JsonResponse(sim.assign(cid, await _json_body(request)))
 
     async def add_tag(request: Request) -> Response:
         return JsonResponse(sim.add_tag(request.path_params["cid"], await _json_body(request)))
@@ -260,6 +334,7 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
         Route(conversation_path + "/messages", api(list_messages), methods=["GET"]),
         Route(conversation_path + "/messages", api(create_message), methods=["POST"]),
         Route(conversation_path + "/route", api(route_conversation), methods=["POST"]),
+        Route(conversation_path + "/assignee", api(assignee), methods=["PUT", "DELETE"]),
         Route(conversation_path + "/tags", api(add_tag), methods=["POST"]),
         Route(conversation_path + "/tags/{name}", api(remove_tag), methods=["DELETE"]),
         Route(
@@ -317,6 +392,24 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
     return app
 
 
+class _Dropped(Response):
+    """An answer cut off mid-body, the connection closed: the client gets no answer
+    (uvicorn closes a connection whose response the app left incomplete)."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"64")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"id":', "more_body": True})
+
+
 def _parse_failure(body: Mapping[str, Any]) -> Failure:
     errors: dict[str, list[str]] = {}
     count = body.get("count", 1)
@@ -334,6 +427,12 @@ def _parse_failure(body: Mapping[str, Any]) -> Failure:
         errors["delay_ms"] = ["must be a non-negative integer"]
     if shape not in ("requestError", "status"):
         errors["shape"] = ["must be requestError or status"]
+    when = body.get("when", "before")
+    drop = body.get("drop", False)
+    if when not in ("before", "after"):
+        errors["when"] = ["must be before or after (the call takes effect, then fails)"]
+    if not isinstance(drop, bool):
+        errors["drop"] = ["must be a boolean"]
     if errors:
         raise bad_request(errors)
     return Failure(
@@ -344,6 +443,8 @@ def _parse_failure(body: Mapping[str, Any]) -> Failure:
         path_prefix=str(body.get("path_prefix") or ""),
         shape=shape,
         delay_ms=delay_ms,
+        when=str(when),
+        drop=bool(drop),
     )
 
 

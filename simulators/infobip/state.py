@@ -10,6 +10,7 @@ string order is their time order.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import threading
@@ -21,7 +22,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ccbridge.services.infobip.webhook_auth import ENCODINGS, HMAC_ALGORITHMS
+from ccbridge.simulators.infobip.contract import Contract, default_contract
+from ccbridge.simulators.infobip.recorder import Recorder
 from ccbridge.simulators.infobip.webhooks import Delivery, WebhookSender
+
+log = logging.getLogger(__name__)
+
+CONTRACT_MODES = ("strict", "warn", "off")
 
 MAX_LIMIT = 999
 MAX_TEXT = 4096
@@ -168,6 +175,16 @@ def parse_ts(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def without_nulls(value: Any) -> Any:
+    """``value`` without null members, at any depth (the documents declare no field
+    nullable; an unset one is absent)."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
 def status_body(message: str) -> dict[str, str]:
     return {"statusCode": "SUCCESS", "message": message}
 
@@ -197,7 +214,7 @@ class Conversation:
     routed: int = 0  # Route Conversation calls (handed back to Infobip's routing)
 
     def to_api(self) -> dict[str, Any]:
-        return {
+        api = {
             "id": self.id,
             "topic": self.topic,
             "summary": self.summary,
@@ -209,6 +226,8 @@ class Conversation:
             "updatedAt": format_ts(self.updated_at),
             "closedAt": format_ts(self.closed_at) if self.closed_at else None,
         }
+        # Unset fields are left out: the documents type them string, not nullable.
+        return {key: value for key, value in api.items() if value is not None}
 
     def ensure_open(self) -> None:
         if self.status == "CLOSED":
@@ -325,7 +344,8 @@ class Subscription:
 @dataclass
 class Failure:
     """``remaining`` next matching API calls fail with ``status`` (or are only delayed by
-    ``delay_ms`` when ``status`` is 0)."""
+    ``delay_ms`` when ``status`` is 0, or lose their connection with ``drop``), before or
+    ``when="after"`` the call took effect."""
 
     remaining: int
     status: int
@@ -334,6 +354,11 @@ class Failure:
     path_prefix: str = ""
     shape: str = "requestError"
     delay_ms: int = 0
+    # "after": the call is carried out (e.g. the message stored) and then fails, the
+    # ambiguous failure a client cannot tell from one before the call took effect.
+    when: str = "before"
+    # Instead of an answer, the connection is dropped mid-answer.
+    drop: bool = False
 
     def matches(self, method: str, path: str) -> bool:
         return (not self.method or self.method == method) and path.startswith(
@@ -349,6 +374,8 @@ class Failure:
             "path_prefix": self.path_prefix,
             "shape": self.shape,
             "delay_ms": self.delay_ms,
+            "when": self.when,
+            "drop": self.drop,
         }
 
     def error(self) -> SimError:
@@ -375,6 +402,14 @@ class InfobipSimState:
     Configuration), ``page_delay_ms`` delays every Get Messages page (benchmarks),
     ``webhook_timeout_s`` bounds each webhook POST (sent over real HTTP, with the
     product's :class:`~ccbridge.services.runtime.http_client.HttpClient`).
+
+    Requests are always validated against Infobip's published documents (a violation is
+    Infobip's 400). ``contract_mode`` decides what a violation by the simulator's *own*
+    answer or webhook does: ``strict`` (tests) answers 500 naming the violation / does
+    not send the webhook, ``warn`` (the demo) logs a warning and goes on, ``off`` skips
+    the check (benchmarks). Every violation is kept in ``contract_violations``.
+    ``record_path`` records every exchange and webhook as JSON lines
+    (:mod:`~ccbridge.simulators.infobip.recorder`).
     """
 
     def __init__(
@@ -384,18 +419,55 @@ class InfobipSimState:
         page_delay_ms: int = 0,
         webhook_timeout_s: float = 5.0,
         seed: int | None = None,
+        contract_mode: str = "strict",
+        record_path: str | None = None,
     ) -> None:
+        if contract_mode not in CONTRACT_MODES:
+            raise ValueError(f"contract_mode must be one of {', '.join(CONTRACT_MODES)}")
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
         self.initial_webhook_url = webhook_url
         self.initial_page_delay_ms = page_delay_ms
+        self.contract: Contract = default_contract()
+        self.contract_mode = contract_mode
+        self.contract_violations: list[dict[str, Any]] = []
+        self.recorder = Recorder(record_path) if record_path else None
         self.sender = WebhookSender(timeout_s=webhook_timeout_s)
+        self.sender.inspect = self.inspect_delivery
         self._reset_locked()
 
     async def aclose(self) -> None:
         """Waits briefly for webhooks still being sent and closes their HTTP client (the
         app's lifespan does this; in-process tests call it themselves)."""
         await self.sender.aclose()
+        if self.recorder is not None:
+            self.recorder.close()
+
+    # -- the published contract -----------------------------------------------------------
+
+    def contract_violation(self, what: str, errors: Mapping[str, list[str]]) -> None:
+        """Keeps and logs a violation of the documents by the simulator's own output."""
+        with self._lock:
+            self.contract_violations.append({"what": what, "errors": dict(errors)})
+        level = logging.ERROR if self.contract_mode == "strict" else logging.WARNING
+        log.log(level, "simulator %s violates Infobip's published schema: %s", what, dict(errors))
+
+    def inspect_delivery(self, delivery: Delivery) -> bool:
+        """Checks (and records) a webhook before it is sent; False: do not send it."""
+        errors: dict[str, list[str]] = {}
+        if self.contract_mode != "off":
+            if delivery.kind == "event":
+                errors = self.contract.webhook_errors(delivery.body)
+            else:
+                errors = self.contract.message_errors(delivery.body)
+        if self.recorder is not None:
+            self.recorder.write(
+                {"kind": "webhook", "webhook": delivery.kind, "body": delivery.body}
+            )
+        if errors:
+            self.contract_violation(f"{delivery.kind} webhook", errors)
+            return self.contract_mode != "strict"
+        return True
 
     def _reset_locked(self) -> None:
         self.conversations: dict[str, Conversation] = {}
@@ -407,6 +479,7 @@ class InfobipSimState:
         self.webhook_url: str | None = self.initial_webhook_url
         self.page_delay_ms = self.initial_page_delay_ms
         self.emit_api_events = True
+        self.agent_must_be_assignee = False
         self._short_ids = 100
 
     def reset(self) -> None:
@@ -634,7 +707,7 @@ class InfobipSimState:
         body = {
             "type": event_type,
             "timestamp": format_ts(now_utc()),
-            "payload": self._event_payload_locked(conversation, message),
+            "payload": without_nulls(self._event_payload_locked(conversation, message)),
         }
         return [Delivery("event", s.notify_url, body, s) for s in targets]
 
@@ -798,6 +871,27 @@ class InfobipSimState:
             conversation.updated_at = now_utc()
             return conversation.to_api()
 
+    def assign(self, conversation_id: str, body: object) -> dict[str, Any]:
+        """Change Conversation Assignment (``PUT .../assignee``)."""
+        agent_id = body.get("agentId") if isinstance(body, Mapping) else None
+        if not isinstance(agent_id, str) or not agent_id or len(agent_id) > 255:
+            raise bad_request({"agentId": ["must be a string of 1-255 characters"]})
+        with self._lock:
+            conversation = self._get(conversation_id)
+            conversation.ensure_open()
+            conversation.agent_id = agent_id
+            conversation.updated_at = now_utc()
+            return conversation.to_api()
+
+    def unassign(self, conversation_id: str) -> dict[str, Any]:
+        """Unassign Conversation Agent (``DELETE .../assignee``)."""
+        with self._lock:
+            conversation = self._get(conversation_id)
+            conversation.ensure_open()
+            conversation.agent_id = None
+            conversation.updated_at = now_utc()
+            return conversation.to_api()
+
     # -- API: messages --------------------------------------------------------------------
 
     def list_messages(
@@ -854,6 +948,22 @@ class InfobipSimState:
         with self._lock:
             conversation = self._get(conversation_id)
             conversation.ensure_open()
+            # Infobip's Conversations messages documentation: the header is required on
+            # a conversation assigned to an agent and refused on an unassigned one. The
+            # wording of these two errors is the simulator's (not published).
+            if conversation.agent_id and not agent_id:
+                raise bad_request(
+                    {"x-agent-id": ["must be present: the conversation is assigned to an agent"]}
+                )
+            if agent_id and not conversation.agent_id:
+                raise bad_request(
+                    {"x-agent-id": ["must be absent: the conversation is not assigned"]}
+                )
+            # Whether it must name the assignee is not published: a setting, off by default.
+            if self.agent_must_be_assignee and agent_id and agent_id != conversation.agent_id:
+                raise bad_request(
+                    {"x-agent-id": ["must be the id of the agent the conversation is assigned to"]}
+                )
             at = conversation.next_created_at()
             message = {
                 "id": self.new_id(),
@@ -1254,10 +1364,15 @@ class InfobipSimState:
                 "webhook_url": self.webhook_url,
                 "page_delay_ms": self.page_delay_ms,
                 "emit_api_events": self.emit_api_events,
+                "agent_must_be_assignee": self.agent_must_be_assignee,
                 "hmac_header": self.sender.hmac_header,
                 "hmac_encoding": self.sender.hmac_encoding,
                 "subscriptions": [s.to_config() for s in self.subscriptions.values()],
                 "failures": [f.to_api() for f in self.failures],
+                "contract": {
+                    "mode": self.contract_mode,
+                    "violations": list(self.contract_violations),
+                },
             }
 
     def set_config(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -1277,6 +1392,9 @@ class InfobipSimState:
         encoding = body.get("hmac_encoding")
         if encoding is not None and encoding not in ENCODINGS:
             errors["hmac_encoding"] = [f"must be one of {', '.join(ENCODINGS)}"]
+        must_match = body.get("agent_must_be_assignee")
+        if must_match is not None and not isinstance(must_match, bool):
+            errors["agent_must_be_assignee"] = ["must be a boolean"]
         if errors:
             raise bad_request(errors)
         with self._lock:
@@ -1290,6 +1408,8 @@ class InfobipSimState:
                 self.sender.hmac_header = header.strip()
             if encoding is not None:
                 self.sender.hmac_encoding = encoding
+            if must_match is not None:
+                self.agent_must_be_assignee = must_match
         return self.config()
 
 

@@ -15,7 +15,7 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -93,8 +93,12 @@ class WebhookSender:
         # Where and how HMAC signatures go (Infobip does not document either).
         self.hmac_header = DEFAULT_HEADER
         self.hmac_encoding = DEFAULT_ENCODING
+        # Checks a delivery against the published contract first; False: not sent.
+        self.inspect: Callable[[Delivery], bool] | None = None
 
     async def post(self, delivery: Delivery) -> DeliveryResult:
+        if self.inspect is not None and not self.inspect(delivery):
+            return DeliveryResult(delivery.kind, delivery.url, None, "ContractViolation")
         body = orjson.dumps(delivery.body)
         headers = {"Content-Type": "application/json", "User-Agent": "infobip-simulator"}
         subscription = delivery.subscription

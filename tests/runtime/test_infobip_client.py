@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote
 
 import grpc
@@ -196,24 +197,59 @@ async def test_create_message_is_not_retried(sim: Sim, client: InfobipClient) ->
     assert [m["id"] for m in sim.state.agent_messages(conversation.id)] == [created["id"]]
 
 
-async def test_create_message_sends_agent_id(sim: Sim) -> None:
-    conversation = sim.state.create_conversation(history=2)
-    client = sim.client(agent_id="agent-7")
+async def test_create_message_sends_the_agent_id_it_is_given(sim: Sim) -> None:
+    conversation = sim.state.create_conversation(history=2, agent_id="agent-7")
+    client = sim.client()
+    body = {
+        "channel": conversation.channel,
+        "from": conversation.business_sender,
+        "to": conversation.end_user,
+        "contentType": "TEXT",
+        "content": {"text": "Hi"},
+    }
     try:
-        await client.create_message(
-            conversation.id,
-            {
-                "channel": conversation.channel,
-                "from": conversation.business_sender,
-                "to": conversation.end_user,
-                "contentType": "TEXT",
-                "content": {"text": "Hi"},
-            },
-        )
+        # Assigned: Infobip requires the header (the simulator enforces it).
+        with pytest.raises(InfobipError) as caught:
+            await client.create_message(conversation.id, body)
+        assert caught.value.status == 400 and not caught.value.retryable
+        await client.create_message(conversation.id, body, agent_id="agent-7")
+        # Unassigned: the header is refused.
+        await client.assign_conversation(conversation.id, "bridge-agent")
+        assert sim.state.get_conversation(conversation.id)["agentId"] == "bridge-agent"
+        sim.state.unassign(conversation.id)
+        with pytest.raises(InfobipError):
+            await client.create_message(conversation.id, body, agent_id="agent-7")
+        await client.create_message(conversation.id, body)
     finally:
         await client.aclose()
-    [sent] = sim.state.agent_messages(conversation.id)
-    assert sent["agentIdHeader"] == "agent-7" and sent["authorType"] == "AGENT"
+    sent = sim.state.agent_messages(conversation.id)
+    assert [(m["agentIdHeader"], m["authorType"]) for m in sent] == [
+        ("agent-7", "AGENT"),
+        (None, "SYSTEM"),
+    ]
+
+
+async def test_outbound_messages_are_read_back_after_a_time(
+    sim: Sim, client: InfobipClient
+) -> None:
+    conversation = sim.state.create_conversation(history=4)
+    body = {
+        "channel": conversation.channel,
+        "from": conversation.business_sender,
+        "to": conversation.end_user,
+        "contentType": "TEXT",
+        "content": {"text": "read me back"},
+    }
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    created = await client.create_message(conversation.id, body)
+    page = await client.get_messages(
+        conversation.id, direction="OUTBOUND", created_after=since, order_by="createdAt:asc"
+    )
+    assert [m["id"] for m in page["messages"]] == [created["id"]]
+    later = await client.get_messages(
+        conversation.id, direction="OUTBOUND", created_after=since + timedelta(minutes=1)
+    )
+    assert later["messages"] == []
 
 
 async def test_timeout_is_retryable(sim: Sim) -> None:

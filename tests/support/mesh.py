@@ -21,6 +21,7 @@ from ccbridge.services.local.mesh_ca import create_mesh_pki
 from ccbridge.services.local.run import ORDER, start_mesh, start_simulators
 from ccbridge.services.local.supervisor import ProcessGroup, free_port, mesh_env
 from ccbridge.services.runtime.channels import create_blocking_channel
+from tests.support.infobip_contract import assert_conforms
 
 CODE_ROOT = Path(ccbridge.__file__).resolve().parent.parent  # the protos/ folder
 
@@ -167,7 +168,11 @@ def running_mesh(
     timers (crash recovery and outages resolve in seconds) and ``extra_env`` on top.
     ``mtls``: every gRPC hop is mutual TLS with a throwaway CA (``mesh.group.pki``; the
     operator's certificate for the tests' own calls); else plaintext. ``own_env``: settings
-    of single components (e.g. their own Redis users)."""
+    of single components (e.g. their own Redis users).
+
+    The Infobip simulator runs with ``--contract strict`` and records every exchange; on
+    a normal exit all of them (what the mesh sent, what the simulator answered and
+    POSTed) are validated against Infobip's published documents."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     client.close()
@@ -200,11 +205,21 @@ def running_mesh(
     pki = create_mesh_pki(log_dir / "pki") if mtls else None
     group = ProcessGroup(log_dir=log_dir, pki=pki, own_env=own_env or {})
     handle: Mesh | None = None
+    record = log_dir / "infobip-exchanges.jsonl"
     try:
-        start_simulators(group, env, ports["infobip-sim"], ports["ccaas-sim"], ports["gateway"])
+        start_simulators(
+            group,
+            env,
+            ports["infobip-sim"],
+            ports["ccaas-sim"],
+            ports["gateway"],
+            contract="strict",
+            record=record,
+        )
         start_mesh(group, env, ports, quiet=True)
         handle = Mesh(group, env, ports, redis_url)
         yield handle
+        assert_conforms(record)
     except BaseException:
         for proc in group.procs.values():
             print(f"--- {proc.name} log ---\n{proc.tail(60)}")

@@ -91,9 +91,12 @@ class World:
     connector_port: int
     settings: SessionSettings
 
-    async def active(self, *inbound: str) -> str:
-        """An ACTIVE handover of a fresh Infobip conversation, with inbound messages."""
-        cid = self.infobip.create_conversation(end_user=END_USER, business_sender=SENDER).id
+    async def active(self, *inbound: str, agent_id: str | None = None) -> str:
+        """An ACTIVE handover of a fresh Infobip conversation (assigned to ``agent_id``),
+        with inbound messages."""
+        cid = self.infobip.create_conversation(
+            end_user=END_USER, business_sender=SENDER, agent_id=agent_id
+        ).id
         assert await self.store.create(cid, [], {})
         ok, _ = await self.store.transition(
             cid,
@@ -148,7 +151,7 @@ async def eventually(what: str, probe: Callable[[], Any]) -> Any:
 
 @contextlib.asynccontextmanager
 async def running_world(
-    redis_url: str, redis_client: aioredis.Redis, *, workers: bool
+    redis_url: str, redis_client: aioredis.Redis, *, workers: bool, **overrides: str
 ) -> AsyncIterator[World]:
     double = ConnectorDouble()  # type: ignore[abstract]  # only the delivery RPCs
     server = grpc.aio.server()
@@ -157,16 +160,16 @@ async def running_world(
     await server.start()
     infobip = InfobipSimState(seed=3)
     sim = await start_server(infobip, api_key="test-key")
-    settings = session_settings(
-        redis_url,
-        CCBRIDGE_WORKERS_ENABLED="true" if workers else "false",
-        CONNECTOR_ADDR=f"127.0.0.1:{port}",
-        INFOBIP_BASE_URL=sim.url,
-        CCBRIDGE_SCHEDULER_POLL_MS="20",
-        CCBRIDGE_RETRY_BASE_MS="60000",  # a failed head stays in back-off for the test
-        CCBRIDGE_RETRY_MAX_MS="60000",
-        CCBRIDGE_RECONCILE_INFOBIP="false",
-    )
+    env = {
+        "CCBRIDGE_WORKERS_ENABLED": "true" if workers else "false",
+        "CONNECTOR_ADDR": f"127.0.0.1:{port}",
+        "INFOBIP_BASE_URL": sim.url,
+        "CCBRIDGE_SCHEDULER_POLL_MS": "20",
+        "CCBRIDGE_RETRY_BASE_MS": "60000",  # a failed head stays in back-off for the test
+        "CCBRIDGE_RETRY_MAX_MS": "60000",
+        "CCBRIDGE_RECONCILE_INFOBIP": "false",
+    }
+    settings = session_settings(redis_url, **{**env, **overrides})
     running = await start(build, settings)
     try:
         yield World(

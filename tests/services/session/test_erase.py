@@ -12,7 +12,7 @@ import pytest
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.cli import main as cli_main
 from ccbridge.services.session.__main__ import RunningSession
-from ccbridge.services.session.store import ALL_STATES, Lane, SessionStore
+from ccbridge.services.session.store import ALL_STATES, Lane, SessionStore, agent_message_key
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
 Api = tuple[RunningSession, session_pb2_grpc.SessionServiceStub]
@@ -31,10 +31,23 @@ def message(cid: str, mid: str, end_user: str) -> common_pb2.Message:
     )
 
 
+async def agent_side(store: SessionStore, cid: str) -> None:
+    """An agent reply's dedupe id, a sending mark and an Infobip id sent."""
+    reply = common_pb2.Message(id=f"{cid}-agent", content_type="TEXT", content_json="{}")
+    assert await store.agent_event(cid, agent_message_key(reply.id), reply.SerializeToString())
+    token, _, _, _ = await store.begin_step(Lane.OUTBOX, cid, 60_000)
+    assert token
+    assert await store.mark_sending(
+        cid, token, "item", part=0, done=1, sent_at_ms=0, infobip_id="ib-1"
+    )
+    await store.release_lease(Lane.OUTBOX, cid, token)
+
+
 async def closed_handover_with_a_dead_letter(store: SessionStore, cid: str, end_user: str) -> str:
     await store.create(cid, [], {})
     await store.ingest([message(cid, f"{cid}-1", end_user), message(cid, f"{cid}-2", end_user)])
     await store.link_case(cid, "webhook", f"case-{cid}")
+    await agent_side(store, cid)
     token, _, _, _ = await store.begin_step(Lane.INBOX, cid, 60_000)
     assert token
     (head,) = await store.peek(store.k_in(cid), 1)
@@ -56,7 +69,16 @@ async def stored_about(store: SessionStore, cid: str) -> list[str]:
     """Every key or index entry that still names ``cid``."""
     left = [
         key
-        for key in (store.k_h(cid), store.k_in(cid), store.k_seen(cid), store.k_dlc(cid))
+        for key in (
+            store.k_h(cid),
+            store.k_in(cid),
+            store.k_out(cid),
+            store.k_seen(cid),
+            store.k_dlc(cid),
+            store.k_seen_agent(cid),
+            store.k_sending(cid),
+            store.k_sent_ids(cid),
+        )
         if await store.r.exists(key)
     ]
     left += [state for state in ALL_STATES if await store.r.zscore(store.k_state(state), cid)]

@@ -12,7 +12,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
-from ccbridge.services.session.store import Lane, Retention, SessionStore, now_ms
+from ccbridge.services.session.store import (
+    Lane,
+    Retention,
+    SessionStore,
+    agent_message_key,
+    now_ms,
+)
 
 DAY_MS = 86_400_000
 
@@ -47,6 +53,9 @@ async def failed_handover(store: SessionStore, cid: str, case: str) -> None:
     await store.create(cid, [], {})
     await store.ingest([message(cid, f"{cid}-m1")])
     await store.link_case(cid, "webhook", case)
+    await store.agent_event(cid, agent_message_key(f"{cid}-a1"), b"reply")
+    await store.r.hset(store.k_sending(cid), "item", "x")
+    await store.r.lpush(store.k_sent_ids(cid), "ib-1")
     ok, _ = await store.transition(
         cid,
         allowed=("OPENING",),
@@ -86,7 +95,15 @@ async def test_failed_handovers_expire_with_their_keys(redis_client: aioredis.Re
     swept = await store.sweep_retention()
 
     assert swept.failed_handovers == 1
-    for key in (store.k_h("old"), store.k_in("old"), store.k_seen("old")):
+    for key in (
+        store.k_h("old"),
+        store.k_in("old"),
+        store.k_out("old"),
+        store.k_seen("old"),
+        store.k_seen_agent("old"),
+        store.k_sending("old"),
+        store.k_sent_ids("old"),
+    ):
         assert not await redis_client.exists(key), key
     assert await store.lookup_case("webhook", "case-old") is None
     assert (await store.get("young")) is not None

@@ -81,7 +81,7 @@ async def test_route_drops_the_assignee_and_a_closed_conversation_cannot_be_rout
 ) -> None:
     conversation = sim.state.create_conversation(agent_id="agent-7")
     routed = await sim.http.post(f"/ccaas/1/conversations/{conversation.id}/route", headers=AUTH)
-    assert routed.status_code == 200 and routed.json()["agentId"] is None
+    assert routed.status_code == 200 and "agentId" not in routed.json()
     assert sim.state.snapshot(conversation.id)["routed"] == 1
     sim.state.close_from_infobip(conversation.id)
     refused = await sim.http.post(f"/ccaas/1/conversations/{conversation.id}/route", headers=AUTH)

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from ccbridge.simulators.infobip import SIGNATURE_HEADER
+from ccbridge.simulators.infobip import SIGNATURE_HEADER, Failure
 from tests.simulators.ccaas.support import serve_app
-from tests.simulators.infobip.harness import API_KEY, Receiver, Sim, running_sim
+from tests.simulators.infobip.harness import API_KEY, Receiver, Sim, running_sim, served_sim
 
 AUTH = {"Authorization": f"App {API_KEY}"}
 
@@ -372,3 +372,87 @@ async def test_unknown_route_answers_infobip_shape(sim: Sim) -> None:
     response = await sim.http.get("/ccaas/2/whatever", headers=AUTH)
     assert response.status_code == 404
     assert service_exception(response)["messageId"] == "NOT_FOUND"
+
+
+async def test_x_agent_id_rules_and_assignee(sim: Sim) -> None:
+    """Infobip's messages documentation: Create Message fails with ``x-agent-id`` on an
+    unassigned conversation and without it on an assigned one."""
+    conversation = await new_conversation(sim, history=2)
+    cid = conversation["id"]
+    path = f"/ccaas/1/conversations/{cid}/messages"
+    body = {
+        "channel": "WHATSAPP",
+        "from": conversation["businessSender"],
+        "to": conversation["endUser"],
+        "contentType": "TEXT",
+        "content": {"text": "hi"},
+    }
+    refused = await sim.http.post(path, json=body, headers={**AUTH, "x-agent-id": "a-1"})
+    assert refused.status_code == 400
+    assert "x-agent-id" in service_exception(refused)["validationErrors"]
+    assert (await sim.http.post(path, json=body, headers=AUTH)).status_code == 200
+
+    assignee = f"/ccaas/1/conversations/{cid}/assignee"
+    bad = await sim.http.put(assignee, json={"agentId": ""}, headers=AUTH)
+    assert bad.status_code == 400
+    assigned = await sim.http.put(assignee, json={"agentId": "a-1"}, headers=AUTH)
+    assert assigned.status_code == 200 and assigned.json()["agentId"] == "a-1"
+    missing = await sim.http.post(path, json=body, headers=AUTH)
+    assert missing.status_code == 400
+    assert service_exception(missing)["messageId"] == "BAD_REQUEST"
+    other = {**AUTH, "x-agent-id": "a-2"}
+    assert (await sim.http.post(path, json=body, headers=other)).status_code == 200
+    # Whether the header must name the assignee is unpublished: a setting.
+    assert (
+        await sim.http.put("/_sim/config", json={"agent_must_be_assignee": True})
+    ).status_code == 200
+    assert (await sim.http.post(path, json=body, headers=other)).status_code == 400
+    ok = await sim.http.post(path, json=body, headers={**AUTH, "x-agent-id": "a-1"})
+    assert ok.status_code == 200
+
+    unassigned = await sim.http.delete(assignee, headers=AUTH)
+    assert unassigned.status_code == 200 and "agentId" not in unassigned.json()
+    assert (await sim.http.post(path, json=body, headers=AUTH)).status_code == 200
+    headers = [m["agentIdHeader"] for m in sim.state.agent_messages(cid)]
+    assert headers == [None, "a-2", "a-1", None]
+
+
+async def test_failure_after_the_call_took_effect(sim: Sim) -> None:
+    conversation = await new_conversation(sim, history=0)
+    cid = conversation["id"]
+    path = f"/ccaas/1/conversations/{cid}/messages"
+    body = {
+        "channel": "WHATSAPP",
+        "from": conversation["businessSender"],
+        "to": conversation["endUser"],
+        "contentType": "TEXT",
+        "content": {"text": "stored anyway"},
+    }
+    injected = await sim.http.post(
+        "/_sim/failures", json={"status": 500, "when": "after", "path_prefix": path}
+    )
+    assert injected.json()["failures"][0]["when"] == "after"
+    failed = await sim.http.post(path, json=body, headers=AUTH)
+    assert failed.status_code == 500
+    assert [m["content"]["text"] for m in sim.state.agent_messages(cid)] == ["stored anyway"]
+    for bad in ({"when": "later"}, {"drop": "yes"}):
+        assert (await sim.http.post("/_sim/failures", json=bad)).status_code == 400
+
+
+async def test_dropped_connection_after_the_call_took_effect() -> None:
+    async with served_sim() as sim:
+        conversation = sim.state.create_conversation(history=0)
+        path = f"/ccaas/1/conversations/{conversation.id}/messages"
+        sim.state.inject_failure(Failure(remaining=1, status=0, when="after", drop=True))
+        body = {
+            "channel": conversation.channel,
+            "from": conversation.business_sender,
+            "to": conversation.end_user,
+            "contentType": "TEXT",
+            "content": {"text": "stored, connection lost"},
+        }
+        assert sim.url is not None
+        async with httpx.AsyncClient(base_url=sim.url) as http:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.post(path, json=body, headers=AUTH)
+        assert len(sim.state.agent_messages(conversation.id)) == 1
