@@ -30,6 +30,7 @@ import redis
 
 from bench.harness import Sampler, Status, bench_env, machine_cpu_s, mono, run_loadgen
 from bench.loadgen import message_id, percentile
+from ccbridge.services.local.mesh_ca import create_mesh_pki
 from ccbridge.services.local.run import ORDER
 from ccbridge.services.local.supervisor import EmbeddedRedis, ProcessGroup, free_port, mesh_env
 
@@ -122,7 +123,8 @@ class Bench:
         self.status = status
         self.extra_env = dict(extra_env or {})  # settings of another run (bench/soak.py)
         self.tmp = Path(tempfile.mkdtemp(prefix="ccbridge-bench-"))
-        self.group = ProcessGroup(log_dir=self.tmp / "logs")
+        # The mesh as in production: mutual TLS between the components (docs/security.md).
+        self.group = ProcessGroup(log_dir=self.tmp / "logs", pki=create_mesh_pki(self.tmp / "pki"))
         self.redis_server: EmbeddedRedis | None = None
         self.mem_redis: EmbeddedRedis | None = None
         self.ports = {name: free_port() for name in (*ORDER, "infobip-sim", "ccaas-sim", "floor")}
@@ -140,6 +142,8 @@ class Bench:
         ports = self.ports
         base = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            # The components run the code the bench runs (a worktree's, when set).
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
             "LOG_LEVEL": "INFO",
             "LOG_FORMAT": "json",
             "CCBRIDGE_ESCALATION_TOKEN": secrets.token_urlsafe(16),

@@ -174,8 +174,12 @@ class Backends:
 
     async def open(self) -> None:
         """Creates the channels; call inside the running loop (the app lifespan)."""
-        session_channel = create_channel(self._settings.session_addr)
-        connector_channel = create_channel(self._settings.connector_addr)
+        session_channel = create_channel(
+            self._settings.session_addr, self._settings.common.mesh_tls, "session"
+        )
+        connector_channel = create_channel(
+            self._settings.connector_addr, self._settings.common.mesh_tls, "connector"
+        )
         self._channels = [session_channel, connector_channel]
         self._session = session_pb2_grpc.SessionServiceStub(session_channel)
         self._connector = connector_pb2_grpc.ConnectorServiceStub(connector_channel)

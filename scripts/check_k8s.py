@@ -42,6 +42,7 @@ import yaml
 
 # The ports table the code uses: the manifests must agree with it.
 from ccbridge.services.runtime.ports import GRPC_PORTS, HTTP_PORTS
+from ccbridge.services.runtime.redis_acl import REDIS_COMPONENTS, acl_rules
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
@@ -72,7 +73,15 @@ DEFAULT_GRACE_S = 5.0  # CCBRIDGE_SHUTDOWN_GRACE_S default
 EXTERNAL_SECRETS = frozenset({"ccbridge-secrets", "ccbridge-redis"})
 PLACEHOLDER = "REPLACE_ME"
 # Components of k8s/components in the order an overlay must list them.
-COMPONENT_ORDER = ("example-secret", "network-policies", "external-redis")
+COMPONENT_ORDER = ("example-secret", "cert-manager", "network-policies", "external-redis")
+# Mesh mTLS: each pod mounts its own <component>-mesh-tls Secret (cert-manager's keys) at
+# the folder of CCBRIDGE_TLS_*; these are the only Secrets mounted as files.
+MESH_TLS_SECRET = "{}-mesh-tls"
+MESH_TLS_DIR = "/etc/ccbridge/tls"
+MESH_IDENTITIES = (*COMPONENTS, "operator")
+HEALTH_PORT = 8081  # CCBRIDGE_GRPC_HEALTH_PORT: plaintext, health only, for kubelet
+# Kinds of CRDs with no offline schema: checked by check_certificates instead.
+UNVALIDATED_API_GROUPS = ("cert-manager.io/",)
 HPA_COMPONENTS = ("gateway", "session", "connector")
 REQUIRED_LABELS = (
     "app.kubernetes.io/name",
@@ -204,6 +213,8 @@ def validate_schema(docs: Iterable[Doc], version: str = KUBERNETES_VERSION) -> l
     """Strict validation of every document (unknown fields are errors)."""
     problems = []
     for doc in docs:
+        if str(doc.get("apiVersion", "")).startswith(UNVALIDATED_API_GROUPS):
+            continue
         problem = _schema_problem(json.dumps(doc, sort_keys=True), version)
         if problem:
             problems.append(f"{_ref(doc)}: {problem}")
@@ -352,7 +363,8 @@ def _check_probes(ref: str, c: Mapping[str, Any], component: str | None) -> list
         if not probe:
             problems.append(f"{ref}: no {kind}Probe")
     if component is not None and component in GRPC_PORTS:
-        port = GRPC_PORTS[component]
+        # The grpc port requires a client certificate, which kubelet cannot present.
+        port = HEALTH_PORT
         for kind, probe in probes.items():
             grpc = (probe or {}).get("grpc")
             if not grpc:
@@ -388,8 +400,13 @@ def _check_ports(ref: str, c: Mapping[str, Any], component: str | None) -> list[
         grpc = ports.get("grpc")
         if not grpc or grpc.get("containerPort") != GRPC_PORTS[component]:
             problems.append(f"{ref}: needs a port named grpc = {GRPC_PORTS[component]}")
-        if set(ports) - {"grpc"}:
-            problems.append(f"{ref}: unexpected ports {sorted(set(ports) - {'grpc'})}")
+        health = ports.get("grpc-health")
+        if not health or health.get("containerPort") != HEALTH_PORT:
+            problems.append(f"{ref}: needs a port named grpc-health = {HEALTH_PORT}")
+        if set(ports) - {"grpc", "grpc-health"}:
+            problems.append(
+                f"{ref}: unexpected ports {sorted(set(ports) - {'grpc', 'grpc-health'})}"
+            )
     elif component is not None and component in HTTP_PORTS:
         http = ports.get("http")
         if not http or http.get("containerPort") != HTTP_PORTS[component]:
@@ -445,10 +462,13 @@ def check_workloads(docs: list[Doc], *, limits_required: bool = False) -> list[s
         for volume in volumes.values():
             if "configMap" in volume and volume["configMap"]["name"] not in config_maps:
                 problems.append(f"{ref}: ConfigMap {volume['configMap']['name']} not rendered")
-            if "secret" in volume:
+            if "secret" in volume and volume["secret"].get("secretName") != MESH_TLS_SECRET.format(
+                wl["metadata"]["name"]
+            ):
                 problems.append(
                     f"{ref}: mounts Secret {volume['secret'].get('secretName')}; "
-                    "ccbridge reads secrets from the environment"
+                    "ccbridge reads secrets from the environment (only its own "
+                    "mesh certificate is a mounted Secret)"
                 )
 
         tgps = pod.get("terminationGracePeriodSeconds", 30)
@@ -487,6 +507,16 @@ def check_workloads(docs: list[Doc], *, limits_required: bool = False) -> list[s
                         f"{ref}: terminationGracePeriodSeconds {tgps} must exceed preStop + "
                         f"CCBRIDGE_DRAIN_DELAY_S + CCBRIDGE_SHUTDOWN_GRACE_S = {needed:g}"
                     )
+            if component is not None:
+                tls = mounts.get(MESH_TLS_DIR)
+                secret = volumes.get(tls["name"], {}).get("secret", {}) if tls else {}
+                if secret.get("secretName") != MESH_TLS_SECRET.format(component):
+                    problems.append(
+                        f"{cref}: mount Secret {MESH_TLS_SECRET.format(component)} at "
+                        f"{MESH_TLS_DIR} (mesh mTLS)"
+                    )
+                elif tls and (tls.get("subPath") or not tls.get("readOnly")):
+                    problems.append(f"{cref}: mount the mesh certificate read-only, no subPath")
             if component == "routing":
                 directory = os.path.dirname(rules_path)
                 mount = mounts.get(directory)
@@ -661,6 +691,36 @@ def container_environment(docs: list[Doc], container: Mapping[str, Any]) -> dict
     return env
 
 
+STAND_IN_FILE = __file__  # a file that exists
+
+
+def check_certificates(docs: list[Doc]) -> list[str]:
+    """With cert-manager's Certificates rendered: one per mesh identity, writing the
+    Secret its pod mounts, naming the identity (URI SAN) and the component (DNS SAN,
+    what clients check), for both server and client use, from a rendered Issuer."""
+    certs = {d["spec"].get("secretName"): d for d in docs if d.get("kind") == "Certificate"}
+    if not certs:
+        return []
+    issuers = {d["metadata"]["name"] for d in docs if d.get("kind") == "Issuer"}
+    problems = []
+    for identity in MESH_IDENTITIES:
+        cert = certs.get(MESH_TLS_SECRET.format(identity))
+        if cert is None:
+            problems.append(f"Certificate for {MESH_TLS_SECRET.format(identity)} is missing")
+            continue
+        spec = cert["spec"]
+        ref = _ref(cert)
+        if spec.get("uris") != [f"spiffe://ccbridge/{identity}"]:
+            problems.append(f"{ref}: uris must be exactly spiffe://ccbridge/{identity}")
+        if identity not in (spec.get("dnsNames") or ()):
+            problems.append(f"{ref}: dnsNames must hold {identity!r}")
+        if set(spec.get("usages") or ()) != {"server auth", "client auth"}:
+            problems.append(f"{ref}: usages must be server auth and client auth")
+        if (spec.get("issuerRef") or {}).get("name") not in issuers:
+            problems.append(f"{ref}: its Issuer is not rendered")
+    return problems
+
+
 def check_component_settings(docs: list[Doc]) -> list[str]:
     """Each component's own settings class accepts the environment its pod gets."""
     import importlib
@@ -679,8 +739,13 @@ def check_component_settings(docs: list[Doc]) -> list[str]:
             except (ImportError, AttributeError) as exc:
                 problems.append(f"{_ref(wl)}: cannot load {SETTINGS_CLASSES[component]}: {exc}")
                 continue
+            env = container_environment(docs, c)
+            for key in ("CCBRIDGE_TLS_CERT", "CCBRIDGE_TLS_KEY", "CCBRIDGE_TLS_CA"):
+                # Files of the mounted Secret: only that they are inside the mount matters.
+                if os.path.dirname(env.get(key, "")) == MESH_TLS_DIR:
+                    env[key] = STAND_IN_FILE
             try:
-                settings_class.from_env(container_environment(docs, c))
+                settings_class.from_env(env)
             except SettingsError as exc:
                 problems.append(f"{_ref(wl)}: {component} refuses its environment: {exc}")
     return problems
@@ -720,7 +785,40 @@ def check_redis(docs: list[Doc]) -> list[str]:
             problems.append(f"{_ref(sts)}: needs a volumeClaimTemplate for /data")
         if sts["spec"].get("replicas", 1) != 1:
             problems.append(f"{_ref(sts)}: one replica (no replication is configured)")
+        prefix = _settings(docs).get("CCBRIDGE_REDIS_PREFIX", "ccb")
+        users = redis_users(sts)
+        for component in REDIS_COMPONENTS:
+            wanted = ["on", f">$({REDIS_PASSWORD_ENV[component]})", *acl_rules(component, prefix)]
+            if users.get(f"ccbridge-{component}") != wanted:
+                problems.append(
+                    f"{_ref(sts)}: the ACL user ccbridge-{component} must be exactly "
+                    f"{' '.join(wanted)} (services/runtime/redis_acl.py)"
+                )
+        if users.get("default") != ["on", "nopass", "-@all", "+ping"]:
+            problems.append(f"{_ref(sts)}: the default user may only PING (readiness probe)")
     return problems
+
+
+REDIS_PASSWORD_ENV: Mapping[str, str] = {
+    "session": "REDIS_SESSION_PASSWORD",
+    "connector": "REDIS_CONNECTOR_PASSWORD",
+}
+
+
+def redis_users(sts: Mapping[str, Any]) -> dict[str, list[str]]:
+    """``--user NAME rule…`` arguments of the in-cluster Redis, by user name."""
+    users: dict[str, list[str]] = {}
+    for c in sts["spec"]["template"]["spec"]["containers"]:
+        args = [str(a) for a in [*(c.get("command") or []), *(c.get("args") or [])]]
+        for i, arg in enumerate(args):
+            if arg == "--user" and i + 1 < len(args):
+                rules = []
+                for rule in args[i + 2 :]:
+                    if rule.startswith("--"):
+                        break
+                    rules.append(rule)
+                users[args[i + 1]] = rules
+    return users
 
 
 def check_overlay(docs: list[Doc], overlay: str) -> list[str]:
@@ -731,6 +829,12 @@ def check_overlay(docs: list[Doc], overlay: str) -> list[str]:
         problems.append(
             f"overlays/{overlay}: Deployments {sorted(deployments)} != {sorted(COMPONENTS)}"
         )
+    # Every overlay: the pod network is not trusted (NetworkPolicies) and every gRPC hop
+    # is mutual TLS with certificates someone issues and rotates (docs/security.md).
+    if not any(d.get("kind") == "NetworkPolicy" for d in docs):
+        problems.append(f"overlays/{overlay}: NetworkPolicies are missing")
+    if not any(d.get("kind") == "Certificate" for d in docs):
+        problems.append(f"overlays/{overlay}: mesh Certificates (components/cert-manager) missing")
     if overlay == "dev":
         for name, dep in deployments.items():
             if dep["spec"].get("replicas", 1) != 1:
@@ -770,8 +874,6 @@ def check_overlay(docs: list[Doc], overlay: str) -> list[str]:
                 problems.append(f"overlays/prod: HPA targets unknown Deployment {name}")
         if _by_kind(docs, "StatefulSet"):
             problems.append("overlays/prod: no in-cluster Redis (external-redis component)")
-        if not any(d.get("kind") == "NetworkPolicy" for d in docs):
-            problems.append("overlays/prod: NetworkPolicies are missing")
         for secret in _by_kind(docs, "Secret"):
             problems.append(f"overlays/prod: Secret/{secret} must not be applied from git")
     return problems
@@ -818,7 +920,13 @@ def _peers(docs: list[Doc]) -> list[Peer]:
         )
     peers += [
         Peer("dns", "kube-system", {"k8s-app": "kube-dns"}, ports=(("UDP", 53), ("TCP", 53))),
+        # A pod elsewhere wearing a label anyone can set: it must not get in.
         Peer("grpc-client", OTHER_NS, {"ccbridge/grpc-client": "true"}),
+        Peer(
+            "operator",
+            namespace,
+            {"app.kubernetes.io/name": "ccbridge-operator", "app.kubernetes.io/part-of": PART_OF},
+        ),
         Peer("other-pod", OTHER_NS, {"app": "something-else"}),
         Peer("internet", ip=INTERNET_IP, ports=(("TCP", 443), ("TCP", 80))),
         Peer("external-redis", ip=REDIS_IP, ports=(("TCP", 6379), ("TCP", 6380))),
@@ -908,10 +1016,10 @@ def expected_flows(docs: list[Doc], components: Iterable[str]) -> set[tuple[str,
         ("session", "internet", 443),
         ("history", "internet", 443),
         ("connector", "internet", 443),
-        ("grpc-client", "session", 50051),
-        ("grpc-client", "history", 50052),
-        ("grpc-client", "routing", 50053),
-        ("grpc-client", "connector", 50054),
+        # Operators' pods (this namespace): the admin RPCs (services/runtime/authz.py).
+        ("operator", "session", 50051),
+        ("operator", "routing", 50053),
+        ("operator", "connector", 50054),
     }
     for name in workloads:
         flows.add((name, "dns", 53))
@@ -923,7 +1031,7 @@ def expected_flows(docs: list[Doc], components: Iterable[str]) -> set[tuple[str,
     return {
         f
         for f in flows
-        if f[0] in workloads | {"other-pod", "grpc-client"}
+        if f[0] in workloads | {"other-pod", "grpc-client", "operator"}
         and f[1] in workloads | {"dns", "internet", "external-redis"}
     }
 
@@ -966,6 +1074,7 @@ def check_docs(docs: list[Doc], target: Target, version: str = KUBERNETES_VERSIO
     problems += check_settings(docs)
     problems += check_routing_rules(docs)
     problems += check_component_settings(docs)
+    problems += check_certificates(docs)
     problems += check_secrets(docs)
     problems += check_redis(docs)
     problems += check_network_policies(docs, target.components)

@@ -22,7 +22,9 @@ import orjson
 from google.protobuf.json_format import MessageToDict
 
 from ccbridge.services.infobip.cli import add_infobip_commands
+from ccbridge.services.runtime.channels import create_blocking_channel
 from ccbridge.services.runtime.ports import default_addr
+from ccbridge.services.runtime.settings import EnvReader, SettingsError, read_mesh_tls
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
 COMPONENTS = ("gateway", "session", "history", "routing", "connector")
@@ -63,7 +65,11 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _session_stub(addr: str) -> tuple[grpc.Channel, session_pb2_grpc.SessionServiceStub]:
-    channel = grpc.insecure_channel(addr)
+    # The operator's own certificate (identity "operator"): CCBRIDGE_TLS_CERT/KEY/CA.
+    env = EnvReader(os.environ)
+    tls = read_mesh_tls(env)
+    env.done("operator")
+    channel = create_blocking_channel(addr, tls, "session")
     return channel, session_pb2_grpc.SessionServiceStub(channel)
 
 
@@ -254,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = args.func(args)
     except KeyboardInterrupt:
         code = 130
+    except SettingsError as exc:
+        print(f"ccbridge: {exc}", file=sys.stderr)
+        code = 2
     raise SystemExit(code)
 
 

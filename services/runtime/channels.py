@@ -2,13 +2,25 @@
 
 Addresses come from ``<PEER>_ADDR`` settings. ``dns:///`` addresses (headless Kubernetes
 Services) are balanced with round_robin across every replica; callers set a deadline on
-every call.
+every call. Channels are mutual TLS (services/runtime/mesh_tls.py): the process presents
+its own certificate and accepts only a server whose certificate names the ``peer`` it
+means to reach (its DNS SAN), whatever address it dialled.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from types import TracebackType
+from typing import Any
+
 import grpc
 import orjson
+
+from ccbridge.services.runtime.mesh_tls import INSECURE_WARNING, KeyMaterial, MeshTls, Watched
+
+log = logging.getLogger(__name__)
 
 _SERVICE_CONFIG = orjson.dumps(
     {
@@ -33,20 +45,172 @@ _SERVICE_CONFIG = orjson.dumps(
 ).decode()  # grpc takes the service config as text
 
 
-def create_channel(address: str) -> grpc.aio.Channel:
-    """Opens an insecure channel (mesh traffic stays inside the cluster network)."""
-    return grpc.aio.insecure_channel(
+_OPTIONS = [
+    ("grpc.service_config", _SERVICE_CONFIG),
+    ("grpc.enable_retries", 1),
+    # Reconnect fast after a peer restarts (the default backoff grows to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+def create_channel(address: str, tls: MeshTls, peer: str) -> grpc.aio.Channel:
+    """Opens a channel to the component ``peer`` (``session``, ``history``, ...) at
+    ``address``: mutual TLS, or plaintext when ``tls.insecure`` (development)."""
+    if tls.insecure:
+        log.warning(INSECURE_WARNING)
+        return grpc.aio.insecure_channel(address, options=_OPTIONS)
+    return ReloadingChannel(address, tls, peer)
+
+
+# How often a channel looks at its certificate files (a stat of three files).
+RELOAD_CHECK_S = 30.0
+# A replaced channel is closed after this long: longer than the servers' maximum
+# connection age plus its grace (server.py), so no call or stream is cut by it.
+RETIRE_GRACE_S = 6 * 60.0
+
+
+def credentials(material: KeyMaterial) -> grpc.ChannelCredentials:
+    """Channel credentials from one read of the certificate, key and CA."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=material.ca,
+        private_key=material.key,
+        certificate_chain=material.cert,
+    )
+
+
+class _Rebinding:
+    """A multicallable of the channel in use: taken again after a reload."""
+
+    def __init__(self, owner: ReloadingChannel, kind: str, args: tuple[Any, ...], kw: Any) -> None:
+        self._owner, self._kind, self._args, self._kw = owner, kind, args, kw
+        self._generation = -1
+        self._bound: Any = None
+
+    def _current(self) -> Any:
+        generation, channel = self._owner.current()
+        if generation != self._generation:
+            self._bound = getattr(channel, self._kind)(*self._args, **self._kw)
+            self._generation = generation
+        return self._bound
+
+
+class _UnaryUnary(_Rebinding, grpc.aio.UnaryUnaryMultiCallable[Any, Any]):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._current()(*args, **kwargs)
+
+
+class _UnaryStream(_Rebinding, grpc.aio.UnaryStreamMultiCallable[Any, Any]):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._current()(*args, **kwargs)
+
+
+class _StreamUnary(_Rebinding, grpc.aio.StreamUnaryMultiCallable[Any, Any]):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._current()(*args, **kwargs)
+
+
+class _StreamStream(_Rebinding, grpc.aio.StreamStreamMultiCallable[Any, Any]):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._current()(*args, **kwargs)
+
+
+class ReloadingChannel(grpc.aio.Channel):
+    """A mutual-TLS channel that takes rotated certificate files: at most every
+    ``check_every_s`` a call looks at the files, and when they changed (and the new key
+    matches the new certificate) opens a new channel with them; calls from then on use
+    it, calls and streams under way finish on the old one, closed after
+    :data:`RETIRE_GRACE_S`. Stubs built on it keep working across reloads."""
+
+    def __init__(
+        self, address: str, tls: MeshTls, peer: str, *, check_every_s: float = RELOAD_CHECK_S
+    ) -> None:
+        self._address, self._peer, self._check_every_s = address, peer, check_every_s
+        self._watched = Watched(tls)
+        self._channel = self._open()
+        self._generation = 0
+        self._next_check = time.monotonic() + check_every_s
+        self._retiring: dict[asyncio.Task[None], grpc.aio.Channel] = {}
+
+    def _open(self) -> grpc.aio.Channel:
+        return grpc.aio.secure_channel(
+            self._address,
+            credentials(self._watched.material),
+            options=[*_OPTIONS, ("grpc.ssl_target_name_override", self._peer)],
+        )
+
+    @property
+    def generation(self) -> int:
+        """How many times the channel was re-created with new files."""
+        return self._generation
+
+    def current(self) -> tuple[int, grpc.aio.Channel]:
+        """The channel in use (re-created first when the files changed)."""
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + self._check_every_s
+            if self._watched.refresh():
+                old, self._channel = self._channel, self._open()
+                self._generation += 1
+                task = asyncio.get_running_loop().create_task(old.close(RETIRE_GRACE_S))
+                self._retiring[task] = old
+                task.add_done_callback(lambda done: self._retiring.pop(done, None))
+        return self._generation, self._channel
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> Any:
+        return _UnaryUnary(self, "unary_unary", args, kwargs)
+
+    def unary_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return _UnaryStream(self, "unary_stream", args, kwargs)
+
+    def stream_unary(self, *args: Any, **kwargs: Any) -> Any:
+        return _StreamUnary(self, "stream_unary", args, kwargs)
+
+    def stream_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return _StreamStream(self, "stream_stream", args, kwargs)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self._channel.get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self._channel.wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self._channel.channel_ready()
+
+    async def close(self, grace: float | None = None) -> None:
+        retiring = dict(self._retiring)
+        for task in retiring:
+            task.cancel()
+        await asyncio.gather(*retiring, return_exceptions=True)
+        for old in retiring.values():
+            await old.close(grace)
+        await self._channel.close(grace)
+
+    async def __aenter__(self) -> ReloadingChannel:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def create_blocking_channel(address: str, tls: MeshTls, peer: str) -> grpc.Channel:
+    """A synchronous channel (the ``ccbridge`` CLI, ``ccbridge up``'s readiness checks),
+    with the same security as :func:`create_channel`."""
+    if tls.insecure:
+        return grpc.insecure_channel(address)
+    return grpc.secure_channel(
         address,
-        options=[
-            ("grpc.service_config", _SERVICE_CONFIG),
-            ("grpc.enable_retries", 1),
-            # Reconnect fast after a peer restarts (the default backoff grows to 120 s).
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 2000),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-        ],
+        credentials(KeyMaterial.load(tls)),
+        options=[("grpc.ssl_target_name_override", peer)],
     )

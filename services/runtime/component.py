@@ -30,7 +30,12 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from ccbridge.services.runtime.entry import run_component
-from ccbridge.services.runtime.server import ReadyCheck, ServiceHealth, create_server
+from ccbridge.services.runtime.server import (
+    ReadyCheck,
+    ServiceHealth,
+    create_health_server,
+    create_server,
+)
 from ccbridge.services.runtime.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -102,7 +107,8 @@ Build = Callable[[S, CollectorRegistry], Awaitable[Component[P]]]
 
 @dataclass
 class Running(Generic[P]):
-    """A started component: its server, bound port and health keeper."""
+    """A started component: its server, bound port and health keeper (and the plaintext
+    health-only server, when ``CCBRIDGE_GRPC_HEALTH_PORT`` is set)."""
 
     component: Component[P]
     server: grpc.aio.Server
@@ -110,6 +116,8 @@ class Running(Generic[P]):
     health: ServiceHealth
     grace_s: float
     drain_delay_s: float
+    health_server: grpc.aio.Server | None = None
+    health_port: int = 0
     _stopping: asyncio.Future[None] | None = field(default=None, repr=False)
 
     @property
@@ -142,6 +150,8 @@ class Running(Generic[P]):
                 except Exception:
                     log.exception("draining %s failed", self.component.name)
             await self.server.stop(self.grace_s)
+            if self.health_server is not None:
+                await self.health_server.stop(0)
             for job in reversed(self.component.background):
                 try:
                     await job.stop()
@@ -159,7 +169,10 @@ async def start(build: Build[S, P], settings: S) -> Running[P]:
     component = await build(settings, CollectorRegistry(auto_describe=True))
     started: list[Background] = []
     server: grpc.aio.Server | None = None
+    health_server: grpc.aio.Server | None = None
+    health_port = 0
     health: ServiceHealth | None = None
+    common = settings.common
     try:
         servicers = component.servicers
 
@@ -168,8 +181,19 @@ async def start(build: Build[S, P], settings: S) -> Running[P]:
                 item.add(item.servicer, server)
             return [item.name for item in servicers]
 
-        server, port, health = create_server(settings.address, register, component.ready)
+        server, port, health = create_server(
+            settings.address,
+            register,
+            component.ready,
+            tls=common.mesh_tls,
+            reflection=common.grpc_reflection,
+        )
         await server.start()
+        if common.grpc_health_port:
+            health_server, health_port = create_health_server(
+                f"{settings.address.rpartition(':')[0]}:{common.grpc_health_port}", health
+            )
+            await health_server.start()
         await health.start()
         for job in component.background:
             job.start()
@@ -179,6 +203,8 @@ async def start(build: Build[S, P], settings: S) -> Running[P]:
             await health.enter_shutdown()
         if server is not None:
             await server.stop(0)
+        if health_server is not None:
+            await health_server.stop(0)
         for job in reversed(started):
             await job.stop()
         await component.close()
@@ -189,8 +215,10 @@ async def start(build: Build[S, P], settings: S) -> Running[P]:
         server,
         port,
         health,
-        grace_s=settings.common.shutdown_grace_s,
-        drain_delay_s=settings.common.drain_delay_s,
+        grace_s=common.shutdown_grace_s,
+        drain_delay_s=common.drain_delay_s,
+        health_server=health_server,
+        health_port=health_port,
     )
 
 

@@ -1,8 +1,9 @@
 """gRPC server bootstrap shared by every service, and the server side of the error policy.
 
-``create_server`` builds a ``grpc.aio`` server with the interceptor (request context and
-error mapping), health checking and reflection; services/runtime/component.py starts it
-and stops it in the one stop order.
+``create_server`` builds a ``grpc.aio`` server with mutual TLS (services/runtime/mesh_tls.py),
+the interceptor (per-caller authorization from services/runtime/authz.py, request context
+and error mapping), health checking and, when enabled, reflection;
+services/runtime/component.py starts it and stops it in the one stop order.
 
 Error policy (every handler kind: unary-unary, unary-stream, stream-unary, stream-stream):
 the ccbridge exception tree (services/runtime/errors.py) maps to its code (NOT_FOUND,
@@ -34,8 +35,9 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection as reflection_service
 
+from ccbridge.services.runtime.authz import allowed
 from ccbridge.services.runtime.errors import (
     RETRY_AFTER_METADATA,
     RETRYABLE_CODES,
@@ -45,6 +47,12 @@ from ccbridge.services.runtime.errors import (
     ResourceExhausted,
 )
 from ccbridge.services.runtime.logging import conversation_id_var, request_id_var, rpc_var
+from ccbridge.services.runtime.mesh_tls import (
+    INSECURE_WARNING,
+    MeshTls,
+    peer_identity,
+    server_credentials,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +161,25 @@ def _lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return deserialize
 
 
+async def _authorize(context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+    """UNAUTHENTICATED without a mesh identity, PERMISSION_DENIED for an identity the
+    table (services/runtime/authz.py) does not list for the method."""
+    identity = peer_identity(context)
+    if identity is None:
+        await context.abort(
+            grpc.StatusCode.UNAUTHENTICATED, "a mesh client certificate is required"
+        )
+    elif not allowed(method, identity):
+        log.warning("refused %s to %s", method, identity)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{identity} may not call {method}")
+
+
 class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Sets request context variables and applies the error policy, for every handler kind."""
+    """Authorizes the caller (mutual TLS: ``authorize``), sets request context variables and
+    applies the error policy, for every handler kind."""
+
+    def __init__(self, *, authorize: bool) -> None:
+        self._authorize = authorize
 
     async def intercept_service(
         self,
@@ -168,6 +193,7 @@ class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):
             return None
         method = handler_call_details.method
         rpc = method.rsplit("/", 1)[-1]
+        authorize = self._authorize
         request_id = dict(handler_call_details.invocation_metadata or ()).get("x-request-id")
 
         def enter(request: Any) -> None:
@@ -200,6 +226,8 @@ class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):
             async def streamed(
                 request: Any, context: grpc.aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
+                if authorize:
+                    await _authorize(context, method)
                 enter(first(request))
                 try:
                     if isinstance(request, _Undecodable):
@@ -215,6 +243,8 @@ class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):
         else:
 
             async def called(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                if authorize:
+                    await _authorize(context, method)
                 enter(first(request))
                 try:
                     if isinstance(request, _Undecodable):
@@ -281,40 +311,64 @@ class ServiceHealth:
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
+_SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    # Clients reconnect (and re-resolve DNS) so new replicas get traffic.
+    ("grpc.max_connection_age_ms", 5 * 60 * 1000),
+    ("grpc.max_connection_age_grace_ms", 30 * 1000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+]
+
+
 def create_server(
     address: str,
     register: Callable[[grpc.aio.Server], Iterable[str]],
     ready: ReadyCheck | None = None,
+    *,
+    tls: MeshTls,
+    reflection: bool = False,
 ) -> tuple[grpc.aio.Server, int, ServiceHealth]:
     """Builds the server; ``register`` adds servicers and returns their full service names.
 
-    Returns the server (not started), the bound port (use ``127.0.0.1:0`` in tests) and
-    the health keeper (start it after the server starts).
+    ``tls``: mutual TLS with per-caller authorization, or (``tls.insecure``, development)
+    plaintext that lets every caller in. ``reflection`` adds the reflection service
+    (operators only). Returns the server (not started), the bound port (use
+    ``127.0.0.1:0`` in tests) and the health keeper (start it after the server starts).
     """
     server = grpc.aio.server(
-        interceptors=[ContextAndErrorInterceptor()],
-        options=[
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            # Clients reconnect (and re-resolve DNS) so new replicas get traffic.
-            ("grpc.max_connection_age_ms", 5 * 60 * 1000),
-            ("grpc.max_connection_age_grace_ms", 30 * 1000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ],
+        interceptors=[ContextAndErrorInterceptor(authorize=not tls.insecure)],
+        options=_SERVER_OPTIONS,
     )
     names = tuple(register(server))
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    reflection.enable_server_reflection(
-        (
-            *names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
-    port = server.add_insecure_port(address)
+    if reflection:
+        reflection_service.enable_server_reflection(
+            (
+                *names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection_service.SERVICE_NAME,
+            ),
+            server,
+        )
+    if tls.insecure:
+        log.warning(INSECURE_WARNING)
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, server_credentials(tls))
     if port == 0:
         raise OSError(f"cannot bind gRPC server to {address}")
     return server, port, ServiceHealth(servicer, names, ready)
+
+
+def create_health_server(address: str, keeper: ServiceHealth) -> tuple[grpc.aio.Server, int]:
+    """A plaintext server with only the health service of ``keeper`` (kubelet's gRPC probes
+    present no client certificate). It serves nothing else, and takes small requests."""
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 4096)])
+    health_pb2_grpc.add_HealthServicer_to_server(keeper.servicer, server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind gRPC health server to {address}")
+    return server, port

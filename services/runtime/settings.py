@@ -7,8 +7,11 @@ every problem so that one error names every missing or invalid key.
 from __future__ import annotations
 
 import builtins
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ccbridge.services.runtime.mesh_tls import INSECURE, MeshTls
 
 # Every token and secret the operator chooses is at least this long (a comma-separated
 # list, for rotation: each of its parts); secrets issued by others (the Infobip API key,
@@ -177,6 +180,13 @@ class CommonSettings:
     # notice the readiness change and send new traffic elsewhere (0 in tests).
     drain_delay_s: float = 1.0
     redis_prefix: str = "ccb"  # every Redis key of every component starts with it
+    # Mutual TLS of every gRPC hop (services/runtime/mesh_tls.py). Only settings built
+    # directly (tests) default to plaintext; from the environment the paths are required.
+    mesh_tls: MeshTls = field(default=INSECURE)
+    grpc_reflection: bool = False
+    # A plaintext port that serves only the gRPC health service (kubelet's gRPC probes
+    # cannot present a client certificate); 0: none.
+    grpc_health_port: int = 0
 
     @classmethod
     def read(cls, env: EnvReader) -> CommonSettings:
@@ -187,4 +197,31 @@ class CommonSettings:
             shutdown_grace_s=env.float("CCBRIDGE_SHUTDOWN_GRACE_S", 5.0, minimum=0.0),
             drain_delay_s=env.float("CCBRIDGE_DRAIN_DELAY_S", 1.0, minimum=0.0),
             redis_prefix=env.str("CCBRIDGE_REDIS_PREFIX", "ccb"),
+            mesh_tls=read_mesh_tls(env),
+            grpc_reflection=env.bool("CCBRIDGE_GRPC_REFLECTION", False),
+            grpc_health_port=env.int("CCBRIDGE_GRPC_HEALTH_PORT", 0, minimum=0, maximum=65535),
         )
+
+
+def read_mesh_tls(env: EnvReader) -> MeshTls:
+    """The mesh TLS settings: the three paths, required unless
+    ``CCBRIDGE_MESH_INSECURE=true`` (development only)."""
+    insecure = env.bool("CCBRIDGE_MESH_INSECURE", False)
+    keys = ("CCBRIDGE_TLS_CERT", "CCBRIDGE_TLS_KEY", "CCBRIDGE_TLS_CA")
+    values = [env.optional(key) or "" for key in keys]
+    if insecure:
+        if any(values):
+            env.errors.append(
+                "CCBRIDGE_MESH_INSECURE=true and CCBRIDGE_TLS_* are both set: choose one"
+            )
+        return INSECURE
+    for key, value in zip(keys, values, strict=True):
+        if not value:
+            env.errors.append(
+                f"{key} is required (mutual TLS between components; "
+                "CCBRIDGE_MESH_INSECURE=true turns it off, for development only)"
+            )
+        elif not os.path.isfile(value):
+            env.errors.append(f"{key}: no readable file at {value}")
+    cert, key, ca = values
+    return MeshTls(cert, key, ca)

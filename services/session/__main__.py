@@ -57,9 +57,9 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
         ),
         inbox_max=settings.inbox_max,
     )
-    history_ch = create_channel(settings.history_addr)
-    routing_ch = create_channel(settings.routing_addr)
-    connector_ch = create_channel(settings.connector_addr)
+    history_ch = create_channel(settings.history_addr, settings.common.mesh_tls, "history")
+    routing_ch = create_channel(settings.routing_addr, settings.common.mesh_tls, "routing")
+    connector_ch = create_channel(settings.connector_addr, settings.common.mesh_tls, "connector")
     infobip = InfobipClient(
         settings.infobip_base_url,
         settings.infobip_api_key,

@@ -171,6 +171,29 @@ def test_up_runs_five_processes_and_sigterm_stops_them_all(tmp_path: Path) -> No
             time.sleep(0.2)
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
         assert all(port_open(p) for p in ports.values())
+        # The local mesh is mutual TLS with a throwaway CA: the admin commands work with
+        # the operator's certificate and not without one.
+        pki = tmp_path / "data" / "pki"
+        assert all(k.stat().st_mode & 0o777 == 0o600 for k in pki.glob("*.key"))
+        session = ["--session", f"127.0.0.1:{ports['CCBRIDGE_SESSION_PORT']}"]
+        admin = [sys.executable, "-m", "ccbridge.services.cli", "handovers", *session, "list"]
+        operator = {
+            "CCBRIDGE_TLS_CERT": str(pki / "operator.crt"),
+            "CCBRIDGE_TLS_KEY": str(pki / "operator.key"),
+            "CCBRIDGE_TLS_CA": str(pki / "ca.crt"),
+        }
+        listed = subprocess.run(
+            admin, env={**env, **operator}, capture_output=True, text=True, timeout=60
+        )
+        assert listed.returncode == 0, listed.stderr
+        no_cert = subprocess.run(admin, env=env, capture_output=True, text=True, timeout=60)
+        assert no_cert.returncode == 2 and "CCBRIDGE_TLS_CERT is required" in no_cert.stderr
+        gateway_cert = {**operator, "CCBRIDGE_TLS_CERT": str(pki / "gateway.crt")}
+        gateway_cert["CCBRIDGE_TLS_KEY"] = str(pki / "gateway.key")
+        refused = subprocess.run(
+            admin, env={**env, **gateway_cert}, capture_output=True, text=True, timeout=60
+        )
+        assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     finally:

@@ -8,7 +8,6 @@ import sys
 import uuid
 from collections.abc import Iterator
 
-import grpc
 import pytest
 
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def session(mesh: Mesh) -> Iterator[session_pb2_grpc.SessionServiceStub]:
-    with grpc.insecure_channel(f"127.0.0.1:{mesh.ports['session']}") as channel:
+    with mesh.grpc_channel("session") as channel:
         yield session_pb2_grpc.SessionServiceStub(channel)
 
 

@@ -47,7 +47,11 @@ def old_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def mesh(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     log_dir = Path(tmp_path_factory.mktemp("upgrade-mesh-logs"))
-    with running_mesh(redis_url, log_dir, {"CCBRIDGE_RECONCILE_INTERVAL_S": "2"}) as handle:
+    # The old release predates mutual TLS: this mesh is plaintext (docs/deploy.md,
+    # "Upgrades": the switch to mTLS is not a mixed-version rollout).
+    with running_mesh(
+        redis_url, log_dir, {"CCBRIDGE_RECONCILE_INTERVAL_S": "2"}, mtls=False
+    ) as handle:
         yield handle
 
 

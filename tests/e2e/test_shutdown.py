@@ -19,9 +19,9 @@ from tests.support.mesh import Mesh, inbound_text, post_until_accepted, start_co
 pytestmark = pytest.mark.e2e
 
 
-def _health(port: int, service: str = "") -> int | None:
+def _health(mesh: Mesh, name: str, service: str = "") -> int | None:
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with mesh.grpc_channel(name) as channel:
             return int(
                 health_pb2_grpc.HealthStub(channel)
                 .Check(health_pb2.HealthCheckRequest(service=service), timeout=0.5)
@@ -33,14 +33,13 @@ def _health(port: int, service: str = "") -> int | None:
 
 @pytest.mark.parametrize("name", ["routing", "history", "connector", "session"])
 def test_grpc_service_flips_health_and_exits_zero(mesh: Mesh, name: str) -> None:
-    port = mesh.ports[name]
-    assert _health(port) == health_pb2.HealthCheckResponse.SERVING
-    assert _health(port, "liveness") == health_pb2.HealthCheckResponse.SERVING
+    assert _health(mesh, name) == health_pb2.HealthCheckResponse.SERVING
+    assert _health(mesh, name, "liveness") == health_pb2.HealthCheckResponse.SERVING
     proc = mesh.group.procs[name]
     proc.popen.send_signal(signal.SIGTERM)
     wait_for(
         "NOT_SERVING during the drain",
-        lambda: _health(port) == health_pb2.HealthCheckResponse.NOT_SERVING,
+        lambda: _health(mesh, name) == health_pb2.HealthCheckResponse.NOT_SERVING,
         5,
     )
     # Bounded by Kubernetes' terminationGracePeriodSeconds (30 s in k8s/base).

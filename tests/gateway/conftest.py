@@ -34,6 +34,7 @@ from ccbridge.services.runtime.errors import (
     Unauthenticated,
     Unavailable,
 )
+from ccbridge.services.runtime.mesh_tls import INSECURE
 from ccbridge.services.runtime.server import ServiceHealth, create_server
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
@@ -219,7 +220,7 @@ class Peer:
 
 
 async def start_peer(register: object) -> Peer:
-    server, port, keeper = create_server("127.0.0.1:0", register)  # type: ignore[arg-type]
+    server, port, keeper = create_server("127.0.0.1:0", register, tls=INSECURE)  # type: ignore[arg-type]
     await server.start()
     await keeper.start()
     return Peer(server, port, keeper)
@@ -257,6 +258,8 @@ class Peers:
             "INFOBIP_WEBHOOK_BASIC_PASSWORD": BASIC_PASSWORD,
             "SESSION_ADDR": self.session_peer.addr,
             "CONNECTOR_ADDR": self.connector_peer.addr,
+            # In-process doubles without certificates (mTLS: tests/runtime/test_mesh_tls.py).
+            "CCBRIDGE_MESH_INSECURE": "true",
         }
         env.update(overrides)
         return env
@@ -289,7 +292,9 @@ async def running_gateway(
     env: dict[str, str], client_addr: tuple[str, int] = ("127.0.0.1", 40000)
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Starlette]]:
     """The app with its lifespan run, behind an httpx client (ASGI transport)."""
-    app = create_app(GatewaySettings.from_env(env), ready_cache_s=0.0)
+    app = create_app(
+        GatewaySettings.from_env({"CCBRIDGE_MESH_INSECURE": "true", **env}), ready_cache_s=0.0
+    )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=client_addr)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:

@@ -73,6 +73,7 @@ def test_every_rotated_token_must_be_long_enough() -> None:
     with pytest.raises(SettingsError, match="CCBRIDGE_WEBHOOK_TOKEN: each secret"):
         GatewaySettings.from_env(
             {
+                "CCBRIDGE_MESH_INSECURE": "true",
                 "CCBRIDGE_ESCALATION_TOKEN": "x" * 16,
                 "CCBRIDGE_WEBHOOK_TOKEN": f"{WEBHOOK_TOKEN},short",
             }

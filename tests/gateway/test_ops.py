@@ -123,6 +123,7 @@ def test_settings_report_every_problem_at_once() -> None:
     with pytest.raises(SettingsError) as info:
         GatewaySettings.from_env(
             {
+                "CCBRIDGE_MESH_INSECURE": "true",
                 "CCBRIDGE_WEBHOOK_TOKEN": "short",
                 "CCBRIDGE_INFOBIP_ALLOWED_IPS": "10.0.0.0/8,not-an-ip",
                 "CCBRIDGE_MAX_BODY_BYTES": "lots",
@@ -144,6 +145,7 @@ def test_settings_report_every_problem_at_once() -> None:
 def test_settings_defaults_and_secret_repr() -> None:
     settings = GatewaySettings.from_env(
         {
+            "CCBRIDGE_MESH_INSECURE": "true",
             "CCBRIDGE_ESCALATION_TOKEN": ESCALATION_TOKEN,
             "CCBRIDGE_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
             "INFOBIP_WEBHOOK_SECRET": " a-0123456789abcdef , b-0123456789abcdef ,",
@@ -201,12 +203,14 @@ def test_weak_secrets_fail_start_up(key: str) -> None:
         "INFOBIP_WEBHOOK_BASIC_USER": "u",  # a user name is not a secret
         "INFOBIP_WEBHOOK_BASIC_PASSWORD": "p" * MIN_SECRET_CHARS,
     }
-    GatewaySettings.from_env(env)  # the minimum itself is fine
+    GatewaySettings.from_env(
+        {"CCBRIDGE_MESH_INSECURE": "true", **env}
+    )  # the minimum itself is fine
     for weak in ("e", "x" * (MIN_SECRET_CHARS - 1), f"{'y' * MIN_SECRET_CHARS},short"):
         if "," in weak and key in ("CCBRIDGE_ESCALATION_TOKEN", "INFOBIP_WEBHOOK_BASIC_PASSWORD"):
             continue  # not lists
         with pytest.raises(SettingsError) as info:
-            GatewaySettings.from_env({**env, key: weak})
+            GatewaySettings.from_env({"CCBRIDGE_MESH_INSECURE": "true", **env, key: weak})
         message = str(info.value)
         assert key in message and f"at least {MIN_SECRET_CHARS} characters" in message
         assert repr(weak) not in message  # the value itself is never echoed

@@ -7,7 +7,9 @@ from __future__ import annotations
 import copy
 import importlib.util
 import shutil
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -331,3 +333,125 @@ def test_environment_a_component_refuses_is_caught(renderer: list[str]) -> None:
     )
     assert any("session refuses its environment" in p and "INFOBIP_BASE_URL" in p for p in problems)
     assert any("history refuses its environment" in p for p in problems)
+
+
+# --- mesh security (docs/security.md) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_every_overlay_has_network_policies_and_mesh_certificates(
+    overlay: str, renderer: list[str]
+) -> None:
+    target = next(t for t in ck.overlay_targets() if t.overlay == overlay)
+    docs = ck.render(target.path, renderer)
+    kinds = {d["kind"] for d in docs}
+    assert {"NetworkPolicy", "Certificate", "Issuer"} <= kinds
+    peers = {p.name: p for p in ck._peers(docs)}
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    # A pod of another namespace wearing any label reaches no gRPC port; an operator's
+    # pod of this namespace reaches only the services with admin RPCs.
+    for name, port in (("session", 50051), ("history", 50052), ("routing", 50053)):
+        assert not ck._allowed(policies, peers["grpc-client"], peers[name], "TCP", port)
+    assert ck._allowed(policies, peers["operator"], peers["session"], "TCP", 50051)
+    assert not ck._allowed(policies, peers["operator"], peers["history"], "TCP", 50052)
+    # kubelet-only health port: no pod is let in.
+    assert not ck._allowed(policies, peers["other-pod"], peers["session"], "TCP", 8081)
+
+
+def test_a_pod_without_its_mesh_certificate_is_caught(
+    prod_docs: list[Doc], prod_target: Any
+) -> None:
+    def unmount(docs: list[Doc]) -> None:
+        container = _container(docs, "history")
+        container["volumeMounts"] = [
+            m for m in container["volumeMounts"] if m["mountPath"] != ck.MESH_TLS_DIR
+        ]
+
+    problems = _broken(prod_docs, prod_target, unmount)
+    assert any("history: mount Secret history-mesh-tls" in p for p in problems)
+
+
+def test_a_certificate_of_the_wrong_identity_is_caught(
+    prod_docs: list[Doc], prod_target: Any
+) -> None:
+    def misname(docs: list[Doc]) -> None:
+        _find(docs, "Certificate", "session-mesh-tls")["spec"]["uris"] = [
+            "spiffe://ccbridge/operator"
+        ]
+
+    problems = _broken(prod_docs, prod_target, misname)
+    assert any("uris must be exactly spiffe://ccbridge/session" in p for p in problems)
+
+
+def test_probes_on_the_mtls_port_are_caught(prod_docs: list[Doc], prod_target: Any) -> None:
+    def probe_grpc_port(docs: list[Doc]) -> None:
+        _container(docs, "routing")["readinessProbe"]["grpc"]["port"] = 50053
+
+    problems = _broken(prod_docs, prod_target, probe_grpc_port)
+    assert any("readinessProbe asks port 50053, not 8081" in p for p in problems)
+
+
+def test_redis_acl_users_that_drift_from_the_code_are_caught(renderer: list[str]) -> None:
+    target = next(t for t in ck.overlay_targets() if t.overlay == "dev")
+    docs = ck.render(target.path, renderer)
+    args = _find(docs, "StatefulSet", "redis")["spec"]["template"]["spec"]["containers"][0]["args"]
+    args.remove("~ccb:dl:*")
+    problems = ck.check_redis(docs)
+    assert any("the ACL user ccbridge-session must be exactly" in p for p in problems)
+
+
+def test_the_in_cluster_redis_users_work_on_a_real_redis_server(
+    renderer: list[str], tmp_path: Path
+) -> None:
+    """The rendered dev Redis's arguments start a real redis-server: the default user
+    may only PING (the readiness probe), each component's user only its keys."""
+    import redis
+
+    from tests.support.redis_server import free_port, redis_binary
+
+    target = next(t for t in ck.overlay_targets() if t.overlay == "dev")
+    docs = ck.render(target.path, renderer)
+    args = [str(a) for a in _find(docs, "StatefulSet", "redis")["spec"]["template"]["spec"][
+        "containers"][0]["args"]]  # fmt: skip
+    passwords = {env: f"pw-{env.lower()}" for env in ck.REDIS_PASSWORD_ENV.values()}
+    for env, password in passwords.items():
+        args = [a.replace(f"$({env})", password) for a in args]
+    assert args[0] == "redis-server"
+    port = free_port()
+    args = [a if a != "/data" else str(tmp_path) for a in args[1:]]
+    proc = subprocess.Popen(
+        [redis_binary(), *args, "--port", str(port), "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        anonymous = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert anonymous.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            anonymous.get("ccb:h:{c}")
+        session = redis.Redis(
+            port=port, username="ccbridge-session", password=passwords["REDIS_SESSION_PASSWORD"]
+        )
+        assert session.set("ccb:h:{c}", "x")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            session.get("ccb:rt:cursor:q")
+        connector = redis.Redis(
+            port=port,
+            username="ccbridge-connector",
+            password=passwords["REDIS_CONNECTOR_PASSWORD"],
+        )
+        assert connector.set("ccb:rt:cursor:q", "1")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            connector.execute_command("CONFIG", "GET", "dir")
+        for client in (anonymous, session, connector):
+            client.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -25,6 +25,7 @@ from ccbridge.services.runtime.errors import (
     retry_after_from,
 )
 from ccbridge.services.runtime.logging import request_id_var, rpc_var
+from ccbridge.services.runtime.mesh_tls import INSECURE
 from ccbridge.services.runtime.server import create_server
 from ccbridge.services.session.__main__ import build as build_session
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
@@ -145,7 +146,7 @@ def _register(server: grpc.aio.Server) -> list[str]:
 
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
-    server, port, _health = create_server("127.0.0.1:0", _register)
+    server, port, _health = create_server("127.0.0.1:0", _register, tls=INSECURE)
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         yield ch
@@ -242,7 +243,7 @@ async def test_redis_outage_in_a_stream_handler_carries_retry_information() -> N
         )
         return []
 
-    server, port, _health = create_server("127.0.0.1:0", register)
+    server, port, _health = create_server("127.0.0.1:0", register, tls=INSECURE)
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:

@@ -19,13 +19,26 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_settings_default_to_the_table() -> None:
     gateway = GatewaySettings.from_env(
-        {"CCBRIDGE_ESCALATION_TOKEN": "t" * 32, "CCBRIDGE_WEBHOOK_TOKEN": "w" * 32}
+        {
+            "CCBRIDGE_MESH_INSECURE": "true",
+            "CCBRIDGE_ESCALATION_TOKEN": "t" * 32,
+            "CCBRIDGE_WEBHOOK_TOKEN": "w" * 32,
+        }
     )
-    session = SessionSettings.from_env({"INFOBIP_BASE_URL": "http://x", "INFOBIP_API_KEY": "k"})
-    history = HistorySettings.from_env({"INFOBIP_BASE_URL": "http://x", "INFOBIP_API_KEY": "k"})
-    routing = RoutingSettings.from_env({})
+    session = SessionSettings.from_env(
+        {"CCBRIDGE_MESH_INSECURE": "true", "INFOBIP_BASE_URL": "http://x", "INFOBIP_API_KEY": "k"}
+    )
+    history = HistorySettings.from_env(
+        {"CCBRIDGE_MESH_INSECURE": "true", "INFOBIP_BASE_URL": "http://x", "INFOBIP_API_KEY": "k"}
+    )
+    routing = RoutingSettings.from_env(
+        {
+            "CCBRIDGE_MESH_INSECURE": "true",
+        }
+    )
     connector = ConnectorSettings.from_env(
         {
+            "CCBRIDGE_MESH_INSECURE": "true",
             "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://x",
             "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "s" * 16,
         }

@@ -7,6 +7,7 @@ import grpc
 from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
 from ccbridge.services.runtime.channels import create_channel
 from ccbridge.services.runtime.errors import FarSideError, Unavailable
+from ccbridge.services.runtime.mesh_tls import INSECURE
 from ccbridge.services.runtime.server import create_server
 
 
@@ -30,9 +31,9 @@ async def test_servicer_errors_are_not_retried_by_the_channel() -> None:
         routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server)
         return ["ccbridge.routing.v1.RoutingService"]
 
-    server, port, _health = create_server("127.0.0.1:0", register)
+    server, port, _health = create_server("127.0.0.1:0", register, tls=INSECURE)
     await server.start()
-    channel = create_channel(f"127.0.0.1:{port}")
+    channel = create_channel(f"127.0.0.1:{port}", INSECURE, "session")
     try:
         stub = routing_pb2_grpc.RoutingServiceStub(channel)
         for channel_name in ("far", "local"):
@@ -58,7 +59,7 @@ async def test_a_restarting_peer_is_retried() -> None:
 
     port = free_port()
     servicer = _Flaky()
-    channel = create_channel(f"127.0.0.1:{port}")
+    channel = create_channel(f"127.0.0.1:{port}", INSECURE, "session")
 
     def register(server: grpc.aio.Server) -> list[str]:
         routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server)
@@ -69,7 +70,7 @@ async def test_a_restarting_peer_is_retried() -> None:
     stub = routing_pb2_grpc.RoutingServiceStub(channel)
     call = stub.Route(routing_pb2.RouteRequest(context={"channel": "far"}), timeout=10)
     await asyncio.sleep(0.3)  # the first attempt finds nobody listening
-    server, _, _ = create_server(f"127.0.0.1:{port}", register)
+    server, _, _ = create_server(f"127.0.0.1:{port}", register, tls=INSECURE)
     await server.start()
     try:
         try:

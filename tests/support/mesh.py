@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import redis
 
 import ccbridge
+from ccbridge.services.local.mesh_ca import create_mesh_pki
 from ccbridge.services.local.run import ORDER, start_mesh, start_simulators
 from ccbridge.services.local.supervisor import ProcessGroup, free_port, mesh_env
+from ccbridge.services.runtime.channels import create_blocking_channel
 from tests.support.infobip_contract import assert_conforms
 
 CODE_ROOT = Path(ccbridge.__file__).resolve().parent.parent  # the protos/ folder
@@ -45,6 +48,11 @@ class Mesh:
         self.ccaas = httpx.Client(
             base_url=f"http://127.0.0.1:{self.ports['ccaas-sim']}", timeout=30
         )
+
+    def grpc_channel(self, name: str) -> grpc.Channel:
+        """A channel to a component, with the operator's certificate (as ``ccbridge``'s
+        admin commands)."""
+        return create_blocking_channel(f"127.0.0.1:{self.ports[name]}", self.group.probe_tls, name)
 
     # -- chatbot / Infobip side --------------------------------------------------------------
     @property
@@ -148,9 +156,19 @@ def start_component(mesh: Mesh, name: str) -> None:
 
 
 @contextlib.contextmanager
-def running_mesh(redis_url: str, log_dir: Path, extra_env: Mapping[str, str]) -> Iterator[Mesh]:
+def running_mesh(
+    redis_url: str,
+    log_dir: Path,
+    extra_env: Mapping[str, str],
+    *,
+    mtls: bool = True,
+    own_env: Mapping[str, Mapping[str, str]] | None = None,
+) -> Iterator[Mesh]:
     """Both simulators and the five components as processes on loopback, with short
     timers (crash recovery and outages resolve in seconds) and ``extra_env`` on top.
+    ``mtls``: every gRPC hop is mutual TLS with a throwaway CA (``mesh.group.pki``; the
+    operator's certificate for the tests' own calls); else plaintext. ``own_env``: settings
+    of single components (e.g. their own Redis users).
 
     The Infobip simulator runs with ``--contract strict`` and records every exchange; on
     a normal exit all of them (what the mesh sent, what the simulator answered and
@@ -181,8 +199,11 @@ def running_mesh(redis_url: str, log_dir: Path, extra_env: Mapping[str, str]) ->
         "CCBRIDGE_SHUTDOWN_GRACE_S": "2",
         **extra_env,
     }
+    if not mtls:
+        base["CCBRIDGE_MESH_INSECURE"] = "true"
     env = mesh_env(base, ports, redis_url)
-    group = ProcessGroup(log_dir=log_dir)
+    pki = create_mesh_pki(log_dir / "pki") if mtls else None
+    group = ProcessGroup(log_dir=log_dir, pki=pki, own_env=own_env or {})
     handle: Mesh | None = None
     record = log_dir / "infobip-exchanges.jsonl"
     try:

@@ -63,6 +63,7 @@ async def mesh(
     async with serve_app(app) as url:
         settings = ConnectorSettings.from_env(
             {
+                "CCBRIDGE_MESH_INSECURE": "true",
                 "REDIS_URL": redis_url,
                 "CCBRIDGE_CONNECTOR_PORT": "0",
                 "CCBRIDGE_DRAIN_DELAY_S": "0",
@@ -513,6 +514,7 @@ def test_settings_report_every_problem() -> None:
     with pytest.raises(SettingsError) as info:
         ConnectorSettings.from_env(
             {
+                "CCBRIDGE_MESH_INSECURE": "true",
                 "CCBRIDGE_CONNECTORS": "webhook,zendesk",
                 "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "ftp://x",
                 "CCBRIDGE_POLL_INTERVAL_S": "often",
@@ -528,7 +530,11 @@ def test_settings_report_every_problem() -> None:
         assert fragment in text
     pair = f"{SECRET},{OLD_SECRET}"
     settings = ConnectorSettings.from_env(
-        {"CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://x/h", "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": pair}
+        {
+            "CCBRIDGE_MESH_INSECURE": "true",
+            "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://x/h",
+            "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": pair,
+        }
     )
     assert settings.connectors == ("webhook",)
     assert settings.webhook is not None and len(settings.webhook.secrets) == 2
@@ -539,6 +545,7 @@ def test_settings_errors_of_every_enabled_connector_come_in_one_message() -> Non
     with pytest.raises(SettingsError) as info:
         ConnectorSettings.from_env(
             {
+                "CCBRIDGE_MESH_INSECURE": "true",
                 "CCBRIDGE_CONNECTORS": "webhook,rt",
                 "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://x/h",
                 "CCBRIDGE_RT_URL": "not a url",
@@ -555,7 +562,12 @@ def test_settings_errors_of_every_enabled_connector_come_in_one_message() -> Non
     ):
         assert fragment in text
     settings = ConnectorSettings.from_env(
-        {"CCBRIDGE_CONNECTORS": "rt", "CCBRIDGE_RT_URL": "http://rt", "CCBRIDGE_RT_TOKEN": "t"}
+        {
+            "CCBRIDGE_MESH_INSECURE": "true",
+            "CCBRIDGE_CONNECTORS": "rt",
+            "CCBRIDGE_RT_URL": "http://rt",
+            "CCBRIDGE_RT_TOKEN": "t",
+        }
     )
     assert list(settings.adapters) == ["rt"] and settings.webhook is None
     assert "'t'" not in repr(settings)
@@ -563,10 +575,14 @@ def test_settings_errors_of_every_enabled_connector_come_in_one_message() -> Non
 
 def test_a_weak_webhook_secret_fails_start_up() -> None:
     url = {"CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://x/h"}
-    ConnectorSettings.from_env({**url, "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "s" * 16})
+    ConnectorSettings.from_env(
+        {"CCBRIDGE_MESH_INSECURE": "true", **url, "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "s" * 16}
+    )
     for weak in ("e", "s" * 15, f"{SECRET},short"):
         with pytest.raises(SettingsError) as info:
-            ConnectorSettings.from_env({**url, "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": weak})
+            ConnectorSettings.from_env(
+                {"CCBRIDGE_MESH_INSECURE": "true", **url, "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": weak}
+            )
         assert "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET: each secret must be at least 16" in str(
             info.value
         )

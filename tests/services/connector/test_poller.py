@@ -25,6 +25,7 @@ from ccbridge.services.connector.session_client import SessionReporter
 from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime.channels import create_channel
 from ccbridge.services.runtime.errors import FarSideError
+from ccbridge.services.runtime.mesh_tls import INSECURE
 from tests.services.connector.session_double import SessionDouble, running_session_double
 
 
@@ -72,7 +73,7 @@ EVENTS: list[CaseEvent] = [
 async def session() -> AsyncIterator[tuple[SessionDouble, SessionReporter]]:
     # A test double of the session peer (see session_double.py for why).
     async with running_session_double() as (double, port):
-        channel = create_channel(f"127.0.0.1:{port}")
+        channel = create_channel(f"127.0.0.1:{port}", INSECURE, "session")
         try:
             yield double, SessionReporter(channel, timeout_s=2.0)
         finally:
@@ -185,6 +186,7 @@ async def test_service_runs_pollers_for_poll_adapters(
     adapter = PollingCcaas(list(EVENTS))
     settings = ConnectorSettings.from_env(
         {
+            "CCBRIDGE_MESH_INSECURE": "true",
             "REDIS_URL": redis_url,
             "CCBRIDGE_CONNECTOR_PORT": "0",
             "CCBRIDGE_DRAIN_DELAY_S": "0",

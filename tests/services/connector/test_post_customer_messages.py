@@ -179,6 +179,7 @@ async def served(redis_url: str) -> AsyncIterator[Served]:
     plain = ScriptedCcaas(fail={"b2": FarSideError("gone", retryable=False, status=404)})
     settings = ConnectorSettings.from_env(
         {
+            "CCBRIDGE_MESH_INSECURE": "true",
             "REDIS_URL": redis_url,
             "CCBRIDGE_CONNECTOR_PORT": "0",
             "CCBRIDGE_DRAIN_DELAY_S": "0",

@@ -100,7 +100,7 @@ def _settings(peer: RtPeer, **overrides: str) -> RtSettings:
         "CCBRIDGE_RT_TIMEOUT_S": "10",
     }
     env.update(overrides)
-    return RtSettings.from_env(env)
+    return RtSettings.from_env({"CCBRIDGE_MESH_INSECURE": "true", **env})
 
 
 @pytest.fixture
@@ -186,6 +186,7 @@ def test_settings_report_every_bad_key() -> None:
     with pytest.raises(SettingsError) as caught:
         RtSettings.from_env(
             {
+                "CCBRIDGE_MESH_INSECURE": "true",
                 "CCBRIDGE_RT_URL": "ftp:/x",
                 "CCBRIDGE_RT_POLL_PAGE": "500",
                 "CCBRIDGE_RT_TIMEOUT_S": "soon",
@@ -200,7 +201,11 @@ def test_settings_report_every_bad_key() -> None:
     ):
         assert key in text
     settings = RtSettings.from_env(
-        {"CCBRIDGE_RT_URL": "http://rt.example/rt/", "CCBRIDGE_RT_TOKEN": "1-2-abc"}
+        {
+            "CCBRIDGE_MESH_INSECURE": "true",
+            "CCBRIDGE_RT_URL": "http://rt.example/rt/",
+            "CCBRIDGE_RT_TOKEN": "1-2-abc",
+        }
     )
     assert settings.url == "http://rt.example/rt"
     assert settings.queue == "Chat Handover"
@@ -473,7 +478,11 @@ async def test_lease_lets_one_adapter_poll_a_queue(
 
 async def test_routed_queue_and_build(rt_peer: RtPeer, redis_client: aioredis.Redis) -> None:
     settings = RtSettings.from_env(
-        {"CCBRIDGE_RT_URL": rt_peer.url, "CCBRIDGE_RT_TOKEN": rt_peer.bridge_token}
+        {
+            "CCBRIDGE_MESH_INSECURE": "true",
+            "CCBRIDGE_RT_URL": rt_peer.url,
+            "CCBRIDGE_RT_TOKEN": rt_peer.bridge_token,
+        }
     )
     adapter = build(settings, ConnectorStore(redis_client))
     try:

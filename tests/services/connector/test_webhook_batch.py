@@ -343,6 +343,7 @@ async def test_post_customer_messages_rpc_uses_the_setting(far: Far, redis_url: 
     """The setting flows from the environment to the adapter the service builds."""
     settings_ = ConnectorSettings.from_env(
         {
+            "CCBRIDGE_MESH_INSECURE": "true",
             "REDIS_URL": redis_url,
             "CCBRIDGE_CONNECTOR_PORT": "0",
             "CCBRIDGE_DRAIN_DELAY_S": "0",
@@ -401,12 +402,20 @@ def test_batch_max_setting() -> None:
         "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "http://ccaas.test/webhook",
         "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": SECRET,
     }
-    default = ConnectorSettings.from_env(base).webhook
+    default = ConnectorSettings.from_env({"CCBRIDGE_MESH_INSECURE": "true", **base}).webhook
     assert default is not None and default.batch_max == 1
     for bad in ("0", "101", "many"):
         with pytest.raises(SettingsError, match="CCBRIDGE_WEBHOOK_CONNECTOR_BATCH_MAX"):
-            ConnectorSettings.from_env({**base, "CCBRIDGE_WEBHOOK_CONNECTOR_BATCH_MAX": bad})
-    top = ConnectorSettings.from_env({**base, "CCBRIDGE_WEBHOOK_CONNECTOR_BATCH_MAX": "100"})
+            ConnectorSettings.from_env(
+                {
+                    "CCBRIDGE_MESH_INSECURE": "true",
+                    **base,
+                    "CCBRIDGE_WEBHOOK_CONNECTOR_BATCH_MAX": bad,
+                }
+            )
+    top = ConnectorSettings.from_env(
+        {"CCBRIDGE_MESH_INSECURE": "true", **base, "CCBRIDGE_WEBHOOK_CONNECTOR_BATCH_MAX": "100"}
+    )
     assert top.webhook is not None and top.webhook.batch_max == 100
 
 

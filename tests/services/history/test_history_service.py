@@ -30,7 +30,7 @@ def history_settings(base_url: str, **overrides: str) -> HistorySettings:
         "CCBRIDGE_SHUTDOWN_GRACE_S": "0.5",
         **overrides,
     }
-    return HistorySettings.from_env(env)
+    return HistorySettings.from_env({"CCBRIDGE_MESH_INSECURE": "true", **env})
 
 
 @dataclass

@@ -145,7 +145,13 @@ def test_builder_without_inbound_uses_outbound_swapped() -> None:
 
 def test_settings_report_every_problem_at_once() -> None:
     with pytest.raises(SettingsError) as caught:
-        HistorySettings.from_env({"CCBRIDGE_HISTORY_LIMIT": "0", "INFOBIP_TIMEOUT_S": "x"})
+        HistorySettings.from_env(
+            {
+                "CCBRIDGE_MESH_INSECURE": "true",
+                "CCBRIDGE_HISTORY_LIMIT": "0",
+                "INFOBIP_TIMEOUT_S": "x",
+            }
+        )
     text = str(caught.value)
     for key in (
         "INFOBIP_BASE_URL",
@@ -158,7 +164,11 @@ def test_settings_report_every_problem_at_once() -> None:
 
 def test_settings_defaults_and_secret_repr() -> None:
     settings = HistorySettings.from_env(
-        {"INFOBIP_BASE_URL": "https://x.api.infobip.com/", "INFOBIP_API_KEY": "very-secret"}
+        {
+            "CCBRIDGE_MESH_INSECURE": "true",
+            "INFOBIP_BASE_URL": "https://x.api.infobip.com/",
+            "INFOBIP_API_KEY": "very-secret",
+        }
     )
     assert settings.history_limit == 1000 and settings.port == 50052
     assert settings.infobip_timeout_s == 10.0

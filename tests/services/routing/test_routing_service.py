@@ -47,7 +47,12 @@ def write_rules(path: Path, text: str) -> None:
 
 def settings(env: dict[str, str]) -> RoutingSettings:
     return RoutingSettings.from_env(
-        {"CCBRIDGE_ROUTING_PORT": "0", "CCBRIDGE_DRAIN_DELAY_S": "0", **env}
+        {
+            "CCBRIDGE_MESH_INSECURE": "true",
+            "CCBRIDGE_ROUTING_PORT": "0",
+            "CCBRIDGE_DRAIN_DELAY_S": "0",
+            **env,
+        }
     )
 
 
@@ -208,7 +213,11 @@ def test_settings_errors_are_reported_together() -> None:
 
     with pytest.raises(SettingsError) as info:
         RoutingSettings.from_env(
-            {"CCBRIDGE_ROUTING_RELOAD_S": "soon", "CCBRIDGE_ROUTING_PORT": "x"}
+            {
+                "CCBRIDGE_MESH_INSECURE": "true",
+                "CCBRIDGE_ROUTING_RELOAD_S": "soon",
+                "CCBRIDGE_ROUTING_PORT": "x",
+            }
         )
     assert "CCBRIDGE_ROUTING_RELOAD_S" in str(info.value)
     assert "CCBRIDGE_ROUTING_PORT" in str(info.value)

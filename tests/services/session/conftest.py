@@ -27,7 +27,7 @@ def session_settings(redis_url: str, **overrides: str) -> SessionSettings:
         "CCBRIDGE_WORKERS_ENABLED": "false",
         **overrides,
     }
-    return SessionSettings.from_env(env)
+    return SessionSettings.from_env({"CCBRIDGE_MESH_INSECURE": "true", **env})
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from ccbridge.services.infobip.client import InfobipClient
 from ccbridge.services.runtime.channels import create_channel
 from ccbridge.services.runtime.component import start
 from ccbridge.services.runtime.lease import Lease
+from ccbridge.services.runtime.mesh_tls import INSECURE
 from ccbridge.services.runtime.settings import Secret
 from ccbridge.services.session.__main__ import RunningSession, build
 from ccbridge.services.session.settings import SessionSettings
@@ -312,7 +313,7 @@ async def test_relay_and_lane_step_share_one_failure_handling(
     the inbox lane's own step for another, leaves both in the same state: a back-off
     with one attempt counted, or the head in the dead letters and the handover flagged."""
     w = idle_world
-    channel = create_channel(f"127.0.0.1:{w.connector_port}")
+    channel = create_channel(f"127.0.0.1:{w.connector_port}", INSECURE, "connector")
     infobip = InfobipClient(w.infobip_url, Secret("test-key"))
     peers = Peers(
         history_pb2_grpc.HistoryServiceStub(channel),
