@@ -284,6 +284,22 @@ def _rt_message(answer: HttpAnswer) -> str:
     return ""
 
 
+def item_id(item: Mapping[str, Any]) -> int | None:
+    """The numeric id of a REST2 item; None when RT's answer has none (an answer is data:
+    a malformed one is skipped or refused, never a crash of the poll)."""
+    value = item.get("id")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
+def _list(value: Any) -> list[Any]:
+    """A REST2 list field; anything else is empty."""
+    return value if isinstance(value, list) else []
+
+
 def _user_id(value: Any) -> str:
     """REST2 renders users as {"id": "<name>", ...}."""
     if isinstance(value, dict):
@@ -396,7 +412,14 @@ class RtAdapter(Adapter):
                 "per_page": 1,
             },
         )
-        return int(items[0]["id"]) if items else 0
+        if not items:
+            return 0
+        top = item_id(items[0])
+        if top is None:
+            raise FarSideError(
+                "RT GET /transactions: no transaction id in the answer", retryable=False
+            )
+        return top
 
     # --- Redis helpers ---------------------------------------------------------------
 
@@ -696,9 +719,10 @@ class RtAdapter(Adapter):
                 },
             )
             found.extend(page)
-            if len(page) < self.settings.poll_page:
-                break
-            after = max(int(item["id"]) for item in page)
+            ids = [txn for item in page if (txn := item_id(item)) is not None]
+            if len(page) < self.settings.poll_page or not ids or max(ids) <= after:
+                break  # the last page, or one that cannot move the search forward
+            after = max(ids)
         return found
 
     async def _ticket(self, ticket_id: str, cache: dict[str, _Ticket]) -> _Ticket:
@@ -717,11 +741,11 @@ class RtAdapter(Adapter):
                 body = {}
             body = body if isinstance(body, dict) else {}
             conversation = ""
-            for cf in body.get("CustomFields") or []:
+            for cf in _list(body.get("CustomFields")):
                 if isinstance(cf, dict) and cf.get("name") == self.settings.conversation_field:
-                    values = cf.get("values") or []
-                    conversation = str(values[0]) if values else ""
-            requestors = frozenset(_user_id(p).lower() for p in body.get("Requestor") or [])
+                    values = _list(cf.get("values"))
+                    conversation = values[0] if values and isinstance(values[0], str) else ""
+            requestors = frozenset(_user_id(p).lower() for p in _list(body.get("Requestor")))
             cache[ticket_id] = _Ticket(requestors=requestors, conversation_id=conversation)
         return cache[ticket_id]
 
@@ -751,15 +775,16 @@ class RtAdapter(Adapter):
         return "\n\n".join([*body, *files]).strip()
 
     async def _to_event(
-        self, item: dict[str, Any], tickets: dict[str, _Ticket]
+        self, txn_id: int, item: dict[str, Any], tickets: dict[str, _Ticket]
     ) -> CaseEvent | None:
-        txn_id = int(item["id"])
         ticket_id = str(item.get("ObjectId", ""))
         kind = item.get("Type")
         creator = _user_id(item.get("Creator"))
-        if item.get("ObjectType", "RT::Ticket") != "RT::Ticket" or not ticket_id:
+        if item.get("ObjectType", "RT::Ticket") != "RT::Ticket" or not (
+            ticket_id.isascii() and ticket_id.isdigit()
+        ):
             return None
-        if kind not in {"Status", "Correspond"}:
+        if kind not in ("Status", "Correspond"):  # a tuple: RT's answer may hold a list here
             return None
         # The customer's own posts (mail gateway, or a requestor replying by e-mail) are
         # not agent replies; checked before any call.
@@ -814,9 +839,12 @@ class RtAdapter(Adapter):
             seen = _QueuePoll(lease_token=token, max_seen=cursor)
             tickets: dict[str, _Ticket] = {}
             for item in items:
-                txn_id = int(item["id"])
+                txn_id = item_id(item)
+                if txn_id is None:
+                    log.warning("rt: a transaction of queue %s has no numeric id; skipped", queue)
+                    continue
                 seen.max_seen = max(seen.max_seen, txn_id)
-                event = await self._to_event(item, tickets)
+                event = await self._to_event(txn_id, item, tickets)
                 if event is not None:
                     seen.events.append((txn_id, event))
                     events.append(event)
