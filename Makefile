@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 PIN := $(BIN)/pip install --quiet --no-build-isolation -c $(LOCK)
 
-.PHONY: setup test check protos demo bench soak lock lock-upgrade clean
+.PHONY: setup test check protos demo bench soak fuzz lock lock-upgrade clean
 
 $(BIN)/ccbridge: pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,13 @@ bench: setup
 soak: setup
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(PIN) -e '.[dev,local,bench]'
 	$(BIN)/python -m bench.soak --minutes 30
+
+# Fuzzing (about 25 minutes; docs/fuzzing.md): schemathesis sends FUZZ_EXAMPLES cases to
+# the gateway's /openapi.json (its RSS must stay flat), hypothesis as many to each parser.
+# `make test` runs the same suites on a small fixed sample.
+FUZZ_EXAMPLES ?= 10000
+fuzz: setup
+	CCBRIDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -m fuzz -s -p no:cacheprovider tests/fuzz
 
 # Re-pin after editing pyproject.toml's dependencies (keeps every other pin as it is);
 # lock-upgrade moves every pin to the newest version pyproject.toml allows.
