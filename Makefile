@@ -48,7 +48,7 @@ soak: setup
 # `make test` runs the same suites on a small fixed sample.
 FUZZ_EXAMPLES ?= 10000
 fuzz: setup
-	CCBRIDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -m fuzz -s -p no:cacheprovider tests/fuzz
+	CCBRIDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -m fuzz -s --timeout=3600 tests/fuzz
 
 # Re-pin after editing pyproject.toml's dependencies (keeps every other pin as it is);
 # lock-upgrade moves every pin to the newest version pyproject.toml allows.

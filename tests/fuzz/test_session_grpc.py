@@ -87,3 +87,45 @@ async def test_random_requests_never_internal(
             await invoke(session_channel, method, request)
         except grpc.aio.AioRpcError as exc:
             assert exc.code() not in REFUSED, (method.name, exc.code(), exc.details())
+
+
+def _mutated(method: MethodDescriptor) -> st.SearchStrategy[bytes]:
+    """A valid request's bytes with a few bytes changed, cut short or extended."""
+
+    def mutate(raw: bytes, flips: list[tuple[int, int]], cut: int, tail: bytes) -> bytes:
+        data = bytearray(raw)
+        for position, value in flips:
+            if data:
+                data[position % len(data)] = value
+        return bytes(data[: max(0, len(data) - cut)]) + tail
+
+    return st.builds(
+        mutate,
+        proto_message(method.input_type).map(lambda message: message.SerializeToString()),
+        st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=3),
+        st.integers(0, 3),
+        st.binary(max_size=4),
+    )
+
+
+UNARY = [method for method in METHODS if not method.client_streaming]
+RAW_CALLS = st.one_of([st.tuples(st.just(m), st.binary(max_size=64) | _mutated(m)) for m in UNARY])
+
+
+@given(call=RAW_CALLS)
+@fuzz_settings(fuzz_examples(100))
+async def test_undecodable_requests_are_invalid_argument(
+    session_channel: grpc.aio.Channel, call: tuple[MethodDescriptor, bytes]
+) -> None:
+    """Bytes that may not parse (bad UTF-8 in a string, truncated fields): the answer
+    names the caller's problem, never INTERNAL."""
+    method, raw = call
+    unary = session_channel.unary_unary(
+        f"/{SERVICE.full_name}/{method.name}",
+        request_serializer=lambda body: body,
+        response_deserializer=lambda body: body,
+    )
+    try:
+        await unary(raw, timeout=DEADLINE_S)
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() not in REFUSED, (method.name, exc.code(), exc.details())
