@@ -14,15 +14,17 @@ from hypothesis import strategies as st
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.connector.adapters.webhook import (
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
     WebhookAdapter,
     message_json,
     parse_events,
+)
+from ccbridge.services.connector.adapters.webhook_settings import WebhookSettings
+from ccbridge.services.connector.adapters.webhook_signature import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
     signed_headers,
     verify_signature,
 )
-from ccbridge.services.connector.adapters.webhook_settings import WebhookSettings
 from ccbridge.services.connector.base import AgentMessage, CaseClosedEvent, WebhookBatch
 from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unauthenticated
 from ccbridge.services.runtime.ids import is_message_id

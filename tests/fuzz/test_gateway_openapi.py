@@ -30,6 +30,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from ccbridge.services.connector.adapters.webhook_signature import signed_headers
 from tests.fuzz.conftest import (
     fuzz_examples,
     fuzz_settings,
@@ -56,6 +57,7 @@ MAX_RSS_GROWTH = 16 * 1024 * 1024
 # would be a documented 503, UNAUTHENTICATED a 401): renamed so that every case reaches
 # a healthy peer that accepts it.
 DOUBLE_ERROR_CONNECTORS = {"down", "reject"}
+CONNECTOR_SECRET = "ccaas-webhook-secret-0123456789"
 
 
 @dataclass
@@ -87,13 +89,17 @@ def send(case: Case, base_url: str, http: requests.Session) -> requests.Response
         case.path_parameters = {**(case.path_parameters or {}), "token": WEBHOOK_TOKEN}
     if operation == "POST /webhooks/ccaas/{connector}":
         params = case.path_parameters or {}
-        if params.get("connector") in DOUBLE_ERROR_CONNECTORS:
-            case.path_parameters = {**params, "connector": "fuzz"}
+        name = str(params.get("connector", ""))
+        if name in DOUBLE_ERROR_CONNECTORS or len(name) % 2:
+            # Half the cases to the webhook connector, whose signature the gateway verifies.
+            case.path_parameters = {**params, "connector": "webhook"}
     kwargs = case.as_transport_kwargs(base_url=base_url)
     headers: dict[str, str] = dict(kwargs.pop("headers", {}) or {})
     body = _body_bytes(kwargs)
     if case.operation.path.startswith("/v1/"):
         headers["Authorization"] = f"Bearer {ESCALATION_TOKEN}"
+    if operation == "POST /webhooks/ccaas/{connector}":
+        headers.update(signed_headers(CONNECTOR_SECRET, body or b""))
     if operation == "POST /webhooks/infobip/events":
         headers.pop("Authorization", None)
         headers["X-Hub-Signature-256"] = "sha256=" + sign_hex(body or b"")
@@ -158,7 +164,8 @@ async def test_openapi_fuzz_with_valid_credentials(fuzz_peers: Peers, tmp_path: 
     log = tmp_path / "gateway.log"
     tally = Tally()
     warm_rss: list[int] = []
-    async with gateway_process(fuzz_peers.env(), log) as gateway:
+    env = fuzz_peers.env(CCBRIDGE_WEBHOOK_CONNECTOR_SECRET=CONNECTOR_SECRET)
+    async with gateway_process(env, log) as gateway:
         start_rss = rss_bytes(gateway.pid)
         # Synchronous schemathesis in a thread: this loop keeps serving the peer doubles.
         await asyncio.to_thread(run_all, gateway.base_url, budget, tally, warm_rss, gateway.pid)
