@@ -399,10 +399,14 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             session_pb2.CLOSE_INITIATOR_INFOBIP: "INFOBIP",
             session_pb2.CLOSE_INITIATOR_CCAAS: "CCAAS",
         }.get(request.initiator, "OPERATOR")
+        event_ms: int | None = None
+        if request.HasField("event_time"):
+            try:  # checks the range too: nanos outside 0..999999999 or years beyond 9999
+                event_ms = request.event_time.ToMilliseconds()
+            except ValueError:
+                raise InvalidHandoverRequest("event_time is not a valid timestamp") from None
         rec = await self._load(cid)
-        if request.HasField("event_time") and request.event_time.ToMilliseconds() < rec.get_int(
-            "created_at"
-        ):
+        if event_ms is not None and event_ms < rec.get_int("created_at"):
             # A late or replayed close about an earlier handover of this conversation.
             log.info("close older than the handover ignored", extra={"closed_by": by})
             return session_pb2.CloseHandoverResponse(handover=await self.to_proto(rec))
