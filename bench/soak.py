@@ -3,13 +3,13 @@ abusive traffic.
 
 Starts the mesh as the benchmark does (its own Redis with AOF, both simulators, the five
 components as processes), with short retentions so that a steady state is reached within
-minutes, then for ``--minutes`` drives a mix of real handovers (create, escalate,
-messages both ways, close from either side) and abuse (bad signatures, wrong tokens,
-oversized and malformed bodies, unknown conversations that end FAILED, replayed
-messages). Every 30 s it samples the RSS of each component and Redis's ``used_memory``.
-After a warm-up (the first third), the growth of each series is the slope of a
-least-squares line over the samples, per 10 minutes, relative to the series' mean: the
-run passes when every series grows less than 1 % per 10 minutes. Results:
+minutes, then for ``--minutes`` drives, at a steady ``--rate``, a mix of real handovers
+(create, escalate, messages both ways, close from either side) and abuse (bad
+signatures, wrong tokens, oversized and malformed bodies, unknown conversations that end
+FAILED, replayed messages). Every 30 s it samples the RSS of each component and Redis's
+``used_memory``. After a warm-up (the first third), the growth of each series is the
+slope of a least-squares line over the samples, per 10 minutes, relative to the series'
+mean: the run passes when every series grows less than 1 % per 10 minutes. Results:
 ``bench/results/soak-<stamp>.json`` and ``.png``.
 """
 
@@ -19,6 +19,7 @@ import argparse
 import json
 import random
 import sys
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,8 +61,11 @@ def slope_pct_per_10_min(points: list[tuple[float, float]]) -> float:
 
 
 class Soak:
-    def __init__(self, minutes: float, status: Status, sample_every_s: float = 30.0) -> None:
+    def __init__(
+        self, minutes: float, status: Status, sample_every_s: float = 30.0, rate: float = 8.0
+    ) -> None:
         self.minutes = minutes
+        self.rate = rate  # handovers per second, each with three abusive requests
         self.sample_every_s = sample_every_s
         self.status = status
         self.bench = Bench(FULL, status, extra_env=SOAK_SETTINGS)
@@ -162,11 +166,19 @@ class Soak:
         t0 = mono()
         deadline = t0 + self.minutes * 60
         next_sample = t0
+        # Paced (open loop): a steady rate keeps what Redis must hold steady, so that a
+        # change in memory means a leak, not a change in the driver's speed.
+        period = 1.0 / self.rate
+        next_round = t0
         with httpx.Client(timeout=30) as http:
             while (now := mono()) < deadline:
                 if now >= next_sample:
                     self.sample(now - t0)
                     next_sample += self.sample_every_s
+                if now < next_round:
+                    time.sleep(min(next_round - now, deadline - now))
+                    continue
+                next_round = max(next_round + period, now - 1.0)  # no catch-up bursts
                 try:
                     self.handover(http)
                     for _ in range(3):
@@ -198,6 +210,10 @@ class Soak:
             "schema": 1,
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "minutes": self.minutes,
+            "rate_per_s": self.rate,
+            "achieved_rate_per_s": round(
+                self.counts.get("escalations", 0) / (self.minutes * 60), 2
+            ),
             "settings": SOAK_SETTINGS,
             "traffic": self.counts,
             "samples": self.samples,
@@ -236,10 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--sample-every-s", type=float, default=30.0)
+    parser.add_argument(
+        "--rate", type=float, default=8.0, help="handovers per second, each with 3 abusive requests"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     status = Status()
-    soak = Soak(args.minutes, status, args.sample_every_s)
+    soak = Soak(args.minutes, status, args.sample_every_s, args.rate)
     try:
         doc = soak.run()
     except KeyboardInterrupt:
