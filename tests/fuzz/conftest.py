@@ -20,13 +20,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.gateway.conftest import (
-    Peers,
-    RecordingConnector,
-    RecordingSession,
-    start_connector_peer,
-    start_session_peer,
-)
+from tests.gateway.conftest import Peers, running_peers
 from tests.support.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,15 +67,8 @@ def rss_bytes(pid: int) -> int:
 @pytest.fixture(scope="module")
 async def fuzz_peers() -> AsyncIterator[Peers]:
     """The gateway tests' Session and Connector doubles (real grpc.aio servers)."""
-    session = RecordingSession()  # type: ignore[abstract]
-    connector = RecordingConnector()  # type: ignore[abstract]
-    session_peer = await start_session_peer(session)
-    connector_peer = await start_connector_peer(connector)
-    try:
-        yield Peers(session, connector, session_peer, connector_peer)
-    finally:
-        await connector_peer.stop()
-        await session_peer.stop()
+    async with running_peers() as peers:
+        yield peers
 
 
 @dataclass

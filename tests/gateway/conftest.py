@@ -265,8 +265,9 @@ class Peers:
         return env
 
 
-@pytest.fixture(scope="session")
-async def _peer_servers() -> AsyncIterator[Peers]:
+@contextlib.asynccontextmanager
+async def running_peers() -> AsyncIterator[Peers]:
+    """The Session and Connector doubles as real grpc.aio servers on loopback."""
     # The doubles implement only the RPCs the gateway calls (the rest: UNIMPLEMENTED).
     session = RecordingSession()  # type: ignore[abstract]
     connector = RecordingConnector()  # type: ignore[abstract]
@@ -277,6 +278,12 @@ async def _peer_servers() -> AsyncIterator[Peers]:
     finally:
         await connector_peer.stop()
         await session_peer.stop()
+
+
+@pytest.fixture(scope="session")
+async def _peer_servers() -> AsyncIterator[Peers]:
+    async with running_peers() as peers:
+        yield peers
 
 
 @pytest.fixture
