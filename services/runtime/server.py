@@ -38,6 +38,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection as reflection_service
 
 from ccbridge.services.runtime.authz import allowed
+from ccbridge.services.runtime.channels import KEEPALIVE_MS
 from ccbridge.services.runtime.errors import (
     RETRY_AFTER_METADATA,
     RETRYABLE_CODES,
@@ -311,15 +312,19 @@ class ServiceHealth:
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
-_SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    # Clients reconnect (and re-resolve DNS) so new replicas get traffic.
-    ("grpc.max_connection_age_ms", 5 * 60 * 1000),
-    ("grpc.max_connection_age_grace_ms", 30 * 1000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-]
+def server_options(keepalive_ms: int) -> list[tuple[str, Any]]:
+    """Server options; clients ping every ``keepalive_ms`` (services/runtime/channels.py)
+    to notice a frozen replica, so pings that often (half of it, for timer jitter) are
+    permitted rather than answered with GOAWAY ``too_many_pings``."""
+    return [
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        # Clients reconnect (and re-resolve DNS) so new replicas get traffic.
+        ("grpc.max_connection_age_ms", 5 * 60 * 1000),
+        ("grpc.max_connection_age_grace_ms", 30 * 1000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", max(1, keepalive_ms // 2)),
+    ]
 
 
 def create_server(
@@ -329,17 +334,19 @@ def create_server(
     *,
     tls: MeshTls,
     reflection: bool = False,
+    keepalive_ms: int = KEEPALIVE_MS,
 ) -> tuple[grpc.aio.Server, int, ServiceHealth]:
     """Builds the server; ``register`` adds servicers and returns their full service names.
 
     ``tls``: mutual TLS with per-caller authorization, or (``tls.insecure``, development)
     plaintext that lets every caller in. ``reflection`` adds the reflection service
-    (operators only). Returns the server (not started), the bound port (use
-    ``127.0.0.1:0`` in tests) and the health keeper (start it after the server starts).
+    (operators only). ``keepalive_ms``: the clients' ping interval to permit. Returns the
+    server (not started), the bound port (use ``127.0.0.1:0`` in tests) and the health
+    keeper (start it after the server starts).
     """
     server = grpc.aio.server(
         interceptors=[ContextAndErrorInterceptor(authorize=not tls.insecure)],
-        options=_SERVER_OPTIONS,
+        options=server_options(keepalive_ms),
     )
     names = tuple(register(server))
     servicer = health.aio.HealthServicer()
