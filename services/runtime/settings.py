@@ -190,6 +190,7 @@ class CommonSettings:
     grpc_health_port: int = 0
     # HTTP/2 ping interval and answer timeout of every gRPC connection: a frozen peer
     # replica stops receiving calls within about twice this (services/runtime/channels.py).
+    # At least 1 s: grpc sends no two pings closer together.
     grpc_keepalive_ms: int = KEEPALIVE_MS
 
     @classmethod
@@ -205,7 +206,7 @@ class CommonSettings:
             grpc_reflection=env.bool("CCBRIDGE_GRPC_REFLECTION", False),
             grpc_health_port=env.int("CCBRIDGE_GRPC_HEALTH_PORT", 0, minimum=0, maximum=65535),
             grpc_keepalive_ms=env.int(
-                "CCBRIDGE_GRPC_KEEPALIVE_MS", KEEPALIVE_MS, minimum=100, maximum=3_600_000
+                "CCBRIDGE_GRPC_KEEPALIVE_MS", KEEPALIVE_MS, minimum=1000, maximum=3_600_000
             ),
         )
 
