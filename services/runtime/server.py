@@ -9,10 +9,10 @@ Error policy (every handler kind: unary-unary, unary-stream, stream-unary, strea
 the ccbridge exception tree (services/runtime/errors.py) maps to its code (NOT_FOUND,
 INVALID_ARGUMENT, FAILED_PRECONDITION, ALREADY_EXISTS, UNAUTHENTICATED, ...); a failure
 of the infrastructure that can heal (Redis unreachable, loading, read-only, out of memory,
-cluster down; a peer or an ``asyncio`` timeout) maps to UNAVAILABLE with the trailing
-metadata ``ccbridge-retry-after``; anything else is a bug: INTERNAL with a generic message,
-logged with its traceback. A unary request that does not parse (a string of bad UTF-8,
-such as an encoded lone surrogate) is INVALID_ARGUMENT.
+cluster down, slot moved, try again; a peer or an ``asyncio`` timeout) maps to UNAVAILABLE
+with the trailing metadata ``ccbridge-retry-after``; anything else is a bug: INTERNAL with
+a generic message, logged with its traceback. A unary request that does not parse (a
+string of bad UTF-8, such as an encoded lone surrogate) is INVALID_ARGUMENT.
 
 Health: the overall service ("") and each registered service name follow *readiness*
 (the ``ready`` callback, e.g. Redis answers, and not shutting down). The service name
@@ -66,7 +66,8 @@ _NO_CHANNEL_RETRY = ("grpc-retry-pushback-ms", "-1")
 # and peers' restarts take about that long).
 INFRA_RETRY_AFTER_S = 1.0
 # Redis error replies that mean "try later" (they reach us as a plain ResponseError
-# when raised inside a script).
+# when raised inside a script or read by the raw pipeline, services/runtime/redis.py).
+# MOVED/ASK: a slot that moved (resharding, failover) while a client had the old map.
 _REDIS_TRANSIENT_REPLIES = (
     "LOADING",
     "READONLY",
@@ -75,6 +76,8 @@ _REDIS_TRANSIENT_REPLIES = (
     "TRYAGAIN",
     "CLUSTERDOWN",
     "BUSY ",
+    "MOVED ",
+    "ASK ",
 )
 ReadyCheck = Callable[[], Awaitable[bool]]
 Req = TypeVar("Req")
@@ -103,7 +106,8 @@ def _redis_transient(exc: BaseException) -> bool:
         | errors.ReadOnlyError
         | errors.OutOfMemoryError
         | errors.TryAgainError
-        | errors.ClusterDownError
+        | errors.ClusterDownError  # includes MasterDownError
+        | errors.AskError  # includes MovedError
         | errors.RedisClusterException,
     ):
         return True
