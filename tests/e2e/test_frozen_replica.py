@@ -20,9 +20,10 @@ import grpc
 import pytest
 
 from ccbridge.routing.v1 import routing_pb2, routing_pb2_grpc
+from ccbridge.services.local.mesh_ca import create_mesh_pki
 from ccbridge.services.local.supervisor import ProcessGroup, free_port
 from ccbridge.services.runtime.channels import KEEPALIVE_MS, create_channel
-from ccbridge.services.runtime.mesh_tls import INSECURE
+from ccbridge.services.runtime.mesh_tls import MeshTls
 from tests.support.mesh import CODE_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -45,14 +46,15 @@ class Outcome:
 
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[ProcessGroup]:
-    group = ProcessGroup(log_dir=tmp_path)
+    pki = create_mesh_pki(tmp_path / "pki")
+    group = ProcessGroup(log_dir=tmp_path / "logs", pki=pki)
     try:
         for i in range(REPLICAS):
             port = free_port()
             env = {
                 "PATH": "/usr/bin:/bin",
                 "PYTHONPATH": str(CODE_ROOT),
-                "CCBRIDGE_MESH_INSECURE": "true",
+                **pki["routing"].env(),  # mutual TLS, as in production
                 "CCBRIDGE_ROUTING_PORT": str(port),
                 "CCBRIDGE_ROUTING_DEFAULT_CONNECTOR": f"r{i}",
                 "CCBRIDGE_DRAIN_DELAY_S": "0",
@@ -105,7 +107,10 @@ async def test_a_frozen_replica_stops_receiving_calls_and_rejoins(
     replicas: ProcessGroup,
 ) -> None:
     target = "ipv4:" + ",".join(f"127.0.0.1:{p.port}" for p in replicas.procs.values())
-    async with create_channel(target, INSECURE, "routing") as channel:
+    assert replicas.pki is not None
+    caller = replicas.pki["session"]  # Session is who calls routing
+    tls = MeshTls(str(caller.cert), str(caller.key), str(caller.ca))
+    async with create_channel(target, tls, "routing") as channel:
         stub = routing_pb2_grpc.RoutingServiceStub(channel)
         everyone = {f"r{i}" for i in range(REPLICAS)}
         await _until_answered_by(stub, everyone)
