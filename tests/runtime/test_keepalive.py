@@ -10,9 +10,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ccbridge.services.routing.settings import RoutingSettings
 from ccbridge.services.runtime.channels import KEEPALIVE_MS, create_channel
 from ccbridge.services.runtime.mesh_tls import INSECURE
 from ccbridge.services.runtime.server import create_server
+from ccbridge.services.runtime.settings import SettingsError
 
 PING_MS = KEEPALIVE_MS  # grpc sends no two pings less than 1 s apart
 IDLE_S = 5.0  # a server that refuses pings ends the connection at the third (~3 s)
@@ -60,3 +62,13 @@ async def test_a_server_permitting_fewer_pings_would_end_the_connection(
 ) -> None:
     # What the test above guards against: the check sees the GOAWAY.
     assert await _state_changes(server_keepalive_ms) != []
+
+
+def test_the_interval_is_a_setting() -> None:
+    env = {"CCBRIDGE_MESH_INSECURE": "true"}
+    assert RoutingSettings.from_env(env).common.grpc_keepalive_ms == KEEPALIVE_MS == 1000
+    custom = {**env, "CCBRIDGE_GRPC_KEEPALIVE_MS": "3000"}
+    assert RoutingSettings.from_env(custom).common.grpc_keepalive_ms == 3000
+    # grpc sends no two pings closer than 1 s: a lower value would not do what it says.
+    with pytest.raises(SettingsError, match="CCBRIDGE_GRPC_KEEPALIVE_MS"):
+        RoutingSettings.from_env({**env, "CCBRIDGE_GRPC_KEEPALIVE_MS": "500"})
