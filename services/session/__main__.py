@@ -56,6 +56,7 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
             dead_letter_max=settings.dead_letter_max,
         ),
         inbox_max=settings.inbox_max,
+        due_shards=settings.due_shards,
     )
     history_ch = create_channel(settings.history_addr, settings.common.mesh_tls, "history")
     routing_ch = create_channel(settings.routing_addr, settings.common.mesh_tls, "routing")
