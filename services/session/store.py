@@ -1027,7 +1027,7 @@ class SessionStore:
             due += cids
         if moves:
             commands: list[tuple[Any, ...]] = []
-            for key, cids, lanes in moves:
+            for _key, cids, lanes in moves:
                 for each in lanes:
                     commands += [
                         ("ZADD", shard_key, "NX", *_scored(group, ts))
