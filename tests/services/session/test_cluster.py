@@ -17,6 +17,7 @@ from ccbridge.services.session.store import Lane, SessionStore
 from tests.services.session import (
     test_delivery_lanes,
     test_erase,
+    test_reconciler,
     test_relay,
     test_retention,
     test_store_hotpath,
@@ -87,6 +88,9 @@ test_the_old_schedule_is_adopted_into_both_lanes = (
 test_the_unsharded_schedules_are_adopted_into_their_shards = (
     test_store_upgrade.test_the_unsharded_schedules_are_adopted_into_their_shards
 )
+test_the_reconcilers_progress_of_older_releases_is_read = (
+    test_store_upgrade.test_the_reconcilers_progress_of_older_releases_is_read
+)
 test_entries_of_another_shard_count_move_to_their_shard = (
     test_store_upgrade.test_entries_of_another_shard_count_move_to_their_shard
 )
@@ -146,4 +150,14 @@ test_erase_one_conversation = test_erase.test_erase_one_conversation
 test_erase_an_end_user_everywhere = test_erase.test_erase_an_end_user_everywhere
 test_open_handovers_are_refused_and_nothing_is_erased = (
     test_erase.test_open_handovers_are_refused_and_nothing_is_erased
+)
+
+# The reconciler: one replica's pass, its progress fenced by its lease.
+far = test_reconciler.far
+make = test_reconciler.make
+test_one_replica_runs_the_pass_and_a_stale_token_cannot_write = (
+    test_reconciler.test_one_replica_runs_the_pass_and_a_stale_token_cannot_write
+)
+test_a_failed_listing_keeps_the_mark_so_the_next_pass_lists_the_window_again = (
+    test_reconciler.test_a_failed_listing_keeps_the_mark_so_the_next_pass_lists_the_window_again
 )

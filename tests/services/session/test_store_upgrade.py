@@ -132,3 +132,15 @@ async def test_entries_of_another_shard_count_move_to_their_shard(
     finally:
         await before.raw.aclose()
         await after.raw.aclose()
+
+
+async def test_the_reconcilers_progress_of_older_releases_is_read(store: SessionStore) -> None:
+    """Older releases kept the reconciler's marks in ``ccb:reconcile``: read until the
+    new hash (in its lease's slot) holds marks of its own."""
+    redis_client = store.r
+    await redis_client.hset(store.k_reconcile_v1, mapping={"closed_mark": 5, "backfill_cursor": 7})
+    assert await store.reconcile_progress() == (5, 7)
+    token = uuid.uuid4().hex
+    assert await redis_client.set(store.k_reconcile_lease, token, px=60_000)
+    assert await store.save_reconcile_progress(token, "closed_mark", 9)
+    assert await store.reconcile_progress() == (9, 0)
