@@ -65,7 +65,8 @@ _NO_CHANNEL_RETRY = ("grpc-retry-pushback-ms", "-1")
 # and peers' restarts take about that long).
 INFRA_RETRY_AFTER_S = 1.0
 # Redis error replies that mean "try later" (they reach us as a plain ResponseError
-# when raised inside a script).
+# when raised inside a script, or read by RawPipeline from a cluster node: MOVED and ASK
+# while slots move, which the cluster client follows itself).
 _REDIS_TRANSIENT_REPLIES = (
     "LOADING",
     "READONLY",
@@ -73,6 +74,8 @@ _REDIS_TRANSIENT_REPLIES = (
     "MASTERDOWN",
     "TRYAGAIN",
     "CLUSTERDOWN",
+    "MOVED ",
+    "ASK ",
     "BUSY ",
 )
 ReadyCheck = Callable[[], Awaitable[bool]]
@@ -102,7 +105,8 @@ def _redis_transient(exc: BaseException) -> bool:
         | errors.ReadOnlyError
         | errors.OutOfMemoryError
         | errors.TryAgainError
-        | errors.ClusterDownError
+        | errors.ClusterDownError  # includes MasterDownError
+        | errors.AskError  # includes MovedError: a slot moving (resharding, failover)
         | errors.RedisClusterException,
     ):
         return True

@@ -23,13 +23,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
 
 
 @pytest.fixture(scope="module")
-def cluster_mesh(redis_cluster_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def cluster_mesh(
+    redis_cluster_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mesh]:
     rules = tmp_path_factory.mktemp("cluster-routing") / "rules.yaml"
     rules.write_text(ROUTING_RULES)
     log_dir = Path(tmp_path_factory.mktemp("cluster-mesh-logs"))
-    with running_mesh(
-        redis_cluster_url, log_dir, {"CCBRIDGE_ROUTING_RULES": str(rules)}
-    ) as handle:
+    with running_mesh(redis_cluster_url, log_dir, {"CCBRIDGE_ROUTING_RULES": str(rules)}) as handle:
         yield handle
 
 

@@ -71,9 +71,7 @@ test_ingest_outcomes_survive_a_flushed_script_cache = (
     test_store_hotpath.test_ingest_outcomes_survive_a_flushed_script_cache
 )
 test_transcript_ids_and_step_reads = test_store_hotpath.test_transcript_ids_and_step_reads
-test_ingest_schedules_in_the_same_round_trip = (
-    test_store_hotpath.test_ingest_schedules_in_the_same_round_trip_once_a_conversation_took_messages
-)
+test_ingest_schedules_in_the_same_round_trip = test_store_hotpath.test_ingest_schedules_in_the_same_round_trip_once_a_conversation_took_messages
 
 # Leases (and their upgrade guards) and the schedules of older releases.
 test_an_old_pods_lease_keeps_both_lanes_out = (
