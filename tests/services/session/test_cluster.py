@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
+from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime.redis import RedisClient, create_redis
+from ccbridge.services.runtime.redis_acl import REDIS_COMPONENTS, acl_setuser
 from ccbridge.services.session.store import Lane, SessionStore
 from tests.services.session import (
     test_delivery_lanes,
@@ -71,7 +73,10 @@ test_ingest_outcomes_survive_a_flushed_script_cache = (
     test_store_hotpath.test_ingest_outcomes_survive_a_flushed_script_cache
 )
 test_transcript_ids_and_step_reads = test_store_hotpath.test_transcript_ids_and_step_reads
-test_ingest_schedules_in_the_same_round_trip = test_store_hotpath.test_ingest_schedules_in_the_same_round_trip_once_a_conversation_took_messages
+hotpath = test_store_hotpath
+test_ingest_schedules_in_the_same_round_trip = (
+    hotpath.test_ingest_schedules_in_the_same_round_trip_once_a_conversation_took_messages
+)
 
 # Leases (and their upgrade guards) and the schedules of older releases.
 test_an_old_pods_lease_keeps_both_lanes_out = (
@@ -159,3 +164,42 @@ test_one_replica_runs_the_pass_and_a_stale_token_cannot_write = (
 test_a_failed_listing_keeps_the_mark_so_the_next_pass_lists_the_window_again = (
     test_reconciler.test_a_failed_listing_keeps_the_mark_so_the_next_pass_lists_the_window_again
 )
+
+
+async def test_session_and_connector_users_need_nothing_more_on_a_cluster(
+    redis_url: str, redis_client: RedisClient
+) -> None:
+    """The ACL users of services/runtime/redis_acl.py, set on every master, log in from a
+    ``redis+cluster://user:password@…`` URL and are denied nothing (the cluster
+    client's topology reads included)."""
+    assert isinstance(redis_client, RedisCluster)
+    await redis_client.initialize()  # finds the masters
+    nodes = redis_client.get_primaries()
+    assert len(nodes) == 3
+    for component in REDIS_COMPONENTS:
+        command = acl_setuser(component, "pw-" + component)
+        await redis_client.execute_command(*command, target_nodes=nodes)
+    await redis_client.execute_command("ACL", "LOG", "RESET", target_nodes=nodes)
+    hosts = redis_url.split("://", 1)[1]
+    session = create_redis(f"redis+cluster://ccbridge-session:pw-session@{hosts}")
+    connector = create_redis(f"redis+cluster://ccbridge-connector:pw-connector@{hosts}")
+    store = SessionStore(session)
+    try:
+        assert await store.create("acl-1", ["vip"], {})
+        await store.ingest([test_relay._message("m1", "acl-1")])
+        token, rec, inbox, _ = await store.begin_step(Lane.INBOX, "acl-1", 60_000)
+        assert token and rec is not None and inbox == 1
+        (head,) = await store.peek(store.k_in("acl-1"), 1)
+        assert await store.dead_letter(Lane.INBOX, "acl-1", token, head, "test", 3)
+        assert await store.due(Lane.INBOX, 10) == (["acl-1"], [])
+        assert await store.sweep_retention()
+        await store.reconcile_progress()
+        poll = ConnectorStore(connector).poll_lease("webhook", 5.0)
+        assert await poll.acquire()
+        await poll.release()
+        denied = await redis_client.execute_command("ACL", "LOG", target_nodes=nodes)
+        assert denied == {node.name: [] for node in nodes}
+    finally:
+        await store.raw.aclose()
+        await session.aclose()
+        await connector.aclose()
