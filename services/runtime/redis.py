@@ -53,6 +53,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 SENTINEL_SCHEME = "redis+sentinel"
 # Cluster scheme → the scheme of one node's URL (its options are read as redis-py does).
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+CLUSTER_NODE_MAX_CONNECTIONS = 1024
 RedisClient = aioredis.Redis | RedisCluster
 """What :func:`create_redis` gives: one server (or a Sentinel's master), or a cluster."""
 SOCKET_TIMEOUT_S = 5.0
@@ -152,7 +153,10 @@ def create_redis(url: str, *, max_connections: int = 64) -> RedisClient:
     options = _client_options(max_connections)
     if urlsplit(url).scheme in CLUSTER_SCHEMES:
         nodes, connection = parse_cluster_url(url)
-        # Not blocking like the pool below: per node, at most max_connections at once.
+        # The cluster client cannot wait for a free connection (as the blocking pool
+        # below does): at its limit a call fails. The limit per node is therefore far
+        # above what one process runs at once; connections open only as needed.
+        options["max_connections"] = max(max_connections, CLUSTER_NODE_MAX_CONNECTIONS)
         return RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in nodes],
             **{**options, **connection},
