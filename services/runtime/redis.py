@@ -273,6 +273,19 @@ class Batch(abc.ABC):
                 replies[index] = reply
         return replies
 
+    async def execute_in_turn(self, *groups: Sequence[Sequence[Any]]) -> list[list[Any]]:
+        """Each group's commands run only after the previous group's have (e.g. a push
+        before its schedule entry); replies per group. One round trip here: one
+        connection runs its commands in order. (A script call that found its script
+        missing runs again after every group, as in :meth:`execute`.)"""
+        replies = await self.execute([command for group in groups for command in group])
+        out: list[list[Any]] = []
+        start = 0
+        for group in groups:
+            out.append(replies[start : start + len(group)])
+            start += len(group)
+        return out
+
     @abc.abstractmethod
     async def _send_batch(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Sends the commands; their replies in order, errors in place."""
@@ -290,6 +303,11 @@ class ClusterBatch(Batch):
     def __init__(self, client: RedisCluster) -> None:
         super().__init__()
         self._client = client
+
+    async def execute_in_turn(self, *groups: Sequence[Sequence[Any]]) -> list[list[Any]]:
+        """A round trip per group: each node keeps its own commands' order, not the
+        batch's, so a group is sent once the previous one has run on every node."""
+        return [await self.execute(group) for group in groups]
 
     async def _send_batch(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         pipe = self._client.pipeline()

@@ -37,7 +37,8 @@ live in one Redis Cluster slot):
 ``ccb:lease:reconcile``        string: fencing token of the replica running the reconciler
 ``ccb:reconcile:``             hash: the reconciler's progress (CLOSED listing mark,
 ``{ccb:lease:reconcile}``      backfill cursor), in its lease's slot (the lease fences its
-                               writes); ``ccb:reconcile`` of older releases is read once
+                               writes); ``ccb:reconcile`` of older releases is read while
+                               it has no marks
 =============================  ==========================================================
 
 The handover hash keeps every value within Redis's ``hash-max-listpack-value`` (64 bytes)
@@ -530,10 +531,17 @@ class SessionStore:
     async def _exec(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """The hot paths' commands in one round trip per server (a ``Batch``); raises
         the first error reply."""
-        replies = await self.raw.execute(commands)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        (replies,) = await self._exec_in_turn(commands)
+        return replies
+
+    async def _exec_in_turn(self, *groups: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+        """:meth:`_exec` for groups that must run one after the other (``Batch.
+        execute_in_turn``: one round trip on one server, one per group on a cluster)."""
+        replies = await self.raw.execute_in_turn(*groups)
+        for group in replies:
+            for reply in group:
+                if isinstance(reply, Exception):
+                    raise reply
         return replies
 
     # -- key names ---------------------------------------------------------------------
@@ -700,15 +708,13 @@ class SessionStore:
         return self._record(cid, raw), int(inbox), int(outbox)
 
     async def unschedule_if_idle(self, lane: Lane, cid: str) -> bool:
-        """Drops the lane from its schedule, then (same round trip, in order) reads the
-        queues and state; if the lane got work meanwhile it is scheduled again at once.
-        Returns whether it was rescheduled."""
-        async with self.r.pipeline(transaction=False) as pipe:
-            pipe.zrem(self.k_due(lane, cid), cid)
-            pipe.llen(self.k_in(cid))
-            pipe.llen(self.k_out(cid))
-            pipe.hget(self.k_h(cid), "state")
-            _, inbox, outbox, state = await pipe.execute()
+        """Drops the lane from its schedule, then (in order: the same round trip on one
+        server, the next on a cluster) reads the queues and state; if the lane got work
+        meanwhile it is scheduled again at once. Returns whether it was rescheduled."""
+        _, (inbox, outbox, state) = await self._exec_in_turn(
+            [("ZREM", self.k_due(lane, cid), cid)],
+            [("LLEN", self.k_in(cid)), ("LLEN", self.k_out(cid)), ("HGET", self.k_h(cid), "state")],
+        )
         if state is not None and lane_has_work(lane, _text(state), int(inbox), int(outbox)):
             await self.schedule(lane, cid, now_ms())
             return True
@@ -816,7 +822,9 @@ class SessionStore:
         messages before (``_open_hint``) are added in the same pipeline, right after the
         pushes, so the common case needs no second round trip; a conversation taking its
         first messages is scheduled in a second one. A wrong guess (the handover closed
-        meanwhile) only costs one empty step, which removes the entry."""
+        meanwhile) only costs one empty step, which removes the entry. (On a cluster the
+        entries follow the pushes in a round trip of their own: nodes keep no common
+        order.)"""
         if not messages:
             return []
         hint = self._open_hint
@@ -841,13 +849,14 @@ class SessionStore:
             )
             for m in messages
         ]
-        # NX: a conversation in back-off keeps its later due time.
-        commands += [
+        # NX: a conversation in back-off keeps its later due time. After the pushes (a
+        # step that finds the entry finds the messages too).
+        schedules = [
             ("ZADD", key, "NX", *_scored(cids, ts))
             for key, cids in self._due_by_shard(Lane.INBOX, guessed).items()
         ]
-        replies = await self._exec(commands)
-        outcomes = [int(reply) for reply in replies[: len(messages)]]
+        replies, _ = await self._exec_in_turn(commands, schedules)
+        outcomes = [int(reply) for reply in replies]
         first = set()
         for m, outcome in zip(messages, outcomes, strict=True):
             cid = m.conversation_id
@@ -1146,13 +1155,16 @@ class SessionStore:
         (:meth:`schedule_now`). That order keeps a message from being stranded: Ingest
         pushes, then schedules, so a message pushed after the unschedule puts the
         conversation back itself, and one pushed before it is counted in the length.
-        (Across Redis Cluster nodes that order is not guaranteed; the reconciler's
-        schedule repair covers the gap.)"""
+        (On Redis Cluster the unschedules are a round trip of their own, before the
+        pops: each node keeps only its own order.)"""
+        unschedules = [
+            ("ZREM", self.k_due(lane, f.conversation_id), f.conversation_id)
+            for f in finishes
+            if unschedule
+        ]
         commands: list[tuple[Any, ...]] = []
         for f in finishes:
             cid = f.conversation_id
-            if unschedule:
-                commands.append(("ZREM", self.k_due(lane, cid), cid))
             commands.append(
                 self._finish.command(
                     [self.k_lease(lane, cid), self.k_queue(lane, cid), self.k_h(cid)],
@@ -1164,9 +1176,7 @@ class SessionStore:
                     ],
                 )
             )
-        replies = await self._exec(commands)
-        if unschedule:
-            replies = replies[1::2]
+        _, replies = await self._exec_in_turn(unschedules, commands)
         return [Finish(int(r[0]), int(r[1])) for r in replies]
 
     # -- dead letters ------------------------------------------------------------------------
