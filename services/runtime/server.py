@@ -67,7 +67,8 @@ _NO_CHANNEL_RETRY = ("grpc-retry-pushback-ms", "-1")
 INFRA_RETRY_AFTER_S = 1.0
 # Redis error replies that mean "try later" (they reach us as a plain ResponseError
 # when raised inside a script or read by the raw pipeline, services/runtime/redis.py).
-# MOVED/ASK: a slot that moved (resharding, failover) while a client had the old map.
+# MOVED/ASK: a slot that moved (resharding, failover) while a client had the old map
+# (the cluster client follows them itself; one that still reaches a handler).
 _REDIS_TRANSIENT_REPLIES = (
     "LOADING",
     "READONLY",

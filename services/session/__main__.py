@@ -56,6 +56,7 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
             dead_letter_max=settings.dead_letter_max,
         ),
         inbox_max=settings.inbox_max,
+        due_shards=settings.due_shards,
     )
     tls, keepalive_ms = settings.common.mesh_tls, settings.common.grpc_keepalive_ms
     history_ch = create_channel(settings.history_addr, tls, "history", keepalive_ms=keepalive_ms)

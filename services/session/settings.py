@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ccbridge.services.runtime.ports import DEFAULT_PORTS, default_addr
 from ccbridge.services.runtime.settings import CommonSettings, EnvReader, Secret
+from ccbridge.services.session.store import DUE_SHARDS
 
 DEFAULT_DEDUPE_TTL_S = 7 * 86400
 
@@ -42,6 +43,7 @@ class SessionSettings:
     dead_letter_retention_s: int
     dead_letter_max: int
     inbox_max: int
+    due_shards: int
     reconcile_interval_s: float
     reconcile_infobip: bool
     reconcile_margin_s: float
@@ -94,6 +96,7 @@ class SessionSettings:
             ),
             dead_letter_max=env.int("CCBRIDGE_DEAD_LETTER_MAX", 100_000, minimum=1),
             inbox_max=env.int("CCBRIDGE_INBOX_MAX", 10_000, minimum=1),
+            due_shards=env.int("CCBRIDGE_DUE_SHARDS", DUE_SHARDS, minimum=1, maximum=1024),
             reconcile_interval_s=env.float("CCBRIDGE_RECONCILE_INTERVAL_S", 60.0, minimum=0.1),
             reconcile_infobip=env.bool("CCBRIDGE_RECONCILE_INFOBIP", True),
             reconcile_margin_s=env.float("CCBRIDGE_RECONCILE_MARGIN_S", 300.0, minimum=0.0),

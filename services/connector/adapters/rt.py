@@ -678,8 +678,10 @@ class RtAdapter(Adapter):
     async def _queues(self) -> list[str]:
         queues = [self.settings.queue]
         v1 = self._store.rt_v1(self._store.rt_queues)
-        keys = [self._store.rt_queues, *([v1] if v1 else [])]
-        for raw in sorted(await self._redis.sunion(keys)):
+        found: set[bytes | str] = set()
+        for key in (self._store.rt_queues, *([v1] if v1 else [])):
+            found |= await self._redis.smembers(key)  # one slot each (Redis Cluster)
+        for raw in sorted(found):
             name = raw.decode() if isinstance(raw, bytes) else str(raw)
             if name not in queues:
                 queues.append(name)

@@ -160,7 +160,7 @@ async def test_delivers_in_order_pops_and_releases(setup: Setup) -> None:
     assert await s.inbox("a") == [] and await s.inbox("b") == []
     assert await s.r.exists(s.store.k_lease(Lane.INBOX, "a"), s.store.k_lease(Lane.INBOX, "b")) == 0
     assert woke == []  # nothing left: both leave the schedule
-    assert await s.r.zscore(s.store.k_due(Lane.INBOX), "a") is None
+    assert await s.r.zscore(s.store.k_due(Lane.INBOX, "a"), "a") is None
     assert s.failures == []
 
 
