@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from ccbridge.services.runtime.ports import DEFAULT_PORTS, default_addr
 from ccbridge.services.runtime.settings import CommonSettings, EnvReader, Secret
-from ccbridge.services.session.store import DUE_SHARDS
 
 DEFAULT_DEDUPE_TTL_S = 7 * 86400
+DUE_SHARDS = 8  # schedule shards per lane (spread over a cluster)
 
 
 @dataclass(frozen=True)

@@ -73,9 +73,9 @@ import orjson
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.lease import LEASE_LUA
 from ccbridge.services.runtime.redis import RawScript, RedisClient, create_batch
+from ccbridge.services.session.settings import DUE_SHARDS  # CCBRIDGE_DUE_SHARDS
 
 INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE, INGEST_FULL = 0, 1, 2, 3
-DUE_SHARDS = 8  # CCBRIDGE_DUE_SHARDS: schedule shards per lane (spread over a cluster)
 # Conversations remembered by ingest()'s schedule guess: a closed one leaves it when this
 # replica closes it, the rest when the cache is full (bounded: make soak).
 OPEN_HINT_MAX = 20_000

@@ -12,7 +12,6 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from ccbridge.common.v1 import common_pb2
-from ccbridge.gateway.errors import http_error_from_grpc
 from ccbridge.services.runtime.component import start
 from ccbridge.services.runtime.errors import (
     RETRYABLE_CODES,
@@ -218,19 +217,6 @@ async def test_every_handler_kind_maps_every_error(
     if code == grpc.StatusCode.INTERNAL:
         assert error.details() == "internal error"  # no detail of a bug leaks
     assert seen_context == [(kind, f"req-{kind}-{name}")]
-
-
-@pytest.mark.parametrize(
-    "name",
-    ["redis_moved", "redis_moved_raw_reply", "redis_ask", "redis_clusterdown", "redis_tryagain"],
-)
-async def test_a_cluster_error_answers_503_with_retry_after_at_the_gateway(
-    channel: grpc.aio.Channel, name: str
-) -> None:
-    """What the gateway makes of a handler's MOVED/ASK/CLUSTERDOWN/TRYAGAIN answer."""
-    error = await _call(channel, "UnaryUnary", name)
-    http = http_error_from_grpc(error)
-    assert (http.status, http.code, http.headers["Retry-After"]) == (503, "unavailable", "1")
 
 
 def test_internal_is_not_retryable_and_the_reader_reads_the_trailer() -> None:
