@@ -4,8 +4,8 @@
 API routes (``/ccaas/1/...``, ``/subscriptions/1/...``) and media files
 (``GET /_sim/media/{id}``, standing for Infobip's media URLs, which need the key too)
 require ``Authorization: App <key>`` and answer Infobip's shapes; injected failures and
-the Get Messages page delay apply to them only. Control routes (``/_sim/...``) take and return JSON without
-authentication.
+the Get Messages page delay apply to them only. Control routes (``/_sim/...``) take and
+return JSON without authentication.
 """
 
 from __future__ import annotations
