@@ -93,16 +93,15 @@ MEDIA_OFF = MediaProxySettings(
 
 
 class Setup:
-    def __init__(
-        self, r: aioredis.Redis, infobip_url: str = f"http://127.0.0.1:{closed_port()}"
-    ) -> None:
+    def __init__(self, r: aioredis.Redis, infobip_url: str = "", api_key: str = "k") -> None:
+        infobip_url = infobip_url or f"http://127.0.0.1:{closed_port()}"
         self.r = r
         self.store = SessionStore(r)
         self.connector = FakeConnector()
         self.delivery = RecordingDelivery(self.store)
         self.failures = self.delivery.failures
         # Typed messages need no Infobip call; untyped ones read it (test_inbound.py).
-        self.infobip = InfobipClient(infobip_url, Secret("k"), max_retries=0)
+        self.infobip = InfobipClient(infobip_url, Secret(api_key), max_retries=0)
         self.relay = InboxRelay(
             self.store,
             self.connector,  # type: ignore[arg-type]
