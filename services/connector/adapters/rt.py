@@ -162,7 +162,8 @@ def _contact_text(content: dict[str, Any]) -> str:
     for contact in _list(content.get("contacts")):
         if not isinstance(contact, dict):
             continue
-        name = contact.get("name") if isinstance(contact.get("name"), dict) else {}
+        found = contact.get("name")
+        name: dict[str, Any] = found if isinstance(found, dict) else {}
         label = name.get("formatted_name") or " ".join(
             str(name[k]) for k in ("first_name", "last_name") if name.get(k)
         )
