@@ -102,7 +102,7 @@ class GatewaySettings:
                 "neither refused nor recognised as a duplicate"
             )
         connector_secrets = env.secret_list("CCBRIDGE_WEBHOOK_CONNECTOR_SECRET", required=False)
-        media = MediaProxySettings.read(env)
+        media = MediaProxySettings.read(env, signer=False)
         # Only the media proxy talks to Infobip from here.
         infobip_base_url = env.str("INFOBIP_BASE_URL", None if media.enabled else "")
         infobip_api_key = env.secret("INFOBIP_API_KEY", required=media.enabled)

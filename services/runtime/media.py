@@ -112,11 +112,12 @@ class MediaProxySettings:
     max_bytes: int
 
     @classmethod
-    def read(cls, env: EnvReader) -> MediaProxySettings:
+    def read(cls, env: EnvReader, *, signer: bool) -> MediaProxySettings:
+        """``signer``: this process writes links (Session), so it needs the public URL."""
         enabled = env.bool("CCBRIDGE_MEDIA_PROXY", False)
         public_url = env.str("CCBRIDGE_PUBLIC_URL", "").rstrip("/")
         secrets = env.secret_list("CCBRIDGE_MEDIA_SECRET", required=enabled)
-        if enabled and origin(public_url) is None:
+        if enabled and signer and origin(public_url) is None:
             env.errors.append(
                 "CCBRIDGE_PUBLIC_URL (the gateway's public http(s) URL) is required with "
                 "CCBRIDGE_MEDIA_PROXY=true"

@@ -106,7 +106,7 @@ class SessionSettings:
             escalate_wait_ms=env.int("CCBRIDGE_ESCALATE_WAIT_MS", 0, minimum=0, maximum=60000),
             workers_enabled=env.bool("CCBRIDGE_WORKERS_ENABLED", True),
             grpc_timeout_s=env.float("CCBRIDGE_GRPC_TIMEOUT_S", 5.0, minimum=0.1),
-            media=MediaProxySettings.read(env),
+            media=MediaProxySettings.read(env, signer=True),
         )
         env.done("session")
         return settings

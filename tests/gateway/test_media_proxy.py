@@ -54,7 +54,7 @@ def links_for(infobip_url: str) -> MediaLinks:
             "CCBRIDGE_MEDIA_SECRET": SECRET,
         }
     )
-    settings = MediaProxySettings.read(env)
+    settings = MediaProxySettings.read(env, signer=True)
     env.done("test")
     return MediaLinks(settings, infobip_url)
 
@@ -171,9 +171,12 @@ async def test_proxy_off_is_404(peers: Peers, gateway: httpx.AsyncClient) -> Non
 
 def test_settings_need_a_public_url_and_a_strong_secret() -> None:
     env = EnvReader({"CCBRIDGE_MEDIA_PROXY": "true", "CCBRIDGE_MEDIA_SECRET": "short"})
-    MediaProxySettings.read(env)
+    MediaProxySettings.read(env, signer=True)
     problems = " ".join(env.errors)
     assert "CCBRIDGE_PUBLIC_URL" in problems and "CCBRIDGE_MEDIA_SECRET" in problems
+    # The gateway only verifies links: it needs the secret, not the public URL.
+    gateway = EnvReader({"CCBRIDGE_MEDIA_PROXY": "true", "CCBRIDGE_MEDIA_SECRET": SECRET})
+    assert MediaProxySettings.read(gateway, signer=False).enabled and gateway.errors == []
 
 
 async def test_streams_before_infobip_has_sent_everything(peers: Peers) -> None:

@@ -100,7 +100,7 @@ async def media_gateway(sim: Sim) -> AsyncIterator[MediaLinks]:
     running = await start(GatewaySettings.from_env(env))
     try:
         reader = EnvReader({**env, "CCBRIDGE_PUBLIC_URL": f"http://127.0.0.1:{running.port}"})
-        settings = MediaProxySettings.read(reader)
+        settings = MediaProxySettings.read(reader, signer=True)
         reader.done("test")
         yield MediaLinks(settings, sim.url)
     finally:
