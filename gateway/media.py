@@ -7,7 +7,8 @@ written to disk, nothing is held whole in memory. Upstream's ``Content-Type`` (a
 
 Answers: a forged token 403, an expired one 404, the proxy off 404, a file Infobip does
 not have 404, a file above ``CCBRIDGE_MEDIA_MAX_BYTES`` 413 (when its length is announced;
-otherwise the transfer is cut at the limit), Infobip failing or unreachable 502. Never a
+otherwise the transfer is cut at the limit), Infobip failing or unreachable 502, more than
+``CCBRIDGE_MEDIA_MAX_STREAMS`` downloads at once 503 with ``Retry-After``. Never a
 5xx of our own, and never the token, the URL or the key in a log line.
 """
 
@@ -39,6 +40,9 @@ class MediaRoutes:
         self._media = settings.media
         self._metrics = metrics
         self._infobip = origin(settings.infobip_base_url)
+        # Streams take long: capped apart, so that downloads never crowd out webhooks.
+        self._max_streams = settings.media_max_streams
+        self._streams = 0
         self._client: HttpClient | None = None
         if self._media.enabled:
             self._client = HttpClient(
@@ -70,7 +74,13 @@ class MediaRoutes:
         if origin(url) != self._infobip:
             # Signed under another INFOBIP_BASE_URL: the key goes to Infobip only.
             raise HttpError(403, "invalid_media_token", "the media link is not for Infobip")
+        if self._streams >= self._max_streams:
+            raise HttpError(
+                503, "media_busy", "too many media downloads in progress", {"Retry-After": "1"}
+            )
+        self._streams += 1
         stack = contextlib.AsyncExitStack()
+        stack.callback(self._stream_ended)
         try:
             upstream = await stack.enter_async_context(self._client.stream("GET", url))
             self._check(upstream)
@@ -88,6 +98,9 @@ class MediaRoutes:
         headers["cache-control"] = "private, no-store"
         headers["x-content-type-options"] = "nosniff"
         return StreamingResponse(self._body(upstream, stack), headers=headers)
+
+    def _stream_ended(self) -> None:
+        self._streams -= 1
 
     def _check(self, upstream: HttpStream) -> None:
         status = upstream.status

@@ -440,6 +440,10 @@ def openapi_document() -> dict[str, Any]:
                         ),
                         "413": _error("The file is larger than CCBRIDGE_MEDIA_MAX_BYTES."),
                         "502": _error("Infobip failed or could not be reached."),
+                        "503": _error(
+                            "CCBRIDGE_MEDIA_MAX_STREAMS downloads in progress; retry.",
+                            retry_after=True,
+                        ),
                     },
                 }
             },

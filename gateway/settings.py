@@ -55,6 +55,7 @@ class GatewaySettings:
     forwarded_allow_ips: str
     # The media proxy (GET /media/{token}) and the Infobip account it fetches from.
     media: MediaProxySettings
+    media_max_streams: int
     infobip_base_url: str
     infobip_api_key: Secret
     infobip_timeout_s: float
@@ -136,6 +137,7 @@ class GatewaySettings:
             bind_host=env.str("CCBRIDGE_BIND_HOST", "127.0.0.1"),
             forwarded_allow_ips=env.str("FORWARDED_ALLOW_IPS", ""),
             media=media,
+            media_max_streams=env.int("CCBRIDGE_MEDIA_MAX_STREAMS", 32, minimum=1, maximum=10_000),
             infobip_base_url=infobip_base_url,
             infobip_api_key=infobip_api_key,
             infobip_timeout_s=env.float("INFOBIP_TIMEOUT_S", 10.0, minimum=0.1),

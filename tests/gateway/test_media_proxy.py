@@ -196,7 +196,13 @@ async def test_streams_before_infobip_has_sent_everything(peers: Peers) -> None:
 
     upstream = Starlette(routes=[Route("/media/{name}", media)])
     async with serve_app(upstream) as infobip_url:
-        env = media_env(peers, infobip_url, CCBRIDGE_HTTP_PORT="0", CCBRIDGE_DRAIN_DELAY_S="0")
+        env = media_env(
+            peers,
+            infobip_url,
+            CCBRIDGE_HTTP_PORT="0",
+            CCBRIDGE_DRAIN_DELAY_S="0",
+            CCBRIDGE_MEDIA_MAX_STREAMS="1",
+        )
         running = await start(GatewaySettings.from_env(env))
         try:
             link = links_for(infobip_url).link(f"{infobip_url}/media/clip.mp4")
@@ -210,9 +216,17 @@ async def test_streams_before_infobip_has_sent_everything(peers: Peers) -> None:
                 chunks = answer.aiter_raw()
                 first = await asyncio.wait_for(chunks.__anext__(), timeout=20)
                 assert first.startswith(b"first-chunk;")
+                # One download at a time (the cap): the next waits its turn, answered 503.
+                busy = await http.get(path_of(link))
+                assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+                assert busy.json()["error"]["code"] == "media_busy"
                 release.set()
                 rest = b"".join([c async for c in chunks])
             assert first + rest == b"first-chunk;the-rest"
+            # The slot is free again once the stream ended.
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                again = await http.get(path_of(link))
+            assert again.status_code == 200
         finally:
             release.set()
             await running.stop()
