@@ -11,6 +11,7 @@ from typing import Any
 
 from ccbridge.services.runtime.handover_limits import MAX_METADATA_KEYS, MAX_TAG_CHARS, MAX_TAGS
 from ccbridge.services.runtime.ids import CONVERSATION_ID_PATTERN
+from ccbridge.services.runtime.media import MAX_TOKEN_CHARS, MEDIA_TOKEN_PATTERN
 
 _JSON = "application/json"
 
@@ -426,7 +427,11 @@ def openapi_document() -> dict[str, Any]:
                             "name": "token",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string", "maxLength": 8192},
+                            "schema": {
+                                "type": "string",
+                                "pattern": MEDIA_TOKEN_PATTERN,
+                                "maxLength": MAX_TOKEN_CHARS,
+                            },
                         }
                     ],
                     "responses": {

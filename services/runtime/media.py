@@ -30,7 +30,9 @@ from ccbridge.services.runtime.settings import EnvReader, Secret
 
 DEFAULT_TTL_S = 7 * 86400
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
-MAX_TOKEN_CHARS = 8192
+MAX_TOKEN_CHARS = 4096
+MEDIA_TOKEN_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"
+"""What a token looks like (base64url payload, a dot, base64url MAC)."""
 # A content nested deeper than this is not walked for URLs (Infobip's are 3 deep).
 _MAX_DEPTH = 8
 
@@ -147,7 +149,10 @@ class MediaLinks:
         if not self.enabled or origin(url) != self._infobip:
             return url
         expiry = int(time.time() if now is None else now) + self._settings.ttl_s
-        return f"{self._settings.public_url}/media/{sign(self._settings.secrets[0], url, expiry)}"
+        token = sign(self._settings.secrets[0], url, expiry)
+        if len(token) > MAX_TOKEN_CHARS:
+            return url  # a URL of kilobytes: no gateway would take the link
+        return f"{self._settings.public_url}/media/{token}"
 
     def rewrite(self, content: Any, *, now: float | None = None, depth: int = 0) -> Any:
         """``content`` with every ``url`` string (at any depth: RCS files, thumbnails)

@@ -136,6 +136,8 @@ async def test_media_on_infobip_becomes_a_gateway_link(sim: Sim) -> None:
     assert verify([SECRET], link.rsplit("/", 1)[1], now=time.time()) == on_infobip
     assert content["thumbnail"]["url"] == "https://cdn.example.com/t"  # not Infobip's: as is
     assert orjson.loads(message.content_json)["file"]["url"] == on_infobip  # input unchanged
+    huge = f"{sim.url}/_sim/media/{'x' * 4000}"
+    assert MediaLinks(MEDIA_ON, sim.url).link(huge) == huge  # too long for a link: as is
 
 
 async def test_the_relay_delivers_an_untyped_message_with_infobips_type(
