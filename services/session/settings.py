@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ccbridge.services.runtime.media import MediaProxySettings
 from ccbridge.services.runtime.ports import DEFAULT_PORTS, default_addr
 from ccbridge.services.runtime.settings import CommonSettings, EnvReader, Secret
 
@@ -52,6 +53,7 @@ class SessionSettings:
     escalate_wait_ms: int
     workers_enabled: bool
     grpc_timeout_s: float
+    media: MediaProxySettings
 
     @property
     def address(self) -> str:
@@ -107,6 +109,7 @@ class SessionSettings:
             escalate_wait_ms=env.int("CCBRIDGE_ESCALATE_WAIT_MS", 0, minimum=0, maximum=60000),
             workers_enabled=env.bool("CCBRIDGE_WORKERS_ENABLED", True),
             grpc_timeout_s=env.float("CCBRIDGE_GRPC_TIMEOUT_S", 5.0, minimum=0.1),
+            media=MediaProxySettings.read(env, signer=True),
         )
         env.done("session")
         return settings

@@ -195,6 +195,9 @@ def running_mesh(
         "CCBRIDGE_SCHEDULER_POLL_MS": "20",
         "CCBRIDGE_RECONCILE_INTERVAL_S": "5",
         "CCBRIDGE_SHUTDOWN_GRACE_S": "2",
+        # Used only with CCBRIDGE_MEDIA_PROXY=true (tests/e2e/test_inbound_media.py).
+        "CCBRIDGE_PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
+        "CCBRIDGE_MEDIA_SECRET": secrets.token_urlsafe(24),
         **extra_env,
     }
     if not mtls:

@@ -118,7 +118,9 @@ class World:
     async def ingest(self, cid: str, *ids: str) -> None:
         messages = []
         for mid in ids:
-            m = common_pb2.Message(id=mid, conversation_id=cid, channel="WHATSAPP", to=SENDER)
+            m = common_pb2.Message(
+                id=mid, conversation_id=cid, channel="WHATSAPP", to=SENDER, content_type="TEXT"
+            )
             setattr(m, "from", END_USER)
             messages.append(m)
         await self.store.ingest(messages)
