@@ -143,12 +143,14 @@ def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
         redis_url = environ.get("REDIS_URL", "")
         if not redis_url:
             redis = EmbeddedRedis(
-                data / "redis", int(environ.get("CCBRIDGE_REDIS_PORT", "0")) or free_port()
+                data / "redis",
+                int(environ.get("CCBRIDGE_REDIS_PORT", "0")) or free_port(),
+                appendfsync=environ.get("CCBRIDGE_REDIS_APPENDFSYNC", "") or "everysec",
             ).start()
             redis_url = redis.url
             _status(
-                f"  ✓ redis      {redis.shown_url} (embedded, password-protected, AOF in "
-                f"{data / 'redis'})"
+                f"  ✓ redis      {redis.shown_url} (embedded, password-protected, AOF "
+                f"appendfsync {redis.appendfsync} in {data / 'redis'})"
             )
         else:
             _status(f"  ✓ redis      {redis_url.split('@')[-1]} (REDIS_URL)")

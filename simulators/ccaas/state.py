@@ -119,6 +119,16 @@ class SimCase:
         }
 
 
+@dataclass(frozen=True)
+class Fault:
+    """What the fault switches do to one bridge call: wait ``delay_s`` (a hanging CCaaS,
+    seen by the bridge as a timeout), then answer ``answer``, or, when it is None, carry
+    the call out normally (the call took effect although the bridge may have given up)."""
+
+    delay_s: float
+    answer: Answer | None
+
+
 class CcaasState:
     """Thread-safe state; JSON-ready copies go out, never live objects."""
 
@@ -136,7 +146,8 @@ class CcaasState:
             self._message_seq = 0
             self._event_seq = 0
             self.down = False
-            self._failures: list[tuple[int, float | None]] = []
+            # (status, Retry-After, delay s); status 0: only the delay.
+            self._failures: list[tuple[int, float | None, float]] = []
 
     # --- fault switches -------------------------------------------------------------
 
@@ -145,20 +156,28 @@ class CcaasState:
             self.down = down
 
     def inject_failures(
-        self, count: int, status: int = 503, retry_after: float | None = 1.0
+        self,
+        count: int,
+        status: int = 503,
+        retry_after: float | None = 1.0,
+        delay_s: float = 0.0,
     ) -> None:
+        """The next ``count`` bridge calls wait ``delay_s``, then fail with ``status``
+        (0: are carried out normally after the wait)."""
         with self._lock:
-            self._failures.extend([(status, retry_after)] * count)
+            self._failures.extend([(status, retry_after, delay_s)] * count)
 
-    def take_fault(self) -> Answer | None:
-        """The answer forced by the fault switches for the next bridge call, if any."""
+    def take_fault(self) -> Fault | None:
+        """What the fault switches do to the next bridge call, if anything."""
         with self._lock:
             if self.down:
-                return Answer(503, {"error": "simulator is down"}, {"Retry-After": "1"})
+                return Fault(0.0, Answer(503, {"error": "simulator is down"}, {"Retry-After": "1"}))
             if self._failures:
-                status, retry_after = self._failures.pop(0)
+                status, retry_after, delay_s = self._failures.pop(0)
+                if not status:
+                    return Fault(delay_s, None)
                 headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
-                return Answer(status, {"error": "injected failure"}, headers)
+                return Fault(delay_s, Answer(status, {"error": "injected failure"}, headers))
             return None
 
     def status(self) -> JsonObject:

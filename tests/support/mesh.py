@@ -20,6 +20,7 @@ from ccbridge.services.local.mesh_ca import create_mesh_pki
 from ccbridge.services.local.run import ORDER, start_mesh, start_simulators
 from ccbridge.services.local.supervisor import ProcessGroup, free_port, mesh_env
 from ccbridge.services.runtime.channels import create_blocking_channel
+from ccbridge.services.runtime.ports import ADDR_ENV, PORT_ENV
 from tests.support.infobip_contract import assert_conforms
 from tests.support.redis_server import flush_db
 
@@ -150,9 +151,41 @@ def post_until_accepted(client: httpx.Client, path: str, doc: Mapping[str, objec
     raise AssertionError("gateway never accepted the message")
 
 
+def replica_role(name: str) -> str:
+    """The component a process runs: ``session-2`` is a second ``session``."""
+    role, _, number = name.rpartition("-")
+    return role if number.isdigit() and role in PORT_ENV else name
+
+
 def start_component(mesh: Mesh, name: str) -> None:
-    mesh.group.start(name, mesh.env, mesh.ports[name])
-    mesh.group.wait_ready(name, "http:/readyz" if name == "gateway" else "grpc")
+    """Starts component (or replica) ``name`` on its port in ``mesh.ports`` and waits
+    until it is ready."""
+    role = replica_role(name)
+    env = mesh.env if role == name else {**mesh.env, PORT_ENV[role]: str(mesh.ports[name])}
+    mesh.group.start(name, env, mesh.ports[name], identity=role)
+    mesh.group.wait_ready(name, "http:/readyz" if role == "gateway" else "grpc", peer=role)
+
+
+def scale_out(mesh: Mesh, replicas: Mapping[str, int]) -> list[str]:
+    """Runs ``replicas[role]`` processes of each role on the mesh's Redis (``{"session":
+    3}``: ``session``, ``session-2``, ``session-3``), their peers dialing every replica
+    through an ``ipv4:`` target list (round robin). Restarts the processes already
+    running so they take the lists. Returns the names of the replicas added."""
+    names = {role: [role] for role in ORDER}
+    for role, count in replicas.items():
+        names[role] += [f"{role}-{i}" for i in range(2, count + 1)]
+        for name in names[role][1:]:
+            mesh.ports[name] = free_port()
+        if role in ADDR_ENV:
+            mesh.env[ADDR_ENV[role]] = "ipv4:" + ",".join(
+                f"127.0.0.1:{mesh.ports[n]}" for n in names[role]
+            )
+    for role in reversed(ORDER):
+        mesh.group.stop(role)
+    for role in ORDER:  # servers before their callers, as start_mesh
+        for name in names[role]:
+            start_component(mesh, name)
+    return [name for role in ORDER for name in names[role][1:]]
 
 
 @contextlib.contextmanager

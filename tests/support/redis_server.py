@@ -36,14 +36,24 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    """A redis-server process on a free loopback port, AOF on, in a temp dir."""
+    """A redis-server process on a free loopback port, AOF on, in a temp dir.
+
+    ``appendfsync``: ``everysec`` or ``always``; ``extra``: more redis-server options
+    (e.g. ``--replicaof``). :meth:`kill` is a crash (SIGKILL, files kept); :meth:`start`
+    again restarts it on the same port from its AOF."""
 
     def __init__(
-        self, *, appendonly: bool = True, port: int | None = None, extra: Sequence[str] = ()
+        self,
+        *,
+        appendonly: bool = True,
+        appendfsync: str = "everysec",
+        port: int | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="ccbridge-redis-"))
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.extra = list(extra)  # more redis-server options
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -65,7 +75,7 @@ class RedisServer:
             "--appendonly",
             "yes" if self.appendonly else "no",
             "--appendfsync",
-            "everysec",
+            self.appendfsync,
             "--protected-mode",
             "no",
             *self.extra,
@@ -82,6 +92,12 @@ class RedisServer:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: a crash of the Redis process (what the OS has of its files stays)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
