@@ -23,7 +23,7 @@ from ccbridge.services.runtime.component import (
 from ccbridge.services.runtime.redis import create_redis, redis_ready
 from ccbridge.services.session.servicer import SessionServicer
 from ccbridge.services.session.settings import SessionSettings
-from ccbridge.services.session.store import Retention, SessionStore
+from ccbridge.services.session.store import ReplicaWait, Retention, SessionStore
 from ccbridge.services.session.worker import ConversationWorker, Peers
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
@@ -57,6 +57,11 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
         ),
         inbox_max=settings.inbox_max,
         due_shards=settings.due_shards,
+        replica_wait=(
+            ReplicaWait(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+            if settings.redis_wait_replicas
+            else None
+        ),
     )
     tls, keepalive_ms = settings.common.mesh_tls, settings.common.grpc_keepalive_ms
     history_ch = create_channel(settings.history_addr, tls, "history", keepalive_ms=keepalive_ms)

@@ -54,6 +54,8 @@ class SessionSettings:
     workers_enabled: bool
     grpc_timeout_s: float
     media: MediaProxySettings
+    redis_wait_replicas: int
+    redis_wait_timeout_ms: int
 
     @property
     def address(self) -> str:
@@ -110,6 +112,11 @@ class SessionSettings:
             workers_enabled=env.bool("CCBRIDGE_WORKERS_ENABLED", True),
             grpc_timeout_s=env.float("CCBRIDGE_GRPC_TIMEOUT_S", 5.0, minimum=0.1),
             media=MediaProxySettings.read(env, signer=True),
+            redis_wait_replicas=env.int("CCBRIDGE_REDIS_WAIT_REPLICAS", 0, minimum=0, maximum=16),
+            # Below the Redis client's 5 s socket timeout, which would cut WAIT short.
+            redis_wait_timeout_ms=env.int(
+                "CCBRIDGE_REDIS_WAIT_TIMEOUT_MS", 1000, minimum=1, maximum=4000
+            ),
         )
         env.done("session")
         return settings

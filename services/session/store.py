@@ -71,8 +71,9 @@ from typing import Any
 import orjson
 
 from ccbridge.common.v1 import common_pb2
+from ccbridge.services.runtime.errors import Unavailable
 from ccbridge.services.runtime.lease import LEASE_LUA
-from ccbridge.services.runtime.redis import RawScript, RedisClient, create_batch
+from ccbridge.services.runtime.redis import RawPipeline, RawScript, RedisClient, create_batch
 from ccbridge.services.session.settings import DUE_SHARDS  # CCBRIDGE_DUE_SHARDS
 
 INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE, INGEST_FULL = 0, 1, 2, 3
@@ -476,6 +477,16 @@ class Retention:
     sweep_batch: int = 1000  # per kind and pass: a pass stays short
 
 
+@dataclass(frozen=True)
+class ReplicaWait:
+    """Acknowledge a message only once ``replicas`` Redis replicas hold it (Redis
+    ``WAIT``, at most ``timeout_ms``; settings CCBRIDGE_REDIS_WAIT_REPLICAS and
+    CCBRIDGE_REDIS_WAIT_TIMEOUT_MS, README "Durability")."""
+
+    replicas: int
+    timeout_ms: int
+
+
 @dataclass
 class Swept:
     """What one retention pass removed."""
@@ -498,17 +509,22 @@ class SessionStore:
         retention: Retention | None = None,
         inbox_max: int = 10_000,
         due_shards: int = DUE_SHARDS,
+        replica_wait: ReplicaWait | None = None,
     ) -> None:
         if due_shards < 1:
             raise ValueError("due_shards must be at least 1")
         self.r = redis
         self.due_shards = due_shards
+        self.replica_wait = replica_wait
         self.p = prefix
         self.dedupe_ttl_s = dedupe_ttl_s
         self.closed_retention_s = closed_retention_s
         self.retention = retention or Retention()
         self.inbox_max = inbox_max
         self.raw = create_batch(redis)
+        if replica_wait is not None and not isinstance(self.raw, RawPipeline):
+            # WAIT counts one server's replicas: a cluster would need it per node.
+            raise ValueError("CCBRIDGE_REDIS_WAIT_REPLICAS is not supported on Redis Cluster")
         self._ingest = self.raw.register_script(_INGEST)
         self._create = redis.register_script(_CREATE)
         self._transition = redis.register_script(_TRANSITION)
@@ -543,6 +559,28 @@ class SessionStore:
                 if isinstance(reply, Exception):
                     raise reply
         return replies
+
+    async def _replicated(self, seen_keys: Iterable[str]) -> None:
+        """With ``replica_wait``: returns once that many replicas hold every write made so
+        far, else raises Unavailable (the caller answers 503; the sender retries and the
+        dedupe makes the retry harmless). Without it: at once.
+
+        ``WAIT`` counts the writes of its own connection, so it follows a write of its
+        own on the same one: the TTL of the dedupe sets just written (or found: a
+        duplicate's first copy, stored by an attempt answered 503, may not be on a
+        replica yet) set again, which replicates after everything written before."""
+        wait = self.replica_wait
+        keys = list(dict.fromkeys(seen_keys))
+        if wait is None or not keys:
+            return
+        commands: list[tuple[Any, ...]] = [("EXPIRE", k, self.dedupe_ttl_s) for k in keys]
+        commands.append(("WAIT", wait.replicas, wait.timeout_ms))
+        confirmed = int((await self._exec(commands))[-1])
+        if confirmed < wait.replicas:
+            raise Unavailable(
+                f"{confirmed} of {wait.replicas} Redis replicas confirmed the write within "
+                f"{wait.timeout_ms} ms"
+            )
 
     # -- key names ---------------------------------------------------------------------
     def k_h(self, cid: str) -> str:
@@ -876,6 +914,11 @@ class SessionStore:
                     for key, cids in self._due_by_shard(Lane.INBOX, first).items()
                 ]
             )
+        await self._replicated(
+            self.k_seen(m.conversation_id)
+            for m, outcome in zip(messages, outcomes, strict=True)
+            if outcome in (INGEST_ACCEPTED, INGEST_DUPLICATE)
+        )
         return outcomes
 
     async def agent_event(
@@ -902,6 +945,8 @@ class SessionStore:
         elif result == 1:
             # NX: an outbox in back-off keeps its time; the inbox's never matters here.
             await self.r.zadd(self.k_due(Lane.OUTBOX, cid), {cid: ts}, nx=True)
+        if result:
+            await self._replicated([self.k_seen_agent(cid)])
         return result
 
     async def queue_agent_message(self, cid: str, message: common_pb2.Message) -> bool:

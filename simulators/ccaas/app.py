@@ -225,9 +225,7 @@ def create_app(
         )
         return _json(answer, replayed=replayed)
 
-    async def gate(
-        request: Request, body: bytes, records: list[dict[str, Any]]
-    ) -> Response | None:
+    async def gate(request: Request, body: bytes, records: list[dict[str, Any]]) -> Response | None:
         """The checks made once per request, single event or array: an injected fault
         (a CCaaS that is down answers before it looks at anything; a hanging one waits
         first), then the signature. Every event of a refused request is recorded with

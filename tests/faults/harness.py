@@ -420,8 +420,7 @@ class CaseResult:
             "case": self.case,
             "seconds": round(self.seconds, 1),
             "directions": [
-                {k: v for k, v in t.__dict__.items() if not k.startswith("_")}
-                for t in self.tallies
+                {k: v for k, v in t.__dict__.items() if not k.startswith("_")} for t in self.tallies
             ],
             "timeline": self.timeline,
             "notes": self.notes,
