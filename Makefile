@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 PIN := $(BIN)/pip install --quiet --no-build-isolation -c $(LOCK)
 
-.PHONY: setup test check protos demo bench soak fuzz lock lock-upgrade clean
+.PHONY: setup test check protos demo bench soak fuzz faults lock lock-upgrade clean
 
 $(BIN)/ccbridge: pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,18 @@ soak: setup
 FUZZ_EXAMPLES ?= 10000
 fuzz: setup
 	CCBRIDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -m fuzz -s --timeout=3600 tests/fuzz
+
+# The whole fault matrix (docs/faults.md; about 15 minutes): every case with thousands of
+# messages both ways; figures in bench/results/faults.{json,txt}. `make test` runs a
+# fast subset. FAULTS_CONVERSATIONS x FAULTS_MESSAGES end-user messages per case (and an
+# agent reply after every second one); the CCaaS outage lasts FAULTS_OUTAGE_S.
+FAULTS_CONVERSATIONS ?= 20
+FAULTS_MESSAGES ?= 100
+FAULTS_OUTAGE_S ?= 60
+faults: setup
+	CCBRIDGE_FAULTS_CONVERSATIONS=$(FAULTS_CONVERSATIONS) CCBRIDGE_FAULTS_MESSAGES=$(FAULTS_MESSAGES) \
+	CCBRIDGE_FAULTS_OUTAGE_S=$(FAULTS_OUTAGE_S) CCBRIDGE_FAULTS_REPORT=bench/results/faults.json \
+	$(BIN)/pytest -m faults -s --timeout=3600 tests/faults
 
 # Re-pin after editing pyproject.toml's dependencies (keeps every other pin as it is);
 # lock-upgrade moves every pin to the newest version pyproject.toml allows.

@@ -8,7 +8,8 @@ the default ``pytest`` runs a fast subset small:
   and end-user messages per conversation of the whole matrix (default 20 and 100; an
   agent reply follows every second message);
 - ``CCBRIDGE_FAULTS_OUTAGE_S``: how long the CCaaS stays down (default 60);
-- ``CCBRIDGE_FAULTS_REPORT``: where the JSON summary goes (default: the test's temp dir).
+- ``CCBRIDGE_FAULTS_REPORT``: where the JSON summary goes, the tables next to it as
+  ``.txt`` (default: the test session's temp dir).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def fault_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw = os.environ.get("CCBRIDGE_FAULTS_REPORT", "").strip()
     path = Path(raw) if raw else tmp_path_factory.mktemp("faults") / "faults.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in (path, path.with_suffix(".txt")):  # the figures of this run only
+        stale.unlink(missing_ok=True)
     return path
 
 

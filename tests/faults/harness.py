@@ -432,10 +432,13 @@ def _fmt(value: float | None) -> str:
 
 
 def write_summary(path: Path, result: CaseResult) -> None:
-    """Adds (or replaces) the case in the JSON summary at ``path``."""
+    """Adds (or replaces) the case in the JSON summary at ``path`` and appends its table
+    to the text next to it (``.txt``)."""
     doc: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     doc[result.case] = result.as_json()
     path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    with path.with_suffix(".txt").open("a", encoding="utf-8") as text:
+        text.write(result.table() + "\n\n")
 
 
 @contextlib.contextmanager

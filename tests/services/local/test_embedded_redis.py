@@ -58,3 +58,24 @@ def test_the_embedded_redis_is_private(tmp_path: Path) -> None:
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     finally:
         redis.stop()
+
+
+@pytest.mark.parametrize("mode", ["everysec", "always"])
+def test_the_embedded_redis_fsyncs_as_configured(tmp_path: Path, mode: str) -> None:
+    """CCBRIDGE_REDIS_APPENDFSYNC (README "Durability"): ``always`` writes each command to
+    disk before Redis answers it."""
+    redis = supervisor.EmbeddedRedis(tmp_path, supervisor.free_port(), appendfsync=mode).start()
+    try:
+        client = redis_lib.Redis.from_url(redis.url)
+        try:
+            assert client.config_get("appendfsync") == {"appendfsync": mode}
+            assert client.config_get("appendonly") == {"appendonly": "yes"}
+        finally:
+            client.close()
+    finally:
+        redis.stop()
+
+
+def test_an_unknown_fsync_mode_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="CCBRIDGE_REDIS_APPENDFSYNC"):
+        supervisor.EmbeddedRedis(tmp_path, supervisor.free_port(), appendfsync="no").start()
