@@ -45,11 +45,18 @@ class Scale:
     conversations: int
     messages: int
     outage_s: float
-    far_side_failures: int  # injected failures per far side
     kill_rounds: int  # how often each component is killed
 
+    @property
+    def user_messages(self) -> int:
+        return self.conversations * self.messages
 
-FAST = Scale("fast", conversations=4, messages=16, outage_s=4, far_side_failures=20, kill_rounds=1)
+    def failures(self, per: int) -> int:
+        """Injected far-side failures: one per ``per`` end-user messages (at least 2)."""
+        return max(2, self.user_messages // per)
+
+
+FAST = Scale("fast", conversations=4, messages=16, outage_s=4, kill_rounds=1)
 
 
 def full_scale() -> Scale:
@@ -58,7 +65,6 @@ def full_scale() -> Scale:
         conversations=_int_env("CCBRIDGE_FAULTS_CONVERSATIONS", 20),
         messages=_int_env("CCBRIDGE_FAULTS_MESSAGES", 100),
         outage_s=float(_int_env("CCBRIDGE_FAULTS_OUTAGE_S", 60)),
-        far_side_failures=200,
         kill_rounds=2,
     )
 

@@ -82,26 +82,24 @@ def _ccaas_fail(run: Run, **failure: Any) -> None:
 
 def ccaas_errors(run: Run) -> None:
     run.driver.wait_progress(0.2)
-    _ccaas_fail(run, count=run.scale.far_side_failures, status=500, retryAfter=None)
+    _ccaas_fail(run, count=run.scale.failures(10), status=500, retryAfter=None)
 
 
 def ccaas_timeouts(run: Run) -> None:
     # The connector gives up after 1 s (CCBRIDGE_WEBHOOK_CONNECTOR_TIMEOUT_S): half the
     # hung calls are carried out after the bridge gave up, half then fail.
     run.driver.wait_progress(0.2)
-    count = max(2, run.scale.far_side_failures // 10)
-    _ccaas_fail(run, count=count // 2, status=0, delayMs=1500)
-    _ccaas_fail(run, count=count // 2, status=503, delayMs=1500)
+    _ccaas_fail(run, count=run.scale.failures(200), status=0, delayMs=1500)
+    _ccaas_fail(run, count=run.scale.failures(200), status=503, delayMs=1500)
 
 
 def infobip_errors(run: Run) -> None:
     run.driver.wait_progress(0.2)
-    count = run.scale.far_side_failures
     for failure in (
-        {"status": 429, "retry_after": 1, "count": count},
-        {"status": 503, "count": count},
+        {"status": 429, "retry_after": 1, "count": run.scale.failures(20)},
+        {"status": 503, "count": run.scale.failures(20)},
         # Stored, then answered 500: the read-back must keep it from being sent twice.
-        {"status": 500, "count": max(1, count // 4), "when": "after"},
+        {"status": 500, "count": run.scale.failures(80), "when": "after"},
     ):
         run.mesh.infobip.post(
             "/_sim/failures",
