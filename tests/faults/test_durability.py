@@ -20,7 +20,7 @@ from tests.support.redis_server import RedisServer
 
 
 def _client(server: RedisServer) -> redis.Redis:
-    return redis.Redis(host="127.0.0.1", port=server.port)
+    return redis.Redis(host="127.0.0.1", port=server.port, decode_responses=True)
 
 
 def test_acknowledged_only_once_a_replica_holds_it(
@@ -70,8 +70,8 @@ def test_acknowledged_only_once_a_replica_holds_it(
         # acknowledged message (end-user messages and agent replies, by their dedupe ids).
         master.kill()
         for conv, cid in enumerate(driver.conversations):
-            seen = {m.decode() for m in replica_client.smembers(f"ccb:seen:{{{cid}}}")}
-            agent = {m.decode() for m in replica_client.smembers(f"ccb:sa:{{{cid}}}")}
+            seen = set(replica_client.smembers(f"ccb:seen:{{{cid}}}"))
+            agent = set(replica_client.smembers(f"ccb:sa:{{{cid}}}"))
             for sent in driver.inbound.values():
                 if sent.conv == conv:
                     assert f"{cid}-u{sent.seq:05d}" in seen, sent
