@@ -901,7 +901,9 @@ class SessionStore:
             if outcome == INGEST_IGNORED:
                 hint.pop(cid, None)
                 continue
-            if outcome == INGEST_ACCEPTED and cid not in hint:
+            # A duplicate too: the attempt that stored it may have failed before its
+            # schedule write (answered 503, so this is the sender's retry).
+            if outcome in (INGEST_ACCEPTED, INGEST_DUPLICATE) and cid not in hint:
                 first.add(cid)
             if len(hint) >= OPEN_HINT_MAX:
                 hint.clear()  # a cache: losing it costs one round trip per conversation
@@ -942,8 +944,11 @@ class SessionStore:
                 for lane in LANES:
                     pipe.zadd(self.k_due(lane, cid), {cid: ts})
                 await pipe.execute()
-        elif result == 1:
+        elif result in (1, 2):
             # NX: an outbox in back-off keeps its time; the inbox's never matters here.
+            # A duplicate too: the attempt that stored it may have failed before this
+            # write (answered 503, so this is the sender's retry); an outbox already
+            # empty costs one empty step.
             await self.r.zadd(self.k_due(Lane.OUTBOX, cid), {cid: ts}, nx=True)
         if result:
             await self._replicated([self.k_seen_agent(cid)])
