@@ -186,6 +186,13 @@ def create_app(
     config: dict[str, str | None] = {"bridge_webhook_url": bridge_webhook_url}
 
     async def receive(request: Request) -> Response:
+        response = await handle(request)
+        late_s: float = getattr(request.state, "late_s", 0.0)
+        if late_s:  # a fault: carried out at once, answered late
+            await asyncio.sleep(late_s)
+        return response
+
+    async def handle(request: Request) -> Response:
         body = await request.body()
         header_key = request.headers.get("idempotency-key", "")
         if len(body) > MAX_BODY_BYTES:
@@ -228,16 +235,17 @@ def create_app(
     async def gate(request: Request, body: bytes, records: list[dict[str, Any]]) -> Response | None:
         """The checks made once per request, single event or array: an injected fault
         (a CCaaS that is down answers before it looks at anything; a hanging one waits
-        first), then the signature. Every event of a refused request is recorded with
-        the refusal."""
+        first, or carries the call out and answers late), then the signature. Every
+        event of a refused request is recorded with the refusal."""
         fault = sim.take_fault()
-        if fault is not None:
+        if fault is not None and fault.answer is None:
+            request.state.late_s = fault.delay_s
+        elif fault is not None and fault.answer is not None:
             if fault.delay_s:
                 await asyncio.sleep(fault.delay_s)
-            if fault.answer is not None:
-                for record in records:
-                    sim.record_delivery(**record, status=fault.answer.status, outcome="fault")
-                return _json(fault.answer)
+            for record in records:
+                sim.record_delivery(**record, status=fault.answer.status, outcome="fault")
+            return _json(fault.answer)
         if not signature_ok(
             secrets,
             request.headers.get("x-ccbridge-timestamp"),

@@ -122,8 +122,9 @@ class SimCase:
 @dataclass(frozen=True)
 class Fault:
     """What the fault switches do to one bridge call: wait ``delay_s`` (a hanging CCaaS,
-    seen by the bridge as a timeout), then answer ``answer``, or, when it is None, carry
-    the call out normally (the call took effect although the bridge may have given up)."""
+    seen by the bridge as a timeout), then answer ``answer``; or, when it is None, carry
+    the call out at once and answer ``delay_s`` late (the call took effect although the
+    bridge may have given up on it)."""
 
     delay_s: float
     answer: Answer | None
@@ -163,7 +164,7 @@ class CcaasState:
         delay_s: float = 0.0,
     ) -> None:
         """The next ``count`` bridge calls wait ``delay_s``, then fail with ``status``
-        (0: are carried out normally after the wait)."""
+        (0: are carried out at once and answered after ``delay_s``)."""
         with self._lock:
             self._failures.extend([(status, retry_after, delay_s)] * count)
 

@@ -87,7 +87,7 @@ def ccaas_errors(run: Run) -> None:
 
 def ccaas_timeouts(run: Run) -> None:
     # The connector gives up after 1 s (CCBRIDGE_WEBHOOK_CONNECTOR_TIMEOUT_S): half the
-    # hung calls are carried out after the bridge gave up, half then fail.
+    # hung calls were carried out (their answer comes too late), half then fail.
     run.driver.wait_progress(0.2)
     _ccaas_fail(run, count=run.scale.failures(200), status=0, delayMs=1500)
     _ccaas_fail(run, count=run.scale.failures(200), status=503, delayMs=1500)
