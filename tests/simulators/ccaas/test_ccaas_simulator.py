@@ -3,6 +3,7 @@ fault switches, and signed agent events pushed to the bridge."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -206,6 +207,25 @@ async def test_down_and_injected_failures(sim: tuple[CcaasState, httpx.AsyncClie
     assert state.cases() == [] and state.deliveries() == []
     bad = await client.post("/_sim/fail", json={"count": -1})
     assert bad.status_code == 400
+
+
+async def test_a_hanging_ccaas(sim: tuple[CcaasState, httpx.AsyncClient]) -> None:
+    """``delayMs``: a failure hangs first and changes nothing; ``status`` 0 carries the
+    call out at once and answers late (what a bridge that timed out cannot tell apart)."""
+    state, client = sim
+    await client.post("/_sim/fail", json={"count": 1, "status": 503, "delayMs": 200})
+    started = time.monotonic()
+    hung = await client.post("/webhook", **signed(open_event()))
+    assert hung.status_code == 503 and time.monotonic() - started >= 0.2
+    assert state.cases() == []
+
+    await client.post("/_sim/fail", json={"count": 1, "status": 0, "delayMs": 300})
+    late = asyncio.create_task(client.post("/webhook", **signed(open_event())))
+    await asyncio.sleep(0.1)
+    assert len(state.cases()) == 1 and not late.done()  # applied, not yet answered
+    assert (await late).status_code == 201
+    for bad in ({"delayMs": -1}, {"delayMs": "1"}, {"status": 0, "delayMs": 600_001}):
+        assert (await client.post("/_sim/fail", json=bad)).status_code == 400
 
 
 async def test_control_reads_and_ui(sim: tuple[CcaasState, httpx.AsyncClient]) -> None:
