@@ -79,6 +79,10 @@ class Tally:
     lost_in_last_second: int  # lost ones acknowledged within 1 s before a Redis crash
     latency_p50_s: float | None
     latency_max_s: float | None
+    # From the end of the last fault (the component ready again, Redis restarted, the
+    # CCaaS up) to the arrival of the last message acknowledged before it: how long the
+    # backlog took to drain.
+    drain_s: float | None
     lost_keys: list[str] = field(default_factory=list)
 
     @property
@@ -107,6 +111,8 @@ class Driver:
     conversations: list[str] = field(default_factory=list)
     cases: dict[str, str] = field(default_factory=dict)
     events: list[tuple[float, str]] = field(default_factory=list)
+    fault_ended: float | None = None  # time.time() of the last fault's end
+    done: bool = False  # every message sent (acknowledged or given up on)
     started: float = field(default_factory=time.time)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _acked: int = 0
@@ -125,9 +131,14 @@ class Driver:
     def wait_progress(self, fraction: float, timeout_s: float = 600.0) -> None:
         wait_for(f"{fraction:.0%} of the traffic", lambda: self.progress() >= fraction, timeout_s)
 
-    def mark(self, what: str) -> None:
+    def mark(self, what: str, *, fault_ended: bool = False) -> None:
+        """Adds ``what`` to the timeline; ``fault_ended``: the fault is over (the
+        backlog's drain is measured from the last such mark)."""
         with self._lock:
-            self.events.append((time.time(), what))
+            now = time.time()
+            self.events.append((now, what))
+            if fault_ended:
+                self.fault_ended = now
 
     def acked_between(self, start: float, end: float) -> set[str]:
         """Keys of the messages acknowledged in [start, end] (time.time())."""
@@ -167,6 +178,7 @@ class Driver:
         with ThreadPoolExecutor(self.traffic.workers) as pool:
             for result in pool.map(self._conversation, range(len(self.conversations))):
                 del result
+        self.done = True
 
     def _conversation(self, conv: int) -> None:
         cid = self.conversations[conv]
@@ -338,6 +350,7 @@ class Driver:
         for direction, sent in ((INBOUND, self.inbound), (OUTBOUND, self.outbound)):
             counts: dict[str, int] = {}
             latencies: list[float] = []
+            drained: list[float] = []
             out_of_order = 0
             highest: dict[int, int] = {}
             for text, at in received[direction]:
@@ -354,6 +367,8 @@ class Driver:
                 acked_at = sent[text].acked_at
                 if acked_at is not None:
                     latencies.append(max(0.0, at - acked_at))
+                    if self.fault_ended is not None and acked_at <= self.fault_ended:
+                        drained.append(max(0.0, at - self.fault_ended))
             acked = [s for s in sent.values() if s.acked_at is not None]
             lost = sorted(s.key for s in acked if s.key not in counts)
             in_last_second = [
@@ -374,6 +389,7 @@ class Driver:
                     lost_in_last_second=len(in_last_second),
                     latency_p50_s=statistics.median(latencies) if latencies else None,
                     latency_max_s=max(latencies) if latencies else None,
+                    drain_s=max(drained) if drained else None,
                     lost_keys=lost[:20],
                 )
             )
@@ -402,14 +418,14 @@ class CaseResult:
     def table(self) -> str:
         head = (
             f"{'direction':<17} {'sent':>6} {'acked':>6} {'deliv':>6} {'lost':>5} "
-            f"{'dup':>4} {'order':>5} {'refus':>5} {'p50 s':>6} {'max s':>6}"
+            f"{'dup':>4} {'order':>5} {'refus':>5} {'p50 s':>6} {'max s':>6} {'drain s':>7}"
         )
         rows = [f"== fault case {self.case} ({self.seconds:.0f} s) ==", head]
         for t in self.tallies:
             rows.append(
                 f"{t.direction:<17} {t.sent:>6} {t.acknowledged:>6} {t.delivered:>6} "
                 f"{t.lost:>5} {t.duplicated:>4} {t.out_of_order:>5} {t.refused:>5} "
-                f"{_fmt(t.latency_p50_s):>6} {_fmt(t.latency_max_s):>6}"
+                f"{_fmt(t.latency_p50_s):>6} {_fmt(t.latency_max_s):>6} {_fmt(t.drain_s):>7}"
             )
         rows += [f"  {line}" for line in self.timeline]
         rows += [f"  {k}: {v}" for k, v in self.notes.items()]

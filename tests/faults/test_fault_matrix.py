@@ -24,7 +24,14 @@ import pytest
 
 from tests.faults.conftest import FAST, FAULT_ENV, Scale, full_scale, start_redis
 from tests.faults.harness import CaseResult, Driver, Traffic, background, write_summary
-from tests.support.mesh import Mesh, replica_role, running_mesh, scale_out, start_component
+from tests.support.mesh import (
+    Mesh,
+    replica_role,
+    running_mesh,
+    scale_out,
+    start_component,
+    wait_for,
+)
 from tests.support.redis_server import RedisServer
 
 COMPONENTS = ("gateway", "session", "connector", "history", "routing")
@@ -45,7 +52,7 @@ def _restart(run: Run, name: str) -> None:
     run.mesh.group.kill(name)
     run.driver.mark(f"SIGKILL {name}")
     start_component(run.mesh, name)
-    run.driver.mark(f"{name} ready again")
+    run.driver.mark(f"{name} ready again", fault_ended=True)
 
 
 def kill_each_component(run: Run) -> None:
@@ -63,7 +70,7 @@ def crash_redis(run: Run) -> None:
         run.driver.mark("SIGKILL redis")
         time.sleep(1.0)
         run.redis.start()
-        run.driver.mark("redis restarted from its AOF")
+        run.driver.mark("redis restarted from its AOF", fault_ended=True)
 
 
 def ccaas_down(run: Run) -> None:
@@ -72,7 +79,7 @@ def ccaas_down(run: Run) -> None:
     run.driver.mark("CCaaS down")
     time.sleep(run.scale.outage_s)
     run.mesh.ccaas.post("/_sim/up").raise_for_status()
-    run.driver.mark("CCaaS up")
+    run.driver.mark("CCaaS up", fault_ended=True)
 
 
 def _ccaas_fail(run: Run, **failure: Any) -> None:
@@ -80,9 +87,28 @@ def _ccaas_fail(run: Run, **failure: Any) -> None:
     run.driver.mark(f"CCaaS fails the next calls: {failure}")
 
 
+def _recovered(run: Run, far_side: str, used_up: Callable[[], bool]) -> None:
+    """Marks the end of a far side's injected failures once they are used up (unless
+    the traffic ended first: then nothing calls the far side any more)."""
+    wait_for(
+        f"{far_side}'s injected failures to be used up",
+        lambda: used_up() or (run.driver.done and run.driver.all_delivered()),
+        timeout_s=900,
+    )
+    if used_up():
+        run.driver.mark(f"{far_side} answers normally again", fault_ended=True)
+
+
+def _ccaas_recovered(run: Run) -> None:
+    _recovered(
+        run, "CCaaS", lambda: run.mesh.ccaas.get("/_sim/status").json()["pendingFailures"] == 0
+    )
+
+
 def ccaas_errors(run: Run) -> None:
     run.driver.wait_progress(0.2)
     _ccaas_fail(run, count=run.scale.failures(10), status=500, retryAfter=None)
+    _ccaas_recovered(run)
 
 
 def ccaas_timeouts(run: Run) -> None:
@@ -91,6 +117,7 @@ def ccaas_timeouts(run: Run) -> None:
     run.driver.wait_progress(0.2)
     _ccaas_fail(run, count=run.scale.failures(200), status=0, delayMs=1500)
     _ccaas_fail(run, count=run.scale.failures(200), status=503, delayMs=1500)
+    _ccaas_recovered(run)
 
 
 def infobip_errors(run: Run) -> None:
@@ -106,6 +133,9 @@ def infobip_errors(run: Run) -> None:
             json={**failure, "method": "POST", "path_prefix": "/ccaas/1/conversations/"},
         ).raise_for_status()
         run.driver.mark(f"Infobip fails Create Message: {failure}")
+    _recovered(
+        run, "Infobip", lambda: not run.mesh.infobip.get("/_sim/failures").json()["failures"]
+    )
 
 
 def no_fault(run: Run) -> None:
@@ -115,7 +145,7 @@ def no_fault(run: Run) -> None:
 def kill_a_session_replica(run: Run) -> None:
     run.driver.wait_progress(0.4)
     run.mesh.group.kill("session-2")
-    run.driver.mark("SIGKILL session-2 (not restarted)")
+    run.driver.mark("SIGKILL session-2 (not restarted)", fault_ended=True)
 
 
 @dataclass(frozen=True)
