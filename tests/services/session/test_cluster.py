@@ -15,13 +15,14 @@ from redis.asyncio.cluster import RedisCluster
 from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime.redis import RedisClient, create_redis
 from ccbridge.services.runtime.redis_acl import REDIS_COMPONENTS, acl_setuser
-from ccbridge.services.session.store import Lane, SessionStore
+from ccbridge.services.session.store import Lane, ReplicaWait, SessionStore
 from tests.services.session import (
     test_delivery_lanes,
     test_erase,
     test_reconciler,
     test_relay,
     test_retention,
+    test_retry_schedules,
     test_store_hotpath,
     test_store_upgrade,
 )
@@ -201,3 +202,18 @@ async def test_session_and_connector_users_need_nothing_more_on_a_cluster(
         await store.raw.aclose()
         await session.aclose()
         await connector.aclose()
+
+
+# A retry that finds its message a duplicate schedules it (found by the fault matrix).
+test_a_retried_agent_message_is_scheduled = (
+    test_retry_schedules.test_a_retried_agent_message_is_scheduled
+)
+test_a_retried_end_user_message_is_scheduled = (
+    test_retry_schedules.test_a_retried_end_user_message_is_scheduled
+)
+
+
+async def test_waiting_for_replicas_is_refused_on_a_cluster(redis_client: RedisClient) -> None:
+    """WAIT counts one server's replicas; a cluster would need it on every node."""
+    with pytest.raises(ValueError, match="CCBRIDGE_REDIS_WAIT_REPLICAS"):
+        SessionStore(redis_client, replica_wait=ReplicaWait(1, 100))
