@@ -50,7 +50,7 @@ FUZZ_EXAMPLES ?= 10000
 fuzz: setup
 	CCBRIDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -m fuzz -s --timeout=3600 tests/fuzz
 
-# The whole fault matrix (docs/faults.md; about 15 minutes): every case with thousands of
+# The whole fault matrix (docs/faults.md; about 25 minutes on 2 cores): every case with thousands of
 # messages both ways; figures in bench/results/faults.{json,txt}. `make test` runs a
 # fast subset. FAULTS_CONVERSATIONS x FAULTS_MESSAGES end-user messages per case (and an
 # agent reply after every second one); the CCaaS outage lasts FAULTS_OUTAGE_S.
