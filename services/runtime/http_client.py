@@ -130,8 +130,12 @@ class HttpClient:
         body: bytes | None = None,
         json_body: object = None,
         headers: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> HttpAnswer:
         """Sends one request and reads its whole answer, whatever its status.
+
+        ``timeout_s`` bounds this request instead of the client's (e.g. a caller whose
+        right to send ends sooner).
 
         ``params`` are encoded into the query string; ``json_body`` (when not None) is
         sent as JSON with its Content-Type, otherwise ``body`` as it is (give its
@@ -155,17 +159,28 @@ class HttpClient:
             except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate, an int > 64 bits
                 raise InvalidRequest(f"the body cannot be written as JSON ({exc})") from None
             all_headers["Content-Type"] = "application/json"
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        timeout = (
+            self._timeout
+            if timeout_s is None
+            else aiohttp.ClientTimeout(total=timeout_s, sock_connect=timeout_s)
+        )
         try:
             async with self._client().request(
-                method, target, data=body, headers=all_headers, allow_redirects=False
+                method,
+                target,
+                data=body,
+                headers=all_headers,
+                allow_redirects=False,
+                timeout=timeout,
             ) as response:
                 return HttpAnswer(response.status, response.headers, await self._read(response))
         # AnswerTooLarge (from _read) is none of these and passes through. The order
         # matters: the connect timeout is a TimeoutError and a connector error too.
         except aiohttp.ConnectionTimeoutError:
-            raise ConnectFailed(f"connect timed out after {self.timeout_s:g}s") from None
+            raise ConnectFailed(f"connect timed out after {limit:g}s") from None
         except TimeoutError:
-            raise RequestTimeout(f"timed out after {self.timeout_s:g}s") from None
+            raise RequestTimeout(f"timed out after {limit:g}s") from None
         except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
             raise TlsFailed(f"TLS failed ({type(exc).__name__})") from None
         except aiohttp.ClientConnectorError as exc:

@@ -40,6 +40,7 @@ _KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "{p}:dlc:*",
             "{p}:stats",
             "{p}:reconcile",
+            "{p}:live:*",
         ),
         "connector": (
             "{p}:connector:*",

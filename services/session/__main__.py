@@ -20,6 +20,7 @@ from ccbridge.services.runtime.component import (
     Servicer,
     run_service,
 )
+from ccbridge.services.runtime.lease import Liveness
 from ccbridge.services.runtime.redis import create_redis, redis_ready
 from ccbridge.services.session.servicer import SessionServicer
 from ccbridge.services.session.settings import SessionSettings
@@ -45,6 +46,12 @@ RunningSession = Running[SessionParts]
 async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Component[SessionParts]:
     """Creates the Redis client, peer channels, Infobip client, worker and servicer."""
     redis = create_redis(settings.common.redis_url)
+    liveness = Liveness(
+        redis,
+        settings.common.redis_prefix,
+        ttl_ms=settings.liveness_ttl_ms,
+        interval_ms=settings.liveness_interval_ms,
+    )
     store = SessionStore(
         redis,
         prefix=settings.common.redis_prefix,
@@ -56,6 +63,7 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
             dead_letter_max=settings.dead_letter_max,
         ),
         inbox_max=settings.inbox_max,
+        liveness=liveness if settings.workers_enabled else None,
     )
     history_ch = create_channel(settings.history_addr, settings.common.mesh_tls, "history")
     routing_ch = create_channel(settings.routing_addr, settings.common.mesh_tls, "routing")

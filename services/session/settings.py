@@ -28,6 +28,8 @@ class SessionSettings:
     infobip_readback_skew_ms: int
     infobip_readback_delay_ms: int
     lease_ttl_ms: int
+    liveness_ttl_ms: int
+    liveness_interval_ms: int
     worker_concurrency: int
     scheduler_poll_ms: int
     batch_per_step: int
@@ -78,6 +80,8 @@ class SessionSettings:
                 "CCBRIDGE_INFOBIP_READBACK_DELAY_MS", 2000, minimum=0, maximum=600_000
             ),
             lease_ttl_ms=env.int("CCBRIDGE_LEASE_TTL_MS", 15000, minimum=500),
+            liveness_ttl_ms=env.int("CCBRIDGE_LIVENESS_TTL_MS", 3000, minimum=200),
+            liveness_interval_ms=env.int("CCBRIDGE_LIVENESS_INTERVAL_MS", 1000, minimum=50),
             worker_concurrency=env.int("CCBRIDGE_WORKER_CONCURRENCY", 64, minimum=1),
             scheduler_poll_ms=env.int("CCBRIDGE_SCHEDULER_POLL_MS", 50, minimum=1),
             batch_per_step=env.int("CCBRIDGE_BATCH_PER_STEP", 100, minimum=1),
@@ -105,5 +109,9 @@ class SessionSettings:
             workers_enabled=env.bool("CCBRIDGE_WORKERS_ENABLED", True),
             grpc_timeout_s=env.float("CCBRIDGE_GRPC_TIMEOUT_S", 5.0, minimum=0.1),
         )
+        if settings.liveness_interval_ms * 2 > settings.liveness_ttl_ms:
+            env.errors.append(
+                "CCBRIDGE_LIVENESS_INTERVAL_MS must be at most half of CCBRIDGE_LIVENESS_TTL_MS"
+            )
         env.done("session")
         return settings

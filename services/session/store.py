@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -64,8 +65,10 @@ import orjson
 import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
-from ccbridge.services.runtime.lease import LEASE_LUA
+from ccbridge.services.runtime.lease import LEASE_LUA, Liveness
 from ccbridge.services.runtime.redis import RawPipeline, RawScript
+
+log = logging.getLogger(__name__)
 
 INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE, INGEST_FULL = 0, 1, 2, 3
 # Conversations remembered by ingest()'s schedule guess: a closed one leaves it when this
@@ -219,22 +222,24 @@ end
 return 3
 """
 
-# A lane step's start: takes the lane's lease and reads the record and both queue
-# lengths. KEYS: lease, v1 lease (guard), h, in, out   ARGV: lease ttl ms
-# Returns {token or '', record as a flat field/value list, inbox length, outbox length}.
+# A lane step's start: takes the lane's lease (or, with a dead holder's token, takes it
+# over from that token only) and reads the record and both queue lengths.
+# KEYS: lease, v1 lease (guard), h, in, out   ARGV: lease ttl ms, holder, dead token or ''
+# Returns {token or '', record as a flat field/value list, inbox length, outbox length,
+# the holder's token when not taken ('' when none)}.
 _BEGIN = (
     LEASE_LUA
     + """
-local token = lease_acquire(KEYS[1], ARGV[1], KEYS[2])
+local token = lease_take(KEYS[1], ARGV[1], KEYS[2], ARGV[2], ARGV[3])
 return {token or '', redis.call('HGETALL', KEYS[3]), redis.call('LLEN', KEYS[4]),
-  redis.call('LLEN', KEYS[5])}
+  redis.call('LLEN', KEYS[5]), token and '' or (redis.call('GET', KEYS[1]) or '')}
 """
 )
 
 # The relay's claim (services/session/relay.py): takes a conversation's inbox lease and
 # reads its inbox head, but only when the conversation is on the fast path: ACTIVE with a
 # case, inbox not in back-off. Everything else goes to the inbox lane's full step.
-# KEYS: h, lease, v1 lease (guard), in   ARGV: lease ttl ms, window, now ms
+# KEYS: h, lease, v1 lease (guard), in   ARGV: lease ttl ms, window, now ms, holder
 # Returns {2} (not for the relay), {0} (leased elsewhere) or
 # {1, token, connector, external_id, in_attempts, {head messages}}.
 _CLAIM = (
@@ -246,7 +251,7 @@ if f[1] ~= 'ACTIVE' or not f[3] then return {2} end
 if (f[4] and tonumber(f[4]) or 0) > tonumber(ARGV[3]) then return {2} end
 local head = redis.call('LRANGE', KEYS[4], 0, tonumber(ARGV[2]) - 1)
 if #head == 0 then return {2} end
-local token = lease_acquire(KEYS[2], ARGV[1], KEYS[3])
+local token = lease_acquire(KEYS[2], ARGV[1], KEYS[3], ARGV[4])
 if not token then return {0} end
 return {1, token, f[2] or '', f[3], f[5] or '0', head}
 """
@@ -489,8 +494,12 @@ class SessionStore:
         closed_retention_s: int = 7 * 86400,
         retention: Retention | None = None,
         inbox_max: int = 10_000,
+        liveness: Liveness | None = None,
     ) -> None:
         self.r = redis
+        # Leases name this replica, so a successor can take them over once it is gone.
+        self.liveness = liveness
+        self.holder = liveness.replica if liveness else ""
         self.p = prefix
         self.dedupe_ttl_s = dedupe_ttl_s
         self.closed_retention_s = closed_retention_s
@@ -625,22 +634,24 @@ class SessionStore:
     ) -> tuple[str | None, HandoverRecord | None, int, int]:
         """Takes the lane's lease and reads the record and both queue lengths, in one
         round trip: (fencing token or None when held elsewhere, record, inbox length,
-        outbox length)."""
-        (reply,) = await self._evalsha_many(
-            self._begin,
-            [
-                (
-                    [
-                        self.k_lease(lane, cid),
-                        self.k_lease_v1(cid),
-                        self.k_h(cid),
-                        self.k_in(cid),
-                        self.k_out(cid),
-                    ],
-                    [lease_ttl_ms],
-                )
-            ],
-        )
+        outbox length). A lease whose holder's replica is gone (:class:`Liveness`) is
+        taken over from that holder's token (a second round trip, only then)."""
+        keys = [
+            self.k_lease(lane, cid),
+            self.k_lease_v1(cid),
+            self.k_h(cid),
+            self.k_in(cid),
+            self.k_out(cid),
+        ]
+        (reply,) = await self._evalsha_many(self._begin, [(keys, [lease_ttl_ms, self.holder, ""])])
+        owner = _text(reply[4])
+        if not _text(reply[0]) and owner and self.liveness and await self.liveness.gone(owner):
+            # Its holder's replica is gone: no need to wait out the lease's TTL.
+            (reply,) = await self._evalsha_many(
+                self._begin, [(keys, [lease_ttl_ms, self.holder, owner])]
+            )
+            if _text(reply[0]):
+                log.info("took over a %s lease from a replica that is gone", lane.queue)
         token = _text(reply[0])
         flat = reply[1]
         raw = dict(zip(flat[0::2], flat[1::2], strict=True))
@@ -1022,7 +1033,7 @@ class SessionStore:
                         self.k_lease_v1(cid),
                         self.k_in(cid),
                     ],
-                    [lease_ttl_ms, window, ts],
+                    [lease_ttl_ms, window, ts, self.holder],
                 )
                 for cid in cids
             ],

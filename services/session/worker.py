@@ -46,6 +46,7 @@ from ccbridge.services.infobip.client import (
     InfobipNotFound,
 )
 from ccbridge.services.runtime.errors import FarSideError
+from ccbridge.services.runtime.lease import holder_of
 from ccbridge.services.runtime.logging import conversation_id_var
 from ccbridge.services.session.delivery import (
     Delivery,
@@ -63,6 +64,7 @@ from ccbridge.services.session.store import (
     Finishing,
     HandoverRecord,
     Lane,
+    SendingMark,
     SessionStore,
     lane_has_work,
     now_ms,
@@ -81,6 +83,10 @@ MAX_TEXT = 4096  # Infobip's documented content size limit
 RELAY_IN_FLIGHT = 1
 MAX_DUE_READ = 1000  # due conversations read per scheduler pass, at most
 READBACK_MAX_PAGES = 5  # Get Messages pages read back after an unanswered send, at most
+# A Create Message starts only with this much of its lease left, and its timeout ends
+# SEND_MARGIN_S before the lease could pass on (services/runtime/lease.py, Liveness).
+MIN_SEND_S = 0.5
+SEND_MARGIN_S = 0.1
 
 
 # A handover record (None when missing) with its inbox and outbox lengths.
@@ -153,6 +159,11 @@ class ConversationWorker:
         self._sem = {lane: asyncio.Semaphore(settings.worker_concurrency) for lane in LANES}
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        # Lease tokens this process holds: (acquired, held until), monotonic seconds.
+        self._held: dict[str, tuple[float, float]] = {}
+        self.liveness = store.liveness
+        self._live = asyncio.Event()  # this replica's liveness key is written
+        self._beat: asyncio.Task[None] | None = None
         self.relay = InboxRelay(
             store,
             peers.connector,
@@ -166,6 +177,10 @@ class ConversationWorker:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        if self.liveness is None:
+            self._live.set()
+        else:
+            self._beat = asyncio.create_task(self._liveness_loop(), name="liveness")
         self._tasks = [
             *(
                 asyncio.create_task(self._schedule_loop(lane), name=f"scheduler-{lane.value}")
@@ -200,9 +215,29 @@ class ConversationWorker:
             _done, pending = await asyncio.wait(set(self._running.values()), timeout=timeout_s)
             for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        if self._beat is not None:  # after the steps: their sends are fenced by it
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+        if self.liveness is not None:
+            with contextlib.suppress(Exception):
+                await self.liveness.stop()
+
+    async def _liveness_loop(self) -> None:
+        """Renews this replica's liveness key (leases name it: services/runtime/lease.py);
+        scheduling starts once it is written, so no lease names a replica without one."""
+        assert self.liveness is not None
+        interval = self.liveness.interval_ms / 1000
+        while True:
+            if await self.liveness.beat():
+                self._live.set()
+            await asyncio.sleep(interval)
 
     # -- scheduling ------------------------------------------------------------------------
     async def _schedule_loop(self, lane: Lane) -> None:
+        await self._live.wait()
         poll = self.s.scheduler_poll_ms / 1000
         last_read = 0.0
         wake = self._wake[lane]
@@ -298,16 +333,21 @@ class ConversationWorker:
         token (None: another worker holds it) with the record and queue lengths read in
         the same round trip."""
         ttl = self.s.lease_ttl_ms
+        started = time.monotonic()  # before the request: the lease lasts at least this long
         token, rec, inbox, outbox = await self.store.begin_step(lane, cid, ttl)
         if token is None:
             yield None, (rec, inbox, outbox)
             return
+        self._held[token] = (started, started + ttl / 1000)
 
         async def renew() -> None:
             while True:
                 await asyncio.sleep(ttl / 3000)
+                asked = time.monotonic()
                 if not await self.store.renew_lease(lane, cid, token, ttl):
+                    self._held[token] = (started, 0.0)
                     return
+                self._held[token] = (started, asked + ttl / 1000)
 
         renewer = asyncio.create_task(renew())
         try:
@@ -316,8 +356,19 @@ class ConversationWorker:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+            self._held.pop(token, None)
             with contextlib.suppress(Exception):
                 await self.store.release_lease(lane, cid, token)
+
+    def time_left_s(self, token: str) -> float:
+        """How long ``token``'s lease is certainly still ours (the monotonic clock since
+        the acquire or renewal was asked, so a pause of this process counts), and this
+        replica's liveness key with it: a successor may take over when either is gone."""
+        _, until = self._held.get(token, (0.0, 0.0))
+        left = until - time.monotonic()
+        if self.liveness is not None:
+            left = min(left, self.liveness.remaining_s())
+        return left
 
     async def run_step(self, lane: Lane, cid: str) -> None:
         """Runs one step of a conversation's lane if the lane's lease can be taken."""
@@ -747,6 +798,7 @@ class ConversationWorker:
                 "content": parts[index],
             }
             if mark is not None and mark.part == index and mark.sent_at_ms:
+                await self._outwait(token, mark)
                 found = await self._read_back(cid, body, mark.sent_at_ms, known)
                 if found is not None:
                     log.info("an agent message part sent before was found at Infobip")
@@ -754,6 +806,7 @@ class ConversationWorker:
                     known.append(found)
                     continue
             mark = None
+            self._send_timeout(token)  # no mark for a send that cannot start
             await self._mark(cid, token, item, index, index, now_ms())
             try:
                 created = await self._create_message(rec, token, body)
@@ -827,7 +880,9 @@ class ConversationWorker:
         cid = rec.conversation_id
         agent = await self._assignee(rec, token)
         try:
-            return await self.peers.infobip.create_message(cid, body, agent_id=agent or None)
+            return await self.peers.infobip.create_message(
+                cid, body, agent_id=agent or None, timeout_s=self._send_timeout(token)
+            )
         except InfobipError as exc:
             if exc.status != 400 or isinstance(exc, InfobipNotFound):
                 raise
@@ -836,7 +891,46 @@ class ConversationWorker:
         if fresh == agent:
             raise refused
         log.info("the conversation's assignee changed; sending again with it")
-        return await self.peers.infobip.create_message(cid, body, agent_id=fresh or None)
+        return await self.peers.infobip.create_message(
+            cid, body, agent_id=fresh or None, timeout_s=self._send_timeout(token)
+        )
+
+    def _send_timeout(self, token: str) -> float:
+        """The timeout of a Create Message sent now under ``token``: the client's, cut to
+        end before the lease (or this replica's liveness key) could pass to a successor.
+        Raises LeaseLost when too little is left to start one: a process that resumes
+        after a pause longer than its lease never sends what its successor now owns."""
+        left = self.time_left_s(token) - SEND_MARGIN_S
+        if left < MIN_SEND_S:
+            raise LeaseLost()
+        return min(self.s.infobip_timeout_s, left)
+
+    def max_send_window_s(self) -> float:
+        """The longest a holder's Create Message may last after its sending mark: no send
+        outlives the lease or the liveness key it started under."""
+        window = self.s.lease_ttl_ms / 1000
+        if self.liveness is not None:
+            window = min(window, self.liveness.ttl_ms / 1000)
+        return min(window, self.s.infobip_timeout_s)
+
+    async def _outwait(self, token: str, mark: SendingMark) -> None:
+        """Before reading back a part another lease holder sent without a known outcome:
+        waits until that holder's send window is over (it ended before this lease could
+        be taken, but a Create Message in flight may still be stored) and Infobip had the
+        read-back delay to store it. A part this replica sent needs no wait here: its
+        outcome was awaited and the retry came after the read-back delay."""
+        mine = self.liveness.replica if self.liveness is not None else None
+        if holder_of(mark.token) == mine and mark.token not in self._held:
+            return
+        settle = self.s.infobip_readback_delay_ms / 1000
+        window = self.max_send_window_s()
+        since, _ = self._held.get(token, (time.monotonic(), 0.0))
+        after_takeover = since + settle - time.monotonic()
+        after_mark = (mark.sent_at_ms - now_ms()) / 1000 + window + settle
+        wait = min(max(after_takeover, after_mark), window + settle)
+        if wait > 0:
+            log.info("waiting %.1fs for a predecessor's send before reading it back", wait)
+            await asyncio.sleep(wait)
 
     async def _assignee(self, rec: HandoverRecord, token: str, *, refresh: bool = False) -> str:
         """The agent the conversation is assigned to at Infobip ('' when unassigned), as
