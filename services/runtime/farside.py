@@ -21,17 +21,24 @@ A connector's call, whole::
 
 Callers with their own error type (the Infobip client's ``InfobipError``) build it from
 the :class:`Verdict` of :func:`judge_status` / :func:`judge_failure`.
+
+And the one health gate per far side shared by every replica (:class:`FarSideGate`: a
+circuit breaker with a half-open probe, and a rate budget), so an outage costs one probe
+per interval instead of every caller's retry budget, and its end is seen by all at once.
 """
 
 from __future__ import annotations
 
 import email.utils
+import logging
 import math
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
+
+from redis.asyncio import Redis
 
 from ccbridge.services.runtime.errors import FarSideError
 from ccbridge.services.runtime.http_client import (
@@ -40,6 +47,8 @@ from ccbridge.services.runtime.http_client import (
     HttpFailure,
     InvalidRequest,
 )
+
+log = logging.getLogger(__name__)
 
 # Retrying helps when the far side says the failure is about timing, not the request:
 # 408 (it gave up waiting for our request), 425 (it will not act on a replayable request
@@ -153,3 +162,173 @@ def may_have_been_processed(exc: FarSideError) -> bool:
     if isinstance(exc.__cause__, ConnectFailed):
         return False
     return not (exc.status is not None and 400 <= exc.status < 500)
+
+
+# -- the shared health gate of each far side ----------------------------------------------
+
+# Admits a call to a far side. KEYS: the far side's hash   ARGV: probe timeout ms, rate per
+# second (0: no budget), burst, cost, probe interval ms. Returns {kind, wait ms, consecutive
+# failures}: kind 1 call, 2 call as the one probe of an open breaker, 0 held (open
+# breaker: wait ms until the next probe may go), 3 held (rate budget spent: wait ms until
+# it has the cost).
+_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local f = redis.call('HMGET', KEYS[1], 'state', 'open_until', 'probe_until', 'tokens', 'ts',
+  'fails')
+local fails = tonumber(f[6] or '0') or 0
+if f[1] == 'open' then
+  local next_probe = math.max(tonumber(f[2] or '0') or 0, tonumber(f[3] or '0') or 0)
+  if now < next_probe then return {0, math.min(next_probe - now, tonumber(ARGV[5])), fails} end
+  redis.call('HSET', KEYS[1], 'probe_until', now + tonumber(ARGV[1]))
+  return {2, 0, fails}
+end
+local rate = tonumber(ARGV[2])
+if rate > 0 then
+  local burst = tonumber(ARGV[3])
+  local cost = math.min(tonumber(ARGV[4]), burst)
+  local tokens = tonumber(f[4] or '') or burst
+  local ts = tonumber(f[5] or '') or now
+  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+  if tokens < cost then
+    redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
+    return {3, math.ceil((cost - tokens) * 1000 / rate), fails}
+  end
+  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - cost), 'ts', now)
+end
+return {1, 0, fails}
+"""
+
+# Records a call's outcome. KEYS: the far side's hash, its waiters (zset)   ARGV: ok
+# ('1'/'0'), failures that open the breaker, probe interval ms. Returns {kind, waiters}:
+# kind 1 recovered (the breaker was open: every waiter is handed back and forgotten),
+# 2 open (after this failure), 0 otherwise.
+_RECORD = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local state = redis.call('HGET', KEYS[1], 'state')
+if ARGV[1] == '1' then
+  redis.call('HSET', KEYS[1], 'state', 'closed', 'fails', 0, 'open_until', 0, 'probe_until', 0)
+  if state ~= 'open' then return {0, {}} end
+  local waiters = redis.call('ZRANGE', KEYS[2], 0, -1)
+  redis.call('DEL', KEYS[2])
+  return {1, waiters}
+end
+local fails = redis.call('HINCRBY', KEYS[1], 'fails', 1)
+if state == 'open' or fails >= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', now + tonumber(ARGV[3]),
+    'probe_until', 0)
+  return {2, {}}
+end
+return {0, {}}
+"""
+
+# KEYS: the far side's hash, its waiters   ARGV: member. Parks only while the breaker is
+# open (1), else 0: the caller may go again at once.
+_PARK = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'open' then return 0 end
+redis.call('ZADD', KEYS[2], 'NX', redis.call('TIME')[1], ARGV[1])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class GatePolicy:
+    """How the health gate of every far side behaves (settings: README)."""
+
+    failures_to_open: int = 5
+    """Consecutive retryable failures (across all replicas) that open the breaker."""
+    probe_interval_ms: int = 1000
+    """While open, one call (the probe) goes through at most this often."""
+    probe_timeout_ms: int = 30000
+    """A probe whose caller never reports (crashed) lets the next one go after this."""
+    rate_per_s: float = 0.0
+    """Calls (messages, for a batch) per second all replicas may make together; 0: no
+    budget."""
+    burst: int = 1
+    """How many of them may go at once after a quiet time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Whether a call may go now: ``allowed`` (``probe`` when it is the open breaker's one
+    probe), else held for ``wait_s`` (``reason``: "open" or "rate"). ``healthy``: no
+    failure was counted since the last success, so a success needs no report."""
+
+    allowed: bool
+    probe: bool = False
+    wait_s: float = 0.0
+    reason: str = ""
+    healthy: bool = True
+
+
+ALLOW = Admission(True)
+
+
+class FarSideGate:
+    """One health gate per far side (``<prefix>:fs:{<name>}``), shared by every replica
+    through Redis: a circuit breaker with a half-open probe and a rate budget (token
+    bucket).
+
+    Callers ask :meth:`admit` before each call and :meth:`record` its outcome (only
+    retryable failures count: a refused request says nothing of the far side's health).
+    After ``failures_to_open`` consecutive failures the breaker opens: calls are held (not
+    made, so they cost the caller's retry budget nothing) and :meth:`park`-ed, and one
+    probe at a time goes through every ``probe_interval_ms``. The first success (a probe's
+    or a call's made before the breaker opened) closes it and hands back every parked
+    member at once, so the whole backlog goes again now rather than after each caller's
+    own back-off."""
+
+    def __init__(self, redis: Redis, prefix: str, policy: GatePolicy) -> None:
+        self.prefix = prefix
+        self.policy = policy
+        self._admit = redis.register_script(_ADMIT)
+        self._record = redis.register_script(_RECORD)
+        self._park = redis.register_script(_PARK)
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}:fs:{{{name}}}"
+
+    def waiters_key(self, name: str) -> str:
+        return f"{self.prefix}:fs:{{{name}}}:w"
+
+    async def admit(self, name: str, cost: int = 1) -> Admission:
+        p = self.policy
+        kind, wait_ms, fails = await self._admit(
+            keys=[self.key(name)],
+            args=[
+                p.probe_timeout_ms,
+                p.rate_per_s,
+                max(1, p.burst),
+                max(1, cost),
+                p.probe_interval_ms,
+            ],
+        )
+        kind, healthy = int(kind), int(fails) == 0
+        if kind == 1:
+            return ALLOW if healthy else Admission(True, healthy=False)
+        if kind == 2:
+            return Admission(True, probe=True, healthy=False)
+        reason = "open" if kind == 0 else "rate"
+        return Admission(False, wait_s=int(wait_ms) / 1000, reason=reason, healthy=healthy)
+
+    async def record(self, name: str, ok: bool) -> tuple[bool, list[str]]:
+        """Reports a call's outcome: (the breaker is open now, the members parked while it
+        was open when this success closed it)."""
+        p = self.policy
+        kind, waiters = await self._record(
+            keys=[self.key(name), self.waiters_key(name)],
+            args=["1" if ok else "0", p.failures_to_open, p.probe_interval_ms],
+        )
+        kind = int(kind)
+        if kind == 1:
+            log.info("far side %s answers again: its breaker closed", name)
+        elif kind == 2 and not ok:
+            log.warning("far side %s keeps failing: its breaker is open", name)
+        return kind == 2, [w.decode() if isinstance(w, bytes) else str(w) for w in waiters]
+
+    async def park(self, name: str, member: str) -> bool:
+        """Remembers ``member`` (a caller's name for the work held) to hand it back when
+        the breaker closes; False when it is not open (go again at once)."""
+        parked = await self._park(keys=[self.key(name), self.waiters_key(name)], args=[member])
+        return bool(int(parked))

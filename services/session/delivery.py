@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import grpc
 
 from ccbridge.services.runtime.errors import RETRYABLE_CODES, FarSideError, retry_after_from
+from ccbridge.services.runtime.farside import ALLOW, Admission, FarSideGate
 from ccbridge.services.session.store import Lane, SessionStore, now_ms
 
 log = logging.getLogger(__name__)
@@ -37,9 +39,25 @@ class Failure(Exception):
     reason: str
     retryable: bool
     retry_after: float | None = None
+    held: str = ""
+    """The far side whose health gate held the call (it was not made): no attempt."""
+    held_open: bool = False
+    """Held by an open breaker (else by the rate budget)."""
 
     def __str__(self) -> str:
         return self.reason
+
+
+def held(name: str, admission: Admission) -> Failure:
+    """The failure of a call the far side's gate did not let go (services/runtime/
+    farside.py): retried after the gate's wait, without counting an attempt."""
+    return Failure(
+        f"{name}: held ({admission.reason})",
+        True,
+        admission.wait_s,
+        held=name,
+        held_open=admission.reason == "open",
+    )
 
 
 def failure_from_rpc_error(exc: grpc.aio.AioRpcError, what: str) -> Failure:
@@ -79,11 +97,49 @@ class RetryPolicy:
 
 
 class Delivery:
-    """What happens to a lane's head after an attempt, for both delivery paths."""
+    """What happens to a lane's head after an attempt, for both delivery paths, and the
+    health gate of each far side they call (services/runtime/farside.py): the Infobip
+    gate (outbox) and the connectors' (inbox, one far side per connector)."""
 
-    def __init__(self, store: SessionStore, policy: RetryPolicy) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        policy: RetryPolicy,
+        gates: Mapping[Lane, FarSideGate] | None = None,
+        wake: Callable[[Iterable[str], Iterable[Lane]], None] | None = None,
+    ) -> None:
         self.store = store
         self.policy = policy
+        self.gates = dict(gates or {})
+        self._wake = wake
+
+    @staticmethod
+    def far_side(lane: Lane, connector: str) -> str:
+        """The gate's name of the far side a lane calls."""
+        return "infobip" if lane is Lane.OUTBOX else f"connector:{connector}"
+
+    async def admit(self, lane: Lane, name: str, cost: int = 1) -> Admission:
+        gate = self.gates.get(lane)
+        return ALLOW if gate is None else await gate.admit(name, cost)
+
+    async def report(self, lane: Lane, name: str, admission: Admission, *, ok: bool) -> None:
+        """Reports a call's outcome to its gate (a success only when the gate counted
+        failures: the common case costs nothing); a success that closed the breaker
+        schedules every conversation it held at once."""
+        gate = self.gates.get(lane)
+        if gate is None or (ok and admission.healthy):
+            return
+        _open, waiters = await gate.record(name, ok)
+        if not waiters:
+            return
+        by_lane: dict[Lane, list[str]] = {}
+        for member in waiters:
+            lane_name, _, cid = member.partition(":")
+            by_lane.setdefault(Lane(lane_name), []).append(cid)
+        for each, cids in by_lane.items():
+            await self.store.unpark(each, cids)
+            if self._wake is not None:
+                self._wake(cids, [each])
 
     async def failed(
         self,
@@ -99,6 +155,22 @@ class Delivery:
         cannot help or the budget is spent (returns True when it did), else records the
         lane's back-off (returns False)."""
         field = lane.value
+        if failure.held:
+            # Not attempted: the budget is untouched; while the breaker is open the
+            # conversation waits to be handed back when it closes (or the gate's wait).
+            gate = self.gates.get(lane)
+            wait_ms = int((failure.retry_after or 0) * 1000)
+            if failure.held_open and gate is not None:
+                if not await gate.park(failure.held, f"{field}:{cid}"):
+                    wait_ms = 0  # closed in between
+            await self.store.transition(
+                cid,
+                allowed=("ACTIVE", "CLOSING"),
+                lane=lane,
+                lease_token=token,
+                values={f"{field}_next_at": str(now_ms() + wait_ms)},
+            )
+            return False
         if self.policy.gives_up(failure, attempts):
             log.error(
                 "%s delivery gave up after %d attempts: %s", lane.queue, attempts, failure.reason

@@ -368,6 +368,13 @@ redis.call('HSET', KEYS[1], 'backfill_at', ARGV[1])
 return 1
 """
 _RELEASE = LEASE_LUA + "return lease_release(KEYS[1], ARGV[1])"
+# A lane's wait cleared (its far side is back), only on an existing handover.
+# KEYS: h   ARGV: field ('in_next_at' / 'out_next_at')
+_UNPARK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], '0')
+return 1
+"""
 
 
 @dataclass
@@ -514,6 +521,7 @@ class SessionStore:
         self._release = redis.register_script(_RELEASE)
         self._renew = redis.register_script(_RENEW)
         self._claim = self.raw.register_script(_CLAIM)
+        self._unpark = self.raw.register_script(_UNPARK)
         self._finish = self.raw.register_script(_FINISH)
         self._replay = redis.register_script(_REPLAY)
         self._erase_failed = redis.register_script(_ERASE_FAILED)
@@ -987,6 +995,18 @@ class SessionStore:
         """Schedules these conversations' lane now (one round trip)."""
         if cids:
             await self._exec([("ZADD", self.k_due(lane), *_scored(cids, now_ms()))])
+
+    async def unpark(self, lane: Lane, cids: Sequence[str]) -> None:
+        """Hands conversations a far side's breaker held back to their lane now: clears
+        the lane's wait and schedules it (one round trip)."""
+        if cids:
+            field = f"{lane.value}_next_at"
+            await self._exec(
+                [
+                    *(self._unpark.command([self.k_h(cid)], [field]) for cid in cids),
+                    ("ZADD", self.k_due(lane), *_scored(cids, now_ms())),
+                ]
+            )
 
     async def postpone_if_earlier(self, lane: Lane, cid: str, at_ms: int) -> None:
         """Moves an existing schedule entry later (another replica holds the lease)."""

@@ -46,6 +46,7 @@ from ccbridge.services.infobip.client import (
     InfobipNotFound,
 )
 from ccbridge.services.runtime.errors import FarSideError
+from ccbridge.services.runtime.farside import FarSideGate, GatePolicy
 from ccbridge.services.runtime.lease import holder_of
 from ccbridge.services.runtime.logging import conversation_id_var
 from ccbridge.services.session.delivery import (
@@ -54,6 +55,7 @@ from ccbridge.services.session.delivery import (
     RetryPolicy,
     failure_from_far_side,
     failure_from_rpc_error,
+    held,
 )
 from ccbridge.services.session.reconciler import Reconciler
 from ccbridge.services.session.relay import InboxRelay
@@ -151,7 +153,35 @@ class ConversationWorker:
         self.policy = RetryPolicy(
             settings.retry_base_ms, settings.retry_max_ms, settings.delivery_max_attempts
         )
-        self.delivery = Delivery(store, self.policy)
+        self.delivery = Delivery(
+            store,
+            self.policy,
+            {
+                Lane.OUTBOX: FarSideGate(
+                    store.r,
+                    store.p,
+                    GatePolicy(
+                        failures_to_open=settings.farside_failures_to_open,
+                        probe_interval_ms=settings.farside_probe_interval_ms,
+                        probe_timeout_ms=int(settings.infobip_timeout_s * 2000),
+                        rate_per_s=settings.infobip_rate_per_s,
+                        burst=max(1, int(settings.infobip_rate_per_s)),
+                    ),
+                ),
+                Lane.INBOX: FarSideGate(
+                    store.r,
+                    store.p,
+                    GatePolicy(
+                        failures_to_open=settings.farside_failures_to_open,
+                        probe_interval_ms=settings.farside_probe_interval_ms,
+                        probe_timeout_ms=int(settings.grpc_timeout_s * 6000),
+                        rate_per_s=settings.connector_rate_per_s,
+                        burst=max(1, int(settings.connector_rate_per_s)),
+                    ),
+                ),
+            },
+            self.wake,
+        )
         self._wake = {lane: asyncio.Event() for lane in LANES}
         self._hot: dict[Lane, set[str]] = {lane: set() for lane in LANES}  # given work
         self._running: dict[tuple[Lane, str], asyncio.Task[None]] = {}
@@ -231,7 +261,8 @@ class ConversationWorker:
         assert self.liveness is not None
         interval = self.liveness.interval_ms / 1000
         while True:
-            if await self.liveness.beat():
+            if await self.liveness.beat() and not self._live.is_set():
+                log.info("liveness key written", extra={"replica": self.liveness.replica})
                 self._live.set()
             await asyncio.sleep(interval)
 
@@ -692,12 +723,10 @@ class ConversationWorker:
                     window.clear()
                 continue
             try:
-                if lane is Lane.INBOX:
-                    await self._post_customer_message(rec, message)
-                else:
-                    await self._send_to_end_user(rec, token, payload, message)
+                await self._deliver(lane, rec, token, payload, message)
             except Failure as failure:
-                attempts += 1
+                if not failure.held:  # a call the gate held was no attempt
+                    attempts += 1
                 if await self.delivery.failed(lane, cid, token, payload, attempts, failure):
                     attempts = 0
                     continue  # dead-lettered: on with the next message
@@ -709,6 +738,30 @@ class ConversationWorker:
                 window.clear()
             delivered += 1
             attempts = 0
+
+    async def _deliver(
+        self,
+        lane: Lane,
+        rec: HandoverRecord,
+        token: str,
+        payload: bytes,
+        message: common_pb2.Message,
+    ) -> None:
+        """One head message to its far side, through the far side's health gate."""
+        name = self.delivery.far_side(lane, rec.get("connector"))
+        admission = await self.delivery.admit(lane, name)
+        if not admission.allowed:
+            raise held(name, admission)
+        try:
+            if lane is Lane.INBOX:
+                await self._post_customer_message(rec, message)
+            else:
+                await self._send_to_end_user(rec, token, payload, message)
+        except Failure as failure:
+            # A refusal is an answer: only a retryable failure says the far side is sick.
+            await self.delivery.report(lane, name, admission, ok=not failure.retryable)
+            raise
+        await self.delivery.report(lane, name, admission, ok=True)
 
     async def _peek(
         self, cid: str, lane: Lane, count: int
