@@ -180,7 +180,7 @@ local fails = tonumber(f[6] or '0') or 0
 if f[1] == 'open' then
   local next_probe = math.max(tonumber(f[2] or '0') or 0, tonumber(f[3] or '0') or 0)
   if now < next_probe then return {0, math.min(next_probe - now, tonumber(ARGV[5])), fails} end
-  redis.call('HSET', KEYS[1], 'probe_until', now + tonumber(ARGV[1]))
+  redis.call('HSET', KEYS[1], 'probe_until', now + tonumber(ARGV[1]), 'prober_until', 0)
   return {2, 0, fails}
 end
 local rate = tonumber(ARGV[2])
@@ -201,34 +201,62 @@ return {1, 0, fails}
 
 # Records a call's outcome. KEYS: the far side's hash, its waiters (zset)   ARGV: ok
 # ('1'/'0'), failures that open the breaker, probe interval ms. Returns {kind, waiters}:
-# kind 1 recovered (the breaker was open: every waiter is handed back and forgotten),
-# 2 open (after this failure), 0 otherwise.
+# kind 1 recovered (the breaker was open), 2 still open, 3 opened by this failure, 0
+# otherwise; a success hands back (and forgets) every waiter.
 _RECORD = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local state = redis.call('HGET', KEYS[1], 'state')
 if ARGV[1] == '1' then
-  redis.call('HSET', KEYS[1], 'state', 'closed', 'fails', 0, 'open_until', 0, 'probe_until', 0)
-  if state ~= 'open' then return {0, {}} end
+  redis.call('HSET', KEYS[1], 'state', 'closed', 'fails', 0, 'open_until', 0, 'probe_until', 0,
+    'prober', '', 'streak', 0)
   local waiters = redis.call('ZRANGE', KEYS[2], 0, -1)
   redis.call('DEL', KEYS[2])
-  return {1, waiters}
+  return {state == 'open' and 1 or 0, waiters}
 end
 local fails = redis.call('HINCRBY', KEYS[1], 'fails', 1)
+if state == 'open' then redis.call('HINCRBY', KEYS[1], 'streak', 1) end
 if state == 'open' or fails >= tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', now + tonumber(ARGV[3]),
     'probe_until', 0)
-  return {2, {}}
+  return {state == 'open' and 2 or 3, {}}
 end
 return {0, {}}
 """
 
-# KEYS: the far side's hash, its waiters   ARGV: member. Parks only while the breaker is
-# open (1), else 0: the caller may go again at once.
+# Parks a caller waiting on a sick far side (breaker open, or failures counted since its
+# last success). KEYS: the far side's hash, its waiters (zset)   ARGV: member, how long a
+# named prober has to show up (ms), failed probes after which a prober yields its role.
+# While the breaker is open one waiter is the prober: the first to park while the role is
+# free, told to come back when the next probe may go. It keeps the role until it fails
+# that many probes in a row; then the oldest other waiter is named (a message that fails
+# on its own cannot hold the far side shut). Returns {wait ms, prober, prober's wait ms}:
+# wait 0 not parked (the far side is healthy), -1 parked (handed back at the next
+# success), -2 the same while the breaker is open, > 0 parked as the prober; prober:
+# another member named to probe ('' none), whom the caller schedules.
 _PARK = """
-if redis.call('HGET', KEYS[1], 'state') ~= 'open' then return 0 end
-redis.call('ZADD', KEYS[2], 'NX', redis.call('TIME')[1], ARGV[1])
-return 1
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local f = redis.call('HMGET', KEYS[1], 'state', 'fails', 'open_until', 'prober',
+  'prober_until', 'streak')
+if f[1] ~= 'open' and (tonumber(f[2] or '0') or 0) == 0 then return {0, '', 0} end
+redis.call('ZADD', KEYS[2], 'NX', now, ARGV[1])
+if f[1] ~= 'open' then return {-1, '', 0} end
+local wait = math.max(1, (tonumber(f[3] or '0') or 0) - now)
+local prober, prober_until = f[4] or '', tonumber(f[5] or '0') or 0
+if prober ~= '' and prober_until >= now then
+  if prober == ARGV[1] then return {wait, '', 0} end
+  return {-2, '', 0}
+end
+local candidate = ARGV[1]
+if prober == ARGV[1] and (tonumber(f[6] or '0') or 0) >= tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[2], 'XX', now, ARGV[1])
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, 0)) do candidate = m end
+end
+redis.call('HSET', KEYS[1], 'prober', candidate, 'prober_until', now + wait + tonumber(ARGV[2]))
+if candidate == ARGV[1] then return {wait, '', 0} end
+redis.call('HSET', KEYS[1], 'streak', 0)
+return {-2, candidate, wait}
 """
 
 
@@ -242,6 +270,8 @@ class GatePolicy:
     """While open, one call (the probe) goes through at most this often."""
     probe_timeout_ms: int = 30000
     """A probe whose caller never reports (crashed) lets the next one go after this."""
+    prober_yields_after: int = 3
+    """Failed probes in a row after which the prober hands its role to another waiter."""
     rate_per_s: float = 0.0
     """Calls (messages, for a batch) per second all replicas may make together; 0: no
     budget."""
@@ -265,6 +295,20 @@ class Admission:
 ALLOW = Admission(True)
 
 
+@dataclass(frozen=True, slots=True)
+class Parking:
+    """What :meth:`FarSideGate.park` did: ``parked`` (False: the far side is healthy, go
+    again at once), ``open`` (its breaker is), ``probe_in_s`` (this caller is the open
+    breaker's next prober: come back then), ``prober`` (another parked member named the
+    next prober: the caller schedules it ``prober_in_s`` from now)."""
+
+    parked: bool
+    open: bool = False
+    probe_in_s: float | None = None
+    prober: str = ""
+    prober_in_s: float = 0.0
+
+
 class FarSideGate:
     """One health gate per far side (``<prefix>:fs:{<name>}``), shared by every replica
     through Redis: a circuit breaker with a half-open probe and a rate budget (token
@@ -273,9 +317,10 @@ class FarSideGate:
     Callers ask :meth:`admit` before each call and :meth:`record` its outcome (only
     retryable failures count: a refused request says nothing of the far side's health).
     After ``failures_to_open`` consecutive failures the breaker opens: calls are held (not
-    made, so they cost the caller's retry budget nothing) and :meth:`park`-ed, and one
-    probe at a time goes through every ``probe_interval_ms``. The first success (a probe's
-    or a call's made before the breaker opened) closes it and hands back every parked
+    made, so they cost the caller's retry budget nothing), and one probe at a time goes
+    through every ``probe_interval_ms``. Whatever waits on a sick far side (held, or
+    failed since its last success) is :meth:`park`-ed; the first success (a probe's, or a
+    call's made before the breaker opened) closes the breaker and hands back every parked
     member at once, so the whole backlog goes again now rather than after each caller's
     own back-off."""
 
@@ -313,8 +358,8 @@ class FarSideGate:
         return Admission(False, wait_s=int(wait_ms) / 1000, reason=reason, healthy=healthy)
 
     async def record(self, name: str, ok: bool) -> tuple[bool, list[str]]:
-        """Reports a call's outcome: (the breaker is open now, the members parked while it
-        was open when this success closed it)."""
+        """Reports a call's outcome: (the breaker is open now, the members parked since
+        the last success when this is one)."""
         p = self.policy
         kind, waiters = await self._record(
             keys=[self.key(name), self.waiters_key(name)],
@@ -323,12 +368,23 @@ class FarSideGate:
         kind = int(kind)
         if kind == 1:
             log.info("far side %s answers again: its breaker closed", name)
-        elif kind == 2 and not ok:
-            log.warning("far side %s keeps failing: its breaker is open", name)
-        return kind == 2, [w.decode() if isinstance(w, bytes) else str(w) for w in waiters]
+        elif kind == 3:
+            log.warning("far side %s keeps failing: its breaker opened", name)
+        return kind in (2, 3), [w.decode() if isinstance(w, bytes) else str(w) for w in waiters]
 
-    async def park(self, name: str, member: str) -> bool:
-        """Remembers ``member`` (a caller's name for the work held) to hand it back when
-        the breaker closes; False when it is not open (go again at once)."""
-        parked = await self._park(keys=[self.key(name), self.waiters_key(name)], args=[member])
-        return bool(int(parked))
+    async def park(self, name: str, member: str) -> Parking:
+        """Remembers ``member`` (a caller's name for the work waiting) to hand it back at
+        the far side's next success; see :class:`Parking`."""
+        wait, prober, prober_wait = await self._park(
+            keys=[self.key(name), self.waiters_key(name)],
+            # A named prober has two intervals to show up, else the next parker is it.
+            args=[member, 2 * self.policy.probe_interval_ms, self.policy.prober_yields_after],
+        )
+        wait = int(wait)
+        return Parking(
+            parked=wait != 0,
+            open=wait == -2 or wait > 0,
+            probe_in_s=wait / 1000 if wait > 0 else None,
+            prober=prober.decode() if isinstance(prober, bytes) else str(prober),
+            prober_in_s=int(prober_wait) / 1000,
+        )

@@ -41,6 +41,7 @@ _KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "{p}:stats",
             "{p}:reconcile",
             "{p}:live:*",
+            "{p}:fs:*",
         ),
         "connector": (
             "{p}:connector:*",

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import grpc
 
 from ccbridge.services.runtime.errors import RETRYABLE_CODES, FarSideError, retry_after_from
-from ccbridge.services.runtime.farside import ALLOW, Admission, FarSideGate
+from ccbridge.services.runtime.farside import ALLOW, Admission, FarSideGate, Parking
 from ccbridge.services.session.store import Lane, SessionStore, now_ms
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,11 @@ class Failure(Exception):
     reason: str
     retryable: bool
     retry_after: float | None = None
-    held: str = ""
-    """The far side whose health gate held the call (it was not made): no attempt."""
-    held_open: bool = False
-    """Held by an open breaker (else by the rate budget)."""
+    held: bool = False
+    """The far side's health gate held the call (it was not made): no attempt."""
+    parked: str = ""
+    """The far side whose breaker is open: the conversation waits to be handed back when
+    it closes (its own wait stays the fallback)."""
 
     def __str__(self) -> str:
         return self.reason
@@ -55,8 +56,8 @@ def held(name: str, admission: Admission) -> Failure:
         f"{name}: held ({admission.reason})",
         True,
         admission.wait_s,
-        held=name,
-        held_open=admission.reason == "open",
+        held=True,
+        parked=name if admission.reason == "open" else "",
     )
 
 
@@ -122,16 +123,17 @@ class Delivery:
         gate = self.gates.get(lane)
         return ALLOW if gate is None else await gate.admit(name, cost)
 
-    async def report(self, lane: Lane, name: str, admission: Admission, *, ok: bool) -> None:
+    async def report(self, lane: Lane, name: str, admission: Admission, *, ok: bool) -> bool:
         """Reports a call's outcome to its gate (a success only when the gate counted
         failures: the common case costs nothing); a success that closed the breaker
-        schedules every conversation it held at once."""
+        schedules every conversation waiting on the far side at once. Returns whether the
+        breaker is open now."""
         gate = self.gates.get(lane)
         if gate is None or (ok and admission.healthy):
-            return
-        _open, waiters = await gate.record(name, ok)
+            return False
+        opened, waiters = await gate.record(name, ok)
         if not waiters:
-            return
+            return opened
         by_lane: dict[Lane, list[str]] = {}
         for member in waiters:
             lane_name, _, cid = member.partition(":")
@@ -140,6 +142,28 @@ class Delivery:
             await self.store.unpark(each, cids)
             if self._wake is not None:
                 self._wake(cids, [each])
+        return opened
+
+    def recheck_ms(self) -> int:
+        """How long a conversation parked on a sick far side waits before it looks again
+        by itself (it is handed back at the far side's first success anyway): ten probe
+        intervals, jittered, so a prober that vanished is replaced."""
+        interval = max((g.policy.probe_interval_ms for g in self.gates.values()), default=1000)
+        return int(interval * 10 * random.uniform(0.5, 1.0))
+
+    async def _park(self, lane: Lane, cid: str, failure: Failure) -> Parking | None:
+        """Parks the conversation on the far side its failure waits on (None: none); names
+        the next prober in turn when the gate asks."""
+        gate = self.gates.get(lane)
+        if not failure.parked or gate is None:
+            return None
+        parking = await gate.park(failure.parked, f"{lane.value}:{cid}")
+        if parking.prober:
+            lane_name, _, other = parking.prober.partition(":")
+            await self.store.unpark(
+                Lane(lane_name), [other], now_ms() + int(parking.prober_in_s * 1000)
+            )
+        return parking
 
     async def failed(
         self,
@@ -155,14 +179,18 @@ class Delivery:
         cannot help or the budget is spent (returns True when it did), else records the
         lane's back-off (returns False)."""
         field = lane.value
+        parking = await self._park(lane, cid, failure)
+        if parking is not None and parking.probe_in_s is not None:
+            # The open breaker's next prober: back when the probe may go.
+            failure.retry_after = parking.probe_in_s
         if failure.held:
-            # Not attempted: the budget is untouched; while the breaker is open the
-            # conversation waits to be handed back when it closes (or the gate's wait).
-            gate = self.gates.get(lane)
+            # Not attempted (the gate held the call, or it was the breaker's probe): the
+            # budget is untouched (docs/reliability.md).
             wait_ms = int((failure.retry_after or 0) * 1000)
-            if failure.held_open and gate is not None:
-                if not await gate.park(failure.held, f"{field}:{cid}"):
-                    wait_ms = 0  # closed in between
+            if parking is not None and not parking.parked:
+                wait_ms = 0  # the far side answered in between
+            elif parking is not None and parking.probe_in_s is None:
+                wait_ms = self.recheck_ms()  # handed back at the next success, or looks again
             await self.store.transition(
                 cid,
                 allowed=("ACTIVE", "CLOSING"),
@@ -192,7 +220,10 @@ class Delivery:
             )
             return True
         log.warning("%s delivery failed (attempt %d): %s", lane.queue, attempts, failure.reason)
-        next_at = now_ms() + self.policy.delay_ms(attempts, failure.retry_after)
+        delay = self.policy.delay_ms(attempts, failure.retry_after)
+        if parking is not None and parking.open:
+            delay = min(delay, self.recheck_ms())  # the next probe may need it
+        next_at = now_ms() + delay
         await self.store.transition(
             cid,
             allowed=("ACTIVE", "CLOSING"),

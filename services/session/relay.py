@@ -189,6 +189,11 @@ class InboxRelay:
         # Sick only when nothing got through and a retry could help.
         sick = bool(failures) and len(failures) == len(plans) and any(f.retryable for f in failures)
         await self.delivery.report(Lane.INBOX, name, admission, ok=not sick)
+        for failure in failures:
+            if failure.retryable:
+                failure.parked = name  # handed back at the far side's next success
+                # A failed probe is no attempt: the outage, not the message, failed.
+                failure.held = admission.probe
 
     async def _call(self, connector: str, plans: list[_Plan]) -> None:
         request = connector_pb2.PostCustomerMessagesRequest(

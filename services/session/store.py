@@ -368,11 +368,11 @@ redis.call('HSET', KEYS[1], 'backfill_at', ARGV[1])
 return 1
 """
 _RELEASE = LEASE_LUA + "return lease_release(KEYS[1], ARGV[1])"
-# A lane's wait cleared (its far side is back), only on an existing handover.
-# KEYS: h   ARGV: field ('in_next_at' / 'out_next_at')
+# A lane's wait set (its far side is back, or it is the next to probe it), only on an
+# existing handover. KEYS: h   ARGV: field ('in_next_at' / 'out_next_at'), ms
 _UNPARK = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], '0')
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
@@ -996,15 +996,15 @@ class SessionStore:
         if cids:
             await self._exec([("ZADD", self.k_due(lane), *_scored(cids, now_ms()))])
 
-    async def unpark(self, lane: Lane, cids: Sequence[str]) -> None:
-        """Hands conversations a far side's breaker held back to their lane now: clears
-        the lane's wait and schedules it (one round trip)."""
+    async def unpark(self, lane: Lane, cids: Sequence[str], at_ms: int | None = None) -> None:
+        """Hands conversations waiting on a far side back to their lane (now, or at
+        ``at_ms``): sets the lane's wait to then and schedules it (one round trip)."""
         if cids:
-            field = f"{lane.value}_next_at"
+            field, at = f"{lane.value}_next_at", now_ms() if at_ms is None else at_ms
             await self._exec(
                 [
-                    *(self._unpark.command([self.k_h(cid)], [field]) for cid in cids),
-                    ("ZADD", self.k_due(lane), *_scored(cids, now_ms())),
+                    *(self._unpark.command([self.k_h(cid)], [field, at]) for cid in cids),
+                    ("ZADD", self.k_due(lane), *_scored(cids, at)),
                 ]
             )
 

@@ -760,6 +760,10 @@ class ConversationWorker:
         except Failure as failure:
             # A refusal is an answer: only a retryable failure says the far side is sick.
             await self.delivery.report(lane, name, admission, ok=not failure.retryable)
+            if failure.retryable:
+                failure.parked = name  # handed back at the far side's next success
+                # A failed probe is no attempt: the outage, not the message, failed.
+                failure.held = admission.probe
             raise
         await self.delivery.report(lane, name, admission, ok=True)
 

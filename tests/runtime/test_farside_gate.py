@@ -11,7 +11,9 @@ import redis.asyncio as aioredis
 
 from ccbridge.services.runtime.farside import FarSideGate, GatePolicy
 
-POLICY = GatePolicy(failures_to_open=3, probe_interval_ms=200, probe_timeout_ms=5000)
+POLICY = GatePolicy(
+    failures_to_open=3, probe_interval_ms=200, probe_timeout_ms=5000, prober_yields_after=1
+)
 
 
 async def test_breaker_opens_holds_probes_once_and_hands_back_the_waiters(
@@ -27,8 +29,12 @@ async def test_breaker_opens_holds_probes_once_and_hands_back_the_waiters(
 
     held = await a.admit("infobip")
     assert not held.allowed and held.reason == "open" and 0 < held.wait_s <= 0.2
-    assert await a.park("infobip", "out:c1")
-    assert await b.park("infobip", "out:c2")
+    # The first to wait is the prober: back when the probe may go; the next waits to be
+    # handed back.
+    first = await a.park("infobip", "out:c1")
+    assert first.parked and first.probe_in_s is not None and 0 < first.probe_in_s <= 0.2
+    second = await b.park("infobip", "out:c2")
+    assert second.parked and second.probe_in_s is None and not second.prober
     assert (await b.admit("other")).allowed  # another far side is not held
 
     await asyncio.sleep(0.25)
@@ -36,16 +42,20 @@ async def test_breaker_opens_holds_probes_once_and_hands_back_the_waiters(
     assert probe.allowed and probe.probe
     # One probe at a time: the others are still held while it is out.
     assert not (await a.admit("infobip")).allowed
-    # The probe fails: open for another interval, nobody handed back.
+    # The probe fails: open for another interval, nobody handed back; the prober parks
+    # again and the role passes to the oldest other waiter, whom its caller schedules.
     assert await b.record("infobip", False) == (True, [])
     assert not (await a.admit("infobip")).allowed
+    again = await b.park("infobip", "out:c1")
+    assert again.parked and again.probe_in_s is None
+    assert again.prober == "out:c2" and 0 < again.prober_in_s <= 0.2
     await asyncio.sleep(0.25)
     assert (await a.admit("infobip")).probe
     opened, waiters = await a.record("infobip", True)
     assert not opened and sorted(waiters) == ["out:c1", "out:c2"]
     # Closed: calls go, nothing is parked, and a success has nothing to report.
     assert (await a.admit("infobip")).healthy and (await b.admit("infobip")).healthy
-    assert not await a.park("infobip", "out:c3")
+    assert not (await a.park("infobip", "out:c3")).parked
     assert await a.record("infobip", True) == (False, [])
 
 
@@ -73,7 +83,7 @@ async def test_rate_budget_is_shared_by_all_replicas(redis_client: aioredis.Redi
     assert (await b.admit("infobip", cost=2)).allowed
     held = await a.admit("infobip")
     assert not held.allowed and held.reason == "rate" and 0 < held.wait_s <= 0.1
-    assert not await a.park("infobip", "out:c1")  # a spent budget parks nothing
+    assert not (await a.park("infobip", "out:c1")).parked  # a spent budget parks nothing
     await asyncio.sleep(0.15)
     assert (await b.admit("infobip")).allowed
     # A batch costing more than the burst waits for a full bucket, then goes.
