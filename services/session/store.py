@@ -33,6 +33,10 @@ live in one Redis Cluster slot):
 ``ccb:lease:reconcile``        string: fencing token of the replica running the reconciler
 ``ccb:reconcile``              hash: the reconciler's progress (CLOSED listing mark,
                                backfill cursor)
+``ccb:live:<replica>``         string: a Session replica's liveness key, short TTL; lease
+                               tokens name their replica (runtime/lease.py, Liveness)
+``ccb:fs:{<far side>}``        hash + ``:w`` zset: a far side's health gate and the
+                               conversations waiting on it (runtime/farside.py)
 =============================  ==========================================================
 
 The handover hash keeps every value within Redis's ``hash-max-listpack-value`` (64 bytes)

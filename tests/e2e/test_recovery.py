@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from ccbridge.services.local.supervisor import free_port
 from tests.support.mesh import Mesh, running_mesh, start_component, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -40,7 +40,7 @@ def mesh(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
     }
     # Plaintext: the second Session replica has no certificate of the mesh's CA.
     with running_mesh(redis_url, log_dir, env, mtls=False) as handle:
-        port = next(p for p in range(handle.ports["session"] + 1, 65535) if _free(handle, p))
+        port = free_port()
         handle.ports[SECOND] = port
         handle.group.start(
             SECOND,
@@ -51,13 +51,6 @@ def mesh(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
         handle.group.wait_ready(SECOND, "grpc", peer="session")
         _route_to_sessions(handle)
         yield handle
-
-
-def _free(mesh: Mesh, port: int) -> bool:
-    if port in mesh.ports.values():
-        return False
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
 def _route_to_sessions(mesh: Mesh) -> None:
@@ -215,3 +208,36 @@ def test_a_killed_replicas_work_resumes_without_waiting_out_its_leases(mesh: Mes
             _restart_session(mesh, victim)
     for cid, texts in expected.items():
         assert _agent_texts(mesh, cid) == texts, cid
+
+
+def test_a_far_sides_backlog_drains_at_once_when_it_recovers(mesh: Mesh) -> None:
+    """Infobip answers 503 to every Create Message and the CCaaS is down for 20 s while
+    both directions queue up (production back-offs, up to a minute): once both answer
+    again, how long until everything queued reached them (each once, in order)."""
+    cases = _open(mesh, 6)
+    mesh.infobip.post(
+        "/_sim/failures", json={"count": 1_000_000, "status": 503, **CREATE_MESSAGE}
+    ).raise_for_status()
+    mesh.ccaas.post("/_sim/down").raise_for_status()
+    try:
+        expected = _queue_replies(mesh, cases, 2)
+        for cid in cases:
+            for i in range(2):
+                assert mesh.send(cid, f"backlog {i}")["webhook_status"] == 200
+        time.sleep(20)  # an outage long enough for the back-offs to grow
+    finally:
+        mesh.infobip.delete("/_sim/failures").raise_for_status()
+        mesh.ccaas.post("/_sim/up").raise_for_status()
+    recovered = time.monotonic()
+
+    def drained() -> bool:
+        return _all_replies(mesh, expected) and all(
+            len(mesh.customer_texts(cid)) >= 2 for cid in cases
+        )
+
+    wait_for("the backlog", drained, timeout_s=120)
+    took = time.monotonic() - recovered
+    print(f"\nbacklog of 6 conversations after a 20 s outage of both far sides: {took:.1f} s")
+    for cid, texts in expected.items():
+        assert _agent_texts(mesh, cid) == texts, cid
+        assert mesh.customer_texts(cid) == ["backlog 0", "backlog 1"], cid
