@@ -406,8 +406,12 @@ class ConversationWorker:
         conversation_id_var.set(cid)
         async with self._lease(lane, cid) as (token, snapshot):
             if token is None:
-                # Another replica works on it; look again when its lease could expire.
-                await self.store.postpone_if_earlier(lane, cid, now_ms() + self.s.lease_ttl_ms // 2)
+                # Another replica works on it; look again when its lease could expire, or
+                # its liveness key (then the lease is taken over at once).
+                wait = self.s.lease_ttl_ms // 2
+                if self.liveness is not None:
+                    wait = min(wait, self.liveness.ttl_ms)
+                await self.store.postpone_if_earlier(lane, cid, now_ms() + wait)
                 return
             try:
                 if lane is Lane.INBOX:

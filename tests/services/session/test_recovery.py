@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 import redis.asyncio as aioredis
 
@@ -191,3 +192,22 @@ async def _parked(r: aioredis.Redis, count: int) -> bool:
         await r.hget("ccb:fs:{infobip}", "state") == b"open"
         and await r.zcard("ccb:fs:{infobip}:w") == count
     )
+
+
+async def test_ccaas_outage_through_the_relay_is_handed_back_at_once(gated: World) -> None:
+    """The same for the inbox: the relay's batch calls fail (the connector answers
+    UNAVAILABLE), the connector's breaker opens, and the first success after the outage
+    hands every conversation back although their back-offs run for a minute."""
+    w = gated
+    w.connector.fail = grpc.StatusCode.UNAVAILABLE
+    cids = [await w.active(f"m-{i}") for i in range(5)]
+    await eventually("the connector's breaker open", lambda: _open_gate(w, "connector:webhook"))
+    assert not await w.redis.zcard(w.store.k_dlq)
+    w.connector.fail = None
+    expected = sorted((cid, f"m-{i}") for i, cid in enumerate(cids))
+    await eventually("every message at the CCaaS", lambda: sorted(w.connector.received) == expected)
+    assert await w.redis.hget("ccb:fs:{connector:webhook}", "state") == b"closed"
+
+
+async def _open_gate(w: World, name: str) -> bool:
+    return await w.redis.hget(f"ccb:fs:{{{name}}}", "state") == b"open"
