@@ -17,9 +17,11 @@ import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.lease import Liveness, holder_of
+from ccbridge.services.runtime.settings import SettingsError
 from ccbridge.services.session.store import Finishing, Lane, SessionStore, now_ms, outbox_item
 from ccbridge.services.session.worker import LeaseLost
 from ccbridge.simulators.infobip import Failure
+from tests.services.session.conftest import session_settings
 from tests.services.session.test_delivery_lanes import (
     END_USER,
     SENDER,
@@ -211,3 +213,13 @@ async def test_ccaas_outage_through_the_relay_is_handed_back_at_once(gated: Worl
 
 async def _open_gate(w: World, name: str) -> bool:
     return await w.redis.hget(f"ccb:fs:{{{name}}}", "state") == b"open"
+
+
+def test_liveness_must_be_renewed_at_least_twice_per_ttl(redis_url: str) -> None:
+    with pytest.raises(SettingsError, match="CCBRIDGE_LIVENESS_INTERVAL_MS"):
+        session_settings(
+            redis_url, CCBRIDGE_LIVENESS_TTL_MS="3000", CCBRIDGE_LIVENESS_INTERVAL_MS="2000"
+        )
+    settings = session_settings(redis_url)
+    assert (settings.liveness_ttl_ms, settings.liveness_interval_ms) == (3000, 1000)
+    assert settings.infobip_rate_per_s == settings.connector_rate_per_s == 0.0  # no budget
