@@ -144,6 +144,21 @@ class Delivery:
                 self._wake(cids, [each])
         return opened
 
+    def _wait_ms(self, parking: Parking | None, own_ms: int, *, held: bool) -> int:
+        """When a failed or held head is looked at again: the open breaker's prober when
+        the probe may go; one waiting on an open breaker at the latest after a recheck (it
+        is handed back at the far side's first success anyway); a held one whose far side
+        answered meanwhile at once; otherwise after its own wait."""
+        if parking is None:
+            return own_ms
+        if parking.probe_in_s is not None:
+            return int(parking.probe_in_s * 1000)
+        if not parking.parked:
+            return 0 if held else own_ms
+        if parking.open:
+            return self.recheck_ms() if held else min(own_ms, self.recheck_ms())
+        return own_ms
+
     def recheck_ms(self) -> int:
         """How long a conversation parked on a sick far side waits before it looks again
         by itself (it is handed back at the far side's first success anyway): ten probe
@@ -180,17 +195,11 @@ class Delivery:
         lane's back-off (returns False)."""
         field = lane.value
         parking = await self._park(lane, cid, failure)
-        if parking is not None and parking.probe_in_s is not None:
-            # The open breaker's next prober: back when the probe may go.
-            failure.retry_after = parking.probe_in_s
         if failure.held:
             # Not attempted (the gate held the call, or it was the breaker's probe): the
             # budget is untouched (docs/reliability.md).
-            wait_ms = int((failure.retry_after or 0) * 1000)
-            if parking is not None and not parking.parked:
-                wait_ms = 0  # the far side answered in between
-            elif parking is not None and parking.probe_in_s is None:
-                wait_ms = self.recheck_ms()  # handed back at the next success, or looks again
+            own = int((failure.retry_after or 0) * 1000)
+            wait_ms = self._wait_ms(parking, own, held=True)
             await self.store.transition(
                 cid,
                 allowed=("ACTIVE", "CLOSING"),
@@ -221,9 +230,7 @@ class Delivery:
             return True
         log.warning("%s delivery failed (attempt %d): %s", lane.queue, attempts, failure.reason)
         delay = self.policy.delay_ms(attempts, failure.retry_after)
-        if parking is not None and parking.open:
-            delay = min(delay, self.recheck_ms())  # the next probe may need it
-        next_at = now_ms() + delay
+        next_at = now_ms() + self._wait_ms(parking, delay, held=False)
         await self.store.transition(
             cid,
             allowed=("ACTIVE", "CLOSING"),
