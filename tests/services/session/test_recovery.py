@@ -223,3 +223,30 @@ def test_liveness_must_be_renewed_at_least_twice_per_ttl(redis_url: str) -> None
     settings = session_settings(redis_url)
     assert (settings.liveness_ttl_ms, settings.liveness_interval_ms) == (3000, 1000)
     assert settings.infobip_rate_per_s == settings.connector_rate_per_s == 0.0  # no budget
+
+
+@pytest.fixture
+async def budgeted(redis_url: str, redis_client: aioredis.Redis) -> AsyncIterator[World]:
+    async with running_world(
+        redis_url, redis_client, workers=True, CCBRIDGE_INFOBIP_RATE_PER_S="4"
+    ) as handle:
+        yield handle
+
+
+async def test_the_infobip_rate_budget_holds_sends_without_costing_attempts(
+    budgeted: World,
+) -> None:
+    """Four Create Messages a second for all replicas: twelve replies over three
+    conversations all go, in order, none counted as a failed attempt (the back-offs here
+    are a minute: a held send is retried when the budget allows, not after a back-off)."""
+    w = budgeted
+    cids = [await w.active() for _ in range(3)]
+    for i in range(4):
+        for cid in cids:
+            await w.reply(cid, f"{i} to {cid}")
+    for cid in cids:
+        expected = [f"{i} to {cid}" for i in range(4)]
+        await eventually("the replies", lambda cid=cid, e=expected: w.replies(cid) == e)
+        assert not await w.redis.hget(w.store.k_h(cid), "out_attempts")
+    # The budget did hold some (a held send records only when to look again).
+    assert [await w.redis.hget(w.store.k_h(cid), "out_next_at") for cid in cids] != [None] * 3
