@@ -40,10 +40,11 @@ class Failure(Exception):
     retryable: bool
     retry_after: float | None = None
     held: bool = False
-    """The far side's health gate held the call (it was not made): no attempt."""
+    """No attempt: the far side's health gate held the call (it was not made), or it was
+    the open breaker's probe (the outage failed, not the message)."""
     parked: str = ""
-    """The far side whose breaker is open: the conversation waits to be handed back when
-    it closes (its own wait stays the fallback)."""
+    """The far side this failure waits on (held by its open breaker, or failing): the
+    conversation is parked on its gate and handed back at its next success."""
 
     def __str__(self) -> str:
         return self.reason
