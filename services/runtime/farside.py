@@ -325,6 +325,7 @@ class FarSideGate:
     own back-off."""
 
     def __init__(self, redis: Redis, prefix: str, policy: GatePolicy) -> None:
+        self.r = redis
         self.prefix = prefix
         self.policy = policy
         self._admit = redis.register_script(_ADMIT)
@@ -371,6 +372,11 @@ class FarSideGate:
         elif kind == 3:
             log.warning("far side %s keeps failing: its breaker opened", name)
         return kind in (2, 3), [w.decode() if isinstance(w, bytes) else str(w) for w in waiters]
+
+    async def abandon(self, name: str) -> None:
+        """A probe that ended without an outcome (its caller lost its lease, crashed in
+        between): the next probe may go at once, not after ``probe_timeout_ms``."""
+        await self.r.hset(self.key(name), "probe_until", 0)
 
     async def park(self, name: str, member: str) -> Parking:
         """Remembers ``member`` (a caller's name for the work waiting) to hand it back at

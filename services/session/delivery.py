@@ -124,6 +124,12 @@ class Delivery:
         gate = self.gates.get(lane)
         return ALLOW if gate is None else await gate.admit(name, cost)
 
+    async def abandon(self, lane: Lane, name: str, admission: Admission) -> None:
+        """A call that ended without an outcome: a probe's slot is freed at once."""
+        gate = self.gates.get(lane)
+        if gate is not None and admission.probe:
+            await gate.abandon(name)
+
     async def report(self, lane: Lane, name: str, admission: Admission, *, ok: bool) -> bool:
         """Reports a call's outcome to its gate (a success only when the gate counted
         failures: the common case costs nothing); a success that closed the breaker

@@ -27,6 +27,7 @@ outbox lane has its own lease, so a batch waiting on a slow CCaaS holds no agent
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -184,7 +185,12 @@ class InboxRelay:
             for plan in plans:
                 plan.failure = failure
             return
-        await self._call(connector, plans)
+        try:
+            await self._call(connector, plans)
+        except BaseException:  # no outcome to report
+            with contextlib.suppress(Exception):
+                await self.delivery.abandon(Lane.INBOX, name, admission)
+            raise
         failures = [p.failure for p in plans if p.failure is not None]
         # Sick only when nothing got through and a retry could help.
         sick = bool(failures) and len(failures) == len(plans) and any(f.retryable for f in failures)

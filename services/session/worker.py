@@ -769,6 +769,10 @@ class ConversationWorker:
                 # A failed probe is no attempt: the outage, not the message, failed.
                 failure.held = admission.probe
             raise
+        except BaseException:  # e.g. LeaseLost: no outcome to report
+            with contextlib.suppress(Exception):
+                await self.delivery.abandon(lane, name, admission)
+            raise
         await self.delivery.report(lane, name, admission, ok=True)
 
     async def _peek(

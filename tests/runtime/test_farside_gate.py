@@ -74,6 +74,9 @@ async def test_a_probe_whose_caller_vanished_lets_the_next_one_go(
     assert not held.allowed and held.wait_s <= 0.05  # waiters look again each interval
     await asyncio.sleep(0.35)
     assert (await gate.admit("connector:rt")).probe
+    # A probe whose caller knows it ended without an outcome frees the slot at once.
+    await gate.abandon("connector:rt")
+    assert (await gate.admit("connector:rt")).probe
 
 
 async def test_rate_budget_is_shared_by_all_replicas(redis_client: aioredis.Redis) -> None:
