@@ -241,3 +241,33 @@ def test_a_far_sides_backlog_drains_at_once_when_it_recovers(mesh: Mesh) -> None
     for cid, texts in expected.items():
         assert _agent_texts(mesh, cid) == texts, cid
         assert mesh.customer_texts(cid) == ["backlog 0", "backlog 1"], cid
+
+
+def test_agent_replies_reach_infobip_while_the_ccaas_hangs(mesh: Mesh) -> None:
+    """The CCaaS takes the relay's calls and never answers: the inbox's batch waits with
+    the inbox leases held, and the agents' replies of those conversations still go."""
+    cases = _open(mesh, 4)
+    client = redis.Redis.from_url(mesh.redis_url)
+
+    def waiting() -> list[str]:
+        return [cid for cid in cases if client.exists(f"ccb:lease:in:{{{cid}}}")]
+
+    mesh.ccaas.post("/_sim/hang").raise_for_status()
+    try:
+        for cid in cases:
+            assert mesh.send(cid, "while it hangs")["webhook_status"] == 200
+        held = wait_for("inbox leases held by a waiting call", waiting)
+        latencies = []
+        for cid in held:
+            sent = time.monotonic()
+            _reply(mesh, cases[cid], f"agent to {cid}")
+            wait_for("the agent reply", lambda cid=cid: _agent_texts(mesh, cid))
+            latencies.append(time.monotonic() - sent)
+        assert mesh.ccaas.get("/_sim/status").json()["hung"] is True
+        assert all("while it hangs" not in mesh.customer_texts(cid) for cid in cases)
+        print(f"\nagent replies with the CCaaS hanging: max {max(latencies) * 1000:.0f} ms")
+    finally:
+        mesh.ccaas.post("/_sim/up").raise_for_status()
+    for cid in cases:
+        wait_for("the inbox", lambda cid=cid: "while it hangs" in mesh.customer_texts(cid))
+        assert mesh.customer_texts(cid).count("while it hangs") == 1

@@ -3,6 +3,7 @@ fault switches, and signed agent events pushed to the bridge."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -206,6 +207,17 @@ async def test_down_and_injected_failures(sim: tuple[CcaasState, httpx.AsyncClie
     assert state.cases() == [] and state.deliveries() == []
     bad = await client.post("/_sim/fail", json={"count": -1})
     assert bad.status_code == 400
+
+
+async def test_hang_holds_bridge_calls_until_up(sim: tuple[CcaasState, httpx.AsyncClient]) -> None:
+    state, client = sim
+    assert (await client.post("/_sim/hang")).json()["hung"] is True
+    call = asyncio.create_task(client.post("/webhook", **signed(open_event())))
+    await asyncio.sleep(0.2)
+    assert not call.done() and state.deliveries() == []  # held, unanswered
+    assert (await client.post("/_sim/up")).json()["hung"] is False
+    assert (await call).status_code == 201
+    assert len(state.cases()) == 1
 
 
 async def test_control_reads_and_ui(sim: tuple[CcaasState, httpx.AsyncClient]) -> None:
