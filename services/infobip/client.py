@@ -235,10 +235,16 @@ class InfobipClient:
         params: Params | None,
         json_body: object,
         headers: Mapping[str, str] | None,
+        timeout_s: float | None = None,
     ) -> object:
         try:
             answer = await self._http.request(
-                method, path, params=params, json_body=json_body, headers=headers
+                method,
+                path,
+                params=params,
+                json_body=json_body,
+                headers=headers,
+                timeout_s=timeout_s,
             )
         except HttpFailure as exc:
             verdict = farside.judge_failure(exc)
@@ -270,12 +276,19 @@ class InfobipClient:
         params: Params | None = None,
         json_body: object = None,
         headers: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> object:
         attempt = 0
         while True:
             try:
                 return await self._send_once(
-                    method, path, what, params=params, json_body=json_body, headers=headers
+                    method,
+                    path,
+                    what,
+                    params=params,
+                    json_body=json_body,
+                    headers=headers,
+                    timeout_s=timeout_s,
                 )
             except InfobipError as exc:
                 if not (retry and exc.retryable and attempt < self._max_retries):
@@ -386,13 +399,19 @@ class InfobipClient:
         return self._object(body, "get conversation")
 
     async def create_message(
-        self, conversation_id: str, body: Mapping[str, Any], *, agent_id: str | None = None
+        self,
+        conversation_id: str,
+        body: Mapping[str, Any],
+        *,
+        agent_id: str | None = None,
+        timeout_s: float | None = None,
     ) -> dict[str, Any]:
         """Create Message (agent → end user), with ``x-agent-id: agent_id`` when given.
         Infobip refuses the header on an unassigned conversation and requires it on one
         assigned to an agent, so the caller passes the conversation's assignee. Not retried
         here: a failure is raised so the caller's durable queue retries with its
-        idempotency handling."""
+        idempotency handling. ``timeout_s``: at most this long instead of the client's
+        timeout (a sender whose lease ends sooner)."""
         created = await self._request(
             "POST",
             self._conversation_path(conversation_id, "/messages"),
@@ -400,6 +419,7 @@ class InfobipClient:
             retry=False,
             json_body=dict(body),
             headers={"x-agent-id": agent_id} if agent_id else None,
+            timeout_s=timeout_s,
         )
         return self._object(created, "create message")
 

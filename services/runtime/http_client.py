@@ -154,8 +154,12 @@ class HttpClient:
         body: bytes | None = None,
         json_body: object = None,
         headers: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> HttpAnswer:
         """Sends one request and reads its whole answer, whatever its status.
+
+        ``timeout_s`` bounds this request instead of the client's (e.g. a caller whose
+        right to send ends sooner).
 
         ``params`` are encoded into the query string (a list value repeats the name);
         ``json_body`` (when not None) is sent as JSON with its Content-Type, otherwise
@@ -177,14 +181,25 @@ class HttpClient:
             except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate, an int > 64 bits
                 raise InvalidRequest(f"the body cannot be written as JSON ({exc})") from None
             all_headers["Content-Type"] = "application/json"
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        timeout = (
+            self._timeout
+            if timeout_s is None
+            else aiohttp.ClientTimeout(total=timeout_s, sock_connect=timeout_s)
+        )
         try:
             async with self._client().request(
-                method, target, data=body, headers=all_headers, allow_redirects=False
+                method,
+                target,
+                data=body,
+                headers=all_headers,
+                allow_redirects=False,
+                timeout=timeout,
             ) as response:
                 return HttpAnswer(response.status, response.headers, await self._read(response))
         # AnswerTooLarge (from _read) is none of these and passes through.
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._failure(exc) from None
+            raise self._failure(exc, limit) from None
 
     def _target(self, url: str, params: Params | None) -> str:
         target = self._base_url + url
@@ -225,14 +240,15 @@ class HttpClient:
         finally:
             response.release()
 
-    def _failure(self, exc: BaseException) -> BaseException:
+    def _failure(self, exc: BaseException, limit: float | None = None) -> BaseException:
         """The HttpFailure an aiohttp or timeout error means (others are returned as
-        they are)."""
+        they are); ``limit``: the request's timeout when not the client's."""
+        limit = self.timeout_s if limit is None else limit
         # The order matters: the connect timeout is a TimeoutError and a connector error too.
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
-            return ConnectFailed(f"connect timed out after {self.timeout_s:g}s")
+            return ConnectFailed(f"connect timed out after {limit:g}s")
         if isinstance(exc, TimeoutError):
-            return RequestTimeout(f"timed out after {self.timeout_s:g}s")
+            return RequestTimeout(f"timed out after {limit:g}s")
         if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ServerFingerprintMismatch):
             return TlsFailed(f"TLS failed ({type(exc).__name__})")
         if isinstance(exc, aiohttp.ClientConnectorError):

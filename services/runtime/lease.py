@@ -24,10 +24,20 @@ is not taken while an old pod holds the old key (docs/deploy.md, "Upgrades").
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+import uuid
+
 from ccbridge.services.runtime.redis import RedisClient
+
+log = logging.getLogger(__name__)
 
 GUARD = "lease-v2"
 """The value a guarded old-style lease key holds while new-style leases are held."""
+
+HOLDER_SEP = "@"
+"""Separates a token's number from its holder's replica id (``<µs>@<replica>``)."""
 
 LEASE_LUA = f"""
 local function lease_guard(guard, ttl)
@@ -37,7 +47,7 @@ local function lease_guard(guard, ttl)
     redis.call('SET', guard, '{GUARD}', 'PX', ttl)
   end
 end
-local function lease_acquire(key, ttl, guard)
+local function lease_take(key, ttl, guard, holder, gone)
   local owner = false
   if guard then
     owner = redis.call('GET', guard)
@@ -45,11 +55,20 @@ local function lease_acquire(key, ttl, guard)
   end
   local now = redis.call('TIME')
   local token = now[1] .. string.format('%06d', tonumber(now[2]))
-  if not redis.call('SET', key, token, 'NX', 'PX', ttl) then return false end
+  if holder and holder ~= '' then token = token .. '{HOLDER_SEP}' .. holder end
+  if gone and gone ~= '' then
+    if redis.call('GET', key) ~= gone then return false end
+    redis.call('SET', key, token, 'PX', ttl)
+  elseif not redis.call('SET', key, token, 'NX', 'PX', ttl) then
+    return false
+  end
   if guard and (not owner or redis.call('PTTL', guard) < tonumber(ttl)) then
     redis.call('SET', guard, '{GUARD}', 'PX', ttl)
   end
   return token
+end
+local function lease_acquire(key, ttl, guard, holder)
+  return lease_take(key, ttl, guard, holder, nil)
 end
 local function lease_held(key, token)
   return redis.call('GET', key) == token
@@ -67,7 +86,10 @@ local function lease_release(key, token)
 end
 """
 """Lua functions for scripts guarded by a lease (prepend to the script):
-``lease_acquire(key, ttl_ms, guard?)`` → token or false,
+``lease_acquire(key, ttl_ms, guard?, holder?)`` → token or false (with a holder, the
+token names it: ``<µs>@<replica>``), ``lease_take(key, ttl_ms, guard?, holder?, gone?)``
+→ the same, but with ``gone`` it takes the lease only while it still holds exactly that
+token (its holder is known dead: :class:`Liveness`),
 ``lease_held(key, token)``, ``lease_renew(key, token, ttl_ms, guard?)`` → 1/0,
 ``lease_release(key, token)`` → 1/0. A guard, once taken, is never deleted: it expires
 at most one TTL after the last new-style holder let go."""
@@ -137,3 +159,70 @@ class Lease:
         token, self.token = self.token, None
         if token is not None:
             await self._release(keys=[self.key], args=[token])
+
+
+def holder_of(token: str) -> str | None:
+    """The replica id a token names (``<µs>@<replica>``), None for a bare number."""
+    _, sep, holder = token.partition(HOLDER_SEP)
+    return holder if sep and holder else None
+
+
+class Liveness:
+    """This replica's heartbeat: ``<prefix>:live:<replica>``, renewed every
+    ``interval_ms`` with a TTL of ``ttl_ms``. Leases taken with ``holder=replica`` name
+    it, so a successor may take a lease whose holder's key is gone (crashed, frozen or cut
+    off from Redis) at once, not after the lease's whole TTL; the fencing token still
+    refuses every write of the old holder.
+
+    :meth:`remaining_s` is how long this replica's key is certainly still there (the
+    monotonic clock from before the last successful renewal): a holder starts no far-side
+    call it cannot finish by then, since a successor may take over right after."""
+
+    def __init__(
+        self, redis: RedisClient, prefix: str, *, ttl_ms: int = 3000, interval_ms: int = 1000
+    ) -> None:
+        self.r = redis
+        self.prefix = prefix
+        self.replica = uuid.uuid4().hex[:16]
+        self.ttl_ms = ttl_ms
+        self.interval_ms = interval_ms
+        self._valid_until = 0.0
+
+    def key(self, replica: str) -> str:
+        return f"{self.prefix}:live:{replica}"
+
+    async def beat(self) -> bool:
+        """Renews this replica's key; False when Redis did not answer."""
+        started = time.monotonic()
+        try:
+            await self.r.set(self.key(self.replica), b"1", px=self.ttl_ms)
+        except Exception:
+            log.warning("cannot renew this replica's liveness key", exc_info=True)
+            return False
+        self._valid_until = started + self.ttl_ms / 1000
+        return True
+
+    def remaining_s(self) -> float:
+        return self._valid_until - time.monotonic()
+
+    async def run(self) -> None:
+        """Renews the key until cancelled."""
+        while True:
+            await self.beat()
+            await asyncio.sleep(self.interval_ms / 1000)
+
+    async def alive(self, replica: str) -> bool:
+        return bool(await self.r.exists(self.key(replica)))
+
+    async def gone(self, token: str) -> bool:
+        """Whether the holder a token names is known dead (its key expired). A token
+        without a holder (an older release's) is never judged dead: it waits its TTL."""
+        holder = holder_of(token)
+        if holder is None or holder == self.replica:
+            return False
+        return not await self.alive(holder)
+
+    async def stop(self) -> None:
+        """Drops the key (after this replica let its leases go)."""
+        self._valid_until = 0.0
+        await self.r.delete(self.key(self.replica))

@@ -50,6 +50,8 @@ _KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "{p}:stats",
             "{p}:reconcile",  # older releases' progress, read during an upgrade
             "{p}:reconcile:*",
+            "{p}:live:*",
+            "{p}:fs:*",
         ),
         "connector": (
             "{p}:connector:*",

@@ -20,6 +20,7 @@ from ccbridge.services.runtime.component import (
     Servicer,
     run_service,
 )
+from ccbridge.services.runtime.lease import Liveness
 from ccbridge.services.runtime.redis import create_redis, redis_ready
 from ccbridge.services.session.servicer import SessionServicer
 from ccbridge.services.session.settings import SessionSettings
@@ -45,6 +46,12 @@ RunningSession = Running[SessionParts]
 async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Component[SessionParts]:
     """Creates the Redis client, peer channels, Infobip client, worker and servicer."""
     redis = create_redis(settings.common.redis_url)
+    liveness = Liveness(
+        redis,
+        settings.common.redis_prefix,
+        ttl_ms=settings.liveness_ttl_ms,
+        interval_ms=settings.liveness_interval_ms,
+    )
     store = SessionStore(
         redis,
         prefix=settings.common.redis_prefix,
@@ -62,6 +69,7 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
             if settings.redis_wait_replicas
             else None
         ),
+        liveness=liveness if settings.workers_enabled else None,
     )
     tls, keepalive_ms = settings.common.mesh_tls, settings.common.grpc_keepalive_ms
     history_ch = create_channel(settings.history_addr, tls, "history", keepalive_ms=keepalive_ms)

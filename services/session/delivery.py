@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import grpc
 
 from ccbridge.services.runtime.errors import RETRYABLE_CODES, FarSideError, retry_after_from
+from ccbridge.services.runtime.farside import ALLOW, Admission, FarSideGate, Parking
 from ccbridge.services.session.store import Lane, SessionStore, now_ms
 
 log = logging.getLogger(__name__)
@@ -37,9 +39,27 @@ class Failure(Exception):
     reason: str
     retryable: bool
     retry_after: float | None = None
+    held: bool = False
+    """No attempt: the far side's health gate held the call (it was not made), or it was
+    the open breaker's probe (the outage failed, not the message)."""
+    parked: str = ""
+    """The far side this failure waits on (held by its open breaker, or failing): the
+    conversation is parked on its gate and handed back at its next success."""
 
     def __str__(self) -> str:
         return self.reason
+
+
+def held(name: str, admission: Admission) -> Failure:
+    """The failure of a call the far side's gate did not let go (services/runtime/
+    farside.py): retried after the gate's wait, without counting an attempt."""
+    return Failure(
+        f"{name}: held ({admission.reason})",
+        True,
+        admission.wait_s,
+        held=True,
+        parked=name if admission.reason == "open" else "",
+    )
 
 
 def failure_from_rpc_error(exc: grpc.aio.AioRpcError, what: str) -> Failure:
@@ -79,11 +99,93 @@ class RetryPolicy:
 
 
 class Delivery:
-    """What happens to a lane's head after an attempt, for both delivery paths."""
+    """What happens to a lane's head after an attempt, for both delivery paths, and the
+    health gate of each far side they call (services/runtime/farside.py): the Infobip
+    gate (outbox) and the connectors' (inbox, one far side per connector)."""
 
-    def __init__(self, store: SessionStore, policy: RetryPolicy) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        policy: RetryPolicy,
+        gates: Mapping[Lane, FarSideGate] | None = None,
+        wake: Callable[[Iterable[str], Iterable[Lane]], None] | None = None,
+    ) -> None:
         self.store = store
         self.policy = policy
+        self.gates = dict(gates or {})
+        self._wake = wake
+
+    @staticmethod
+    def far_side(lane: Lane, connector: str) -> str:
+        """The gate's name of the far side a lane calls."""
+        return "infobip" if lane is Lane.OUTBOX else f"connector:{connector}"
+
+    async def admit(self, lane: Lane, name: str, cost: int = 1) -> Admission:
+        gate = self.gates.get(lane)
+        return ALLOW if gate is None else await gate.admit(name, cost)
+
+    async def abandon(self, lane: Lane, name: str, admission: Admission) -> None:
+        """A call that ended without an outcome: a probe's slot is freed at once."""
+        gate = self.gates.get(lane)
+        if gate is not None and admission.probe:
+            await gate.abandon(name)
+
+    async def report(self, lane: Lane, name: str, admission: Admission, *, ok: bool) -> bool:
+        """Reports a call's outcome to its gate (a success only when the gate counted
+        failures: the common case costs nothing); a success that closed the breaker
+        schedules every conversation waiting on the far side at once. Returns whether the
+        breaker is open now."""
+        gate = self.gates.get(lane)
+        if gate is None or (ok and admission.healthy):
+            return False
+        opened, waiters = await gate.record(name, ok)
+        if not waiters:
+            return opened
+        by_lane: dict[Lane, list[str]] = {}
+        for member in waiters:
+            lane_name, _, cid = member.partition(":")
+            by_lane.setdefault(Lane(lane_name), []).append(cid)
+        for each, cids in by_lane.items():
+            await self.store.unpark(each, cids)
+            if self._wake is not None:
+                self._wake(cids, [each])
+        return opened
+
+    def _wait_ms(self, parking: Parking | None, own_ms: int, *, held: bool) -> int:
+        """When a failed or held head is looked at again: the open breaker's prober when
+        the probe may go; one waiting on an open breaker at the latest after a recheck (it
+        is handed back at the far side's first success anyway); a held one whose far side
+        answered meanwhile at once; otherwise after its own wait."""
+        if parking is None:
+            return own_ms
+        if parking.probe_in_s is not None:
+            return int(parking.probe_in_s * 1000)
+        if not parking.parked:
+            return 0 if held else own_ms
+        if parking.open:
+            return self.recheck_ms() if held else min(own_ms, self.recheck_ms())
+        return own_ms
+
+    def recheck_ms(self) -> int:
+        """How long a conversation parked on a sick far side waits before it looks again
+        by itself (it is handed back at the far side's first success anyway): ten probe
+        intervals, jittered, so a prober that vanished is replaced."""
+        interval = max((g.policy.probe_interval_ms for g in self.gates.values()), default=1000)
+        return int(interval * 10 * random.uniform(0.5, 1.0))
+
+    async def _park(self, lane: Lane, cid: str, failure: Failure) -> Parking | None:
+        """Parks the conversation on the far side its failure waits on (None: none); names
+        the next prober in turn when the gate asks."""
+        gate = self.gates.get(lane)
+        if not failure.parked or gate is None:
+            return None
+        parking = await gate.park(failure.parked, f"{lane.value}:{cid}")
+        if parking.prober:
+            lane_name, _, other = parking.prober.partition(":")
+            await self.store.unpark(
+                Lane(lane_name), [other], now_ms() + int(parking.prober_in_s * 1000)
+            )
+        return parking
 
     async def failed(
         self,
@@ -99,6 +201,20 @@ class Delivery:
         cannot help or the budget is spent (returns True when it did), else records the
         lane's back-off (returns False)."""
         field = lane.value
+        parking = await self._park(lane, cid, failure)
+        if failure.held:
+            # Not attempted (the gate held the call, or it was the breaker's probe): the
+            # budget is untouched (docs/reliability.md).
+            own = int((failure.retry_after or 0) * 1000)
+            wait_ms = self._wait_ms(parking, own, held=True)
+            await self.store.transition(
+                cid,
+                allowed=("ACTIVE", "CLOSING"),
+                lane=lane,
+                lease_token=token,
+                values={f"{field}_next_at": str(now_ms() + wait_ms)},
+            )
+            return False
         if self.policy.gives_up(failure, attempts):
             log.error(
                 "%s delivery gave up after %d attempts: %s", lane.queue, attempts, failure.reason
@@ -120,7 +236,8 @@ class Delivery:
             )
             return True
         log.warning("%s delivery failed (attempt %d): %s", lane.queue, attempts, failure.reason)
-        next_at = now_ms() + self.policy.delay_ms(attempts, failure.retry_after)
+        delay = self.policy.delay_ms(attempts, failure.retry_after)
+        next_at = now_ms() + self._wait_ms(parking, delay, held=False)
         await self.store.transition(
             cid,
             allowed=("ACTIVE", "CLOSING"),

@@ -29,6 +29,7 @@ outbox lane has its own lease, so a batch waiting on a slow CCaaS holds no agent
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -38,7 +39,12 @@ import grpc
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
 from ccbridge.services.runtime.logging import conversation_id_var
-from ccbridge.services.session.delivery import Delivery, Failure, failure_from_rpc_error
+from ccbridge.services.session.delivery import (
+    Delivery,
+    Failure,
+    failure_from_rpc_error,
+    held,
+)
 from ccbridge.services.session.inbound import InboundContent
 from ccbridge.services.session.store import Claim, Finishing, Lane, SessionStore
 
@@ -164,8 +170,10 @@ class InboxRelay:
         conversation_id_var.set(claim.conversation_id)
         try:
             if payload is not None:
-                # A message after accepted ones is a new head: its first attempt.
-                attempts = (claim.in_attempts if plan.delivered == 0 else 0) + 1
+                # A message after accepted ones is a new head: its first attempt; a call
+                # the far side's gate held was no attempt.
+                attempts = claim.in_attempts if plan.delivered == 0 else 0
+                attempts += 0 if failure.held else 1
                 await self.delivery.failed(
                     Lane.INBOX, claim.conversation_id, claim.token, payload, attempts, failure
                 )
@@ -189,6 +197,33 @@ class InboxRelay:
             plan.messages[index] = message
 
     async def _post(self, connector: str, plans: list[_Plan]) -> None:
+        """One batch call through the far side's health gate (a message costs one of its
+        rate budget); a held call leaves every plan of it held, attempting nothing."""
+        name = self.delivery.far_side(Lane.INBOX, connector)
+        cost = sum(len(p.to_send) for p in plans)
+        admission = await self.delivery.admit(Lane.INBOX, name, cost)
+        if not admission.allowed:
+            failure = held(name, admission)
+            for plan in plans:
+                plan.failure = failure
+            return
+        try:
+            await self._call(connector, plans)
+        except BaseException:  # no outcome to report
+            with contextlib.suppress(Exception):
+                await self.delivery.abandon(Lane.INBOX, name, admission)
+            raise
+        failures = [p.failure for p in plans if p.failure is not None]
+        # Sick only when nothing got through and a retry could help.
+        sick = bool(failures) and len(failures) == len(plans) and any(f.retryable for f in failures)
+        await self.delivery.report(Lane.INBOX, name, admission, ok=not sick)
+        for failure in failures:
+            if failure.retryable:
+                failure.parked = name  # handed back at the far side's next success
+                # A failed probe is no attempt: the outage, not the message, failed.
+                failure.held = admission.probe
+
+    async def _call(self, connector: str, plans: list[_Plan]) -> None:
         request = connector_pb2.PostCustomerMessagesRequest(
             connector=connector,
             cases=[

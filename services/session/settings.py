@@ -30,6 +30,12 @@ class SessionSettings:
     infobip_readback_skew_ms: int
     infobip_readback_delay_ms: int
     lease_ttl_ms: int
+    liveness_ttl_ms: int
+    liveness_interval_ms: int
+    farside_failures_to_open: int
+    farside_probe_interval_ms: int
+    infobip_rate_per_s: float
+    connector_rate_per_s: float
     worker_concurrency: int
     scheduler_poll_ms: int
     batch_per_step: int
@@ -84,6 +90,14 @@ class SessionSettings:
                 "CCBRIDGE_INFOBIP_READBACK_DELAY_MS", 2000, minimum=0, maximum=600_000
             ),
             lease_ttl_ms=env.int("CCBRIDGE_LEASE_TTL_MS", 15000, minimum=500),
+            liveness_ttl_ms=env.int("CCBRIDGE_LIVENESS_TTL_MS", 3000, minimum=200),
+            liveness_interval_ms=env.int("CCBRIDGE_LIVENESS_INTERVAL_MS", 1000, minimum=50),
+            farside_failures_to_open=env.int("CCBRIDGE_FARSIDE_FAILURES_TO_OPEN", 5, minimum=1),
+            farside_probe_interval_ms=env.int(
+                "CCBRIDGE_FARSIDE_PROBE_INTERVAL_MS", 1000, minimum=50, maximum=60000
+            ),
+            infobip_rate_per_s=env.float("CCBRIDGE_INFOBIP_RATE_PER_S", 0.0, minimum=0.0),
+            connector_rate_per_s=env.float("CCBRIDGE_CONNECTOR_RATE_PER_S", 0.0, minimum=0.0),
             worker_concurrency=env.int("CCBRIDGE_WORKER_CONCURRENCY", 64, minimum=1),
             scheduler_poll_ms=env.int("CCBRIDGE_SCHEDULER_POLL_MS", 50, minimum=1),
             batch_per_step=env.int("CCBRIDGE_BATCH_PER_STEP", 100, minimum=1),
@@ -118,5 +132,9 @@ class SessionSettings:
                 "CCBRIDGE_REDIS_WAIT_TIMEOUT_MS", 1000, minimum=1, maximum=4000
             ),
         )
+        if settings.liveness_interval_ms * 2 > settings.liveness_ttl_ms:
+            env.errors.append(
+                "CCBRIDGE_LIVENESS_INTERVAL_MS must be at most half of CCBRIDGE_LIVENESS_TTL_MS"
+            )
         env.done("session")
         return settings

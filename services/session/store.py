@@ -39,6 +39,10 @@ live in one Redis Cluster slot):
 ``{ccb:lease:reconcile}``      backfill cursor), in its lease's slot (the lease fences its
                                writes); ``ccb:reconcile`` of older releases is read while
                                it has no marks
+``ccb:live:<replica>``         string: a Session replica's liveness key, short TTL; lease
+                               tokens name their replica (runtime/lease.py, Liveness)
+``ccb:fs:{<far side>}``        hash + ``:w`` zset: a far side's health gate and the
+                               conversations waiting on it (runtime/farside.py)
 =============================  ==========================================================
 
 The handover hash keeps every value within Redis's ``hash-max-listpack-value`` (64 bytes)
@@ -61,6 +65,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import logging
 import time
 import uuid
 import zlib
@@ -72,9 +77,11 @@ import orjson
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.errors import Unavailable
-from ccbridge.services.runtime.lease import LEASE_LUA
+from ccbridge.services.runtime.lease import LEASE_LUA, Liveness
 from ccbridge.services.runtime.redis import RawPipeline, RawScript, RedisClient, create_batch
 from ccbridge.services.session.settings import DUE_SHARDS  # CCBRIDGE_DUE_SHARDS
+
+log = logging.getLogger(__name__)
 
 INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE, INGEST_FULL = 0, 1, 2, 3
 # Conversations remembered by ingest()'s schedule guess: a closed one leaves it when this
@@ -228,22 +235,24 @@ end
 return 3
 """
 
-# A lane step's start: takes the lane's lease and reads the record and both queue
-# lengths. KEYS: lease, v1 lease (guard), h, in, out   ARGV: lease ttl ms
-# Returns {token or '', record as a flat field/value list, inbox length, outbox length}.
+# A lane step's start: takes the lane's lease (or, with a dead holder's token, takes it
+# over from that token only) and reads the record and both queue lengths.
+# KEYS: lease, v1 lease (guard), h, in, out   ARGV: lease ttl ms, holder, dead token or ''
+# Returns {token or '', record as a flat field/value list, inbox length, outbox length,
+# the holder's token when not taken ('' when none)}.
 _BEGIN = (
     LEASE_LUA
     + """
-local token = lease_acquire(KEYS[1], ARGV[1], KEYS[2])
+local token = lease_take(KEYS[1], ARGV[1], KEYS[2], ARGV[2], ARGV[3])
 return {token or '', redis.call('HGETALL', KEYS[3]), redis.call('LLEN', KEYS[4]),
-  redis.call('LLEN', KEYS[5])}
+  redis.call('LLEN', KEYS[5]), token and '' or (redis.call('GET', KEYS[1]) or '')}
 """
 )
 
 # The relay's claim (services/session/relay.py): takes a conversation's inbox lease and
 # reads its inbox head, but only when the conversation is on the fast path: ACTIVE with a
 # case, inbox not in back-off. Everything else goes to the inbox lane's full step.
-# KEYS: h, lease, v1 lease (guard), in   ARGV: lease ttl ms, window, now ms
+# KEYS: h, lease, v1 lease (guard), in   ARGV: lease ttl ms, window, now ms, holder
 # Returns {2} (not for the relay), {0} (leased elsewhere) or
 # {1, token, connector, external_id, in_attempts, {head messages}}.
 _CLAIM = (
@@ -255,7 +264,7 @@ if f[1] ~= 'ACTIVE' or not f[3] then return {2} end
 if (f[4] and tonumber(f[4]) or 0) > tonumber(ARGV[3]) then return {2} end
 local head = redis.call('LRANGE', KEYS[4], 0, tonumber(ARGV[2]) - 1)
 if #head == 0 then return {2} end
-local token = lease_acquire(KEYS[2], ARGV[1], KEYS[3])
+local token = lease_acquire(KEYS[2], ARGV[1], KEYS[3], ARGV[4])
 if not token then return {0} end
 return {1, token, f[2] or '', f[3], f[5] or '0', head}
 """
@@ -372,6 +381,13 @@ redis.call('HSET', KEYS[1], 'backfill_at', ARGV[1])
 return 1
 """
 _RELEASE = LEASE_LUA + "return lease_release(KEYS[1], ARGV[1])"
+# A lane's wait set (its far side is back, or it is the next to probe it), only on an
+# existing handover. KEYS: h   ARGV: field ('in_next_at' / 'out_next_at'), ms
+_UNPARK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 
 
 @dataclass
@@ -510,12 +526,16 @@ class SessionStore:
         inbox_max: int = 10_000,
         due_shards: int = DUE_SHARDS,
         replica_wait: ReplicaWait | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         if due_shards < 1:
             raise ValueError("due_shards must be at least 1")
         self.r = redis
         self.due_shards = due_shards
         self.replica_wait = replica_wait
+        # Leases name this replica, so a successor can take them over once it is gone.
+        self.liveness = liveness
+        self.holder = liveness.replica if liveness else ""
         self.p = prefix
         self.dedupe_ttl_s = dedupe_ttl_s
         self.closed_retention_s = closed_retention_s
@@ -533,6 +553,7 @@ class SessionStore:
         self._release = redis.register_script(_RELEASE)
         self._renew = redis.register_script(_RENEW)
         self._claim = self.raw.register_script(_CLAIM)
+        self._unpark = self.raw.register_script(_UNPARK)
         self._finish = self.raw.register_script(_FINISH)
         self._replay = redis.register_script(_REPLAY)
         self._erase_failed = redis.register_script(_ERASE_FAILED)
@@ -705,22 +726,24 @@ class SessionStore:
     ) -> tuple[str | None, HandoverRecord | None, int, int]:
         """Takes the lane's lease and reads the record and both queue lengths, in one
         round trip: (fencing token or None when held elsewhere, record, inbox length,
-        outbox length)."""
-        (reply,) = await self._evalsha_many(
-            self._begin,
-            [
-                (
-                    [
-                        self.k_lease(lane, cid),
-                        self.k_lease_v1(cid),
-                        self.k_h(cid),
-                        self.k_in(cid),
-                        self.k_out(cid),
-                    ],
-                    [lease_ttl_ms],
-                )
-            ],
-        )
+        outbox length). A lease whose holder's replica is gone (:class:`Liveness`) is
+        taken over from that holder's token (a second round trip, only then)."""
+        keys = [
+            self.k_lease(lane, cid),
+            self.k_lease_v1(cid),
+            self.k_h(cid),
+            self.k_in(cid),
+            self.k_out(cid),
+        ]
+        (reply,) = await self._evalsha_many(self._begin, [(keys, [lease_ttl_ms, self.holder, ""])])
+        owner = _text(reply[4])
+        if not _text(reply[0]) and owner and self.liveness and await self.liveness.gone(owner):
+            # Its holder's replica is gone: no need to wait out the lease's TTL.
+            (reply,) = await self._evalsha_many(
+                self._begin, [(keys, [lease_ttl_ms, self.holder, owner])]
+            )
+            if _text(reply[0]):
+                log.info("took over a %s lease from a replica that is gone", lane.queue)
         token = _text(reply[0])
         flat = reply[1]
         raw = dict(zip(flat[0::2], flat[1::2], strict=True))
@@ -1111,6 +1134,20 @@ class SessionStore:
                 ]
             )
 
+    async def unpark(self, lane: Lane, cids: Sequence[str], at_ms: int | None = None) -> None:
+        """Hands conversations waiting on a far side back to their lane (now, or at
+        ``at_ms``): sets the lane's wait to then and schedules it (one round trip)."""
+        if cids:
+            field, at = f"{lane.value}_next_at", now_ms() if at_ms is None else at_ms
+            # The wait is lowered before the schedule entry appears (in turn on a cluster).
+            await self._exec_in_turn(
+                [self._unpark.command([self.k_h(cid)], [field, at]) for cid in cids],
+                [
+                    ("ZADD", key, *_scored(group, at))
+                    for key, group in self._due_by_shard(lane, cids).items()
+                ],
+            )
+
     async def postpone_if_earlier(self, lane: Lane, cid: str, at_ms: int) -> None:
         """Moves an existing schedule entry later (another replica holds the lease)."""
         await self.r.zadd(self.k_due(lane, cid), {cid: at_ms}, xx=True, gt=True)
@@ -1156,7 +1193,7 @@ class SessionStore:
                         self.k_lease_v1(cid),
                         self.k_in(cid),
                     ],
-                    [lease_ttl_ms, window, ts],
+                    [lease_ttl_ms, window, ts, self.holder],
                 )
                 for cid in cids
             ],

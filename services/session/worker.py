@@ -46,6 +46,8 @@ from ccbridge.services.infobip.client import (
     InfobipNotFound,
 )
 from ccbridge.services.runtime.errors import FarSideError
+from ccbridge.services.runtime.farside import FarSideGate, GatePolicy
+from ccbridge.services.runtime.lease import holder_of
 from ccbridge.services.runtime.logging import conversation_id_var
 from ccbridge.services.runtime.media import MediaLinks
 from ccbridge.services.session.delivery import (
@@ -54,6 +56,7 @@ from ccbridge.services.session.delivery import (
     RetryPolicy,
     failure_from_far_side,
     failure_from_rpc_error,
+    held,
 )
 from ccbridge.services.session.inbound import InboundContent
 from ccbridge.services.session.reconciler import Reconciler
@@ -65,6 +68,7 @@ from ccbridge.services.session.store import (
     Finishing,
     HandoverRecord,
     Lane,
+    SendingMark,
     SessionStore,
     lane_has_work,
     now_ms,
@@ -83,6 +87,10 @@ MAX_TEXT = 4096  # Infobip's documented content size limit
 RELAY_IN_FLIGHT = 1
 MAX_DUE_READ = 1000  # due conversations read per scheduler pass, at most
 READBACK_MAX_PAGES = 5  # Get Messages pages read back after an unanswered send, at most
+# A Create Message starts only with this much of its lease left, and its timeout ends
+# SEND_MARGIN_S before the lease could pass on (services/runtime/lease.py, Liveness).
+MIN_SEND_S = 0.5
+SEND_MARGIN_S = 0.1
 
 
 # A handover record (None when missing) with its inbox and outbox lengths.
@@ -147,7 +155,35 @@ class ConversationWorker:
         self.policy = RetryPolicy(
             settings.retry_base_ms, settings.retry_max_ms, settings.delivery_max_attempts
         )
-        self.delivery = Delivery(store, self.policy)
+        self.delivery = Delivery(
+            store,
+            self.policy,
+            {
+                Lane.OUTBOX: FarSideGate(
+                    store.r,
+                    store.p,
+                    GatePolicy(
+                        failures_to_open=settings.farside_failures_to_open,
+                        probe_interval_ms=settings.farside_probe_interval_ms,
+                        probe_timeout_ms=int(settings.infobip_timeout_s * 2000),
+                        rate_per_s=settings.infobip_rate_per_s,
+                        burst=max(1, int(settings.infobip_rate_per_s)),
+                    ),
+                ),
+                Lane.INBOX: FarSideGate(
+                    store.r,
+                    store.p,
+                    GatePolicy(
+                        failures_to_open=settings.farside_failures_to_open,
+                        probe_interval_ms=settings.farside_probe_interval_ms,
+                        probe_timeout_ms=int(settings.grpc_timeout_s * 6000),
+                        rate_per_s=settings.connector_rate_per_s,
+                        burst=max(1, int(settings.connector_rate_per_s)),
+                    ),
+                ),
+            },
+            self.wake,
+        )
         self._wake = {lane: asyncio.Event() for lane in LANES}
         self._hot: dict[Lane, set[str]] = {lane: set() for lane in LANES}  # given work
         self._running: dict[tuple[Lane, str], asyncio.Task[None]] = {}
@@ -158,6 +194,11 @@ class ConversationWorker:
         self.inbound = InboundContent(
             peers.infobip, MediaLinks(settings.media, settings.infobip_base_url)
         )
+        # Lease tokens this process holds: (acquired, held until), monotonic seconds.
+        self._held: dict[str, tuple[float, float]] = {}
+        self.liveness = store.liveness
+        self._live = asyncio.Event()  # this replica's liveness key is written
+        self._beat: asyncio.Task[None] | None = None
         self.relay = InboxRelay(
             store,
             peers.connector,
@@ -172,6 +213,10 @@ class ConversationWorker:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        if self.liveness is None:
+            self._live.set()
+        else:
+            self._beat = asyncio.create_task(self._liveness_loop(), name="liveness")
         self._tasks = [
             *(
                 asyncio.create_task(self._schedule_loop(lane), name=f"scheduler-{lane.value}")
@@ -206,9 +251,30 @@ class ConversationWorker:
             _done, pending = await asyncio.wait(set(self._running.values()), timeout=timeout_s)
             for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        if self._beat is not None:  # after the steps: their sends are fenced by it
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+        if self.liveness is not None:
+            with contextlib.suppress(Exception):
+                await self.liveness.stop()
+
+    async def _liveness_loop(self) -> None:
+        """Renews this replica's liveness key (leases name it: services/runtime/lease.py);
+        scheduling starts once it is written, so no lease names a replica without one."""
+        assert self.liveness is not None
+        interval = self.liveness.interval_ms / 1000
+        while True:
+            if await self.liveness.beat() and not self._live.is_set():
+                log.info("liveness key written", extra={"replica": self.liveness.replica})
+                self._live.set()
+            await asyncio.sleep(interval)
 
     # -- scheduling ------------------------------------------------------------------------
     async def _schedule_loop(self, lane: Lane) -> None:
+        await self._live.wait()
         poll = self.s.scheduler_poll_ms / 1000
         last_read = 0.0
         wake = self._wake[lane]
@@ -304,16 +370,21 @@ class ConversationWorker:
         token (None: another worker holds it) with the record and queue lengths read in
         the same round trip."""
         ttl = self.s.lease_ttl_ms
+        started = time.monotonic()  # before the request: the lease lasts at least this long
         token, rec, inbox, outbox = await self.store.begin_step(lane, cid, ttl)
         if token is None:
             yield None, (rec, inbox, outbox)
             return
+        self._held[token] = (started, started + ttl / 1000)
 
         async def renew() -> None:
             while True:
                 await asyncio.sleep(ttl / 3000)
+                asked = time.monotonic()
                 if not await self.store.renew_lease(lane, cid, token, ttl):
+                    self._held[token] = (started, 0.0)
                     return
+                self._held[token] = (started, asked + ttl / 1000)
 
         renewer = asyncio.create_task(renew())
         try:
@@ -322,16 +393,31 @@ class ConversationWorker:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+            self._held.pop(token, None)
             with contextlib.suppress(Exception):
                 await self.store.release_lease(lane, cid, token)
+
+    def time_left_s(self, token: str) -> float:
+        """How long ``token``'s lease is certainly still ours (the monotonic clock since
+        the acquire or renewal was asked, so a pause of this process counts), and this
+        replica's liveness key with it: a successor may take over when either is gone."""
+        _, until = self._held.get(token, (0.0, 0.0))
+        left = until - time.monotonic()
+        if self.liveness is not None:
+            left = min(left, self.liveness.remaining_s())
+        return left
 
     async def run_step(self, lane: Lane, cid: str) -> None:
         """Runs one step of a conversation's lane if the lane's lease can be taken."""
         conversation_id_var.set(cid)
         async with self._lease(lane, cid) as (token, snapshot):
             if token is None:
-                # Another replica works on it; look again when its lease could expire.
-                await self.store.postpone_if_earlier(lane, cid, now_ms() + self.s.lease_ttl_ms // 2)
+                # Another replica works on it; look again when its lease could expire, or
+                # its liveness key (then the lease is taken over at once).
+                wait = self.s.lease_ttl_ms // 2
+                if self.liveness is not None:
+                    wait = min(wait, self.liveness.ttl_ms)
+                await self.store.postpone_if_earlier(lane, cid, now_ms() + wait)
                 return
             try:
                 if lane is Lane.INBOX:
@@ -648,12 +734,10 @@ class ConversationWorker:
                     window.clear()
                 continue
             try:
-                if lane is Lane.INBOX:
-                    await self._post_customer_message(rec, message)
-                else:
-                    await self._send_to_end_user(rec, token, payload, message)
+                await self._deliver(lane, rec, token, payload, message)
             except Failure as failure:
-                attempts += 1
+                if not failure.held:  # a call the gate held was no attempt
+                    attempts += 1
                 if await self.delivery.failed(lane, cid, token, payload, attempts, failure):
                     attempts = 0
                     continue  # dead-lettered: on with the next message
@@ -665,6 +749,38 @@ class ConversationWorker:
                 window.clear()
             delivered += 1
             attempts = 0
+
+    async def _deliver(
+        self,
+        lane: Lane,
+        rec: HandoverRecord,
+        token: str,
+        payload: bytes,
+        message: common_pb2.Message,
+    ) -> None:
+        """One head message to its far side, through the far side's health gate."""
+        name = self.delivery.far_side(lane, rec.get("connector"))
+        admission = await self.delivery.admit(lane, name)
+        if not admission.allowed:
+            raise held(name, admission)
+        try:
+            if lane is Lane.INBOX:
+                await self._post_customer_message(rec, message)
+            else:
+                await self._send_to_end_user(rec, token, payload, message)
+        except Failure as failure:
+            # A refusal is an answer: only a retryable failure says the far side is sick.
+            await self.delivery.report(lane, name, admission, ok=not failure.retryable)
+            if failure.retryable:
+                failure.parked = name  # handed back at the far side's next success
+                # A failed probe is no attempt: the outage, not the message, failed.
+                failure.held = admission.probe
+            raise
+        except BaseException:  # e.g. LeaseLost: no outcome to report
+            with contextlib.suppress(Exception):
+                await self.delivery.abandon(lane, name, admission)
+            raise
+        await self.delivery.report(lane, name, admission, ok=True)
 
     async def _peek(
         self, cid: str, lane: Lane, count: int
@@ -755,6 +871,7 @@ class ConversationWorker:
                 "content": parts[index],
             }
             if mark is not None and mark.part == index and mark.sent_at_ms:
+                await self._outwait(token, mark)
                 found = await self._read_back(cid, body, mark.sent_at_ms, known)
                 if found is not None:
                     log.info("an agent message part sent before was found at Infobip")
@@ -762,6 +879,7 @@ class ConversationWorker:
                     known.append(found)
                     continue
             mark = None
+            self._send_timeout(token)  # no mark for a send that cannot start
             await self._mark(cid, token, item, index, index, now_ms())
             try:
                 created = await self._create_message(rec, token, body)
@@ -835,7 +953,9 @@ class ConversationWorker:
         cid = rec.conversation_id
         agent = await self._assignee(rec, token)
         try:
-            return await self.peers.infobip.create_message(cid, body, agent_id=agent or None)
+            return await self.peers.infobip.create_message(
+                cid, body, agent_id=agent or None, timeout_s=self._send_timeout(token)
+            )
         except InfobipError as exc:
             if exc.status != 400 or isinstance(exc, InfobipNotFound):
                 raise
@@ -844,7 +964,46 @@ class ConversationWorker:
         if fresh == agent:
             raise refused
         log.info("the conversation's assignee changed; sending again with it")
-        return await self.peers.infobip.create_message(cid, body, agent_id=fresh or None)
+        return await self.peers.infobip.create_message(
+            cid, body, agent_id=fresh or None, timeout_s=self._send_timeout(token)
+        )
+
+    def _send_timeout(self, token: str) -> float:
+        """The timeout of a Create Message sent now under ``token``: the client's, cut to
+        end before the lease (or this replica's liveness key) could pass to a successor.
+        Raises LeaseLost when too little is left to start one: a process that resumes
+        after a pause longer than its lease never sends what its successor now owns."""
+        left = self.time_left_s(token) - SEND_MARGIN_S
+        if left < MIN_SEND_S:
+            raise LeaseLost()
+        return min(self.s.infobip_timeout_s, left)
+
+    def max_send_window_s(self) -> float:
+        """The longest a holder's Create Message may last after its sending mark: no send
+        outlives the lease or the liveness key it started under."""
+        window = self.s.lease_ttl_ms / 1000
+        if self.liveness is not None:
+            window = min(window, self.liveness.ttl_ms / 1000)
+        return min(window, self.s.infobip_timeout_s)
+
+    async def _outwait(self, token: str, mark: SendingMark) -> None:
+        """Before reading back a part another lease holder sent without a known outcome:
+        waits until that holder's send window is over (it ended before this lease could
+        be taken, but a Create Message in flight may still be stored) and Infobip had the
+        read-back delay to store it. A part this replica sent needs no wait here: its
+        outcome was awaited and the retry came after the read-back delay."""
+        mine = self.liveness.replica if self.liveness is not None else None
+        if holder_of(mark.token) == mine and mark.token not in self._held:
+            return
+        settle = self.s.infobip_readback_delay_ms / 1000
+        window = self.max_send_window_s()
+        since, _ = self._held.get(token, (time.monotonic(), 0.0))
+        after_takeover = since + settle - time.monotonic()
+        after_mark = (mark.sent_at_ms - now_ms()) / 1000 + window + settle
+        wait = min(max(after_takeover, after_mark), window + settle)
+        if wait > 0:
+            log.info("waiting %.1fs for a predecessor's send before reading it back", wait)
+            await asyncio.sleep(wait)
 
     async def _assignee(self, rec: HandoverRecord, token: str, *, refresh: bool = False) -> str:
         """The agent the conversation is assigned to at Infobip ('' when unassigned), as

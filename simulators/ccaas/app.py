@@ -184,6 +184,8 @@ def create_app(
     sim = state if state is not None else CcaasState()
     secrets = _secrets(secret)
     config: dict[str, str | None] = {"bridge_webhook_url": bridge_webhook_url}
+    answering = asyncio.Event()  # cleared while the simulator hangs (POST /_sim/hang)
+    answering.set()
 
     async def receive(request: Request) -> Response:
         response = await handle(request)
@@ -194,6 +196,7 @@ def create_app(
 
     async def handle(request: Request) -> Response:
         body = await request.body()
+        await answering.wait()  # a hanging CCaaS: the call waits (the caller's timeout ends it)
         header_key = request.headers.get("idempotency-key", "")
         if len(body) > MAX_BODY_BYTES:
             sim.record_delivery(
@@ -425,6 +428,13 @@ def create_app(
 
     async def up(request: Request) -> Response:
         sim.set_down(False)
+        sim.set_hung(False)
+        answering.set()
+        return JsonResponse(sim.status())
+
+    async def hang(request: Request) -> Response:
+        sim.set_hung(True)
+        answering.clear()
         return JsonResponse(sim.status())
 
     async def fail(request: Request) -> Response:
@@ -453,6 +463,7 @@ def create_app(
 
     async def reset(request: Request) -> Response:
         sim.reset()
+        answering.set()
         return JsonResponse(sim.status())
 
     async def set_config(request: Request) -> Response:
@@ -482,6 +493,7 @@ def create_app(
             Route("/_sim/webhooks", webhooks, methods=["GET"]),
             Route("/_sim/down", down, methods=["POST"]),
             Route("/_sim/up", up, methods=["POST"]),
+            Route("/_sim/hang", hang, methods=["POST"]),
             Route("/_sim/fail", fail, methods=["POST"]),
             Route("/_sim/reset", reset, methods=["POST"]),
             Route("/_sim/config", set_config, methods=["POST"]),

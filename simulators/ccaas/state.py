@@ -147,6 +147,7 @@ class CcaasState:
             self._message_seq = 0
             self._event_seq = 0
             self.down = False
+            self.hung = False
             # (status, Retry-After, delay s); status 0: only the delay.
             self._failures: list[tuple[int, float | None, float]] = []
 
@@ -155,6 +156,12 @@ class CcaasState:
     def set_down(self, down: bool) -> None:
         with self._lock:
             self.down = down
+
+    def set_hung(self, hung: bool) -> None:
+        """While hung, bridge calls are held unanswered (a CCaaS that accepts the
+        connection and never answers) until it is no longer."""
+        with self._lock:
+            self.hung = hung
 
     def inject_failures(
         self,
@@ -185,6 +192,7 @@ class CcaasState:
         with self._lock:
             return {
                 "down": self.down,
+                "hung": self.hung,
                 "pendingFailures": len(self._failures),
                 "cases": len(self._cases),
                 "deliveries": len(self._deliveries),

@@ -228,6 +228,17 @@ async def test_a_hanging_ccaas(sim: tuple[CcaasState, httpx.AsyncClient]) -> Non
         assert (await client.post("/_sim/fail", json=bad)).status_code == 400
 
 
+async def test_hang_holds_bridge_calls_until_up(sim: tuple[CcaasState, httpx.AsyncClient]) -> None:
+    state, client = sim
+    assert (await client.post("/_sim/hang")).json()["hung"] is True
+    call = asyncio.create_task(client.post("/webhook", **signed(open_event())))
+    await asyncio.sleep(0.2)
+    assert not call.done() and state.deliveries() == []  # held, unanswered
+    assert (await client.post("/_sim/up")).json()["hung"] is False
+    assert (await call).status_code == 201
+    assert len(state.cases()) == 1
+
+
 async def test_control_reads_and_ui(sim: tuple[CcaasState, httpx.AsyncClient]) -> None:
     _, client = sim
     await client.post("/webhook", **signed(open_event()))
