@@ -22,7 +22,9 @@ REPORT_TIMEOUT_S = 5.0
 def to_case_event(connector: str, event: CaseEvent) -> session_pb2.CaseEvent:
     """One adapter event as Session's CaseEvent (agent replies become OUTBOUND messages)."""
     if isinstance(event, AgentMessage):
-        content = dict(event.content) if event.content else {"text": event.text}
+        content = dict(event.content) if event.content else {}
+        if not content and event.text:
+            content = {"text": event.text}
         message = common_pb2.Message(
             id=event.message_id,
             direction=common_pb2.DIRECTION_OUTBOUND,
@@ -30,6 +32,8 @@ def to_case_event(connector: str, event: CaseEvent) -> session_pb2.CaseEvent:
             content_type=event.content_type or "TEXT",
             content_json=orjson.dumps(content).decode(),
             author_name=event.agent_name,
+            attachments=event.attachments,
+            location=event.location,
         )
         return session_pb2.CaseEvent(
             connector=connector,

@@ -55,6 +55,7 @@ RPC_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = MappingProxyType(
             "PostCustomerMessages": frozenset({SESSION}),
             "CloseCase": frozenset({SESSION}),
             "HandleWebhook": frozenset({GATEWAY}),
+            "ReportMessageFailed": frozenset({SESSION}),
             "ListConnectors": frozenset({OPERATOR}),
         },
     }

@@ -459,8 +459,13 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             content = orjson.loads(msg.content_json or "null")
         except ValueError:
             raise InvalidHandoverRequest("message.content_json must be a JSON object") from None
-        if not isinstance(content, dict) or not content:
-            raise InvalidHandoverRequest("message.content_json must be a non-empty JSON object")
+        if not isinstance(content, dict) or not (
+            content or msg.attachments or msg.HasField("location")
+        ):
+            raise InvalidHandoverRequest(
+                "message.content_json must be a non-empty JSON object "
+                "(or the message carries attachments or a location)"
+            )
         queued = await self.store.queue_agent_message(cid, msg)
         if queued:
             self._wake([cid], [Lane.OUTBOX])

@@ -51,6 +51,10 @@ class ConnectorServiceStub:
     Answers only after Session stored them durably. Bad signature: UNAUTHENTICATED;
     malformed body: INVALID_ARGUMENT.
     """
+    ReportMessageFailed: _grpc.UnaryUnaryMultiCallable[_connector_pb2.ReportMessageFailedRequest, _connector_pb2.ReportMessageFailedResponse]
+    """Tells the agent that a reply of the case was not delivered to the end user (it was
+    dead-lettered), so no agent believes it was. Idempotent per idempotency key.
+    """
     ListConnectors: _grpc.UnaryUnaryMultiCallable[_connector_pb2.ListConnectorsRequest, _connector_pb2.ListConnectorsResponse]
     """Lists the configured connectors and whether each is reachable."""
 
@@ -76,6 +80,10 @@ class ConnectorServiceAsyncStub(ConnectorServiceStub):
     """Verifies and parses a webhook the CCaaS pushed, and hands its events to Session.
     Answers only after Session stored them durably. Bad signature: UNAUTHENTICATED;
     malformed body: INVALID_ARGUMENT.
+    """
+    ReportMessageFailed: _aio.UnaryUnaryMultiCallable[_connector_pb2.ReportMessageFailedRequest, _connector_pb2.ReportMessageFailedResponse]  # type: ignore[assignment]
+    """Tells the agent that a reply of the case was not delivered to the end user (it was
+    dead-lettered), so no agent believes it was. Idempotent per idempotency key.
     """
     ListConnectors: _aio.UnaryUnaryMultiCallable[_connector_pb2.ListConnectorsRequest, _connector_pb2.ListConnectorsResponse]  # type: ignore[assignment]
     """Lists the configured connectors and whether each is reachable."""
@@ -129,6 +137,16 @@ class ConnectorServiceServicer(metaclass=_abc_1.ABCMeta):
         """Verifies and parses a webhook the CCaaS pushed, and hands its events to Session.
         Answers only after Session stored them durably. Bad signature: UNAUTHENTICATED;
         malformed body: INVALID_ARGUMENT.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportMessageFailed(
+        self,
+        request: _connector_pb2.ReportMessageFailedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connector_pb2.ReportMessageFailedResponse, _abc.Awaitable[_connector_pb2.ReportMessageFailedResponse]]:
+        """Tells the agent that a reply of the case was not delivered to the end user (it was
+        dead-lettered), so no agent believes it was. Idempotent per idempotency key.
         """
 
     @_abc_1.abstractmethod
