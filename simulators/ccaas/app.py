@@ -43,7 +43,7 @@ SKIPPED = "skipped: an earlier event of this case failed"
 BRIDGE_TIMEOUT_S = 10.0
 # The bridge answers a small JSON document; anything larger is a broken bridge.
 BRIDGE_ANSWER_BYTES = 1 << 20
-EVENT_TYPES = ("case.open", "case.message", "case.close")
+EVENT_TYPES = ("case.open", "case.message", "case.close", "message.failed")
 _UI_HTML = Path(__file__).with_name("ui.html")
 
 
@@ -168,6 +168,9 @@ def validate(doc: object) -> str | None:
         return "caseId is required"
     if kind == "case.message":
         return _message_problem(doc.get("message"))
+    if kind == "message.failed":
+        if not _is_str(doc, "messageId"):
+            return "messageId is required"
     if not isinstance(doc.get("reason"), str):
         return "reason must be a string"
     return None
@@ -332,14 +335,24 @@ def create_app(
             return _problem(400, "body must be a JSON object")
         text, agent = doc.get("text"), doc.get("agentName", "Agent")
         message_id, event_id = doc.get("messageId"), doc.get("eventId")
-        if not isinstance(text, str) or not text:
-            return _problem(400, "text is required")
+        # Passed to the bridge as given: the bridge validates them (a test may send bad
+        # ones on purpose and read the bridge's answer).
+        attachments, location = doc.get("attachments"), doc.get("location")
+        if text is not None and not isinstance(text, str):
+            return _problem(400, "text must be a string")
+        if not text and attachments is None and location is None:
+            return _problem(400, "text, attachments or location is required")
         if not isinstance(agent, str) or any(
             v is not None and not (isinstance(v, str) and v) for v in (message_id, event_id)
         ):
             return _problem(400, "agentName, messageId and eventId must be strings")
+        extra = {
+            key: value
+            for key, value in (("attachments", attachments), ("location", location))
+            if value is not None
+        }
         try:
-            message = sim.add_agent_message(case_id, text, agent, message_id)
+            message = sim.add_agent_message(case_id, text or "", agent, message_id, extra)
         except CaseNotFound:
             return _problem(404, "unknown case")
         except CaseClosed:
@@ -350,8 +363,9 @@ def create_app(
             "caseId": case_id,
             "message": {
                 "id": message["id"],
-                "text": message["text"],
+                **({"text": message["text"]} if message["text"] else {}),
                 "agentName": message["agentName"],
+                **extra,
             },
         }
         status, answer = await push(event)
