@@ -480,6 +480,10 @@ class InfobipSimState:
         self.page_delay_ms = self.initial_page_delay_ms
         self.emit_api_events = True
         self.agent_must_be_assignee = False
+        # WhatsApp's customer-care window: seconds after the end user's last message in
+        # which a free-form reply is taken (None: not enforced). The document does not
+        # describe this error; its wording here is the simulator's (unconfirmed).
+        self.whatsapp_window_s: int | None = None
         self._short_ids = 100
 
     def reset(self) -> None:
@@ -959,6 +963,20 @@ class InfobipSimState:
                 raise bad_request(
                     {"x-agent-id": ["must be absent: the conversation is not assigned"]}
                 )
+            if body["channel"] == "WHATSAPP" and self.whatsapp_window_s is not None:
+                last = max(
+                    (
+                        parse_ts(m["createdAt"])
+                        for m in conversation.messages
+                        if m.get("direction") == "INBOUND"
+                    ),
+                    default=None,
+                )
+                if last is None or (now_utc() - last).total_seconds() > self.whatsapp_window_s:
+                    raise bad_request(
+                        text="Outside of the customer care window: the end user's last "
+                        "message is older than 24 hours; only a template can be sent"
+                    )
             # Whether it must name the assignee is not published: a setting, off by default.
             if self.agent_must_be_assignee and agent_id and agent_id != conversation.agent_id:
                 raise bad_request(
@@ -1365,6 +1383,7 @@ class InfobipSimState:
                 "page_delay_ms": self.page_delay_ms,
                 "emit_api_events": self.emit_api_events,
                 "agent_must_be_assignee": self.agent_must_be_assignee,
+                "whatsapp_window_s": self.whatsapp_window_s,
                 "hmac_header": self.sender.hmac_header,
                 "hmac_encoding": self.sender.hmac_encoding,
                 "subscriptions": [s.to_config() for s in self.subscriptions.values()],
@@ -1395,9 +1414,16 @@ class InfobipSimState:
         must_match = body.get("agent_must_be_assignee")
         if must_match is not None and not isinstance(must_match, bool):
             errors["agent_must_be_assignee"] = ["must be a boolean"]
+        window = body.get("whatsapp_window_s")
+        if window is not None and (
+            not isinstance(window, int) or isinstance(window, bool) or window < 1
+        ):
+            errors["whatsapp_window_s"] = ["must be a positive integer (seconds) or null"]
         if errors:
             raise bad_request(errors)
         with self._lock:
+            if "whatsapp_window_s" in body:
+                self.whatsapp_window_s = window
             if delay is not None:
                 self.page_delay_ms = delay
             if "webhook_url" in body:
