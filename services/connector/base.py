@@ -104,7 +104,18 @@ class CaseClosedEvent:
     reason: str
 
 
-CaseEvent = AgentMessage | CaseClosedEvent
+@dataclass(frozen=True)
+class AgentTyping:
+    """The agent started (``typing``) or stopped typing; ``at``: unix seconds when the
+    CCaaS says it happened (None: unknown). Relayed at once, never stored."""
+
+    external_id: str
+    event_id: str
+    typing: bool
+    at: float | None = None
+
+
+CaseEvent = AgentMessage | CaseClosedEvent | AgentTyping
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import grpc
 import orjson
 
 from ccbridge.common.v1 import common_pb2
-from ccbridge.services.connector.base import AgentMessage, CaseEvent
+from ccbridge.services.connector.base import AgentMessage, AgentTyping, CaseEvent
 from ccbridge.services.runtime.errors import InvalidArgument, Unavailable
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
@@ -40,6 +40,16 @@ def to_case_event(connector: str, event: CaseEvent) -> session_pb2.CaseEvent:
             external_id=event.external_id,
             event_id=event.event_id,
             agent_message=message,
+        )
+    if isinstance(event, AgentTyping):
+        typing = session_pb2.AgentTyping(typing=event.typing)
+        if event.at is not None:
+            typing.at.FromNanoseconds(int(event.at * 1e9))
+        return session_pb2.CaseEvent(
+            connector=connector,
+            external_id=event.external_id,
+            event_id=event.event_id,
+            agent_typing=typing,
         )
     return session_pb2.CaseEvent(
         connector=connector,

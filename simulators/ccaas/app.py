@@ -31,7 +31,13 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from ccbridge.services.runtime.http_client import HttpClient, HttpFailure
-from ccbridge.simulators.ccaas.state import Answer, CaseClosed, CaseNotFound, CcaasState
+from ccbridge.simulators.ccaas.state import (
+    Answer,
+    CaseClosed,
+    CaseNotFound,
+    CcaasState,
+    now_iso,
+)
 from ccbridge.simulators.json_response import JsonResponse
 
 log = logging.getLogger(__name__)
@@ -374,6 +380,30 @@ def create_app(
         )
         return JsonResponse({"event": event, "bridgeStatus": status, "bridgeAnswer": answer})
 
+    async def typing(request: Request) -> Response:
+        """Sends a signed ``agent.typing`` (``typing`` true or false; ``timestamp`` as
+        given, so a late one can be tried)."""
+        case_id = request.path_params["case_id"]
+        try:
+            doc = await _control_body(request)
+        except ValueError:
+            return _problem(400, "body must be a JSON object")
+        if not isinstance(doc.get("typing"), bool):
+            return _problem(400, "typing (true or false) is required")
+        try:
+            sim.case(case_id)
+        except CaseNotFound:
+            return _problem(404, "unknown case")
+        event = {
+            "type": "agent.typing",
+            "id": sim.next_event_id(),
+            "caseId": case_id,
+            "typing": doc["typing"],
+            "timestamp": doc.get("timestamp") or now_iso(),
+        }
+        status, answer = await push(event)
+        return JsonResponse({"event": event, "bridgeStatus": status, "bridgeAnswer": answer})
+
     async def close(request: Request) -> Response:
         case_id = request.path_params["case_id"]
         try:
@@ -472,6 +502,7 @@ def create_app(
             Route("/_sim/cases/{case_id}", get_case, methods=["GET"]),
             Route("/_sim/cases/{case_id}/reply", reply, methods=["POST"]),
             Route("/_sim/cases/{case_id}/close", close, methods=["POST"]),
+            Route("/_sim/cases/{case_id}/typing", typing, methods=["POST"]),
             Route("/_sim/deliveries", deliveries, methods=["GET"]),
             Route("/_sim/webhooks", webhooks, methods=["GET"]),
             Route("/_sim/down", down, methods=["POST"]),

@@ -36,6 +36,8 @@ CONVERSATION_STATUSES = ("OPEN", "WAITING", "SOLVED", "CLOSED")
 PRIORITIES = ("URGENT", "HIGH", "NORMAL", "LOW")
 # Channels Create Message accepts (spec enum of the request, plus the post channels used
 # in the spec's own examples).
+# ConversationEventChannel of the document: the channels with typing events.
+EVENT_CHANNELS = frozenset({"LIVE_CHAT", "APPLE_BUSINESS_CHAT", "WHATSAPP"})
 REQUEST_CHANNELS = frozenset(
     {
         "SMS",
@@ -211,6 +213,8 @@ class Conversation:
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     agent_messages: list[dict[str, Any]] = field(default_factory=list)
+    # Create Conversation Event calls (typing indicators), oldest first.
+    events: list[dict[str, Any]] = field(default_factory=list)
     routed: int = 0  # Route Conversation calls (handed back to Infobip's routing)
 
     def to_api(self) -> dict[str, Any]:
@@ -627,6 +631,22 @@ class InfobipSimState:
                 "agentMessageCount": len(conversation.agent_messages),
                 "routed": conversation.routed,
             }
+
+    def create_event(self, conversation_id: str, body: object) -> None:
+        """Create Conversation Event: kept (with when it arrived) for the control API."""
+        if not isinstance(body, Mapping):
+            raise bad_request(text="Request body must be a JSON object")
+        if body.get("channel") not in EVENT_CHANNELS:
+            # The document's own 400 example.
+            raise bad_request(text="Channel is not supported for provided event type")
+        with self._lock:
+            conversation = self._get(conversation_id)
+            conversation.ensure_open()
+            conversation.events.append({**dict(body), "receivedAt": format_ts(now_utc())})
+
+    def conversation_events(self, conversation_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(event) for event in self._get(conversation_id).events]
 
     def agent_messages(self, conversation_id: str) -> list[dict[str, Any]]:
         """Messages created through Create Message, oldest first."""

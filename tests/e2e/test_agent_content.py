@@ -148,3 +148,39 @@ def test_bad_content_is_refused_with_a_json_4xx(
     sent = _reply(mesh, case_id, **message)
     assert sent["bridgeStatus"] == 400
     assert problem in str(sent["bridgeAnswer"])
+
+
+def _typing(mesh: Mesh, case_id: str, typing: bool, **extra: Any) -> dict[str, Any]:
+    answer = mesh.ccaas.post(f"/_sim/cases/{case_id}/typing", json={"typing": typing, **extra})
+    assert answer.status_code == 200, answer.text
+    result = dict(answer.json())
+    assert result["bridgeStatus"] == 200
+    return dict(result["bridgeAnswer"])
+
+
+def _events(mesh: Mesh, cid: str) -> list[dict[str, Any]]:
+    return list(mesh.infobip.get(f"/_sim/conversations/{cid}/events").json()["events"])
+
+
+def test_agent_typing_reaches_the_end_user_at_once_or_not_at_all(mesh: Mesh) -> None:
+    cid, case_id = _active(mesh)
+    assert _typing(mesh, case_id, True)["accepted"] == 1
+    assert _typing(mesh, case_id, False)["accepted"] == 1
+    # A late one (the CCaaS says it happened a minute ago) is dropped, not delivered.
+    late = "2020-01-01T10:00:00.000Z"
+    assert _typing(mesh, case_id, True, timestamp=late)["ignored"] == 1
+    events = wait_for("two events", lambda: len(_events(mesh, cid)) >= 2 and _events(mesh, cid))
+    handover = mesh.handover(cid)
+    assert [(e["type"], e["channel"], e["from"], e["to"]) for e in events] == [
+        ("TYPING_STARTED", "WHATSAPP", handover["businessSender"], handover["endUser"]),
+        ("TYPING_STOPPED", "WHATSAPP", handover["businessSender"], handover["endUser"]),
+    ]
+    # Never queued: nothing went to the outbox or the transcript.
+    assert handover["outboxPending"] == 0 and mesh.agent_messages(cid) == []
+
+
+def test_agent_typing_on_a_channel_without_typing_events_is_dropped(mesh: Mesh) -> None:
+    cid, case_id = _active(mesh, channel="SMS")
+    assert _typing(mesh, case_id, True)["ignored"] == 1
+    time.sleep(0.3)
+    assert _events(mesh, cid) == []

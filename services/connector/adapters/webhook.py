@@ -36,6 +36,7 @@ from ccbridge.services.connector.base import (
     CASE_CONCURRENCY,
     Adapter,
     AgentMessage,
+    AgentTyping,
     CaseClosedEvent,
     CaseDelivery,
     CaseEvent,
@@ -166,6 +167,22 @@ def _optional_str(item: Mapping[str, object], key: str, where: str) -> str:
     return value
 
 
+def _optional_time(item: Mapping[str, object], key: str, where: str) -> float | None:
+    """An ISO-8601 instant with its offset (``2025-01-01T10:00:00.000Z``) as unix seconds."""
+    value = item.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{where}: {key} must be an ISO-8601 string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument(f"{where}: {key} must be an ISO-8601 instant") from None
+    if moment.tzinfo is None:
+        raise InvalidArgument(f"{where}: {key} needs its UTC offset (e.g. Z)")
+    return moment.timestamp()
+
+
 def _url(value: object, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidArgument(f"{where}: url is required (a non-empty string)")
@@ -290,6 +307,20 @@ def parse_events(body: bytes) -> WebhookBatch:
                     agent_name=agent_name,
                     attachments=attachments,
                     location=location,
+                )
+            )
+        elif kind == "agent.typing":
+            event_id_ = _required_id(item, "id", where)
+            case_id = _required_id(item, "caseId", where)
+            typing = item.get("typing")
+            if not isinstance(typing, bool):
+                raise InvalidArgument(f"{where}: typing is required (true or false)")
+            events.append(
+                AgentTyping(
+                    external_id=case_id,
+                    event_id=event_id_,
+                    typing=typing,
+                    at=_optional_time(item, "timestamp", where),
                 )
             )
         elif kind == "case.closed":

@@ -16,7 +16,7 @@ from ccbridge.services.connector.adapters.webhook import (
     event_id,
     parse_events,
 )
-from ccbridge.services.connector.base import AgentMessage
+from ccbridge.services.connector.base import AgentMessage, AgentTyping
 from ccbridge.services.connector.session_client import to_case_event
 from ccbridge.services.runtime.errors import InvalidArgument
 from tests.services.connector.test_webhook_adapter import adapter
@@ -127,3 +127,33 @@ async def test_message_failed_is_a_signed_idempotent_event() -> None:
     )
     assert request.headers["idempotency-key"] == "failed:m-9"
     assert "x-ccbridge-signature" in request.headers
+
+
+def _typing_event(**fields: Any) -> bytes:
+    return orjson.dumps({"type": "agent.typing", "id": "e-2", "caseId": "C-1", **fields})
+
+
+def test_agent_typing_reaches_session_as_its_own_kind() -> None:
+    (event,) = parse_events(_typing_event(typing=True, timestamp="2025-01-01T10:00:00.500Z")).events
+    assert isinstance(event, AgentTyping)
+    case_event = to_case_event("webhook", event)
+    assert case_event.WhichOneof("kind") == "agent_typing"
+    assert case_event.agent_typing.typing is True
+    assert case_event.agent_typing.at.ToMilliseconds() == 1_735_725_600_500
+    (stopped,) = parse_events(_typing_event(typing=False)).events
+    assert not to_case_event("webhook", stopped).agent_typing.HasField("at")
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({}, "typing is required"),
+        ({"typing": "yes"}, "typing is required"),
+        ({"typing": True, "timestamp": 5}, "timestamp must be an ISO-8601 string"),
+        ({"typing": True, "timestamp": "soon"}, "ISO-8601 instant"),
+        ({"typing": True, "timestamp": "2025-01-01T10:00:00"}, "UTC offset"),
+    ],
+)
+def test_bad_typing_is_a_bad_request(fields: dict[str, Any], problem: str) -> None:
+    with pytest.raises(InvalidArgument, match=problem):
+        parse_events(_typing_event(**fields))
