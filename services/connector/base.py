@@ -223,6 +223,12 @@ class Adapter(abc.ABC):
         """Tells the agent that reply ``message_id`` of the case was not delivered to the
         end user (it was dead-lettered) and why. Idempotent per idempotency key."""
 
+    async def post_typing(self, external_id: str, conversation_id: str, typing: bool) -> bool:
+        """Tells the agent the end user is (or stopped) typing; one attempt. Returns False
+        when the CCaaS has no typing indicator, which is the default: adapters whose
+        CCaaS has one override it."""
+        return False
+
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[CaseEvent]:
         """Verifies (raise Unauthenticated) and parses (raise InvalidArgument) a push."""
         raise InvalidArgument(f"connector {self.name!r} does not accept webhooks")

@@ -180,6 +180,22 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
         )
         return connector_pb2.ReportMessageFailedResponse()
 
+    async def PostTyping(
+        self,
+        request: connector_pb2.PostTypingRequest,
+        context: grpc.aio.ServicerContext[
+            connector_pb2.PostTypingRequest, connector_pb2.PostTypingResponse
+        ],
+    ) -> connector_pb2.PostTypingResponse:
+        adapter = self._adapter(request.connector)
+        if not request.external_id:
+            raise InvalidArgument("external_id is required")
+        conversation_id_var.set(request.conversation_id)
+        relayed = await adapter.post_typing(
+            request.external_id, request.conversation_id, request.typing
+        )
+        return connector_pb2.PostTypingResponse(relayed=relayed)
+
     async def HandleWebhook(
         self,
         request: connector_pb2.HandleWebhookRequest,

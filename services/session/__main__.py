@@ -73,7 +73,7 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
         infobip,
     )
     worker = ConversationWorker(store, peers, settings) if settings.workers_enabled else None
-    typing = TypingRelay(store, infobip)
+    typing = TypingRelay(store, infobip, peers.connector)
     servicer = SessionServicer(
         store, worker, escalate_wait_ms=settings.escalate_wait_ms, typing=typing
     )

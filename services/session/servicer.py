@@ -359,6 +359,18 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             accepted=accepted, duplicates=duplicates, ignored=ignored
         )
 
+    async def ReportEndUserTyping(
+        self,
+        request: session_pb2.ReportEndUserTypingRequest,
+        context: grpc.aio.ServicerContext[
+            session_pb2.ReportEndUserTypingRequest, session_pb2.ReportEndUserTypingResponse
+        ],
+    ) -> session_pb2.ReportEndUserTypingResponse:
+        cid = _check_cid(request.conversation_id)
+        at_ms = request.at.ToMilliseconds() if request.HasField("at") else None
+        relayed = self.typing is not None and await self.typing.to_agent(cid, request.typing, at_ms)
+        return session_pb2.ReportEndUserTypingResponse(relayed=relayed)
+
     async def GetHandover(
         self,
         request: session_pb2.GetHandoverRequest,

@@ -49,7 +49,7 @@ SKIPPED = "skipped: an earlier event of this case failed"
 BRIDGE_TIMEOUT_S = 10.0
 # The bridge answers a small JSON document; anything larger is a broken bridge.
 BRIDGE_ANSWER_BYTES = 1 << 20
-EVENT_TYPES = ("case.open", "case.message", "case.close", "message.failed")
+EVENT_TYPES = ("case.open", "case.message", "case.close", "message.failed", "case.typing")
 _UI_HTML = Path(__file__).with_name("ui.html")
 
 
@@ -177,6 +177,8 @@ def validate(doc: object) -> str | None:
     if kind == "message.failed":
         if not _is_str(doc, "messageId"):
             return "messageId is required"
+    if kind == "case.typing":
+        return None if isinstance(doc.get("typing"), bool) else "typing must be a boolean"
     if not isinstance(doc.get("reason"), str):
         return "reason must be a string"
     return None

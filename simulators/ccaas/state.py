@@ -94,6 +94,8 @@ class SimCase:
     messages: list[JsonObject] = field(default_factory=list)
     # message.failed events: agent replies the bridge could not deliver.
     failures: list[JsonObject] = field(default_factory=list)
+    # case.typing events (the latest 20): the end user typing.
+    typing: list[JsonObject] = field(default_factory=list)
 
     def summary(self) -> JsonObject:
         return {
@@ -117,6 +119,7 @@ class SimCase:
             "transcriptTruncated": self.transcript_truncated,
             "messages": self.messages,
             "failures": self.failures,
+            "typing": self.typing,
             "closeReason": self.close_reason,
             "closedBy": self.closed_by,
         }
@@ -226,6 +229,8 @@ class CcaasState:
                 answer = self._customer_message(key, doc)
             elif event_type == "message.failed":
                 answer = self._message_failed(doc)
+            elif event_type == "case.typing":
+                answer = self._typing(doc)
             else:
                 answer = self._close_by_bridge(doc)
             return self._remember(event_type, key, answer), False
@@ -283,6 +288,16 @@ class CcaasState:
             for message in case.messages:
                 if message.get("from") == "agent" and message["id"] == doc["messageId"]:
                     message["delivery"] = f"not delivered: {reason}"
+            return Answer(200, {})
+
+    def _typing(self, doc: JsonObject) -> Answer:
+        """The end user is (or stopped) typing: the agent's view shows it for a while."""
+        with self._lock:
+            case = self._cases.get(doc["caseId"])
+            if case is None:
+                return Answer(404, {"error": "unknown case"})
+            case.typing.append({"typing": doc["typing"], "receivedAt": now_iso()})
+            del case.typing[:-20]  # the latest ones are enough
             return Answer(200, {})
 
     def _close_by_bridge(self, doc: JsonObject) -> Answer:

@@ -184,3 +184,25 @@ def test_agent_typing_on_a_channel_without_typing_events_is_dropped(mesh: Mesh) 
     assert _typing(mesh, case_id, True)["ignored"] == 1
     time.sleep(0.3)
     assert _events(mesh, cid) == []
+
+
+def test_end_user_typing_reaches_the_agent_and_is_never_a_message(mesh: Mesh) -> None:
+    cid, case_id = _active(mesh)
+    mesh.infobip.post(
+        f"/_sim/conversations/{cid}/send", json={"contentType": "TYPING_INDICATOR", "content": {}}
+    ).raise_for_status()
+    mesh.send(cid, "a real message after it")
+
+    def typing() -> list[dict[str, Any]]:
+        case = mesh.case_for(cid)
+        return list(case["typing"]) if case else []
+
+    (indicator,) = wait_for("case.typing", typing)
+    assert indicator["typing"] is True
+    wait_for("the message", lambda: "a real message after it" in mesh.customer_texts(cid))
+    case = mesh.case_for(cid)
+    assert case is not None
+    kinds = [m["contentType"] for m in case["messages"] if m["from"] == "customer"]
+    assert "TYPING_INDICATOR" not in kinds and "UNKNOWN" not in kinds
+    sent = [d for d in mesh.ccaas.get("/_sim/deliveries").json()["deliveries"]]
+    assert [d["type"] for d in sent if d.get("caseId") == case_id].count("case.typing") == 1

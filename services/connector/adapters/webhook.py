@@ -74,7 +74,7 @@ MAX_NAME_CHARS = 255
 MAX_PLACE_CHARS = 1000
 MAX_FILE_SIZE = 2**53  # bytes; JSON integers beyond it do not survive every reader
 
-EventType = Literal["case.open", "case.message", "case.close", "message.failed"]
+EventType = Literal["case.open", "case.message", "case.close", "message.failed", "case.typing"]
 
 _DIRECTIONS = {
     common_pb2.DIRECTION_INBOUND: "INBOUND",
@@ -514,6 +514,14 @@ class WebhookAdapter(Adapter):
         payload = {"caseId": external_id, "messageId": message_id, "reason": reason}
         await self._send("message.failed", key, conversation_id, payload)
         log.info("webhook connector: told case %s a reply was not delivered", external_id)
+
+    async def post_typing(self, external_id: str, conversation_id: str, typing: bool) -> bool:
+        # Each indicator is its own event (a key per instant): never a replay of an older one.
+        key = f"typing:{conversation_id}:{int(self._clock() * 1000)}"
+        await self._send(
+            "case.typing", key, conversation_id, {"caseId": external_id, "typing": typing}
+        )
+        return True
 
     async def post_customer_messages(self, cases: Sequence[CaseMessages]) -> list[CaseDelivery]:
         """With ``batch_max`` 1, one event per POST (the default). Otherwise the case.message

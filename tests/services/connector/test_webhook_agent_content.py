@@ -157,3 +157,18 @@ def test_agent_typing_reaches_session_as_its_own_kind() -> None:
 def test_bad_typing_is_a_bad_request(fields: dict[str, Any], problem: str) -> None:
     with pytest.raises(InvalidArgument, match=problem):
         parse_events(_typing_event(**fields))
+
+
+async def test_case_typing_is_one_signed_event_per_instant() -> None:
+    async with adapter(lambda _: Reply.json({}, 200)) as (client, far):
+        assert await client.post_typing("C-1", "conv-1", True) is True
+    (request,) = far.requests
+    doc = request.json()
+    assert (doc["type"], doc["caseId"], doc["typing"], doc["conversationId"]) == (
+        "case.typing",
+        "C-1",
+        True,
+        "conv-1",
+    )
+    assert doc["idempotencyKey"] == "typing:conv-1:1750000000000"
+    assert "x-ccbridge-signature" in request.headers

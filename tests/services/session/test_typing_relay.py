@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 import redis.asyncio as aioredis
 
+from ccbridge.connector.v1 import connector_pb2_grpc
 from ccbridge.services.infobip.client import InfobipClient
 from ccbridge.services.runtime.settings import Secret
 from ccbridge.services.session.store import now_ms
@@ -38,19 +40,26 @@ async def world(redis_url: str, redis_client: aioredis.Redis) -> AsyncIterator[W
 
 
 @pytest.fixture
-async def infobip(world: World) -> AsyncIterator[InfobipClient]:
+async def relay_parts(
+    world: World,
+) -> AsyncIterator[tuple[InfobipClient, connector_pb2_grpc.ConnectorServiceStub]]:
     client = InfobipClient(world.infobip_url, Secret("test-key"), timeout_s=5.0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{world.connector_port}")
     try:
-        yield client
+        yield client, connector_pb2_grpc.ConnectorServiceStub(channel)
     finally:
+        await channel.close()
         await client.aclose()
 
 
+Parts = tuple[InfobipClient, connector_pb2_grpc.ConnectorServiceStub]
+
+
 async def test_started_and_stopped_reach_infobip_rate_limited(
-    world: World, infobip: InfobipClient
+    world: World, relay_parts: Parts
 ) -> None:
     clock = Clock()
-    relay = TypingRelay(world.store, infobip, clock=clock)
+    relay = TypingRelay(world.store, *relay_parts, clock=clock)
     cid = await world.active()
     assert await relay.relay(cid, True, now_ms())
     assert not await relay.relay(cid, True, now_ms())  # the same again at once
@@ -67,10 +76,8 @@ async def test_started_and_stopped_reach_infobip_rate_limited(
     await relay.aclose()
 
 
-async def test_late_other_channel_or_inactive_is_dropped(
-    world: World, infobip: InfobipClient
-) -> None:
-    relay = TypingRelay(world.store, infobip)
+async def test_late_other_channel_or_inactive_is_dropped(world: World, relay_parts: Parts) -> None:
+    relay = TypingRelay(world.store, *relay_parts)
     cid = await world.active()
     assert not await relay.relay(cid, True, now_ms() - MAX_AGE_MS - 1000)
     await world.store.transition(cid, allowed=("ACTIVE",), values={"channel": "SMS"})
@@ -79,4 +86,21 @@ async def test_late_other_channel_or_inactive_is_dropped(
     assert not await relay.relay(cid, True, None)
     assert not await relay.relay("no-such-conversation", True, None)
     assert world.infobip.conversation_events(cid) == []
+    await relay.aclose()
+
+
+async def test_end_user_typing_goes_to_the_case_rate_limited_or_is_dropped(
+    world: World, relay_parts: Parts
+) -> None:
+    clock = Clock()
+    relay = TypingRelay(world.store, *relay_parts, clock=clock)
+    cid = await world.active()
+    assert await relay.to_agent(cid, True, now_ms())
+    assert not await relay.to_agent(cid, True, None)  # the same again at once
+    assert await relay.relay(cid, True, None)  # the other direction has its own limit
+    clock.now += MIN_INTERVAL_S
+    assert await relay.to_agent(cid, True, None)
+    assert not await relay.to_agent(cid, False, now_ms() - MAX_AGE_MS - 1000)  # late
+    await world.store.transition(cid, allowed=("ACTIVE",), new_state="CLOSING")
+    assert not await relay.to_agent(cid, False, None)
     await relay.aclose()

@@ -393,3 +393,23 @@ async def test_an_agent_sends_files_and_a_place_and_hears_of_a_failure(
     assert [f["messageId"] for f in case["failures"]] == [message_id]
     ui = (await client.get("/_sim/ui")).text
     assert "img" in ui and "attachments" in ui
+
+
+async def test_the_agent_sees_the_customer_typing(
+    sim: tuple[CcaasState, httpx.AsyncClient],
+) -> None:
+    state, client = sim
+    case_id = (await client.post("/webhook", **signed(open_event()))).json()["caseId"]
+    typing = {
+        "type": "case.typing",
+        "id": "evt-typing-1",
+        "conversationId": "conv-1",
+        "idempotencyKey": "typing:conv-1:1",
+        "timestamp": "2025-01-01T10:00:03.000Z",
+        "caseId": case_id,
+        "typing": True,
+    }
+    assert (await client.post("/webhook", **signed({**typing, "typing": "y"}))).status_code == 400
+    assert (await client.post("/webhook", **signed(typing))).status_code == 200
+    assert [t["typing"] for t in state.case(case_id)["typing"]] == [True]
+    assert "is typing" in (await client.get("/_sim/ui")).text

@@ -1109,3 +1109,57 @@ class EraseDataResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EraseDataResponse: _TypeAlias = EraseDataResponse  # noqa: Y015
+
+@_typing.final
+class ReportEndUserTypingRequest(_message.Message):
+    """Request of ReportEndUserTyping."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    TYPING_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """Infobip conversation id."""
+    typing: _builtins.bool
+    """True: typing; false: stopped."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When Infobip says it happened; unset: now."""
+
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+        typing: _builtins.bool = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "conversation_id", b"conversation_id", "typing", b"typing"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportEndUserTypingRequest: _TypeAlias = ReportEndUserTypingRequest  # noqa: Y015
+
+@_typing.final
+class ReportEndUserTypingResponse(_message.Message):
+    """Response of ReportEndUserTyping."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELAYED_FIELD_NUMBER: _builtins.int
+    relayed: _builtins.bool
+    """Whether it is being relayed (false: dropped)."""
+    def __init__(
+        self,
+        *,
+        relayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["relayed", b"relayed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportEndUserTypingResponse: _TypeAlias = ReportEndUserTypingResponse  # noqa: Y015
