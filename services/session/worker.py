@@ -710,8 +710,8 @@ class ConversationWorker:
     ) -> None:
         """Tells the agent (connector ReportMessageFailed: ``message.failed``, an RT
         comment) that a reply was dead-lettered. The dead letter is the durable record
-        (an operator lists and replays it); this report is tried within the step's
-        deadline and logged when it fails."""
+        (an operator lists and replays it); this report is tried once (gRPC retries an
+        unavailable connector) and logged when it fails."""
         if not rec.get("external_id") or not rec.get("connector"):
             return
         try:
@@ -724,7 +724,8 @@ class ConversationWorker:
                     reason=reason[:500],
                     idempotency_key=f"failed:{message.id}",
                 ),
-                timeout=self.s.grpc_timeout_s * 3,
+                # Short: the step holds the outbox lease meanwhile.
+                timeout=self.s.grpc_timeout_s,
             )
         except grpc.aio.AioRpcError as exc:
             log.error(
