@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from ccbridge.gateway.backends import Backends
 from ccbridge.gateway.errors import HttpError, error_response
+from ccbridge.gateway.media import MediaRoutes
 from ccbridge.gateway.metrics import GatewayMetrics
 from ccbridge.gateway.middleware import RequestContextMiddleware
 from ccbridge.gateway.routes import ApiRoutes
@@ -52,6 +53,7 @@ def create_app(settings: GatewaySettings, *, ready_cache_s: float = 1.0) -> Star
     """
     metrics = GatewayMetrics()
     backends = Backends(settings, metrics, ready_cache_s=ready_cache_s)
+    media = MediaRoutes(settings, metrics)
     if not settings.events_hmac_enabled and not settings.events_basic_enabled:
         log.warning(
             "no Infobip events webhook authentication configured: "
@@ -69,12 +71,14 @@ def create_app(settings: GatewaySettings, *, ready_cache_s: float = 1.0) -> Star
         try:
             yield
         finally:
+            await media.aclose()
             await backends.close()
 
     app = Starlette(
         routes=[
             *ApiRoutes(settings, backends, metrics).routes(),
             *WebhookRoutes(settings, backends, metrics).routes(),
+            *media.routes(),
         ],
         middleware=[
             Middleware(

@@ -174,11 +174,18 @@ class Backends:
 
     async def open(self) -> None:
         """Creates the channels; call inside the running loop (the app lifespan)."""
+        common = self._settings.common
         session_channel = create_channel(
-            self._settings.session_addr, self._settings.common.mesh_tls, "session"
+            self._settings.session_addr,
+            common.mesh_tls,
+            "session",
+            keepalive_ms=common.grpc_keepalive_ms,
         )
         connector_channel = create_channel(
-            self._settings.connector_addr, self._settings.common.mesh_tls, "connector"
+            self._settings.connector_addr,
+            common.mesh_tls,
+            "connector",
+            keepalive_ms=common.grpc_keepalive_ms,
         )
         self._channels = [session_channel, connector_channel]
         self._session = session_pb2_grpc.SessionServiceStub(session_channel)

@@ -11,6 +11,7 @@ from typing import Any
 
 from ccbridge.services.runtime.handover_limits import MAX_METADATA_KEYS, MAX_TAG_CHARS, MAX_TAGS
 from ccbridge.services.runtime.ids import CONVERSATION_ID_PATTERN
+from ccbridge.services.runtime.media import MAX_TOKEN_CHARS, MEDIA_TOKEN_PATTERN
 
 _JSON = "application/json"
 
@@ -407,6 +408,47 @@ def openapi_document() -> dict[str, Any]:
                         "404": _error("No such connector."),
                         "413": _error("Body larger than CCBRIDGE_MAX_BODY_BYTES."),
                         **_WEBHOOK_BACKEND_ERRORS,
+                    },
+                }
+            },
+            "/media/{token}": {
+                "get": {
+                    "operationId": "media",
+                    "summary": "An inbound media file, streamed from Infobip.",
+                    "description": "The link Session put in a message's content when "
+                    "CCBRIDGE_MEDIA_PROXY is on: the token (signed with CCBRIDGE_MEDIA_SECRET, "
+                    "valid CCBRIDGE_MEDIA_URL_TTL_S) is the credential. The file is fetched "
+                    "from Infobip with the API key and streamed as it comes; Content-Type, "
+                    "Content-Length and Content-Disposition are Infobip's. A file without a "
+                    "length that grows beyond CCBRIDGE_MEDIA_MAX_BYTES is cut off.",
+                    "security": [],
+                    "parameters": [
+                        {
+                            "name": "token",
+                            "in": "path",
+                            "required": True,
+                            "schema": {
+                                "type": "string",
+                                "pattern": MEDIA_TOKEN_PATTERN,
+                                "maxLength": MAX_TOKEN_CHARS,
+                            },
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The file.",
+                            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+                        },
+                        "403": _error("Forged or malformed link."),
+                        "404": _error(
+                            "Expired link, the media proxy off, or no such file at Infobip."
+                        ),
+                        "413": _error("The file is larger than CCBRIDGE_MEDIA_MAX_BYTES."),
+                        "502": _error("Infobip failed or could not be reached."),
+                        "503": _error(
+                            "CCBRIDGE_MEDIA_MAX_STREAMS downloads in progress; retry.",
+                            retry_after=True,
+                        ),
                     },
                 }
             },

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ccbridge.services.infobip.webhook_auth import HmacScheme
+from ccbridge.services.runtime.media import MediaProxySettings
 from ccbridge.services.runtime.ports import DEFAULT_PORTS, default_addr
 from ccbridge.services.runtime.settings import CommonSettings, EnvReader, Secret
 from ccbridge.services.session.settings import DEFAULT_DEDUPE_TTL_S
@@ -52,6 +53,12 @@ class GatewaySettings:
     http_port: int
     bind_host: str
     forwarded_allow_ips: str
+    # The media proxy (GET /media/{token}) and the Infobip account it fetches from.
+    media: MediaProxySettings
+    media_max_streams: int
+    infobip_base_url: str
+    infobip_api_key: Secret
+    infobip_timeout_s: float
     common: CommonSettings
 
     @property
@@ -96,6 +103,10 @@ class GatewaySettings:
                 "neither refused nor recognised as a duplicate"
             )
         connector_secrets = env.secret_list("CCBRIDGE_WEBHOOK_CONNECTOR_SECRET", required=False)
+        media = MediaProxySettings.read(env, signer=False)
+        # Only the media proxy talks to Infobip from here.
+        infobip_base_url = env.str("INFOBIP_BASE_URL", None if media.enabled else "")
+        infobip_api_key = env.secret("INFOBIP_API_KEY", required=media.enabled)
         settings = cls(
             escalation_token=escalation_token,
             webhook_token=webhook_token,
@@ -125,6 +136,11 @@ class GatewaySettings:
             ),
             bind_host=env.str("CCBRIDGE_BIND_HOST", "127.0.0.1"),
             forwarded_allow_ips=env.str("FORWARDED_ALLOW_IPS", ""),
+            media=media,
+            media_max_streams=env.int("CCBRIDGE_MEDIA_MAX_STREAMS", 32, minimum=1, maximum=10_000),
+            infobip_base_url=infobip_base_url,
+            infobip_api_key=infobip_api_key,
+            infobip_timeout_s=env.float("INFOBIP_TIMEOUT_S", 10.0, minimum=0.1),
             common=CommonSettings.read(env),
         )
         env.done("gateway")

@@ -9,7 +9,8 @@ counted and logged (a replay is either that old or still remembered by Session's
 
 This module also owns the translation of Infobip message JSON into
 ``ccbridge.common.v1.Message``. Parsing is tolerant (unknown fields ignored, timestamps
-in every observed format, content type inferred when absent) but every request is
+in every observed format; a content type that is absent stays empty, for Session to read
+from Infobip, never guessed) but every request is
 validated completely before any gRPC call, so a 400 never follows a partial effect.
 Every webhook answers 2xx only after Session (or Connector) returned, i.e. after the
 content is stored durably; transient backend failures answer 503 with ``Retry-After``
@@ -28,7 +29,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 import grpc
 import orjson
@@ -61,36 +61,6 @@ from ccbridge.session.v1 import session_pb2
 log = logging.getLogger(__name__)
 
 _CONNECTOR_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-_EXT_TYPES: dict[str, str] = {
-    **dict.fromkeys(
-        ("jpg", "jpeg", "png", "gif", "webp", "bmp", "heic", "heif", "svg", "tif", "tiff"), "IMAGE"
-    ),
-    **dict.fromkeys(("mp4", "mov", "3gp", "avi", "mkv", "webm", "mpeg", "mpg", "m4v"), "VIDEO"),
-    **dict.fromkeys(("mp3", "ogg", "oga", "opus", "m4a", "aac", "wav", "amr", "flac"), "AUDIO"),
-    **dict.fromkeys(
-        (
-            "pdf",
-            "doc",
-            "docx",
-            "xls",
-            "xlsx",
-            "ppt",
-            "pptx",
-            "txt",
-            "csv",
-            "rtf",
-            "odt",
-            "ods",
-            "odp",
-            "zip",
-            "json",
-            "xml",
-        ),
-        "DOCUMENT",
-    ),
-}
-
 
 # --------------------------------------------------------------------------- parsing
 
@@ -173,22 +143,6 @@ def parse_instant(value: object) -> Instant | None:
         return None
 
 
-def infer_content_type(content: object) -> str:
-    """Content type of a Subscriptions message, whose payload has no ``contentType``."""
-    if not isinstance(content, dict):
-        return "UNKNOWN"
-    if isinstance(content.get("text"), str):
-        return "TEXT"
-    url = content.get("url")
-    if isinstance(url, str) and url:
-        path = urlsplit(url).path if "://" in url else url
-        ext = path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
-        return _EXT_TYPES.get(ext, "MEDIA")
-    if "latitude" in content and "longitude" in content:
-        return "LOCATION"
-    return "UNKNOWN"
-
-
 def _content_json(content: object) -> str:
     if content is None:
         return "{}"
@@ -213,9 +167,9 @@ def _build_message(
         channel=_scalar_text(channel),
         to=_scalar_text(msg.get("to")),
         author_type=_scalar_text(msg.get("authorType")),
-        content_type=content_type
-        if isinstance(content_type, str) and content_type
-        else infer_content_type(content),
+        # Subscriptions events carry no contentType: left empty here, Session reads it
+        # from Infobip (Get Messages) before delivery; never guessed from the content.
+        content_type=content_type if isinstance(content_type, str) else "",
         content_json=_content_json(content),
     )
     setattr(message, "from", _scalar_text(msg.get("from")))  # `from` is a Python keyword
@@ -245,7 +199,8 @@ def event_message(
     """``payload.message`` of an INBOUND_MESSAGE event → Message.
 
     The conversation id is ``message.conversationId``, else ``payload.id`` (the payload
-    of message events is the conversation); content type is inferred from content.
+    of message events is the conversation). The event has no ``contentType``: the
+    message's stays empty until Session reads it from Infobip.
     """
     msg = payload.get("message")
     if not isinstance(msg, dict):

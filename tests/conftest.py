@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
+from tests.support.redis_cluster import RedisClusterServers
 from tests.support.redis_server import RedisServer, env_redis_url
 from tests.support.rt import rt_peer
 
@@ -27,6 +28,17 @@ def redis_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A ``redis+cluster://`` URL of three local masters, started for the test session
+    (the tests marked ``cluster``)."""
+    cluster = RedisClusterServers().start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -53,7 +53,12 @@ async def build(
 ) -> Component[ConnectorParts]:
     """Creates every part; ``adapters`` replaces the configured ones (tests)."""
     redis = create_redis(settings.common.redis_url)
-    channel = create_channel(settings.session_addr, settings.common.mesh_tls, "session")
+    channel = create_channel(
+        settings.session_addr,
+        settings.common.mesh_tls,
+        "session",
+        keepalive_ms=settings.common.grpc_keepalive_ms,
+    )
     store = ConnectorStore(redis, settings.common.redis_prefix)
     try:
         built = (

@@ -22,15 +22,14 @@ neither skips agent replies nor posts a message twice (docs/deploy.md, "Upgrades
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-
 from ccbridge.services.runtime.lease import Lease
+from ccbridge.services.runtime.redis import RedisClient
 
 
 class ConnectorStore:
     """Key names of the connector and its adapters, and the Redis client they use."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str = "ccb") -> None:
+    def __init__(self, redis: RedisClient, prefix: str = "ccb") -> None:
         self.redis = redis
         self.p = prefix
 

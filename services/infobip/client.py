@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -32,7 +32,7 @@ import orjson
 
 from ccbridge.services.runtime import farside
 from ccbridge.services.runtime.errors import FarSideError, InvalidArgument
-from ccbridge.services.runtime.http_client import HttpAnswer, HttpClient, HttpFailure
+from ccbridge.services.runtime.http_client import HttpAnswer, HttpClient, HttpFailure, Params
 from ccbridge.services.runtime.ids import CONVERSATION_ID_RULE, is_conversation_id
 from ccbridge.services.runtime.settings import Secret
 
@@ -232,7 +232,7 @@ class InfobipClient:
         path: str,
         what: str,
         *,
-        params: Mapping[str, str | int] | None,
+        params: Params | None,
         json_body: object,
         headers: Mapping[str, str] | None,
     ) -> object:
@@ -267,7 +267,7 @@ class InfobipClient:
         what: str,
         *,
         retry: bool,
-        params: Mapping[str, str | int] | None = None,
+        params: Params | None = None,
         json_body: object = None,
         headers: Mapping[str, str] | None = None,
     ) -> object:
@@ -321,10 +321,18 @@ class InfobipClient:
         order_by: str = "createdAt:desc",
         direction: str = "",
         created_after: datetime | None = None,
+        message_ids: Sequence[str] = (),
     ) -> dict[str, Any]:
         """One page of Get Messages: ``{"messages": [...], "pagination": {...}}``;
-        ``direction`` (INBOUND/OUTBOUND) and ``created_after`` are documented filters."""
-        params: dict[str, str | int] = {"page": page, "limit": limit, "orderBy": order_by}
+        ``direction`` (INBOUND/OUTBOUND), ``created_after`` and ``message_ids`` (only these
+        messages) are documented filters."""
+        params: dict[str, str | int | Sequence[str]] = {
+            "page": page,
+            "limit": limit,
+            "orderBy": order_by,
+        }
+        if message_ids:
+            params["messageIds"] = list(message_ids)
         if direction:
             params["direction"] = direction
         if created_after is not None:

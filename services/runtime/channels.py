@@ -5,6 +5,17 @@ Services) are balanced with round_robin across every replica; callers set a dead
 every call. Channels are mutual TLS (services/runtime/mesh_tls.py): the process presents
 its own certificate and accepts only a server whose certificate names the ``peer`` it
 means to reach (its DNS SAN), whatever address it dialled.
+
+Addresses may also list replicas without DNS (``ipv4:10.0.0.1:50051,10.0.0.2:50051``);
+round_robin spreads calls over them the same way.
+
+A frozen replica (SIGSTOP, a hung VM, a partition that drops packets) keeps its TCP
+connections open, so only HTTP/2 keepalive pings reveal it: every connection is pinged
+every ``keepalive_ms`` (idle or not) and closed when a ping is not answered within
+``keepalive_ms``; round_robin then sends calls to the other replicas only, so a frozen
+replica stops receiving calls within about 2 × ``keepalive_ms``. Calls already on it
+fail UNAVAILABLE without response headers and are retried by the retry policy on
+another replica. Servers permit these pings (server.py).
 """
 
 from __future__ import annotations
@@ -45,6 +56,9 @@ _SERVICE_CONFIG = orjson.dumps(
 ).decode()  # grpc takes the service config as text
 
 
+# Default of CCBRIDGE_GRPC_KEEPALIVE_MS (CommonSettings.grpc_keepalive_ms).
+KEEPALIVE_MS = 1000
+
 _OPTIONS = [
     ("grpc.service_config", _SERVICE_CONFIG),
     ("grpc.enable_retries", 1),
@@ -52,20 +66,39 @@ _OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
 
 
-def create_channel(address: str, tls: MeshTls, peer: str) -> grpc.aio.Channel:
+def channel_options(keepalive_ms: int) -> list[tuple[str, Any]]:
+    """The options of every channel, with pings every ``keepalive_ms`` (module docstring)."""
+    return [
+        *_OPTIONS,
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", keepalive_ms),
+        # What actually closes the connection on an unanswered ping in grpcio 1.85
+        # (keepalive_timeout alone left it open: the default, 60 s, applied).
+        ("grpc.http2.ping_timeout_ms", keepalive_ms),
+        # Idle connections too: a replica that froze while nothing was sent to it is
+        # dropped before the next call is routed to it.
+        ("grpc.keepalive_permit_without_calls", 1),
+        # No cap on pings between data frames (the default, 2, would stop pinging an
+        # idle connection).
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+def create_channel(
+    address: str, tls: MeshTls, peer: str, *, keepalive_ms: int = KEEPALIVE_MS
+) -> grpc.aio.Channel:
     """Opens a channel to the component ``peer`` (``session``, ``history``, ...) at
-    ``address``: mutual TLS, or plaintext when ``tls.insecure`` (development)."""
+    ``address`` (``host:port``, ``dns:///name:port`` or ``ipv4:a:port,b:port``): mutual
+    TLS, or plaintext when ``tls.insecure`` (development)."""
     if tls.insecure:
         log.warning(INSECURE_WARNING)
-        return grpc.aio.insecure_channel(address, options=_OPTIONS)
-    return ReloadingChannel(address, tls, peer)
+        return grpc.aio.insecure_channel(address, options=channel_options(keepalive_ms))
+    return ReloadingChannel(address, tls, peer, keepalive_ms=keepalive_ms)
 
 
 # How often a channel looks at its certificate files (a stat of three files).
@@ -128,9 +161,16 @@ class ReloadingChannel(grpc.aio.Channel):
     :data:`RETIRE_GRACE_S`. Stubs built on it keep working across reloads."""
 
     def __init__(
-        self, address: str, tls: MeshTls, peer: str, *, check_every_s: float = RELOAD_CHECK_S
+        self,
+        address: str,
+        tls: MeshTls,
+        peer: str,
+        *,
+        check_every_s: float = RELOAD_CHECK_S,
+        keepalive_ms: int = KEEPALIVE_MS,
     ) -> None:
         self._address, self._peer, self._check_every_s = address, peer, check_every_s
+        self._keepalive_ms = keepalive_ms
         self._watched = Watched(tls)
         self._channel = self._open()
         self._generation = 0
@@ -141,7 +181,10 @@ class ReloadingChannel(grpc.aio.Channel):
         return grpc.aio.secure_channel(
             self._address,
             credentials(self._watched.material),
-            options=[*_OPTIONS, ("grpc.ssl_target_name_override", self._peer)],
+            options=[
+                *channel_options(self._keepalive_ms),
+                ("grpc.ssl_target_name_override", self._peer),
+            ],
         )
 
     @property

@@ -187,6 +187,7 @@ async def start(build: Build[S, P], settings: S) -> Running[P]:
             component.ready,
             tls=common.mesh_tls,
             reflection=common.grpc_reflection,
+            keepalive_ms=common.grpc_keepalive_ms,
         )
         await server.start()
         if common.grpc_health_port:

@@ -10,16 +10,18 @@ run it against real loopback servers, as production does.
 What this module owns: one keep-alive pool per :class:`HttpClient` (an aiohttp session
 belongs to an event loop, so it is created on first use inside the running loop); one
 total timeout per request (connecting, sending and reading the whole answer); the answer
-read in full up to ``max_answer_bytes``; no redirects followed; no cookies kept; and its
-failures as the exceptions below. What a status or a failure *means* — retry or not,
-after how long — is :mod:`ccbridge.services.runtime.farside`'s.
+read in full up to ``max_answer_bytes`` (or streamed, :meth:`HttpClient.stream`); no
+redirects followed; no cookies kept; and its failures as the exceptions below. What a
+status or a failure *means* — retry or not, after how long — is
+:mod:`ccbridge.services.runtime.farside`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -84,6 +86,28 @@ class HttpAnswer:
         return orjson.loads(self.body)
 
 
+Params = Mapping[str, "str | int | Sequence[str]"]
+
+
+class HttpStream:
+    """An answer whose body is still to be read (see :meth:`HttpClient.stream`)."""
+
+    def __init__(self, response: aiohttp.ClientResponse, client: HttpClient) -> None:
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+        self.content_length = response.content_length
+        self._response = response
+        self._client = client
+
+    async def chunks(self, size: int = 65536) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk as it arrives."""
+        try:
+            async for chunk in self._response.content.iter_chunked(size):
+                yield chunk
+        except Exception as exc:
+            raise self._client._failure(exc) from None
+
+
 class HttpClient:
     """Requests to one far side over a keep-alive pool.
 
@@ -126,22 +150,20 @@ class HttpClient:
         method: str,
         url: str,
         *,
-        params: Mapping[str, str | int] | None = None,
+        params: Params | None = None,
         body: bytes | None = None,
         json_body: object = None,
         headers: Mapping[str, str] | None = None,
     ) -> HttpAnswer:
         """Sends one request and reads its whole answer, whatever its status.
 
-        ``params`` are encoded into the query string; ``json_body`` (when not None) is
-        sent as JSON with its Content-Type, otherwise ``body`` as it is (give its
-        Content-Type in ``headers``). Raises an :class:`HttpFailure` (InvalidRequest for a
-        ``json_body`` that is not JSON: orjson refuses lone surrogates, integers beyond 64
-        bits and non-string keys).
+        ``params`` are encoded into the query string (a list value repeats the name);
+        ``json_body`` (when not None) is sent as JSON with its Content-Type, otherwise
+        ``body`` as it is (give its Content-Type in ``headers``). Raises an
+        :class:`HttpFailure` (InvalidRequest for a ``json_body`` that is not JSON: orjson
+        refuses lone surrogates, integers beyond 64 bits and non-string keys).
         """
-        target = self._base_url + url
-        if params:
-            target += "?" + urlencode({key: str(value) for key, value in params.items()})
+        target = self._target(url, params)
         all_headers = dict(headers or {})
         for name, value in all_headers.items():
             # aiohttp raises ValueError on CR/LF (header splitting); one bad value (e.g.
@@ -160,20 +182,66 @@ class HttpClient:
                 method, target, data=body, headers=all_headers, allow_redirects=False
             ) as response:
                 return HttpAnswer(response.status, response.headers, await self._read(response))
-        # AnswerTooLarge (from _read) is none of these and passes through. The order
-        # matters: the connect timeout is a TimeoutError and a connector error too.
-        except aiohttp.ConnectionTimeoutError:
-            raise ConnectFailed(f"connect timed out after {self.timeout_s:g}s") from None
-        except TimeoutError:
-            raise RequestTimeout(f"timed out after {self.timeout_s:g}s") from None
-        except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
-            raise TlsFailed(f"TLS failed ({type(exc).__name__})") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise ConnectFailed(f"could not connect ({type(exc).__name__})") from None
-        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
-            raise InvalidRequest(f"invalid request ({type(exc).__name__})") from None
-        except aiohttp.ClientError as exc:
-            raise ConnectionLost(f"connection lost ({type(exc).__name__})") from None
+        # AnswerTooLarge (from _read) is none of these and passes through.
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._failure(exc) from None
+
+    def _target(self, url: str, params: Params | None) -> str:
+        target = self._base_url + url
+        if params:
+            query = {
+                key: [str(v) for v in value] if isinstance(value, list | tuple) else str(value)
+                for key, value in params.items()
+            }
+            target += "?" + urlencode(query, doseq=True)
+        return target
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, method: str, url: str, *, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[HttpStream]:
+        """Sends one request and yields its answer before the body is read: the body
+        comes chunk by chunk from :meth:`HttpStream.chunks`, never whole in memory.
+
+        ``timeout_s`` bounds connecting and each wait for data (not the whole transfer,
+        which may be long). The same failures as :meth:`request`; a failure while the body
+        is read raises from ``chunks``.
+        """
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.timeout_s, sock_read=self.timeout_s
+        )
+        try:
+            response = await self._client().request(
+                method,
+                self._target(url, None),
+                headers=dict(headers or {}),
+                allow_redirects=False,
+                timeout=timeout,
+            )
+        except Exception as exc:
+            raise self._failure(exc) from None
+        try:
+            yield HttpStream(response, self)
+        finally:
+            response.release()
+
+    def _failure(self, exc: BaseException) -> BaseException:
+        """The HttpFailure an aiohttp or timeout error means (others are returned as
+        they are)."""
+        # The order matters: the connect timeout is a TimeoutError and a connector error too.
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            return ConnectFailed(f"connect timed out after {self.timeout_s:g}s")
+        if isinstance(exc, TimeoutError):
+            return RequestTimeout(f"timed out after {self.timeout_s:g}s")
+        if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ServerFingerprintMismatch):
+            return TlsFailed(f"TLS failed ({type(exc).__name__})")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return ConnectFailed(f"could not connect ({type(exc).__name__})")
+        if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+            return InvalidRequest(f"invalid request ({type(exc).__name__})")
+        if isinstance(exc, aiohttp.ClientError):
+            return ConnectionLost(f"connection lost ({type(exc).__name__})")
+        return exc
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self.max_answer_bytes

@@ -24,7 +24,7 @@ is not taken while an old pod holds the old key (docs/deploy.md, "Upgrades").
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
+from ccbridge.services.runtime.redis import RedisClient
 
 GUARD = "lease-v2"
 """The value a guarded old-style lease key holds while new-style leases are held."""
@@ -81,7 +81,7 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def release_if_held(redis: aioredis.Redis, key: str, token: str) -> bool:
+async def release_if_held(redis: RedisClient, key: str, token: str) -> bool:
     """Deletes ``key`` only while it still holds ``token``: the release of a lease, or of
     a plain lock taken with ``SET key token NX PX`` (whose holder needs no fencing)."""
     return bool(int(await redis.eval(_RELEASE, 1, key, token)))
@@ -93,7 +93,7 @@ class Lease:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         key: str,
         ttl_ms: int,
         *,

@@ -7,25 +7,35 @@ Session's hot paths, :class:`RawPipeline` with its Lua scripts (:class:`RawScrip
   ``?ssl_ca_certs=/path/ca.pem`` as redis-py reads them) and ``unix:///path?db=N``: one
   server;
 - ``redis+sentinel://[:password@]host1:26379,host2:26379/<master name>[/db]``: Redis
-  Sentinel; the client asks the sentinels for the current master and follows failovers.
+  Sentinel; the client asks the sentinels for the current master and follows failovers;
+- ``redis+cluster://[[user]:password@]host1:port[,host2:port...][?options]`` and
+  ``rediss+cluster://…`` (TLS, the same ``ssl_…`` options): Redis Cluster, through
+  redis-py's ``RedisCluster`` (any listed node is enough to find the others; db 0 only).
+
+Hot paths send their commands as a :class:`Batch` (:func:`create_batch`): one round trip
+per server, raw replies. :class:`RawPipeline` is the batch of one server (or a Sentinel's
+master); :class:`ClusterBatch` the batch of a cluster (redis-py's cluster pipeline, which
+sends each node its commands and follows MOVED/ASK).
 
 A Lua script runs one way on each path, both recovering from a Redis that lost its
-script cache (a restart, ``SCRIPT FLUSH``): redis-py's ``register_script`` (``Script``)
-on the client, :meth:`RawPipeline.register_script` on the raw pipeline.
+script cache (a restart, ``SCRIPT FLUSH``, a new cluster node): redis-py's
+``register_script`` (``Script``) on the client, :meth:`Batch.register_script` on a batch.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import hashlib
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import hiredis
 import redis.asyncio as aioredis
-from redis.asyncio.connection import SSLConnection
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
@@ -41,6 +51,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 SENTINEL_SCHEME = "redis+sentinel"
+# Cluster scheme → the scheme of one node's URL (its options are read as redis-py does).
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+CLUSTER_NODE_MAX_CONNECTIONS = 1024
+RedisClient = aioredis.Redis | RedisCluster
+"""What :func:`create_redis` gives: one server (or a Sentinel's master), or a cluster."""
 SOCKET_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 3.0
 
@@ -107,9 +122,45 @@ class HiredisPackingConnection(aioredis.Connection):
             raise DataError(str(exc)) from None
 
 
-def create_redis(url: str, *, max_connections: int = 64) -> aioredis.Redis:
+def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """Splits a ``redis+cluster://`` / ``rediss+cluster://`` URL into its nodes and the
+    connection options (user, password, TLS and query options, as redis-py reads them
+    from a one-server URL)."""
+    parts = urlsplit(url)
+    if parts.scheme not in CLUSTER_SCHEMES:
+        raise ValueError(f"not a cluster URL: {parts.scheme}://")
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    nodes: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"cluster node {item!r} must be host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError("a Redis Cluster has only db 0")
+    first = f"{credentials}@{hosts.split(',')[0]}" if credentials else hosts.split(",")[0]
+    single = urlunsplit((CLUSTER_SCHEMES[parts.scheme], first, "", parts.query, ""))
+    options: dict[str, Any] = dict(parse_url(single))
+    for key in ("host", "port", "db"):
+        options.pop(key, None)
+    if options.pop("connection_class", None) is SSLConnection:
+        options["ssl"] = True
+    return nodes, options
+
+
+def create_redis(url: str, *, max_connections: int = 64) -> RedisClient:
     """Creates a client with timeouts and a short retry on connection errors."""
     options = _client_options(max_connections)
+    if urlsplit(url).scheme in CLUSTER_SCHEMES:
+        nodes, connection = parse_cluster_url(url)
+        # The cluster client cannot wait for a free connection (as the blocking pool
+        # below does): at its limit a call fails. The limit per node is therefore far
+        # above what one process runs at once; connections open only as needed.
+        options["max_connections"] = max(max_connections, CLUSTER_NODE_MAX_CONNECTIONS)
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            **{**options, **connection},
+        )
     if url.startswith(f"{SENTINEL_SCHEME}://"):
         sentinels, master, db, password = parse_sentinel_url(url)
         sentinel = Sentinel(
@@ -129,7 +180,7 @@ def create_redis(url: str, *, max_connections: int = 64) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
 
 
-def redis_ready(client: aioredis.Redis) -> Callable[[], Awaitable[bool]]:
+def redis_ready(client: RedisClient) -> Callable[[], Awaitable[bool]]:
     """Returns a readiness check: Redis answers PING."""
 
     async def check() -> bool:
@@ -166,11 +217,11 @@ _CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": 
 
 
 class RawScript:
-    """A Lua script for :class:`RawPipeline` (from :meth:`RawPipeline.register_script`).
+    """A Lua script for a :class:`Batch` (from :meth:`Batch.register_script`).
 
-    :meth:`command` gives the ``EVALSHA`` to put in a pipeline; when Redis has lost the
-    script (NOSCRIPT: it did not run), the pipeline loads it and runs that call again,
-    as redis-py's ``Script`` does.
+    :meth:`command` gives the ``EVALSHA`` to put in a batch; when Redis has lost the
+    script (NOSCRIPT: it did not run), the batch runs that call again as ``EVAL`` (which
+    also loads it), as redis-py's ``Script`` loads and runs it again.
     """
 
     __slots__ = ("sha", "source")
@@ -181,6 +232,100 @@ class RawScript:
 
     def command(self, keys: Sequence[Any], args: Sequence[Any] = ()) -> tuple[Any, ...]:
         return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+class Batch(abc.ABC):
+    """Commands sent at once (one round trip per server), replies raw and in order.
+
+    Replies are as Redis sends them (``bytes``, ``int``, lists, ``None``); an error reply
+    comes back as a ``ResponseError`` (``NoScriptError`` for NOSCRIPT) in its place, not
+    raised. A script call (:meth:`register_script`) that found its script missing runs
+    again as ``EVAL``. A batch may be sent again after a connection failure, so its
+    commands must be safe to repeat; it is no transaction.
+    """
+
+    def __init__(self) -> None:
+        self._scripts: dict[str, bytes] = {}
+
+    def register_script(self, source: str | bytes) -> RawScript:
+        """A script whose calls (:meth:`RawScript.command`) run again as ``EVAL`` when
+        Redis answers NOSCRIPT."""
+        script = RawScript(source)
+        self._scripts[script.sha] = script.source
+        return script
+
+    async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        if not commands:
+            return []
+        replies = await self._send_batch(commands)
+        missing = [
+            i
+            for i, reply in enumerate(replies)
+            if isinstance(reply, NoScriptError)
+            and len(commands[i]) > 1
+            and commands[i][1] in self._scripts
+        ]
+        if missing:
+            # NOSCRIPT means the call did not run: each runs again, in order, in one more
+            # round trip (after the batch's other commands, which did run).
+            again = [("EVAL", self._scripts[commands[i][1]], *commands[i][2:]) for i in missing]
+            for index, reply in zip(missing, await self._send_batch(again), strict=True):
+                replies[index] = reply
+        return replies
+
+    async def execute_in_turn(self, *groups: Sequence[Sequence[Any]]) -> list[list[Any]]:
+        """Each group's commands run only after the previous group's have (e.g. a push
+        before its schedule entry); replies per group. One round trip here: one
+        connection runs its commands in order. (A script call that found its script
+        missing runs again after every group, as in :meth:`execute`.)"""
+        replies = await self.execute([command for group in groups for command in group])
+        out: list[list[Any]] = []
+        start = 0
+        for group in groups:
+            out.append(replies[start : start + len(group)])
+            start += len(group)
+        return out
+
+    @abc.abstractmethod
+    async def _send_batch(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Sends the commands; their replies in order, errors in place."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Closes what the batch opened itself (not the client it was given)."""
+
+
+class ClusterBatch(Batch):
+    """A batch on Redis Cluster: redis-py's cluster pipeline (not transactional) sends
+    each node the commands of its slots in one round trip and follows MOVED/ASK and
+    TRYAGAIN; a script call's keys must share a slot (one hash tag)."""
+
+    def __init__(self, client: RedisCluster) -> None:
+        super().__init__()
+        self._client = client
+
+    async def execute_in_turn(self, *groups: Sequence[Sequence[Any]]) -> list[list[Any]]:
+        """A round trip per group: each node keeps its own commands' order, not the
+        batch's, so a group is sent once the previous one has run on every node."""
+        return [await self.execute(group) for group in groups]
+
+    async def _send_batch(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        pipe = self._client.pipeline()
+        for command in commands:
+            pipe.execute_command(*command)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+    async def aclose(self) -> None:
+        """Nothing of its own: the pipeline uses the client's connections."""
+
+
+def create_batch(client: RedisClient) -> Batch:
+    """The batch for ``client``: :class:`ClusterBatch` on a cluster, else
+    :class:`RawPipeline`."""
+    if isinstance(client, RedisCluster):
+        return ClusterBatch(client)
+    return RawPipeline(client)
 
 
 class _Connection:
@@ -235,8 +380,8 @@ def _tls_context(options: Mapping[str, Any]) -> ssl.SSLContext:
     return context
 
 
-class RawPipeline:
-    """Runs commands in one round trip on its own connection, with raw replies.
+class RawPipeline(Batch):
+    """The :class:`Batch` of one server: one round trip on its own connection.
 
     For the hot paths (Session's ingest and relay): redis-py's ``Pipeline`` pays per
     command for command objects, a coroutine and a timeout context per reply and
@@ -252,12 +397,9 @@ class RawPipeline:
     ``max_connections`` connections are open at once, all kept between round trips;
     :meth:`aclose` closes them.
 
-    Replies are as Redis sends them (``bytes``, ``int``, lists, ``None``); an error
-    reply comes back as a ``ResponseError`` (``NoScriptError`` for NOSCRIPT) in its
-    place, not raised. A broken or timed-out connection is dropped (with the idle ones,
-    likely broken too) and the whole pipeline is sent again on a fresh one (3 retries,
-    as the client's retry policy), so its commands must be safe to repeat, as with
-    redis-py's pipeline. Scripts: :meth:`register_script`.
+    Replies as :class:`Batch` says. A broken or timed-out connection is dropped (with
+    the idle ones, likely broken too) and the whole pipeline is sent again on a fresh
+    one (3 retries, as the client's retry policy), as with redis-py's pipeline.
     """
 
     def __init__(
@@ -267,6 +409,7 @@ class RawPipeline:
         timeout_s: float | None = None,
         max_connections: int = RAW_MAX_CONNECTIONS,
     ) -> None:
+        super().__init__()
         pool = client.connection_pool
         options: dict[str, Any] = dict(client.get_connection_kwargs())  # type: ignore[no-untyped-call]
         self._path: str | None = options.get("path")
@@ -290,23 +433,10 @@ class RawPipeline:
         self._master: tuple[str, int] | None = None
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Connection] = []
-        self._scripts: dict[str, bytes] = {}
         self._closed = False
 
-    def register_script(self, source: str | bytes) -> RawScript:
-        """A script whose calls (:meth:`RawScript.command`) this pipeline runs again after
-        loading it when Redis answers NOSCRIPT."""
-        script = RawScript(source)
-        self._scripts[script.sha] = script.source
-        return script
-
-    async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        if not commands:
-            return []
-        replies, noscript = await self._send(self._pack(commands), len(commands))
-        if noscript:
-            await self._load_and_run_again(commands, replies)
-        return replies
+    async def _send_batch(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        return await self._send(self._pack(commands), len(commands))
 
     async def aclose(self) -> None:
         """Closes the idle connections now and the busy ones when their round trip ends."""
@@ -327,31 +457,7 @@ class RawPipeline:
         except TypeError as exc:  # what redis-py raises for the same inputs
             raise DataError(str(exc)) from None
 
-    async def _load_and_run_again(
-        self, commands: Sequence[Sequence[Any]], replies: list[Any]
-    ) -> None:
-        """NOSCRIPT means the call did not run: load each such script and run those calls
-        again, in their order, in one more round trip (after the pipeline's other
-        commands, which did run). A script that fails to load leaves its error in place."""
-        missing = [
-            i
-            for i, reply in enumerate(replies)
-            if isinstance(reply, NoScriptError)
-            and len(commands[i]) > 1
-            and commands[i][1] in self._scripts
-        ]
-        if not missing:
-            return
-        shas = list(dict.fromkeys(commands[i][1] for i in missing))
-        again = [("SCRIPT", "LOAD", self._scripts[sha]) for sha in shas]
-        again += [tuple(commands[i]) for i in missing]
-        got, _ = await self._send(self._pack(again), len(again))
-        loaded = dict(zip(shas, got, strict=False))
-        for index, reply in zip(missing, got[len(shas) :], strict=True):
-            load = loaded[commands[index][1]]
-            replies[index] = load if isinstance(load, Exception) else reply
-
-    async def _send(self, packed: bytes, count: int) -> tuple[list[Any], bool]:
+    async def _send(self, packed: bytes, count: int) -> list[Any]:
         if self._closed:
             raise RedisConnectionError("RawPipeline is closed")
         async with self._slots:
@@ -445,22 +551,19 @@ class RawPipeline:
             commands.append(("CLIENT", "SETNAME", self._client_name))
         if not commands:
             return
-        replies, _ = await self._round_trip(conn, self._pack(commands), len(commands))
+        replies = await self._round_trip(conn, self._pack(commands), len(commands))
         for command, reply in zip(commands, replies, strict=True):
             if isinstance(reply, Exception):
                 if command[0] == "AUTH":
                     raise AuthenticationError(str(reply))
                 raise reply
 
-    async def _round_trip(
-        self, conn: _Connection, packed: bytes, count: int
-    ) -> tuple[list[Any], bool]:
+    async def _round_trip(self, conn: _Connection, packed: bytes, count: int) -> list[Any]:
         writer = conn.writer
         writer.write(packed)
         reader = conn.reader
         parser = conn.parser
         replies: list[Any] = []
-        noscript = False
         async with asyncio.timeout(self._timeout_s):
             if writer.transport.get_write_buffer_size() > _DRAIN_ABOVE:
                 await writer.drain()
@@ -476,11 +579,10 @@ class RawPipeline:
                     message = str(reply)
                     if message.startswith("NOSCRIPT"):
                         reply = NoScriptError(message)
-                        noscript = True
                     elif message.startswith("READONLY"):
                         if self._sentinel is not None:
                             # The master was demoted (a failover): find the new one.
                             raise RedisConnectionError(message)
                         reply = ReadOnlyError(message)
                 replies.append(reply)
-        return replies, noscript
+        return replies

@@ -13,9 +13,18 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 # Data commands, Lua scripts (which Redis checks command by command, key by key),
-# connection set-up; nothing that reads or changes the server's configuration or
-# touches every key (FLUSHALL, KEYS, CONFIG, DEBUG, ... are @dangerous).
-COMMANDS = ("+@read", "+@write", "+@scripting", "+@connection", "+time", "-@dangerous")
+# connection set-up, and on Redis Cluster the client's topology read (CLUSTER SLOTS);
+# nothing that reads or changes the server's configuration or touches every key
+# (FLUSHALL, KEYS, CONFIG, DEBUG, ... are @dangerous).
+COMMANDS = (
+    "+@read",
+    "+@write",
+    "+@scripting",
+    "+@connection",
+    "+time",
+    "+cluster|slots",
+    "-@dangerous",
+)
 
 # Key patterns under the prefix (``CCBRIDGE_REDIS_PREFIX``), from the layouts in
 # services/session/store.py and services/connector/store.py.
@@ -39,7 +48,8 @@ _KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "{p}:dl:*",
             "{p}:dlc:*",
             "{p}:stats",
-            "{p}:reconcile",
+            "{p}:reconcile",  # older releases' progress, read during an upgrade
+            "{p}:reconcile:*",
         ),
         "connector": (
             "{p}:connector:*",

@@ -9,10 +9,10 @@ Error policy (every handler kind: unary-unary, unary-stream, stream-unary, strea
 the ccbridge exception tree (services/runtime/errors.py) maps to its code (NOT_FOUND,
 INVALID_ARGUMENT, FAILED_PRECONDITION, ALREADY_EXISTS, UNAUTHENTICATED, ...); a failure
 of the infrastructure that can heal (Redis unreachable, loading, read-only, out of memory,
-cluster down; a peer or an ``asyncio`` timeout) maps to UNAVAILABLE with the trailing
-metadata ``ccbridge-retry-after``; anything else is a bug: INTERNAL with a generic message,
-logged with its traceback. A unary request that does not parse (a string of bad UTF-8,
-such as an encoded lone surrogate) is INVALID_ARGUMENT.
+cluster down, slot moved, try again; a peer or an ``asyncio`` timeout) maps to UNAVAILABLE
+with the trailing metadata ``ccbridge-retry-after``; anything else is a bug: INTERNAL with
+a generic message, logged with its traceback. A unary request that does not parse (a
+string of bad UTF-8, such as an encoded lone surrogate) is INVALID_ARGUMENT.
 
 Health: the overall service ("") and each registered service name follow *readiness*
 (the ``ready`` callback, e.g. Redis answers, and not shutting down). The service name
@@ -38,6 +38,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection as reflection_service
 
 from ccbridge.services.runtime.authz import allowed
+from ccbridge.services.runtime.channels import KEEPALIVE_MS
 from ccbridge.services.runtime.errors import (
     RETRY_AFTER_METADATA,
     RETRYABLE_CODES,
@@ -65,7 +66,9 @@ _NO_CHANNEL_RETRY = ("grpc-retry-pushback-ms", "-1")
 # and peers' restarts take about that long).
 INFRA_RETRY_AFTER_S = 1.0
 # Redis error replies that mean "try later" (they reach us as a plain ResponseError
-# when raised inside a script).
+# when raised inside a script or read by the raw pipeline, services/runtime/redis.py).
+# MOVED/ASK: a slot that moved (resharding, failover) while a client had the old map
+# (the cluster client follows them itself; one that still reaches a handler).
 _REDIS_TRANSIENT_REPLIES = (
     "LOADING",
     "READONLY",
@@ -74,6 +77,8 @@ _REDIS_TRANSIENT_REPLIES = (
     "TRYAGAIN",
     "CLUSTERDOWN",
     "BUSY ",
+    "MOVED ",
+    "ASK ",
 )
 ReadyCheck = Callable[[], Awaitable[bool]]
 Req = TypeVar("Req")
@@ -102,7 +107,8 @@ def _redis_transient(exc: BaseException) -> bool:
         | errors.ReadOnlyError
         | errors.OutOfMemoryError
         | errors.TryAgainError
-        | errors.ClusterDownError
+        | errors.ClusterDownError  # includes MasterDownError
+        | errors.AskError  # includes MovedError
         | errors.RedisClusterException,
     ):
         return True
@@ -311,15 +317,19 @@ class ServiceHealth:
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
-_SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    # Clients reconnect (and re-resolve DNS) so new replicas get traffic.
-    ("grpc.max_connection_age_ms", 5 * 60 * 1000),
-    ("grpc.max_connection_age_grace_ms", 30 * 1000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-]
+def server_options(keepalive_ms: int) -> list[tuple[str, Any]]:
+    """Server options; clients ping every ``keepalive_ms`` (services/runtime/channels.py)
+    to notice a frozen replica, so pings that often (half of it, for timer jitter) are
+    permitted rather than answered with GOAWAY ``too_many_pings``."""
+    return [
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ("grpc.max_send_message_length", 64 * 1024 * 1024),
+        # Clients reconnect (and re-resolve DNS) so new replicas get traffic.
+        ("grpc.max_connection_age_ms", 5 * 60 * 1000),
+        ("grpc.max_connection_age_grace_ms", 30 * 1000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", max(1, keepalive_ms // 2)),
+    ]
 
 
 def create_server(
@@ -329,17 +339,19 @@ def create_server(
     *,
     tls: MeshTls,
     reflection: bool = False,
+    keepalive_ms: int = KEEPALIVE_MS,
 ) -> tuple[grpc.aio.Server, int, ServiceHealth]:
     """Builds the server; ``register`` adds servicers and returns their full service names.
 
     ``tls``: mutual TLS with per-caller authorization, or (``tls.insecure``, development)
     plaintext that lets every caller in. ``reflection`` adds the reflection service
-    (operators only). Returns the server (not started), the bound port (use
-    ``127.0.0.1:0`` in tests) and the health keeper (start it after the server starts).
+    (operators only). ``keepalive_ms``: the clients' ping interval to permit. Returns the
+    server (not started), the bound port (use ``127.0.0.1:0`` in tests) and the health
+    keeper (start it after the server starts).
     """
     server = grpc.aio.server(
         interceptors=[ContextAndErrorInterceptor(authorize=not tls.insecure)],
-        options=_SERVER_OPTIONS,
+        options=server_options(keepalive_ms),
     )
     names = tuple(register(server))
     servicer = health.aio.HealthServicer()

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ccbridge.services.runtime.channels import KEEPALIVE_MS
 from ccbridge.services.runtime.mesh_tls import INSECURE, MeshTls
 
 # Every token and secret the operator chooses is at least this long (a comma-separated
@@ -187,6 +188,10 @@ class CommonSettings:
     # A plaintext port that serves only the gRPC health service (kubelet's gRPC probes
     # cannot present a client certificate); 0: none.
     grpc_health_port: int = 0
+    # HTTP/2 ping interval and answer timeout of every gRPC connection: a frozen peer
+    # replica stops receiving calls within about twice this (services/runtime/channels.py).
+    # At least 1 s: grpc sends no two pings closer together.
+    grpc_keepalive_ms: int = KEEPALIVE_MS
 
     @classmethod
     def read(cls, env: EnvReader) -> CommonSettings:
@@ -200,6 +205,9 @@ class CommonSettings:
             mesh_tls=read_mesh_tls(env),
             grpc_reflection=env.bool("CCBRIDGE_GRPC_REFLECTION", False),
             grpc_health_port=env.int("CCBRIDGE_GRPC_HEALTH_PORT", 0, minimum=0, maximum=65535),
+            grpc_keepalive_ms=env.int(
+                "CCBRIDGE_GRPC_KEEPALIVE_MS", KEEPALIVE_MS, minimum=1000, maximum=3_600_000
+            ),
         )
 
 

@@ -57,10 +57,14 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
             dead_letter_max=settings.dead_letter_max,
         ),
         inbox_max=settings.inbox_max,
+        due_shards=settings.due_shards,
     )
-    history_ch = create_channel(settings.history_addr, settings.common.mesh_tls, "history")
-    routing_ch = create_channel(settings.routing_addr, settings.common.mesh_tls, "routing")
-    connector_ch = create_channel(settings.connector_addr, settings.common.mesh_tls, "connector")
+    tls, keepalive_ms = settings.common.mesh_tls, settings.common.grpc_keepalive_ms
+    history_ch = create_channel(settings.history_addr, tls, "history", keepalive_ms=keepalive_ms)
+    routing_ch = create_channel(settings.routing_addr, tls, "routing", keepalive_ms=keepalive_ms)
+    connector_ch = create_channel(
+        settings.connector_addr, tls, "connector", keepalive_ms=keepalive_ms
+    )
     infobip = InfobipClient(
         settings.infobip_base_url,
         settings.infobip_api_key,

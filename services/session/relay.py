@@ -8,10 +8,12 @@ not in back-off) and, for all of them together, runs the delivery primitives
 1. claims each inbox lease and reads each inbox head (one Redis round trip, a Lua script
    per conversation);
 2. leaves out messages already in the case transcript (one round trip);
-3. posts everything in one ``PostCustomerMessages`` call per connector;
-4. takes them off the schedule, pops exactly what the CCaaS accepted and releases the
+3. readies the rest (services/session/inbound.py: a missing content type read from
+   Infobip, media linked);
+4. posts everything in one ``PostCustomerMessages`` call per connector;
+5. takes them off the schedule, pops exactly what the CCaaS accepted and releases the
    leases (one round trip);
-5. schedules again those with work left (one round trip, none when there are none).
+6. schedules again those with work left (one round trip, none when there are none).
 
 A connector that runs out of the call's time answers part of a case "not attempted"
 (fewer delivered, no error): the rest simply goes in a later sweep.
@@ -37,6 +39,7 @@ from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
 from ccbridge.services.runtime.logging import conversation_id_var
 from ccbridge.services.session.delivery import Delivery, Failure, failure_from_rpc_error
+from ccbridge.services.session.inbound import InboundContent
 from ccbridge.services.session.store import Claim, Finishing, Lane, SessionStore
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,7 @@ class InboxRelay:
         store: SessionStore,
         connector: connector_pb2_grpc.ConnectorServiceAsyncStub,
         delivery: Delivery,
+        inbound: InboundContent,
         *,
         lease_ttl_ms: int,
         call_timeout_s: float,
@@ -98,6 +102,7 @@ class InboxRelay:
         self.store = store
         self.connector = connector
         self.delivery = delivery
+        self.inbound = inbound
         self.lease_ttl_ms = lease_ttl_ms
         # The lease must outlive the call: a late answer must not meet another holder.
         self.call_timeout_s = min(call_timeout_s, lease_ttl_ms / 1000 * 0.8)
@@ -121,6 +126,7 @@ class InboxRelay:
         )
         for plan, seen in zip(plans, flags, strict=True):
             plan.in_transcript = seen
+        await asyncio.gather(*(self._ready(plan) for plan in plans))
         await asyncio.gather(*(self._post(connector, group) for connector, group in _calls(plans)))
         finishes = await self.store.finish(
             Lane.INBOX,
@@ -165,6 +171,22 @@ class InboxRelay:
                 )
         finally:
             await self.store.release_lease(Lane.INBOX, claim.conversation_id, claim.token)
+
+    async def _ready(self, plan: _Plan) -> None:
+        """Types read and media linked (services/session/inbound.py) for what is sent; a
+        failure is the plan's, and nothing of it is posted."""
+        sending = [i for i, seen in enumerate(plan.in_transcript) if not seen]
+        if not sending:
+            return
+        try:
+            ready = await self.inbound.ready(
+                plan.claim.conversation_id, [plan.messages[i] for i in sending]
+            )
+        except Failure as failure:
+            plan.failure = failure
+            return
+        for index, message in zip(sending, ready, strict=True):
+            plan.messages[index] = message
 
     async def _post(self, connector: str, plans: list[_Plan]) -> None:
         request = connector_pb2.PostCustomerMessagesRequest(
@@ -219,7 +241,7 @@ def _calls(plans: list[_Plan]) -> list[tuple[str, list[_Plan]]]:
     open_calls: dict[str, tuple[list[_Plan], int]] = {}
     for plan in plans:
         sending = plan.to_send
-        if not sending:
+        if not sending or plan.failure is not None:
             continue
         size = sum(m.ByteSize() for m in sending)
         connector = plan.claim.connector

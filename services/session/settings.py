@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ccbridge.services.runtime.media import MediaProxySettings
 from ccbridge.services.runtime.ports import DEFAULT_PORTS, default_addr
 from ccbridge.services.runtime.settings import CommonSettings, EnvReader, Secret
 
 DEFAULT_DEDUPE_TTL_S = 7 * 86400
+DUE_SHARDS = 8  # schedule shards per lane (spread over a cluster)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class SessionSettings:
     dead_letter_retention_s: int
     dead_letter_max: int
     inbox_max: int
+    due_shards: int
     reconcile_interval_s: float
     reconcile_infobip: bool
     reconcile_margin_s: float
@@ -51,6 +54,7 @@ class SessionSettings:
     escalate_wait_ms: int
     workers_enabled: bool
     grpc_timeout_s: float
+    media: MediaProxySettings
 
     @property
     def address(self) -> str:
@@ -98,6 +102,7 @@ class SessionSettings:
             ),
             dead_letter_max=env.int("CCBRIDGE_DEAD_LETTER_MAX", 100_000, minimum=1),
             inbox_max=env.int("CCBRIDGE_INBOX_MAX", 10_000, minimum=1),
+            due_shards=env.int("CCBRIDGE_DUE_SHARDS", DUE_SHARDS, minimum=1, maximum=1024),
             reconcile_interval_s=env.float("CCBRIDGE_RECONCILE_INTERVAL_S", 60.0, minimum=0.1),
             reconcile_infobip=env.bool("CCBRIDGE_RECONCILE_INFOBIP", True),
             reconcile_margin_s=env.float("CCBRIDGE_RECONCILE_MARGIN_S", 300.0, minimum=0.0),
@@ -108,6 +113,7 @@ class SessionSettings:
             escalate_wait_ms=env.int("CCBRIDGE_ESCALATE_WAIT_MS", 0, minimum=0, maximum=60000),
             workers_enabled=env.bool("CCBRIDGE_WORKERS_ENABLED", True),
             grpc_timeout_s=env.float("CCBRIDGE_GRPC_TIMEOUT_S", 5.0, minimum=0.1),
+            media=MediaProxySettings.read(env, signer=True),
         )
         env.done("session")
         return settings

@@ -24,15 +24,21 @@ live in one Redis Cluster slot):
 ``ccb:lease:{cid}``            string: the one lease of releases up to d3ac8b9; held as a
                                guard while a lane lease is (rolling upgrades)
 ``ccb:ext:{connector:extid}``  string: reverse index case → conversation id
-``ccb:due:in`` / ``ccb:due:out``  zsets: conversations with work per lane, scored by
-                               due time (ms); ``ccb:due`` (older releases) is adopted
+``ccb:due:in:{s<n>}``,         zsets: conversations with work per lane, scored by due
+``ccb:due:out:{s<n>}``         time (ms), in ``CCBRIDGE_DUE_SHARDS`` shards (``n`` from 0;
+                               a conversation's shard: CRC-32 of its id modulo the count),
+                               so a cluster spreads them over its nodes; the un-sharded
+                               ``ccb:due:in`` / ``ccb:due:out`` and ``ccb:due`` of older
+                               releases are adopted (:meth:`SessionStore.due`)
 ``ccb:state:<STATE>``          zset: conversations per state, scored by last change (ms)
 ``ccb:dlq`` / ``ccb:dl:<id>``  zset + hash: dead letters (kept: sweep_retention)
 ``ccb:dlc:{cid}``              zset: the conversation's dead letters (ListDeadLetters by id)
 ``ccb:stats``                  hash: what retention removed, by kind
 ``ccb:lease:reconcile``        string: fencing token of the replica running the reconciler
-``ccb:reconcile``              hash: the reconciler's progress (CLOSED listing mark,
-                               backfill cursor)
+``ccb:reconcile:``             hash: the reconciler's progress (CLOSED listing mark,
+``{ccb:lease:reconcile}``      backfill cursor), in its lease's slot (the lease fences its
+                               writes); ``ccb:reconcile`` of older releases is read while
+                               it has no marks
 =============================  ==========================================================
 
 The handover hash keeps every value within Redis's ``hash-max-listpack-value`` (64 bytes)
@@ -45,9 +51,10 @@ The two lanes of a conversation (inbox: end user → CCaaS, with the case's open
 closing; outbox: agent → end user) are scheduled and leased separately, so an agent
 reply never waits behind the inbox's back-off or a slow CCaaS call.
 
-Every per-conversation transition is one Lua script over that conversation's keys only;
-the global index keys are updated right after (idempotently) and repaired by the
-reconciler, so the layout works unchanged on Redis Cluster.
+Every per-conversation transition is one Lua script over that conversation's keys only
+(every script's keys share one slot); the global index keys are updated right after
+(idempotently, in pipelines a cluster client splits by node) and repaired by the
+reconciler, so the one layout works on one Redis and on Redis Cluster alike.
 """
 
 from __future__ import annotations
@@ -56,16 +63,17 @@ import enum
 import hashlib
 import time
 import uuid
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.lease import LEASE_LUA
-from ccbridge.services.runtime.redis import RawPipeline, RawScript
+from ccbridge.services.runtime.redis import RawScript, RedisClient, create_batch
+from ccbridge.services.session.settings import DUE_SHARDS  # CCBRIDGE_DUE_SHARDS
 
 INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE, INGEST_FULL = 0, 1, 2, 3
 # Conversations remembered by ingest()'s schedule guess: a closed one leaves it when this
@@ -482,21 +490,25 @@ class SessionStore:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         *,
         prefix: str = "ccb",
         dedupe_ttl_s: int = 7 * 86400,
         closed_retention_s: int = 7 * 86400,
         retention: Retention | None = None,
         inbox_max: int = 10_000,
+        due_shards: int = DUE_SHARDS,
     ) -> None:
+        if due_shards < 1:
+            raise ValueError("due_shards must be at least 1")
         self.r = redis
+        self.due_shards = due_shards
         self.p = prefix
         self.dedupe_ttl_s = dedupe_ttl_s
         self.closed_retention_s = closed_retention_s
         self.retention = retention or Retention()
         self.inbox_max = inbox_max
-        self.raw = RawPipeline(redis)
+        self.raw = create_batch(redis)
         self._ingest = self.raw.register_script(_INGEST)
         self._create = redis.register_script(_CREATE)
         self._transition = redis.register_script(_TRANSITION)
@@ -517,12 +529,19 @@ class SessionStore:
         self._open_hint: dict[str, None] = {}
 
     async def _exec(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """The hot paths' commands in one round trip (:class:`RawPipeline`); raises the
-        first error reply."""
-        replies = await self.raw.execute(commands)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        """The hot paths' commands in one round trip per server (a ``Batch``); raises
+        the first error reply."""
+        (replies,) = await self._exec_in_turn(commands)
+        return replies
+
+    async def _exec_in_turn(self, *groups: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+        """:meth:`_exec` for groups that must run one after the other (``Batch.
+        execute_in_turn``: one round trip on one server, one per group on a cluster)."""
+        replies = await self.raw.execute_in_turn(*groups)
+        for group in replies:
+            for reply in group:
+                if isinstance(reply, Exception):
+                    raise reply
         return replies
 
     # -- key names ---------------------------------------------------------------------
@@ -568,13 +587,36 @@ class SessionStore:
     def k_ext(self, connector: str, external_id: str) -> str:
         return f"{self.p}:ext:{{{connector}:{external_id}}}"
 
-    def k_due(self, lane: Lane) -> str:
+    def due_shard(self, cid: str) -> int:
+        """The schedule shard of a conversation (the same in every process)."""
+        return zlib.crc32(cid.encode()) % self.due_shards
+
+    def k_due(self, lane: Lane, cid: str) -> str:
+        """The lane's schedule shard that holds ``cid``."""
+        return self.k_due_shard(lane, self.due_shard(cid))
+
+    def k_due_shard(self, lane: Lane, shard: int) -> str:
+        return f"{self.p}:due:{lane.value}:{{s{shard}}}"
+
+    def _due_by_shard(self, lane: Lane, cids: Iterable[str]) -> dict[str, list[str]]:
+        """The conversations grouped by the lane's schedule shard key."""
+        out: dict[str, list[str]] = {}
+        for cid in cids:
+            out.setdefault(self.k_due(lane, cid), []).append(cid)
+        return out
+
+    def k_due_unsharded(self, lane: Lane) -> str:
+        """The lane's one schedule of releases before the shards, adopted by :meth:`due`."""
         return f"{self.p}:due:{lane.value}"
 
     @property
     def k_due_v1(self) -> str:
         """The one schedule of releases up to d3ac8b9, adopted by :meth:`due`."""
         return f"{self.p}:due"
+
+    def _older_schedules(self) -> list[str]:
+        """Schedules of older releases a conversation may still sit in (upgrades)."""
+        return [*(self.k_due_unsharded(lane) for lane in LANES), self.k_due_v1]
 
     def k_state(self, state: str) -> str:
         return f"{self.p}:state:{state}"
@@ -666,15 +708,13 @@ class SessionStore:
         return self._record(cid, raw), int(inbox), int(outbox)
 
     async def unschedule_if_idle(self, lane: Lane, cid: str) -> bool:
-        """Drops the lane from its schedule, then (same round trip, in order) reads the
-        queues and state; if the lane got work meanwhile it is scheduled again at once.
-        Returns whether it was rescheduled."""
-        async with self.r.pipeline(transaction=False) as pipe:
-            pipe.zrem(self.k_due(lane), cid)
-            pipe.llen(self.k_in(cid))
-            pipe.llen(self.k_out(cid))
-            pipe.hget(self.k_h(cid), "state")
-            _, inbox, outbox, state = await pipe.execute()
+        """Drops the lane from its schedule, then (in order: the same round trip on one
+        server, the next on a cluster) reads the queues and state; if the lane got work
+        meanwhile it is scheduled again at once. Returns whether it was rescheduled."""
+        _, (inbox, outbox, state) = await self._exec_in_turn(
+            [("ZREM", self.k_due(lane, cid), cid)],
+            [("LLEN", self.k_in(cid)), ("LLEN", self.k_out(cid)), ("HGET", self.k_h(cid), "state")],
+        )
         if state is not None and lane_has_work(lane, _text(state), int(inbox), int(outbox)):
             await self.schedule(lane, cid, now_ms())
             return True
@@ -724,7 +764,7 @@ class SessionStore:
                 pipe.zrem(self.k_state(prev), cid)
             pipe.zadd(self.k_state(state), {cid: ts})
             for lane in due:
-                pipe.zadd(self.k_due(lane), {cid: ts})
+                pipe.zadd(self.k_due(lane, cid), {cid: ts})
             await pipe.execute()
 
     async def finish_closed(self, cid: str) -> None:
@@ -735,9 +775,8 @@ class SessionStore:
         async with self.r.pipeline(transaction=False) as pipe:
             if connector and external_id:  # the case → conversation index goes with it
                 pipe.expire(self.k_ext(_text(connector), _text(external_id)), ttl)
-            for lane in LANES:
-                pipe.zrem(self.k_due(lane), cid)
-            pipe.zrem(self.k_due_v1, cid)
+            for key in (*(self.k_due(lane, cid) for lane in LANES), *self._older_schedules()):
+                pipe.zrem(key, cid)
             pipe.expire(self.k_h(cid), ttl)
             pipe.expire(self.k_tx(cid), ttl)
             pipe.expire(self.k_in(cid), ttl)
@@ -751,7 +790,7 @@ class SessionStore:
         ttl = self.closed_retention_s
         async with self.r.pipeline(transaction=False) as pipe:
             for lane in LANES:
-                pipe.zrem(self.k_due(lane), cid)
+                pipe.zrem(self.k_due(lane, cid), cid)
             for key in (self.k_h(cid), self.k_in(cid), self.k_out(cid)):
                 pipe.expire(key, ttl)
             pipe.zremrangebyscore(self.k_state("REJECTED"), 0, now_ms() - ttl * 1000)
@@ -783,7 +822,9 @@ class SessionStore:
         messages before (``_open_hint``) are added in the same pipeline, right after the
         pushes, so the common case needs no second round trip; a conversation taking its
         first messages is scheduled in a second one. A wrong guess (the handover closed
-        meanwhile) only costs one empty step, which removes the entry."""
+        meanwhile) only costs one empty step, which removes the entry. (On a cluster the
+        entries follow the pushes in a round trip of their own: nodes keep no common
+        order.)"""
         if not messages:
             return []
         hint = self._open_hint
@@ -808,11 +849,14 @@ class SessionStore:
             )
             for m in messages
         ]
-        if guessed:
-            # NX: a conversation in back-off keeps its later due time.
-            commands.append(("ZADD", self.k_due(Lane.INBOX), "NX", *_scored(guessed, ts)))
-        replies = await self._exec(commands)
-        outcomes = [int(reply) for reply in replies[: len(messages)]]
+        # NX: a conversation in back-off keeps its later due time. After the pushes (a
+        # step that finds the entry finds the messages too).
+        schedules = [
+            ("ZADD", key, "NX", *_scored(cids, ts))
+            for key, cids in self._due_by_shard(Lane.INBOX, guessed).items()
+        ]
+        replies, _ = await self._exec_in_turn(commands, schedules)
+        outcomes = [int(reply) for reply in replies]
         first = set()
         for m, outcome in zip(messages, outcomes, strict=True):
             cid = m.conversation_id
@@ -826,7 +870,12 @@ class SessionStore:
             hint[cid] = None
         first.difference_update(guessed)
         if first:
-            await self._exec([("ZADD", self.k_due(Lane.INBOX), "NX", *_scored(first, ts))])
+            await self._exec(
+                [
+                    ("ZADD", key, "NX", *_scored(cids, ts))
+                    for key, cids in self._due_by_shard(Lane.INBOX, first).items()
+                ]
+            )
         return outcomes
 
     async def agent_event(
@@ -848,11 +897,11 @@ class SessionStore:
                     pipe.zrem(self.k_state(state), cid)
                 pipe.zadd(self.k_state("CLOSING"), {cid: ts})
                 for lane in LANES:
-                    pipe.zadd(self.k_due(lane), {cid: ts})
+                    pipe.zadd(self.k_due(lane, cid), {cid: ts})
                 await pipe.execute()
         elif result == 1:
             # NX: an outbox in back-off keeps its time; the inbox's never matters here.
-            await self.r.zadd(self.k_due(Lane.OUTBOX), {cid: ts}, nx=True)
+            await self.r.zadd(self.k_due(Lane.OUTBOX, cid), {cid: ts}, nx=True)
         return result
 
     async def queue_agent_message(self, cid: str, message: common_pb2.Message) -> bool:
@@ -946,46 +995,81 @@ class SessionStore:
 
     # -- schedule ----------------------------------------------------------------------
     async def due(self, lane: Lane, limit: int) -> tuple[list[str], list[str]]:
-        """Conversations whose ``lane`` is due, and (inbox lane only) those adopted from
-        the schedule of releases up to d3ac8b9: an older pod still writing there during
-        a rolling upgrade has its entries moved into both lanes' schedules, due now.
-        Returns (due, adopted); ``due`` includes the adopted ones."""
+        """The ``limit`` conversations whose ``lane`` is due soonest, from all its shards,
+        and (inbox lane only) those adopted from the schedule of releases up to d3ac8b9.
+
+        Entries found elsewhere than in their shard move there, due now: from the lane's
+        un-sharded schedule (releases before the shards, whose pods may still write there
+        during a rolling upgrade), from ``ccb:due`` (into both lanes' shards) and from
+        another shard (``CCBRIDGE_DUE_SHARDS`` changed). Returns (due, adopted): ``due``
+        includes every moved one, ``adopted`` those of ``ccb:due`` (both lanes have work).
+        """
         ts = now_ms()
-        commands: list[tuple[Any, ...]] = [
-            ("ZRANGEBYSCORE", self.k_due(lane), "-inf", ts, "LIMIT", 0, limit)
-        ]
+        shards = [self.k_due_shard(lane, i) for i in range(self.due_shards)]
+        older = [self.k_due_unsharded(lane)]
         if lane is Lane.INBOX:
-            commands.append(("ZRANGEBYSCORE", self.k_due_v1, "-inf", ts, "LIMIT", 0, limit))
-        replies = await self._exec(commands)
-        due = [_text(c) for c in replies[0]]
-        adopted = [_text(c) for c in replies[1]] if len(replies) > 1 else []
-        if adopted:
-            await self._exec(
-                [
-                    *(("ZADD", self.k_due(each), "NX", *_scored(adopted, ts)) for each in LANES),
-                    ("ZREM", self.k_due_v1, *adopted),
-                ]
-            )
-            due = list(dict.fromkeys([*due, *adopted]))
-        return due, adopted
+            older.append(self.k_due_v1)
+        replies = await self._exec(
+            [
+                ("ZRANGEBYSCORE", key, "-inf", ts, "WITHSCORES", "LIMIT", 0, limit)
+                for key in (*shards, *older)
+            ]
+        )
+        found: list[tuple[float, str]] = []
+        moves: list[tuple[str, list[str], Sequence[Lane]]] = []  # from, cids, to lanes
+        for shard, reply in enumerate(replies[: len(shards)]):
+            pairs = [(float(reply[i + 1]), _text(reply[i])) for i in range(0, len(reply), 2)]
+            found += pairs
+            misplaced = [cid for _, cid in pairs if self.due_shard(cid) != shard]
+            if misplaced:
+                moves.append((shards[shard], misplaced, (lane,)))
+        found.sort()
+        due = [cid for _, cid in found[:limit]]
+        adopted: list[str] = []
+        for key, reply in zip(older, replies[len(shards) :], strict=True):
+            cids = [_text(c) for c in reply[0::2]]
+            if not cids:
+                continue
+            moves.append((key, cids, LANES if key == self.k_due_v1 else (lane,)))
+            if key == self.k_due_v1:
+                adopted += cids
+            due += cids
+        if moves:
+            commands: list[tuple[Any, ...]] = []
+            for _key, cids, lanes in moves:
+                for each in lanes:
+                    commands += [
+                        ("ZADD", shard_key, "NX", *_scored(group, ts))
+                        for shard_key, group in self._due_by_shard(each, cids).items()
+                    ]
+            # Removed only after they are in their shards: a crash in between keeps both.
+            await self._exec(commands)
+            await self._exec([("ZREM", key, *cids) for key, cids, _ in moves])
+        return list(dict.fromkeys(due)), list(dict.fromkeys(adopted))
 
     async def schedule(self, lane: Lane, cid: str, at_ms: int) -> None:
-        await self.r.zadd(self.k_due(lane), {cid: at_ms})
+        await self.r.zadd(self.k_due(lane, cid), {cid: at_ms})
 
     async def schedule_now(self, lane: Lane, cids: Sequence[str]) -> None:
         """Schedules these conversations' lane now (one round trip)."""
         if cids:
-            await self._exec([("ZADD", self.k_due(lane), *_scored(cids, now_ms()))])
+            ts = now_ms()
+            await self._exec(
+                [
+                    ("ZADD", key, *_scored(group, ts))
+                    for key, group in self._due_by_shard(lane, cids).items()
+                ]
+            )
 
     async def postpone_if_earlier(self, lane: Lane, cid: str, at_ms: int) -> None:
         """Moves an existing schedule entry later (another replica holds the lease)."""
-        await self.r.zadd(self.k_due(lane), {cid: at_ms}, xx=True, gt=True)
+        await self.r.zadd(self.k_due(lane, cid), {cid: at_ms}, xx=True, gt=True)
 
     async def unschedule(self, lane: Lane, cid: str) -> None:
-        await self.r.zrem(self.k_due(lane), cid)
+        await self.r.zrem(self.k_due(lane, cid), cid)
 
     async def scheduled(self, lane: Lane, cid: str) -> bool:
-        return await self.r.zscore(self.k_due(lane), cid) is not None
+        return await self.r.zscore(self.k_due(lane, cid), cid) is not None
 
     # -- queues --------------------------------------------------------------------------
     async def peek(self, queue_key: str, count: int) -> list[bytes]:
@@ -1071,13 +1155,16 @@ class SessionStore:
         (:meth:`schedule_now`). That order keeps a message from being stranded: Ingest
         pushes, then schedules, so a message pushed after the unschedule puts the
         conversation back itself, and one pushed before it is counted in the length.
-        (Across Redis Cluster nodes that order is not guaranteed; the reconciler's
-        schedule repair covers the gap.)"""
+        (On Redis Cluster the unschedules are a round trip of their own, before the
+        pops: each node keeps only its own order.)"""
+        unschedules = [
+            ("ZREM", self.k_due(lane, f.conversation_id), f.conversation_id)
+            for f in finishes
+            if unschedule
+        ]
         commands: list[tuple[Any, ...]] = []
         for f in finishes:
             cid = f.conversation_id
-            if unschedule:
-                commands.append(("ZREM", self.k_due(lane), cid))
             commands.append(
                 self._finish.command(
                     [self.k_lease(lane, cid), self.k_queue(lane, cid), self.k_h(cid)],
@@ -1089,9 +1176,7 @@ class SessionStore:
                     ],
                 )
             )
-        replies = await self._exec(commands)
-        if unschedule:
-            replies = replies[1::2]
+        _, replies = await self._exec_in_turn(unschedules, commands)
         return [Finish(int(r[0]), int(r[1])) for r in replies]
 
     # -- dead letters ------------------------------------------------------------------------
@@ -1227,7 +1312,7 @@ class SessionStore:
             pipe.zrem(self.k_dlq, rec.id)
             pipe.zrem(self.k_dlc(cid), rec.id)
             pipe.delete(self.k_dl(rec.id))
-            pipe.zadd(self.k_due(lane), {cid: now_ms()})
+            pipe.zadd(self.k_due(lane, cid), {cid: now_ms()})
             await pipe.execute()
         return lane, _text(state)
 
@@ -1352,9 +1437,8 @@ class SessionStore:
                 pipe.delete(self.k_ext(connector, external_id))
             for state in ALL_STATES:
                 pipe.zrem(self.k_state(state), cid)
-            for lane in LANES:
-                pipe.zrem(self.k_due(lane), cid)
-            pipe.zrem(self.k_due_v1, cid)
+            for key in (*(self.k_due(lane, cid) for lane in LANES), *self._older_schedules()):
+                pipe.zrem(key, cid)
             for dl_id in letters:
                 pipe.delete(self.k_dl(dl_id))
             if letters:
@@ -1410,7 +1494,14 @@ class SessionStore:
     @property
     def k_reconcile(self) -> str:
         """Hash of the reconciler's progress: ``closed_mark`` (ms: where the next CLOSED
-        listing starts, before the margin) and ``backfill_cursor`` (offset into ACTIVE)."""
+        listing starts, before the margin) and ``backfill_cursor`` (offset into ACTIVE).
+        Its hash tag is the lease's whole name: the same slot as the lease, so one script
+        checks the lease and writes it (Redis Cluster)."""
+        return f"{self.p}:reconcile:{{{self.k_reconcile_lease}}}"
+
+    @property
+    def k_reconcile_v1(self) -> str:
+        """The progress hash of older releases, read while the new one has no marks."""
         return f"{self.p}:reconcile"
 
     async def index_rows(
@@ -1426,8 +1517,8 @@ class SessionStore:
                 ("HGET", self.k_h(cid), "state"),
                 ("LLEN", self.k_in(cid)),
                 ("LLEN", self.k_out(cid)),
-                ("ZSCORE", self.k_due(Lane.INBOX), cid),
-                ("ZSCORE", self.k_due(Lane.OUTBOX), cid),
+                ("ZSCORE", self.k_due(Lane.INBOX, cid), cid),
+                ("ZSCORE", self.k_due(Lane.OUTBOX, cid), cid),
             ]
         replies = await self._exec(commands)
         return [
@@ -1458,7 +1549,10 @@ class SessionStore:
 
     async def reconcile_progress(self) -> tuple[int | None, int]:
         """(closed mark in ms or None before the first pass, backfill cursor)."""
-        mark, cursor = await self.r.hmget(self.k_reconcile, ["closed_mark", "backfill_cursor"])
+        fields = ["closed_mark", "backfill_cursor"]
+        mark, cursor = await self.r.hmget(self.k_reconcile, fields)
+        if mark is None and cursor is None:  # an upgrade: the older release's marks
+            mark, cursor = await self.r.hmget(self.k_reconcile_v1, fields)
         return (int(mark) if mark else None), (int(cursor) if cursor else 0)
 
     async def save_reconcile_progress(self, token: str, field_name: str, value: int) -> bool:

@@ -48,6 +48,7 @@ from ccbridge.services.infobip.client import (
 from ccbridge.services.infobip.outbound import EMAIL_CHANNEL, Part, Unsupported, build_parts
 from ccbridge.services.runtime.errors import FarSideError
 from ccbridge.services.runtime.logging import conversation_id_var
+from ccbridge.services.runtime.media import MediaLinks
 from ccbridge.services.session.delivery import (
     Delivery,
     Failure,
@@ -55,6 +56,7 @@ from ccbridge.services.session.delivery import (
     failure_from_far_side,
     failure_from_rpc_error,
 )
+from ccbridge.services.session.inbound import InboundContent
 from ccbridge.services.session.reconciler import Reconciler
 from ccbridge.services.session.relay import InboxRelay
 from ccbridge.services.session.settings import SessionSettings
@@ -153,10 +155,14 @@ class ConversationWorker:
         self._sem = {lane: asyncio.Semaphore(settings.worker_concurrency) for lane in LANES}
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self.inbound = InboundContent(
+            peers.infobip, MediaLinks(settings.media, settings.infobip_base_url)
+        )
         self.relay = InboxRelay(
             store,
             peers.connector,
             self.delivery,
+            self.inbound,
             lease_ttl_ms=settings.lease_ttl_ms,
             call_timeout_s=settings.grpc_timeout_s * 3,
             window=settings.delivery_window,
@@ -588,7 +594,8 @@ class ConversationWorker:
             routing=decision,
             tags=all_tags,
             metadata=all_meta,
-            transcript=transcript.messages,
+            # Media linked like every later message (their types came from Get Messages).
+            transcript=[self.inbound.linked(m) for m in transcript.messages],
             transcript_truncated=transcript.truncated,
         )
         try:
@@ -691,6 +698,7 @@ class ConversationWorker:
     async def _post_customer_message(
         self, rec: HandoverRecord, message: common_pb2.Message
     ) -> None:
+        [message] = await self.inbound.ready(rec.conversation_id, [message])
         try:
             await self.peers.connector.PostCustomerMessage(
                 connector_pb2.PostCustomerMessageRequest(

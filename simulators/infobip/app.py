@@ -1,10 +1,11 @@
 """The Starlette app of the Infobip simulator: the HTTP surface over
 :class:`~ccbridge.simulators.infobip.state.InfobipSimState`.
 
-API routes (``/ccaas/1/...``, ``/subscriptions/1/...``) require ``Authorization: App
-<key>`` and answer Infobip's shapes; injected failures and the Get Messages page delay
-apply to them only. Control routes (``/_sim/...``) take and return JSON without
-authentication.
+API routes (``/ccaas/1/...``, ``/subscriptions/1/...``) and media files
+(``GET /_sim/media/{id}``, standing for Infobip's media URLs, which need the key too)
+require ``Authorization: App <key>`` and answer Infobip's shapes; injected failures and
+the Get Messages page delay apply to them only. Control routes (``/_sim/...``) take and
+return JSON without authentication.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ccbridge.simulators.infobip.state import (
@@ -34,6 +35,12 @@ from ccbridge.simulators.json_response import JsonResponse
 Handler = Callable[[Request], Awaitable[Response]]
 
 _MAX_BODY = 1024 * 1024
+MAX_MEDIA_BYTES = 32 * 1024 * 1024
+
+
+def _base(request: Request) -> str:
+    """The simulator's own base URL as the caller reached it (its media URLs use it)."""
+    return f"{request.url.scheme}://{request.url.netloc}"
 
 
 def _error_response(exc: SimError) -> JsonResponse:
@@ -79,13 +86,16 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
     sim = state if state is not None else InfobipSimState()
     expected = f"App {api_key}".encode()
 
+    def authorized(request: Request) -> bool:
+        supplied = request.headers.get("authorization", "")
+        scheme, _, key = supplied.partition(" ")
+        return scheme.lower() == "app" and hmac.compare_digest(
+            f"App {key.strip()}".encode(), expected
+        )
+
     def api(handler: Handler) -> Handler:
         async def wrapped(request: Request) -> Response:
-            supplied = request.headers.get("authorization", "")
-            scheme, _, key = supplied.partition(" ")
-            if scheme.lower() != "app" or not hmac.compare_digest(
-                f"App {key.strip()}".encode(), expected
-            ):
+            if not authorized(request):
                 return _error_response(SimError(401, "UNAUTHORIZED", "Invalid login details"))
             failure = sim.take_failure(request.method, request.url.path)
             if failure is not None:
@@ -330,6 +340,41 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
         results = await sim.sender.post_all(deliveries)
         return JsonResponse({"alreadyClosed": already, **_results(results)})
 
+    async def sim_put_media(request: Request) -> Response:
+        """Stores the raw body as a media file (its Content-Type kept); answers its URL."""
+        raw = await request.body()
+        if len(raw) > MAX_MEDIA_BYTES:
+            raise SimError(413, "BAD_REQUEST", "Media file too large")
+        kind = request.headers.get("content-type", "application/octet-stream")
+        media_id = sim.put_media(raw, kind)
+        return JsonResponse({"id": media_id, "url": f"{_base(request)}/_sim/media/{media_id}"})
+
+    async def get_media(request: Request) -> Response:
+        """A stored media file, as Infobip serves inbound media: only with the API key;
+        injected failures apply (path prefix ``/_sim/media``)."""
+        if not authorized(request):
+            return _error_response(SimError(401, "UNAUTHORIZED", "Invalid login details"))
+        failure = sim.take_failure(request.method, request.url.path)
+        if failure is not None:
+            if failure.delay_ms:
+                await asyncio.sleep(failure.delay_ms / 1000)
+            if failure.drop:
+                return _Dropped()
+            if failure.status:
+                return _error_response(failure.error())
+        found = sim.media.get(request.path_params["mid"])
+        if found is None:
+            return _error_response(SimError(404, "NOT_FOUND", "No such media file"))
+        data, kind = found
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(data), 65536):
+                yield data[start : start + 65536]
+
+        return StreamingResponse(
+            chunks(), headers={"content-type": kind, "content-length": str(len(data))}
+        )
+
     async def sim_agent_messages(request: Request) -> Response:
         return JsonResponse({"messages": sim.agent_messages(request.path_params["cid"])})
 
@@ -367,6 +412,8 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
         Route("/subscriptions/1/profiles/{pid}", api(profile), methods=["GET", "DELETE"]),
         Route("/subscriptions/1/security/{aid}", api(security), methods=["DELETE"]),
         Route("/_sim/health", control(sim_health), methods=["GET"]),
+        Route("/_sim/media", control(sim_put_media), methods=["POST"]),
+        Route("/_sim/media/{mid}", get_media, methods=["GET"]),
         Route("/_sim/reset", control(sim_reset), methods=["POST"]),
         Route("/_sim/config", control(sim_config), methods=["GET", "PUT"]),
         Route("/_sim/failures", control(sim_failures), methods=["GET", "POST", "DELETE"]),

@@ -480,6 +480,8 @@ class InfobipSimState:
         self.profiles: dict[str, Profile] = {}
         self.security: dict[str, SecuritySettings] = {}
         self.failures: list[Failure] = []
+        # Media files (``POST /_sim/media``), served at ``GET /_sim/media/{id}``.
+        self.media: dict[str, tuple[bytes, str]] = {}
         self.webhook_url: str | None = self.initial_webhook_url
         self.page_delay_ms = self.initial_page_delay_ms
         self.emit_api_events = True
@@ -495,6 +497,13 @@ class InfobipSimState:
         page delay go back to the values the state was created with."""
         with self._lock:
             self._reset_locked()
+
+    def put_media(self, data: bytes, content_type: str) -> str:
+        """Stores a media file; returns its id."""
+        with self._lock:
+            media_id = self.new_id()
+            self.media[media_id] = (data, content_type)
+            return media_id
 
     # -- ids and helpers ------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
-"""A rolling upgrade on one Redis: Session pods of the release before the delivery lanes
-(commit d3ac8b9, run from ``git archive`` of that commit) and of this one side by side,
-then the old ones gone. Live handovers queued and backed off by the old code, and traffic
-through both while they coexist, reach both sides exactly once and in order
-(docs/deploy.md, "Upgrades")."""
+"""A rolling upgrade on one Redis: Session pods of an older release (run from ``git
+archive`` of its commit) and of this one side by side, then the old ones gone. Live
+handovers queued and backed off by the old code, and traffic through both while they
+coexist, reach both sides exactly once and in order (docs/deploy.md, "Upgrades"). The
+older releases: the one before the delivery lanes (d3ac8b9, one schedule ``ccb:due``) and
+the one before the schedule shards (e58c588, ``ccb:due:in`` / ``ccb:due:out``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 import subprocess
 import tarfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,35 +19,48 @@ import redis
 
 from tests.support.mesh import Mesh, running_mesh, start_component, wait_for
 
-OLD_RELEASE = "d3ac8b9"
+# Each older release → the schedule keys it writes.
+OLD_SCHEDULES = {"d3ac8b9": ("ccb:due",), "e58c588": ("ccb:due:in", "ccb:due:out")}
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def old_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The old release's code (its ``protos/`` folder, for PYTHONPATH)."""
+@dataclass(frozen=True)
+class OldRelease:
+    code: Path  # its ``protos/`` folder, for PYTHONPATH
+    schedules: tuple[str, ...]
+
+
+@pytest.fixture(scope="module", params=sorted(OLD_SCHEDULES))
+def old_release(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> OldRelease:
+    """An old release's code and the schedule keys it writes."""
+    release: str = request.param
     if shutil.which("git") is None:
         pytest.skip("git is needed to check out the old release")
     found = subprocess.run(
-        ["git", "-C", str(ROOT), "cat-file", "-e", f"{OLD_RELEASE}^{{commit}}"],
+        ["git", "-C", str(ROOT), "cat-file", "-e", f"{release}^{{commit}}"],
         capture_output=True,
         check=False,
     )
     if found.returncode != 0:
-        pytest.skip(f"commit {OLD_RELEASE} is not in this clone's history")
+        pytest.skip(f"commit {release} is not in this clone's history")
     target = tmp_path_factory.mktemp("old-release")
     archive = target / "old.tar"
     subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "-o", str(archive), OLD_RELEASE],
+        ["git", "-C", str(ROOT), "archive", "-o", str(archive), release],
         check=True,
     )
     with tarfile.open(archive) as tar:
         tar.extractall(target, filter="fully_trusted")
-    return target / "protos"
+    return OldRelease(target / "protos", OLD_SCHEDULES[release])
 
 
 @pytest.fixture(scope="module")
-def mesh(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def mesh(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory, old_release: OldRelease
+) -> Iterator[Mesh]:
+    """A fresh mesh for each old release."""
     log_dir = Path(tmp_path_factory.mktemp("upgrade-mesh-logs"))
     # The old release predates mutual TLS: this mesh is plaintext (docs/deploy.md,
     # "Upgrades": the switch to mTLS is not a mixed-version rollout).
@@ -74,7 +89,8 @@ def _agent_texts(mesh: Mesh, cid: str) -> list[str]:
     return [m["content"]["text"] for m in mesh.agent_messages(cid)]
 
 
-def test_old_and_new_session_pods_share_live_handovers(mesh: Mesh, old_code: Path) -> None:
+def test_old_and_new_session_pods_share_live_handovers(mesh: Mesh, old_release: OldRelease) -> None:
+    old_code = old_release.code
     new_port = mesh.ports["session"]
     old_port = next(p for p in range(new_port + 1, new_port + 200) if p not in mesh.ports.values())
     client = redis.Redis.from_url(mesh.redis_url)
@@ -131,7 +147,9 @@ def test_old_and_new_session_pods_share_live_handovers(mesh: Mesh, old_code: Pat
             for cid in cids
         ),
     )
-    assert client.zcard("ccb:due") > 0 and not client.exists("ccb:due:in", "ccb:due:out")
+    assert sum(client.zcard(key) for key in old_release.schedules) > 0
+    newer = [k for k in ("ccb:due:in", "ccb:due:out") if k not in old_release.schedules]
+    assert not client.keys("ccb:due:*:{s*}") and not (newer and client.exists(*newer))
 
     # 3. The old pod dies mid-flight (its lease and schedule left behind); a new pod
     # takes over what the old one queued.
@@ -167,5 +185,8 @@ def test_old_and_new_session_pods_share_live_handovers(mesh: Mesh, old_code: Pat
         handover = mesh.handover(cid)
         assert (handover["inboxPending"], handover["outboxPending"]) == (0, 0)
         assert handover.get("deadLetters", 0) == 0
-    wait_for("the old schedule adopted", lambda: client.zcard("ccb:due") == 0)
+    wait_for(
+        "the old schedule adopted",
+        lambda: not any(client.zcard(key) for key in old_release.schedules),
+    )
     client.close()

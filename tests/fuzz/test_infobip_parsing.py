@@ -22,7 +22,6 @@ from ccbridge.gateway._request import parse_json
 from ccbridge.gateway.errors import HttpError
 from ccbridge.gateway.webhooks import (
     event_message,
-    infer_content_type,
     legacy_message,
     now_instant,
     parse_instant,
@@ -73,12 +72,6 @@ def test_parse_instant_is_total(value: Any) -> None:
     if instant is not None:
         seconds, nanos = instant
         assert MIN_SECONDS <= seconds <= MAX_SECONDS and 0 <= nanos < 1_000_000_000
-
-
-@given(content=JSON)
-@fuzz_settings(fuzz_examples(300))
-def test_infer_content_type_is_total(content: Any) -> None:
-    assert isinstance(infer_content_type(content), str)
 
 
 @given(body=RAW_BODIES | legacy_body().map(json_bytes))

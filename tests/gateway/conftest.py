@@ -35,7 +35,7 @@ from ccbridge.services.runtime.errors import (
     Unavailable,
 )
 from ccbridge.services.runtime.mesh_tls import INSECURE
-from ccbridge.services.runtime.server import ServiceHealth, create_server
+from ccbridge.services.runtime.server import ServiceHealth, create_server, status_for
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
 ESCALATION_TOKEN = "escalation-secret-token"
@@ -59,7 +59,9 @@ class RecordingSession(session_pb2_grpc.SessionServiceServicer):
         self.calls: list[Call] = []
         self.handovers: dict[str, session_pb2.Handover] = {}
         self.seen: set[str] = set()
-        self.error: CcbridgeError | None = None
+        # Raised by every call (through the real error interceptor): a ccbridge error,
+        # or e.g. a Redis error as Session's store would raise it.
+        self.error: Exception | None = None
         self.delay_s = 0.0
         self.streams = True  # False: an older Session without IngestStream
         self.streams_opened = 0
@@ -130,7 +132,7 @@ class RecordingSession(session_pb2_grpc.SessionServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[session_pb2.IngestStreamResponse]:
         """Each batch recorded as an "Ingest" call (its messages as an IngestRequest),
-        answered in order; ``error`` answers the batch with its code, as Session does."""
+        answered in order; ``error`` answers the batch with its status, as Session does."""
         if not self.streams:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
         self.streams_opened += 1
@@ -138,9 +140,12 @@ class RecordingSession(session_pb2_grpc.SessionServiceServicer):
             request = session_pb2.IngestRequest(messages=batch.messages)
             try:
                 await self._record("Ingest", request, context)
-            except CcbridgeError as exc:
+            except Exception as exc:  # answered by the one error policy, as Session does
+                status = status_for(exc)
                 yield session_pb2.IngestStreamResponse(
-                    batch_id=batch.batch_id, error_code=exc.code.value[0], error_message=str(exc)
+                    batch_id=batch.batch_id,
+                    error_code=status.code.value[0],
+                    error_message=status.message,
                 )
                 continue
             yield session_pb2.IngestStreamResponse(

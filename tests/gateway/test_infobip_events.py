@@ -226,28 +226,34 @@ async def test_inbound_message_is_ingested(gateway: httpx.AsyncClient, peers: Pe
         "385981234567",
         "447492263897",
     )
-    assert message.content_type == "TEXT"
+    assert message.content_type == ""  # the event has none: Session reads it from Infobip
     assert json.loads(message.content_json) == {"text": "I need help"}
     assert message.created_at.ToJsonString() == "2025-03-21T13:12:06.495Z"
 
 
-async def test_content_type_is_inferred(gateway: httpx.AsyncClient, peers: Peers) -> None:
+async def test_content_type_is_never_guessed(gateway: httpx.AsyncClient, peers: Peers) -> None:
+    """Events carry no contentType: it stays empty (Session reads it from Infobip), whatever
+    the content looks like; one the event does carry is passed through untouched."""
     peers.session.open(CONV)
-    cases = [
-        ({"text": "hi"}, "TEXT"),
-        ({"url": "https://cdn.example.com/a/photo.JPG?sig=1", "caption": "x"}, "IMAGE"),
-        ({"url": "https://cdn.example.com/a/report.pdf"}, "DOCUMENT"),
-        ({"url": "https://cdn.example.com/a/voice.ogg"}, "AUDIO"),
-        ({"url": "https://cdn.example.com/a/blob"}, "MEDIA"),
-        ({"latitude": 51.1, "longitude": -1.8}, "LOCATION"),
-        ({"type": "BOT_BLOCKED"}, "UNKNOWN"),
+    contents: list[dict[str, object]] = [
+        {"text": "hi"},
+        {"url": "https://cdn.example.com/a/photo.JPG?sig=1", "caption": "x"},
+        {"url": "https://cdn.example.com/a/blob"},
+        {"latitude": 51.1, "longitude": -1.8},
+        {"type": "BOT_BLOCKED"},
     ]
-    events = [inbound_event(f"m{i}", content=content) for i, (content, _) in enumerate(cases)]
-    response = await post_signed(gateway, events)
+    events = [inbound_event(f"m{i}", content=content) for i, content in enumerate(contents)]
+    typed = inbound_event("m9", content={"sticker": "like_heart"})
+    typed["payload"]["message"]["contentType"] = "INSTAGRAM_STICKER"  # type: ignore[index]
+    response = await post_signed(gateway, [*events, typed])
     assert response.status_code == 200
     [call] = peers.session.rpc_calls("Ingest")  # one call for the whole array
     assert isinstance(call.request, session_pb2.IngestRequest)
-    assert [m.content_type for m in call.request.messages] == [t for _, t in cases]
+    assert [m.content_type for m in call.request.messages] == [""] * 5 + ["INSTAGRAM_STICKER"]
+    assert [json.loads(m.content_json) for m in call.request.messages] == [
+        *contents,
+        {"sticker": "like_heart"},
+    ]
 
 
 async def test_conversation_id_falls_back_to_payload_id(

@@ -8,7 +8,7 @@ import hmac
 
 import pytest
 
-from ccbridge.gateway.webhooks import infer_content_type, parse_instant
+from ccbridge.gateway.webhooks import parse_instant
 from ccbridge.services.infobip.webhook_auth import HMAC_ALGORITHMS, HmacScheme
 from ccbridge.services.runtime.settings import EnvReader, SettingsError
 
@@ -44,16 +44,6 @@ def test_parse_instant_rejects_garbage() -> None:
     )
     for value in values:
         assert parse_instant(value) is None, value
-
-
-def test_infer_content_type() -> None:
-    assert infer_content_type({"text": "hi", "url": "https://x/a.png"}) == "TEXT"
-    assert infer_content_type({"url": "https://x/a.png"}) == "IMAGE"
-    assert infer_content_type({"url": "https://x/a.mp4"}) == "VIDEO"
-    assert infer_content_type({"url": "https://x.example.com/"}) == "MEDIA"
-    assert infer_content_type({"url": "relative/file.docx"}) == "DOCUMENT"
-    assert infer_content_type("text") == "UNKNOWN"
-    assert infer_content_type(None) == "UNKNOWN"
 
 
 def test_decode_signature() -> None:

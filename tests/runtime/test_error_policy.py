@@ -33,6 +33,21 @@ from tests.services.session.conftest import session_settings
 from tests.support.redis_server import free_port
 
 SERVICE = "test.Errors"
+
+REDIS_TRANSIENT: dict[str, Callable[[], Exception]] = {
+    "moved": lambda: redis.exceptions.MovedError("3999 127.0.0.1:7001"),
+    "ask": lambda: redis.exceptions.AskError("3999 127.0.0.1:7001"),
+    "moved_reply": lambda: redis.exceptions.ResponseError("MOVED 3999 127.0.0.1:7001"),
+    "ask_reply": lambda: redis.exceptions.ResponseError("ASK 3999 127.0.0.1:7001"),
+    "readonly_reply": lambda: redis.exceptions.ResponseError("READONLY You can't write"),
+    "oom": lambda: redis.exceptions.OutOfMemoryError("command not allowed when used memory"),
+    "clusterdown": lambda: redis.exceptions.ClusterDownError("Hash slot not served"),
+    "clusterdown_reply": lambda: redis.exceptions.ResponseError("CLUSTERDOWN Hash slot not"),
+    "masterdown": lambda: redis.exceptions.MasterDownError("Link with MASTER is down"),
+    "tryagain": lambda: redis.exceptions.TryAgainError("Multiple keys request during"),
+    "tryagain_reply": lambda: redis.exceptions.ResponseError("TRYAGAIN Multiple keys"),
+    "slot_not_covered": lambda: redis.exceptions.SlotNotCoveredError("slot 3999 not covered"),
+}
 KINDS = ("UnaryUnary", "UnaryStream", "UnaryStreamWrite", "StreamUnary", "StreamStream")
 
 # What the servicer raises (by name in the request) → (code, retry-after trailer or None).
@@ -85,6 +100,18 @@ ERRORS: dict[str, tuple[Callable[[], Exception], grpc.StatusCode, str | None]] =
         lambda: redis.exceptions.ResponseError("OOM command not allowed"),
         grpc.StatusCode.UNAVAILABLE,
         "1.0",
+    ),
+    # Redis replies other than connection loss (a failover, a full Redis, a cluster
+    # resharding): redis-py's classes, and the plain ResponseError the raw pipeline and
+    # scripts give for the same reply.
+    **{
+        f"redis_{name}": (error, grpc.StatusCode.UNAVAILABLE, "1.0")
+        for name, error in REDIS_TRANSIENT.items()
+    },
+    "redis_crossslot_bug": (
+        lambda: redis.exceptions.ClusterCrossSlotError("CROSSSLOT Keys don't hash to one slot"),
+        grpc.StatusCode.INTERNAL,
+        None,
     ),
     "peer_timeout": (lambda: TimeoutError(), grpc.StatusCode.UNAVAILABLE, "1.0"),
     "bug": (lambda: KeyError("oops"), grpc.StatusCode.INTERNAL, None),

@@ -160,3 +160,30 @@ async def test_an_untrusted_certificate_is_a_tls_failure(self_signed: ssl.SSLCon
         async with HttpClient(base_url=url, timeout_s=5, max_answer_bytes=64) as client:
             with pytest.raises(TlsFailed, match="TLS failed"):
                 await client.request("GET", "/x")
+
+
+async def test_stream_reads_the_body_chunk_by_chunk() -> None:
+    body = bytes(range(256)) * 64  # 16 KiB, sent in 1 KiB chunks without a length
+    script = lambda _: Reply(200, body, {"Content-Type": "image/png"}, chunked=True)  # noqa: E731
+    async with far_side(script) as far:
+        # The limit of whole answers does not apply to a stream: the caller counts.
+        async with HttpClient(timeout_s=5, max_answer_bytes=10) as client:
+            async with client.stream("GET", f"{far.url}/f", headers={"X-Key": "k"}) as answer:
+                assert answer.status == 200 and answer.content_length is None
+                assert answer.headers["content-type"] == "image/png"
+                chunks = [chunk async for chunk in answer.chunks(4096)]
+            assert b"".join(chunks) == body and len(chunks) > 1
+            assert far.requests[0].headers["x-key"] == "k"
+            async with client.stream("GET", f"{far.url}/g") as again:  # the pool is reused
+                assert len(b"".join([c async for c in again.chunks()])) == len(body)
+
+
+async def test_stream_failures_are_http_failures() -> None:
+    async with HttpClient(timeout_s=5, max_answer_bytes=10) as client:
+        with pytest.raises(ConnectFailed):
+            async with client.stream("GET", f"http://127.0.0.1:{closed_port()}/x"):
+                pass
+        async with garbage_server() as url:
+            with pytest.raises(ConnectionLost):
+                async with client.stream("GET", f"{url}/x"):
+                    pass

@@ -1,4 +1,5 @@
-"""REDIS_URL forms: a single server and Redis Sentinel (a real sentinel process)."""
+"""REDIS_URL forms: a single server, Redis Sentinel (a real sentinel process) and Redis
+Cluster (a real three-master cluster)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
-from ccbridge.services.runtime.redis import create_redis, parse_sentinel_url
+from ccbridge.services.runtime.redis import (
+    ClusterBatch,
+    create_batch,
+    create_redis,
+    parse_cluster_url,
+    parse_sentinel_url,
+)
 from tests.support.redis_server import RedisServer, free_port, redis_binary
 
 
@@ -29,6 +37,50 @@ def test_sentinel_url_parsing() -> None:
     for bad in ("redis+sentinel://s1:26379", "redis+sentinel://s1/main"):
         with pytest.raises(ValueError):
             parse_sentinel_url(bad)
+
+
+def test_cluster_url_parsing() -> None:
+    assert parse_cluster_url("redis+cluster://a:7000,b:7001") == (
+        [("a", 7000), ("b", 7001)],
+        {},
+    )
+    nodes, options = parse_cluster_url(
+        "rediss+cluster://ccbridge-session:p%40ss@a:6380,b:6380/0"
+        "?ssl_ca_certs=/ca.pem&ssl_cert_reqs=required"
+    )
+    assert nodes == [("a", 6380), ("b", 6380)]
+    assert options == {
+        "username": "ccbridge-session",
+        "password": "p@ss",
+        "ssl": True,
+        "ssl_ca_certs": "/ca.pem",
+        "ssl_cert_reqs": "required",
+    }
+    assert parse_cluster_url("redis+cluster://:secret@[::1]:7000")[1] == {"password": "secret"}
+    assert parse_cluster_url("redis+cluster://:secret@[::1]:7000")[0] == [("::1", 7000)]
+    for bad in ("redis+cluster://a", "redis+cluster://a:7000/1", "redis://a:7000"):
+        with pytest.raises(ValueError):
+            parse_cluster_url(bad)
+
+
+@pytest.mark.cluster
+async def test_cluster_url_gives_the_cluster_client_and_its_batch(redis_cluster_url: str) -> None:
+    client = create_redis(redis_cluster_url)
+    batch = create_batch(client)
+    try:
+        assert isinstance(client, RedisCluster) and isinstance(batch, ClusterBatch)
+        script = batch.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        keys = [f"url-test:{{{i}}}" for i in range(20)]  # over every master
+        await client.script_flush()
+        replies = await batch.execute(
+            [*(script.command([key], [2]) for key in keys), ("GET", keys[0])]
+        )
+        assert replies == [2] * 20 + [None]  # the GET ran before the reloaded scripts
+        assert await batch.execute([script.command([keys[0]], [1])]) == [3]
+        await client.delete(*keys)
+    finally:
+        await batch.aclose()
+        await client.aclose()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from typing import Any
 
 import grpc
 import httpx
-import redis
 
 import ccbridge
 from ccbridge.services.local.mesh_ca import create_mesh_pki
@@ -22,6 +21,7 @@ from ccbridge.services.local.run import ORDER, start_mesh, start_simulators
 from ccbridge.services.local.supervisor import ProcessGroup, free_port, mesh_env
 from ccbridge.services.runtime.channels import create_blocking_channel
 from tests.support.infobip_contract import assert_conforms
+from tests.support.redis_server import flush_db
 
 CODE_ROOT = Path(ccbridge.__file__).resolve().parent.parent  # the protos/ folder
 
@@ -173,9 +173,7 @@ def running_mesh(
     The Infobip simulator runs with ``--contract strict`` and records every exchange; on
     a normal exit all of them (what the mesh sent, what the simulator answered and
     POSTed) are validated against Infobip's published documents."""
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    client.close()
+    flush_db(redis_url)
     ports = {name: free_port() for name in (*ORDER, "infobip-sim", "ccaas-sim")}
     base = {
         "PATH": "/usr/bin:/bin",
@@ -197,6 +195,9 @@ def running_mesh(
         "CCBRIDGE_SCHEDULER_POLL_MS": "20",
         "CCBRIDGE_RECONCILE_INTERVAL_S": "5",
         "CCBRIDGE_SHUTDOWN_GRACE_S": "2",
+        # Used only with CCBRIDGE_MEDIA_PROXY=true (tests/e2e/test_inbound_media.py).
+        "CCBRIDGE_PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
+        "CCBRIDGE_MEDIA_SECRET": secrets.token_urlsafe(24),
         **extra_env,
     }
     if not mtls:

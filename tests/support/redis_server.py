@@ -11,7 +11,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+from ccbridge.services.runtime.redis import CLUSTER_SCHEMES, parse_cluster_url
 
 
 def free_port() -> int:
@@ -32,10 +38,13 @@ def redis_binary() -> str:
 class RedisServer:
     """A redis-server process on a free loopback port, AOF on, in a temp dir."""
 
-    def __init__(self, *, appendonly: bool = True) -> None:
-        self.port = free_port()
+    def __init__(
+        self, *, appendonly: bool = True, port: int | None = None, extra: Sequence[str] = ()
+    ) -> None:
+        self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="ccbridge-redis-"))
         self.appendonly = appendonly
+        self.extra = list(extra)  # more redis-server options
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,6 +68,7 @@ class RedisServer:
             "everysec",
             "--protected-mode",
             "no",
+            *self.extra,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
@@ -85,3 +95,21 @@ class RedisServer:
 
 def env_redis_url() -> str | None:
     return os.environ.get("REDIS_URL") or None
+
+
+def flush_db(url: str) -> None:
+    """Empties the test database of ``url`` (a ``REDIS_URL``; on a cluster, every
+    master's)."""
+    if url.split("://", 1)[0] in CLUSTER_SCHEMES:
+        nodes, options = parse_cluster_url(url)
+        cluster = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **options)
+        try:
+            cluster.flushdb(target_nodes=RedisCluster.PRIMARIES)
+        finally:
+            cluster.close()
+        return
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()

@@ -13,8 +13,10 @@ Its Redis keys are named by services/connector/store.py.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
+import mimetypes
 import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,7 +40,12 @@ from ccbridge.services.connector.base import (
 from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime import farside
 from ccbridge.services.runtime.errors import FarSideError
-from ccbridge.services.runtime.http_client import HttpAnswer, HttpClient, HttpFailure
+from ccbridge.services.runtime.http_client import (
+    AnswerTooLarge,
+    HttpAnswer,
+    HttpClient,
+    HttpFailure,
+)
 from ccbridge.services.runtime.lease import LEASE_LUA, Lease, release_if_held
 
 log = logging.getLogger(__name__)
@@ -114,19 +121,73 @@ def _content(message: common_pb2.Message) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
+MEDIA_KINDS = frozenset(
+    {"IMAGE", "VIDEO", "DOCUMENT", "AUDIO", "FILE", "VOICE", "VIBER_BOT_VIDEO", "VIBER_BOT_FILE"}
+)
+"""Content types whose ``content.url`` is the file itself (attached to the ticket)."""
+
+_MAX_RAW_CHARS = 4000
+
+
+def media_url(message: common_pb2.Message) -> str:
+    """The URL of the file a media message carries ('' for other messages)."""
+    content = _content(message)
+    url = content.get("url")
+    if message.content_type.upper() == "RCS_FILE" and isinstance(content.get("file"), dict):
+        url = content["file"].get("url")
+    if message.content_type.upper() not in MEDIA_KINDS | {"RCS_FILE"}:
+        return ""
+    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else ""
+
+
+def file_name(message: common_pb2.Message, disposition: str, mime_type: str) -> str:
+    """The attachment's file name: the content's, else the download's
+    Content-Disposition, else ``<type>-<message id><extension of the MIME type>``."""
+    content = _content(message)
+    name = next(
+        (content[k] for k in ("filename", "fileName", "name") if isinstance(content.get(k), str)),
+        "",
+    )
+    if not name:
+        match = re.search(r'filename="?([^";]+)"?', disposition)
+        name = match.group(1) if match else ""
+    if not name:
+        extension = mimetypes.guess_extension(mime_type) or ""
+        name = f"{message.content_type.lower() or 'file'}-{message.id[:64]}{extension}"
+    return re.sub(r"[\\/\x00-\x1f]+", "_", name).strip(" .")[:200] or "file"
+
+
+def _contact_text(content: dict[str, Any]) -> str:
+    people = []
+    for contact in _list(content.get("contacts")):
+        if not isinstance(contact, dict):
+            continue
+        found = contact.get("name")
+        name: dict[str, Any] = found if isinstance(found, dict) else {}
+        label = name.get("formatted_name") or " ".join(
+            str(name[k]) for k in ("first_name", "last_name") if name.get(k)
+        )
+        phones = [str(p.get("phone")) for p in _list(contact.get("phones")) if isinstance(p, dict)]
+        emails = [str(e.get("email")) for e in _list(contact.get("emails")) if isinstance(e, dict)]
+        people.append(", ".join(str(p) for p in (label, *phones, *emails) if p))
+    return "; ".join(people)
+
+
 def message_text(message: common_pb2.Message) -> str:
-    """Readable text of an Infobip message; non-text content is summarized in brackets."""
+    """Readable text of an Infobip message. Nothing is dropped: a content type without a
+    rendering of its own shows its content as JSON after ``[<type>]``."""
     content = _content(message)
     kind = (message.content_type or "TEXT").upper()
     text = content.get("text")
     if kind == "TEXT" and isinstance(text, str):
         return text
-    if kind in {"IMAGE", "VIDEO", "DOCUMENT", "AUDIO", "FILE"}:
-        parts = [f"[{kind.lower()}]", str(content.get("url", "")), str(content.get("caption", ""))]
+    if media_url(message) or kind in MEDIA_KINDS:
+        parts = [f"[{kind.lower()}]", media_url(message) or str(content.get("url", ""))]
+        parts += [str(content[k]) for k in ("caption", "text") if content.get(k)]
         return " ".join(p for p in parts if p)
     if kind == "LOCATION":
         where = f"{content.get('latitude', '?')},{content.get('longitude', '?')}"
-        extra = [str(content[k]) for k in ("locationName", "address") if content.get(k)]
+        extra = [str(content[k]) for k in ("locationName", "name", "address") if content.get(k)]
         return " ".join(["[location]", where, *extra])
     if kind == "EMAIL":
         body = content.get("contentText")
@@ -134,9 +195,14 @@ def message_text(message: common_pb2.Message) -> str:
             body = html_to_text(str(content["contentHtml"]))
         subject = content.get("subject")
         return "\n".join(str(p) for p in (subject, body) if p) or "[email]"
+    if kind == "CONTACT" and _contact_text(content):
+        return f"[contact] {_contact_text(content)}"
     if isinstance(text, str) and text:
-        return text
-    return f"[{kind.lower()} message]"
+        return f"[{kind.lower()}] {text}" if kind != "TEXT" else text
+    raw = orjson.dumps(content).decode() if content else ""
+    if len(raw) > _MAX_RAW_CHARS:
+        raw = raw[: _MAX_RAW_CHARS - 1] + "…"
+    return f"[{kind.lower()}] {raw}".rstrip()
 
 
 def author_role(message: common_pb2.Message) -> Literal["customer", "agent", "bot"]:
@@ -342,6 +408,12 @@ class RtAdapter(Adapter):
             },
             timeout_s=settings.timeout_s,
             max_answer_bytes=MAX_ANSWER_BYTES,
+        )
+        # Inbound media downloads: whole URLs, never with the RT token.
+        self._files = HttpClient(
+            timeout_s=settings.timeout_s,
+            max_answer_bytes=max(1, settings.attach_max_bytes),
+            headers={"User-Agent": "ccbridge"},
         )
         self._leases: dict[str, Lease] = {}  # queue → its poll lease
         self._pending: dict[str, _QueuePoll] = {}  # queue → last poll, until committed
@@ -583,7 +655,7 @@ class RtAdapter(Adapter):
         if state and state != _PENDING:
             return state  # posted before: the RT transaction id
         token = secrets.token_hex(8)
-        budget = 2 * self.settings.timeout_s + 1
+        budget = (3 if media_url(message) else 2) * self.settings.timeout_s + 1
         if not await self._redis.set(lock_key, token, nx=True, px=int((budget + 5) * 1000)):
             wait_ms = await self._redis.pttl(lock_key)
             raise FarSideError(
@@ -607,6 +679,15 @@ class RtAdapter(Adapter):
                             "rt: message already on ticket %s (transaction %s)", external_id, found
                         )
                         return found
+                attachments, note = await self._attachments(message)
+                body: dict[str, Any] = {
+                    "Subject": f"Customer message {marker}",
+                    "Content": "\n".join(p for p in (message_text(message), note) if p)
+                    or "(empty message)",
+                    "ContentType": "text/plain",
+                }
+                if attachments:
+                    body["Attachments"] = attachments
                 await self._redis.set(done_key, _PENDING, ex=MESSAGE_KEY_TTL_S)
                 in_doubt = True
                 try:
@@ -614,11 +695,7 @@ class RtAdapter(Adapter):
                         "POST",
                         f"/ticket/{external_id}/correspond",
                         expect=(201,),
-                        json_body={
-                            "Subject": f"Customer message {marker}",
-                            "Content": message_text(message) or "(empty message)",
-                            "ContentType": "text/plain",
-                        },
+                        json_body=body,
                     )
                 except FarSideError as exc:
                     in_doubt = farside.may_have_been_processed(exc)
@@ -676,6 +753,37 @@ class RtAdapter(Adapter):
         )
         log.info("rt: told ticket %s a reply was not delivered", external_id)
 
+    async def _attachments(self, message: common_pb2.Message) -> tuple[list[dict[str, str]], str]:
+        """The RT ``Attachments`` of a media message and a note for its text.
+
+        The file is downloaded from the message's URL (the gateway's signed link when the
+        media proxy is on, so through the bridge) up to CCBRIDGE_RT_ATTACH_MAX_BYTES, held
+        in memory only for this post. A larger file, or one that cannot be downloaded,
+        stays a link in the text, and the note says why it is not attached.
+        """
+        url = media_url(message)
+        limit = self.settings.attach_max_bytes
+        if not url or limit == 0:
+            return [], ""
+        try:
+            answer = await self._files.request("GET", url)
+        except AnswerTooLarge:
+            return [], f"(not attached: larger than {limit} bytes; open the link above)"
+        except HttpFailure as exc:
+            log.warning("rt: inbound media not downloaded (%s); linked instead", exc)
+            return [], "(not attached: the file could not be downloaded; open the link above)"
+        if not answer.ok:
+            log.warning("rt: inbound media download answered %d; linked instead", answer.status)
+            return [], f"(not attached: the download answered HTTP {answer.status})"
+        kind = answer.headers.get("content-type", "").split(";")[0].strip().lower()
+        kind = kind or "application/octet-stream"
+        attachment = {
+            "FileName": file_name(message, answer.headers.get("content-disposition", ""), kind),
+            "FileType": kind,
+            "FileContent": base64.b64encode(answer.body).decode(),
+        }
+        return [attachment], ""
+
     # --- close -------------------------------------------------------------------------
 
     async def _status(self, external_id: str) -> str:
@@ -711,8 +819,10 @@ class RtAdapter(Adapter):
     async def _queues(self) -> list[str]:
         queues = [self.settings.queue]
         v1 = self._store.rt_v1(self._store.rt_queues)
-        keys = [self._store.rt_queues, *([v1] if v1 else [])]
-        for raw in sorted(await self._redis.sunion(keys)):
+        found: set[bytes | str] = set()
+        for key in (self._store.rt_queues, *([v1] if v1 else [])):
+            found |= await self._redis.smembers(key)  # one slot each (Redis Cluster)
+        for raw in sorted(found):
             name = raw.decode() if isinstance(raw, bytes) else str(raw)
             if name not in queues:
                 queues.append(name)
@@ -911,3 +1021,4 @@ class RtAdapter(Adapter):
                 log.warning("rt: could not release the poll lease of queue %s", queue)
         self._leases.clear()
         await self._http.aclose()
+        await self._files.aclose()

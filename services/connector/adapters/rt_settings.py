@@ -26,6 +26,7 @@ class RtSettings:
     requestor_domain: str  # made-up requestor addresses: <channel>-<end user>@<domain>
     poll_page: int  # transactions per page (RT allows up to 100)
     lease_ttl_s: float  # poll lease per queue; renewed on every poll
+    attach_max_bytes: int  # inbound media up to this size is attached; larger is linked
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> RtSettings:
@@ -52,6 +53,9 @@ class RtSettings:
             requestor_domain=env.str("CCBRIDGE_RT_REQUESTOR_DOMAIN", "customers.ccbridge.invalid"),
             poll_page=env.int("CCBRIDGE_RT_POLL_PAGE", 100, minimum=1, maximum=100),
             lease_ttl_s=env.float("CCBRIDGE_RT_LEASE_TTL_S", 30.0, minimum=1.0),
+            attach_max_bytes=env.int(
+                "CCBRIDGE_RT_ATTACH_MAX_BYTES", 10 * 1024 * 1024, minimum=0, maximum=1 << 30
+            ),
         )
         if "{" in settings.conversation_field or "}" in settings.conversation_field:
             env.errors.append("CCBRIDGE_RT_CONVERSATION_FIELD must not contain braces")

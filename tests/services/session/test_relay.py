@@ -12,15 +12,22 @@ import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2
+from ccbridge.services.infobip.client import InfobipClient
+from ccbridge.services.runtime.media import MediaLinks, MediaProxySettings
+from ccbridge.services.runtime.settings import Secret
 from ccbridge.services.session.delivery import Delivery, Failure, RetryPolicy
+from ccbridge.services.session.inbound import InboundContent
 from ccbridge.services.session.relay import InboxRelay
 from ccbridge.services.session.store import Lane, SessionStore
+from tests.support.far_side import closed_port
 
 Answer = Callable[[connector_pb2.CaseMessages], connector_pb2.CaseDeliveryResult]
 
 
 def _message(mid: str, cid: str) -> common_pb2.Message:
-    message = common_pb2.Message(id=mid, conversation_id=cid, channel="WHATSAPP", to="4470")
+    message = common_pb2.Message(
+        id=mid, conversation_id=cid, channel="WHATSAPP", to="4470", content_type="TEXT"
+    )
     setattr(message, "from", "3859")
     return message
 
@@ -76,17 +83,30 @@ class RecordingDelivery(Delivery):
         return await super().failed(lane, cid, token, payload, attempts, failure)
 
 
+MEDIA_OFF = MediaProxySettings(
+    enabled=False,
+    public_url="",
+    secrets=(),
+    ttl_s=60,
+    max_bytes=1,
+)
+
+
 class Setup:
-    def __init__(self, r: aioredis.Redis) -> None:
+    def __init__(self, r: aioredis.Redis, infobip_url: str = "", api_key: str = "k") -> None:
+        infobip_url = infobip_url or f"http://127.0.0.1:{closed_port()}"
         self.r = r
         self.store = SessionStore(r)
         self.connector = FakeConnector()
         self.delivery = RecordingDelivery(self.store)
         self.failures = self.delivery.failures
+        # Typed messages need no Infobip call; untyped ones read it (test_inbound.py).
+        self.infobip = InfobipClient(infobip_url, Secret(api_key), max_retries=0)
         self.relay = InboxRelay(
             self.store,
             self.connector,  # type: ignore[arg-type]
             self.delivery,
+            InboundContent(self.infobip, MediaLinks(MEDIA_OFF, infobip_url)),
             lease_ttl_ms=5000,
             call_timeout_s=5.0,
             window=32,
@@ -114,6 +134,7 @@ class Setup:
 async def setup(redis_client: aioredis.Redis) -> AsyncIterator[Setup]:
     setup = Setup(redis_client)
     yield setup
+    await setup.infobip.aclose()
     await setup.store.raw.aclose()
 
 
@@ -160,7 +181,7 @@ async def test_delivers_in_order_pops_and_releases(setup: Setup) -> None:
     assert await s.inbox("a") == [] and await s.inbox("b") == []
     assert await s.r.exists(s.store.k_lease(Lane.INBOX, "a"), s.store.k_lease(Lane.INBOX, "b")) == 0
     assert woke == []  # nothing left: both leave the schedule
-    assert await s.r.zscore(s.store.k_due(Lane.INBOX), "a") is None
+    assert await s.r.zscore(s.store.k_due(Lane.INBOX, "a"), "a") is None
     assert s.failures == []
 
 

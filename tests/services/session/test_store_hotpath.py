@@ -44,7 +44,7 @@ async def test_ingest_outcomes_survive_a_flushed_script_cache(
     assert outcomes == [INGEST_ACCEPTED, INGEST_DUPLICATE, INGEST_IGNORED, INGEST_ACCEPTED]
     stored = [common_pb2.Message.FromString(p).id for p in await store.peek(store.k_in("c1"), 10)]
     assert stored == ["m1", "m3"]  # in order, once
-    assert await redis_client.zscore(store.k_due(Lane.INBOX), "c1") is not None
+    assert await redis_client.zscore(store.k_due(Lane.INBOX, "c1"), "c1") is not None
 
 
 async def test_handover_hash_stays_a_listpack(
@@ -89,10 +89,10 @@ async def test_transcript_ids_and_step_reads(
     # Work still queued (ACTIVE: the inbox lane has work while its queue has): unscheduling
     # puts it straight back.
     assert await store.unschedule_if_idle(Lane.INBOX, "c1") is True
-    assert await redis_client.zscore(store.k_due(Lane.INBOX), "c1") is not None
+    assert await redis_client.zscore(store.k_due(Lane.INBOX, "c1"), "c1") is not None
     await redis_client.delete(store.k_in("c1"))
     assert await store.unschedule_if_idle(Lane.INBOX, "c1") is False
-    assert await redis_client.zscore(store.k_due(Lane.INBOX), "c1") is None
+    assert await redis_client.zscore(store.k_due(Lane.INBOX, "c1"), "c1") is None
 
 
 async def test_ingest_schedules_in_the_same_round_trip_once_a_conversation_took_messages(
@@ -113,24 +113,24 @@ async def test_ingest_schedules_in_the_same_round_trip_once_a_conversation_took_
     store.raw.execute = counted  # type: ignore[method-assign]
     assert await store.create("c1", [], {})
     assert await store.ingest([_message("m1", "c1")]) == [INGEST_ACCEPTED]
-    assert await redis_client.zscore(store.k_due(Lane.INBOX), "c1") is not None
+    assert await redis_client.zscore(store.k_due(Lane.INBOX, "c1"), "c1") is not None
     assert round_trips == 2
 
-    await redis_client.zrem(store.k_due(Lane.INBOX), "c1")
+    await redis_client.zrem(store.k_due(Lane.INBOX, "c1"), "c1")
     assert await store.ingest([_message("m2", "c1")]) == [INGEST_ACCEPTED]
-    assert await redis_client.zscore(store.k_due(Lane.INBOX), "c1") is not None
+    assert await redis_client.zscore(store.k_due(Lane.INBOX, "c1"), "c1") is not None
     assert round_trips == 3
 
-    await redis_client.zadd(store.k_due(Lane.INBOX), {"c1": 9_999_999_999_999})  # in back-off
+    await redis_client.zadd(store.k_due(Lane.INBOX, "c1"), {"c1": 9_999_999_999_999})  # in back-off
     assert await store.ingest([_message("m3", "c1")]) == [INGEST_ACCEPTED]
-    assert await redis_client.zscore(store.k_due(Lane.INBOX), "c1") == 9_999_999_999_999
+    assert await redis_client.zscore(store.k_due(Lane.INBOX, "c1"), "c1") == 9_999_999_999_999
 
     await redis_client.hset(store.k_h("c1"), "state", "CLOSED")
-    await redis_client.zrem(store.k_due(Lane.INBOX), "c1")
+    await redis_client.zrem(store.k_due(Lane.INBOX, "c1"), "c1")
     # Still guessed open: the entry is added, and the worker's step removes it.
     assert await store.ingest([_message("m4", "c1")]) == [INGEST_IGNORED]
-    await redis_client.zrem(store.k_due(Lane.INBOX), "c1")
+    await redis_client.zrem(store.k_due(Lane.INBOX, "c1"), "c1")
     assert await store.ingest([_message("m5", "c1")]) == [INGEST_IGNORED]
-    assert await redis_client.zscore(store.k_due(Lane.INBOX), "c1") is None
+    assert await redis_client.zscore(store.k_due(Lane.INBOX, "c1"), "c1") is None
     stored = [common_pb2.Message.FromString(p).id for p in await store.peek(store.k_in("c1"), 10)]
     assert stored == ["m1", "m2", "m3"]

@@ -74,7 +74,7 @@ async def test_the_old_schedule_is_adopted_into_both_lanes(store: SessionStore) 
     redis_client = store.r
     await _active(store, "due-now", "m1")
     await _active(store, "backing-off", "m1")
-    await redis_client.delete(store.k_due(Lane.INBOX))
+    await redis_client.delete(*(store.k_due_shard(Lane.INBOX, i) for i in range(store.due_shards)))
     later = now_ms() + 600_000
     await redis_client.zadd(store.k_due_v1, {"due-now": now_ms() - 5, "backing-off": later})
 
@@ -88,3 +88,59 @@ async def test_the_old_schedule_is_adopted_into_both_lanes(store: SessionStore) 
         (b"backing-off", float(later))
     ]
     assert await store.due(Lane.OUTBOX, 100) == (["due-now"], [])
+
+
+async def test_the_unsharded_schedules_are_adopted_into_their_shards(store: SessionStore) -> None:
+    """Pods of the release before the schedule shards write ``ccb:due:in`` /
+    ``ccb:due:out`` during a rolling upgrade: what is due there moves into the shards
+    (that lane only), what backs off stays until it is due."""
+    redis_client = store.r
+    later = now_ms() + 600_000
+    await redis_client.zadd(store.k_due_unsharded(Lane.INBOX), {"in-now": 1, "in-later": later})
+    await redis_client.zadd(store.k_due_unsharded(Lane.OUTBOX), {"out-now": 1})
+
+    assert await store.due(Lane.INBOX, 100) == (["in-now"], [])
+    assert await store.scheduled(Lane.INBOX, "in-now")
+    assert not await store.scheduled(Lane.OUTBOX, "in-now")
+    assert await redis_client.zrange(store.k_due_unsharded(Lane.INBOX), 0, -1) == [b"in-later"]
+    assert await store.due(Lane.OUTBOX, 100) == (["out-now"], [])
+    assert await store.scheduled(Lane.OUTBOX, "out-now")
+    assert not await redis_client.exists(store.k_due_unsharded(Lane.OUTBOX))
+    # Moved, not copied: the next pass reads each once, from its shard.
+    assert await store.due(Lane.INBOX, 100) == (["in-now"], [])
+
+
+async def test_entries_of_another_shard_count_move_to_their_shard(
+    redis_client: aioredis.Redis,
+) -> None:
+    """CCBRIDGE_DUE_SHARDS changed: an entry read from a shard that is no longer its
+    own is due now and moves to its own (unscheduling it there then works)."""
+    before = SessionStore(redis_client, due_shards=3)
+    after = SessionStore(redis_client, due_shards=2)
+    try:
+        cids = [f"c{i}" for i in range(12)]
+        await before.schedule_now(Lane.OUTBOX, cids)
+        moved = [c for c in cids if before.due_shard(c) != after.due_shard(c)]
+        stranded = [c for c in cids if before.due_shard(c) == 2]  # no shard 2 any more
+        assert moved and stranded
+        due, _ = await after.due(Lane.OUTBOX, 100)
+        assert sorted(due) == sorted(c for c in cids if c not in stranded)
+        for cid in due:
+            assert await redis_client.zscore(after.k_due(Lane.OUTBOX, cid), cid) is not None
+            await after.unschedule(Lane.OUTBOX, cid)
+        assert await after.due(Lane.OUTBOX, 100) == ([], [])
+    finally:
+        await before.raw.aclose()
+        await after.raw.aclose()
+
+
+async def test_the_reconcilers_progress_of_older_releases_is_read(store: SessionStore) -> None:
+    """Older releases kept the reconciler's marks in ``ccb:reconcile``: read until the
+    new hash (in its lease's slot) holds marks of its own."""
+    redis_client = store.r
+    await redis_client.hset(store.k_reconcile_v1, mapping={"closed_mark": 5, "backfill_cursor": 7})
+    assert await store.reconcile_progress() == (5, 7)
+    token = uuid.uuid4().hex
+    assert await redis_client.set(store.k_reconcile_lease, token, px=60_000)
+    assert await store.save_reconcile_progress(token, "closed_mark", 9)
+    assert await store.reconcile_progress() == (9, 0)
