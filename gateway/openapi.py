@@ -378,7 +378,7 @@ def openapi_document() -> dict[str, Any]:
             "/webhooks/ccaas/{connector}": {
                 "post": {
                     "operationId": "ccaasWebhook",
-                    "summary": "Events a CCaaS pushes (agent messages, case closed).",
+                    "summary": "Events a CCaaS pushes (agent messages, typing, case closed).",
                     "description": "Headers (lower-cased) and the raw body go to the connector, "
                     "which verifies and parses them; any content type.",
                     "security": [],

@@ -65,6 +65,11 @@ _CONNECTOR_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # --------------------------------------------------------------------------- parsing
 
 
+# Infobip's ContentType for "the end user is typing" (its content is not documented: every
+# one counts as typing started, unconfirmed).
+TYPING_INDICATOR = "TYPING_INDICATOR"
+
+
 def _bad(where: str, problem: str, code: str = "invalid_message") -> HttpError:
     return HttpError(400, code, f"{where}: {problem}")
 
@@ -573,6 +578,14 @@ class WebhookRoutes:
         """Every message of the request to Session.Ingest, in order (batched with
         concurrent requests by the backends; answered only once stored)."""
         counts = _Counts()
+        typing = [m for m in messages if m.content_type == TYPING_INDICATOR]
+        if typing:
+            # The end user is typing: relayed at once or dropped, never stored or queued
+            # behind the conversation's messages (services/session/typing_relay.py).
+            messages = [m for m in messages if m.content_type != TYPING_INDICATOR]
+            counts.ignored += len(typing)
+            for indicator in typing:
+                await self._end_user_typing(indicator)
         if not messages:
             return counts
         conversation_id_var.set(messages[0].conversation_id)
@@ -592,6 +605,19 @@ class WebhookRoutes:
             counts.ignored,
         )
         return counts
+
+    async def _end_user_typing(self, indicator: common_pb2.Message) -> None:
+        """Session.ReportEndUserTyping; a failure drops the indicator (Infobip must not
+        send it again: it would only be later)."""
+        request = session_pb2.ReportEndUserTypingRequest(
+            conversation_id=indicator.conversation_id, typing=True, at=indicator.created_at
+        )
+        try:
+            await self._backends.call(
+                "ReportEndUserTyping", self._backends.session.ReportEndUserTyping, request
+            )
+        except grpc.aio.AioRpcError:
+            log.info("end-user typing indicator dropped")
 
     # ---- CCaaS pushes
 

@@ -91,6 +91,8 @@ class AgentMessage:
     agent_name: str = ""
     content_type: str = "TEXT"
     content: Mapping[str, object] = field(default_factory=dict)  # Infobip content when not TEXT
+    attachments: tuple[common_pb2.Attachment, ...] = ()  # sent after the text, in order
+    location: common_pb2.Location | None = None  # sent last
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,18 @@ class CaseClosedEvent:
     reason: str
 
 
-CaseEvent = AgentMessage | CaseClosedEvent
+@dataclass(frozen=True)
+class AgentTyping:
+    """The agent started (``typing``) or stopped typing; ``at``: unix seconds when the
+    CCaaS says it happened (None: unknown). Relayed at once, never stored."""
+
+    external_id: str
+    event_id: str
+    typing: bool
+    at: float | None = None
+
+
+CaseEvent = AgentMessage | CaseClosedEvent | AgentTyping
 
 
 @dataclass(frozen=True)
@@ -197,6 +210,24 @@ class Adapter(abc.ABC):
         self, external_id: str, conversation_id: str, reason: str, idempotency_key: str
     ) -> bool:
         """Closes the case; returns True when it was already closed."""
+
+    @abc.abstractmethod
+    async def report_message_failed(
+        self,
+        external_id: str,
+        conversation_id: str,
+        message_id: str,
+        reason: str,
+        idempotency_key: str,
+    ) -> None:
+        """Tells the agent that reply ``message_id`` of the case was not delivered to the
+        end user (it was dead-lettered) and why. Idempotent per idempotency key."""
+
+    async def post_typing(self, external_id: str, conversation_id: str, typing: bool) -> bool:
+        """Tells the agent the end user is (or stopped) typing; one attempt. Returns False
+        when the CCaaS has no typing indicator, which is the default: adapters whose
+        CCaaS has one override it."""
+        return False
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[CaseEvent]:
         """Verifies (raise Unauthenticated) and parses (raise InvalidArgument) a push."""

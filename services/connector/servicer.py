@@ -158,6 +158,44 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
         )
         return connector_pb2.CloseCaseResponse(already_closed=already)
 
+    async def ReportMessageFailed(
+        self,
+        request: connector_pb2.ReportMessageFailedRequest,
+        context: grpc.aio.ServicerContext[
+            connector_pb2.ReportMessageFailedRequest, connector_pb2.ReportMessageFailedResponse
+        ],
+    ) -> connector_pb2.ReportMessageFailedResponse:
+        adapter = self._adapter(request.connector)
+        if not request.external_id:
+            raise InvalidArgument("external_id is required")
+        if not request.message_id:
+            raise InvalidArgument("message_id is required")
+        conversation_id_var.set(request.conversation_id)
+        await adapter.report_message_failed(
+            request.external_id,
+            request.conversation_id,
+            request.message_id,
+            request.reason,
+            request.idempotency_key or f"failed:{request.message_id}",
+        )
+        return connector_pb2.ReportMessageFailedResponse()
+
+    async def PostTyping(
+        self,
+        request: connector_pb2.PostTypingRequest,
+        context: grpc.aio.ServicerContext[
+            connector_pb2.PostTypingRequest, connector_pb2.PostTypingResponse
+        ],
+    ) -> connector_pb2.PostTypingResponse:
+        adapter = self._adapter(request.connector)
+        if not request.external_id:
+            raise InvalidArgument("external_id is required")
+        conversation_id_var.set(request.conversation_id)
+        relayed = await adapter.post_typing(
+            request.external_id, request.conversation_id, request.typing
+        )
+        return connector_pb2.PostTypingResponse(relayed=relayed)
+
     async def HandleWebhook(
         self,
         request: connector_pb2.HandleWebhookRequest,

@@ -10,7 +10,7 @@ import grpc
 import orjson
 
 from ccbridge.common.v1 import common_pb2
-from ccbridge.services.connector.base import AgentMessage, CaseEvent
+from ccbridge.services.connector.base import AgentMessage, AgentTyping, CaseEvent
 from ccbridge.services.runtime.errors import InvalidArgument, Unavailable
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
@@ -22,7 +22,9 @@ REPORT_TIMEOUT_S = 5.0
 def to_case_event(connector: str, event: CaseEvent) -> session_pb2.CaseEvent:
     """One adapter event as Session's CaseEvent (agent replies become OUTBOUND messages)."""
     if isinstance(event, AgentMessage):
-        content = dict(event.content) if event.content else {"text": event.text}
+        content = dict(event.content) if event.content else {}
+        if not content and event.text:
+            content = {"text": event.text}
         message = common_pb2.Message(
             id=event.message_id,
             direction=common_pb2.DIRECTION_OUTBOUND,
@@ -30,12 +32,24 @@ def to_case_event(connector: str, event: CaseEvent) -> session_pb2.CaseEvent:
             content_type=event.content_type or "TEXT",
             content_json=orjson.dumps(content).decode(),
             author_name=event.agent_name,
+            attachments=event.attachments,
+            location=event.location,
         )
         return session_pb2.CaseEvent(
             connector=connector,
             external_id=event.external_id,
             event_id=event.event_id,
             agent_message=message,
+        )
+    if isinstance(event, AgentTyping):
+        typing = session_pb2.AgentTyping(typing=event.typing)
+        if event.at is not None:
+            typing.at.FromNanoseconds(int(event.at * 1e9))
+        return session_pb2.CaseEvent(
+            connector=connector,
+            external_id=event.external_id,
+            event_id=event.event_id,
+            agent_typing=typing,
         )
     return session_pb2.CaseEvent(
         connector=connector,

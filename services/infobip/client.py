@@ -423,6 +423,18 @@ class InfobipClient:
         )
         return self._object(created, "create message")
 
+    async def create_event(self, conversation_id: str, body: Mapping[str, Any]) -> None:
+        """Create Conversation Event (``POST .../events``: TYPING_STARTED, TYPING_STOPPED;
+        documented for LIVE_CHAT, APPLE_BUSINESS_CHAT and WHATSAPP). Not retried: a late
+        typing indicator is worth less than none."""
+        await self._request(
+            "POST",
+            self._conversation_path(conversation_id, "/events"),
+            "create event",
+            retry=False,
+            json_body=dict(body),
+        )
+
     async def assign_conversation(self, conversation_id: str, agent_id: str) -> dict[str, Any]:
         """Change Conversation Assignment (``PUT .../assignee``) to ``agent_id``; the
         conversation as Infobip answers it. Repeating it is harmless, so it is retried."""

@@ -40,6 +40,7 @@ RPC_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = MappingProxyType(
             "ListDeadLetters": frozenset({OPERATOR}),
             "ReplayDeadLetter": frozenset({OPERATOR}),
             "EraseData": frozenset({OPERATOR}),
+            "ReportEndUserTyping": frozenset({GATEWAY}),
         },
         "ccbridge.history.v1.HistoryService": {
             "GetTranscript": frozenset({SESSION}),
@@ -55,6 +56,8 @@ RPC_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = MappingProxyType(
             "PostCustomerMessages": frozenset({SESSION}),
             "CloseCase": frozenset({SESSION}),
             "HandleWebhook": frozenset({GATEWAY}),
+            "ReportMessageFailed": frozenset({SESSION}),
+            "PostTyping": frozenset({SESSION}),
             "ListConnectors": frozenset({OPERATOR}),
         },
     }

@@ -25,6 +25,7 @@ from ccbridge.services.runtime.redis import create_redis, redis_ready
 from ccbridge.services.session.servicer import SessionServicer
 from ccbridge.services.session.settings import SessionSettings
 from ccbridge.services.session.store import ReplicaWait, Retention, SessionStore
+from ccbridge.services.session.typing_relay import TypingRelay
 from ccbridge.services.session.worker import ConversationWorker, Peers
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
@@ -89,7 +90,10 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
         infobip,
     )
     worker = ConversationWorker(store, peers, settings) if settings.workers_enabled else None
-    servicer = SessionServicer(store, worker, escalate_wait_ms=settings.escalate_wait_ms)
+    typing = TypingRelay(store, infobip, peers.connector)
+    servicer = SessionServicer(
+        store, worker, escalate_wait_ms=settings.escalate_wait_ms, typing=typing
+    )
 
     background: list[Background] = []
     if worker is not None:
@@ -115,6 +119,7 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
             history_ch.close,
             routing_ch.close,
             connector_ch.close,
+            typing.aclose,
             infobip.aclose,
         ],
     )

@@ -43,6 +43,7 @@ from ccbridge.services.session.store import (
     agent_message_key,
     case_closed_key,
 )
+from ccbridge.services.session.typing_relay import TypingRelay
 from ccbridge.services.session.worker import ConversationWorker
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
@@ -123,10 +124,12 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         worker: ConversationWorker | None,
         *,
         escalate_wait_ms: int = 0,
+        typing: TypingRelay | None = None,
     ) -> None:
         self.store = store
         self.worker = worker
         self.escalate_wait_ms = escalate_wait_ms
+        self.typing = typing  # None: agent typing indicators are dropped
         self.streams = StreamServer()  # IngestStream's batches, and its shutdown
 
     def _wake(self, cids: Iterable[str], lanes: Iterable[Lane] = LANES) -> None:
@@ -313,6 +316,15 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 ignored += 1
                 continue
             kind = event.WhichOneof("kind")
+            if kind == "agent_typing":
+                # Relayed now or dropped: never stored, never behind the messages.
+                typing = event.agent_typing
+                at_ms = typing.at.ToMilliseconds() if typing.HasField("at") else None
+                if self.typing is not None and await self.typing.relay(cid, typing.typing, at_ms):
+                    accepted += 1
+                else:
+                    ignored += 1
+                continue
             if kind == "agent_message":
                 msg = common_pb2.Message()
                 msg.CopyFrom(event.agent_message)
@@ -346,6 +358,18 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return session_pb2.ReportCaseEventsResponse(
             accepted=accepted, duplicates=duplicates, ignored=ignored
         )
+
+    async def ReportEndUserTyping(
+        self,
+        request: session_pb2.ReportEndUserTypingRequest,
+        context: grpc.aio.ServicerContext[
+            session_pb2.ReportEndUserTypingRequest, session_pb2.ReportEndUserTypingResponse
+        ],
+    ) -> session_pb2.ReportEndUserTypingResponse:
+        cid = _check_cid(request.conversation_id)
+        at_ms = request.at.ToMilliseconds() if request.HasField("at") else None
+        relayed = self.typing is not None and await self.typing.to_agent(cid, request.typing, at_ms)
+        return session_pb2.ReportEndUserTypingResponse(relayed=relayed)
 
     async def GetHandover(
         self,
@@ -459,8 +483,13 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             content = orjson.loads(msg.content_json or "null")
         except ValueError:
             raise InvalidHandoverRequest("message.content_json must be a JSON object") from None
-        if not isinstance(content, dict) or not content:
-            raise InvalidHandoverRequest("message.content_json must be a non-empty JSON object")
+        if not isinstance(content, dict) or not (
+            content or msg.attachments or msg.HasField("location")
+        ):
+            raise InvalidHandoverRequest(
+                "message.content_json must be a non-empty JSON object "
+                "(or the message carries attachments or a location)"
+            )
         queued = await self.store.queue_agent_message(cid, msg)
         if queued:
             self._wake([cid], [Lane.OUTBOX])

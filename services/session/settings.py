@@ -29,6 +29,7 @@ class SessionSettings:
     infobip_agent_id: str
     infobip_readback_skew_ms: int
     infobip_readback_delay_ms: int
+    agent_name_prefix: str
     lease_ttl_ms: int
     liveness_ttl_ms: int
     liveness_interval_ms: int
@@ -89,6 +90,9 @@ class SessionSettings:
             infobip_readback_delay_ms=env.int(
                 "CCBRIDGE_INFOBIP_READBACK_DELAY_MS", 2000, minimum=0, maximum=600_000
             ),
+            # Create Message has no author-name field: the agent's name reaches the end
+            # user only as text, with this format ("{name}: "), when set.
+            agent_name_prefix=env.str("CCBRIDGE_AGENT_NAME_PREFIX", ""),
             lease_ttl_ms=env.int("CCBRIDGE_LEASE_TTL_MS", 15000, minimum=500),
             liveness_ttl_ms=env.int("CCBRIDGE_LIVENESS_TTL_MS", 3000, minimum=200),
             liveness_interval_ms=env.int("CCBRIDGE_LIVENESS_INTERVAL_MS", 1000, minimum=50),

@@ -45,6 +45,7 @@ from ccbridge.services.infobip.client import (
     InfobipError,
     InfobipNotFound,
 )
+from ccbridge.services.infobip.outbound import EMAIL_CHANNEL, Part, Unsupported, build_parts
 from ccbridge.services.runtime.errors import FarSideError
 from ccbridge.services.runtime.farside import FarSideGate, GatePolicy
 from ccbridge.services.runtime.lease import holder_of
@@ -80,7 +81,6 @@ log = logging.getLogger(__name__)
 # Metadata keys the bridge writes on the Infobip conversation once the case is open.
 ANNOTATION_CONNECTOR = "ccbridgeConnector"
 ANNOTATION_CASE_ID = "ccbridgeCaseId"
-MAX_TEXT = 4096  # Infobip's documented content size limit
 # Relay batches under way at once. What arrives while one is out waits for the next, so
 # batches grow with the load and the connector's and CCaaS's cost per message falls
 # (measured: bench/README.md, "Measured choices in the code").
@@ -728,6 +728,8 @@ class ConversationWorker:
                 )
                 if not await self.store.dead_letter(lane, cid, token, payload, reason, 0):
                     return  # the head changed or the lease is gone: the next step re-reads
+                if lane is Lane.OUTBOX:
+                    await self._report_failed(rec, message, reason)
                 continue
             if in_transcript:
                 if not await self._pop(lane, cid, token, payload):  # already in the transcript
@@ -740,6 +742,8 @@ class ConversationWorker:
                     attempts += 1
                 if await self.delivery.failed(lane, cid, token, payload, attempts, failure):
                     attempts = 0
+                    if lane is Lane.OUTBOX:
+                        await self._report_failed(rec, message, failure.reason)
                     continue  # dead-lettered: on with the next message
                 return
             popped = await self._pop(lane, cid, token, payload, reset=attempts > 0)
@@ -825,6 +829,34 @@ class ConversationWorker:
         except grpc.aio.AioRpcError as exc:
             raise failure_from_rpc_error(exc, "connector.PostCustomerMessage") from exc
 
+    async def _report_failed(
+        self, rec: HandoverRecord, message: common_pb2.Message, reason: str
+    ) -> None:
+        """Tells the agent (connector ReportMessageFailed: ``message.failed``, an RT
+        comment) that a reply was dead-lettered. The dead letter is the durable record
+        (an operator lists and replays it); this report is tried once (gRPC retries an
+        unavailable connector) and logged when it fails."""
+        if not rec.get("external_id") or not rec.get("connector"):
+            return
+        try:
+            await self.peers.connector.ReportMessageFailed(
+                connector_pb2.ReportMessageFailedRequest(
+                    connector=rec.get("connector"),
+                    external_id=rec.get("external_id"),
+                    conversation_id=rec.conversation_id,
+                    message_id=message.id,
+                    reason=reason[:500],
+                    idempotency_key=f"failed:{message.id}",
+                ),
+                # Short: the step holds the outbox lease meanwhile.
+                timeout=self.s.grpc_timeout_s,
+            )
+        except grpc.aio.AioRpcError as exc:
+            log.error(
+                "could not tell the agent a reply was not delivered (%s): it stays a dead letter",
+                exc.code().name,
+            )
+
     async def _send_to_end_user(
         self, rec: HandoverRecord, token: str, payload: bytes, message: common_pb2.Message
     ) -> None:
@@ -845,17 +877,7 @@ class ConversationWorker:
         )
         if not (channel and sender and end_user):
             raise Failure("end-user address unknown (no inbound message seen yet)", retryable=False)
-        content_type = message.content_type or "TEXT"
-        try:
-            content = orjson.loads(message.content_json or "{}")
-        except ValueError:
-            raise Failure("agent message content is not JSON", retryable=False) from None
-        parts = [content]
-        text = content.get("text") if isinstance(content, dict) else None
-        if content_type == "TEXT" and isinstance(text, str) and len(text) > MAX_TEXT:
-            parts = [
-                {**content, "text": text[i : i + MAX_TEXT]} for i in range(0, len(text), MAX_TEXT)
-            ]
+        parts = await self._parts(rec, token, message)
         # Read (once per handover) before any mark: a failure here sent nothing.
         await self._assignee(rec, token)
         item = outbox_item(payload)
@@ -867,8 +889,8 @@ class ConversationWorker:
                 "channel": channel,
                 "from": sender,
                 "to": end_user,
-                "contentType": content_type,
-                "content": parts[index],
+                "contentType": parts[index].content_type,
+                "content": parts[index].content,
             }
             if mark is not None and mark.part == index and mark.sent_at_ms:
                 await self._outwait(token, mark)
@@ -895,6 +917,58 @@ class ConversationWorker:
             infobip_id = str(created.get("id") or "")
             await self._mark(cid, token, item, index, index + 1, 0, infobip_id)
             known.append(infobip_id)
+
+    async def _parts(
+        self, rec: HandoverRecord, token: str, message: common_pb2.Message
+    ) -> list[Part]:
+        """The reply's Create Message parts for the conversation's channel (text, files,
+        location: services/infobip/outbound.py); a part the channel cannot take fails the
+        whole reply before anything is sent."""
+        channel = rec.get("channel")
+        prefix = ""
+        if self.s.agent_name_prefix and message.author_name:
+            prefix = self.s.agent_name_prefix.replace("{name}", message.author_name)
+        subject = ""
+        if channel == EMAIL_CHANNEL:
+            subject = await self._email_subject(rec, token)
+        try:
+            return build_parts(
+                channel,
+                message,
+                end_user=rec.get("end_user"),
+                email_subject=subject,
+                name_prefix=prefix,
+            )
+        except Unsupported as exc:
+            raise Failure(f"not sendable on {channel}: {exc}", retryable=False) from None
+
+    async def _email_subject(self, rec: HandoverRecord, token: str) -> str:
+        """The subject of the end user's latest e-mail (a reply keeps the thread), read
+        once per handover and kept on it; '' when there is none."""
+        if rec.get("email_checked"):
+            return rec.get("email_subject")
+        try:
+            found = await self.peers.infobip.get_messages(
+                rec.conversation_id, order_by="createdAt:desc", direction="INBOUND"
+            )
+        except FarSideError as exc:
+            raise failure_from_far_side(exc, "infobip.GetMessages (e-mail subject)") from exc
+        subject = ""
+        for sent in found.get("messages") or ():
+            content = sent.get("content") if isinstance(sent, dict) else None
+            if isinstance(content, dict) and isinstance(content.get("subject"), str):
+                subject = content["subject"]
+                break
+        values = {"email_checked": "1", "email_subject": subject[:500]}
+        await self.store.transition(
+            rec.conversation_id,
+            allowed=("ACTIVE", "CLOSING"),
+            lane=Lane.OUTBOX,
+            lease_token=token,
+            values=values,
+        )
+        rec.fields.update(values)
+        return values["email_subject"]
 
     async def _mark(
         self,

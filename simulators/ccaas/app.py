@@ -32,7 +32,13 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from ccbridge.services.runtime.http_client import HttpClient, HttpFailure
-from ccbridge.simulators.ccaas.state import Answer, CaseClosed, CaseNotFound, CcaasState
+from ccbridge.simulators.ccaas.state import (
+    Answer,
+    CaseClosed,
+    CaseNotFound,
+    CcaasState,
+    now_iso,
+)
 from ccbridge.simulators.json_response import JsonResponse
 
 log = logging.getLogger(__name__)
@@ -45,7 +51,7 @@ SKIPPED = "skipped: an earlier event of this case failed"
 BRIDGE_TIMEOUT_S = 10.0
 # The bridge answers a small JSON document; anything larger is a broken bridge.
 BRIDGE_ANSWER_BYTES = 1 << 20
-EVENT_TYPES = ("case.open", "case.message", "case.close")
+EVENT_TYPES = ("case.open", "case.message", "case.close", "message.failed", "case.typing")
 _UI_HTML = Path(__file__).with_name("ui.html")
 
 
@@ -170,6 +176,11 @@ def validate(doc: object) -> str | None:
         return "caseId is required"
     if kind == "case.message":
         return _message_problem(doc.get("message"))
+    if kind == "message.failed":
+        if not _is_str(doc, "messageId"):
+            return "messageId is required"
+    if kind == "case.typing":
+        return None if isinstance(doc.get("typing"), bool) else "typing must be a boolean"
     if not isinstance(doc.get("reason"), str):
         return "reason must be a string"
     return None
@@ -349,14 +360,24 @@ def create_app(
             return _problem(400, "body must be a JSON object")
         text, agent = doc.get("text"), doc.get("agentName", "Agent")
         message_id, event_id = doc.get("messageId"), doc.get("eventId")
-        if not isinstance(text, str) or not text:
-            return _problem(400, "text is required")
+        # Passed to the bridge as given: the bridge validates them (a test may send bad
+        # ones on purpose and read the bridge's answer).
+        attachments, location = doc.get("attachments"), doc.get("location")
+        if text is not None and not isinstance(text, str):
+            return _problem(400, "text must be a string")
+        if not text and attachments is None and location is None:
+            return _problem(400, "text, attachments or location is required")
         if not isinstance(agent, str) or any(
             v is not None and not (isinstance(v, str) and v) for v in (message_id, event_id)
         ):
             return _problem(400, "agentName, messageId and eventId must be strings")
+        extra = {
+            key: value
+            for key, value in (("attachments", attachments), ("location", location))
+            if value is not None
+        }
         try:
-            message = sim.add_agent_message(case_id, text, agent, message_id)
+            message = sim.add_agent_message(case_id, text or "", agent, message_id, extra)
         except CaseNotFound:
             return _problem(404, "unknown case")
         except CaseClosed:
@@ -367,14 +388,39 @@ def create_app(
             "caseId": case_id,
             "message": {
                 "id": message["id"],
-                "text": message["text"],
+                **({"text": message["text"]} if message["text"] else {}),
                 "agentName": message["agentName"],
+                **extra,
             },
         }
         status, answer = await push(event)
         sim.set_agent_delivery(
             case_id, message["id"], "delivered" if 200 <= status < 300 else f"failed ({status})"
         )
+        return JsonResponse({"event": event, "bridgeStatus": status, "bridgeAnswer": answer})
+
+    async def typing(request: Request) -> Response:
+        """Sends a signed ``agent.typing`` (``typing`` true or false; ``timestamp`` as
+        given, so a late one can be tried)."""
+        case_id = request.path_params["case_id"]
+        try:
+            doc = await _control_body(request)
+        except ValueError:
+            return _problem(400, "body must be a JSON object")
+        if not isinstance(doc.get("typing"), bool):
+            return _problem(400, "typing (true or false) is required")
+        try:
+            sim.case(case_id)
+        except CaseNotFound:
+            return _problem(404, "unknown case")
+        event = {
+            "type": "agent.typing",
+            "id": sim.next_event_id(),
+            "caseId": case_id,
+            "typing": doc["typing"],
+            "timestamp": doc.get("timestamp") or now_iso(),
+        }
+        status, answer = await push(event)
         return JsonResponse({"event": event, "bridgeStatus": status, "bridgeAnswer": answer})
 
     async def close(request: Request) -> Response:
@@ -489,6 +535,7 @@ def create_app(
             Route("/_sim/cases/{case_id}", get_case, methods=["GET"]),
             Route("/_sim/cases/{case_id}/reply", reply, methods=["POST"]),
             Route("/_sim/cases/{case_id}/close", close, methods=["POST"]),
+            Route("/_sim/cases/{case_id}/typing", typing, methods=["POST"]),
             Route("/_sim/deliveries", deliveries, methods=["GET"]),
             Route("/_sim/webhooks", webhooks, methods=["GET"]),
             Route("/_sim/down", down, methods=["POST"]),

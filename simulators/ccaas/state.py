@@ -92,6 +92,10 @@ class SimCase:
     closed_by: str | None = None  # "bridge" (case.close) or "agent" (the control API)
     # Customer messages (case.message) and agent replies, in arrival order.
     messages: list[JsonObject] = field(default_factory=list)
+    # message.failed events: agent replies the bridge could not deliver.
+    failures: list[JsonObject] = field(default_factory=list)
+    # case.typing events (the latest 20): the end user typing.
+    typing: list[JsonObject] = field(default_factory=list)
 
     def summary(self) -> JsonObject:
         return {
@@ -114,6 +118,8 @@ class SimCase:
             "transcript": self.transcript,
             "transcriptTruncated": self.transcript_truncated,
             "messages": self.messages,
+            "failures": self.failures,
+            "typing": self.typing,
             "closeReason": self.close_reason,
             "closedBy": self.closed_by,
         }
@@ -249,6 +255,10 @@ class CcaasState:
                 answer = self._open_case_event(doc)
             elif event_type == "case.message":
                 answer = self._customer_message(key, doc)
+            elif event_type == "message.failed":
+                answer = self._message_failed(doc)
+            elif event_type == "case.typing":
+                answer = self._typing(doc)
             else:
                 answer = self._close_by_bridge(doc)
             return self._remember(event_type, key, answer), False
@@ -292,6 +302,32 @@ class CcaasState:
             )
             return Answer(200, {"messageId": message_id})
 
+    def _message_failed(self, doc: JsonObject) -> Answer:
+        """The bridge could not deliver an agent reply: the agent sees it on the reply
+        (and in ``failures``, also for a reply this simulator did not send)."""
+        with self._lock:
+            case = self._cases.get(doc["caseId"])
+            if case is None:
+                return Answer(404, {"error": "unknown case"})
+            reason = str(doc.get("reason") or "")
+            case.failures.append(
+                {"messageId": doc["messageId"], "reason": reason, "receivedAt": now_iso()}
+            )
+            for message in case.messages:
+                if message.get("from") == "agent" and message["id"] == doc["messageId"]:
+                    message["delivery"] = f"not delivered: {reason}"
+            return Answer(200, {})
+
+    def _typing(self, doc: JsonObject) -> Answer:
+        """The end user is (or stopped) typing: the agent's view shows it for a while."""
+        with self._lock:
+            case = self._cases.get(doc["caseId"])
+            if case is None:
+                return Answer(404, {"error": "unknown case"})
+            case.typing.append({"typing": doc["typing"], "receivedAt": now_iso()})
+            del case.typing[:-20]  # the latest ones are enough
+            return Answer(200, {})
+
     def _close_by_bridge(self, doc: JsonObject) -> Answer:
         with self._lock:
             case = self._cases.get(doc["caseId"])
@@ -319,7 +355,12 @@ class CcaasState:
             return f"EVT-{self._event_seq:06d}"
 
     def add_agent_message(
-        self, case_id: str, text: str, agent_name: str, message_id: str | None = None
+        self,
+        case_id: str,
+        text: str,
+        agent_name: str,
+        message_id: str | None = None,
+        extra: JsonObject | None = None,
     ) -> JsonObject:
         """Records an agent reply (once per message id); returns the stored message."""
         with self._lock:
@@ -336,6 +377,7 @@ class CcaasState:
                 "from": "agent",
                 "text": text,
                 "agentName": agent_name,
+                **json_copy(extra or {}),  # attachments, location
                 "createdAt": now_iso(),
                 "delivery": "pending",
             }

@@ -214,6 +214,13 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
         agent_id = request.headers.get("x-agent-id") or None
         return JsonResponse(sim.create_message(request.path_params["cid"], body, agent_id))
 
+    async def create_event(request: Request) -> Response:
+        sim.create_event(request.path_params["cid"], await _json_body(request))
+        return Response(status_code=200)  # documented: "OK", no body
+
+    async def sim_events(request: Request) -> Response:
+        return JsonResponse({"events": sim.conversation_events(request.path_params["cid"])})
+
     async def route_conversation(request: Request) -> Response:
         return JsonResponse(sim.route_conversation(request.path_params["cid"]))
 
@@ -378,6 +385,7 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
         Route(conversation_path, api(update_conversation), methods=["PUT", "PATCH"]),
         Route(conversation_path + "/messages", api(list_messages), methods=["GET"]),
         Route(conversation_path + "/messages", api(create_message), methods=["POST"]),
+        Route(conversation_path + "/events", api(create_event), methods=["POST"]),
         Route(conversation_path + "/route", api(route_conversation), methods=["POST"]),
         Route(conversation_path + "/assignee", api(assignee), methods=["PUT", "DELETE"]),
         Route(conversation_path + "/tags", api(add_tag), methods=["POST"]),
@@ -416,6 +424,7 @@ def create_app(state: InfobipSimState | None = None, *, api_key: str = "sim-key"
         Route(
             "/_sim/conversations/{cid}/agent-messages", control(sim_agent_messages), methods=["GET"]
         ),
+        Route("/_sim/conversations/{cid}/events", control(sim_events), methods=["GET"]),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

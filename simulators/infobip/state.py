@@ -36,6 +36,8 @@ CONVERSATION_STATUSES = ("OPEN", "WAITING", "SOLVED", "CLOSED")
 PRIORITIES = ("URGENT", "HIGH", "NORMAL", "LOW")
 # Channels Create Message accepts (spec enum of the request, plus the post channels used
 # in the spec's own examples).
+# ConversationEventChannel of the document: the channels with typing events.
+EVENT_CHANNELS = frozenset({"LIVE_CHAT", "APPLE_BUSINESS_CHAT", "WHATSAPP"})
 REQUEST_CHANNELS = frozenset(
     {
         "SMS",
@@ -211,6 +213,8 @@ class Conversation:
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     agent_messages: list[dict[str, Any]] = field(default_factory=list)
+    # Create Conversation Event calls (typing indicators), oldest first.
+    events: list[dict[str, Any]] = field(default_factory=list)
     routed: int = 0  # Route Conversation calls (handed back to Infobip's routing)
 
     def to_api(self) -> dict[str, Any]:
@@ -482,6 +486,10 @@ class InfobipSimState:
         self.page_delay_ms = self.initial_page_delay_ms
         self.emit_api_events = True
         self.agent_must_be_assignee = False
+        # WhatsApp's customer-care window: seconds after the end user's last message in
+        # which a free-form reply is taken (None: not enforced). The document does not
+        # describe this error; its wording here is the simulator's (unconfirmed).
+        self.whatsapp_window_s: int | None = None
         self._short_ids = 100
 
     def reset(self) -> None:
@@ -632,6 +640,22 @@ class InfobipSimState:
                 "agentMessageCount": len(conversation.agent_messages),
                 "routed": conversation.routed,
             }
+
+    def create_event(self, conversation_id: str, body: object) -> None:
+        """Create Conversation Event: kept (with when it arrived) for the control API."""
+        if not isinstance(body, Mapping):
+            raise bad_request(text="Request body must be a JSON object")
+        if body.get("channel") not in EVENT_CHANNELS:
+            # The document's own 400 example.
+            raise bad_request(text="Channel is not supported for provided event type")
+        with self._lock:
+            conversation = self._get(conversation_id)
+            conversation.ensure_open()
+            conversation.events.append({**dict(body), "receivedAt": format_ts(now_utc())})
+
+    def conversation_events(self, conversation_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(event) for event in self._get(conversation_id).events]
 
     def agent_messages(self, conversation_id: str) -> list[dict[str, Any]]:
         """Messages created through Create Message, oldest first."""
@@ -968,6 +992,20 @@ class InfobipSimState:
                 raise bad_request(
                     {"x-agent-id": ["must be absent: the conversation is not assigned"]}
                 )
+            if body["channel"] == "WHATSAPP" and self.whatsapp_window_s is not None:
+                last = max(
+                    (
+                        parse_ts(m["createdAt"])
+                        for m in conversation.messages
+                        if m.get("direction") == "INBOUND"
+                    ),
+                    default=None,
+                )
+                if last is None or (now_utc() - last).total_seconds() > self.whatsapp_window_s:
+                    raise bad_request(
+                        text="Outside of the customer care window: the end user's last "
+                        "message is older than 24 hours; only a template can be sent"
+                    )
             # Whether it must name the assignee is not published: a setting, off by default.
             if self.agent_must_be_assignee and agent_id and agent_id != conversation.agent_id:
                 raise bad_request(
@@ -1374,6 +1412,7 @@ class InfobipSimState:
                 "page_delay_ms": self.page_delay_ms,
                 "emit_api_events": self.emit_api_events,
                 "agent_must_be_assignee": self.agent_must_be_assignee,
+                "whatsapp_window_s": self.whatsapp_window_s,
                 "hmac_header": self.sender.hmac_header,
                 "hmac_encoding": self.sender.hmac_encoding,
                 "subscriptions": [s.to_config() for s in self.subscriptions.values()],
@@ -1404,9 +1443,16 @@ class InfobipSimState:
         must_match = body.get("agent_must_be_assignee")
         if must_match is not None and not isinstance(must_match, bool):
             errors["agent_must_be_assignee"] = ["must be a boolean"]
+        window = body.get("whatsapp_window_s")
+        if window is not None and (
+            not isinstance(window, int) or isinstance(window, bool) or window < 1
+        ):
+            errors["whatsapp_window_s"] = ["must be a positive integer (seconds) or null"]
         if errors:
             raise bad_request(errors)
         with self._lock:
+            if "whatsapp_window_s" in body:
+                self.whatsapp_window_s = window
             if delay is not None:
                 self.page_delay_ms = delay
             if "webhook_url" in body:

@@ -129,24 +129,73 @@ def events_body(conversation_ids: st.SearchStrategy[Any] = ID_LIKE) -> st.Search
     return st.one_of(event, st.lists(event | JSON, max_size=5), JSON)
 
 
+# Numbers around the coordinate ranges, and what JSON makes of odd ones.
+DEGREES = st.one_of(
+    st.floats(min_value=-200, max_value=200),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([90, -90, 180, -180, 90.0000001, True, "45.1", None]),
+)
+URLS = st.one_of(
+    st.sampled_from(
+        [
+            "https://cdn.example.com/a.png",
+            "http://h/x",
+            "ftp://h/x",
+            "javascript:alert(1)",
+            "https://",
+            "https://h/a b",
+            "//h/x",
+            "https://h/" + "x" * 3000,
+        ]
+    ),
+    ANY_TEXT,
+)
+
+
 def ccaas_event() -> st.SearchStrategy[Any]:
-    """An event of the webhook connector's contract (``agent.message``, ``case.closed``)."""
+    """An event of the webhook connector's contract (``agent.message`` with attachments
+    and a location, ``agent.typing``, ``case.closed``)."""
+    attachment = st.fixed_dictionaries(
+        {},
+        optional={
+            "url": maybe(URLS),
+            "contentType": maybe(st.sampled_from(["IMAGE", "DOCUMENT", "VIDEO", "AUDIO", "X"])),
+            "caption": maybe(ANY_TEXT),
+            "name": maybe(ANY_TEXT),
+            "size": maybe(st.integers(min_value=-5, max_value=2**60) | st.booleans()),
+        },
+    )
+    location = st.fixed_dictionaries(
+        {},
+        optional={
+            "latitude": DEGREES,
+            "longitude": DEGREES,
+            "name": maybe(ANY_TEXT),
+            "address": maybe(ANY_TEXT),
+        },
+    )
     message = st.fixed_dictionaries(
         {},
         optional={
             "id": maybe(ID_LIKE),
             "text": maybe(ANY_TEXT),
             "agentName": maybe(ANY_TEXT),
+            "attachments": maybe(st.lists(attachment | JSON, max_size=12) | JSON),
+            "location": maybe(location | JSON),
         },
     )
     return st.fixed_dictionaries(
         {},
         optional={
-            "type": maybe(st.sampled_from(["agent.message", "case.closed", "case.other", ""])),
+            "type": maybe(
+                st.sampled_from(["agent.message", "agent.typing", "case.closed", "case.other", ""])
+            ),
             "id": maybe(ID_LIKE),
             "caseId": maybe(ID_LIKE),
             "reason": maybe(ANY_TEXT),
             "message": maybe(message),
+            "typing": maybe(st.booleans() | JSON),
+            "timestamp": maybe(TIMESTAMPS | ANY_TEXT),
         },
     )
 

@@ -25,7 +25,13 @@ from ccbridge.services.connector.adapters.webhook_signature import (
     signed_headers,
     verify_signature,
 )
-from ccbridge.services.connector.base import AgentMessage, CaseClosedEvent, WebhookBatch
+from ccbridge.services.connector.base import (
+    AgentMessage,
+    AgentTyping,
+    CaseClosedEvent,
+    WebhookBatch,
+)
+from ccbridge.services.connector.session_client import to_case_event
 from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unauthenticated
 from ccbridge.services.runtime.ids import is_message_id
 from ccbridge.services.runtime.settings import EnvReader
@@ -46,10 +52,21 @@ def check_batch(batch: WebhookBatch) -> None:
         assert is_message_id(event.external_id) and is_message_id(event.event_id)
         if isinstance(event, AgentMessage):
             assert is_message_id(event.message_id)
-            assert event.text
+            assert event.text or event.attachments or event.location is not None
             # protobuf string fields take only what UTF-8 can encode
             event.text.encode()
             event.agent_name.encode()
+            for attachment in event.attachments:
+                assert attachment.url.startswith(("http://", "https://"))
+                assert attachment.content_type in ("IMAGE", "DOCUMENT", "VIDEO", "AUDIO")
+                attachment.SerializeToString()  # every string valid UTF-8
+            if event.location is not None:
+                assert -90 <= event.location.latitude <= 90
+                assert -180 <= event.location.longitude <= 180
+                event.location.SerializeToString()
+            to_case_event("webhook", event).SerializeToString()
+        elif isinstance(event, AgentTyping):
+            to_case_event("webhook", event).SerializeToString()
         else:
             assert isinstance(event, CaseClosedEvent)
             event.reason.encode()

@@ -112,6 +112,14 @@ class RecordingSession(session_pb2_grpc.SessionServiceServicer):
         self.handovers[request.conversation_id] = handover
         return session_pb2.EscalateResponse(handover=handover, created=True)
 
+    async def ReportEndUserTyping(
+        self, request: session_pb2.ReportEndUserTypingRequest, context: grpc.aio.ServicerContext
+    ) -> session_pb2.ReportEndUserTypingResponse:
+        await self._record("ReportEndUserTyping", request, context)
+        return session_pb2.ReportEndUserTypingResponse(
+            relayed=request.conversation_id in self.handovers
+        )
+
     async def Ingest(
         self, request: session_pb2.IngestRequest, context: grpc.aio.ServicerContext
     ) -> session_pb2.IngestResponse:

@@ -144,6 +144,26 @@ async def test_outbound_is_skipped_and_unknown_conversation_ignored(
     assert peers.session.calls == []  # nothing to store: no gRPC call at all
 
 
+async def test_typing_indicators_go_to_session_at_once_never_to_ingest(
+    gateway: httpx.AsyncClient, peers: Peers
+) -> None:
+    peers.session.open(CONV)
+    typing = infobip_message("t1", contentType="TYPING_INDICATOR", content={})
+    response = await gateway.post(URL, json=[typing, infobip_message("m1")])
+    assert response.status_code == 200
+    assert response.json() == {"accepted": 1, "duplicates": 0, "ignored": 1}
+    assert [m.id for m in ingested(peers)] == ["m1"]
+    (call,) = peers.session.rpc_calls("ReportEndUserTyping")
+    assert isinstance(call.request, session_pb2.ReportEndUserTypingRequest)
+    assert (call.request.conversation_id, call.request.typing) == (CONV, True)
+    assert call.request.at.ToJsonString() == "2025-03-21T13:12:06.495Z"
+    # Session failing drops the indicator: never a 5xx that makes Infobip send it later.
+    peers.session.reset()
+    peers.session.error = Unavailable("down")
+    response = await gateway.post(URL, json=typing)
+    assert response.status_code == 200 and response.json()["ignored"] == 1
+
+
 async def test_lenient_fields(gateway: httpx.AsyncClient, peers: Peers) -> None:
     peers.session.open(CONV)
     body = [

@@ -615,11 +615,13 @@ class RtAdapter(Adapter):
 
     # --- customer messages -------------------------------------------------------------
 
-    async def _find_posted(self, external_id: str, marker: str) -> str | None:
-        """The Correspond transaction of this ticket that carries ``marker``, if any."""
+    async def _find_posted(
+        self, external_id: str, marker: str, kind: str = "Correspond"
+    ) -> str | None:
+        """The ``kind`` transaction of this ticket that carries ``marker``, if any."""
         query = (
             f"ObjectType = 'RT::Ticket' AND ObjectId = {int(external_id)} AND "
-            f"Type = 'Correspond' AND Creator = {sql_quote(self.settings.user)} AND "
+            f"Type = {sql_quote(kind)} AND Creator = {sql_quote(self.settings.user)} AND "
             f"Data LIKE {sql_quote(marker)}"
         )
         items = await self._items(
@@ -719,6 +721,37 @@ class RtAdapter(Adapter):
             # still be working on the request, and the next attempt's search must see it.
             if not in_doubt:
                 await self._release(lock_key, token)
+
+    async def report_message_failed(
+        self,
+        external_id: str,
+        conversation_id: str,
+        message_id: str,
+        reason: str,
+        idempotency_key: str,
+    ) -> None:
+        """A comment on the ticket (agents see it, the requestor does not; the poller reads
+        only correspondence and status changes, so it never comes back as a reply). Found
+        by its marker before it is posted again."""
+        if not external_id.isdigit():
+            raise FarSideError(f"not an RT ticket id: {external_id!r}", retryable=False)
+        marker = message_marker(idempotency_key or f"failed:{message_id}")
+        if await self._find_posted(external_id, marker, "Comment"):
+            return
+        await self._call(
+            "POST",
+            f"/ticket/{external_id}/comment",
+            expect=(201,),
+            json_body={
+                "Subject": f"Reply not delivered {marker}",
+                "Content": (
+                    "The reply below was NOT delivered to the customer.\n"
+                    f"Reason: {reason}\nReply: {message_id}"
+                ),
+                "ContentType": "text/plain",
+            },
+        )
+        log.info("rt: told ticket %s a reply was not delivered", external_id)
 
     async def _attachments(self, message: common_pb2.Message) -> tuple[list[dict[str, str]], str]:
         """The RT ``Attachments`` of a media message and a note for its text.

@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
+from urllib.parse import urlsplit
 
 import orjson
 from google.protobuf import timestamp_pb2
@@ -34,6 +36,7 @@ from ccbridge.services.connector.base import (
     CASE_CONCURRENCY,
     Adapter,
     AgentMessage,
+    AgentTyping,
     CaseClosedEvent,
     CaseDelivery,
     CaseEvent,
@@ -44,6 +47,7 @@ from ccbridge.services.connector.base import (
     gather_all,
     may_start_post,
 )
+from ccbridge.services.infobip.outbound import FILE_TYPES
 from ccbridge.services.runtime import farside
 from ccbridge.services.runtime.errors import FarSideError, InvalidArgument
 from ccbridge.services.runtime.http_client import (
@@ -62,8 +66,15 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_RESPONSE_BYTES = 1024 * 1024
 MAX_EVENTS_PER_WEBHOOK = 100
+# agent.message attachments and location (contract v2): what one message may carry.
+MAX_ATTACHMENTS = 10
+MAX_URL_CHARS = 2048
+MAX_CAPTION_CHARS = 4096
+MAX_NAME_CHARS = 255
+MAX_PLACE_CHARS = 1000
+MAX_FILE_SIZE = 2**53  # bytes; JSON integers beyond it do not survive every reader
 
-EventType = Literal["case.open", "case.message", "case.close"]
+EventType = Literal["case.open", "case.message", "case.close", "message.failed", "case.typing"]
 
 _DIRECTIONS = {
     common_pb2.DIRECTION_INBOUND: "INBOUND",
@@ -156,6 +167,99 @@ def _optional_str(item: Mapping[str, object], key: str, where: str) -> str:
     return value
 
 
+def _optional_time(item: Mapping[str, object], key: str, where: str) -> float | None:
+    """An ISO-8601 instant with its offset (``2025-01-01T10:00:00.000Z``) as unix seconds."""
+    value = item.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{where}: {key} must be an ISO-8601 string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument(f"{where}: {key} must be an ISO-8601 instant") from None
+    if moment.tzinfo is None:
+        raise InvalidArgument(f"{where}: {key} needs its UTC offset (e.g. Z)")
+    return moment.timestamp()
+
+
+def _url(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"{where}: url is required (a non-empty string)")
+    if len(value) > MAX_URL_CHARS:
+        raise InvalidArgument(f"{where}: url is longer than {MAX_URL_CHARS} characters")
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise InvalidArgument(f"{where}: url must be an absolute http or https URL")
+    if any(c.isspace() for c in value):
+        raise InvalidArgument(f"{where}: url must not contain whitespace")
+    return value
+
+
+def _bounded_str(item: Mapping[str, object], key: str, where: str, limit: int) -> str:
+    value = _optional_str(item, key, where)
+    if len(value) > limit:
+        raise InvalidArgument(f"{where}: {key} is longer than {limit} characters")
+    return value
+
+
+def _attachments(value: object, where: str) -> tuple[common_pb2.Attachment, ...]:
+    """The contract's ``attachments`` (absent or null: none)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidArgument(f"{where}: attachments must be an array")
+    if len(value) > MAX_ATTACHMENTS:
+        raise InvalidArgument(f"{where}: more than {MAX_ATTACHMENTS} attachments")
+    found: list[common_pb2.Attachment] = []
+    for index, item in enumerate(value):
+        here = f"{where} attachments[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidArgument(f"{here}: must be an object")
+        kind = item.get("contentType")
+        if kind not in FILE_TYPES:
+            raise InvalidArgument(f"{here}: contentType must be one of {', '.join(FILE_TYPES)}")
+        size = item.get("size")
+        if size is not None and (
+            not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_FILE_SIZE
+        ):
+            raise InvalidArgument(f"{here}: size must be an integer of bytes, 1..{MAX_FILE_SIZE}")
+        found.append(
+            common_pb2.Attachment(
+                url=_url(item.get("url"), here),
+                content_type=str(kind),
+                caption=_bounded_str(item, "caption", here, MAX_CAPTION_CHARS),
+                name=_bounded_str(item, "name", here, MAX_NAME_CHARS),
+                size=size or 0,
+            )
+        )
+    return tuple(found)
+
+
+def _degrees(item: Mapping[str, object], key: str, where: str, limit: float) -> float:
+    value = item.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise InvalidArgument(f"{where}: {key} is required (a number)")
+    if not -limit <= value <= limit:
+        raise InvalidArgument(f"{where}: {key} must be within -{limit:g}..{limit:g}")
+    return float(value)
+
+
+def _location(value: object, where: str) -> common_pb2.Location | None:
+    """The contract's ``location`` (absent or null: none)."""
+    if value is None:
+        return None
+    here = f"{where} location"
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{here}: must be an object")
+    return common_pb2.Location(
+        latitude=_degrees(value, "latitude", here, 90),
+        longitude=_degrees(value, "longitude", here, 180),
+        name=_bounded_str(value, "name", here, MAX_PLACE_CHARS),
+        address=_bounded_str(value, "address", here, MAX_PLACE_CHARS),
+    )
+
+
 def parse_events(body: bytes) -> WebhookBatch:
     """Parses a verified body: one event object or an array of them."""
     try:
@@ -184,16 +288,39 @@ def parse_events(body: bytes) -> WebhookBatch:
                 raise InvalidArgument(f"{where}: message must be an object")
             message_id = _required_id(message, "id", f"{where} message")
             text = message.get("text")
-            if not isinstance(text, str) or not text:
-                raise InvalidArgument(f"{where} message: text is required (a non-empty string)")
+            if text is not None and not isinstance(text, str):
+                raise InvalidArgument(f"{where} message: text must be a string")
+            attachments = _attachments(message.get("attachments"), f"{where} message")
+            location = _location(message.get("location"), f"{where} message")
+            if not text and not attachments and location is None:
+                raise InvalidArgument(
+                    f"{where} message: text (a non-empty string), attachments or location "
+                    "is required"
+                )
             agent_name = _optional_str(message, "agentName", f"{where} message")
             events.append(
                 AgentMessage(
                     external_id=case_id,
                     event_id=event_id_,
                     message_id=message_id,
-                    text=text,
+                    text=text or "",
                     agent_name=agent_name,
+                    attachments=attachments,
+                    location=location,
+                )
+            )
+        elif kind == "agent.typing":
+            event_id_ = _required_id(item, "id", where)
+            case_id = _required_id(item, "caseId", where)
+            typing = item.get("typing")
+            if not isinstance(typing, bool):
+                raise InvalidArgument(f"{where}: typing is required (true or false)")
+            events.append(
+                AgentTyping(
+                    external_id=case_id,
+                    event_id=event_id_,
+                    typing=typing,
+                    at=_optional_time(item, "timestamp", where),
                 )
             )
         elif kind == "case.closed":
@@ -374,6 +501,27 @@ class WebhookAdapter(Adapter):
         payload = {"caseId": external_id, "reason": reason}
         body, _ = await self._send("case.close", key, conversation_id, payload)
         return body.get("alreadyClosed") is True
+
+    async def report_message_failed(
+        self,
+        external_id: str,
+        conversation_id: str,
+        message_id: str,
+        reason: str,
+        idempotency_key: str,
+    ) -> None:
+        key = idempotency_key or f"failed:{message_id}"
+        payload = {"caseId": external_id, "messageId": message_id, "reason": reason}
+        await self._send("message.failed", key, conversation_id, payload)
+        log.info("webhook connector: told case %s a reply was not delivered", external_id)
+
+    async def post_typing(self, external_id: str, conversation_id: str, typing: bool) -> bool:
+        # Each indicator is its own event (a key per instant): never a replay of an older one.
+        key = f"typing:{conversation_id}:{int(self._clock() * 1000)}"
+        await self._send(
+            "case.typing", key, conversation_id, {"caseId": external_id, "typing": typing}
+        )
+        return True
 
     async def post_customer_messages(self, cases: Sequence[CaseMessages]) -> list[CaseDelivery]:
         """With ``batch_max`` 1, one event per POST (the default). Otherwise the case.message

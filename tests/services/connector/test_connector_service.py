@@ -353,7 +353,7 @@ async def test_webhook_events_reach_session(mesh: Mesh) -> None:
 
 async def test_webhook_only_unknown_types_skips_session(mesh: Mesh) -> None:
     response = await mesh.stub.HandleWebhook(
-        signed_webhook({"type": "agent.typing", "caseId": "CASE-00001"}), timeout=10
+        signed_webhook({"type": "agent.reaction", "caseId": "CASE-00001"}), timeout=10
     )
     assert (response.accepted, response.ignored) == (0, 1)
     assert mesh.session.requests == []

@@ -59,6 +59,9 @@ class PollingCcaas(Adapter):
     async def close_case(self, *args: Any) -> bool:
         raise NotImplementedError
 
+    async def report_message_failed(self, *args: Any) -> None:
+        raise NotImplementedError
+
 
 EVENTS: list[CaseEvent] = [
     AgentMessage(

@@ -60,6 +60,16 @@ class ScriptedCcaas(Adapter):
     ) -> bool:
         raise NotImplementedError
 
+    async def report_message_failed(
+        self,
+        external_id: str,
+        conversation_id: str,
+        message_id: str,
+        reason: str,
+        idempotency_key: str,
+    ) -> None:
+        raise NotImplementedError
+
     async def post_customer_message(
         self,
         external_id: str,

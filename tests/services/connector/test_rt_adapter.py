@@ -463,6 +463,25 @@ async def test_close_case_resolves(
     assert _mine(await _poll_all(adapter), ticket) == []
 
 
+async def test_a_reply_not_delivered_is_one_comment_the_poller_ignores(
+    make_adapter: Callable[..., RtAdapter], bridge_http: httpx.AsyncClient
+) -> None:
+    adapter = make_adapter()
+    conversation = f"c-{uuid.uuid4().hex}"
+    ticket = (await adapter.open_case(_case(conversation))).external_id
+    await _poll_all(adapter)
+    reason = "not sendable on SMS: attachment #1: channel SMS cannot take IMAGE"
+    for _ in range(2):  # a retried report adds no second comment
+        await adapter.report_message_failed(
+            ticket, conversation, "rt-txn-99", reason, "failed:rt-txn-99"
+        )
+    comments = [t for t in await _history(bridge_http, ticket) if t["Type"] == "Comment"]
+    assert len(comments) == 1
+    (body,) = await _bodies(bridge_http, [comments[0]["id"]])
+    assert "NOT delivered" in body and reason in body and "rt-txn-99" in body
+    assert _mine(await _poll_all(adapter), ticket) == []
+
+
 async def test_lease_lets_one_adapter_poll_a_queue(
     make_adapter: Callable[..., RtAdapter], agent: httpx.AsyncClient
 ) -> None:

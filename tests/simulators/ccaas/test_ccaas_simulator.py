@@ -372,3 +372,75 @@ def test_now_iso_across_a_second_boundary(monkeypatch: pytest.MonkeyPatch) -> No
         "2025-06-15T15:06:41.000Z",
         "2025-06-15T15:06:41.004Z",
     ]
+
+
+async def test_an_agent_sends_files_and_a_place_and_hears_of_a_failure(
+    sim: tuple[CcaasState, httpx.AsyncClient],
+) -> None:
+    state, client = sim
+    received: list[bytes] = []
+
+    async def bridge(request: Request) -> JSONResponse:
+        received.append(await request.body())
+        return JSONResponse({"accepted": 1, "duplicates": 0, "ignored": 0})
+
+    receiver = Starlette(routes=[Route("/hook", bridge, methods=["POST"])])
+    files = [{"url": "https://cdn.example.com/l.png", "contentType": "IMAGE", "caption": "label"}]
+    place = {"latitude": 45.8, "longitude": 15.9, "name": "Shop"}
+    async with serve_app(receiver) as url:
+        await client.post("/_sim/config", json={"bridgeWebhookUrl": f"{url}/hook"})
+        case_id = (await client.post("/webhook", **signed(open_event()))).json()["caseId"]
+        nothing = await client.post(f"/_sim/cases/{case_id}/reply", json={"agentName": "A"})
+        reply = await client.post(
+            f"/_sim/cases/{case_id}/reply", json={"attachments": files, "location": place}
+        )
+    assert nothing.status_code == 400
+    (event,) = [json.loads(body) for body in received]
+    message_id = event["message"]["id"]
+    assert event["message"] == {
+        "id": message_id,
+        "agentName": "Agent",
+        "attachments": files,
+        "location": place,
+    }
+    assert reply.json()["bridgeStatus"] == 200
+    failed = {
+        "type": "message.failed",
+        "id": "evt-failed-1",
+        "conversationId": "conv-1",
+        "idempotencyKey": f"failed:{message_id}",
+        "timestamp": "2025-01-01T10:00:03.000Z",
+        "caseId": case_id,
+        "messageId": message_id,
+        "reason": "not sendable on SMS",
+    }
+    no_reason = {key: value for key, value in failed.items() if key != "reason"}
+    assert (await client.post("/webhook", **signed(no_reason))).status_code == 400
+    assert (await client.post("/webhook", **signed(failed))).status_code == 200
+    case = state.case(case_id)
+    (agent,) = [m for m in case["messages"] if m["from"] == "agent"]
+    assert (agent["attachments"], agent["location"]) == (files, place)
+    assert agent["delivery"] == "not delivered: not sendable on SMS"
+    assert [f["messageId"] for f in case["failures"]] == [message_id]
+    ui = (await client.get("/_sim/ui")).text
+    assert "img" in ui and "attachments" in ui
+
+
+async def test_the_agent_sees_the_customer_typing(
+    sim: tuple[CcaasState, httpx.AsyncClient],
+) -> None:
+    state, client = sim
+    case_id = (await client.post("/webhook", **signed(open_event()))).json()["caseId"]
+    typing = {
+        "type": "case.typing",
+        "id": "evt-typing-1",
+        "conversationId": "conv-1",
+        "idempotencyKey": "typing:conv-1:1",
+        "timestamp": "2025-01-01T10:00:03.000Z",
+        "caseId": case_id,
+        "typing": True,
+    }
+    assert (await client.post("/webhook", **signed({**typing, "typing": "y"}))).status_code == 400
+    assert (await client.post("/webhook", **signed(typing))).status_code == 200
+    assert [t["typing"] for t in state.case(case_id)["typing"]] == [True]
+    assert "is typing" in (await client.get("/_sim/ui")).text

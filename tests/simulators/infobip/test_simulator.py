@@ -456,3 +456,43 @@ async def test_dropped_connection_after_the_call_took_effect() -> None:
             with pytest.raises(httpx.RemoteProtocolError):
                 await http.post(path, json=body, headers=AUTH)
         assert len(sim.state.agent_messages(conversation.id)) == 1
+
+
+async def test_whatsapp_window_setting_and_typing_events(sim: Sim) -> None:
+    conversation = await new_conversation(sim, history=2)
+    cid = conversation["id"]
+    body = {
+        "channel": "WHATSAPP",
+        "from": conversation["businessSender"],
+        "to": conversation["endUser"],
+        "contentType": "TEXT",
+        "content": {"text": "hi"},
+    }
+    path = f"/ccaas/1/conversations/{cid}/messages"
+    for bad in (0, "1", True):
+        refused = await sim.http.put("/_sim/config", json={"whatsapp_window_s": bad})
+        assert refused.status_code == 400
+    # Off by default (the document does not describe the window).
+    assert (await sim.http.post(path, json=body, headers=AUTH)).status_code == 200
+    assert (await sim.http.put("/_sim/config", json={"whatsapp_window_s": 1})).status_code == 200
+    for message in sim.state.conversations[cid].messages:  # the end user wrote long ago
+        message["createdAt"] = "2020-01-01T00:00:00.000+00:00"
+    outside = await sim.http.post(path, json=body, headers=AUTH)
+    assert outside.status_code == 400
+    assert "customer care window" in service_exception(outside)["text"]
+    await sim.http.put("/_sim/config", json={"whatsapp_window_s": None})
+    assert (await sim.http.post(path, json=body, headers=AUTH)).status_code == 200
+
+    events = f"/ccaas/1/conversations/{cid}/events"
+    event = {
+        "from": conversation["businessSender"],
+        "to": conversation["endUser"],
+        "channel": "WHATSAPP",
+        "type": "TYPING_STARTED",
+    }
+    taken = await sim.http.post(events, json=event, headers=AUTH)
+    assert taken.status_code == 200 and taken.content == b""
+    sms = await sim.http.post(events, json={**event, "channel": "SMS"}, headers=AUTH)
+    assert sms.status_code == 400
+    listed = (await sim.http.get(f"/_sim/conversations/{cid}/events")).json()["events"]
+    assert [e["type"] for e in listed] == ["TYPING_STARTED"]

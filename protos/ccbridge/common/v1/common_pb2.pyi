@@ -63,6 +63,8 @@ class Message(_message.Message):
     CONTENT_JSON_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     AUTHOR_NAME_FIELD_NUMBER: _builtins.int
+    ATTACHMENTS_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Infobip message id (inbound, transcript) or the CCaaS message id (agent replies)."""
     conversation_id: _builtins.str
@@ -85,6 +87,16 @@ class Message(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the message was created at its origin."""
 
+    @_builtins.property
+    def attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attachment]:
+        """Agent replies only: files to send after the text, in this order (each its own
+        Create Message, shaped for the channel by services/infobip/outbound.py).
+        """
+
+    @_builtins.property
+    def location(self) -> Global___Location:
+        """Agent replies only: a location to send last."""
+
     def __init__(
         self,
         *,
@@ -98,14 +110,88 @@ class Message(_message.Message):
         content_json: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         author_name: _builtins.str = ...,
+        attachments: _abc.Iterable[Global___Attachment] | None = ...,
+        location: Global___Location | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "location", b"location"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_name", b"author_name", "author_type", b"author_type", "channel", b"channel", "content_json", b"content_json", "content_type", b"content_type", "conversation_id", b"conversation_id", "created_at", b"created_at", "direction", b"direction", "from", b"from", "id", b"id", "to", b"to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "author_name", b"author_name", "author_type", b"author_type", "channel", b"channel", "content_json", b"content_json", "content_type", b"content_type", "conversation_id", b"conversation_id", "created_at", b"created_at", "direction", b"direction", "from", b"from", "id", b"id", "location", b"location", "to", b"to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class Attachment(_message.Message):
+    """A file an agent sends, by URL (http or https)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    CAPTION_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """Where Infobip fetches the file."""
+    content_type: _builtins.str
+    """"IMAGE", "DOCUMENT", "VIDEO" or "AUDIO"."""
+    caption: _builtins.str
+    """Caption written by the agent (may be empty)."""
+    name: _builtins.str
+    """File name as the agent gave it (may be empty; no Create Message shape carries it)."""
+    size: _builtins.int
+    """Size in bytes when the agent gave it (0: unknown); Viber Bot videos need it."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        content_type: _builtins.str = ...,
+        caption: _builtins.str = ...,
+        name: _builtins.str = ...,
+        size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caption", b"caption", "content_type", b"content_type", "name", b"name", "size", b"size", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Attachment: _TypeAlias = Attachment  # noqa: Y015
+
+@_typing.final
+class Location(_message.Message):
+    """A map pin an agent sends."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LATITUDE_FIELD_NUMBER: _builtins.int
+    LONGITUDE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    latitude: _builtins.float
+    """Degrees, -90..90."""
+    longitude: _builtins.float
+    """Degrees, -180..180."""
+    name: _builtins.str
+    """Name of the place (may be empty)."""
+    address: _builtins.str
+    """Address of the place (may be empty)."""
+    def __init__(
+        self,
+        *,
+        latitude: _builtins.float = ...,
+        longitude: _builtins.float = ...,
+        name: _builtins.str = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "latitude", b"latitude", "longitude", b"longitude", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Location: _TypeAlias = Location  # noqa: Y015
 
 @_typing.final
 class RoutingDecision(_message.Message):

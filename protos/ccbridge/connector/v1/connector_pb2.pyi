@@ -493,6 +493,121 @@ class HandleWebhookResponse(_message.Message):
 Global___HandleWebhookResponse: _TypeAlias = HandleWebhookResponse  # noqa: Y015
 
 @_typing.final
+class ReportMessageFailedRequest(_message.Message):
+    """Request of ReportMessageFailed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONNECTOR_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    connector: _builtins.str
+    """Connector name."""
+    external_id: _builtins.str
+    """Case id at the CCaaS."""
+    conversation_id: _builtins.str
+    """Infobip conversation id."""
+    message_id: _builtins.str
+    """Id of the agent message that failed (the CCaaS's message id)."""
+    reason: _builtins.str
+    """Why it was not delivered (the dead letter's reason)."""
+    idempotency_key: _builtins.str
+    """Idempotency key of the report."""
+    def __init__(
+        self,
+        *,
+        connector: _builtins.str = ...,
+        external_id: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector", b"connector", "conversation_id", b"conversation_id", "external_id", b"external_id", "idempotency_key", b"idempotency_key", "message_id", b"message_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportMessageFailedRequest: _TypeAlias = ReportMessageFailedRequest  # noqa: Y015
+
+@_typing.final
+class ReportMessageFailedResponse(_message.Message):
+    """Response of ReportMessageFailed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportMessageFailedResponse: _TypeAlias = ReportMessageFailedResponse  # noqa: Y015
+
+@_typing.final
+class PostTypingRequest(_message.Message):
+    """Request of PostTyping."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONNECTOR_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    TYPING_FIELD_NUMBER: _builtins.int
+    connector: _builtins.str
+    """Connector name."""
+    external_id: _builtins.str
+    """Case id at the CCaaS."""
+    conversation_id: _builtins.str
+    """Infobip conversation id."""
+    typing: _builtins.bool
+    """True: typing; false: stopped."""
+    def __init__(
+        self,
+        *,
+        connector: _builtins.str = ...,
+        external_id: _builtins.str = ...,
+        conversation_id: _builtins.str = ...,
+        typing: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector", b"connector", "conversation_id", b"conversation_id", "external_id", b"external_id", "typing", b"typing"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PostTypingRequest: _TypeAlias = PostTypingRequest  # noqa: Y015
+
+@_typing.final
+class PostTypingResponse(_message.Message):
+    """Response of PostTyping."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELAYED_FIELD_NUMBER: _builtins.int
+    relayed: _builtins.bool
+    """False when the CCaaS has no typing indicator (e.g. RT)."""
+    def __init__(
+        self,
+        *,
+        relayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["relayed", b"relayed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PostTypingResponse: _TypeAlias = PostTypingResponse  # noqa: Y015
+
+@_typing.final
 class ListConnectorsRequest(_message.Message):
     """Request of ListConnectors."""
 

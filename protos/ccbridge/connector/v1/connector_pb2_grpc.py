@@ -60,6 +60,16 @@ class ConnectorServiceStub:
                 request_serializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.HandleWebhookRequest.SerializeToString,
                 response_deserializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.HandleWebhookResponse.FromString,
                 _registered_method=True)
+        self.ReportMessageFailed = channel.unary_unary(
+                '/ccbridge.connector.v1.ConnectorService/ReportMessageFailed',
+                request_serializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.ReportMessageFailedRequest.SerializeToString,
+                response_deserializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.ReportMessageFailedResponse.FromString,
+                _registered_method=True)
+        self.PostTyping = channel.unary_unary(
+                '/ccbridge.connector.v1.ConnectorService/PostTyping',
+                request_serializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostTypingRequest.SerializeToString,
+                response_deserializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostTypingResponse.FromString,
+                _registered_method=True)
         self.ListConnectors = channel.unary_unary(
                 '/ccbridge.connector.v1.ConnectorService/ListConnectors',
                 request_serializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.ListConnectorsRequest.SerializeToString,
@@ -111,6 +121,23 @@ class ConnectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportMessageFailed(self, request, context):
+        """Tells the agent that a reply of the case was not delivered to the end user (it was
+        dead-lettered), so no agent believes it was. Idempotent per idempotency key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PostTyping(self, request, context):
+        """Tells the agent the end user is (or stopped) typing. One attempt, never retried (a
+        late indicator is worse than none); a CCaaS without typing indicators answers
+        relayed=false.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListConnectors(self, request, context):
         """Lists the configured connectors and whether each is reachable.
         """
@@ -145,6 +172,16 @@ def add_ConnectorServiceServicer_to_server(servicer, server):
                     servicer.HandleWebhook,
                     request_deserializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.HandleWebhookRequest.FromString,
                     response_serializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.HandleWebhookResponse.SerializeToString,
+            ),
+            'ReportMessageFailed': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportMessageFailed,
+                    request_deserializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.ReportMessageFailedRequest.FromString,
+                    response_serializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.ReportMessageFailedResponse.SerializeToString,
+            ),
+            'PostTyping': grpc.unary_unary_rpc_method_handler(
+                    servicer.PostTyping,
+                    request_deserializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostTypingRequest.FromString,
+                    response_serializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostTypingResponse.SerializeToString,
             ),
             'ListConnectors': grpc.unary_unary_rpc_method_handler(
                     servicer.ListConnectors,
@@ -288,6 +325,60 @@ class ConnectorService:
             '/ccbridge.connector.v1.ConnectorService/HandleWebhook',
             ccbridge_dot_connector_dot_v1_dot_connector__pb2.HandleWebhookRequest.SerializeToString,
             ccbridge_dot_connector_dot_v1_dot_connector__pb2.HandleWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportMessageFailed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ccbridge.connector.v1.ConnectorService/ReportMessageFailed',
+            ccbridge_dot_connector_dot_v1_dot_connector__pb2.ReportMessageFailedRequest.SerializeToString,
+            ccbridge_dot_connector_dot_v1_dot_connector__pb2.ReportMessageFailedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PostTyping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ccbridge.connector.v1.ConnectorService/PostTyping',
+            ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostTypingRequest.SerializeToString,
+            ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostTypingResponse.FromString,
             options,
             channel_credentials,
             insecure,

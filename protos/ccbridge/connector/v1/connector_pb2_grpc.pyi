@@ -51,6 +51,15 @@ class ConnectorServiceStub:
     Answers only after Session stored them durably. Bad signature: UNAUTHENTICATED;
     malformed body: INVALID_ARGUMENT.
     """
+    ReportMessageFailed: _grpc.UnaryUnaryMultiCallable[_connector_pb2.ReportMessageFailedRequest, _connector_pb2.ReportMessageFailedResponse]
+    """Tells the agent that a reply of the case was not delivered to the end user (it was
+    dead-lettered), so no agent believes it was. Idempotent per idempotency key.
+    """
+    PostTyping: _grpc.UnaryUnaryMultiCallable[_connector_pb2.PostTypingRequest, _connector_pb2.PostTypingResponse]
+    """Tells the agent the end user is (or stopped) typing. One attempt, never retried (a
+    late indicator is worse than none); a CCaaS without typing indicators answers
+    relayed=false.
+    """
     ListConnectors: _grpc.UnaryUnaryMultiCallable[_connector_pb2.ListConnectorsRequest, _connector_pb2.ListConnectorsResponse]
     """Lists the configured connectors and whether each is reachable."""
 
@@ -76,6 +85,15 @@ class ConnectorServiceAsyncStub(ConnectorServiceStub):
     """Verifies and parses a webhook the CCaaS pushed, and hands its events to Session.
     Answers only after Session stored them durably. Bad signature: UNAUTHENTICATED;
     malformed body: INVALID_ARGUMENT.
+    """
+    ReportMessageFailed: _aio.UnaryUnaryMultiCallable[_connector_pb2.ReportMessageFailedRequest, _connector_pb2.ReportMessageFailedResponse]  # type: ignore[assignment]
+    """Tells the agent that a reply of the case was not delivered to the end user (it was
+    dead-lettered), so no agent believes it was. Idempotent per idempotency key.
+    """
+    PostTyping: _aio.UnaryUnaryMultiCallable[_connector_pb2.PostTypingRequest, _connector_pb2.PostTypingResponse]  # type: ignore[assignment]
+    """Tells the agent the end user is (or stopped) typing. One attempt, never retried (a
+    late indicator is worse than none); a CCaaS without typing indicators answers
+    relayed=false.
     """
     ListConnectors: _aio.UnaryUnaryMultiCallable[_connector_pb2.ListConnectorsRequest, _connector_pb2.ListConnectorsResponse]  # type: ignore[assignment]
     """Lists the configured connectors and whether each is reachable."""
@@ -129,6 +147,27 @@ class ConnectorServiceServicer(metaclass=_abc_1.ABCMeta):
         """Verifies and parses a webhook the CCaaS pushed, and hands its events to Session.
         Answers only after Session stored them durably. Bad signature: UNAUTHENTICATED;
         malformed body: INVALID_ARGUMENT.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportMessageFailed(
+        self,
+        request: _connector_pb2.ReportMessageFailedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connector_pb2.ReportMessageFailedResponse, _abc.Awaitable[_connector_pb2.ReportMessageFailedResponse]]:
+        """Tells the agent that a reply of the case was not delivered to the end user (it was
+        dead-lettered), so no agent believes it was. Idempotent per idempotency key.
+        """
+
+    @_abc_1.abstractmethod
+    def PostTyping(
+        self,
+        request: _connector_pb2.PostTypingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connector_pb2.PostTypingResponse, _abc.Awaitable[_connector_pb2.PostTypingResponse]]:
+        """Tells the agent the end user is (or stopped) typing. One attempt, never retried (a
+        late indicator is worse than none); a CCaaS without typing indicators answers
+        relayed=false.
         """
 
     @_abc_1.abstractmethod

@@ -480,6 +480,7 @@ class CaseEvent(_message.Message):
     EVENT_ID_FIELD_NUMBER: _builtins.int
     AGENT_MESSAGE_FIELD_NUMBER: _builtins.int
     CASE_CLOSED_FIELD_NUMBER: _builtins.int
+    AGENT_TYPING_FIELD_NUMBER: _builtins.int
     connector: _builtins.str
     """Connector name."""
     external_id: _builtins.str
@@ -494,6 +495,12 @@ class CaseEvent(_message.Message):
     def case_closed(self) -> Global___CaseClosed:
         """The case was closed or resolved."""
 
+    @_builtins.property
+    def agent_typing(self) -> Global___AgentTyping:
+        """The agent started or stopped typing: relayed at once where the channel has
+        typing events, never stored or queued (a late one is dropped).
+        """
+
     def __init__(
         self,
         *,
@@ -502,16 +509,45 @@ class CaseEvent(_message.Message):
         event_id: _builtins.str = ...,
         agent_message: _common_pb2.Message | None = ...,
         case_closed: Global___CaseClosed | None = ...,
+        agent_typing: Global___AgentTyping | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "case_closed", b"case_closed", "kind", b"kind"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_typing", b"agent_typing", "case_closed", b"case_closed", "kind", b"kind"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "case_closed", b"case_closed", "connector", b"connector", "event_id", b"event_id", "external_id", b"external_id", "kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_message", b"agent_message", "agent_typing", b"agent_typing", "case_closed", b"case_closed", "connector", b"connector", "event_id", b"event_id", "external_id", b"external_id", "kind", b"kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["agent_message", "case_closed"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["agent_message", "case_closed", "agent_typing"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___CaseEvent: _TypeAlias = CaseEvent  # noqa: Y015
+
+@_typing.final
+class AgentTyping(_message.Message):
+    """The agent's typing indicator."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPING_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    typing: _builtins.bool
+    """True: started typing; false: stopped."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When the CCaaS says it happened; unset: when the bridge received it."""
+
+    def __init__(
+        self,
+        *,
+        typing: _builtins.bool = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "typing", b"typing"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentTyping: _TypeAlias = AgentTyping  # noqa: Y015
 
 @_typing.final
 class CaseClosed(_message.Message):
@@ -1073,3 +1109,57 @@ class EraseDataResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EraseDataResponse: _TypeAlias = EraseDataResponse  # noqa: Y015
+
+@_typing.final
+class ReportEndUserTypingRequest(_message.Message):
+    """Request of ReportEndUserTyping."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    TYPING_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """Infobip conversation id."""
+    typing: _builtins.bool
+    """True: typing; false: stopped."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When Infobip says it happened; unset: now."""
+
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+        typing: _builtins.bool = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "conversation_id", b"conversation_id", "typing", b"typing"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportEndUserTypingRequest: _TypeAlias = ReportEndUserTypingRequest  # noqa: Y015
+
+@_typing.final
+class ReportEndUserTypingResponse(_message.Message):
+    """Response of ReportEndUserTyping."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELAYED_FIELD_NUMBER: _builtins.int
+    relayed: _builtins.bool
+    """Whether it is being relayed (false: dropped)."""
+    def __init__(
+        self,
+        *,
+        relayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["relayed", b"relayed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportEndUserTypingResponse: _TypeAlias = ReportEndUserTypingResponse  # noqa: Y015

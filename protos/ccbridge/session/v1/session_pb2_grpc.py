@@ -91,6 +91,11 @@ class SessionServiceStub:
                 request_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterRequest.SerializeToString,
                 response_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterResponse.FromString,
                 _registered_method=True)
+        self.ReportEndUserTyping = channel.unary_unary(
+                '/ccbridge.session.v1.SessionService/ReportEndUserTyping',
+                request_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReportEndUserTypingRequest.SerializeToString,
+                response_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReportEndUserTypingResponse.FromString,
+                _registered_method=True)
         self.EraseData = channel.unary_unary(
                 '/ccbridge.session.v1.SessionService/EraseData',
                 request_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.EraseDataRequest.SerializeToString,
@@ -189,6 +194,15 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportEndUserTyping(self, request, context):
+        """The end user is typing (an inbound TYPING_INDICATOR): relayed to the case's CCaaS at
+        once or dropped (not ACTIVE, late, rate-limited, the CCaaS cannot take it); never
+        stored or queued behind messages.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def EraseData(self, request, context):
         """Erases everything the bridge stores about one conversation, or about every
         conversation of one end user (a data-protection request): handover, queues, dedupe
@@ -256,6 +270,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ReplayDeadLetter,
                     request_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterRequest.FromString,
                     response_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterResponse.SerializeToString,
+            ),
+            'ReportEndUserTyping': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportEndUserTyping,
+                    request_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReportEndUserTypingRequest.FromString,
+                    response_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReportEndUserTypingResponse.SerializeToString,
             ),
             'EraseData': grpc.unary_unary_rpc_method_handler(
                     servicer.EraseData,
@@ -562,6 +581,33 @@ class SessionService:
             '/ccbridge.session.v1.SessionService/ReplayDeadLetter',
             ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterRequest.SerializeToString,
             ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportEndUserTyping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ccbridge.session.v1.SessionService/ReportEndUserTyping',
+            ccbridge_dot_session_dot_v1_dot_session__pb2.ReportEndUserTypingRequest.SerializeToString,
+            ccbridge_dot_session_dot_v1_dot_session__pb2.ReportEndUserTypingResponse.FromString,
             options,
             channel_credentials,
             insecure,

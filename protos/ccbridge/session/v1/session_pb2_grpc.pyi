@@ -73,6 +73,11 @@ class SessionServiceStub:
     """Lists dead letters (messages whose delivery gave up), oldest first, paged."""
     ReplayDeadLetter: _grpc.UnaryUnaryMultiCallable[_session_pb2.ReplayDeadLetterRequest, _session_pb2.ReplayDeadLetterResponse]
     """Queues a dead letter for delivery again and removes it from the dead letters."""
+    ReportEndUserTyping: _grpc.UnaryUnaryMultiCallable[_session_pb2.ReportEndUserTypingRequest, _session_pb2.ReportEndUserTypingResponse]
+    """The end user is typing (an inbound TYPING_INDICATOR): relayed to the case's CCaaS at
+    once or dropped (not ACTIVE, late, rate-limited, the CCaaS cannot take it); never
+    stored or queued behind messages.
+    """
     EraseData: _grpc.UnaryUnaryMultiCallable[_session_pb2.EraseDataRequest, _session_pb2.EraseDataResponse]
     """Erases everything the bridge stores about one conversation, or about every
     conversation of one end user (a data-protection request): handover, queues, dedupe
@@ -123,6 +128,11 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """Lists dead letters (messages whose delivery gave up), oldest first, paged."""
     ReplayDeadLetter: _aio.UnaryUnaryMultiCallable[_session_pb2.ReplayDeadLetterRequest, _session_pb2.ReplayDeadLetterResponse]  # type: ignore[assignment]
     """Queues a dead letter for delivery again and removes it from the dead letters."""
+    ReportEndUserTyping: _aio.UnaryUnaryMultiCallable[_session_pb2.ReportEndUserTypingRequest, _session_pb2.ReportEndUserTypingResponse]  # type: ignore[assignment]
+    """The end user is typing (an inbound TYPING_INDICATOR): relayed to the case's CCaaS at
+    once or dropped (not ACTIVE, late, rate-limited, the CCaaS cannot take it); never
+    stored or queued behind messages.
+    """
     EraseData: _aio.UnaryUnaryMultiCallable[_session_pb2.EraseDataRequest, _session_pb2.EraseDataResponse]  # type: ignore[assignment]
     """Erases everything the bridge stores about one conversation, or about every
     conversation of one end user (a data-protection request): handover, queues, dedupe
@@ -236,6 +246,17 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_session_pb2.ReplayDeadLetterResponse, _abc.Awaitable[_session_pb2.ReplayDeadLetterResponse]]:
         """Queues a dead letter for delivery again and removes it from the dead letters."""
+
+    @_abc_1.abstractmethod
+    def ReportEndUserTyping(
+        self,
+        request: _session_pb2.ReportEndUserTypingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.ReportEndUserTypingResponse, _abc.Awaitable[_session_pb2.ReportEndUserTypingResponse]]:
+        """The end user is typing (an inbound TYPING_INDICATOR): relayed to the case's CCaaS at
+        once or dropped (not ACTIVE, late, rate-limited, the CCaaS cannot take it); never
+        stored or queued behind messages.
+        """
 
     @_abc_1.abstractmethod
     def EraseData(
