@@ -20,7 +20,8 @@ import re
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -77,6 +78,9 @@ class Tally:
     out_of_order: int
     refused: int
     lost_in_last_second: int  # lost ones acknowledged within 1 s before a Redis crash
+    # Answers that are neither 2xx, a 4xx refusal, 429, nor 503 with Retry-After: a fault
+    # must come out as "try again later", never as a 500 (issue 13, point 4).
+    server_errors: int
     latency_p50_s: float | None
     latency_max_s: float | None
     # From the end of the last fault (the component ready again, Redis restarted, the
@@ -93,6 +97,7 @@ class Tally:
             and not self.duplicated
             and not self.out_of_order
             and not self.refused
+            and not self.server_errors
         )
 
 
@@ -114,6 +119,10 @@ class Driver:
     fault_ended: float | None = None  # time.time() of the last fault's end
     done: bool = False  # every message sent (acknowledged or given up on)
     started: float = field(default_factory=time.time)
+    # Per direction, each unexpected server answer ("500", "503 without Retry-After").
+    server_errors: dict[str, Counter[str]] = field(
+        default_factory=lambda: {INBOUND: Counter(), OUTBOUND: Counter()}
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _acked: int = 0
     _turn: int = 0
@@ -252,6 +261,7 @@ class Driver:
             if response.status_code < 500 and response.status_code != 429:
                 sent.refused = f"{response.status_code} {response.text[:200]}"
                 return
+            self._server_error(INBOUND, response.status_code, response.headers)
             time.sleep(RETRY_S)
         sent.refused = "never acknowledged"
 
@@ -299,8 +309,19 @@ class Driver:
             if 400 <= status < 500 and status != 429:
                 sent.refused = f"{status} {response.json()['bridgeAnswer']!r:.200}"
                 return
+            if status:  # 0: the simulator got no answer from the bridge (it was down)
+                self._server_error(OUTBOUND, status, None)  # its headers are not shown
             time.sleep(RETRY_S)
         sent.refused = "never acknowledged"
+
+    def _server_error(self, direction: str, status: int, headers: Mapping[str, str] | None) -> None:
+        """Counts a 5xx that is not "503, retry after" (``headers``: None when the
+        answer's headers are not known, as for the CCaaS simulator's replies)."""
+        if status == 503 and (headers is None or "retry-after" in {h.lower() for h in headers}):
+            return
+        what = f"{status}" if status != 503 else "503 without Retry-After"
+        with self._lock:
+            self.server_errors[direction][what] += 1
 
     # -- what arrived ----------------------------------------------------------------------
     def _received(self) -> dict[str, list[tuple[str, float]]]:
@@ -387,6 +408,7 @@ class Driver:
                     out_of_order=out_of_order,
                     refused=sum(1 for s in sent.values() if s.refused),
                     lost_in_last_second=len(in_last_second),
+                    server_errors=sum(self.server_errors[direction].values()),
                     latency_p50_s=statistics.median(latencies) if latencies else None,
                     latency_max_s=max(latencies) if latencies else None,
                     drain_s=max(drained) if drained else None,
@@ -418,13 +440,15 @@ class CaseResult:
     def table(self) -> str:
         head = (
             f"{'direction':<17} {'sent':>6} {'acked':>6} {'deliv':>6} {'lost':>5} "
-            f"{'dup':>4} {'order':>5} {'refus':>5} {'p50 s':>6} {'max s':>6} {'drain s':>7}"
+            f"{'dup':>4} {'order':>5} {'refus':>5} {'5xx':>4} "
+            f"{'p50 s':>6} {'max s':>6} {'drain s':>7}"
         )
         rows = [f"== fault case {self.case} ({self.seconds:.0f} s) ==", head]
         for t in self.tallies:
             rows.append(
                 f"{t.direction:<17} {t.sent:>6} {t.acknowledged:>6} {t.delivered:>6} "
                 f"{t.lost:>5} {t.duplicated:>4} {t.out_of_order:>5} {t.refused:>5} "
+                f"{t.server_errors:>4} "
                 f"{_fmt(t.latency_p50_s):>6} {_fmt(t.latency_max_s):>6} {_fmt(t.drain_s):>7}"
             )
         rows += [f"  {line}" for line in self.timeline]

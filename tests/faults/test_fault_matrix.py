@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from tests.faults.conftest import FAST, FAULT_ENV, Scale, full_scale, start_redis
 from tests.faults.harness import CaseResult, Driver, Traffic, background, write_summary
@@ -32,7 +33,7 @@ from tests.support.mesh import (
     start_component,
     wait_for,
 )
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, free_port
 
 COMPONENTS = ("gateway", "session", "connector", "history", "routing")
 
@@ -71,6 +72,40 @@ def crash_redis(run: Run) -> None:
         time.sleep(1.0)
         run.redis.start()
         run.driver.mark("redis restarted from its AOF", fault_ended=True)
+
+
+def _hold_redis_fault(run: Run, what: str, start: list[str], end: list[str]) -> None:
+    """Puts Redis in a state where it refuses writes with an error reply (not a lost
+    connection) for half the outage, then back: every answer meanwhile must be 503 +
+    Retry-After (counted by the driver), and nothing acknowledged may be lost."""
+    run.driver.wait_progress(0.3)
+    with redis.Redis.from_url(run.redis.url) as client:
+        client.execute_command(*start)
+        run.driver.mark(f"Redis {what}")
+        time.sleep(max(2.0, run.scale.outage_s / 2))
+        client.execute_command(*end)
+    run.driver.mark(f"Redis writable again ({' '.join(end)})", fault_ended=True)
+
+
+def redis_out_of_memory(run: Run) -> None:
+    # maxmemory 1 byte under noeviction (Redis's default policy): every write gets OOM.
+    _hold_redis_fault(
+        run,
+        "full: OOM to every write",
+        ["CONFIG", "SET", "maxmemory", "1"],
+        ["CONFIG", "SET", "maxmemory", "0"],
+    )
+
+
+def redis_read_only(run: Run) -> None:
+    # A failover as the old master sees it: made a replica (of a master that is not
+    # there, so it keeps its data), every write gets READONLY.
+    _hold_redis_fault(
+        run,
+        "demoted to a replica: READONLY to every write",
+        ["REPLICAOF", "127.0.0.1", str(free_port())],
+        ["REPLICAOF", "NO", "ONE"],
+    )
 
 
 def ccaas_down(run: Run) -> None:
@@ -163,6 +198,8 @@ CASES = (
     Case("kill-each-component", kill_each_component, fast=True),
     Case("redis-sigkill-always", crash_redis, fast=True, appendfsync="always"),
     Case("redis-sigkill-everysec", crash_redis),
+    Case("redis-oom", redis_out_of_memory, fast=True),
+    Case("redis-readonly", redis_read_only, fast=True),
     Case("ccaas-down", ccaas_down, fast=True),
     Case("ccaas-500", ccaas_errors),
     Case("ccaas-timeouts", ccaas_timeouts, env={"CCBRIDGE_WEBHOOK_CONNECTOR_TIMEOUT_S": "1"}),
@@ -231,6 +268,7 @@ def test_fault_case(
         assert not t.refused, f"{t.direction}: {t.refused} refused or never acknowledged"
         assert t.sent == t.acknowledged, t
         assert not t.duplicated and not t.out_of_order, t
+        assert not t.server_errors, f"{t.direction}: {driver.server_errors[t.direction]}"
         if case.appendfsync == "everysec" and run.crashes:
             # What everysec allows: only writes acknowledged in the last second before a
             # crash may be gone (a process crash keeps them in the page cache: 0).
