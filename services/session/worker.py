@@ -963,6 +963,13 @@ class ConversationWorker:
                     "dead letters over the cap (CCBRIDGE_DEAD_LETTER_MAX): the oldest %d removed",
                     swept.dead_letters_over_cap,
                 )
+            if swept.parked_expired:
+                log.warning(
+                    "%d agent events expired unlinked (CCBRIDGE_PARKED_TTL_S): their cases "
+                    "were never opened by the bridge: %s",
+                    swept.parked_expired,
+                    ", ".join(swept.parked_cases[:20]),
+                )
             if swept.failed_handovers or swept.dead_letters_expired:
                 log.info(
                     "retention: %d FAILED handovers and %d dead letters expired",
