@@ -147,7 +147,9 @@ async def test_case_events_need_a_linked_case(session_api: Api) -> None:
         ),
     ]
     res = await stub.ReportCaseEvents(session_pb2.ReportCaseEventsRequest(events=events))
-    assert (res.accepted, res.duplicates, res.ignored) == (2, 1, 1)
+    # The event of a case not linked yet is parked, not ignored (test_parked.py).
+    assert (res.accepted, res.duplicates, res.ignored) == (3, 1, 0)
+    assert await running.parts.store.r.llen(running.parts.store.k_park("webhook", "unknown")) == 1
     handover = (
         await stub.GetHandover(
             session_pb2.GetHandoverRequest(connector="webhook", external_id="case-9")
