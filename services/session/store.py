@@ -383,7 +383,9 @@ _RELEASE = LEASE_LUA + "return lease_release(KEYS[1], ARGV[1])"
 # parked on the case's slot; the ext check and the park are one script, so an event is
 # either parked before the link reads the parked ones or finds the link. While parked
 # events wait to be moved, later ones park behind them (arrival order). A parked entry:
-# "<dedupe id>\n<arrival ms>\n<close reason>\n<message bytes ('' for a close)>".
+# "<dedupe id>\n<arrival ms>\n<close reason>\n<message bytes ('' for a close)>"; an
+# empty dedupe id is the opening's hold (it holds later events back until the handover
+# is ACTIVE: a close applied while OPENING would lose what the activation records).
 # KEYS: ext, park   ARGV: dedupe id, entry, max entries, ttl s
 # Returns {1, cid}: linked, nothing parked; else {0, outcome (1 parked, 2 duplicate,
 # 3 full), cid or '' (known: moving is under way)}.
@@ -400,11 +402,28 @@ redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 return {0, 1, cid or ''}
 """
-# Links a case to its conversation. KEYS: ext, park   ARGV: cid
-# Returns the parked entries, oldest first (moved by the caller, then unparked).
+# Links a case to its conversation. KEYS: ext, park   ARGV: cid, hold entry ('': none),
+# ttl s. Returns the parked entries, oldest first (moved by the caller, then unparked).
 _LINK = """
 redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' then
+  local held = false
+  for _, e in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+    if string.sub(e, 1, 1) == '\\n' then held = true end
+  end
+  if not held then redis.call('RPUSH', KEYS[2], ARGV[2]) end
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
 return redis.call('LRANGE', KEYS[2], 0, -1)
+"""
+# KEYS: park   Returns the parked entries, oldest first; only the opening's hold: drops it.
+_RELEASE_PARK = """
+local head = redis.call('LINDEX', KEYS[1], 0)
+if redis.call('LLEN', KEYS[1]) == 1 and string.sub(head, 1, 1) == '\\n' then
+  redis.call('DEL', KEYS[1])
+  return {}
+end
+return redis.call('LRANGE', KEYS[1], 0, -1)
 """
 # Drops moved entries from the head (each only while still the head: another mover may
 # have taken them). KEYS: park   ARGV: entries, oldest first   Returns what is left.
@@ -426,8 +445,12 @@ local newest = tonumber(string.match(entries[#entries], '^[^\\n]*\\n(%d+)\\n')) 
 if newest > tonumber(ARGV[1]) then return {0} end
 local cid = redis.call('GET', KEYS[2])
 if cid then return {2, cid} end
+local events = 0
+for _, e in ipairs(entries) do
+  if string.sub(e, 1, 1) ~= '\\n' then events = events + 1 end
+end
 redis.call('DEL', KEYS[1])
-return {1, #entries}
+return {1, events}
 """
 # KEYS: parked index   ARGV: member, cutoff ms (a later park keeps it)
 _PARKED_DONE = """
@@ -611,6 +634,7 @@ class SessionStore:
         self._mark = redis.register_script(_MARK)
         self._park = redis.register_script(_PARK)
         self._link = redis.register_script(_LINK)
+        self._release_park = redis.register_script(_RELEASE_PARK)
         self._unpark = redis.register_script(_UNPARK)
         self._park_expire = redis.register_script(_PARK_EXPIRE)
         self._parked_done = redis.register_script(_PARKED_DONE)
@@ -1102,11 +1126,29 @@ class SessionStore:
     # -- reverse index, transcript ids ------------------------------------------------------
     async def link_case(self, cid: str, connector: str, external_id: str) -> None:
         """Writes the case → conversation index, then moves the agent events parked for
-        the case (:meth:`park_unless_linked`) into the conversation, in arrival order."""
+        the case (:meth:`park_unless_linked`) into the conversation, in arrival order
+        (not while it is OPENING: see :meth:`hold_case`)."""
         entries = await self._link(
             keys=[self.k_ext(connector, external_id), self.k_park(connector, external_id)],
-            args=[cid],
+            args=[cid, "", 0],
         )
+        await self._move_parked(cid, connector, external_id, entries)
+
+    async def hold_case(self, cid: str, connector: str, external_id: str) -> None:
+        """The opening's link, before the handover is ACTIVE: writes the case →
+        conversation index and holds the case's agent events back (parked, in order)
+        until :meth:`release_case`. A close applied while OPENING would lose what the
+        activation records (end user, channel, routing)."""
+        hold = b"\n" + str(now_ms()).encode() + b"\n\n"
+        await self._link(
+            keys=[self.k_ext(connector, external_id), self.k_park(connector, external_id)],
+            args=[cid, hold, self.dedupe_ttl_s],
+        )
+
+    async def release_case(self, cid: str, connector: str, external_id: str) -> None:
+        """After the opening's activation: moves the events held since :meth:`hold_case`
+        (and any parked before) into the conversation, in arrival order."""
+        entries = await self._release_park(keys=[self.k_park(connector, external_id)])
         await self._move_parked(cid, connector, external_id, entries)
 
     async def park_unless_linked(
@@ -1138,9 +1180,12 @@ class SessionStore:
         outcome, cid = int(reply[1]), _text(reply[2])
         if outcome == INGEST_FULL:
             return None, outcome
-        if cid:  # linked while moving parked events: this one follows them
-            await self._move_parked(cid, connector, external_id, await self.r.lrange(park, 0, -1))
-        else:
+        # Linked, behind parked events or the opening's hold: moved after them, unless
+        # the handover is still OPENING (its opening moves them).
+        moved = bool(cid) and await self._move_parked(
+            cid, connector, external_id, await self.r.lrange(park, 0, -1)
+        )
+        if not moved:
             # A duplicate too: the attempt that parked it may have failed before this
             # write (answered 503, so this is the sender's retry).
             await self.r.zadd(self.k_parked, {f"{connector}:{external_id}": now_ms()})
@@ -1149,14 +1194,22 @@ class SessionStore:
 
     async def _move_parked(
         self, cid: str, connector: str, external_id: str, entries: Sequence[Any]
-    ) -> None:
+    ) -> bool:
         """Stores parked events into the conversation in order, then drops them from
         the park; again while more were parked meanwhile. Idempotent (the agent-side
-        dedupe): concurrent movers and a mover's crash leave each event stored once."""
+        dedupe): concurrent movers and a mover's crash leave each event stored once.
+        Returns False, moving nothing, while the handover is OPENING (its opening
+        moves them once ACTIVE: :meth:`release_case`)."""
+        if not entries:
+            return True
+        if await self.r.hget(self.k_h(cid), "state") in (b"OPENING", "OPENING"):
+            return False
         park = self.k_park(connector, external_id)
         while entries:
             for raw in entries:
                 dedupe_id, _at, reason, payload = _bytes(raw).split(b"\n", 3)
+                if not dedupe_id:
+                    continue  # the opening's hold
                 message = None
                 if payload:
                     msg = common_pb2.Message.FromString(payload)
@@ -1164,6 +1217,7 @@ class SessionStore:
                     message = msg.SerializeToString()
                 await self.agent_event(cid, dedupe_id.decode(), message, reason.decode())
             entries = await self._unpark(keys=[park], args=list(entries))
+        return True
 
     async def lookup_case(self, connector: str, external_id: str) -> str | None:
         raw = await self.r.get(self.k_ext(connector, external_id))
@@ -1589,7 +1643,8 @@ class SessionStore:
                 continue  # parked again since: its park moved the score
             if int(reply[0]) == 2:
                 entries = await self.r.lrange(park, 0, -1)
-                await self._move_parked(_text(reply[1]), connector, external_id, entries)
+                if not await self._move_parked(_text(reply[1]), connector, external_id, entries):
+                    continue  # still OPENING: its opening moves them
             elif int(reply[1]):
                 swept.parked_expired += int(reply[1])
                 swept.parked_cases.append(case)

@@ -469,7 +469,9 @@ class ConversationWorker:
             )
             return
         # Link first: agent events that arrive right after activation must resolve.
-        await self.store.link_case(cid, connector, external_id)
+        # Until the activation, they (and those parked before) are held back: moved in
+        # order by release_case below.
+        await self.store.hold_case(cid, connector, external_id)
         # Only inbound messages can come back through Ingest (webhooks carry the end
         # user's messages), so only their ids are remembered.
         await self.store.remember_transcript(
@@ -510,6 +512,7 @@ class ConversationWorker:
             )
         elif not ok:
             raise LeaseLost()
+        await self.store.release_case(cid, connector, external_id)
         await self._annotate(rec, connector, external_id)
         log.info(
             "handover active",
@@ -965,8 +968,8 @@ class ConversationWorker:
                 )
             if swept.parked_expired:
                 log.warning(
-                    "%d agent events expired unlinked (CCBRIDGE_PARKED_TTL_S): their cases "
-                    "were never opened by the bridge: %s",
+                    "%d agent events dropped: no opening linked their cases within "
+                    "CCBRIDGE_PARKED_TTL_S (connector:case): %s",
                     swept.parked_expired,
                     ", ".join(swept.parked_cases[:20]),
                 )

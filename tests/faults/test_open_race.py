@@ -54,3 +54,41 @@ def test_an_agent_reply_racing_a_lost_case_open_answer_is_delivered(
             lambda: [m["content"]["text"] for m in mesh.agent_messages(cid)] == [reply["text"]],
             timeout_s=60,
         )
+
+
+def test_a_case_close_racing_a_lost_case_open_answer_closes_the_conversation(
+    tmp_path: Path, redis_servers: list[RedisServer]
+) -> None:
+    """The agent replies and closes the case before the opening's retry links it: both
+    are parked, then applied in order: the reply reaches the end user, then the Infobip
+    conversation is closed."""
+    redis = start_redis(redis_servers)
+    env = {**FAULT_ENV, "CCBRIDGE_WEBHOOK_CONNECTOR_TIMEOUT_S": "1"}
+    with running_mesh(redis.url, tmp_path / "logs", env) as mesh:
+        cid = mesh.conversation(history=2)["id"]
+        mesh.ccaas.post("/_sim/fail", json={"count": 1, "status": 0, "delayMs": 3000})
+        assert mesh.escalate(cid).status_code == 202
+        case = wait_for("the case at the CCaaS", lambda: mesh.case_for(cid))
+        reply = {"text": "Solved, goodbye.", "messageId": "bye"}
+        for route, body in (("reply", reply), ("close", {"reason": "resolved"})):
+            wait_for(
+                f"the {route} to be acknowledged",
+                lambda route=route, body=body: (
+                    200
+                    <= mesh.ccaas.post(f"/_sim/cases/{case['caseId']}/{route}", json=body).json()[
+                        "bridgeStatus"
+                    ]
+                    < 300
+                ),
+            )
+        wait_for(
+            "the acknowledged reply at Infobip",
+            lambda: [m["content"]["text"] for m in mesh.agent_messages(cid)] == [reply["text"]],
+            timeout_s=60,
+        )
+        wait_for(
+            "Infobip CLOSED",
+            lambda: mesh.infobip.get(f"/_sim/conversations/{cid}").json()["status"] == "CLOSED",
+            timeout_s=60,
+        )
+        wait_for("handover CLOSED", lambda: mesh.handover(cid).get("state") == "CLOSED")

@@ -193,7 +193,8 @@ async def test_session_and_connector_users_need_nothing_more_on_a_cluster(
         assert await store.dead_letter(Lane.INBOX, "acl-1", token, head, "test", 3)
         assert await store.due(Lane.INBOX, 10) == (["acl-1"], [])
         assert await store.park_unless_linked("webhook", "ACL-1", "m:r1", b"") == (None, 1)
-        await store.link_case("acl-1", "webhook", "ACL-1")
+        await store.hold_case("acl-1", "webhook", "ACL-1")
+        await store.release_case("acl-1", "webhook", "ACL-1")
         assert await store.sweep_retention()
         await store.reconcile_progress()
         poll = ConnectorStore(connector).poll_lease("webhook", 5.0)
@@ -214,8 +215,14 @@ test_linking_moves_parked_replies_in_order_before_later_ones = (
     test_parked.test_linking_moves_parked_replies_in_order_before_later_ones
 )
 test_a_parked_close_is_applied_on_linking = test_parked.test_a_parked_close_is_applied_on_linking
-test_an_event_parked_while_linking_follows_the_parked_ones = (
-    test_parked.test_an_event_parked_while_linking_follows_the_parked_ones
+test_the_opening_holds_events_back_until_active = (
+    test_parked.test_the_opening_holds_events_back_until_active
+)
+test_an_event_parked_behind_the_hold_after_activation_is_moved_at_once = (
+    test_parked.test_an_event_parked_behind_the_hold_after_activation_is_moved_at_once
+)
+test_an_opening_without_parked_events_releases_its_hold = (
+    test_parked.test_an_opening_without_parked_events_releases_its_hold
 )
 test_a_case_parks_a_bounded_number_of_events = (
     test_parked.test_a_case_parks_a_bounded_number_of_events
@@ -223,8 +230,8 @@ test_a_case_parks_a_bounded_number_of_events = (
 test_events_of_a_case_never_linked_expire_counted = (
     test_parked.test_events_of_a_case_never_linked_expire_counted
 )
-test_the_sweep_moves_what_a_stopped_link_left_parked = (
-    test_parked.test_the_sweep_moves_what_a_stopped_link_left_parked
+test_the_sweep_moves_what_a_stopped_opening_left_parked = (
+    test_parked.test_the_sweep_moves_what_a_stopped_opening_left_parked
 )
 
 

@@ -52,6 +52,11 @@ async def outbox(store: SessionStore, cid: str) -> list[common_pb2.Message]:
     return [common_pb2.Message.FromString(item) for item in raw]
 
 
+async def activate(store: SessionStore, cid: str) -> None:
+    ok, _ = await store.transition(cid, allowed=("OPENING",), new_state="ACTIVE")
+    assert ok
+
+
 async def test_linking_moves_parked_replies_in_order_before_later_ones(
     parking: SessionStore,
 ) -> None:
@@ -61,6 +66,7 @@ async def test_linking_moves_parked_replies_in_order_before_later_ones(
     assert await park(store, "CASE-1", "r2") == (None, INGEST_ACCEPTED)
     assert await park(store, "CASE-1", "r1") == (None, INGEST_DUPLICATE)  # redelivered
     assert await store.lookup_case("webhook", "CASE-1") is None
+    await activate(store, "c1")
     await store.link_case("c1", "webhook", "CASE-1")
     assert await store.lookup_case("webhook", "CASE-1") == "c1"
     # A later reply takes the linked path, after the parked ones.
@@ -86,6 +92,7 @@ async def test_a_parked_close_is_applied_on_linking(parking: SessionStore) -> No
         "webhook", "CASE-1", case_closed_key("e2"), None, "resolved\nby Anna"
     )
     assert closed == (None, INGEST_ACCEPTED)
+    await activate(store, "c1")
     await store.link_case("c1", "webhook", "CASE-1")
     rec = await store.get("c1")
     assert rec is not None
@@ -99,21 +106,57 @@ async def test_a_parked_close_is_applied_on_linking(parking: SessionStore) -> No
     assert await store.r.zscore(store.k_due(Lane.INBOX, "c1"), "c1") is not None
 
 
-async def test_an_event_parked_while_linking_follows_the_parked_ones(
-    parking: SessionStore,
-) -> None:
-    """The link read the parked events; one parked after that (the park is not empty
-    yet) is moved behind them, never ahead."""
+async def test_the_opening_holds_events_back_until_active(parking: SessionStore) -> None:
+    """The opening links the case before its activation; events parked before and those
+    arriving in between (a close too) are applied once ACTIVE, in arrival order."""
     store = parking
     assert await store.create("c1", [], {})
     assert await park(store, "CASE-1", "r1") == (None, INGEST_ACCEPTED)
-    # The link's first step alone (its mover has not run yet).
-    await store._link(
-        keys=[store.k_ext("webhook", "CASE-1"), store.k_park("webhook", "CASE-1")], args=["c1"]
+    await store.hold_case("c1", "webhook", "CASE-1")
+    await store.hold_case("c1", "webhook", "CASE-1")  # a retried opening holds once
+    assert await store.lookup_case("webhook", "CASE-1") == "c1"
+    assert await park(store, "CASE-1", "r2") == (None, INGEST_ACCEPTED)  # held: OPENING
+    closed = await store.park_unless_linked(
+        "webhook", "CASE-1", case_closed_key("e3"), None, "resolved"
     )
+    assert closed == (None, INGEST_ACCEPTED)
+    rec = await store.get("c1")
+    assert rec is not None and rec.state == "OPENING"
+    assert await outbox(store, "c1") == []
+    await activate(store, "c1")
+    await store.release_case("c1", "webhook", "CASE-1")
+    assert [m.id for m in await outbox(store, "c1")] == ["r1", "r2"]
+    rec = await store.get("c1")
+    assert rec is not None and (rec.state, rec.get("closed_by")) == ("CLOSING", "CCAAS")
+    assert not await store.r.exists(store.k_park("webhook", "CASE-1"))
+
+
+async def test_an_event_parked_behind_the_hold_after_activation_is_moved_at_once(
+    parking: SessionStore,
+) -> None:
+    """The opening stopped between its activation and its release: the next event moves
+    the held ones and itself, in order."""
+    store = parking
+    assert await store.create("c1", [], {})
+    await store.hold_case("c1", "webhook", "CASE-1")
+    assert await park(store, "CASE-1", "r1") == (None, INGEST_ACCEPTED)
+    await activate(store, "c1")
     assert await park(store, "CASE-1", "r2") == (None, INGEST_ACCEPTED)
     assert [m.id for m in await outbox(store, "c1")] == ["r1", "r2"]
     assert await store.r.llen(store.k_park("webhook", "CASE-1")) == 0
+    assert await park(store, "CASE-1", "r3") == ("c1", 0)  # nothing held: the linked path
+
+
+async def test_an_opening_without_parked_events_releases_its_hold(
+    parking: SessionStore,
+) -> None:
+    store = parking
+    assert await store.create("c1", [], {})
+    await store.hold_case("c1", "webhook", "CASE-1")
+    await activate(store, "c1")
+    await store.release_case("c1", "webhook", "CASE-1")
+    assert not await store.r.exists(store.k_park("webhook", "CASE-1"))
+    assert await park(store, "CASE-1", "r1") == ("c1", 0)
 
 
 async def test_a_case_parks_a_bounded_number_of_events(parking: SessionStore) -> None:
@@ -123,6 +166,14 @@ async def test_a_case_parks_a_bounded_number_of_events(parking: SessionStore) ->
     assert await park(store, "CASE-1", "one-more") == (None, INGEST_FULL)
     assert await park(store, "CASE-1", "r0") == (None, INGEST_DUPLICATE)
     assert await store.r.llen(store.k_park("webhook", "CASE-1")) == PARK_MAX
+    # The opening's hold is not an event: never counted as one expiring.
+    assert await store.create("c1", [], {})
+    await store.hold_case("c1", "webhook", "CASE-2")
+    assert await park(store, "CASE-2", "r1") == (None, INGEST_ACCEPTED)
+    await store.r.delete(store.k_ext("webhook", "CASE-2"))  # as if never linked
+    swept = await store.sweep_retention(now=now_ms() + PARKED_S * 1000 + 1000)
+    assert swept.parked_expired == PARK_MAX + 1
+    assert sorted(swept.parked_cases) == ["webhook:CASE-1", "webhook:CASE-2"]
 
 
 async def test_events_of_a_case_never_linked_expire_counted(
@@ -148,18 +199,22 @@ async def test_events_of_a_case_never_linked_expire_counted(
     assert await store.retention_stats() == {"parked_expired": 2}
 
 
-async def test_the_sweep_moves_what_a_stopped_link_left_parked(
+async def test_the_sweep_moves_what_a_stopped_opening_left_parked(
     parking: SessionStore, redis_client: aioredis.Redis
 ) -> None:
-    """A replica that linked the case and stopped before moving the parked events: the
-    sweep moves them instead of dropping them (and a concurrent mover stores each once)."""
+    """An opening that linked the case and stopped before moving the parked events: the
+    sweep leaves them while the handover is OPENING (its next opening moves them), then
+    moves them instead of dropping them (and a concurrent mover stores each once)."""
     store = parking
     assert await store.create("c1", [], {})
     assert await park(store, "CASE-1", "r1") == (None, INGEST_ACCEPTED)
-    await store._link(
-        keys=[store.k_ext("webhook", "CASE-1"), store.k_park("webhook", "CASE-1")], args=["c1"]
-    )
+    await store.hold_case("c1", "webhook", "CASE-1")
     later = now_ms() + PARKED_S * 1000 + 1000
+    swept = await store.sweep_retention(now=later)
+    assert swept.parked_expired == 0
+    assert await store.r.llen(store.k_park("webhook", "CASE-1")) == 2  # r1 and the hold
+    assert await redis_client.zcard(store.k_parked) == 1
+    await activate(store, "c1")
     swept, _ = await asyncio.gather(
         store.sweep_retention(now=later), store.link_case("c1", "webhook", "CASE-1")
     )
