@@ -26,7 +26,8 @@ live in one Redis Cluster slot):
 ``ccb:ext:{connector:extid}``  string: reverse index case → conversation id
 ``ccb:park:{connector:extid}`` list: agent events of a case not linked yet (its
                                ``case.open`` answer was lost; :meth:`SessionStore.
-                               park_unless_linked`), moved to the outbox on linking
+                               park_unless_linked`) or whose opening is not ACTIVE yet
+                               (:meth:`SessionStore.hold_case`), moved once it is
 ``ccb:parked``                 zset: cases with parked events (``connector:extid``), scored
                                by the last park (ms): sweep_retention expires them
 ``ccb:due:in:{s<n>}``,         zsets: conversations with work per lane, scored by due
