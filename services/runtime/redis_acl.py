@@ -41,6 +41,8 @@ _KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "{p}:ti:*",
             "{p}:lease:*",
             "{p}:ext:*",
+            "{p}:park:*",
+            "{p}:parked",
             "{p}:due",
             "{p}:due:*",
             "{p}:state:*",

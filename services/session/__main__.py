@@ -62,6 +62,7 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
             failed_s=settings.failed_retention_s,
             dead_letter_s=settings.dead_letter_retention_s,
             dead_letter_max=settings.dead_letter_max,
+            parked_s=settings.parked_ttl_s,
         ),
         inbox_max=settings.inbox_max,
         due_shards=settings.due_shards,

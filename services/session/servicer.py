@@ -36,6 +36,7 @@ from ccbridge.services.session.store import (
     INGEST_DUPLICATE,
     INGEST_FULL,
     LANES,
+    PARK_MAX,
     REPLAYABLE_STATES,
     HandoverRecord,
     Lane,
@@ -67,6 +68,8 @@ _INITIATORS = {
 }
 # A full inbox drains at the CCaaS's pace: ask the sender to come back in a while.
 INBOX_FULL_RETRY_AFTER_S = 30.0
+# Events parked for a case not linked yet wait for its opening's retry: come back soon.
+PARK_FULL_RETRY_AFTER_S = 5.0
 _OUTCOMES = {
     0: session_pb2.INGEST_OUTCOME_IGNORED,
     1: session_pb2.INGEST_OUTCOME_ACCEPTED,
@@ -311,16 +314,18 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                     f"event, case and message ids must be {MESSAGE_ID_RULE}"
                 )
         for event in request.events:
-            cid = await self.store.lookup_case(event.connector, event.external_id)
-            if cid is None:
-                ignored += 1
-                continue
             kind = event.WhichOneof("kind")
             if kind == "agent_typing":
-                # Relayed now or dropped: never stored, never behind the messages.
+                # Relayed now or dropped (also for a case not linked yet): never stored,
+                # never behind the messages.
+                cid = await self.store.lookup_case(event.connector, event.external_id)
                 typing = event.agent_typing
                 at_ms = typing.at.ToMilliseconds() if typing.HasField("at") else None
-                if self.typing is not None and await self.typing.relay(cid, typing.typing, at_ms):
+                if (
+                    cid is not None
+                    and self.typing is not None
+                    and await self.typing.relay(cid, typing.typing, at_ms)
+                ):
                     accepted += 1
                 else:
                     ignored += 1
@@ -328,29 +333,48 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             if kind == "agent_message":
                 msg = common_pb2.Message()
                 msg.CopyFrom(event.agent_message)
-                msg.conversation_id = cid
                 msg.id = msg.id or event.event_id
                 msg.direction = common_pb2.DIRECTION_OUTBOUND
-                result = await self.store.agent_event(
-                    cid, agent_message_key(msg.id), msg.SerializeToString()
-                )
+                dedupe_id, payload, reason = agent_message_key(msg.id), msg, ""
             elif kind == "case_closed":
-                result = await self.store.agent_event(
-                    cid,
-                    case_closed_key(event.event_id),
-                    None,
-                    event.case_closed.reason or "closed",
-                )
+                dedupe_id, payload = case_closed_key(event.event_id), None
+                reason = event.case_closed.reason or "closed"
             else:
                 ignored += 1
                 continue
+            # A case not linked yet (its case.open answer was lost) parks the event
+            # until the opening links it: acknowledged, it must not be dropped.
+            cid, result = await self.store.park_unless_linked(
+                event.connector,
+                event.external_id,
+                dedupe_id,
+                payload.SerializeToString() if payload is not None else None,
+                reason,
+            )
+            if result == INGEST_FULL:
+                log.warning("agent events of a case not linked yet: %d parked", PARK_MAX)
+                raise ResourceExhausted(
+                    f"{PARK_MAX} events of case {event.external_id} wait for its opening; "
+                    "retry later",
+                    retry_after=PARK_FULL_RETRY_AFTER_S,
+                )
+            if cid is not None:
+                if payload is not None:
+                    payload.conversation_id = cid
+                result = await self.store.agent_event(
+                    cid,
+                    dedupe_id,
+                    payload.SerializeToString() if payload is not None else None,
+                    reason,
+                )
             if result == 0:
                 ignored += 1
             elif result == INGEST_DUPLICATE:
                 duplicates += 1
             else:
                 accepted += 1
-                (replies if kind == "agent_message" else closing).append(cid)
+                if cid is not None:
+                    (replies if kind == "agent_message" else closing).append(cid)
         if replies:
             self._wake(replies, [Lane.OUTBOX])
         if closing:

@@ -50,6 +50,7 @@ class SessionSettings:
     failed_retention_s: int
     dead_letter_retention_s: int
     dead_letter_max: int
+    parked_ttl_s: int
     inbox_max: int
     due_shards: int
     reconcile_interval_s: float
@@ -117,6 +118,7 @@ class SessionSettings:
                 "CCBRIDGE_DEAD_LETTER_RETENTION_S", 30 * 86400, minimum=60
             ),
             dead_letter_max=env.int("CCBRIDGE_DEAD_LETTER_MAX", 100_000, minimum=1),
+            parked_ttl_s=env.int("CCBRIDGE_PARKED_TTL_S", 600, minimum=1),
             inbox_max=env.int("CCBRIDGE_INBOX_MAX", 10_000, minimum=1),
             due_shards=env.int("CCBRIDGE_DUE_SHARDS", DUE_SHARDS, minimum=1, maximum=1024),
             reconcile_interval_s=env.float("CCBRIDGE_RECONCILE_INTERVAL_S", 60.0, minimum=0.1),

@@ -24,6 +24,12 @@ live in one Redis Cluster slot):
 ``ccb:lease:{cid}``            string: the one lease of releases up to d3ac8b9; held as a
                                guard while a lane lease is (rolling upgrades)
 ``ccb:ext:{connector:extid}``  string: reverse index case → conversation id
+``ccb:park:{connector:extid}`` list: agent events of a case not linked yet (its
+                               ``case.open`` answer was lost; :meth:`SessionStore.
+                               park_unless_linked`) or whose opening is not ACTIVE yet
+                               (:meth:`SessionStore.hold_case`), moved once it is
+``ccb:parked``                 zset: cases with parked events (``connector:extid``), scored
+                               by the last park (ms): sweep_retention expires them
 ``ccb:due:in:{s<n>}``,         zsets: conversations with work per lane, scored by due
 ``ccb:due:out:{s<n>}``         time (ms), in ``CCBRIDGE_DUE_SHARDS`` shards (``n`` from 0;
                                a conversation's shard: CRC-32 of its id modulo the count),
@@ -84,6 +90,7 @@ from ccbridge.services.session.settings import DUE_SHARDS  # CCBRIDGE_DUE_SHARDS
 log = logging.getLogger(__name__)
 
 INGEST_IGNORED, INGEST_ACCEPTED, INGEST_DUPLICATE, INGEST_FULL = 0, 1, 2, 3
+PARK_MAX = 100  # agent events parked per unlinked case, at most (then: retry later)
 # Conversations remembered by ingest()'s schedule guess: a closed one leaves it when this
 # replica closes it, the rest when the cache is full (bounded: make soak).
 OPEN_HINT_MAX = 20_000
@@ -389,6 +396,86 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
+# Agent events of a case not linked yet (the opening's case.open answer was lost) are
+# parked on the case's slot; the ext check and the park are one script, so an event is
+# either parked before the link reads the parked ones or finds the link. While parked
+# events wait to be moved, later ones park behind them (arrival order). A parked entry:
+# "<dedupe id>\n<arrival ms>\n<close reason>\n<message bytes ('' for a close)>"; an
+# empty dedupe id is the opening's hold (it holds later events back until the handover
+# is ACTIVE: a close applied while OPENING would lose what the activation records).
+# KEYS: ext, park   ARGV: dedupe id, entry, max entries, ttl s
+# Returns {1, cid}: linked, nothing parked; else {0, outcome (1 parked, 2 duplicate,
+# 3 full), cid or '' (known: moving is under way)}.
+_PARK = """
+local cid = redis.call('GET', KEYS[1])
+local n = redis.call('LLEN', KEYS[2])
+if cid and n == 0 then return {1, cid} end
+local prefix = ARGV[1] .. '\\n'
+for _, e in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  if string.sub(e, 1, #prefix) == prefix then return {0, 2, cid or ''} end
+end
+if n >= tonumber(ARGV[3]) then return {0, 3, cid or ''} end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return {0, 1, cid or ''}
+"""
+# Links a case to its conversation. KEYS: ext, park   ARGV: cid, hold entry ('': none),
+# ttl s. Returns the parked entries, oldest first (moved by the caller, then unparked).
+_LINK = """
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' then
+  local held = false
+  for _, e in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+    if string.sub(e, 1, 1) == '\\n' then held = true end
+  end
+  if not held then redis.call('RPUSH', KEYS[2], ARGV[2]) end
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+return redis.call('LRANGE', KEYS[2], 0, -1)
+"""
+# KEYS: park   Returns the parked entries, oldest first; only the opening's hold: drops it.
+_RELEASE_PARK = """
+local head = redis.call('LINDEX', KEYS[1], 0)
+if redis.call('LLEN', KEYS[1]) == 1 and string.sub(head, 1, 1) == '\\n' then
+  redis.call('DEL', KEYS[1])
+  return {}
+end
+return redis.call('LRANGE', KEYS[1], 0, -1)
+"""
+# Drops moved entries from the head (each only while still the head: another mover may
+# have taken them). KEYS: park   ARGV: entries, oldest first   Returns what is left.
+_UNPARK_EVENTS = """
+for i = 1, #ARGV do
+  if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[i] then break end
+  redis.call('LPOP', KEYS[1])
+end
+return redis.call('LRANGE', KEYS[1], 0, -1)
+"""
+# Expires a case's parked events once the newest is older than the cutoff, unless the
+# case got linked (a mover stopped half-way: the caller moves them).
+# KEYS: park, ext   ARGV: cutoff ms
+# Returns {0} kept, {1, entries dropped}, {2, cid} linked.
+_PARK_EXPIRE = """
+local entries = redis.call('LRANGE', KEYS[1], 0, -1)
+if #entries == 0 then return {1, 0} end
+local newest = tonumber(string.match(entries[#entries], '^[^\\n]*\\n(%d+)\\n')) or 0
+if newest > tonumber(ARGV[1]) then return {0} end
+local cid = redis.call('GET', KEYS[2])
+if cid then return {2, cid} end
+local events = 0
+for _, e in ipairs(entries) do
+  if string.sub(e, 1, 1) ~= '\\n' then events = events + 1 end
+end
+redis.call('DEL', KEYS[1])
+return {1, events}
+"""
+# KEYS: parked index   ARGV: member, cutoff ms (a later park keeps it)
+_PARKED_DONE = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 1
+"""
+
 
 @dataclass
 class HandoverRecord:
@@ -491,6 +578,9 @@ class Retention:
     dead_letter_s: int = 30 * 86400
     dead_letter_max: int = 100_000
     sweep_batch: int = 1000  # per kind and pass: a pass stays short
+    # Agent events of a case not linked yet: kept at least this long after the case's
+    # last one (CCBRIDGE_PARKED_TTL_S), longer than the opening's retries.
+    parked_s: int = 600
 
 
 @dataclass(frozen=True)
@@ -510,6 +600,8 @@ class Swept:
     failed_handovers: int = 0
     dead_letters_expired: int = 0
     dead_letters_over_cap: int = 0
+    parked_expired: int = 0  # agent events of cases never linked
+    parked_cases: list[str] = field(default_factory=list)  # their cases, connector:extid
 
 
 class SessionStore:
@@ -562,6 +654,12 @@ class SessionStore:
         self._fenced_hset = redis.register_script(_FENCED_HSET)
         self._backfill_mark = redis.register_script(_BACKFILL_MARK)
         self._mark = redis.register_script(_MARK)
+        self._park = redis.register_script(_PARK)
+        self._link = redis.register_script(_LINK)
+        self._release_park = redis.register_script(_RELEASE_PARK)
+        self._unpark_events = redis.register_script(_UNPARK_EVENTS)
+        self._park_expire = redis.register_script(_PARK_EXPIRE)
+        self._parked_done = redis.register_script(_PARKED_DONE)
         # Conversations whose last ingested message was taken (see ingest()).
         self._open_hint: dict[str, None] = {}
 
@@ -645,6 +743,15 @@ class SessionStore:
 
     def k_ext(self, connector: str, external_id: str) -> str:
         return f"{self.p}:ext:{{{connector}:{external_id}}}"
+
+    def k_park(self, connector: str, external_id: str) -> str:
+        """list: parked agent events of a case not linked yet (the ext key's slot)."""
+        return f"{self.p}:park:{{{connector}:{external_id}}}"
+
+    @property
+    def k_parked(self) -> str:
+        """zset: cases with parked events, scored by their last park (ms)."""
+        return f"{self.p}:parked"
 
     def due_shard(self, cid: str) -> int:
         """The schedule shard of a conversation (the same in every process)."""
@@ -1042,7 +1149,99 @@ class SessionStore:
 
     # -- reverse index, transcript ids ------------------------------------------------------
     async def link_case(self, cid: str, connector: str, external_id: str) -> None:
-        await self.r.set(self.k_ext(connector, external_id), cid)
+        """Writes the case → conversation index, then moves the agent events parked for
+        the case (:meth:`park_unless_linked`) into the conversation, in arrival order
+        (not while it is OPENING: see :meth:`hold_case`)."""
+        entries = await self._link(
+            keys=[self.k_ext(connector, external_id), self.k_park(connector, external_id)],
+            args=[cid, "", 0],
+        )
+        await self._move_parked(cid, connector, external_id, entries)
+
+    async def hold_case(self, cid: str, connector: str, external_id: str) -> None:
+        """The opening's link, before the handover is ACTIVE: writes the case →
+        conversation index and holds the case's agent events back (parked, in order)
+        until :meth:`release_case`. A close applied while OPENING would lose what the
+        activation records (end user, channel, routing)."""
+        hold = b"\n" + str(now_ms()).encode() + b"\n\n"
+        await self._link(
+            keys=[self.k_ext(connector, external_id), self.k_park(connector, external_id)],
+            args=[cid, hold, self.dedupe_ttl_s],
+        )
+
+    async def release_case(self, cid: str, connector: str, external_id: str) -> None:
+        """After the opening's activation: moves the events held since :meth:`hold_case`
+        (and any parked before) into the conversation, in arrival order."""
+        entries = await self._release_park(keys=[self.k_park(connector, external_id)])
+        await self._move_parked(cid, connector, external_id, entries)
+
+    async def park_unless_linked(
+        self,
+        connector: str,
+        external_id: str,
+        dedupe_id: str,
+        message: bytes | None,
+        reason: str = "",
+    ) -> tuple[str | None, int]:
+        """An agent event (``message`` without its conversation id, or a case close
+        with ``reason``) of a case: (conversation id, 0) when the case is linked (the
+        caller stores the event with :meth:`agent_event`), else the event is parked
+        until the case is linked, at most ``retention.parked_s`` after the case's last
+        one: (None, INGEST_ACCEPTED, INGEST_DUPLICATE or INGEST_FULL). A case's
+        ``case.open`` answer can be lost (a timeout) while the CCaaS created the case;
+        its agent may reply before the opening's retry links it."""
+        clean = "".join(c if c.isprintable() else " " for c in reason)
+        entry = b"\n".join(
+            (dedupe_id.encode(), str(now_ms()).encode(), clean.encode(), message or b"")
+        )
+        park = self.k_park(connector, external_id)
+        reply = await self._park(
+            keys=[self.k_ext(connector, external_id), park],
+            args=[dedupe_id, entry, PARK_MAX, self.dedupe_ttl_s],
+        )
+        if int(reply[0]) == 1:
+            return _text(reply[1]), 0
+        outcome, cid = int(reply[1]), _text(reply[2])
+        if outcome == INGEST_FULL:
+            return None, outcome
+        # Linked, behind parked events or the opening's hold: moved after them, unless
+        # the handover is still OPENING (its opening moves them).
+        moved = bool(cid) and await self._move_parked(
+            cid, connector, external_id, await self.r.lrange(park, 0, -1)
+        )
+        if not moved:
+            # A duplicate too: the attempt that parked it may have failed before this
+            # write (answered 503, so this is the sender's retry).
+            await self.r.zadd(self.k_parked, {f"{connector}:{external_id}": now_ms()})
+        await self._replicated([park])
+        return None, outcome
+
+    async def _move_parked(
+        self, cid: str, connector: str, external_id: str, entries: Sequence[Any]
+    ) -> bool:
+        """Stores parked events into the conversation in order, then drops them from
+        the park; again while more were parked meanwhile. Idempotent (the agent-side
+        dedupe): concurrent movers and a mover's crash leave each event stored once.
+        Returns False, moving nothing, while the handover is OPENING (its opening
+        moves them once ACTIVE: :meth:`release_case`)."""
+        if not entries:
+            return True
+        if await self.r.hget(self.k_h(cid), "state") in (b"OPENING", "OPENING"):
+            return False
+        park = self.k_park(connector, external_id)
+        while entries:
+            for raw in entries:
+                dedupe_id, _at, reason, payload = _bytes(raw).split(b"\n", 3)
+                if not dedupe_id:
+                    continue  # the opening's hold
+                message = None
+                if payload:
+                    msg = common_pb2.Message.FromString(payload)
+                    msg.conversation_id = cid
+                    message = msg.SerializeToString()
+                await self.agent_event(cid, dedupe_id.decode(), message, reason.decode())
+            entries = await self._unpark_events(keys=[park], args=list(entries))
+        return True
 
     async def lookup_case(self, connector: str, external_id: str) -> str | None:
         raw = await self.r.get(self.k_ext(connector, external_id))
@@ -1448,10 +1647,12 @@ class SessionStore:
         if over > 0:
             oldest = await self.r.zrange(self.k_dlq, 0, min(over, keep.sweep_batch) - 1)
             swept.dead_letters_over_cap = await self._drop_dead_letters(oldest)
+        await self._sweep_parked(now, swept)
         counts = {
             "failed_handovers_expired": swept.failed_handovers,
             "dead_letters_expired": swept.dead_letters_expired,
             "dead_letters_over_cap": swept.dead_letters_over_cap,
+            "parked_expired": swept.parked_expired,
         }
         if any(counts.values()):
             async with self.r.pipeline(transaction=False) as pipe:
@@ -1460,6 +1661,32 @@ class SessionStore:
                         pipe.hincrby(self.k_stats, kind, count)
                 await pipe.execute()
         return swept
+
+    async def _sweep_parked(self, now: int, swept: Swept) -> None:
+        """Drops the parked events of cases never linked within ``retention.parked_s``
+        of their last one (counted in ``swept``); moves those of a case linked meanwhile
+        whose mover stopped half-way."""
+        cutoff = now - self.retention.parked_s * 1000
+        members = await self.r.zrangebyscore(
+            self.k_parked, 0, cutoff, start=0, num=self.retention.sweep_batch
+        )
+        for raw in members:
+            case = _text(raw)
+            connector, _, external_id = case.partition(":")
+            park = self.k_park(connector, external_id)
+            reply = await self._park_expire(
+                keys=[park, self.k_ext(connector, external_id)], args=[cutoff]
+            )
+            if int(reply[0]) == 0:
+                continue  # parked again since: its park moved the score
+            if int(reply[0]) == 2:
+                entries = await self.r.lrange(park, 0, -1)
+                if not await self._move_parked(_text(reply[1]), connector, external_id, entries):
+                    continue  # still OPENING: its opening moves them
+            elif int(reply[1]):
+                swept.parked_expired += int(reply[1])
+                swept.parked_cases.append(case)
+            await self._parked_done(keys=[self.k_parked], args=[case, cutoff])
 
     async def _drop_dead_letters(self, raw_ids: Sequence[Any]) -> int:
         """Removes dead letters; returns how many this call removed (another replica's

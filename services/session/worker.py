@@ -555,7 +555,9 @@ class ConversationWorker:
             )
             return
         # Link first: agent events that arrive right after activation must resolve.
-        await self.store.link_case(cid, connector, external_id)
+        # Until the activation, they (and those parked before) are held back: moved in
+        # order by release_case below.
+        await self.store.hold_case(cid, connector, external_id)
         # Only inbound messages can come back through Ingest (webhooks carry the end
         # user's messages), so only their ids are remembered.
         await self.store.remember_transcript(
@@ -596,6 +598,7 @@ class ConversationWorker:
             )
         elif not ok:
             raise LeaseLost()
+        await self.store.release_case(cid, connector, external_id)
         await self._annotate(rec, connector, external_id)
         log.info(
             "handover active",
@@ -1195,6 +1198,13 @@ class ConversationWorker:
                 log.warning(
                     "dead letters over the cap (CCBRIDGE_DEAD_LETTER_MAX): the oldest %d removed",
                     swept.dead_letters_over_cap,
+                )
+            if swept.parked_expired:
+                log.warning(
+                    "%d agent events dropped: no opening linked their cases within "
+                    "CCBRIDGE_PARKED_TTL_S (connector:case): %s",
+                    swept.parked_expired,
+                    ", ".join(swept.parked_cases[:20]),
                 )
             if swept.failed_handovers or swept.dead_letters_expired:
                 log.info(

@@ -19,6 +19,7 @@ from ccbridge.services.session.store import Lane, ReplicaWait, SessionStore
 from tests.services.session import (
     test_delivery_lanes,
     test_erase,
+    test_parked,
     test_reconciler,
     test_relay,
     test_retention,
@@ -191,6 +192,9 @@ async def test_session_and_connector_users_need_nothing_more_on_a_cluster(
         (head,) = await store.peek(store.k_in("acl-1"), 1)
         assert await store.dead_letter(Lane.INBOX, "acl-1", token, head, "test", 3)
         assert await store.due(Lane.INBOX, 10) == (["acl-1"], [])
+        assert await store.park_unless_linked("webhook", "ACL-1", "m:r1", b"") == (None, 1)
+        await store.hold_case("acl-1", "webhook", "ACL-1")
+        await store.release_case("acl-1", "webhook", "ACL-1")
         assert await store.sweep_retention()
         await store.reconcile_progress()
         poll = ConnectorStore(connector).poll_lease("webhook", 5.0)
@@ -202,6 +206,33 @@ async def test_session_and_connector_users_need_nothing_more_on_a_cluster(
         await store.raw.aclose()
         await session.aclose()
         await connector.aclose()
+
+
+# Agent events of a case not linked yet: parked on the case's slot, moved to the
+# conversation's on linking, expired through the global index (found by the fault matrix).
+parking = test_parked.parking
+test_linking_moves_parked_replies_in_order_before_later_ones = (
+    test_parked.test_linking_moves_parked_replies_in_order_before_later_ones
+)
+test_a_parked_close_is_applied_on_linking = test_parked.test_a_parked_close_is_applied_on_linking
+test_the_opening_holds_events_back_until_active = (
+    test_parked.test_the_opening_holds_events_back_until_active
+)
+test_an_event_parked_behind_the_hold_after_activation_is_moved_at_once = (
+    test_parked.test_an_event_parked_behind_the_hold_after_activation_is_moved_at_once
+)
+test_an_opening_without_parked_events_releases_its_hold = (
+    test_parked.test_an_opening_without_parked_events_releases_its_hold
+)
+test_a_case_parks_a_bounded_number_of_events = (
+    test_parked.test_a_case_parks_a_bounded_number_of_events
+)
+test_events_of_a_case_never_linked_expire_counted = (
+    test_parked.test_events_of_a_case_never_linked_expire_counted
+)
+test_the_sweep_moves_what_a_stopped_opening_left_parked = (
+    test_parked.test_the_sweep_moves_what_a_stopped_opening_left_parked
+)
 
 
 # A retry that finds its message a duplicate schedules it (found by the fault matrix).

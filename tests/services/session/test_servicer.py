@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.handover_limits import MAX_TAG_CHARS, MAX_TAGS
 from ccbridge.services.session.__main__ import RunningSession
-from ccbridge.services.session.store import Lane
+from ccbridge.services.session.store import PARK_MAX, Lane
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 from tests.runtime.test_infobip_client import BAD_IDS
 
@@ -147,7 +147,9 @@ async def test_case_events_need_a_linked_case(session_api: Api) -> None:
         ),
     ]
     res = await stub.ReportCaseEvents(session_pb2.ReportCaseEventsRequest(events=events))
-    assert (res.accepted, res.duplicates, res.ignored) == (2, 1, 1)
+    # The event of a case not linked yet is parked, not ignored (test_parked.py).
+    assert (res.accepted, res.duplicates, res.ignored) == (3, 1, 0)
+    assert await running.parts.store.r.llen(running.parts.store.k_park("webhook", "unknown")) == 1
     handover = (
         await stub.GetHandover(
             session_pb2.GetHandoverRequest(connector="webhook", external_id="case-9")
@@ -159,6 +161,27 @@ async def test_case_events_need_a_linked_case(session_api: Api) -> None:
     # CLOSING by the CCaaS: end-user messages are no longer relayed.
     res2 = await stub.Ingest(session_pb2.IngestRequest(messages=[msg("c-3", "late")]))
     assert res2.results[0].outcome == session_pb2.INGEST_OUTCOME_IGNORED
+
+
+async def test_a_case_not_linked_parks_a_bounded_number_of_events(session_api: Api) -> None:
+    """Parked events are acknowledged (accepted); beyond the bound the sender is told to
+    retry (the gateway answers 503 + Retry-After), what was parked stays parked."""
+    _running, stub = session_api
+
+    def reply(i: int) -> session_pb2.CaseEvent:
+        agent = common_pb2.Message(id=f"r{i}", content_type="TEXT", content_json='{"text":"x"}')
+        return session_pb2.CaseEvent(
+            connector="webhook", external_id="case-late", event_id=f"e{i}", agent_message=agent
+        )
+
+    events = [reply(i) for i in range(PARK_MAX)]
+    res = await stub.ReportCaseEvents(session_pb2.ReportCaseEventsRequest(events=events))
+    assert (res.accepted, res.duplicates, res.ignored) == (PARK_MAX, 0, 0)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ReportCaseEvents(
+            session_pb2.ReportCaseEventsRequest(events=[reply(0), reply(PARK_MAX)])
+        )
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 async def test_close_and_retry_rules(session_api: Api) -> None:
