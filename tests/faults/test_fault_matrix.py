@@ -14,6 +14,7 @@ A fast subset runs in the default ``pytest``; the whole matrix, larger, under
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import pytest
 import redis
 
 from tests.faults.conftest import FAST, FAULT_ENV, Scale, full_scale, start_redis
-from tests.faults.harness import CaseResult, Driver, Traffic, background, write_summary
+from tests.faults.harness import CaseResult, Driver, Tally, Traffic, background, write_summary
 from tests.support.mesh import (
     Mesh,
     replica_role,
@@ -33,6 +34,7 @@ from tests.support.mesh import (
     start_component,
     wait_for,
 )
+from tests.support.redis_cluster import RedisClusterServers
 from tests.support.redis_server import RedisServer, free_port
 
 COMPONENTS = ("gateway", "session", "connector", "history", "routing")
@@ -44,7 +46,7 @@ class Run:
 
     mesh: Mesh
     driver: Driver
-    redis: RedisServer
+    redis: RedisServer | None  # None on Redis Cluster (no case crashes a cluster node)
     scale: Scale
     crashes: list[float] = field(default_factory=list)  # time.time() of Redis crashes
 
@@ -64,6 +66,7 @@ def kill_each_component(run: Run) -> None:
 
 
 def crash_redis(run: Run) -> None:
+    assert run.redis is not None
     for fraction in (0.3, 0.7):
         run.driver.wait_progress(fraction)
         run.redis.kill()
@@ -79,6 +82,7 @@ def _hold_redis_fault(run: Run, what: str, start: list[str], end: list[str]) -> 
     connection) for half the outage, then back: every answer meanwhile must be 503 +
     Retry-After (counted by the driver), and nothing acknowledged may be lost."""
     run.driver.wait_progress(0.3)
+    assert run.redis is not None
     with redis.Redis.from_url(run.redis.url) as client:
         client.execute_command(*start)
         run.driver.mark(f"Redis {what}")
@@ -192,6 +196,7 @@ class Case:
     env: Mapping[str, str] = field(default_factory=dict)
     replicas: Mapping[str, int] = field(default_factory=dict)
     redeliver: bool = False
+    cluster: bool = False  # on a local Redis Cluster of three masters (no AOF)
 
 
 CASES = (
@@ -210,6 +215,15 @@ CASES = (
         kill_a_session_replica,
         replicas={"gateway": 2, "session": 3, "connector": 2},
     ),
+    # Redis Cluster: the sharded schedule, held events and far-side gates across masters.
+    Case("kill-each-component-cluster", kill_each_component, fast=True, cluster=True),
+    Case("ccaas-down-cluster", ccaas_down, cluster=True),
+    Case(
+        "scale-out-cluster",
+        kill_a_session_replica,
+        replicas={"gateway": 2, "session": 3, "connector": 2},
+        cluster=True,
+    ),
 )
 
 
@@ -223,16 +237,15 @@ def _params() -> list[Any]:
     return params
 
 
-@pytest.mark.parametrize(("case", "scale"), _params())
-def test_fault_case(
+def _run_case(
     case: Case,
     scale: Scale,
+    redis_url: str,
+    redis: RedisServer | None,
     tmp_path: Path,
-    redis_servers: list[RedisServer],
     fault_report: Path,
-) -> None:
-    redis = start_redis(redis_servers, appendfsync=case.appendfsync)
-    with running_mesh(redis.url, tmp_path / "logs", {**FAULT_ENV, **case.env}) as mesh:
+) -> tuple[list[Tally], Driver, Run]:
+    with running_mesh(redis_url, tmp_path / "logs", {**FAULT_ENV, **case.env}) as mesh:
         if case.replicas:
             scale_out(mesh, case.replicas)
         gateways = [
@@ -252,7 +265,11 @@ def test_fault_case(
         driver.mark("settled")
         tallies = driver.tally(run.crashes)
         acked_before_crash = sum(len(driver.acked_between(t - 1.0, t)) for t in run.crashes)
-        notes: dict[str, Any] = {"redis appendfsync": case.appendfsync}
+        notes: dict[str, Any] = (
+            {"redis": "cluster of three masters"}
+            if case.cluster
+            else {"redis appendfsync": case.appendfsync}
+        )
         if run.crashes:
             notes["acknowledged in the second before a Redis crash"] = acked_before_crash
         result = CaseResult(
@@ -264,6 +281,27 @@ def test_fault_case(
         )
         print("\n" + result.table())
         write_summary(fault_report, result)
+    return tallies, driver, run
+
+
+@pytest.mark.parametrize(("case", "scale"), _params())
+def test_fault_case(
+    case: Case,
+    scale: Scale,
+    tmp_path: Path,
+    redis_servers: list[RedisServer],
+    fault_report: Path,
+) -> None:
+    with contextlib.ExitStack() as stack:
+        redis: RedisServer | None = None
+        if case.cluster:
+            cluster = RedisClusterServers().start()
+            stack.callback(cluster.stop)
+            url = cluster.url
+        else:
+            redis = start_redis(redis_servers, appendfsync=case.appendfsync)
+            url = redis.url
+        tallies, driver, run = _run_case(case, scale, url, redis, tmp_path, fault_report)
     for t in tallies:
         assert not t.refused, f"{t.direction}: {t.refused} refused or never acknowledged"
         assert t.sent == t.acknowledged, t
@@ -277,4 +315,5 @@ def test_fault_case(
             assert not t.lost, f"{t.direction}: acknowledged but never delivered {t.lost_keys}"
             assert t.delivered == t.acknowledged, t
     if case.appendfsync == "everysec":
+        acked_before_crash = sum(len(driver.acked_between(t - 1.0, t)) for t in run.crashes)
         assert sum(t.lost for t in tallies) <= acked_before_crash
