@@ -7,6 +7,8 @@ the running loop and closed in reverse order.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -29,6 +31,7 @@ from ccbridge.services.runtime.component import (
     Servicer,
     run_service,
 )
+from ccbridge.services.runtime.lease import Liveness
 from ccbridge.services.runtime.redis import create_redis, redis_ready
 
 SERVICE_NAME = connector_pb2.DESCRIPTOR.services_by_name["ConnectorService"].full_name
@@ -59,7 +62,9 @@ async def build(
         "session",
         keepalive_ms=settings.common.grpc_keepalive_ms,
     )
-    store = ConnectorStore(redis, settings.common.redis_prefix)
+    # Its key, <prefix>:connector:live:<replica>, stays among the connector's own keys.
+    liveness = Liveness(redis, f"{settings.common.redis_prefix}:connector")
+    store = ConnectorStore(redis, settings.common.redis_prefix, liveness)
     try:
         built = (
             dict(adapters)
@@ -98,9 +103,33 @@ async def build(
         metrics=metrics,
         parts=ConnectorParts(built, pollers),
         ready=redis_ready(redis),
-        background=[Background(f"poller {p.name}", p.start, p.stop) for p in pollers],
+        background=[
+            *([_heartbeat(liveness)] if pollers else []),
+            *(Background(f"poller {p.name}", p.start, p.stop) for p in pollers),
+        ],
         closers=closers,
     )
+
+
+def _heartbeat(liveness: Liveness) -> Background:
+    """Renews this replica's liveness key while it polls (its poll leases name it).
+    Started before the pollers; should their first lease come before the first renewal,
+    a successor may take it over once and the fencing token keeps the two apart."""
+    task: asyncio.Task[None] | None = None
+
+    def start() -> None:
+        nonlocal task
+        task = asyncio.create_task(liveness.run(), name="liveness")
+
+    async def stop() -> None:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        with contextlib.suppress(Exception):
+            await liveness.stop()
+
+    return Background("liveness", start, stop)
 
 
 def main() -> None:

@@ -10,6 +10,8 @@
 ``ccb:rt:open:{conversation}``           RT: lock of one conversation's ticket creation
 ``ccb:rt:msg:{conversation}:<key>``      RT: a posted customer message's transaction id
 ``ccb:rt:msglock:{conversation}:<key>``  RT: lock of one customer message's post
+``ccb:connector:live:<replica>``         a connector replica's liveness key (3 s TTL,
+                                         renewed every second); its leases' tokens name it
 =======================================  ==================================================
 
 A queue's keys share a hash tag, a conversation's too. Releases up to d3ac8b9 kept the
@@ -22,16 +24,21 @@ neither skips agent replies nor posts a message twice (docs/deploy.md, "Upgrades
 
 from __future__ import annotations
 
-from ccbridge.services.runtime.lease import Lease
+from ccbridge.services.runtime.lease import Lease, Liveness
 from ccbridge.services.runtime.redis import RedisClient
 
 
 class ConnectorStore:
     """Key names of the connector and its adapters, and the Redis client they use."""
 
-    def __init__(self, redis: RedisClient, prefix: str = "ccb") -> None:
+    def __init__(
+        self, redis: RedisClient, prefix: str = "ccb", liveness: Liveness | None = None
+    ) -> None:
         self.redis = redis
         self.p = prefix
+        # This replica's heartbeat: a successor takes its poll leases over as soon as it
+        # is gone (crashed, frozen), not after their TTL (services/runtime/lease.py).
+        self.liveness = liveness
 
     # -- the service's poll lease --------------------------------------------------------------
     def poll_lease(self, connector: str, ttl_s: float) -> Lease:
@@ -41,6 +48,7 @@ class ConnectorStore:
             f"{self.p}:connector:poll-lease:{{{connector}}}",
             max(int(ttl_s * 1000), 1000),
             guard_key=f"ccbridge:connector:poll-lease:{{{connector}}}",
+            liveness=self.liveness,
         )
 
     # -- the rt adapter ----------------------------------------------------------------------
@@ -54,6 +62,7 @@ class ConnectorStore:
             self.redis,
             f"{self.p}:rt:lease:{{{queue}}}",
             ttl_ms,
+            liveness=self.liveness,
         )
 
     @property

@@ -94,7 +94,8 @@ token (its holder is known dead: :class:`Liveness`),
 ``lease_release(key, token)`` → 1/0. A guard, once taken, is never deleted: it expires
 at most one TTL after the last new-style holder let go."""
 
-_ACQUIRE = LEASE_LUA + "return lease_acquire(KEYS[1], ARGV[1], KEYS[2])"
+_ACQUIRE = LEASE_LUA + "return lease_acquire(KEYS[1], ARGV[1], KEYS[2], ARGV[2])"
+_TAKE_OVER = LEASE_LUA + "return lease_take(KEYS[1], ARGV[1], KEYS[2], ARGV[2], ARGV[3])"
 _RENEW = LEASE_LUA + "return lease_renew(KEYS[1], ARGV[1], ARGV[2], KEYS[2])"
 _RELEASE = LEASE_LUA + "return lease_release(KEYS[1], ARGV[1])"
 
@@ -111,7 +112,8 @@ async def release_if_held(redis: RedisClient, key: str, token: str) -> bool:
 
 class Lease:
     """One lease held by this process (e.g. a poller's). ``token`` is the fencing token
-    while held, else None."""
+    while held, else None. With ``liveness``, tokens name this replica and a lease whose
+    holder's liveness key is gone is taken over at once, not after its whole TTL."""
 
     def __init__(
         self,
@@ -120,12 +122,16 @@ class Lease:
         ttl_ms: int,
         *,
         guard_key: str | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
+        self.r = redis
         self.key = key
         self.guard_key = guard_key
         self.ttl_ms = ttl_ms
+        self.liveness = liveness
         self.token: str | None = None
         self._acquire = redis.register_script(_ACQUIRE)
+        self._take_over = redis.register_script(_TAKE_OVER)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
 
@@ -133,8 +139,18 @@ class Lease:
         return [self.guard_key] if self.guard_key else []
 
     async def acquire(self) -> str | None:
-        """Takes the lease when free; returns the new fencing token or None."""
-        raw = await self._acquire(keys=[self.key, *self._guard()], args=[self.ttl_ms])
+        """Takes the lease when free, or when its holder's replica is gone; returns the
+        new fencing token or None."""
+        holder = self.liveness.replica if self.liveness else ""
+        keys = [self.key, *self._guard()]
+        raw = await self._acquire(keys=keys, args=[self.ttl_ms, holder])
+        if raw is None and self.liveness is not None:
+            owner = await self.r.get(self.key)
+            if owner and await self.liveness.gone(_text(owner)):
+                # Replaces exactly the dead holder's token (fencing holds).
+                raw = await self._take_over(keys=keys, args=[self.ttl_ms, holder, _text(owner)])
+                if raw is not None:
+                    log.info("took over lease %s from a replica that is gone", self.key)
         self.token = _text(raw) if raw is not None else None
         return self.token
 

@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from ccbridge.services.connector.store import ConnectorStore
+from ccbridge.services.runtime.lease import Lease, Liveness, holder_of
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -74,3 +75,30 @@ def test_every_key_under_the_prefix_and_old_rt_keys_found() -> None:
     ]
     assert all(key.startswith("bridge2:rt:") for key in keys)
     assert other.rt_v1(other.rt_message("c", "k")) == "ccb:rt:msg:{c}:k"
+
+
+@pytest.mark.parametrize("which", ["poll", "rt"])
+async def test_a_gone_connector_replicas_leases_are_taken_over_at_once(
+    redis_client: aioredis.Redis, which: str
+) -> None:
+    """Poll leases name their replica: a successor takes them over as soon as the
+    holder's liveness key is gone (crashed, frozen), not after their TTL (30 s here),
+    and the dead holder's token is refused from then on."""
+    first, second = (Liveness(redis_client, "ccb:connector") for _ in range(2))
+    for live in (first, second):
+        assert await live.beat()
+
+    def lease(live: Liveness) -> Lease:
+        store = ConnectorStore(redis_client, liveness=live)
+        return store.poll_lease("rt", 30) if which == "poll" else store.rt_lease("Q", 30_000)
+
+    held, successor = lease(first), lease(second)
+    token = await held.hold()
+    assert token is not None and holder_of(token) == first.replica
+    assert await successor.hold() is None  # its holder is alive: it waits
+
+    await redis_client.delete(first.key(first.replica))  # the holder died
+    taken = await successor.hold()
+    assert taken is not None and holder_of(taken) == second.replica
+    assert await held.renew() is False  # fenced: the old token is refused
+    assert await redis_client.pttl(successor.key) > 25_000  # a full TTL for the new holder
