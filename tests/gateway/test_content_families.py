@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,22 +24,42 @@ CONV = "b9263ee4-93b9-4352-912a-3b558f751276"
 CREATE_MESSAGE = ("/ccaas/1/conversations/{conversationId}/messages", "post")
 
 
+# A copy of what these tests need from the document, so they run where the documents are
+# not beside the checkout; test_the_copy_is_the_documents checks it where they are.
+COPY = Path(__file__).with_name("infobip_content_examples.json")
+
+
 @cache
-def _conversations() -> dict[str, Any]:
+def _copy() -> dict[str, Any]:
+    return dict(json.loads(COPY.read_text()))
+
+
+def _from_document() -> dict[str, Any]:
     with (DOCUMENTS / "infobip-conversations-openapi.json").open() as handle:
-        return dict(json.load(handle))
+        doc = json.load(handle)
+    path, method = CREATE_MESSAGE
+    media = doc["paths"][path][method]["requestBody"]["content"]["application/json"]
+    schemas = doc["components"]["schemas"]
+    [enum] = [s["enum"] for name, s in schemas.items() if name.endswith(".ContentType")]
+    return {
+        "createMessageExamples": [[n, e["value"]] for n, e in media["examples"].items()],
+        "contentTypes": list(dict.fromkeys(enum)),
+    }
 
 
 def create_message_examples() -> list[tuple[str, dict[str, Any]]]:
-    path, method = CREATE_MESSAGE
-    media = _conversations()["paths"][path][method]["requestBody"]["content"]["application/json"]
-    return [(name, example["value"]) for name, example in media["examples"].items()]
+    return [(name, value) for name, value in _copy()["createMessageExamples"]]
 
 
 def content_type_enum() -> list[str]:
-    schemas = _conversations()["components"]["schemas"]
-    [enum] = [s["enum"] for name, s in schemas.items() if name.endswith(".ContentType")]
-    return list(dict.fromkeys(enum))
+    return list(_copy()["contentTypes"])
+
+
+def test_the_copy_is_the_documents() -> None:
+    if not DOCUMENTS.is_dir():
+        pytest.skip(f"Infobip's published documents are not at {DOCUMENTS}")
+    copy = _copy()
+    assert {k: copy[k] for k in ("createMessageExamples", "contentTypes")} == _from_document()
 
 
 EXAMPLES = create_message_examples()
