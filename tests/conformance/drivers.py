@@ -190,7 +190,7 @@ class WebhookDriver(FarSideDriver):
         self._agent_message(case, {"location": {**pin, **({"name": name} if name else {})}})
 
     def customer_content(self, case: str) -> list[dict[str, Any]]:
-        seen = []
+        seen: list[dict[str, Any]] = []
         for m in self._case(case)["messages"]:
             if m.get("from") != "customer":
                 continue
@@ -376,7 +376,7 @@ class RtDriver(FarSideDriver):
         return [self._post_text(txn, items) for txn, items in self._customer_posts(case)]
 
     def customer_content(self, case: str) -> list[dict[str, Any]]:
-        seen = []
+        seen: list[dict[str, Any]] = []
         for txn, items in self._customer_posts(case):
             text = self._post_text(txn, items)
             # The adapter writes every type but TEXT as "[<type>] …" (docs/connectors/rt.md).
