@@ -47,6 +47,7 @@ from ccbridge.services.connector.adapters.webhook_signature import (
     check_signature_headers,
     verify_signature,
 )
+from ccbridge.services.infobip.client import TYPING_INDICATOR
 from ccbridge.services.infobip.webhook_auth import HmacScheme
 from ccbridge.services.runtime.errors import Unauthenticated
 from ccbridge.services.runtime.ids import (
@@ -63,11 +64,6 @@ log = logging.getLogger(__name__)
 _CONNECTOR_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 # --------------------------------------------------------------------------- parsing
-
-
-# Infobip's ContentType for "the end user is typing" (its content is not documented: every
-# one counts as typing started, unconfirmed).
-TYPING_INDICATOR = "TYPING_INDICATOR"
 
 
 def _bad(where: str, problem: str, code: str = "invalid_message") -> HttpError:

@@ -50,6 +50,10 @@ SUBSCRIPTION_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 999
 """Infobip's maximum ``limit`` for every list endpoint."""
 
+# Infobip's ContentType for "the end user is typing" (its content is not documented: every
+# one counts as typing started, unconfirmed). Not a message: never delivered as one.
+TYPING_INDICATOR = "TYPING_INDICATOR"
+
 DEFAULT_SUBSCRIPTION_EVENTS = (
     "CONVERSATION_MESSAGE_RECEIVED",
     "CONVERSATION_STATUS_UPDATED",

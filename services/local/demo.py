@@ -1,10 +1,13 @@
 """``ccbridge up --demo``: a whole handover, played against the two simulators, narrated
-in the terminal so a newcomer can watch every step cross the mesh."""
+in the terminal so a newcomer can watch every step cross the mesh — text both ways and
+one photo each way (the CCaaS simulator's page shows both)."""
 
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -26,6 +29,28 @@ class _Clock:
         )
         await asyncio.sleep(self.pace_s)  # a person is watching…
         self.t0 += self.pace_s  # …but the timestamps show only the bridge's time
+
+
+def demo_png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A small real PNG (a colour fading to white from top to bottom), so the simulator's
+    page has an actual picture to show."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(
+        b"\x00"  # filter type: none
+        + bytes(c + (255 - c) * y // max(1, height - 1) for c in rgb) * width
+        for y in range(height)
+    )
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 async def _wait(what: str, probe: Callable[[], Awaitable[Any]], timeout_s: float = 20.0) -> Any:
@@ -63,6 +88,12 @@ class _Side:
 
     async def post(self, path: str, json_body: object) -> Any:
         return (await self.answer("POST", path, json_body)).json()
+
+    async def upload(self, path: str, data: bytes, content_type: str) -> Any:
+        answer = await self.http.request(
+            "POST", path, body=data, headers={"content-type": content_type}
+        )
+        return answer.json()
 
 
 async def play_demo(
@@ -129,6 +160,29 @@ async def play_demo(
         await _wait("the messages at the CCaaS", customer_messages)
         await clock.say("ccaas", f"{GREEN}3 customer messages arrived, in order{RESET}")
 
+        # One photo from the end user: stored at Infobip (its URL needs the API key), it
+        # reaches the case as an IMAGE whose link opens through the gateway.
+        stored = await infobip.upload("/_sim/media", demo_png(96, 64, (200, 60, 40)), "image/png")
+        photo = {"url": stored["url"], "caption": "The box arrived torn"}
+        sent = await infobip.post(
+            f"/_sim/conversations/{cid}/send", {"contentType": "IMAGE", "content": photo}
+        )
+        await clock.say(
+            "end user", f"a photo “{photo['caption']}” → gateway {sent.get('webhook_status')}"
+        )
+
+        async def customer_photo() -> str | None:
+            messages = (await ccaas.get(f"/_sim/cases/{case_id}"))["messages"]
+            found = [
+                m["content"].get("url")
+                for m in messages
+                if m.get("from") == "customer" and m.get("contentType") == "IMAGE"
+            ]
+            return str(found[0]) if found else None
+
+        photo_link = await _wait("the photo at the CCaaS", customer_photo)
+        await clock.say("ccaas", f"{GREEN}IMAGE arrived{RESET}, link {photo_link}")
+
         for text in ("Hello, I am Alice. Let me check.", "It ships today; tracking follows."):
             reply = await ccaas.post(
                 f"/_sim/cases/{case_id}/reply", {"text": text, "agentName": "Alice"}
@@ -147,6 +201,31 @@ async def play_demo(
             f"{GREEN}Create Message ×{len(sent_back)}{RESET} "
             f"({first.get('channel')} from {first.get('from')} to "
             f"{first.get('to')})",
+        )
+
+        # One photo from the agent: the CCaaS serves the file, the bridge sends its URL.
+        label = await ccaas.upload("/_sim/files", demo_png(96, 64, (40, 90, 200)), "image/png")
+        reply = await ccaas.post(
+            f"/_sim/cases/{case_id}/reply",
+            {
+                "agentName": "Alice",
+                "attachments": [{"url": label["url"], "contentType": "IMAGE", "name": "label.png"}],
+            },
+        )
+        await clock.say("agent", f"a photo (return label) → bridge {reply.get('bridgeStatus')}")
+
+        async def agent_photo() -> str | None:
+            found = await infobip.get(f"/_sim/conversations/{cid}/agent-messages")
+            urls = [
+                m["content"].get("url")
+                for m in found.get("messages", [])
+                if m.get("contentType") == "IMAGE"
+            ]
+            return str(urls[0]) if urls else None
+
+        label_url = await _wait("the agent's photo at Infobip", agent_photo)
+        await clock.say(
+            "infobip", f"{GREEN}Create Message IMAGE{RESET} to the end user, {label_url}"
         )
 
         closed = await ccaas.post(f"/_sim/cases/{case_id}/close", {"reason": "resolved"})
@@ -169,7 +248,9 @@ async def play_demo(
         )
         print(
             f"\n{BOLD}Done.{RESET} Try it yourself: the CCaaS simulator UI is at "
-            f"http://127.0.0.1:{ccaas_port}/_sim/ui\n"
+            f"http://127.0.0.1:{ccaas_port}/_sim/ui (case {case_id} shows both photos;\n"
+            f"what reached the end user: http://127.0.0.1:{infobip_port}"
+            f"/_sim/conversations/{cid}/agent-messages)\n"
         )
     finally:
         for side in (infobip, ccaas, gateway):

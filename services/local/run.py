@@ -52,6 +52,11 @@ def demo_environment(
     env["CCBRIDGE_WEBHOOK_CONNECTOR_URL"] = f"http://127.0.0.1:{ccaas_port}/bridge"
     env.setdefault("CCBRIDGE_CONNECTORS", "webhook")
     env.setdefault("LOG_FORMAT", "json")
+    # The end user's photo reaches the CCaaS simulator's page as a gateway link (Infobip's
+    # media URLs need the API key, which a CCaaS does not have).
+    env.setdefault("CCBRIDGE_MEDIA_PROXY", "true")
+    env.setdefault("CCBRIDGE_PUBLIC_URL", f"http://127.0.0.1:{gateway_port}")
+    env.setdefault("CCBRIDGE_MEDIA_SECRET", secrets.token_urlsafe(24))
     return env
 
 

@@ -11,21 +11,34 @@ transcript all go through it):
   a message Infobip does not list (yet) is retried the same way: a type is never made up.
 * **Media links a CCaaS can open.** With the media proxy on, Infobip media URLs become
   signed, expiring gateway links (:mod:`ccbridge.services.runtime.media`).
+* **Not a message.** A TYPING_INDICATOR read back for a Subscriptions event is dropped
+  (debug log), never delivered as a ``case.message``: the Subscriptions webhook's document
+  has no typing event (CUSTOMER_ENGAGEMENT's events are conversation and message ones),
+  so by the time its type is known it is no longer current. The legacy webhook's typing
+  indicators are relayed as ``case.typing`` by the gateway and never reach the inbox.
 
 What is stored in the inbox is not changed: a retry reads again and signs afresh.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from ccbridge.common.v1 import common_pb2
-from ccbridge.services.infobip.client import MAX_PAGE_SIZE, InfobipClient, InfobipError
+from ccbridge.services.infobip.client import (
+    MAX_PAGE_SIZE,
+    TYPING_INDICATOR,
+    InfobipClient,
+    InfobipError,
+)
 from ccbridge.services.runtime.media import MediaLinks
 from ccbridge.services.session.delivery import Failure, failure_from_far_side
+
+log = logging.getLogger(__name__)
 
 
 class InboundContent:
@@ -72,6 +85,15 @@ class InboundContent:
                     ready.content_json = orjson.dumps(item["content"]).decode()
             out.append(self.linked(ready))
         return out
+
+    @staticmethod
+    def dropped(message: common_pb2.Message) -> bool:
+        """Whether a readied ``message`` is not to be delivered (see the module docstring);
+        it leaves the inbox like a delivered one."""
+        if message.content_type != TYPING_INDICATOR:
+            return False
+        log.debug("end-user typing indicator %s read back: dropped, not a message", message.id)
+        return True
 
     def linked(self, message: common_pb2.Message) -> common_pb2.Message:
         """``message`` (changed in place) with its Infobip media URLs as gateway links."""

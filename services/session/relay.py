@@ -9,7 +9,7 @@ not in back-off) and, for all of them together, runs the delivery primitives
    per conversation);
 2. leaves out messages already in the case transcript (one round trip);
 3. readies the rest (services/session/inbound.py: a missing content type read from
-   Infobip, media linked);
+   Infobip, media linked; a typing indicator read back is left out like those);
 4. posts everything in one ``PostCustomerMessages`` call per connector;
 5. takes them off the schedule, pops exactly what the CCaaS accepted and releases the
    leases (one round trip);
@@ -195,6 +195,8 @@ class InboxRelay:
             return
         for index, message in zip(sending, ready, strict=True):
             plan.messages[index] = message
+            if self.inbound.dropped(message):
+                plan.in_transcript[index] = True  # leaves the inbox unposted, like those
 
     async def _post(self, connector: str, plans: list[_Plan]) -> None:
         """One batch call through the far side's health gate (a message costs one of its

@@ -818,6 +818,8 @@ class ConversationWorker:
         self, rec: HandoverRecord, message: common_pb2.Message
     ) -> None:
         [message] = await self.inbound.ready(rec.conversation_id, [message])
+        if self.inbound.dropped(message):
+            return  # popped as delivered: not a message (services/session/inbound.py)
         try:
             await self.peers.connector.PostCustomerMessage(
                 connector_pb2.PostCustomerMessageRequest(

@@ -33,6 +33,7 @@ from starlette.routing import Route
 
 from ccbridge.services.runtime.http_client import HttpClient, HttpFailure
 from ccbridge.simulators.ccaas.state import (
+    MAX_FILE_BYTES,
     Answer,
     CaseClosed,
     CaseNotFound,
@@ -523,6 +524,28 @@ def create_app(
         config["bridge_webhook_url"] = url
         return JsonResponse({"bridgeWebhookUrl": url})
 
+    async def put_file(request: Request) -> Response:
+        """Stores the raw body (its Content-Type kept) as a file an agent can send: a CCaaS
+        serves its agents' attachments at a URL; the bridge passes the URL on."""
+        data = await request.body()
+        if not data:
+            return _problem(400, "the body (the file) is empty")
+        if len(data) > MAX_FILE_BYTES:
+            return _problem(413, f"a file may have at most {MAX_FILE_BYTES} bytes")
+        kind = request.headers.get("content-type") or "application/octet-stream"
+        file_id = sim.put_file(data, kind)
+        if file_id is None:
+            return _problem(413, "the simulator's file store is full (POST /_sim/reset)")
+        base = f"{request.url.scheme}://{request.url.netloc}"
+        return JsonResponse({"id": file_id, "url": f"{base}/_sim/files/{file_id}"})
+
+    async def get_file(request: Request) -> Response:
+        found = sim.file(request.path_params["file_id"])
+        if found is None:
+            return _problem(404, "no such file")
+        data, kind = found
+        return Response(data, media_type=kind)
+
     async def ui(request: Request) -> Response:
         return HTMLResponse(_UI_HTML.read_text(encoding="utf-8"))
 
@@ -544,6 +567,8 @@ def create_app(
             Route("/_sim/fail", fail, methods=["POST"]),
             Route("/_sim/reset", reset, methods=["POST"]),
             Route("/_sim/config", set_config, methods=["POST"]),
+            Route("/_sim/files", put_file, methods=["POST"]),
+            Route("/_sim/files/{file_id}", get_file, methods=["GET"]),
             Route("/_sim/ui", ui, methods=["GET"]),
         ]
     )

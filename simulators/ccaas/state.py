@@ -1,5 +1,6 @@
 """In-memory state of the CCaaS simulator: cases with their transcript and ordered
-messages, the idempotency table, every delivery attempt, and the fault switches.
+messages, the idempotency table, every delivery attempt, the fault switches, and the
+files agents upload to send (``POST /_sim/files``).
 
 Every method takes one lock (threading.RLock): the app runs in uvicorn's loop while a
 test or the demo may read the state from another thread.
@@ -8,6 +9,7 @@ test or the demo may read the state from another thread.
 from __future__ import annotations
 
 import copy
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,6 +33,9 @@ def now_iso() -> str:
         cached = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(seconds)))
     return f"{cached[1]}{ns // 1_000_000 % 1000:03d}Z"
 
+
+MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_STORED_FILE_BYTES = 64 * 1024 * 1024  # all uploaded files together (memory only)
 
 _SCALARS = (str, int, float, bool, type(None))
 T = TypeVar("T")
@@ -156,6 +161,8 @@ class CcaasState:
             self.hung = False
             # (status, Retry-After, delay s); status 0: only the delay.
             self._failures: list[tuple[int, float | None, float]] = []
+            # Files agents send (id → bytes, MIME type), served at GET /_sim/files/{id}.
+            self._files: dict[str, tuple[bytes, str]] = {}
 
     # --- fault switches -------------------------------------------------------------
 
@@ -396,6 +403,21 @@ class CcaasState:
             case = self._writable_case(case_id)
             case.status, case.closed_at = "closed", now_iso()
             case.close_reason, case.closed_by = reason, "agent"
+
+    # --- files agents send --------------------------------------------------------------
+
+    def put_file(self, data: bytes, content_type: str) -> str | None:
+        """Stores an uploaded file; its id, or None when the store is full."""
+        with self._lock:
+            if sum(len(d) for d, _ in self._files.values()) + len(data) > MAX_STORED_FILE_BYTES:
+                return None
+            file_id = secrets.token_urlsafe(12)  # unguessable: the URL is the only access
+            self._files[file_id] = (data, content_type)
+            return file_id
+
+    def file(self, file_id: str) -> tuple[bytes, str] | None:
+        with self._lock:
+            return self._files.get(file_id)
 
     # --- reads ------------------------------------------------------------------------
 

@@ -52,11 +52,13 @@ class Bridge:
             f"[{self.far.name}] timed out waiting for {what}; last value: {last!r}"[:2000]
         )
 
-    def active_conversation(self, history: int = 4) -> tuple[str, str]:
+    def active_conversation(self, history: int = 4, channel: str = "WHATSAPP") -> tuple[str, str]:
         """A new Infobip conversation (its own end user) handed over and ACTIVE; returns
         the conversation id and the case id at the far side."""
         end_user = f"3859{uuid.uuid4().int % 10**8:08d}"
-        cid = str(self.mesh.conversation(history=history, endUser=end_user)["id"])
+        if channel == "EMAIL":
+            end_user = f"customer-{end_user}@example.com"
+        cid = str(self.mesh.conversation(history=history, channel=channel, endUser=end_user)["id"])
         answer = self.mesh.escalate(cid)
         assert answer.status_code == 202, answer.text
         handover = self.eventually(
@@ -108,10 +110,12 @@ def bridge(
 ) -> Iterator[Bridge]:
     name = str(request.param)
     log_dir = Path(tmp_path_factory.mktemp(f"conformance-{name}-logs"))
-    extra: dict[str, str] = {}
+    # Infobip's media links reach the far side as the gateway's signed links (the content
+    # family tests open them, and RT downloads them to attach the file).
+    extra: dict[str, str] = {"CCBRIDGE_MEDIA_PROXY": "true"}
     if name == "rt":
         peer: RtPeer = request.getfixturevalue("rt_peer")  # skips with the how-to hint
-        extra = {
+        extra |= {
             "CCBRIDGE_CONNECTORS": "webhook,rt",
             "CCBRIDGE_ROUTING_DEFAULT_CONNECTOR": "rt",
             "CCBRIDGE_RT_URL": peer.url,

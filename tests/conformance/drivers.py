@@ -10,7 +10,9 @@ Tracker's REST2 API (as the bridge user to read, as ``agent1`` to act) for ``rt`
 from __future__ import annotations
 
 import abc
+import base64
 import html
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,6 +68,7 @@ class FarSideDriver(abc.ABC):
     probe_interval_s: float  # pause between two probes (keeps a slow far side free)
     timeout_s: float  # upper bound of one wait (never a timing assertion)
     can_go_down: bool = True
+    can_send_location: bool  # whether an agent can send a map pin from this far side
 
     @abc.abstractmethod
     def find_case(self, conversation_id: str) -> str | None:
@@ -82,6 +85,28 @@ class FarSideDriver(abc.ABC):
     @abc.abstractmethod
     def agent_reply(self, case: str, text: str) -> None:
         """An agent answers the end user."""
+
+    @abc.abstractmethod
+    def agent_send_file(
+        self, case: str, name: str, content_type: str, data: bytes, caption: str = ""
+    ) -> None:
+        """An agent sends a file (IMAGE if ``content_type`` starts with ``image/``, else
+        DOCUMENT for the contract) to the end user through the far side's own UI/API."""
+
+    def agent_send_location(
+        self, case: str, latitude: float, longitude: float, name: str = ""
+    ) -> None:
+        """An agent sends a map pin; only where ``can_send_location`` (tests check it
+        first and skip otherwise)."""
+        raise AssertionError("no location on this far side")
+
+    @abc.abstractmethod
+    def customer_content(self, case: str) -> list[dict[str, Any]]:
+        """What the agent sees of each end-user message on the case, in order:
+        ``{"type": "TEXT"|"IMAGE"|"DOCUMENT"|"LOCATION"|"CONTACT"|…, "text": the text,
+        caption or summary as shown, "file": the file's bytes where the far side holds the
+        file itself (an RT attachment) else None, "url": a link the agent can open (the
+        gateway's /media/{token} link) else None}``."""
 
     @abc.abstractmethod
     def agent_close(self, case: str) -> None:
@@ -113,6 +138,7 @@ class WebhookDriver(FarSideDriver):
     outage_messages = 20
     probe_interval_s = 0.05
     timeout_s = 60.0
+    can_send_location = True
 
     def __init__(self, base_url: str) -> None:
         self.http = httpx.Client(base_url=base_url, timeout=30)
@@ -138,11 +164,47 @@ class WebhookDriver(FarSideDriver):
         ]
 
     def agent_reply(self, case: str, text: str) -> None:
-        answer = self.http.post(
-            f"/_sim/cases/{case}/reply", json={"text": text, "agentName": "Alice"}
-        )
+        self._agent_message(case, {"text": text})
+
+    def _agent_message(self, case: str, message: dict[str, Any]) -> None:
+        answer = self.http.post(f"/_sim/cases/{case}/reply", json={**message, "agentName": "Alice"})
         answer.raise_for_status()
         assert answer.json()["bridgeStatus"] == 200, answer.text
+
+    def agent_send_file(
+        self, case: str, name: str, content_type: str, data: bytes, caption: str = ""
+    ) -> None:
+        # The CCaaS serves the file; the contract's attachment carries its URL.
+        stored = self.http.post("/_sim/files", content=data, headers={"content-type": content_type})
+        stored.raise_for_status()
+        kind = "IMAGE" if content_type.startswith("image/") else "DOCUMENT"
+        attachment = {"url": stored.json()["url"], "contentType": kind, "name": name}
+        self._agent_message(
+            case, {"attachments": [{**attachment, **({"caption": caption} if caption else {})}]}
+        )
+
+    def agent_send_location(
+        self, case: str, latitude: float, longitude: float, name: str = ""
+    ) -> None:
+        pin: dict[str, Any] = {"latitude": latitude, "longitude": longitude}
+        self._agent_message(case, {"location": {**pin, **({"name": name} if name else {})}})
+
+    def customer_content(self, case: str) -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        for m in self._case(case)["messages"]:
+            if m.get("from") != "customer":
+                continue
+            content = dict(m.get("content") or {})
+            kind = str(m.get("contentType") or "TEXT")
+            url = content.get("url") if isinstance(content.get("url"), str) else None
+            if kind == "TEXT":
+                shown = str(content.get("text", ""))
+            elif url is not None:
+                shown = str(content.get("caption") or "")
+            else:  # the contract delivers the content object itself; the UI shows its fields
+                shown = json.dumps(content, ensure_ascii=False)
+            seen.append({"type": kind, "text": shown, "file": None, "url": url})
+        return seen
 
     def agent_close(self, case: str) -> None:
         answer = self.http.post(f"/_sim/cases/{case}/close", json={"reason": "resolved"})
@@ -177,6 +239,7 @@ class RtDriver(FarSideDriver):
     outage_messages = 10
     probe_interval_s = 0.5
     timeout_s = 120.0
+    can_send_location = False  # RT has no location concept
 
     def __init__(
         self,
@@ -268,14 +331,16 @@ class RtDriver(FarSideDriver):
                 seen[-1] = TranscriptLine(last.at, last.role, f"{last.text}\n{line[4:]}")
         return seen
 
-    def customer_messages(self, case: str) -> list[str]:
+    def _customer_posts(self, case: str) -> list[tuple[int, list[dict[str, Any]]]]:
+        """The bridge's customer posts on the ticket, in order, each with its attachments
+        (text parts and files)."""
         posts = self._transactions(
             f"ObjectType = 'RT::Ticket' AND ObjectId = {int(case)} AND Type = 'Correspond' "
             f"AND Creator = '{self.peer.bridge_user}'",
             "Data",
         )
         order = [int(p["id"]) for p in posts if "(ccb:" in str(p.get("Data", ""))]
-        texts: dict[int, str] = {}
+        parts: dict[int, list[dict[str, Any]]] = {txn: [] for txn in order}
         page = 1
         while True:  # one listing of the ticket's attachments instead of one call per post
             items = self._items(
@@ -290,16 +355,50 @@ class RtDriver(FarSideDriver):
             )
             for item in items:
                 txn = int(item.get("TransactionId") or 0)
-                if (
-                    txn in order
-                    and not item.get("Filename")
-                    and str(item.get("ContentType", "")).lower() == "text/plain"
-                ):
-                    texts[txn] = str(item.get("Content") or "").rstrip("\n")
+                if txn in parts:
+                    parts[txn].append(item)
             if len(items) < 100:
                 break
             page += 1
-        return [texts.get(txn, f"<no text in transaction {txn}>") for txn in order]
+        return [(txn, parts[txn]) for txn in order]
+
+    @staticmethod
+    def _post_text(txn: int, items: list[dict[str, Any]]) -> str:
+        for item in items:
+            if (
+                not item.get("Filename")
+                and str(item.get("ContentType", "")).lower() == "text/plain"
+            ):
+                return str(item.get("Content") or "").rstrip("\n")
+        return f"<no text in transaction {txn}>"
+
+    def customer_messages(self, case: str) -> list[str]:
+        return [self._post_text(txn, items) for txn, items in self._customer_posts(case)]
+
+    def customer_content(self, case: str) -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        for txn, items in self._customer_posts(case):
+            text = self._post_text(txn, items)
+            # The adapter writes every type but TEXT as "[<type>] …" (docs/connectors/rt.md).
+            kind = re.match(r"\[([a-z0-9_]+)\]", text)
+            files = [i for i in items if i.get("Filename")]
+            data = None
+            if files:
+                assert len(files) == 1, files
+                # The listing's Content is not binary-safe; one attachment is base64.
+                one = self.bridge.get(f"/attachment/{int(files[0]['id'])}")
+                one.raise_for_status()
+                data = base64.b64decode(one.json()["Content"])
+            link = re.search(r"https?://\S+", text)
+            seen.append(
+                {
+                    "type": kind[1].upper() if kind else "TEXT",
+                    "text": text,
+                    "file": data,
+                    "url": link[0] if link else None,
+                }
+            )
+        return seen
 
     def agent_reply(self, case: str, text: str) -> None:
         # What RT's rich-text editor sends.
@@ -310,6 +409,24 @@ class RtDriver(FarSideDriver):
                 "ContentType": "text/html",
             },
         )
+        assert answer.status_code == 201, answer.text
+
+    def agent_send_file(
+        self, case: str, name: str, content_type: str, data: bytes, caption: str = ""
+    ) -> None:
+        # A reply with a file attached, as RT's reply form sends it (no text: NoContent).
+        body: dict[str, Any] = {
+            "Attachments": [
+                {
+                    "FileName": name,
+                    "FileType": content_type,
+                    "FileContent": base64.b64encode(data).decode(),
+                }
+            ]
+        }
+        if caption:
+            body.update(Content=caption, ContentType="text/plain")
+        answer = self.agent.post(f"/ticket/{int(case)}/correspond", json=body)
         assert answer.status_code == 201, answer.text
 
     def _status(self, case: str) -> str:

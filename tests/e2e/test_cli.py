@@ -42,7 +42,13 @@ def test_demo_plays_a_whole_handover(tmp_path: Path) -> None:
         "POST /v1/escalations → 202",
         "opened",
         "3 customer messages arrived",
+        "a photo “The box arrived torn” → gateway 200",
+        "IMAGE arrived",
+        "/media/",  # the photo's link is the gateway's (the CCaaS page can open it)
         "Create Message ×2",
+        "a photo (return label) → bridge 200",
+        "Create Message IMAGE",
+        "shows both photos",
         "conversation CLOSED",
         "handover CLOSED",
     ):

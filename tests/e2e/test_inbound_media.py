@@ -30,9 +30,14 @@ def media_mesh(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield handle
 
 
+_SUBSCRIBED: set[int] = set()  # meshes (id) whose subscription is registered
+
+
 def _subscribe_only(mesh: Mesh) -> None:
-    """The Subscriptions webhook registered with the real CLI; the legacy one turned off,
-    so every message comes as an event without its contentType."""
+    """The Subscriptions webhook registered with the real CLI (once per mesh); the legacy
+    one turned off, so every message comes as an event without its contentType."""
+    if id(mesh) in _SUBSCRIBED:
+        return
     url = f"http://127.0.0.1:{mesh.ports['gateway']}/webhooks/infobip/events"
     done = subprocess.run(
         [
@@ -53,6 +58,7 @@ def _subscribe_only(mesh: Mesh) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     mesh.infobip.put("/_sim/config", json={"webhook_url": None}).raise_for_status()
+    _SUBSCRIBED.add(id(mesh))
 
 
 def _send(mesh: Mesh, cid: str, kind: str, content: dict[str, Any]) -> str:
@@ -124,3 +130,26 @@ def test_image_document_location_arrive_with_their_types(media_mesh: Mesh) -> No
     assert log_dir is not None
     read = [i for ids in _get_messages_by_id(log_dir, cid) for i in ids]
     assert set(sent) <= set(read)
+
+
+def test_a_typing_indicator_event_is_never_a_message(media_mesh: Mesh) -> None:
+    """The Subscriptions webhook has no typing event (its document's CUSTOMER_ENGAGEMENT
+    events are conversation and message ones): an end user's TYPING_INDICATOR comes as a
+    message event, and once its type is read back it is dropped, not delivered."""
+    mesh = media_mesh
+    _subscribe_only(mesh)
+    cid = mesh.conversation(history=2)["id"]
+    assert mesh.escalate(cid).status_code == 202
+    wait_for("ACTIVE", lambda: mesh.handover(cid).get("state") == "ACTIVE")
+    _send(mesh, cid, "TYPING_INDICATOR", {})
+    after = _send(mesh, cid, "TEXT", {"text": "are you there?"})
+
+    def customer_messages() -> list[dict[str, Any]] | None:
+        case = mesh.case_for(cid)
+        got = [m for m in (case or {}).get("messages", []) if m.get("from") == "customer"]
+        return got if any(m["id"] == after for m in got) else None
+
+    seen = wait_for("the text at the CCaaS", customer_messages)
+    assert [(m["id"], m["contentType"]) for m in seen] == [(after, "TEXT")]
+    handover = mesh.handover(cid)
+    assert handover["inboxPending"] == 0 and handover.get("deadLetters", 0) == 0

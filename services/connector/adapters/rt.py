@@ -194,7 +194,8 @@ def message_text(message: common_pb2.Message) -> str:
         if not isinstance(body, str) and isinstance(content.get("contentHtml"), str):
             body = html_to_text(str(content["contentHtml"]))
         subject = content.get("subject")
-        return "\n".join(str(p) for p in (subject, body) if p) or "[email]"
+        # Marked like every other non-TEXT type: the agent sees it was an e-mail.
+        return "\n".join(str(p) for p in (f"[email] {subject or ''}".rstrip(), body) if p)
     if kind == "CONTACT" and _contact_text(content):
         return f"[contact] {_contact_text(content)}"
     if isinstance(text, str) and text:

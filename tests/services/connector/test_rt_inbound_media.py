@@ -174,8 +174,9 @@ def test_every_content_family_reads_as_text() -> None:
     assert reply.startswith("[interactive_button_reply]") and '"title":"Yes"' in reply
     assert "like_heart" in text_of("INSTAGRAM_STICKER", {"sticker": "like_heart"})
     assert text_of("EMAIL", {"subject": "Invoice", "contentText": "Attached."}) == (
-        "Invoice\nAttached."
+        "[email] Invoice\nAttached."
     )
+    assert text_of("EMAIL", {"contentHtml": "<p>Hi</p>"}) == "[email]\nHi"
     message = common_pb2.Message(id="m/1", content_type="DOCUMENT", content_json="{}")
     assert file_name(message, "", "application/pdf") == "document-m_1.pdf"
     assert file_name(message, 'attachment; filename="inv.pdf"', "application/pdf") == "inv.pdf"

@@ -1,8 +1,8 @@
 """Inbound messages made ready for the CCaaS (services/session/inbound.py), against the
 Infobip simulator on loopback: a Subscriptions message's type read with Get Messages
 (``messageIds``), never guessed; a failed or empty read is a retryable failure; media
-URLs on Infobip become gateway links, others stay; and the relay delivers an untyped
-message with Infobip's type."""
+URLs on Infobip become gateway links, others stay; the relay delivers an untyped
+message with Infobip's type, and drops one Infobip lists as a TYPING_INDICATOR."""
 
 from __future__ import annotations
 
@@ -168,6 +168,40 @@ async def test_the_relay_delivers_an_untyped_message_with_infobips_type(
         assert len(await s.inbox(conversation.id)) == 1
         [(_, _, attempts, failure)] = s.failures
         assert attempts == 1 and failure.retryable
+    finally:
+        await s.infobip.aclose()
+        await s.store.raw.aclose()
+
+
+async def test_a_typing_indicator_read_back_is_dropped_not_delivered(
+    sim: Sim, redis_client: aioredis.Redis
+) -> None:
+    """The Subscriptions webhook has no typing event: an end user's typing comes as a
+    message event, its type read back only at delivery. It leaves the inbox unposted, by
+    the relay and by the full step's one-message path alike; the text after it goes."""
+    assert sim.url is not None
+    conversation = sim.state.create_conversation(channel="WHATSAPP")
+    typing, _ = sim.state.end_user_message(conversation.id, "TYPING_INDICATOR", {})
+    text, _ = sim.state.end_user_message(conversation.id, "TEXT", {"text": "hello?"})
+    s = Setup(redis_client, sim.url, API_KEY)
+    try:
+        await s.active(conversation.id)
+        await s.store.ingest([event_message(typing), event_message(text)])
+        claims, _ = await s.relay.claim([conversation.id])
+        await s.relay.deliver(claims)
+        assert s.connector.sent() == {conversation.id: [text["id"]]}
+        assert await s.inbox(conversation.id) == []
+        assert s.failures == []
+        # Only a typing indicator waiting: no call at all, and it still leaves the inbox.
+        again, _ = sim.state.end_user_message(conversation.id, "TYPING_INDICATOR", {})
+        await s.store.ingest([event_message(again)])
+        claims, _ = await s.relay.claim([conversation.id])
+        await s.relay.deliver(claims)
+        assert len(s.connector.requests) == 1
+        assert await s.inbox(conversation.id) == []
+        inbound = InboundContent(s.infobip, MediaLinks(MEDIA_OFF, sim.url))
+        [ready] = await inbound.ready(conversation.id, [event_message(again)])
+        assert inbound.dropped(ready) and not inbound.dropped(event_message(text))
     finally:
         await s.infobip.aclose()
         await s.store.raw.aclose()

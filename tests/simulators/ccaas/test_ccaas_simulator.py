@@ -444,3 +444,31 @@ async def test_the_agent_sees_the_customer_typing(
     assert (await client.post("/webhook", **signed(typing))).status_code == 200
     assert [t["typing"] for t in state.case(case_id)["typing"]] == [True]
     assert "is typing" in (await client.get("/_sim/ui")).text
+
+
+async def test_files_an_agent_sends_are_served_at_their_url(
+    sim: tuple[CcaasState, httpx.AsyncClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, client = sim
+    photo = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    stored = await client.post("/_sim/files", content=photo, headers={"content-type": "image/png"})
+    assert stored.status_code == 200
+    url = stored.json()["url"]
+    assert url == f"http://sim/_sim/files/{stored.json()['id']}"
+    served = await client.get(url)
+    assert served.status_code == 200
+    assert served.content == photo and served.headers["content-type"] == "image/png"
+    other = await client.post("/_sim/files", content=b"%PDF-1.4")
+    assert other.json()["id"] != stored.json()["id"]
+    assert (await client.get(other.json()["url"])).headers["content-type"] == (
+        "application/octet-stream"
+    )
+    missing = await client.get("/_sim/files/nope")
+    assert missing.status_code == 404 and missing.json()["error"]
+    assert (await client.post("/_sim/files", content=b"")).status_code == 400
+    monkeypatch.setattr("ccbridge.simulators.ccaas.state.MAX_STORED_FILE_BYTES", len(photo) + 10)
+    full = await client.post("/_sim/files", content=photo)
+    assert full.status_code == 413 and "full" in full.json()["error"]
+    await client.post("/_sim/reset")
+    assert (await client.get(url)).status_code == 404
+    assert state.file(stored.json()["id"]) is None
