@@ -35,6 +35,13 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
             raise InvalidArgument(f"unknown connector {name!r} (configured: {configured})")
         return adapter
 
+    def _case_adapter(self, name: str, external_id: str) -> Adapter:
+        """The adapter of a call about one existing case (its id is required)."""
+        adapter = self._adapter(name)
+        if not external_id:
+            raise InvalidArgument("external_id is required")
+        return adapter
+
     async def OpenCase(
         self,
         request: connector_pb2.OpenCaseRequest,
@@ -75,9 +82,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
             connector_pb2.PostCustomerMessageRequest, connector_pb2.PostCustomerMessageResponse
         ],
     ) -> connector_pb2.PostCustomerMessageResponse:
-        adapter = self._adapter(request.connector)
-        if not request.external_id:
-            raise InvalidArgument("external_id is required")
+        adapter = self._case_adapter(request.connector, request.external_id)
         if not request.HasField("message"):
             raise InvalidArgument("message is required")
         key = request.idempotency_key or request.message.id
@@ -149,9 +154,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
             connector_pb2.CloseCaseRequest, connector_pb2.CloseCaseResponse
         ],
     ) -> connector_pb2.CloseCaseResponse:
-        adapter = self._adapter(request.connector)
-        if not request.external_id:
-            raise InvalidArgument("external_id is required")
+        adapter = self._case_adapter(request.connector, request.external_id)
         key = request.idempotency_key or f"{request.conversation_id or request.external_id}:close"
         already = await adapter.close_case(
             request.external_id, request.conversation_id, request.reason, key
@@ -165,9 +168,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
             connector_pb2.ReportMessageFailedRequest, connector_pb2.ReportMessageFailedResponse
         ],
     ) -> connector_pb2.ReportMessageFailedResponse:
-        adapter = self._adapter(request.connector)
-        if not request.external_id:
-            raise InvalidArgument("external_id is required")
+        adapter = self._case_adapter(request.connector, request.external_id)
         if not request.message_id:
             raise InvalidArgument("message_id is required")
         conversation_id_var.set(request.conversation_id)
@@ -187,9 +188,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
             connector_pb2.PostTypingRequest, connector_pb2.PostTypingResponse
         ],
     ) -> connector_pb2.PostTypingResponse:
-        adapter = self._adapter(request.connector)
-        if not request.external_id:
-            raise InvalidArgument("external_id is required")
+        adapter = self._case_adapter(request.connector, request.external_id)
         conversation_id_var.set(request.conversation_id)
         relayed = await adapter.post_typing(
             request.external_id, request.conversation_id, request.typing
