@@ -30,6 +30,7 @@ import uvicorn
 
 from ccbridge.gateway.app import create_app
 from ccbridge.gateway.backends import Backends
+from ccbridge.gateway.console import create_console_app
 from ccbridge.gateway.settings import GatewaySettings
 from ccbridge.services.runtime.entry import run_component
 
@@ -60,16 +61,75 @@ class RunningGateway:
     port: int
     backends: Backends
     drain_delay_s: float
+    # The operator console's listener (gateway/console.py), when it is on.
+    admin: _Listener | None = None
+
+    @property
+    def admin_port(self) -> int | None:
+        return self.admin.port if self.admin else None
 
     async def stop(self) -> None:
-        """Readiness false → drain delay (cut short if the server ends) → graceful stop."""
+        """Readiness false → drain delay (cut short if the server ends) → graceful stop
+        (the console's listener stops after the public one)."""
         if not self.backends.draining:
             self.backends.draining = True
             log.info("shutdown requested; draining for %.1fs", self.drain_delay_s)
             if self.drain_delay_s > 0:
                 await asyncio.wait([self.task], timeout=self.drain_delay_s)
         self.server.should_exit = True
-        await self.task
+        try:
+            await self.task
+        finally:
+            if self.admin is not None:
+                self.admin.server.should_exit = True
+                await self.admin.task
+
+
+@dataclass
+class _Listener:
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    port: int
+
+
+async def _listen(config: uvicorn.Config, host: str, port: int, name: str) -> _Listener:
+    """Starts one uvicorn server on its own socket; returns once it serves."""
+    sock = _bind(host, port)
+    bound = int(sock.getsockname()[1])
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name=name)
+    try:
+        while not server.started:
+            if task.done():
+                await task  # raises the startup error, if any
+                raise RuntimeError(f"{name} exited during startup")
+            await asyncio.sleep(0.01)
+    except BaseException:
+        sock.close()  # once serving, uvicorn closes it on shutdown
+        raise
+    return _Listener(server, task, bound)
+
+
+async def _start_console(settings: GatewaySettings) -> _Listener | None:
+    """The operator console on its own listener (never the webhook port), when on."""
+    console = settings.console
+    if console is None:
+        return None
+    config = uvicorn.Config(
+        create_console_app(settings),
+        host=console.bind_host,
+        port=console.port,
+        http="auto",
+        ws="none",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_graceful_shutdown=math.ceil(settings.common.shutdown_grace_s),
+    )
+    listener = await _listen(config, console.bind_host, console.port, "gateway-console")
+    log.info("operator console listening on %s:%d", console.bind_host, listener.port)
+    return listener
 
 
 async def start(settings: GatewaySettings) -> RunningGateway:
@@ -93,21 +153,18 @@ async def start(settings: GatewaySettings) -> RunningGateway:
         timeout_graceful_shutdown=math.ceil(settings.common.shutdown_grace_s),
         timeout_keep_alive=75,  # above typical load-balancer idle timeouts (60 s)
     )
-    sock = _bind(settings.bind_host, settings.http_port)
-    port = int(sock.getsockname()[1])
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]), name="gateway")
-    try:
-        while not server.started:
-            if task.done():
-                await task  # raises the startup error, if any
-                raise RuntimeError("gateway exited during startup")
-            await asyncio.sleep(0.01)
-    except BaseException:
-        sock.close()  # once serving, uvicorn closes it on shutdown
-        raise
+    main = await _listen(config, settings.bind_host, settings.http_port, "gateway")
     backends: Backends = app.state.backends
-    return RunningGateway(server, task, port, backends, settings.common.drain_delay_s)
+    running = RunningGateway(
+        main.server, main.task, main.port, backends, settings.common.drain_delay_s
+    )
+    try:
+        running.admin = await _start_console(settings)
+    except BaseException:
+        main.server.should_exit = True
+        await main.task
+        raise
+    return running
 
 
 async def serve(settings: GatewaySettings) -> None:

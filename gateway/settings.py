@@ -7,11 +7,13 @@ password) are wrapped in :class:`Secret` so that a settings object is safe to lo
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ccbridge.services.infobip.webhook_auth import HmacScheme
 from ccbridge.services.runtime.media import MediaProxySettings
+from ccbridge.services.runtime.mesh_tls import INSECURE, MeshTls
 from ccbridge.services.runtime.ports import DEFAULT_PORTS, default_addr
 from ccbridge.services.runtime.settings import CommonSettings, EnvReader, Secret
 from ccbridge.services.session.settings import DEFAULT_DEDUPE_TTL_S
@@ -22,6 +24,67 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 # Well above any webhook retry schedule, well below the dedupe retention (7 days): a
 # replayed event is either still remembered by dedupe or refused as too old.
 DEFAULT_EVENT_MAX_AGE_S = 86400
+# The operator console's own listener (gateway/console.py), loopback unless told.
+DEFAULT_ADMIN_PORT = 8001
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The operator console (gateway/console.py): on only when ``CCBRIDGE_ADMIN_TOKEN``
+    is set. It listens on its own port, never the webhook port, and calls Session and
+    Routing as the mesh identity ``operator`` (``tls``: the operator's certificate and
+    key with the gateway's mesh CA)."""
+
+    token: Secret
+    port: int
+    bind_host: str
+    routing_addr: str
+    tls: MeshTls
+    cookie_secure: bool
+
+    @classmethod
+    def read(cls, env: EnvReader, http_port: int, mesh: MeshTls) -> ConsoleSettings | None:
+        token = env.secret("CCBRIDGE_ADMIN_TOKEN", required=False, chosen=True)
+        port = env.int("CCBRIDGE_ADMIN_PORT", DEFAULT_ADMIN_PORT, minimum=0, maximum=65535)
+        bind_host = env.str("CCBRIDGE_ADMIN_BIND_HOST", "127.0.0.1")
+        cert = env.optional("CCBRIDGE_ADMIN_TLS_CERT") or ""
+        key = env.optional("CCBRIDGE_ADMIN_TLS_KEY") or ""
+        cookie_secure = env.bool("CCBRIDGE_ADMIN_COOKIE_SECURE", True)
+        if not token:
+            if cert or key or env.optional("CCBRIDGE_ADMIN_PORT"):
+                env.errors.append(
+                    "CCBRIDGE_ADMIN_PORT/CCBRIDGE_ADMIN_TLS_* are set but CCBRIDGE_ADMIN_TOKEN "
+                    "is not: the console is on only with its token"
+                )
+            return None
+        if port and port == http_port:
+            env.errors.append(
+                f"CCBRIDGE_ADMIN_PORT ({port}) must differ from CCBRIDGE_HTTP_PORT: the console "
+                "never shares the public webhook port"
+            )
+        tls = INSECURE
+        if not mesh.insecure:
+            for name, value in (("CCBRIDGE_ADMIN_TLS_CERT", cert), ("CCBRIDGE_ADMIN_TLS_KEY", key)):
+                if not value:
+                    env.errors.append(
+                        f"{name} is required with CCBRIDGE_ADMIN_TOKEN (the console calls "
+                        "Session and Routing with the operator's mesh certificate)"
+                    )
+                elif not os.path.isfile(value):
+                    env.errors.append(f"{name}: no readable file at {value}")
+            tls = MeshTls(cert, key, mesh.ca)
+        elif cert or key:
+            env.errors.append(
+                "CCBRIDGE_MESH_INSECURE=true and CCBRIDGE_ADMIN_TLS_* are both set: choose one"
+            )
+        return cls(
+            token=token,
+            port=port,
+            bind_host=bind_host,
+            routing_addr=env.str("ROUTING_ADDR", default_addr("routing")),
+            tls=tls,
+            cookie_secure=cookie_secure,
+        )
 
 
 @dataclass(frozen=True)
@@ -60,6 +123,8 @@ class GatewaySettings:
     infobip_api_key: Secret
     infobip_timeout_s: float
     common: CommonSettings
+    # The operator console on its own listener; None: off.
+    console: ConsoleSettings | None = None
 
     @property
     def events_hmac_enabled(self) -> bool:
@@ -104,6 +169,10 @@ class GatewaySettings:
             )
         connector_secrets = env.secret_list("CCBRIDGE_WEBHOOK_CONNECTOR_SECRET", required=False)
         media = MediaProxySettings.read(env, signer=False)
+        common = CommonSettings.read(env)
+        http_port = env.int(
+            "CCBRIDGE_HTTP_PORT", DEFAULT_PORTS["gateway"], minimum=0, maximum=65535
+        )
         # Only the media proxy talks to Infobip from here.
         infobip_base_url = env.str("INFOBIP_BASE_URL", None if media.enabled else "")
         infobip_api_key = env.secret("INFOBIP_API_KEY", required=media.enabled)
@@ -131,9 +200,7 @@ class GatewaySettings:
             grpc_timeout_s=env.float("CCBRIDGE_GRPC_TIMEOUT_S", 5.0, minimum=0.1),
             session_addr=env.str("SESSION_ADDR", default_addr("session")),
             connector_addr=env.str("CONNECTOR_ADDR", default_addr("connector")),
-            http_port=env.int(
-                "CCBRIDGE_HTTP_PORT", DEFAULT_PORTS["gateway"], minimum=0, maximum=65535
-            ),
+            http_port=http_port,
             bind_host=env.str("CCBRIDGE_BIND_HOST", "127.0.0.1"),
             forwarded_allow_ips=env.str("FORWARDED_ALLOW_IPS", ""),
             media=media,
@@ -141,7 +208,8 @@ class GatewaySettings:
             infobip_base_url=infobip_base_url,
             infobip_api_key=infobip_api_key,
             infobip_timeout_s=env.float("INFOBIP_TIMEOUT_S", 10.0, minimum=0.1),
-            common=CommonSettings.read(env),
+            common=common,
+            console=ConsoleSettings.read(env, http_port, common.mesh_tls),
         )
         env.done("gateway")
         return settings

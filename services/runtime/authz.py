@@ -39,6 +39,8 @@ RPC_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = MappingProxyType(
             "RetryHandover": frozenset({OPERATOR}),
             "ListDeadLetters": frozenset({OPERATOR}),
             "ReplayDeadLetter": frozenset({OPERATOR}),
+            "DiscardDeadLetter": frozenset({OPERATOR}),
+            "GetTimeline": frozenset({OPERATOR}),
             "EraseData": frozenset({OPERATOR}),
             "ReportEndUserTyping": frozenset({GATEWAY}),
         },

@@ -54,6 +54,7 @@ _KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
             "{p}:reconcile:*",
             "{p}:live:*",
             "{p}:fs:*",
+            "{p}:tl:*",
         ),
         "connector": (
             "{p}:connector:*",

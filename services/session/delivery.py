@@ -26,7 +26,8 @@ import grpc
 
 from ccbridge.services.runtime.errors import RETRYABLE_CODES, FarSideError, retry_after_from
 from ccbridge.services.runtime.farside import ALLOW, Admission, FarSideGate, Parking
-from ccbridge.services.session.store import Lane, SessionStore, now_ms
+from ccbridge.services.session.store import Lane, SessionStore, message_id, now_ms
+from ccbridge.services.session.timeline import EventKind, TimelineEvent
 
 log = logging.getLogger(__name__)
 
@@ -248,5 +249,15 @@ class Delivery:
                 f"{field}_next_at": str(next_at),
                 "failure_reason": failure.reason[:500],
             },
+        )
+        await self.store.record(
+            cid,
+            TimelineEvent(
+                now_ms(),
+                EventKind.RETRIED,
+                lane.queue,
+                message_id(payload),
+                detail=f"attempt {attempts}: {failure.reason}",
+            ),
         )
         return False

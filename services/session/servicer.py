@@ -44,6 +44,7 @@ from ccbridge.services.session.store import (
     agent_message_key,
     case_closed_key,
 )
+from ccbridge.services.session.timeline import TIMELINE_MAX, EventKind
 from ccbridge.services.session.typing_relay import TypingRelay
 from ccbridge.services.session.worker import ConversationWorker
 from ccbridge.session.v1 import session_pb2, session_pb2_grpc
@@ -82,6 +83,12 @@ def _batch_failure(exc: Exception) -> tuple[grpc.StatusCode, str]:
     RPC (services/runtime/server.py): a Redis outage is UNAVAILABLE, a bug INTERNAL."""
     status = status_for(exc)
     return status.code, status.message
+
+
+_TIMELINE_KINDS = {
+    kind: session_pb2.TimelineEventKind.Value(f"TIMELINE_EVENT_KIND_{kind.name}")
+    for kind in EventKind
+}
 
 
 def _check_cid(cid: str) -> str:
@@ -601,6 +608,46 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             )
         self._wake([rec.conversation_id], [lane])
         return session_pb2.ReplayDeadLetterResponse(conversation_id=rec.conversation_id)
+
+    async def DiscardDeadLetter(
+        self,
+        request: session_pb2.DiscardDeadLetterRequest,
+        context: grpc.aio.ServicerContext[
+            session_pb2.DiscardDeadLetterRequest, session_pb2.DiscardDeadLetterResponse
+        ],
+    ) -> session_pb2.DiscardDeadLetterResponse:
+        if not request.id:
+            raise InvalidHandoverRequest("id is required")
+        rec = await self.store.get_dead_letter(request.id)
+        if rec is None or not await self.store.discard_dead_letter(rec):
+            raise HandoverNotFound(f"no dead letter {request.id}")
+        log.info("dead letter %s discarded", rec.id)
+        return session_pb2.DiscardDeadLetterResponse(conversation_id=rec.conversation_id)
+
+    async def GetTimeline(
+        self,
+        request: session_pb2.GetTimelineRequest,
+        context: grpc.aio.ServicerContext[
+            session_pb2.GetTimelineRequest, session_pb2.GetTimelineResponse
+        ],
+    ) -> session_pb2.GetTimelineResponse:
+        cid = _check_cid(request.conversation_id)
+        if request.limit < 0 or request.limit > TIMELINE_MAX:
+            raise InvalidHandoverRequest(f"limit must be 0..{TIMELINE_MAX}")
+        events = await self.store.timeline(cid, request.limit or 100)
+        return session_pb2.GetTimelineResponse(
+            events=[
+                session_pb2.TimelineEvent(
+                    at=_ts(e.at_ms),
+                    kind=_TIMELINE_KINDS[e.kind],
+                    queue=e.queue,
+                    message_id=e.message_id,
+                    state=e.state,
+                    detail=e.detail,
+                )
+                for e in events
+            ]
+        )
 
     async def EraseData(
         self,

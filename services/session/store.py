@@ -36,6 +36,8 @@ live in one Redis Cluster slot):
                                so a cluster spreads them over its nodes; the un-sharded
                                ``ccb:due:in`` / ``ccb:due:out`` and ``ccb:due`` of older
                                releases are adopted (:meth:`SessionStore.due`)
+``ccb:tl:{cid}``               list: the handover's timeline, newest first, capped, with a
+                               TTL (services/session/timeline.py)
 ``ccb:state:<STATE>``          zset: conversations per state, scored by last change (ms)
 ``ccb:dlq`` / ``ccb:dl:<id>``  zset + hash: dead letters (kept: sweep_retention)
 ``ccb:dlc:{cid}``              zset: the conversation's dead letters (ListDeadLetters by id)
@@ -80,12 +82,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from google.protobuf.message import DecodeError
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.errors import Unavailable
 from ccbridge.services.runtime.lease import LEASE_LUA, Liveness
 from ccbridge.services.runtime.redis import RawPipeline, RawScript, RedisClient, create_batch
 from ccbridge.services.session.settings import DUE_SHARDS  # CCBRIDGE_DUE_SHARDS
+from ccbridge.services.session.timeline import (
+    TIMELINE_MAX,
+    EventKind,
+    TimelineEvent,
+    append_commands,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,8 +170,9 @@ def lane_has_work(lane: Lane, state: str, inbox: int, outbox: int) -> bool:
     return False
 
 
-# KEYS: h, in, seen   ARGV: msg id, msg bytes, dedupe ttl s, channel, end user, business,
-# inbox cap. A full inbox takes nothing (not even the dedupe id): the sender retries later.
+# KEYS: h, in, seen, timeline   ARGV: msg id, msg bytes, dedupe ttl s, channel, end user,
+# business, inbox cap, timeline event, timeline cap, timeline ttl s. A full inbox takes
+# nothing (not even the dedupe id): the sender retries later.
 _INGEST = """
 local st = redis.call('HGET', KEYS[1], 'state')
 if st ~= 'OPENING' and st ~= 'ACTIVE' then return 0 end
@@ -170,6 +180,11 @@ if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[7]) then return 3 end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 2 end
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 redis.call('RPUSH', KEYS[2], ARGV[2])
+if ARGV[8] then
+  redis.call('LPUSH', KEYS[4], ARGV[8])
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[9]) - 1)
+  redis.call('EXPIRE', KEYS[4], ARGV[10])
+end
 if ARGV[5] ~= '' and not redis.call('HGET', KEYS[1], 'end_user') then
   redis.call('HSET', KEYS[1], 'end_user', ARGV[5], 'business_sender', ARGV[6])
 end
@@ -518,6 +533,14 @@ class SendingMark:
     token: str
 
 
+def message_id(payload: bytes) -> str:
+    """The id of a queued message (a serialized ``Message``); '' when unreadable."""
+    try:
+        return common_pb2.Message.FromString(payload).id
+    except DecodeError:
+        return ""
+
+
 def outbox_item(payload: bytes) -> str:
     """The name of an outbox queue item in its sending mark (a digest of its bytes)."""
     return hashlib.blake2b(payload, digest_size=12).hexdigest()
@@ -803,6 +826,31 @@ class SessionStore:
     def k_dl(self, dl_id: str) -> str:
         return f"{self.p}:dl:{dl_id}"
 
+    def k_tl(self, cid: str) -> str:
+        """list: the handover's timeline (services/session/timeline.py)."""
+        return f"{self.p}:tl:{{{cid}}}"
+
+    # -- timeline ----------------------------------------------------------------------
+    @property
+    def timeline_ttl_s(self) -> int:
+        """The TTL every timeline write sets: the longest the handover's data is kept
+        (closed, FAILED, dead letters); a closed handover's expires with its record."""
+        keep = self.retention
+        return max(self.closed_retention_s, keep.failed_s, keep.dead_letter_s)
+
+    def _timeline(self, cid: str, *events: TimelineEvent) -> list[tuple[Any, ...]]:
+        return append_commands(self.k_tl(cid), list(events), self.timeline_ttl_s)
+
+    async def record(self, cid: str, *events: TimelineEvent) -> None:
+        """Appends events to the handover's timeline (one round trip)."""
+        await self._exec(self._timeline(cid, *events))
+
+    async def timeline(self, cid: str, limit: int) -> list[TimelineEvent]:
+        """The handover's newest ``limit`` events, newest first (unreadable entries of
+        another release are skipped)."""
+        raw = await self.r.lrange(self.k_tl(cid), 0, limit - 1)
+        return [event for item in raw if (event := TimelineEvent.decode(item)) is not None]
+
     # -- handovers ---------------------------------------------------------------------
     async def create(self, cid: str, tags: Sequence[str], metadata: dict[str, str]) -> bool:
         """Creates an OPENING handover; False when one exists (any state)."""
@@ -918,21 +966,35 @@ class SessionStore:
         ok, prev = await self._transition(keys=[self.k_h(cid), self.k_lease(lane, cid)], args=args)
         prev_s = prev.decode() if isinstance(prev, bytes) else str(prev)
         if int(ok) and new_state and new_state != prev_s:
-            await self._index(cid, new_state, prev_s, ts, due=due)
+            known = values or {}
+            detail = known.get("failure_reason") or known.get("close_reason") or ""
+            await self._index(cid, new_state, prev_s, ts, due=due, detail=detail)
         elif int(ok):
             for due_lane in due:
                 await self.schedule(due_lane, cid, ts)
         return bool(int(ok)), prev_s
 
     async def _index(
-        self, cid: str, state: str, prev: str | None, ts: int, *, due: Sequence[Lane]
+        self,
+        cid: str,
+        state: str,
+        prev: str | None,
+        ts: int,
+        *,
+        due: Sequence[Lane],
+        detail: str = "",
     ) -> None:
+        """Indexes a state change and records it on the timeline (one round trip)."""
         async with self.r.pipeline(transaction=False) as pipe:
             if prev and prev != state:
                 pipe.zrem(self.k_state(prev), cid)
             pipe.zadd(self.k_state(state), {cid: ts})
             for lane in due:
                 pipe.zadd(self.k_due(lane, cid), {cid: ts})
+            for command in self._timeline(
+                cid, TimelineEvent(ts, EventKind.STATE, state=state, detail=detail)
+            ):
+                pipe.execute_command(*command)
             await pipe.execute()
 
     async def finish_closed(self, cid: str) -> None:
@@ -947,6 +1009,7 @@ class SessionStore:
                 pipe.zrem(key, cid)
             pipe.expire(self.k_h(cid), ttl)
             pipe.expire(self.k_tx(cid), ttl)
+            pipe.expire(self.k_tl(cid), ttl)
             pipe.expire(self.k_in(cid), ttl)
             pipe.expire(self.k_out(cid), ttl)
             pipe.zremrangebyscore(self.k_state("CLOSED"), 0, now_ms() - ttl * 1000)
@@ -959,7 +1022,7 @@ class SessionStore:
         async with self.r.pipeline(transaction=False) as pipe:
             for lane in LANES:
                 pipe.zrem(self.k_due(lane, cid), cid)
-            for key in (self.k_h(cid), self.k_in(cid), self.k_out(cid)):
+            for key in (self.k_h(cid), self.k_in(cid), self.k_out(cid), self.k_tl(cid)):
                 pipe.expire(key, ttl)
             pipe.zremrangebyscore(self.k_state("REJECTED"), 0, now_ms() - ttl * 1000)
             await pipe.execute()
@@ -1004,6 +1067,7 @@ class SessionStore:
                     self.k_h(m.conversation_id),
                     self.k_in(m.conversation_id),
                     self.k_seen(m.conversation_id),
+                    self.k_tl(m.conversation_id),
                 ],
                 [
                     m.id,
@@ -1013,6 +1077,9 @@ class SessionStore:
                     getattr(m, "from"),
                     m.to,
                     self.inbox_max,
+                    TimelineEvent(ts, EventKind.STORED, "inbox", m.id).encode(),
+                    TIMELINE_MAX,
+                    self.timeline_ttl_s,
                 ],
             )
             for m in messages
@@ -1067,19 +1134,32 @@ class SessionStore:
             )
         )
         if result == 3:
+            closed = TimelineEvent(
+                ts, EventKind.STATE, state="CLOSING", detail=f"closed at the CCaaS: {reason}"
+            )
             async with self.r.pipeline(transaction=False) as pipe:
                 for state in ("OPENING", "ACTIVE"):
                     pipe.zrem(self.k_state(state), cid)
                 pipe.zadd(self.k_state("CLOSING"), {cid: ts})
                 for lane in LANES:
                     pipe.zadd(self.k_due(lane, cid), {cid: ts})
+                for command in self._timeline(cid, closed):
+                    pipe.execute_command(*command)
                 await pipe.execute()
         elif result in (1, 2):
             # NX: an outbox in back-off keeps its time; the inbox's never matters here.
             # A duplicate too: the attempt that stored it may have failed before this
             # write (answered 503, so this is the sender's retry); an outbox already
             # empty costs one empty step.
-            await self.r.zadd(self.k_due(Lane.OUTBOX, cid), {cid: ts}, nx=True)
+            stored = TimelineEvent(
+                ts, EventKind.STORED, "outbox", dedupe_id.partition(":")[2] or dedupe_id
+            )
+            await self._exec(
+                [
+                    ("ZADD", self.k_due(Lane.OUTBOX, cid), "NX", ts, cid),
+                    *(self._timeline(cid, stored) if result == 1 else []),
+                ]
+            )
         if result:
             await self._replicated([self.k_seen_agent(cid)])
         return result
@@ -1365,7 +1445,7 @@ class SessionStore:
     async def pop_head(self, lane: Lane, cid: str, token: str, expected: bytes) -> int:
         """Pops the lane's head if it is still ``expected`` and the lease still that
         holder's: 1 popped, 0 head changed, -1 lease lost."""
-        (finish,) = await self.finish(lane, [Finishing(cid, token, [expected])])
+        (finish,) = await self.finish(lane, [Finishing(cid, token, [expected])], delivered=False)
         return finish.popped
 
     # -- delivery primitives, batched (services/session/delivery.py) -----------------------
@@ -1429,7 +1509,12 @@ class SessionStore:
         ]
 
     async def finish(
-        self, lane: Lane, finishes: Sequence[Finishing], *, unschedule: bool = False
+        self,
+        lane: Lane,
+        finishes: Sequence[Finishing],
+        *,
+        unschedule: bool = False,
+        delivered: bool = True,
     ) -> list[Finish]:
         """For each :class:`Finishing`: pops its payloads off the lane's queue head
         (each only if still the head, none unless the fencing token still holds the
@@ -1442,7 +1527,10 @@ class SessionStore:
         pushes, then schedules, so a message pushed after the unschedule puts the
         conversation back itself, and one pushed before it is counted in the length.
         (On Redis Cluster the unschedules are a round trip of their own, before the
-        pops: each node keeps only its own order.)"""
+        pops: each node keeps only its own order.)
+
+        ``delivered``: the payloads reached the far side; each is recorded on its
+        handover's timeline in the same round trip."""
         unschedules = [
             ("ZREM", self.k_due(lane, f.conversation_id), f.conversation_id)
             for f in finishes
@@ -1462,7 +1550,20 @@ class SessionStore:
                     ],
                 )
             )
-        _, replies = await self._exec_in_turn(unschedules, commands)
+        ts = now_ms()
+        recorded = [
+            command
+            for f in finishes
+            if delivered
+            for command in self._timeline(
+                f.conversation_id,
+                *(
+                    TimelineEvent(ts, EventKind.DELIVERED, lane.queue, message_id(p))
+                    for p in f.payloads
+                ),
+            )
+        ]
+        _, replies, _ = await self._exec_in_turn(unschedules, commands, recorded)
         return [Finish(int(r[0]), int(r[1])) for r in replies]
 
     # -- dead letters ------------------------------------------------------------------------
@@ -1505,7 +1606,12 @@ class SessionStore:
                 pipe.delete(self.k_dl(dl_id))
                 await pipe.execute()
             return False
-        await self.r.hincrby(self.k_h(cid), "dead_letters", 1)
+        dead = TimelineEvent(
+            ts, EventKind.DEAD_LETTERED, lane.queue, message_id(payload), detail=reason
+        )
+        await self._exec(
+            [("HINCRBY", self.k_h(cid), "dead_letters", 1), *self._timeline(cid, dead)]
+        )
         return True
 
     async def list_dead_letters(
@@ -1599,8 +1705,25 @@ class SessionStore:
             pipe.zrem(self.k_dlc(cid), rec.id)
             pipe.delete(self.k_dl(rec.id))
             pipe.zadd(self.k_due(lane, cid), {cid: now_ms()})
+            replayed = TimelineEvent(
+                now_ms(), EventKind.REPLAYED, rec.queue, message_id(rec.message)
+            )
+            for command in self._timeline(cid, replayed):
+                pipe.execute_command(*command)
             await pipe.execute()
         return lane, _text(state)
+
+    async def discard_dead_letter(self, rec: DeadLetterRecord) -> bool:
+        """Drops a dead letter for good (an operator's decision); False when it was gone
+        already (another call or retention took it)."""
+        if not await self._drop_dead_letters([rec.id]):
+            return False
+        discarded = TimelineEvent(
+            now_ms(), EventKind.DISCARDED, rec.queue, message_id(rec.message), detail="operator"
+        )
+        if await self.r.exists(self.k_h(rec.conversation_id)):
+            await self.record(rec.conversation_id, discarded)
+        return True
 
     # -- listing ---------------------------------------------------------------------------
     async def list_state(self, state: str, offset: int, limit: int) -> tuple[list[str], bool]:
@@ -1628,6 +1751,7 @@ class SessionStore:
                     self.k_seen(cid),
                     self.k_tx(cid),
                     *self._agent_side_keys(cid),
+                    self.k_tl(cid),
                 ],
                 args=[cutoff],
             )
@@ -1739,6 +1863,7 @@ class SessionStore:
                 self.k_lease(Lane.OUTBOX, cid),
                 self.k_lease_v1(cid),
                 *self._agent_side_keys(cid),
+                self.k_tl(cid),
             ],
             args=[",".join(OPEN_STATES)],
         )

@@ -75,6 +75,7 @@ from ccbridge.services.session.store import (
     now_ms,
     outbox_item,
 )
+from ccbridge.services.session.timeline import EventKind, TimelineEvent
 
 log = logging.getLogger(__name__)
 
@@ -552,6 +553,14 @@ class ConversationWorker:
                         now_ms() + self.policy.delay_ms(attempts, failure.retry_after)
                     ),
                 },
+            )
+            await self.store.record(
+                cid,
+                TimelineEvent(
+                    now_ms(),
+                    EventKind.RETRIED,
+                    detail=f"opening attempt {attempts}: {failure.reason}",
+                ),
             )
             return
         # Link first: agent events that arrive right after activation must resolve.
@@ -1164,6 +1173,14 @@ class ConversationWorker:
                             now_ms() + self.policy.delay_ms(attempts, failure.retry_after)
                         ),
                     },
+                )
+                await self.store.record(
+                    cid,
+                    TimelineEvent(
+                        now_ms(),
+                        EventKind.RETRIED,
+                        detail=f"closing attempt {attempts}: {failure.reason}",
+                    ),
                 )
                 return
             log.error("close failed for good, marking closed and flagged: %s", failure.reason)

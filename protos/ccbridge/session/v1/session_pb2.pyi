@@ -127,6 +127,58 @@ INGEST_OUTCOME_IGNORED: IngestOutcome.ValueType  # 3
 """No open handover: the bot owns the conversation."""
 Global___IngestOutcome: _TypeAlias = IngestOutcome  # noqa: Y015
 
+class _TimelineEventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TimelineEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TimelineEventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TIMELINE_EVENT_KIND_UNSPECIFIED: _TimelineEventKind.ValueType  # 0
+    """Not set (an event this release cannot name)."""
+    TIMELINE_EVENT_KIND_STATE: _TimelineEventKind.ValueType  # 1
+    """The handover changed state (`state`); the first event is OPENING (the escalation)."""
+    TIMELINE_EVENT_KIND_STORED: _TimelineEventKind.ValueType  # 2
+    """A message was received and stored in its queue (one step: Session answers once it
+    is in Redis).
+    """
+    TIMELINE_EVENT_KIND_DELIVERED: _TimelineEventKind.ValueType  # 3
+    """A message reached the far side (the CCaaS for the inbox, Infobip for the outbox)."""
+    TIMELINE_EVENT_KIND_RETRIED: _TimelineEventKind.ValueType  # 4
+    """A delivery (or the opening, or the closing) failed and is retried later; `detail`
+    has the attempt and the error.
+    """
+    TIMELINE_EVENT_KIND_DEAD_LETTERED: _TimelineEventKind.ValueType  # 5
+    """A delivery gave up: the message became a dead letter; `detail` has the error."""
+    TIMELINE_EVENT_KIND_REPLAYED: _TimelineEventKind.ValueType  # 6
+    """An operator queued a dead letter again."""
+    TIMELINE_EVENT_KIND_DISCARDED: _TimelineEventKind.ValueType  # 7
+    """An operator discarded a dead letter."""
+
+class TimelineEventKind(_TimelineEventKind, metaclass=_TimelineEventKindEnumTypeWrapper):
+    """What a timeline event records."""
+
+TIMELINE_EVENT_KIND_UNSPECIFIED: TimelineEventKind.ValueType  # 0
+"""Not set (an event this release cannot name)."""
+TIMELINE_EVENT_KIND_STATE: TimelineEventKind.ValueType  # 1
+"""The handover changed state (`state`); the first event is OPENING (the escalation)."""
+TIMELINE_EVENT_KIND_STORED: TimelineEventKind.ValueType  # 2
+"""A message was received and stored in its queue (one step: Session answers once it
+is in Redis).
+"""
+TIMELINE_EVENT_KIND_DELIVERED: TimelineEventKind.ValueType  # 3
+"""A message reached the far side (the CCaaS for the inbox, Infobip for the outbox)."""
+TIMELINE_EVENT_KIND_RETRIED: TimelineEventKind.ValueType  # 4
+"""A delivery (or the opening, or the closing) failed and is retried later; `detail`
+has the attempt and the error.
+"""
+TIMELINE_EVENT_KIND_DEAD_LETTERED: TimelineEventKind.ValueType  # 5
+"""A delivery gave up: the message became a dead letter; `detail` has the error."""
+TIMELINE_EVENT_KIND_REPLAYED: TimelineEventKind.ValueType  # 6
+"""An operator queued a dead letter again."""
+TIMELINE_EVENT_KIND_DISCARDED: TimelineEventKind.ValueType  # 7
+"""An operator discarded a dead letter."""
+Global___TimelineEventKind: _TypeAlias = TimelineEventKind  # noqa: Y015
+
 @_typing.final
 class Handover(_message.Message):
     """A handover as stored."""
@@ -1163,3 +1215,143 @@ class ReportEndUserTypingResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportEndUserTypingResponse: _TypeAlias = ReportEndUserTypingResponse  # noqa: Y015
+
+@_typing.final
+class DiscardDeadLetterRequest(_message.Message):
+    """Request of DiscardDeadLetter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Dead-letter id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscardDeadLetterRequest: _TypeAlias = DiscardDeadLetterRequest  # noqa: Y015
+
+@_typing.final
+class DiscardDeadLetterResponse(_message.Message):
+    """Response of DiscardDeadLetter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """Conversation the dead letter belonged to."""
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscardDeadLetterResponse: _TypeAlias = DiscardDeadLetterResponse  # noqa: Y015
+
+@_typing.final
+class TimelineEvent(_message.Message):
+    """One event of a handover's timeline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    kind: Global___TimelineEventKind.ValueType
+    """What happened."""
+    queue: _builtins.str
+    """"inbox" (towards the CCaaS), "outbox" (towards the end user), or empty for the
+    handover itself.
+    """
+    message_id: _builtins.str
+    """The message's id, for message events."""
+    state: _builtins.str
+    """The new state, for STATE events ("OPENING", "ACTIVE", ...)."""
+    detail: _builtins.str
+    """An error or reason, at most 300 characters; never message text."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    def __init__(
+        self,
+        *,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        kind: Global___TimelineEventKind.ValueType = ...,
+        queue: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "detail", b"detail", "kind", b"kind", "message_id", b"message_id", "queue", b"queue", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimelineEvent: _TypeAlias = TimelineEvent  # noqa: Y015
+
+@_typing.final
+class GetTimelineRequest(_message.Message):
+    """Request of GetTimeline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    """Infobip conversation id."""
+    limit: _builtins.int
+    """Most events to return, newest first, 1..500; 0 means 100."""
+    def __init__(
+        self,
+        *,
+        conversation_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTimelineRequest: _TypeAlias = GetTimelineRequest  # noqa: Y015
+
+@_typing.final
+class GetTimelineResponse(_message.Message):
+    """Response of GetTimeline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimelineEvent]:
+        """Events, newest first."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___TimelineEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTimelineResponse: _TypeAlias = GetTimelineResponse  # noqa: Y015

@@ -91,6 +91,16 @@ class SessionServiceStub:
                 request_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterRequest.SerializeToString,
                 response_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterResponse.FromString,
                 _registered_method=True)
+        self.DiscardDeadLetter = channel.unary_unary(
+                '/ccbridge.session.v1.SessionService/DiscardDeadLetter',
+                request_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.DiscardDeadLetterRequest.SerializeToString,
+                response_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.DiscardDeadLetterResponse.FromString,
+                _registered_method=True)
+        self.GetTimeline = channel.unary_unary(
+                '/ccbridge.session.v1.SessionService/GetTimeline',
+                request_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.GetTimelineRequest.SerializeToString,
+                response_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.GetTimelineResponse.FromString,
+                _registered_method=True)
         self.ReportEndUserTyping = channel.unary_unary(
                 '/ccbridge.session.v1.SessionService/ReportEndUserTyping',
                 request_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReportEndUserTypingRequest.SerializeToString,
@@ -194,6 +204,24 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DiscardDeadLetter(self, request, context):
+        """Drops a dead letter for good (NOT_FOUND when it is gone already). Recorded on the
+        handover's timeline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTimeline(self, request, context):
+        """One handover's timeline, newest first: its state changes and what happened to its
+        messages both ways (stored, delivered, retried, dead-lettered, replayed, discarded),
+        with times. Message ids only, never message text. Kept as long as the handover's
+        data (capped at the newest 500 events); empty for an unknown conversation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReportEndUserTyping(self, request, context):
         """The end user is typing (an inbound TYPING_INDICATOR): relayed to the case's CCaaS at
         once or dropped (not ACTIVE, late, rate-limited, the CCaaS cannot take it); never
@@ -270,6 +298,16 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ReplayDeadLetter,
                     request_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterRequest.FromString,
                     response_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterResponse.SerializeToString,
+            ),
+            'DiscardDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiscardDeadLetter,
+                    request_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.DiscardDeadLetterRequest.FromString,
+                    response_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.DiscardDeadLetterResponse.SerializeToString,
+            ),
+            'GetTimeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTimeline,
+                    request_deserializer=ccbridge_dot_session_dot_v1_dot_session__pb2.GetTimelineRequest.FromString,
+                    response_serializer=ccbridge_dot_session_dot_v1_dot_session__pb2.GetTimelineResponse.SerializeToString,
             ),
             'ReportEndUserTyping': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportEndUserTyping,
@@ -581,6 +619,60 @@ class SessionService:
             '/ccbridge.session.v1.SessionService/ReplayDeadLetter',
             ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterRequest.SerializeToString,
             ccbridge_dot_session_dot_v1_dot_session__pb2.ReplayDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiscardDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ccbridge.session.v1.SessionService/DiscardDeadLetter',
+            ccbridge_dot_session_dot_v1_dot_session__pb2.DiscardDeadLetterRequest.SerializeToString,
+            ccbridge_dot_session_dot_v1_dot_session__pb2.DiscardDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTimeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ccbridge.session.v1.SessionService/GetTimeline',
+            ccbridge_dot_session_dot_v1_dot_session__pb2.GetTimelineRequest.SerializeToString,
+            ccbridge_dot_session_dot_v1_dot_session__pb2.GetTimelineResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -73,6 +73,16 @@ class SessionServiceStub:
     """Lists dead letters (messages whose delivery gave up), oldest first, paged."""
     ReplayDeadLetter: _grpc.UnaryUnaryMultiCallable[_session_pb2.ReplayDeadLetterRequest, _session_pb2.ReplayDeadLetterResponse]
     """Queues a dead letter for delivery again and removes it from the dead letters."""
+    DiscardDeadLetter: _grpc.UnaryUnaryMultiCallable[_session_pb2.DiscardDeadLetterRequest, _session_pb2.DiscardDeadLetterResponse]
+    """Drops a dead letter for good (NOT_FOUND when it is gone already). Recorded on the
+    handover's timeline.
+    """
+    GetTimeline: _grpc.UnaryUnaryMultiCallable[_session_pb2.GetTimelineRequest, _session_pb2.GetTimelineResponse]
+    """One handover's timeline, newest first: its state changes and what happened to its
+    messages both ways (stored, delivered, retried, dead-lettered, replayed, discarded),
+    with times. Message ids only, never message text. Kept as long as the handover's
+    data (capped at the newest 500 events); empty for an unknown conversation.
+    """
     ReportEndUserTyping: _grpc.UnaryUnaryMultiCallable[_session_pb2.ReportEndUserTypingRequest, _session_pb2.ReportEndUserTypingResponse]
     """The end user is typing (an inbound TYPING_INDICATOR): relayed to the case's CCaaS at
     once or dropped (not ACTIVE, late, rate-limited, the CCaaS cannot take it); never
@@ -128,6 +138,16 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """Lists dead letters (messages whose delivery gave up), oldest first, paged."""
     ReplayDeadLetter: _aio.UnaryUnaryMultiCallable[_session_pb2.ReplayDeadLetterRequest, _session_pb2.ReplayDeadLetterResponse]  # type: ignore[assignment]
     """Queues a dead letter for delivery again and removes it from the dead letters."""
+    DiscardDeadLetter: _aio.UnaryUnaryMultiCallable[_session_pb2.DiscardDeadLetterRequest, _session_pb2.DiscardDeadLetterResponse]  # type: ignore[assignment]
+    """Drops a dead letter for good (NOT_FOUND when it is gone already). Recorded on the
+    handover's timeline.
+    """
+    GetTimeline: _aio.UnaryUnaryMultiCallable[_session_pb2.GetTimelineRequest, _session_pb2.GetTimelineResponse]  # type: ignore[assignment]
+    """One handover's timeline, newest first: its state changes and what happened to its
+    messages both ways (stored, delivered, retried, dead-lettered, replayed, discarded),
+    with times. Message ids only, never message text. Kept as long as the handover's
+    data (capped at the newest 500 events); empty for an unknown conversation.
+    """
     ReportEndUserTyping: _aio.UnaryUnaryMultiCallable[_session_pb2.ReportEndUserTypingRequest, _session_pb2.ReportEndUserTypingResponse]  # type: ignore[assignment]
     """The end user is typing (an inbound TYPING_INDICATOR): relayed to the case's CCaaS at
     once or dropped (not ACTIVE, late, rate-limited, the CCaaS cannot take it); never
@@ -246,6 +266,28 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_session_pb2.ReplayDeadLetterResponse, _abc.Awaitable[_session_pb2.ReplayDeadLetterResponse]]:
         """Queues a dead letter for delivery again and removes it from the dead letters."""
+
+    @_abc_1.abstractmethod
+    def DiscardDeadLetter(
+        self,
+        request: _session_pb2.DiscardDeadLetterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.DiscardDeadLetterResponse, _abc.Awaitable[_session_pb2.DiscardDeadLetterResponse]]:
+        """Drops a dead letter for good (NOT_FOUND when it is gone already). Recorded on the
+        handover's timeline.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTimeline(
+        self,
+        request: _session_pb2.GetTimelineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.GetTimelineResponse, _abc.Awaitable[_session_pb2.GetTimelineResponse]]:
+        """One handover's timeline, newest first: its state changes and what happened to its
+        messages both ways (stored, delivered, retried, dead-lettered, replayed, discarded),
+        with times. Message ids only, never message text. Kept as long as the handover's
+        data (capped at the newest 500 events); empty for an unknown conversation.
+        """
 
     @_abc_1.abstractmethod
     def ReportEndUserTyping(
