@@ -78,7 +78,9 @@ _SECURITY_HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer Chromium sends "Origin: null" on the
+    # console's own form posts, and the Origin check refuses them.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 _LANES = {"inbox": "inbox → CCaaS", "outbox": "outbox → end user", "": "handover"}
@@ -325,7 +327,15 @@ class Console:
             return _html(page("Error", "", error=exc.message), exc.status)
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         if not self._same_origin(request) or not same(form.get("csrf", ""), nonce):
-            log.warning("console: a login failed the CSRF check")
+            log.warning(
+                "console: a login failed the CSRF check (%s)",
+                "another origin"
+                if not self._same_origin(request)
+                else "no login cookie: behind plain http on a name other than localhost, "
+                "set CCBRIDGE_ADMIN_COOKIE_SECURE=false or serve it over https"
+                if not nonce
+                else "the form's token does not match",
+            )
             fresh = new_nonce()
             response = _html(login_page(fresh, error="Reload the page and log in again."), 403)
             self._cookie(response, LOGIN_COOKIE, fresh, 3600)
