@@ -122,6 +122,20 @@ def _scored(members: Iterable[str], score: int) -> list[Any]:
     return out
 
 
+def _checked(replies: Sequence[Any], timeline: int) -> list[Any]:
+    """Raises the first error among ``replies`` except the last ``timeline`` ones (the
+    timeline's writes, which never fail what they record: a failed one is logged)."""
+    cut = len(replies) - timeline
+    for reply in replies[:cut]:
+        if isinstance(reply, Exception):
+            raise reply
+    for reply in replies[cut:]:
+        if isinstance(reply, Exception):
+            log.warning("a timeline event was not recorded: %s", reply)
+            break
+    return list(replies[:cut])
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -180,10 +194,10 @@ if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[7]) then return 3 end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 2 end
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 redis.call('RPUSH', KEYS[2], ARGV[2])
-if ARGV[8] then
-  redis.call('LPUSH', KEYS[4], ARGV[8])
-  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[9]) - 1)
-  redis.call('EXPIRE', KEYS[4], ARGV[10])
+-- The timeline never fails the message (pcall: e.g. a Redis ACL without its key family).
+if type(redis.pcall('LPUSH', KEYS[4], ARGV[8])) == 'number' then
+  redis.pcall('LTRIM', KEYS[4], 0, tonumber(ARGV[9]) - 1)
+  redis.pcall('EXPIRE', KEYS[4], ARGV[10])
 end
 if ARGV[5] ~= '' and not redis.call('HGET', KEYS[1], 'end_user') then
   redis.call('HSET', KEYS[1], 'end_user', ARGV[5], 'business_sender', ARGV[6])
@@ -842,8 +856,10 @@ class SessionStore:
         return append_commands(self.k_tl(cid), list(events), self.timeline_ttl_s)
 
     async def record(self, cid: str, *events: TimelineEvent) -> None:
-        """Appends events to the handover's timeline (one round trip)."""
-        await self._exec(self._timeline(cid, *events))
+        """Appends events to the handover's timeline (one round trip; a failure is
+        logged, never raised)."""
+        commands = self._timeline(cid, *events)
+        _checked(await self.raw.execute(commands), len(commands))
 
     async def timeline(self, cid: str, limit: int) -> list[TimelineEvent]:
         """The handover's newest ``limit`` events, newest first (unreadable entries of
@@ -991,11 +1007,12 @@ class SessionStore:
             pipe.zadd(self.k_state(state), {cid: ts})
             for lane in due:
                 pipe.zadd(self.k_due(lane, cid), {cid: ts})
-            for command in self._timeline(
+            recorded = self._timeline(
                 cid, TimelineEvent(ts, EventKind.STATE, state=state, detail=detail)
-            ):
+            )
+            for command in recorded:
                 pipe.execute_command(*command)
-            await pipe.execute()
+            _checked(await pipe.execute(raise_on_error=False), len(recorded))
 
     async def finish_closed(self, cid: str) -> None:
         """Housekeeping after CLOSED: drop from the schedule, expire the record."""
@@ -1143,9 +1160,10 @@ class SessionStore:
                 pipe.zadd(self.k_state("CLOSING"), {cid: ts})
                 for lane in LANES:
                     pipe.zadd(self.k_due(lane, cid), {cid: ts})
-                for command in self._timeline(cid, closed):
+                recorded = self._timeline(cid, closed)
+                for command in recorded:
                     pipe.execute_command(*command)
-                await pipe.execute()
+                _checked(await pipe.execute(raise_on_error=False), len(recorded))
         elif result in (1, 2):
             # NX: an outbox in back-off keeps its time; the inbox's never matters here.
             # A duplicate too: the attempt that stored it may have failed before this
@@ -1154,11 +1172,12 @@ class SessionStore:
             stored = TimelineEvent(
                 ts, EventKind.STORED, "outbox", dedupe_id.partition(":")[2] or dedupe_id
             )
-            await self._exec(
-                [
-                    ("ZADD", self.k_due(Lane.OUTBOX, cid), "NX", ts, cid),
-                    *(self._timeline(cid, stored) if result == 1 else []),
-                ]
+            recorded = self._timeline(cid, stored) if result == 1 else []
+            _checked(
+                await self.raw.execute(
+                    [("ZADD", self.k_due(Lane.OUTBOX, cid), "NX", ts, cid), *recorded]
+                ),
+                len(recorded),
             )
         if result:
             await self._replicated([self.k_seen_agent(cid)])
@@ -1563,8 +1582,10 @@ class SessionStore:
                 ),
             )
         ]
-        _, replies, _ = await self._exec_in_turn(unschedules, commands, recorded)
-        return [Finish(int(r[0]), int(r[1])) for r in replies]
+        # The timeline's writes ride with the pops (no round trip of their own on a cluster).
+        done, replies = await self.raw.execute_in_turn(unschedules, [*commands, *recorded])
+        _checked([*done, *replies], len(recorded))
+        return [Finish(int(r[0]), int(r[1])) for r in replies[: len(commands)]]
 
     # -- dead letters ------------------------------------------------------------------------
     async def dead_letter(
@@ -1609,8 +1630,10 @@ class SessionStore:
         dead = TimelineEvent(
             ts, EventKind.DEAD_LETTERED, lane.queue, message_id(payload), detail=reason
         )
-        await self._exec(
-            [("HINCRBY", self.k_h(cid), "dead_letters", 1), *self._timeline(cid, dead)]
+        recorded = self._timeline(cid, dead)
+        _checked(
+            await self.raw.execute([("HINCRBY", self.k_h(cid), "dead_letters", 1), *recorded]),
+            len(recorded),
         )
         return True
 
@@ -1708,9 +1731,10 @@ class SessionStore:
             replayed = TimelineEvent(
                 now_ms(), EventKind.REPLAYED, rec.queue, message_id(rec.message)
             )
-            for command in self._timeline(cid, replayed):
+            recorded = self._timeline(cid, replayed)
+            for command in recorded:
                 pipe.execute_command(*command)
-            await pipe.execute()
+            _checked(await pipe.execute(raise_on_error=False), len(recorded))
         return lane, _text(state)
 
     async def discard_dead_letter(self, rec: DeadLetterRecord) -> bool:

@@ -99,3 +99,28 @@ async def test_erase_deletes_the_timeline_and_bad_requests_are_refused(session_a
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.DiscardDeadLetter(session_pb2.DiscardDeadLetterRequest())
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_timeline_that_cannot_be_written_fails_nothing(
+    session_api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    running, stub = session_api
+    store = running.parts.store
+    cid = "tl-4"
+    # A key of the wrong type: every timeline write fails (as a Redis ACL without the
+    # key family would refuse it), and what it records must happen all the same.
+    await store.r.set(store.k_tl(cid), "not a list")
+    await stub.Escalate(session_pb2.EscalateRequest(conversation_id=cid))
+    reply = await stub.Ingest(session_pb2.IngestRequest(messages=[msg(cid, "m1"), msg(cid, "m2")]))
+    assert [r.outcome for r in reply.results] == [session_pb2.INGEST_OUTCOME_ACCEPTED] * 2
+    token, _, _, _ = await store.begin_step(Lane.INBOX, cid, 60_000)
+    assert token
+    (first, second) = await store.peek(store.k_in(cid), 2)
+    (done,) = await store.finish(Lane.INBOX, [Finishing(cid, token, [first])])
+    assert done.popped == 1
+    assert await store.dead_letter(Lane.INBOX, cid, token, second, "gave up", 5)
+    await store.release_lease(Lane.INBOX, cid, token)
+    assert await store.r.llen(store.k_in(cid)) == 0
+    assert (await store.get(cid)).get_int("dead_letters") == 1  # type: ignore[union-attr]
+    assert any("timeline event was not recorded" in r.getMessage() for r in caplog.records)
+    assert await store.r.get(store.k_tl(cid)) == b"not a list"
