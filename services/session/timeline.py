@@ -38,7 +38,7 @@ class EventKind(enum.Enum):
     RETRIED = "retried"  # a delivery or the opening failed and is retried later
     DEAD_LETTERED = "dead_lettered"  # a delivery gave up: the message is a dead letter
     REPLAYED = "replayed"  # an operator queued a dead letter again
-    DISCARDED = "discarded"  # an operator (or retention) dropped a dead letter
+    DISCARDED = "discarded"  # an operator dropped a dead letter
 
 
 @dataclass(frozen=True)
