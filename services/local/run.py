@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
+from ccbridge.gateway.settings import DEFAULT_ADMIN_PORT
 from ccbridge.services.infobip.webhook_auth import DEFAULT_ENCODING, DEFAULT_HEADER
 from ccbridge.services.local.mesh_ca import create_mesh_pki
 from ccbridge.services.local.supervisor import (
@@ -134,7 +135,20 @@ def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
     ports = default_ports(environ)
     # A throwaway CA per run: the local mesh is mutual TLS as in production.
     pki = create_mesh_pki(data / "pki")
-    group = ProcessGroup(log_dir=data / "logs", pki=pki)
+    # With CCBRIDGE_ADMIN_TOKEN set, the gateway serves the operator console (docs/
+    # operations.md) and calls Session and Routing with this run's operator certificate.
+    console = bool(environ.get("CCBRIDGE_ADMIN_TOKEN"))
+    own_env = (
+        {
+            "gateway": {
+                "CCBRIDGE_ADMIN_TLS_CERT": str(pki["operator"].cert),
+                "CCBRIDGE_ADMIN_TLS_KEY": str(pki["operator"].key),
+            }
+        }
+        if console
+        else {}
+    )
+    group = ProcessGroup(log_dir=data / "logs", pki=pki, own_env=own_env)
     redis: EmbeddedRedis | None = None
     stop_requested = False
 
@@ -186,6 +200,12 @@ def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
             f"CCBRIDGE_TLS_CERT={operator.cert} CCBRIDGE_TLS_KEY={operator.key} "
             f"CCBRIDGE_TLS_CA={operator.ca}"
         )
+        if console:
+            admin_port = environ.get("CCBRIDGE_ADMIN_PORT") or str(DEFAULT_ADMIN_PORT)
+            _status(
+                f"  operator console: http://127.0.0.1:{admin_port}/ (log in with "
+                "CCBRIDGE_ADMIN_TOKEN)"
+            )
         _status(
             f"ccbridge is up: gateway http://127.0.0.1:{ports['gateway']} — Ctrl-C stops everything"
         )
