@@ -408,6 +408,7 @@ class GenesysAdapter(Adapter):
         store: ConnectorStore,
         *,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not settings.webhook_secrets:
             raise ValueError("the genesys connector needs the outbound webhook secret")
@@ -427,6 +428,7 @@ class GenesysAdapter(Adapter):
             settings.client_id,
             settings.client_secret.value,
             margin_s=settings.token_margin_s,
+            clock=monotonic,
         )
         self._inbound = (
             f"/api/v2/conversations/messages/{quote(settings.integration_id, safe='')}/inbound/open"
