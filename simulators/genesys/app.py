@@ -12,6 +12,8 @@ page showing the agent's view.
   repeated ``channel.messageId`` returns the first answer without a second message. The
   answer is an ``OpenMessageNormalizedMessage`` (``conversationId`` with
   ``prefetchConversationId=true``).
+- ``…/inbound/open/receipt`` (``OpenInboundNormalizedReceipt``): a receipt for an agent's
+  message, shown on it (``status``, ``reasons``).
 - ``GET /api/v2/conversations/messages/{conversationId}`` (``MessageConversation``) and
   ``PATCH …/participants/{participantId}`` (``MediaParticipantRequest``; 202).
 - Errors as the API documents them: 401 without a valid token, 404 for an unknown
@@ -230,6 +232,44 @@ def create_app(
                 },
                 "type": "Event",
                 "events": [{"eventType": "Typing", "typing": {"type": "On"}}],
+            }
+        )
+
+    async def inbound_receipt(request: Request) -> Response:
+        """A receipt for an agent's message (e.g. ``Failed``): shown on that message."""
+        refused = await gate(request) or _integration(request)
+        if refused is not None:
+            return refused
+        doc, problem = await json_body(request)
+        if problem is not None:
+            return problem
+        refused = checked(request.url.path, "OpenInboundNormalizedReceipt", doc)
+        if refused is not None:
+            return refused
+        to = doc["channel"]["to"]
+        with state.lock:
+            for conversation in state.conversations.values():
+                if conversation.from_id != to["id"]:
+                    continue
+                for message in conversation.messages:
+                    if message["id"] == doc["id"] and message["direction"] == "Outbound":
+                        message["status"] = doc["status"]
+                        message["reasons"] = doc.get("reasons") or []
+        return JsonResponse(
+            {
+                "id": doc["id"],
+                "channel": {
+                    "id": state.integration_id,
+                    "platform": "Open",
+                    "type": "Private",
+                    "to": dict(to),
+                    "from": {"id": state.integration_id, "idType": "Opaque"},
+                    "time": doc["channel"]["time"],
+                },
+                "type": "Receipt",
+                "status": doc["status"],
+                **({"reasons": doc["reasons"]} if doc.get("reasons") else {}),
+                "isFinalReceipt": bool(doc.get("isFinalReceipt")),
             }
         )
 
@@ -475,6 +515,9 @@ def create_app(
                 f"{api}/{{integration_id}}/inbound/open/message", inbound_message, methods=["POST"]
             ),
             Route(f"{api}/{{integration_id}}/inbound/open/event", inbound_event, methods=["POST"]),
+            Route(
+                f"{api}/{{integration_id}}/inbound/open/receipt", inbound_receipt, methods=["POST"]
+            ),
             Route(f"{api}/{{conversation_id}}", get_conversation, methods=["GET"]),
             Route(
                 f"{api}/{{conversation_id}}/participants/{{participant_id}}",

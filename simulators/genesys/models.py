@@ -31,6 +31,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "OpenInboundNormalizedEvent": ("channel", "events"),
     "OpenEvent": ("eventType",),
     "OpenContentAttachment": ("mediaType",),
+    "OpenInboundNormalizedReceipt": ("id", "channel", "status"),
+    "OpenInboundMessagingReceiptChannel": ("to", "time"),
+    "OpenMessagingToRecipient": ("id",),
     "MediaParticipantRequest": (),
 }
 

@@ -179,6 +179,21 @@ class GenesysState:
                 participant["endTime"] = now_iso()
                 participant["disconnectType"] = "client" if purpose == "agent" else "peer"
 
+    def add_agent_message(self, conversation: Conversation, text: str) -> str:
+        """Records an agent's message (the control API's reply also POSTs it)."""
+        message_id = uuid.uuid4().hex
+        with self.lock:
+            conversation.messages.append(
+                {
+                    "id": message_id,
+                    "direction": "Outbound",
+                    "time": now_iso(),
+                    "text": text,
+                    "content": [],
+                }
+            )
+        return message_id
+
     # -- failures and records ---------------------------------------------------------------
     def take_failure(self) -> tuple[int, float | None] | None:
         with self.lock:

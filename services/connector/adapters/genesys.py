@@ -70,6 +70,8 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 POLL_CONCURRENCY = 8
+# Clock difference allowed between Genesys's participant start times and the bridge's.
+START_SLACK_S = 60.0
 # Infobip channels whose end-user address is a phone number (idType Phone); e-mail is
 # Email; anything else (ids of chat apps) is Opaque.
 PHONE_CHANNELS = frozenset({"SMS", "MMS", "WHATSAPP", "VIBER", "VIBER_BM", "RCS", "VOICE"})
@@ -533,6 +535,7 @@ class GenesysAdapter(Adapter):
                     "conversation": conversation,
                     "id_type": kind,
                     "sent": str(index + 1),
+                    "opened_at": record.get("opened_at") or str(now),
                 },
             )
         if not conversation:
@@ -574,16 +577,27 @@ class GenesysAdapter(Adapter):
         reason: str,
         idempotency_key: str,
     ) -> None:
+        """A ``Failed`` receipt for the agent's message (``…/inbound/open/receipt``, the
+        way Genesys's forum answer recommends: the agent sees the message failed), then a
+        notice as an inbound message (``[ccbridge notice] …``, metadata
+        ``ccbridge.notice``) so the reason is readable in the conversation too."""
         record = await self._record(external_id)
         if not record:
             raise FarSideError("genesys: no open case for this end user", retryable=False)
-        text = (
-            f"[ccbridge notice] Your reply {message_id} was NOT delivered to the customer: "
-            f"{reason or 'unknown reason'}"
-        )
+        kind = record.get("id_type", "Opaque")
+        why = reason or "unknown reason"
+        receipt = {
+            "id": message_id,
+            "channel": {"to": {"id": external_id, "idType": kind}, "time": iso_time(self._clock())},
+            "status": "Failed",
+            "reasons": [{"code": "GeneralError", "message": why[:500]}],
+            "isFinalReceipt": True,
+        }
+        await self._api("POST", f"{self._inbound}/receipt", body=receipt)
+        text = f"[ccbridge notice] Your reply {message_id} was NOT delivered to the customer: {why}"
         body = message_body(
             external_id,
-            record.get("id_type", "Opaque"),
+            kind,
             f"ccbridge-failed:{idempotency_key or message_id}"[:255],
             text,
             self._clock(),
@@ -677,7 +691,7 @@ class GenesysAdapter(Adapter):
                 if not conversation:
                     return None
                 found = await self._conversation(conversation)
-                if not is_closed(found):
+                if not is_closed(found, since=float(record.get("opened_at") or 0)):
                     return None
                 return CaseClosedEvent(
                     external_id=external_id,
@@ -698,13 +712,22 @@ def _participants(conversation: Mapping[str, Any] | None) -> list[dict[str, Any]
     return [p for p in found if isinstance(p, dict)] if isinstance(found, list) else []
 
 
-def is_closed(conversation: Mapping[str, Any] | None) -> bool:
+def is_closed(conversation: Mapping[str, Any] | None, *, since: float = 0.0) -> bool:
     """Whether a MessageConversation has ended for the agent: gone (None), its customer
     participant disconnected, or every agent participant disconnected while no
-    participant but the customer is still active (a transfer adds one first)."""
+    participant but the customer is still active (a transfer adds one first).
+
+    Participants that started more than ``START_SLACK_S`` before ``since`` (the case's
+    opening, unix seconds) are not counted: should Genesys put a new handover into an
+    earlier conversation of the same identity (unconfirmed), its old, disconnected
+    participants must not close the new case."""
     if conversation is None:
         return True
-    participants = _participants(conversation)
+    participants = [
+        p
+        for p in _participants(conversation)
+        if (_time(p.get("startTime")) or since) >= since - START_SLACK_S
+    ]
     customer = [p for p in participants if p.get("purpose") == "customer"]
     if customer and all(str(p.get("state")) in ENDED for p in customer):
         return True

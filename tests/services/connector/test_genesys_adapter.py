@@ -299,15 +299,22 @@ async def test_a_429_is_retryable_with_its_retry_after(far: Far) -> None:
     assert info.value.retryable and info.value.retry_after == 7
 
 
-async def test_an_undelivered_reply_shows_as_a_notice(far: Far) -> None:
+async def test_an_undelivered_reply_is_marked_failed_and_explained(far: Far) -> None:
     user = _user()
     case = _case(user)
     await far.adapter.open_case(case)
-    await far.adapter.report_message_failed(user, case.conversation_id, "r-1", "blocked", "k")
-    await far.adapter.report_message_failed(user, case.conversation_id, "r-1", "blocked", "k")
-    notices = [m for m in far.conversation(user).messages if m["metadata"].get("ccbridge.notice")]
+    conversation = far.conversation(user)
+    reply = far.state.add_agent_message(conversation, "Here is the link")
+    for _ in range(2):  # a retried report has one notice
+        await far.adapter.report_message_failed(
+            user, case.conversation_id, reply, "blocked", f"failed:{reply}"
+        )
+    agent = [m for m in conversation.messages if m["direction"] == "Outbound"]
+    assert agent[0]["status"] == "Failed"
+    assert agent[0]["reasons"] == [{"code": "GeneralError", "message": "blocked"}]
+    notices = [m for m in conversation.messages if (m.get("metadata") or {}).get("ccbridge.notice")]
     assert len(notices) == 1
-    assert "r-1 was NOT delivered" in notices[0]["text"]
+    assert f"{reply} was NOT delivered to the customer: blocked" in notices[0]["text"]
 
 
 async def test_typing_goes_as_an_open_event(far: Far) -> None:
@@ -370,6 +377,10 @@ def test_is_closed_follows_the_participants() -> None:
         conv(("customer", "connected"), ("agent", "disconnected"), ("agent", "alerting"))
     )
     assert is_closed(conv(("customer", "disconnected"), ("acd", "connected")))
+    # Participants from long before the case's opening do not count.
+    old = {"purpose": "agent", "state": "disconnected", "startTime": "2020-01-01T00:00:00.000Z"}
+    assert not is_closed({"participants": [old]}, since=1_767_000_000)
+    assert is_closed({"participants": [old]})
 
 
 # -- Genesys → bridge ------------------------------------------------------------------------
