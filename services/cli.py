@@ -7,6 +7,7 @@
 ``ccbridge handovers ...``       look up, list, close handovers (gRPC, for operators)
 ``ccbridge dead-letters ...``    list and replay dead letters
 ``ccbridge infobip ...``         point an Infobip account at the gateway
+``ccbridge genesys setup``       check Genesys Cloud, point its Open Messaging webhook here
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import grpc
 import orjson
 from google.protobuf.json_format import MessageToDict
 
+from ccbridge.services.connector.genesys_cli import add_genesys_commands
 from ccbridge.services.infobip.cli import add_infobip_commands
 from ccbridge.services.runtime.channels import create_blocking_channel
 from ccbridge.services.runtime.ports import default_addr
@@ -247,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     erase.set_defaults(func=_erase)
 
     add_infobip_commands(sub.add_parser)
+    add_genesys_commands(sub.add_parser)
     return parser
 
 

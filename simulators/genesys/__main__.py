@@ -18,7 +18,6 @@ import sys
 import uvicorn
 
 from ccbridge.simulators.genesys.app import create_app
-from ccbridge.simulators.genesys.models import fields
 from ccbridge.simulators.genesys.state import GenesysState
 
 REQUIRED = (
@@ -48,8 +47,6 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s genesys-sim %(message)s"
     )
-    # Load the SDK's models before answering (importing the SDK takes seconds).
-    fields("OpenInboundNormalizedMessage")
     state = GenesysState(
         integration_id=os.environ["CCBRIDGE_GENESYS_INTEGRATION_ID"],
         client_id=os.environ["CCBRIDGE_GENESYS_CLIENT_ID"],

@@ -16,6 +16,9 @@ page showing the agent's view.
   message, shown on it (``status``, ``reasons``).
 - ``GET /api/v2/conversations/messages/{conversationId}`` (``MessageConversation``) and
   ``PATCH …/participants/{participantId}`` (``MediaParticipantRequest``; 202).
+- ``GET``/``PATCH /api/v2/conversations/messaging/integrations/open/{integrationId}``
+  (``OpenIntegration`` / ``OpenIntegrationUpdateRequest``): a PATCH moves the outbound
+  webhook (URL and secret token), as ``ccbridge genesys setup`` does.
 - Errors as the API documents them: 401 without a valid token, 404 for an unknown
   integration or conversation, 429 with ``Retry-After`` (``/_sim/fail``), 503 while down.
 
@@ -45,7 +48,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from ccbridge.services.runtime.http_client import HttpClient, HttpFailure
-from ccbridge.simulators.genesys.models import validate
+from ccbridge.simulators.genesys.models import fields, validate
 from ccbridge.simulators.genesys.state import (
     MAX_FILE_BYTES,
     Conversation,
@@ -81,7 +84,14 @@ def _error(status: int, code: str, message: str, **headers: str) -> JsonResponse
 def create_app(
     state: GenesysState, *, webhook_secret: str, bridge_webhook_url: str | None
 ) -> Starlette:
-    config: dict[str, Any] = {"bridge_webhook_url": bridge_webhook_url}
+    # Load the SDK before answering: importing it takes seconds, which must not happen
+    # inside the first request.
+    fields("OpenInboundNormalizedMessage")
+    config: dict[str, Any] = {
+        "bridge_webhook_url": bridge_webhook_url,
+        "webhook_secret": webhook_secret,
+        "integration_name": "ccbridge",
+    }
 
     # -- the platform API ------------------------------------------------------------------
     async def token(request: Request) -> Response:
@@ -273,6 +283,41 @@ def create_app(
             }
         )
 
+    def _open_integration() -> dict[str, Any]:
+        """The integration as ``OpenIntegration`` (the secret token is never shown)."""
+        return {
+            "id": state.integration_id,
+            "name": config["integration_name"],
+            "outboundNotificationWebhookUrl": config["bridge_webhook_url"] or "",
+            "status": "Active",
+            "createStatus": "Completed",
+            "selfUri": f"/api/v2/conversations/messaging/integrations/open/{state.integration_id}",
+        }
+
+    async def get_integration(request: Request) -> Response:
+        refused = await gate(request) or _integration(request)
+        if refused is not None:
+            return refused
+        return JsonResponse(_open_integration())
+
+    async def patch_integration(request: Request) -> Response:
+        refused = await gate(request) or _integration(request)
+        if refused is not None:
+            return refused
+        doc, problem = await json_body(request)
+        if problem is not None:
+            return problem
+        refused = checked("PATCH " + request.url.path, "OpenIntegrationUpdateRequest", doc)
+        if refused is not None:
+            return refused
+        if "outboundNotificationWebhookUrl" in doc:
+            config["bridge_webhook_url"] = doc["outboundNotificationWebhookUrl"]
+        if doc.get("outboundNotificationWebhookSignatureSecretToken"):
+            config["webhook_secret"] = doc["outboundNotificationWebhookSignatureSecretToken"]
+        if doc.get("name"):
+            config["integration_name"] = doc["name"]
+        return JsonResponse(_open_integration())
+
     async def get_conversation(request: Request) -> Response:
         refused = await gate(request)
         if refused is not None:
@@ -314,7 +359,7 @@ def create_app(
         body = orjson.dumps(doc)
         headers = {
             "Content-Type": "application/json",
-            "X-Hub-Signature-256": hub_signature(webhook_secret, body),
+            "X-Hub-Signature-256": hub_signature(config["webhook_secret"], body),
         }
         try:
             async with HttpClient(timeout_s=BRIDGE_TIMEOUT_S, max_answer_bytes=1 << 20) as client:
@@ -522,6 +567,16 @@ def create_app(
             Route(
                 f"{api}/{{conversation_id}}/participants/{{participant_id}}",
                 patch_participant,
+                methods=["PATCH"],
+            ),
+            Route(
+                "/api/v2/conversations/messaging/integrations/open/{integration_id}",
+                get_integration,
+                methods=["GET"],
+            ),
+            Route(
+                "/api/v2/conversations/messaging/integrations/open/{integration_id}",
+                patch_integration,
                 methods=["PATCH"],
             ),
             Route("/_sim/status", status, methods=["GET"]),

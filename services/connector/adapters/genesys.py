@@ -398,26 +398,18 @@ class TokenCache:
         return token
 
 
-class GenesysAdapter(Adapter):
-    """Genesys Cloud Open Messaging: webhooks for agent messages, polling for closes."""
-
-    name = "genesys"
-    mode: Literal["push", "poll"] = "poll"
+class GenesysApi:
+    """The Genesys Cloud platform API with the OAuth client's cached token (shared by the
+    adapter and ``ccbridge genesys setup``)."""
 
     def __init__(
         self,
         settings: GenesysSettings,
-        store: ConnectorStore,
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not settings.webhook_secrets:
-            raise ValueError("the genesys connector needs the outbound webhook secret")
         self.settings = settings
-        self._store = store
-        self._redis = store.redis
-        self._secrets = tuple(s.value for s in settings.webhook_secrets)
         self._clock = clock
         self._http = HttpClient(
             headers={"User-Agent": "ccbridge-genesys-connector/1", "Accept": "application/json"},
@@ -432,16 +424,11 @@ class GenesysAdapter(Adapter):
             margin_s=settings.token_margin_s,
             clock=monotonic,
         )
-        self._inbound = (
-            f"/api/v2/conversations/messages/{quote(settings.integration_id, safe='')}/inbound/open"
-        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    # -- HTTP --------------------------------------------------------------------------------
-
-    async def _api(
+    async def call(
         self,
         method: str,
         path: str,
@@ -476,6 +463,40 @@ class GenesysAdapter(Adapter):
             log.warning("%s answered HTTP %d (retryable=%s)", what, answer.status, error.retryable)
             raise error
         raise AssertionError("unreachable")
+
+
+class GenesysAdapter(Adapter):
+    """Genesys Cloud Open Messaging: webhooks for agent messages, polling for closes."""
+
+    name = "genesys"
+    mode: Literal["push", "poll"] = "poll"
+
+    def __init__(
+        self,
+        settings: GenesysSettings,
+        store: ConnectorStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not settings.webhook_secrets:
+            raise ValueError("the genesys connector needs the outbound webhook secret")
+        self.settings = settings
+        self._store = store
+        self._redis = store.redis
+        self._secrets = tuple(s.value for s in settings.webhook_secrets)
+        self._clock = clock
+        self.api = GenesysApi(settings, clock=clock, monotonic=monotonic)
+        self.tokens = self.api.tokens
+        self._api = self.api.call
+        self._inbound = (
+            f"/api/v2/conversations/messages/{quote(settings.integration_id, safe='')}/inbound/open"
+        )
+
+    async def aclose(self) -> None:
+        await self.api.aclose()
+
+    # -- HTTP --------------------------------------------------------------------------------
 
     async def _send(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """POSTs one inbound open message; returns the answer (OpenMessageNormalizedMessage)."""

@@ -469,3 +469,29 @@ def test_id_types_per_channel() -> None:
 def test_the_settings_dataclass_replace_keeps_secrets_hidden() -> None:
     settings = replace(GenesysSettings.from_env(ENV), timeout_s=1.0)
     assert WEBHOOK_SECRET not in repr(settings)
+
+
+# -- ccbridge genesys setup ---------------------------------------------------------------
+
+
+async def test_setup_checks_and_points_the_webhook_once(
+    far: Far, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ccbridge.services.connector.genesys_cli import setup
+
+    url = "https://bridge.example/webhooks/ccaas/genesys"
+    settings = far.adapter.settings
+    assert await setup(settings, None, False) == 0
+    assert await setup(settings, url, False) == 0
+    assert await setup(settings, url, False) == 0  # already matching: no second update
+    patches = [r for r in far.state.records if str(r.get("path", "")).startswith("PATCH")]
+    assert len(patches) == 1
+    assert patches[0]["body"] == {
+        "outboundNotificationWebhookUrl": url,
+        "outboundNotificationWebhookSignatureSecretToken": WEBHOOK_SECRET,
+    }
+    shown = capsys.readouterr()
+    assert WEBHOOK_SECRET not in shown.out + shown.err
+    assert validate("OpenIntegration", orjson.loads(shown.out.split("\n}\n")[-2] + "\n}")) == []
+    wrong = replace(settings, integration_id="not-there")
+    assert await setup(wrong, url, False) == 1
