@@ -460,6 +460,8 @@ class GenesysApi:
             if answer.ok or answer.status in allow:
                 return answer
             error = farside.status_error(what, answer.status, answer.headers, now=self._clock())
+            if answer.status == 401:  # refused a fresh token: the OAuth client's to fix
+                error = FarSideError(str(error), retryable=True, status=401)
             log.warning("%s answered HTTP %d (retryable=%s)", what, answer.status, error.retryable)
             raise error
         raise AssertionError("unreachable")

@@ -215,6 +215,14 @@ async def test_a_token_is_renewed_before_it_expires(far: Far) -> None:
     await adapter.aclose()
 
 
+async def test_a_fresh_token_refused_again_fails_retryably(far: Far) -> None:
+    far.state.token_ttl_s = 0  # every token the simulator issues is refused at once
+    with pytest.raises(FarSideError) as info:
+        await far.adapter.open_case(_case(_user()))
+    assert info.value.retryable and info.value.status == 401
+    assert far.state.tokens_issued == 2  # the first token, and one renewal after its 401
+
+
 async def test_wrong_client_credentials_fail_retryably(far: Far) -> None:
     far.state.client_secret = "rotated-elsewhere"
     with pytest.raises(FarSideError) as info:
