@@ -127,7 +127,7 @@ def create_app(
         if state.down:
             return _error(503, "service.unavailable", "The service is currently unavailable")
         failure = state.take_failure()
-        if failure is not None:
+        if failure is not None and failure[0]:  # status 0: this request passes
             status, retry_after = failure
             extra = {"Retry-After": str(int(retry_after))} if retry_after is not None else {}
             code = "too.many.requests" if status == 429 else "simulated.failure"
@@ -508,11 +508,18 @@ def create_app(
         except ValueError:
             return JsonResponse({"error": "body must be a JSON object"}, status_code=400)
         count, code = doc.get("count", 1), doc.get("status", 429)
-        retry_after = doc.get("retryAfter", 1)
-        if not isinstance(count, int) or not isinstance(code, int) or not 400 <= code <= 599:
-            return JsonResponse({"error": "count an integer, status 400..599"}, status_code=400)
+        retry_after, after = doc.get("retryAfter", 1), doc.get("after", 0)
+        if (
+            not isinstance(count, int)
+            or not isinstance(after, int)
+            or not isinstance(code, int)
+            or not 400 <= code <= 599
+        ):
+            return JsonResponse(
+                {"error": "count and after integers, status 400..599"}, status_code=400
+            )
         with state.lock:
-            state.failures.extend([(code, retry_after)] * count)
+            state.failures.extend([(0, None)] * after + [(code, retry_after)] * count)
         return JsonResponse(state.status())
 
     async def expire_tokens(request: Request) -> Response:

@@ -535,7 +535,8 @@ class GenesysAdapter(Adapter):
             record = {}
         chunks = transcript_chunks(case, self.settings.transcript_chunk_chars)
         sent = int(record.get("sent") or 0)
-        existing = sent >= len(chunks) and bool(record.get("conversation"))
+        # A previous attempt created the conversation (it may not have sent every part).
+        existing = bool(record.get("conversation"))
         conversation = record.get("conversation", "")
         now = self._clock()
         for index in range(sent, len(chunks)):

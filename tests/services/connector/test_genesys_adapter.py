@@ -250,6 +250,27 @@ async def test_open_sends_the_transcript_first_and_carries_routing(far: Far) -> 
     assert again.existing and len(conversation.messages) == 1
 
 
+async def test_a_retried_opening_sends_only_the_missing_parts(far: Far) -> None:
+    adapter = GenesysAdapter(replace(far.adapter.settings, transcript_chunk_chars=300), far.store)
+    user = _user()
+    case = _case(user, transcript=20)
+    far.state.failures += [(0, None), (503, None)]  # the second part fails once
+    with pytest.raises(FarSideError):
+        await adapter.open_case(case)
+    opened = await adapter.open_case(case)
+    await adapter.aclose()
+    assert opened.existing
+    parts = [m["messageId"] for m in far.conversation(user).messages]
+    assert len(parts) > 2
+    assert parts == [f"{case.conversation_id}:transcript:{i}" for i in range(1, len(parts) + 1)]
+    posted = [
+        r["body"]["channel"]["messageId"]
+        for r in far.state.records
+        if str(r.get("path", "")).endswith("/inbound/open/message")
+    ]
+    assert posted == parts  # part 1 was not posted again (part 2 failed before Genesys)
+
+
 def test_a_long_transcript_is_cut_into_parts_of_the_limit() -> None:
     case = _case("u", transcript=300)
     chunks = transcript_chunks(case, 1000)
