@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from ccbridge.simulators.genesys.app import create_app
+from ccbridge.simulators.genesys.models import validate
 from ccbridge.simulators.genesys.state import GenesysState
 
 INTEGRATION = "int-1"
@@ -72,12 +73,14 @@ async def test_inbound_messages(sim: tuple[GenesysState, httpx.AsyncClient]) -> 
         PATH, json=_message(), headers=auth, params={"prefetchConversationId": "true"}
     )
     assert first.status_code == 200 and first.json()["conversationId"]
+    assert validate("OpenMessageNormalizedMessage", first.json()) == []  # its answers fit too
     again = await client.post(PATH, json=_message(), headers=auth)
     assert again.json()["id"] == first.json()["id"] and "conversationId" not in again.json()
     (conversation,) = state.conversations.values()
     assert [m["text"] for m in conversation.messages] == ["hello"]
     looked_up = await client.get(f"/api/v2/conversations/messages/{conversation.id}", headers=auth)
     assert [p["purpose"] for p in looked_up.json()["participants"]] == ["customer", "agent"]
+    assert validate("MessageConversation", looked_up.json()) == []
     missing = await client.get("/api/v2/conversations/messages/nope", headers=auth)
     assert missing.status_code == 404
     assert (await client.post("/_sim/fail", json={"status": 429, "retryAfter": 3})).is_success
