@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 from urllib.parse import parse_qs, quote
 
@@ -57,8 +57,8 @@ from ccbridge.session.v1 import session_pb2, session_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+T = TypeVar("T")
 
 MAX_FORM_BYTES = 64 * 1024
 PAGE_SIZE = 25
@@ -181,6 +181,15 @@ def _state_name(value: session_pb2.HandoverState.ValueType) -> str:
 
 def _cid_link(cid: str) -> str:
     return f'<a href="/handovers/{esc(quote(cid, safe=""))}">{esc(cid)}</a>'
+
+
+def _settled(results: Sequence[T | BaseException]) -> list[T]:
+    """The results of calls made together, once every one has ended (none is left
+    running, or cancelled half-way, behind an error page); raises the first error."""
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return [result for result in results if not isinstance(result, BaseException)]
 
 
 def _hidden(name: str, value: str) -> str:
@@ -428,7 +437,11 @@ class Console:
                     + more
                 )
                 return _html(page(f"{state} handovers", body, csrf=session.csrf, notice=notice))
-            replies = await asyncio.gather(*(self._list(s, "", PAGE_SIZE) for s in STATES))
+            replies = _settled(
+                await asyncio.gather(
+                    *(self._list(s, "", PAGE_SIZE) for s in STATES), return_exceptions=True
+                )
+            )
             sections = []
             for name, reply in zip(STATES, replies, strict=True):
                 count = f"{len(reply.handovers)}{'+' if reply.next_page_token else ''}"
@@ -455,20 +468,18 @@ class Console:
 
         async def render(session: Session) -> Response:
             sessions = self.backends.sessions
-            got, timeline, letters = await asyncio.gather(
-                self.backends.call(
-                    sessions.GetHandover, session_pb2.GetHandoverRequest(conversation_id=cid)
-                ),
-                self.backends.call(
-                    sessions.GetTimeline,
-                    session_pb2.GetTimelineRequest(conversation_id=cid, limit=TIMELINE_LIMIT),
-                ),
-                self.backends.call(
-                    sessions.ListDeadLetters,
-                    session_pb2.ListDeadLettersRequest(
-                        conversation_id=cid, page_size=DEAD_LETTER_PAGE
-                    ),
-                ),
+            # One after the other: a missing handover stops at the first call, and no
+            # call is left running behind an error page.
+            got = await self.backends.call(
+                sessions.GetHandover, session_pb2.GetHandoverRequest(conversation_id=cid)
+            )
+            timeline = await self.backends.call(
+                sessions.GetTimeline,
+                session_pb2.GetTimelineRequest(conversation_id=cid, limit=TIMELINE_LIMIT),
+            )
+            letters = await self.backends.call(
+                sessions.ListDeadLetters,
+                session_pb2.ListDeadLettersRequest(conversation_id=cid, page_size=DEAD_LETTER_PAGE),
             )
             h = got.handover
             summary = table(
