@@ -76,6 +76,9 @@ def browser() -> Iterator[object]:
     ):
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    # A loaded machine (CI runs suites side by side) may render a page late: look for an
+    # element for up to this long before failing.
+    driver.implicitly_wait(15)
     try:
         yield driver
     finally:
@@ -99,7 +102,11 @@ def _submit(browser: object, css: str) -> None:
     assert isinstance(browser, WebDriver)
     page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, css).click()
-    WebDriverWait(browser, 30).until(expected_conditions.staleness_of(page))
+    wait = WebDriverWait(browser, 60)
+    wait.until(expected_conditions.staleness_of(page))
+    # And until the next page is whole (WebDriver's own script, which the pages' CSP does
+    # not govern).
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def test_console_in_a_real_browser(console_mesh: Mesh, browser: object, tmp_path: Path) -> None:
