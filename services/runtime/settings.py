@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ccbridge.services.runtime.channels import KEEPALIVE_MS
 from ccbridge.services.runtime.mesh_tls import INSECURE, MeshTls
-from ccbridge.services.runtime.tracing import read_mode as read_tracing_mode
+from ccbridge.services.runtime.tracing import MODES as TRACING_MODES
 
 # Every token and secret the operator chooses is at least this long (a comma-separated
 # list, for rotation: each of its parts); secrets issued by others (the Infobip API key,
@@ -214,6 +214,15 @@ class CommonSettings:
             ),
             tracing=read_tracing_mode(env),
         )
+
+
+def read_tracing_mode(env: EnvReader) -> str:
+    """``CCBRIDGE_TRACING`` (off|otlp; services/runtime/tracing.py): off unless an OTLP
+    endpoint is configured (the SDK reads the ``OTEL_*`` variables itself)."""
+    configured = env.optional("OTEL_EXPORTER_OTLP_ENDPOINT") or env.optional(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    return env.choice("CCBRIDGE_TRACING", "otlp" if configured else "off", TRACING_MODES)
 
 
 def read_mesh_tls(env: EnvReader) -> MeshTls:

@@ -41,6 +41,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -50,9 +51,6 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from starlette.middleware import Middleware
-    from yarl import URL
-
-    from ccbridge.services.runtime.settings import EnvReader
 
 MODES = ("off", "otlp")
 # Span (and link) attributes; never metric labels.
@@ -67,14 +65,6 @@ _UNTRACED_SERVICES = ("grpc.health.", "grpc.reflection.")
 _UNTRACED_URLS = "/healthz$,/readyz$,/metrics$"
 
 _W3C = TraceContextTextMapPropagator()
-
-
-def read_mode(env: EnvReader) -> str:
-    """``CCBRIDGE_TRACING`` (off|otlp): off unless an OTLP endpoint is configured."""
-    configured = env.optional("OTEL_EXPORTER_OTLP_ENDPOINT") or env.optional(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-    )
-    return env.choice("CCBRIDGE_TRACING", "otlp" if configured else "off", MODES)
 
 
 class Instrumentor(Protocol):
@@ -177,9 +167,10 @@ def setup_tracing(
     return tracing
 
 
-def _without_query(url: URL) -> str:
-    """Far-side URLs as recorded: a query may carry data (e.g. a search by phone)."""
-    return str(url.with_query(None).with_fragment(None))
+def _without_query(url: object) -> str:
+    """Far-side URLs as recorded (``url``: aiohttp's yarl URL): a query may carry data
+    (e.g. a search by phone number)."""
+    return str(url).partition("?")[0].partition("#")[0]
 
 
 def traceparent() -> str:
@@ -257,6 +248,24 @@ def _delivery_span(tracing: Tracing, name: str, carried: Iterable[Queued]) -> It
         name, context=parent, kind=trace.SpanKind.INTERNAL, links=links, attributes=attributes
     ):
         yield
+
+
+def detached() -> contextlib.AbstractContextManager[None]:
+    """Runs what it wraps outside the active trace: a long-lived stream opened while
+    serving one request belongs to no request's trace (each message on it carries its
+    own context). Nothing when off."""
+    if _active is None:
+        return _OFF
+    return _detached()
+
+
+@contextlib.contextmanager
+def _detached() -> Iterator[None]:
+    token = otel_context.attach(otel_context.Context())
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def asgi_middleware() -> Middleware | None:
