@@ -26,7 +26,7 @@ from ccbridge.services.runtime.ids import (
 )
 from ccbridge.services.runtime.logging import rpc_var
 from ccbridge.services.runtime.server import status_for
-from ccbridge.services.runtime.tracing import traceparent
+from ccbridge.services.runtime.tracing import bind_conversation, traceparent
 from ccbridge.services.session.errors import (
     HandoverNotFound,
     HandoverStateConflict,
@@ -362,6 +362,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                     retry_after=PARK_FULL_RETRY_AFTER_S,
                 )
             if cid is not None:
+                bind_conversation(cid)
                 if payload is not None:
                     payload.conversation_id = cid
                 result = await self.store.agent_event(
