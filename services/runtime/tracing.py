@@ -12,7 +12,8 @@ batching OTLP/gRPC exporter and the official instrumentations:
   interceptors; health checks and reflection are left out);
 - the gateway's HTTP edge (``opentelemetry-instrumentation-asgi``'s middleware, added by
   :func:`asgi_middleware`; span names and URL attributes carry the *route template*, never
-  the raw path, which holds the webhook and media tokens);
+  the raw path, which holds the webhook and media tokens; a public edge, it ignores the
+  callers' ``traceparent``/``baggage``: each request starts a trace);
 - every far-side call (``opentelemetry-instrumentation-aiohttp-client``: the product's one
   HTTP client; the query string is left out of the recorded URL);
 - redis-py commands (``opentelemetry-instrumentation-redis``; it records the command name
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
     from starlette.middleware import Middleware
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 MODES = ("off", "otlp")
 # Span (and link) attributes; never metric labels.
@@ -273,17 +275,48 @@ def asgi_middleware() -> Middleware | None:
     tracing = _active
     if tracing is None:
         return None
-    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
     from starlette.middleware import Middleware
 
-    return Middleware(
-        OpenTelemetryMiddleware,
-        excluded_urls=_UNTRACED_URLS,
-        default_span_details=_route_details,
-        tracer_provider=tracing.provider,
-        # One span per request: no span per body chunk received or sent.
-        exclude_spans=["receive", "send"],
-    )
+    return Middleware(_PublicEdge, tracing=tracing)
+
+
+# A caller's trace context and baggage: the gateway is a public edge, so each request
+# starts a trace of its own (a caller must not pick trace ids, force sampling or send
+# baggage on through every internal hop). Infobip sends none of them.
+_CALLER_CONTEXT = frozenset({b"traceparent", b"tracestate", b"baggage"})
+
+
+class _PublicEdge:
+    """OpenTelemetry's ASGI middleware (one server span per request) shown the request
+    without the caller's trace headers; the app gets the request as it was sent."""
+
+    def __init__(self, app: ASGIApp, tracing: Tracing) -> None:
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        self.app = app
+        self.traced = OpenTelemetryMiddleware(
+            self._inner,
+            excluded_urls=_UNTRACED_URLS,
+            default_span_details=_route_details,
+            tracer_provider=tracing.provider,
+            # One span per request: no span per body chunk received or sent.
+            exclude_spans=["receive", "send"],
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        view = dict(scope)
+        view["headers"] = [h for h in scope["headers"] if h[0] not in _CALLER_CONTEXT]
+        view[_SCOPE] = scope
+        await self.traced(view, receive, send)
+
+    async def _inner(self, view: Scope, receive: Receive, send: Send) -> None:
+        await self.app(view[_SCOPE], receive, send)
+
+
+_SCOPE = "ccbridge.scope"
 
 
 def _route_details(scope: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
