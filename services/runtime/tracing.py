@@ -177,7 +177,8 @@ def _without_query(url: object) -> str:
 
 def traceparent() -> str:
     """The W3C ``traceparent`` of the active span ('' when tracing is off or no span is
-    recording): stored with a queued message to continue its trace at delivery."""
+    active): stored with a queued message to continue its trace at delivery (a trace
+    not sampled stays so: its flags go with it)."""
     if _active is None:
         return ""
     carrier: dict[str, str] = {}
