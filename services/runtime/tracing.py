@@ -17,7 +17,9 @@ batching OTLP/gRPC exporter and the official instrumentations:
 - every far-side call (``opentelemetry-instrumentation-aiohttp-client``: the product's one
   HTTP client; the query string is left out of the recorded URL);
 - redis-py commands (``opentelemetry-instrumentation-redis``; it records the command name
-  with its arguments replaced by ``?``).
+  with its arguments replaced by ``?``). The hot paths' pipelined round trips go through
+  Session's own RESP writer, which no instrumentation knows: :func:`redis_batch_span`
+  gives each one a span in the same shape.
 
 Everything else comes from the standard ``OTEL_*`` variables, read by the SDK itself:
 ``OTEL_SERVICE_NAME`` (default ``ccbridge-<component>``), ``OTEL_RESOURCE_ATTRIBUTES``,
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -251,6 +253,35 @@ def _delivery_span(tracing: Tracing, name: str, carried: Iterable[Queued]) -> It
         name, context=parent, kind=trace.SpanKind.INTERNAL, links=links, attributes=attributes
     ):
         yield
+
+
+def redis_batch_span(commands: Sequence[Sequence[Any]]) -> contextlib.AbstractContextManager[None]:
+    """A client span for one round trip of Session's own pipelined RESP writer
+    (services/runtime/redis.py, ``RawPipeline``: the hot paths' Redis calls), which the
+    redis-py instrumentation cannot see. Named and described as that instrumentation
+    names a pipeline: the command names, never their arguments. Nothing when off."""
+    if _active is None:
+        return _OFF
+    return _redis_batch_span(_active, commands)
+
+
+@contextlib.contextmanager
+def _redis_batch_span(tracing: Tracing, commands: Sequence[Sequence[Any]]) -> Iterator[None]:
+    names = dict.fromkeys(_command_name(command) for command in commands)
+    with tracing.tracer.start_as_current_span(
+        " ".join(list(names)[:_NAMED_COMMANDS]),
+        kind=trace.SpanKind.CLIENT,
+        attributes={"db.system": "redis", "db.redis.pipeline_length": len(commands)},
+    ):
+        yield
+
+
+_NAMED_COMMANDS = 8
+
+
+def _command_name(command: Sequence[Any]) -> str:
+    name = command[0] if command else ""
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def detached() -> contextlib.AbstractContextManager[None]:

@@ -179,6 +179,20 @@ async def test_the_relay_span_links_every_message_it_carries(traced_relay: Trace
     server = next(s for s in calls if s.kind is SpanKind.SERVER)
     assert client.parent is not None and client.parent.span_id == relay.context.span_id
     assert server.context is not None and server.context.trace_id == webhook_a.trace_id
+    # The relay's Redis round trips (Session's own pipelined writer) are spans of it too,
+    # named by their commands only.
+    round_trips = [
+        s
+        for s in t.spans.get_finished_spans()
+        if s.kind is SpanKind.CLIENT
+        and s.instrumentation_scope is not None
+        and s.instrumentation_scope.name == "ccbridge"
+    ]
+    inside = [s for s in round_trips if s.parent and s.parent.span_id == relay.context.span_id]
+    assert inside  # the claim before it is a round trip of no trace
+    for span in round_trips:
+        assert dict(span.attributes or {})["db.system"] == "redis"
+        assert all(word.isalpha() and word.isupper() for word in span.name.split()), span.name
 
 
 async def test_one_conversation_gives_the_relay_span_its_id(traced_relay: Traced) -> None:
