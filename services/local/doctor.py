@@ -7,8 +7,9 @@ checks, in order:
 - ``settings``: every component's settings, with the components' own readers
   (services/local/settings_check.py);
 - ``redis``: ``REDIS_URL`` answers PING;
-- ``mesh``: each gRPC service answers its health check, dialled with the operator's
-  certificate at the address the admin commands use (``<PEER>_ADDR``, else
+- ``mesh``: each gRPC service an operator calls (session, routing, connector: what the
+  operator pod's NetworkPolicy lets it reach) answers its health check, dialled with the
+  operator's certificate at the address the admin commands use (``<PEER>_ADDR``, else
   ``CCBRIDGE_<COMPONENT>_PORT`` on loopback);
 - ``infobip``: ``INFOBIP_API_KEY`` is accepted by ``INFOBIP_BASE_URL`` (one Get
   Conversations call for one conversation: authenticated, read-only);
@@ -50,6 +51,8 @@ from ccbridge.services.runtime.ports import ADDR_ENV, peer_addr
 from ccbridge.services.runtime.settings import EnvReader, SettingsError, read_mesh_tls
 
 CHECKS = ("settings", "redis", "mesh", "infobip", "subscription", "connector")
+# The gRPC services an operator calls (docs/security.md: the operator pod reaches these).
+OPERATOR_PEERS = ("session", "routing", "connector")
 EVENTS_PATH = "/webhooks/infobip/events"
 
 
@@ -121,7 +124,7 @@ def check_redis(environ: Mapping[str, str], timeout_s: float) -> str:
 def check_mesh(environ: Mapping[str, str], timeout_s: float) -> str:
     tls = _operator_tls(environ)
     answered, problems = [], []
-    for name in ADDR_ENV:
+    for name in OPERATOR_PEERS:
         addr = peer_addr(name, environ)
         try:
             with create_blocking_channel(addr, tls, name) as channel:
@@ -138,7 +141,7 @@ def check_mesh(environ: Mapping[str, str], timeout_s: float) -> str:
         raise Failed(
             "; ".join(problems),
             "start the components (`ccbridge up`, or check the pods); set "
-            + "/".join(ADDR_ENV.values())
+            + "/".join(ADDR_ENV[name] for name in OPERATOR_PEERS)
             + " or the CCBRIDGE_*_PORT settings when they listen elsewhere",
         )
     return "serving: " + ", ".join(answered)
