@@ -172,3 +172,15 @@ def test_doctor_says_ok_and_what_to_fix(mesh: Mesh) -> None:
         line for line in gone.stdout.splitlines() if line.split()[:2] == ["FAIL", "subscription"]
     ]
     assert fail and "ccbridge infobip subscribe --url" in gone.stdout
+
+
+def test_the_python_example_of_the_grpc_doc_runs(mesh: Mesh) -> None:
+    doc = (CODE_ROOT.parent / "docs" / "grpc.md").read_text()
+    example = doc.split("### Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    cid = _active(mesh)
+    env = _operator_env(mesh, SESSION_ADDR=f"127.0.0.1:{mesh.ports['session']}")
+    result = subprocess.run(
+        [sys.executable, "-c", example], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert any(line.split()[0] == cid for line in result.stdout.splitlines())
