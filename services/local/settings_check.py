@@ -9,7 +9,7 @@ problem once with the components that share it.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -56,10 +56,13 @@ def _routing_rules(settings: RoutingSettings) -> None:
         raise SettingsError(f"CCBRIDGE_ROUTING_RULES: {exc}") from None
 
 
-def check_settings(env_of: Callable[[str], Mapping[str, str]]) -> SettingsReport:
-    """Reads every component's settings from ``env_of(component)``."""
+def check_settings(
+    env_of: Callable[[str], Mapping[str, str]], components: Sequence[str] = COMPONENTS
+) -> SettingsReport:
+    """Reads the settings of each of ``components`` (default: all) from
+    ``env_of(component)``."""
     problems: dict[str, list[str]] = {}
-    for name in COMPONENTS:
+    for name in components:
         module, _, cls = READERS[name].partition(":")
         reader = getattr(importlib.import_module(module), cls)
         try:

@@ -184,3 +184,21 @@ def test_the_python_example_of_the_grpc_doc_runs(mesh: Mesh) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert any(line.split()[0] == cid for line in result.stdout.splitlines())
+
+
+def test_doctor_inside_a_components_pod_checks_what_that_pod_has(mesh: Mesh) -> None:
+    """With the connector's own certificate and settings (``kubectl exec deploy/connector
+    -- ccbridge doctor --component connector …``): ListConnectors is not its to call, so
+    the far sides of its CCBRIDGE_CONNECTORS are checked directly."""
+    assert mesh.group.pki is not None
+    env = _operator_env(mesh)
+    env.update(mesh.group.pki["connector"].env())
+    result = ccbridge(
+        env, "doctor", "--component", "connector", "--skip", "infobip", "--skip", "subscription"
+    )
+    lines = result.stdout.splitlines()
+    settings = next(line for line in lines if line.split()[:2] == ["ok", "settings"])
+    assert "the settings of connector are valid" in settings
+    connector = next(line for line in lines if line.split()[:2] == ["ok", "connector"])
+    assert "ListConnectors is for the operator identity" in connector
+    assert "webhook http://127.0.0.1:" in connector
