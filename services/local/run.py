@@ -210,7 +210,17 @@ def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
         infobip_port, ccaas_port = free_port(), free_port()
         environ = demo_environment(environ, infobip_port, ccaas_port, ports["gateway"])
     env = mesh_env(environ, ports, redis_url)
-    problems = settings_problems(group, env, own_problems)
+    taken = [
+        f"port {port} for {name} is taken: set {PORT_ENV[name]} to a free port  (ccbridge up)"
+        for name, port in ports.items()
+        if port_open(port)
+    ]
+    if redis is not None and redis_port and port_open(redis_port):
+        taken.append(
+            f"port {redis_port} for the embedded Redis is taken: set CCBRIDGE_REDIS_PORT to a "
+            "free port, or leave it empty  (ccbridge up)"
+        )
+    problems = taken + settings_problems(group, env, own_problems)
     if problems:
         print(
             "ccbridge up: nothing was started; fix these settings (README, Settings):\n"

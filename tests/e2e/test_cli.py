@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -228,14 +229,24 @@ def test_up_names_every_bad_setting_of_every_component_before_starting_anything(
         "CCBRIDGE_ROUTING_RULES": str(tmp_path / "missing-rules.yaml"),
         "CCBRIDGE_REDIS_APPENDFSYNC": "sometimes",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "ccbridge.services.cli", "up", "--data-dir", str(tmp_path / "d")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    with socket.socket() as busy:  # the gateway's port, taken by someone else
+        busy.bind(("127.0.0.1", int(ports[PORT_ENV["gateway"]])))
+        busy.listen()
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ccbridge.services.cli",
+                "up",
+                "--data-dir",
+                str(tmp_path / "d"),
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert result.returncode == 2, result.stdout + result.stderr
     message = result.stderr
     assert message.startswith("ccbridge up: nothing was started")
@@ -247,11 +258,12 @@ def test_up_names_every_bad_setting_of_every_component_before_starting_anything(
         "INFOBIP_API_KEY is required (a secret)  (session, history)",  # once, both named
         "CCBRIDGE_WEBHOOK_CONNECTOR_URL is required",  # connector
         "missing-rules.yaml",  # routing's rules file, read as routing reads it
+        f"port {ports[PORT_ENV['gateway']]} for gateway is taken: set CCBRIDGE_HTTP_PORT",
     ):
         assert problem in message, message
     assert message.count("INFOBIP_API_KEY is required") == 1
     assert "✓" not in result.stdout, "nothing started"
-    assert not any(port_open(int(p)) for p in ports.values() if p.isdigit())
+    assert not any(port_open(int(p)) for p in ports.values() if p.isdigit()), "nothing runs"
     assert not (tmp_path / "d" / "logs").exists()
 
 
