@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The gRPC API's compatibility gate (docs/grpc.md, "Compatibility"):
 #   buf lint                       the style rules of buf.yaml (STANDARD + COMMENTS)
-#   buf breaking                   buf.yaml's rules (PACKAGE) against the protos of the last release: the newest
-#                                  v* tag reachable from HEAD (v0.1.0 is the first)
+#   buf breaking                   buf.yaml's rules (PACKAGE) against the protos of the last
+#                                  release: the newest v* tag reachable from HEAD (v0.1.0 is
+#                                  the first)
 # A clone without the release tag (a shallow or --no-tags clone) FAILS here rather than
 # comparing against nothing: fetch it with `git fetch --tags`.
 # buf: $BUF, else `buf` on PATH, else .tools/node_modules/.bin/buf (what .ci/run installs:
