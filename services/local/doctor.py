@@ -261,48 +261,64 @@ async def _far_side(name: str, settings: Any, timeout_s: float) -> str:
             )
         return f"webhook {url} answers (HTTP {answer.status} to a GET)"
     if name == "rt":
-        async with HttpClient(
-            base_url=f"{settings.url}/REST/2.0",
-            headers={
-                "Authorization": f"token {settings.token.value}",
-                "Accept": "application/json",
-            },
-            timeout_s=timeout_s,
-            max_answer_bytes=1 << 20,
-        ) as http:
+        return await _rt_far_side(settings, timeout_s)
+    return f"{name}: no far-side check"
+
+
+async def _rt_far_side(settings: Any, timeout_s: float) -> str:
+    """RT accepts the token (REST2 ``GET /queues/all``, the queues its user may see) and
+    the configured queue is among them."""
+    names: set[str] = set()
+    async with HttpClient(
+        base_url=f"{settings.url}/REST/2.0",
+        headers={"Authorization": f"token {settings.token.value}", "Accept": "application/json"},
+        timeout_s=timeout_s,
+        max_answer_bytes=1 << 20,
+    ) as http:
+        page, pages = 1, 1
+        while page <= min(pages, 20):
             try:
-                answer = await http.request("GET", "/queues/all")
+                answer = await http.request(
+                    "GET", "/queues/all", params={"fields": "Name", "per_page": 100, "page": page}
+                )
             except HttpFailure as exc:
                 raise Failed(
                     f"rt: {settings.url} cannot be reached: {exc}", "check CCBRIDGE_RT_URL"
                 ) from None
-        if answer.status in (401, 403):
-            raise Failed(
-                f"rt: RT refused the token (HTTP {answer.status})",
-                "set CCBRIDGE_RT_TOKEN to a token of CCBRIDGE_RT_USER (docs/connectors/rt.md)",
-            )
-        if not answer.ok:
-            raise Failed(
-                f"rt: GET /queues/all answered HTTP {answer.status}", "check CCBRIDGE_RT_URL"
-            )
-        try:
-            items = answer.json()
-        except ValueError:
-            raise Failed(
-                "rt: the answer is not JSON", "check CCBRIDGE_RT_URL (RT's base URL)"
-            ) from None
-        names = {
-            str(item.get("Name") or item.get("id"))
-            for item in (items.get("items") or [] if isinstance(items, dict) else [])
-            if isinstance(item, dict)
-        }
-        if names and settings.queue not in names:
-            raise Failed(
-                f"rt: the token's user sees no queue {settings.queue!r}",
-                "create the queue or grant the user rights on it, or set CCBRIDGE_RT_QUEUE",
-            )
-        return f"rt {settings.url} accepts the token"
-    return f"{name}: no far-side check"
+            if answer.status in (401, 403):
+                raise Failed(
+                    f"rt: RT refused the token (HTTP {answer.status})",
+                    "set CCBRIDGE_RT_TOKEN to an auth token of CCBRIDGE_RT_USER "
+                    "(docs/connectors/rt.md)",
+                )
+            if not answer.ok:
+                raise Failed(
+                    f"rt: GET /queues/all answered HTTP {answer.status}",
+                    "check CCBRIDGE_RT_URL (RT's base URL, e.g. http://127.0.0.1:8080/rt)",
+                )
+            try:
+                body = answer.json()
+            except ValueError:
+                raise Failed(
+                    "rt: GET /queues/all answered without JSON",
+                    "check CCBRIDGE_RT_URL (RT's base URL, e.g. http://127.0.0.1:8080/rt)",
+                ) from None
+            body = body if isinstance(body, dict) else {}
+            items = body.get("items")
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict) and item.get("Name"):
+                    names.add(str(item["Name"]))
+            total = body.get("pages")
+            pages = total if isinstance(total, int) else 1
+            page += 1
+    if settings.queue not in names:
+        raise Failed(
+            f"rt: the token is accepted, but its user ({settings.user}) sees no queue "
+            f"{settings.queue!r}",
+            "create the queue, grant the user SeeQueue/CreateTicket/ReplyToTicket on it, or "
+            "set CCBRIDGE_RT_QUEUE",
+        )
+    return f"rt {settings.url} accepts the token; queue {settings.queue!r} is visible"
 
 
 def check_connector(environ: Mapping[str, str], timeout_s: float) -> str:
