@@ -373,6 +373,8 @@ def test_local_run_keeps_secrets_off_command_lines_and_files_private(tmp_path: P
                 assert value not in cmdline, (pid, cmdline)
             assert "requirepass" not in cmdline
         assert "redis://:" not in "".join(seen)  # the status lines show no Redis password
+        # Every setting of the run, secrets included, for the operator's shell: 0600.
+        assert stat.S_IMODE((data / "operator.env").stat().st_mode) == 0o600
         for folder in (data / "logs", data / "redis"):
             assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
             for path in folder.rglob("*"):
