@@ -22,7 +22,12 @@ MIN_SECRET_CHARS = 16
 
 
 class SettingsError(ValueError):
-    """One or more settings are missing or invalid; the message names all of them."""
+    """One or more settings are missing or invalid; the message names all of them,
+    ``problems`` lists them one by one."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)
 
 
 @dataclass(frozen=True)
@@ -167,7 +172,9 @@ class EnvReader:
 
     def done(self, what: builtins.str) -> None:
         if self.errors:
-            raise SettingsError(f"invalid {what} settings: " + "; ".join(self.errors))
+            raise SettingsError(
+                f"invalid {what} settings: " + "; ".join(self.errors), tuple(self.errors)
+            )
 
 
 @dataclass(frozen=True)
