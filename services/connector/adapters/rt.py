@@ -385,13 +385,24 @@ def infobip_kind(mime_type: str) -> str:
     return {"image": "IMAGE", "video": "VIDEO", "audio": "AUDIO"}.get(major, "DOCUMENT")
 
 
-def is_file(mime_type: str, file_name: str) -> bool:
+def is_file(mime_type: str, file_name: str, size: int | None) -> bool:
     """Whether an attachment of a reply is a file the agent attached, rather than the
-    reply's body (text/plain, text/html) or a MIME container (multipart/*, message/*)."""
+    reply's body (text/plain, text/html), a MIME container (multipart/*, message/*) or the
+    empty body part RT adds to a reply without text (``size``: its length, None when not
+    known)."""
     if file_name:
         return True
     kind = mime_type.strip().lower()
-    return bool(kind) and not kind.startswith(("text/", "multipart/", "message/"))
+    if not kind or kind.startswith(("text/", "multipart/", "message/")):
+        return False
+    return size != 0
+
+
+def part_size(item: Mapping[str, Any]) -> int | None:
+    """The decoded length of an attachment as RT recorded it (its ``Content-Length``
+    header), None when the listing did not say."""
+    match = re.search(r"(?im)^Content-Length:\s*(\d{1,18})\s*$", str(item.get("Headers") or ""))
+    return int(match.group(1)) if match else None
 
 
 _FILE_REF = re.compile(r"(\d{1,18})/(\d{1,18})")
@@ -845,7 +856,7 @@ class RtAdapter(Adapter):
         try:
             items = await self._items(
                 f"/transaction/{txn_id}/attachments",
-                {"fields": "ContentType,Filename", "per_page": 100},
+                {"fields": "ContentType,Filename,Headers", "per_page": 100},
             )
         except FarSideError as exc:
             if exc.status == 404:
@@ -856,10 +867,13 @@ class RtAdapter(Adapter):
             raise NotFound("RT has no such file")
         mime_type = str(found.get("ContentType") or "").lower() or "application/octet-stream"
         name = str(found.get("Filename") or "")
-        if not is_file(mime_type, name):
+        size = part_size(found)
+        if not is_file(mime_type, name, size):
             raise NotFound("not a file of the reply")
-        path = f"/Ticket/Attachment/{txn_id}/{attachment_id}/{quote(name or 'file', safe='')}"
         limit = self.settings.media.max_bytes
+        if size is not None and size > limit:
+            raise OutOfRange("the file is larger than CCBRIDGE_MEDIA_MAX_BYTES")
+        path = f"/Ticket/Attachment/{txn_id}/{attachment_id}/{quote(name or 'file', safe='')}"
         try:
             async with self._downloads.stream("GET", path) as upstream:
                 self._check_download(upstream, mime_type, limit)
@@ -876,12 +890,19 @@ class RtAdapter(Adapter):
     def _check_download(upstream: HttpStream, mime_type: str, limit: int) -> None:
         if upstream.status in (400, 404):
             raise NotFound("RT has no such file")
+        if 300 <= upstream.status < 400:
+            # RT sends a request it did not authenticate to its login page.
+            raise FarSideError(
+                "RT file download: redirected to RT's login page (is CCBRIDGE_RT_TOKEN valid?)",
+                retryable=False,
+                status=upstream.status,
+            )
         if upstream.status != 200:
             verdict = farside.judge_status(upstream.status, upstream.headers)
             raise farside.error("RT file download", verdict)
         served = upstream.headers.get("content-type", "").split(";")[0].strip().lower()
         if served == "text/html" and mime_type != "text/html":
-            # RT answers a request it did not authenticate with its login page (200).
+            # Never pass a web page of RT's (an error or login page) off as the file.
             raise FarSideError(
                 "RT file download: answered with a web page (is CCBRIDGE_RT_TOKEN valid?)",
                 retryable=False,
@@ -1016,7 +1037,7 @@ class RtAdapter(Adapter):
         items = await self._items(
             f"/transaction/{txn_id}/attachments",
             {
-                "fields": "ContentType,Content,Filename",
+                "fields": "ContentType,Content,Filename,Headers",
                 "per_page": 100,
             },
         )
@@ -1027,7 +1048,7 @@ class RtAdapter(Adapter):
             kind = str(item.get("ContentType", "")).lower()
             name = str(item.get("Filename") or "")
             content = item.get("Content")
-            if is_file(kind, name):
+            if is_file(kind, name, part_size(item)):
                 attachment_id = item_id(item)
                 if attachment_id is not None:
                     files.append(ReplyFile(attachment_id, name, kind))
