@@ -6,7 +6,10 @@ field. Customer messages are appended as correspondence by the bridge's RT user,
 carrying a ``(ccb:<key>)`` marker in its subject so that a retry after a crash finds the
 message it already posted. Agent replies and resolutions are found by ONE TransactionSQL
 query per queue and poll, from a cursor (the highest transaction id handled) kept in
-Redis; a Redis lease lets only one replica poll a queue. See docs/connectors/rt.md.
+Redis; a Redis lease lets only one replica poll a queue. Files agents attach to replies
+reach the end user as signed gateway links that the gateway serves through
+``FetchAgentFile`` (``agent_file`` streams them from RT with the RT token). See
+docs/connectors/rt.md.
 Its Redis keys are named by services/connector/store.py.
 """
 
