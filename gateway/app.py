@@ -54,7 +54,7 @@ def create_app(settings: GatewaySettings, *, ready_cache_s: float = 1.0) -> Star
     """
     metrics = GatewayMetrics()
     backends = Backends(settings, metrics, ready_cache_s=ready_cache_s)
-    media = MediaRoutes(settings, metrics)
+    media = MediaRoutes(settings, metrics, backends)
     if not settings.events_hmac_enabled and not settings.events_basic_enabled:
         log.warning(
             "no Infobip events webhook authentication configured: "
