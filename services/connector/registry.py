@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from ccbridge.services.connector.adapters.rt_settings import RtSettings
 from ccbridge.services.connector.adapters.webhook_settings import WebhookSettings
+from ccbridge.services.connector.adapters.zendesk_settings import ZendeskSettings
 from ccbridge.services.connector.base import Adapter
 from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime.settings import EnvReader
@@ -43,9 +44,16 @@ def _rt(settings: RtSettings, store: ConnectorStore) -> Adapter:
     return rt.build(settings, store)
 
 
+def _zendesk(settings: ZendeskSettings, store: ConnectorStore) -> Adapter:
+    from ccbridge.services.connector.adapters import zendesk
+
+    return zendesk.build(settings, store)
+
+
 ADAPTERS: Mapping[str, AdapterSpec[Any]] = {
     "webhook": AdapterSpec(WebhookSettings.read, _webhook),
     "rt": AdapterSpec(RtSettings.read, _rt),
+    "zendesk": AdapterSpec(ZendeskSettings.read, _zendesk),
 }
 
 

@@ -10,6 +10,11 @@
 ``ccb:rt:open:{conversation}``           RT: lock of one conversation's ticket creation
 ``ccb:rt:msg:{conversation}:<key>``      RT: a posted customer message's transaction id
 ``ccb:rt:msglock:{conversation}:<key>``  RT: lock of one customer message's post
+``ccb:zendesk:case:{conversation}``     Zendesk: the Sunshine conversation of one Infobip
+                                         conversation, and how far its opening got (hash)
+``ccb:zendesk:open:{conversation}``     Zendesk: lock of one conversation's opening
+``ccb:zendesk:msg:{conversation}:<key>``   Zendesk: a posted message's Sunshine id
+``ccb:zendesk:msglock:{conversation}:<key>``  Zendesk: lock of one message's post
 ``ccb:connector:live:<replica>``         a connector replica's liveness key (3 s TTL,
                                          renewed every second); its leases' tokens name it
 =======================================  ==================================================
@@ -83,3 +88,16 @@ class ConnectorStore:
         is another key; read when the key itself is missing."""
         v1 = "ccb" + key[len(self.p) :]
         return v1 if v1 != key else None
+
+    # -- the zendesk adapter -----------------------------------------------------------------
+    def zendesk_case(self, conversation_id: str) -> str:
+        return f"{self.p}:zendesk:case:{{{conversation_id}}}"
+
+    def zendesk_open_lock(self, conversation_id: str) -> str:
+        return f"{self.p}:zendesk:open:{{{conversation_id}}}"
+
+    def zendesk_message(self, conversation_id: str, key: str) -> str:
+        return f"{self.p}:zendesk:msg:{{{conversation_id}}}:{key}"
+
+    def zendesk_message_lock(self, conversation_id: str, key: str) -> str:
+        return f"{self.p}:zendesk:msglock:{{{conversation_id}}}:{key}"
