@@ -969,6 +969,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.sim = sim
+    app.state.webhooks = hooks
     return app
 
 
