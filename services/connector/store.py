@@ -10,11 +10,12 @@
 ``ccb:rt:open:{conversation}``           RT: lock of one conversation's ticket creation
 ``ccb:rt:msg:{conversation}:<key>``      RT: a posted customer message's transaction id
 ``ccb:rt:msglock:{conversation}:<key>``  RT: lock of one customer message's post
-``ccb:zendesk:case:{conversation}``     Zendesk: the Sunshine conversation of one Infobip
-                                         conversation, and how far its opening got (hash)
-``ccb:zendesk:open:{conversation}``     Zendesk: lock of one conversation's opening
-``ccb:zendesk:msg:{conversation}:<key>``   Zendesk: a posted message's Sunshine id
-``ccb:zendesk:msglock:{conversation}:<key>``  Zendesk: lock of one message's post
+``ccb:zendesk:case:{conversation}``      Zendesk: the Sunshine conversation of one
+                                         Infobip conversation and how far its opening
+                                         got (hash: user, conversation, passed)
+``ccb:zendesk:open:{conversation}``      Zendesk: lock of one conversation's opening
+``ccb:zendesk:msg:{conversation}:<k>``   Zendesk: a posted message's Sunshine id
+``ccb:zendesk:msglock:{conversation}:<k>``  Zendesk: lock of one message's post
 ``ccb:connector:live:<replica>``         a connector replica's liveness key (3 s TTL,
                                          renewed every second); its leases' tokens name it
 =======================================  ==================================================
