@@ -6,7 +6,8 @@ Every request under ``/v2/`` is authenticated (basic auth with the app's key: 40
 ``unauthorized`` otherwise), then validated against the document
 (:mod:`ccbridge.simulators.zendesk.contract`): a request the document does not allow is
 answered ``400 bad_request`` and recorded as a violation (``GET /_sim/violations``; the
-tests fail on any). Answers use the documented shapes and error codes (404
+tests fail on any); the simulator's own answers are checked against the schema of their
+status too. Answers use the documented shapes and error codes (404
 ``conversation_not_found``/``user_not_found``/``app_not_found``, 409 ``conflict``, 423
 ``locked``); ``/_sim/rate-limit`` makes the next requests answer 429 (the document names
 no header for it; the simulator sends ``Retry-After``, unconfirmed for the real service).
@@ -356,7 +357,12 @@ def create_app(
         if handler is None:
             return errors(404, "not_found", f"{op.operation_id} is not simulated")
         doc = body if isinstance(body, dict) else {}
-        return await handler(request, params, doc)
+        answer = await handler(request, params, doc)
+        try:  # the simulator holds itself to the document too
+            sim.contract.check_answer(op, answer.status_code, orjson.loads(bytes(answer.body)))
+        except ContractViolation as exc:
+            sim.violations.append(f"simulator answer: {exc}")
+        return answer
 
     async def get_user(request: Request, p: dict[str, str], body: dict[str, Any]) -> Response:
         user = sim.user(p["userIdOrExternalId"])

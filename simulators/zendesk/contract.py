@@ -5,8 +5,8 @@ The document ships unchanged as package data (``openapi/sunshine-conversations-o
 a checked copy of the one in Zendesk's public ``sunshine-conversations-api-spec``
 repository; :data:`SHA256` is its digest and a test checks it). :class:`Contract`
 validates every request the bridge sends (the operation exists, its path and query
-parameters, its JSON body) and every webhook event the simulator sends, with
-``jsonschema``.
+parameters, its JSON body), every answer the simulator gives (against the schema
+documented for its status) and every webhook event it sends, with ``jsonschema``.
 
 OpenAPI 3.0 is not JSON Schema; the readings taken here, once, for the whole document:
 ``nullable: true`` adds ``null`` to the type; a ``oneOf`` with a ``discriminator``
@@ -103,6 +103,7 @@ class Operation:
     parameters: tuple[Mapping[str, Any], ...]
     body: Mapping[str, Any] | None  # JSON schema of the request body
     body_required: bool
+    responses: Mapping[str, Mapping[str, Any]]  # status -> JSON schema of the answer
 
 
 class ContractViolation(ValueError):
@@ -136,6 +137,15 @@ class Contract:
                     request = op["requestBody"]
                     required = bool(request.get("required"))
                     body = request["content"].get("application/json", {}).get("schema")
+                responses = {
+                    str(status): _openapi30_to_schema(schema)
+                    for status, answer in (op.get("responses") or {}).items()
+                    if (
+                        schema := (answer.get("content") or {})
+                        .get("application/json", {})
+                        .get("schema")
+                    )
+                }
                 pattern = re.compile(
                     "^" + re.sub(r"\\\{[^}]+\\\}", "([^/]+)", re.escape(template)) + "$"
                 )
@@ -148,6 +158,7 @@ class Contract:
                         tuple(self._param(p) for p in [*shared, *op.get("parameters", [])]),
                         _openapi30_to_schema(body) if body is not None else None,  # type: ignore[arg-type]
                         required,
+                        responses,  # type: ignore[arg-type]
                     )
                 )
 
@@ -235,6 +246,13 @@ class Contract:
         else:
             self._check(op.body, body, f"{where} body")
         return op
+
+    def check_answer(self, op: Operation, status: int, body: object) -> None:
+        """Raises ContractViolation unless an answer matches the schema documented for its
+        status (statuses the document does not list for the operation are not checked)."""
+        schema = op.responses.get(str(status))
+        if schema is not None:
+            self._check(schema, body, f"{op.operation_id} answer {status}")
 
     def check_event(self, event: Mapping[str, Any]) -> None:
         """Raises ContractViolation unless a webhook event matches its published schema."""

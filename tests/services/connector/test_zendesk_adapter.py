@@ -529,3 +529,6 @@ def test_contract_refuses_what_the_document_does_not_allow() -> None:
     ):
         with pytest.raises(contract.ContractViolation):
             checked.check_request(method, path, query, body)
+    conversation, _ = checked.operation("GET", base)
+    with pytest.raises(contract.ContractViolation):
+        checked.check_answer(conversation, 200, {"conversation": {"id": CONV, "isDefault": "no"}})
