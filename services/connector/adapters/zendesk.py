@@ -73,6 +73,7 @@ MESSAGE_KEY_TTL_S = 14 * 24 * 3600
 CASE_KEY_TTL_S = 90 * 24 * 3600
 SEARCH_PAGES = 3  # pages of 100 latest messages searched for an in-doubt post
 _PENDING = "pending"
+_CONTEXT_LINE = 400  # characters of one context line (the first part must hold them all)
 _MEDIA_TYPES = frozenset({"IMAGE", "VIDEO", "DOCUMENT", "AUDIO", "FILE", "VOICE"})
 
 
@@ -104,13 +105,14 @@ def conversation_metadata(case: CaseToOpen) -> dict[str, str | int | float | boo
     meta: dict[str, str | int | float | bool] = {
         CONVERSATION_FIELD: case.conversation_id,
         "ccbridge_origin": ORIGIN,
-        "ccbridge_channel": case.channel,
-        "ccbridge_end_user": case.end_user,
-        "ccbridge_queue": case.queue,
+        # Each bounded so the fixed fields stay under 4 KB together.
+        "ccbridge_channel": case.channel[:50],
+        "ccbridge_end_user": case.end_user[:300],
+        "ccbridge_queue": case.queue[:300],
         "ccbridge_priority": case.priority,
-        "ccbridge_skills": ",".join(case.skills),
-        "ccbridge_rule": case.rule,
-        "ccbridge_tags": ",".join(case.tags),
+        "ccbridge_skills": ",".join(case.skills)[:800],
+        "ccbridge_rule": case.rule[:300],
+        "ccbridge_tags": ",".join(case.tags)[:1500],
     }
     for key, value in sorted(case.metadata.items()):
         candidate = {**meta, f"ib_{key}"[:128]: _flat(value)}
@@ -144,7 +146,11 @@ def context_lines(case: CaseToOpen) -> list[str]:
         head.append("Metadata: " + "; ".join(f"{k}={v}" for k, v in sorted(case.metadata.items())))
     if case.transcript_truncated:
         head.append("(Transcript capped: earlier messages left out.)")
-    return [*head, ""]
+    # Each line bounded, so the context always fits the first part (the full metadata
+    # is in the conversation's metadata as far as 4 KB allow).
+    return [
+        line if len(line) <= _CONTEXT_LINE else line[: _CONTEXT_LINE - 1] + "…" for line in head
+    ] + [""]
 
 
 def transcript_chunks(case: CaseToOpen, limit: int) -> list[str]:
@@ -181,8 +187,8 @@ def transcript_chunks(case: CaseToOpen, limit: int) -> list[str]:
 def _cut(text: str) -> str:
     if len(text) <= MAX_TEXT:
         return text
-    note = f"… (cut: {len(text) - MAX_TEXT + 40} more characters)"
-    return text[: MAX_TEXT - len(note)] + note
+    keep = MAX_TEXT - 64
+    return text[:keep] + f"… (cut: {len(text) - keep} more characters)"
 
 
 def _content(message: common_pb2.Message) -> dict[str, Any]:
@@ -583,10 +589,11 @@ class ZendeskAdapter(Adapter):
                         "metadata": {
                             "ccbridge_origin": ORIGIN,
                             CONVERSATION_FIELD: cid,
-                            "ccbridge_queue": case.queue,
+                            # Bounded: 4 KB in all (the conversation has the rest).
+                            "ccbridge_queue": case.queue[:500],
                             "ccbridge_priority": case.priority,
-                            "ccbridge_skills": ",".join(case.skills),
-                            "ccbridge_tags": ",".join(case.tags)[:2000],
+                            "ccbridge_skills": ",".join(case.skills)[:1000],
+                            "ccbridge_tags": ",".join(case.tags)[:1500],
                         },
                     },
                 )

@@ -362,11 +362,18 @@ def test_transcript_chunks_fit_and_keep_every_line() -> None:
     assert joined.count("y") >= 9000  # the long line is cut across parts, not dropped
 
 
+def test_context_fits_the_first_part_whatever_the_metadata() -> None:
+    big = {f"k{i}": "v" * 300 for i in range(50)}
+    chunks = transcript_chunks(_case("c1", [_msg("hi")], metadata=big, tags=("t" * 5000,)), 4000)
+    assert all(len(chunk) <= 4000 for chunk in chunks)
+    assert "Transcript part 1/" in chunks[0] and "customer: hi" in chunks[0]
+
+
 def test_metadata_stays_within_4kb() -> None:
     big = {f"k{i}": "v" * 100 for i in range(100)}
-    meta = conversation_metadata(_case("c1", [], metadata=big))
+    meta = conversation_metadata(_case("c1", [], metadata=big, tags=("t" * 9000,), queue="q" * 900))
     assert len(json.dumps(meta, separators=(",", ":")).encode()) <= 4096
-    assert meta[CONVERSATION_FIELD] == "c1" and meta["ccbridge_tags"] == "gold"
+    assert meta[CONVERSATION_FIELD] == "c1" and meta["ccbridge_tags"] == "t" * 1500
 
 
 # -- against the simulator ----------------------------------------------------------------
