@@ -16,6 +16,12 @@
 ``ccb:connector:genesys:open``           Genesys: set of end-user identities with an open
                                          case (polled for the conversation's end)
 ``ccb:connector:genesys:msg:{user}:<k>`` Genesys: a posted customer message's Genesys id
+``ccb:zendesk:case:{conversation}``      Zendesk: the Sunshine conversation of one
+                                         Infobip conversation and how far its opening
+                                         got (hash: user, conversation, passed)
+``ccb:zendesk:open:{conversation}``      Zendesk: lock of one conversation's opening
+``ccb:zendesk:msg:{conversation}:<k>``   Zendesk: a posted message's Sunshine id
+``ccb:zendesk:msglock:{conversation}:<k>``  Zendesk: lock of one message's post
 ``ccb:connector:live:<replica>``         a connector replica's liveness key (3 s TTL,
                                          renewed every second); its leases' tokens name it
 =======================================  ==================================================
@@ -100,3 +106,15 @@ class ConnectorStore:
 
     def genesys_message(self, end_user: str, key: str) -> str:
         return f"{self.p}:connector:genesys:msg:{{{end_user}}}:{key}"
+    # -- the zendesk adapter -----------------------------------------------------------------
+    def zendesk_case(self, conversation_id: str) -> str:
+        return f"{self.p}:zendesk:case:{{{conversation_id}}}"
+
+    def zendesk_open_lock(self, conversation_id: str) -> str:
+        return f"{self.p}:zendesk:open:{{{conversation_id}}}"
+
+    def zendesk_message(self, conversation_id: str, key: str) -> str:
+        return f"{self.p}:zendesk:msg:{{{conversation_id}}}:{key}"
+
+    def zendesk_message_lock(self, conversation_id: str, key: str) -> str:
+        return f"{self.p}:zendesk:msglock:{{{conversation_id}}}:{key}"

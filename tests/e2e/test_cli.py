@@ -123,6 +123,8 @@ def test_installed_wheel_works_without_the_source_tree(tmp_path: Path) -> None:
         # The Infobip simulator's contract (package data) loads without the source tree.
         "from ccbridge.simulators.infobip.contract import default_contract;"
         "assert default_contract().match('POST', '/ccaas/1/conversations/c/messages');"
+        "from ccbridge.simulators.zendesk.contract import SHA256, digest, document_bytes;"
+        "assert digest(document_bytes()) == SHA256;"
         "from ccbridge.services.cli import build_parser;"
         " build_parser().parse_args(['serve', 'session'])"
     )
