@@ -49,6 +49,8 @@ def _genesys(settings: GenesysSettings, store: ConnectorStore) -> Adapter:
     from ccbridge.services.connector.adapters import genesys
 
     return genesys.build(settings, store)
+
+
 def _zendesk(settings: ZendeskSettings, store: ConnectorStore) -> Adapter:
     from ccbridge.services.connector.adapters import zendesk
 

@@ -106,6 +106,7 @@ class ConnectorStore:
 
     def genesys_message(self, end_user: str, key: str) -> str:
         return f"{self.p}:connector:genesys:msg:{{{end_user}}}:{key}"
+
     # -- the zendesk adapter -----------------------------------------------------------------
     def zendesk_case(self, conversation_id: str) -> str:
         return f"{self.p}:zendesk:case:{{{conversation_id}}}"
