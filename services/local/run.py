@@ -25,6 +25,7 @@ from ccbridge.services.local.mesh_ca import create_mesh_pki
 from ccbridge.services.local.supervisor import (
     EmbeddedRedis,
     ProcessGroup,
+    default_metrics_ports,
     default_ports,
     free_port,
     mesh_env,
@@ -110,21 +111,36 @@ def start_simulators(
 
 
 def start_mesh(
-    group: ProcessGroup, env: Mapping[str, str], ports: Mapping[str, int], *, quiet: bool = False
+    group: ProcessGroup,
+    env: Mapping[str, str],
+    ports: Mapping[str, int],
+    *,
+    quiet: bool = False,
+    metrics_ports: Mapping[str, int] | None = None,
 ) -> None:
-    """Starts the five components in dependency order and waits for each to be ready."""
+    """Starts the five components in dependency order and waits for each to be ready;
+    ``metrics_ports``: where each gRPC component serves /metrics (as ``env`` says:
+    mesh_env), printed with it (the gateway serves it on its own port)."""
+    metrics_ports = {k: v for k, v in (metrics_ports or {}).items() if v}
     for name in ORDER:
-        if port_open(ports[name]):
-            raise RuntimeError(
-                f"port {ports[name]} for {name} is taken; set "
-                f"the {name} port variable (see README) to a free port"
-            )
+        for port, what in ((ports[name], "port"), (metrics_ports.get(name, 0), "metrics port")):
+            if port and port_open(port):
+                raise RuntimeError(
+                    f"{what} {port} for {name} is taken; set "
+                    f"the {name} {what} variable (see README) to a free port"
+                )
         group.start(name, env, ports[name])
     for name in ORDER:
         group.wait_ready(name, "http:/readyz" if name == "gateway" else "grpc")
-        _status(
-            f"  ✓ {name:<10} {'http' if name == 'gateway' else 'grpc'}://127.0.0.1:{ports[name]}"
+        scheme = "http" if name == "gateway" else "grpc"
+        metrics = (
+            f"http://127.0.0.1:{ports[name]}/metrics"
+            if name == "gateway"
+            else f"http://127.0.0.1:{metrics_ports[name]}/metrics"
+            if name in metrics_ports
+            else "off"
         )
+        _status(f"  ✓ {name:<10} {scheme}://127.0.0.1:{ports[name]}  metrics {metrics}")
 
 
 def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
@@ -132,6 +148,7 @@ def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
     data = Path(data_dir).resolve()
     environ = dict(os.environ)
     ports = default_ports(environ)
+    metrics_ports = default_metrics_ports(environ)
     # A throwaway CA per run: the local mesh is mutual TLS as in production.
     pki = create_mesh_pki(data / "pki")
     group = ProcessGroup(log_dir=data / "logs", pki=pki)
@@ -164,21 +181,21 @@ def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
 
             infobip_port, ccaas_port = free_port(), free_port()
             environ = demo_environment(environ, infobip_port, ccaas_port, ports["gateway"])
-            env = mesh_env(environ, ports, redis_url)
+            env = mesh_env(environ, ports, redis_url, metrics_ports)
             start_simulators(group, env, infobip_port, ccaas_port, ports["gateway"])
             print(f"  ✓ infobip-sim http://127.0.0.1:{infobip_port}  (Infobip Conversations API)")
             print(
                 f"  ✓ ccaas-sim   http://127.0.0.1:{ccaas_port}/_sim/ui  (a contact center; "
                 "open it in a browser)"
             )
-            start_mesh(group, env, ports)
+            start_mesh(group, env, ports, metrics_ports=metrics_ports)
             _status(f"  logs: {data / 'logs'}")
             asyncio.run(play_demo(env, infobip_port, ccaas_port, ports["gateway"]))
             if not keep_running:
                 return 0
         else:
-            env = mesh_env(environ, ports, redis_url)
-            start_mesh(group, env, ports)
+            env = mesh_env(environ, ports, redis_url, metrics_ports)
+            start_mesh(group, env, ports, metrics_ports=metrics_ports)
             _status(f"  logs: {data / 'logs'}")
         operator = pki["operator"]
         _status(

@@ -29,7 +29,13 @@ from ccbridge.services.runtime.authz import OPERATOR
 from ccbridge.services.runtime.channels import create_blocking_channel
 from ccbridge.services.runtime.http_client import HttpClient, HttpFailure
 from ccbridge.services.runtime.mesh_tls import INSECURE, MeshTls
-from ccbridge.services.runtime.ports import ADDR_ENV, DEFAULT_PORTS, PORT_ENV
+from ccbridge.services.runtime.ports import (
+    ADDR_ENV,
+    DEFAULT_PORTS,
+    METRICS_PORT_ENV,
+    METRICS_PORTS,
+    PORT_ENV,
+)
 
 COMPONENT_MODULES = {
     "gateway": "ccbridge.gateway",
@@ -124,6 +130,10 @@ class ProcessGroup:
         of ``name``."""
         out = dict(env)
         identity = identity or name
+        # A process given no metrics port of its own serves none (tests start several
+        # replicas from one environment; ``ccbridge up`` sets every one: mesh_env).
+        if identity in METRICS_PORT_ENV:
+            out.setdefault(METRICS_PORT_ENV[identity], "0")
         if self.pki is not None and identity in self.pki:
             out.pop("CCBRIDGE_MESH_INSECURE", None)
             out.update(self.pki[identity].env())
@@ -332,9 +342,17 @@ class EmbeddedRedis:
                 self.popen.kill()
 
 
-def mesh_env(base: Mapping[str, str], ports: Mapping[str, int], redis_url: str) -> dict[str, str]:
-    """The environment every mesh component gets: ports, peer addresses, Redis."""
+def mesh_env(
+    base: Mapping[str, str],
+    ports: Mapping[str, int],
+    redis_url: str,
+    metrics_ports: Mapping[str, int] | None = None,
+) -> dict[str, str]:
+    """The environment every mesh component gets: ports, peer addresses, Redis, and the
+    metrics ports (``metrics_ports``; without them no component serves metrics)."""
     env = dict(base)
+    for name, var in METRICS_PORT_ENV.items():
+        env[var] = str((metrics_ports or {}).get(name, 0))
     env["REDIS_URL"] = redis_url
     env.setdefault("CCBRIDGE_BIND_HOST", "127.0.0.1")
     for name, port in ports.items():
@@ -344,6 +362,16 @@ def mesh_env(base: Mapping[str, str], ports: Mapping[str, int], redis_url: str) 
             env[ADDR_ENV[name]] = f"127.0.0.1:{port}"
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def default_metrics_ports(environ: Mapping[str, str]) -> dict[str, int]:
+    """Metrics ports of the gRPC components from CCBRIDGE_*_METRICS_PORT, else the
+    defaults (0: none)."""
+    ports = {}
+    for name, default in METRICS_PORTS.items():
+        raw = environ.get(METRICS_PORT_ENV[name], "")
+        ports[name] = int(raw) if raw.isdigit() else default
+    return ports
 
 
 def default_ports(environ: Mapping[str, str]) -> dict[str, int]:
