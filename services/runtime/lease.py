@@ -134,6 +134,8 @@ class Lease:
         self.key = key
         self.kind = kind
         self._metrics = metrics if metrics is not None else current_metrics()
+        if self._metrics is not None:
+            self._metrics.lease_kind(kind)
         self.guard_key = guard_key
         self.ttl_ms = ttl_ms
         self.liveness = liveness

@@ -189,6 +189,10 @@ class RuntimeMetrics:
             observe = self._redis = self.redis_seconds.labels(self.component or "unknown").observe
         observe(seconds)
 
+    def lease_kind(self, kind: str) -> None:
+        """Shows the kind's counter at 0 before its first takeover (rates need it)."""
+        self.lease_takeovers.labels(kind)
+
     def lease_taken_over(self, kind: str) -> None:
         self.lease_takeovers.labels(kind).inc()  # rare: no cached child
 

@@ -640,6 +640,9 @@ class SessionStore:
         # the component's shared metrics (those of the build that creates the store).
         self.on_dead_letter = on_dead_letter
         self._runtime_metrics = current_metrics()
+        if self._runtime_metrics is not None:
+            for lane in LANES:
+                self._runtime_metrics.lease_kind(lane.queue)
         if replica_wait is not None and not isinstance(self.raw, RawPipeline):
             # WAIT counts one server's replicas: a cluster would need it per node.
             raise ValueError("CCBRIDGE_REDIS_WAIT_REPLICAS is not supported on Redis Cluster")
