@@ -11,7 +11,14 @@ from ccbridge.gateway.settings import GatewaySettings
 from ccbridge.services.connector.settings import ConnectorSettings
 from ccbridge.services.history.settings import HistorySettings
 from ccbridge.services.routing.settings import RoutingSettings
-from ccbridge.services.runtime.ports import ADDR_ENV, DEFAULT_PORTS, PORT_ENV, default_addr
+from ccbridge.services.runtime.ports import (
+    ADDR_ENV,
+    DEFAULT_PORTS,
+    METRICS_PORT_ENV,
+    METRICS_PORTS,
+    PORT_ENV,
+    default_addr,
+)
 from ccbridge.services.session.settings import SessionSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +63,14 @@ def test_settings_default_to_the_table() -> None:
         default_addr("connector"),
     )
     assert gateway.session_addr == connector.session_addr == default_addr("session")
+    metrics_ports = [s.common.metrics_port for s in (session, history, routing, connector)]
+    assert metrics_ports == [
+        METRICS_PORTS[n] for n in ("session", "history", "routing", "connector")
+    ]
+    overridden = RoutingSettings.from_env(
+        {"CCBRIDGE_MESH_INSECURE": "true", METRICS_PORT_ENV["routing"]: "0"}
+    )
+    assert overridden.common.metrics_port == 0
 
 
 def test_readme_and_dockerfile_show_the_table() -> None:
@@ -64,6 +79,10 @@ def test_readme_and_dockerfile_show_the_table() -> None:
         assert re.search(rf"\| `{var}` \| `{DEFAULT_PORTS[name]}` \|", readme), var
     for name, var in ADDR_ENV.items():
         assert re.search(rf"\| `{var}` \| `{default_addr(name)}` \|", readme), var
+    for name, var in METRICS_PORT_ENV.items():
+        assert re.search(rf"\| `{var}` \| `{METRICS_PORTS[name]}` \|", readme), var
     expose = re.search(r"^EXPOSE (.+)$", (ROOT / "Dockerfile").read_text(), re.M)
     assert expose is not None
-    assert sorted(int(p) for p in expose.group(1).split()) == sorted(DEFAULT_PORTS.values())
+    assert sorted(int(p) for p in expose.group(1).split()) == sorted(
+        [*DEFAULT_PORTS.values(), *METRICS_PORTS.values()]
+    )
