@@ -71,12 +71,7 @@ def mesh(
 
 
 def _start_session(mesh: Mesh, name: str, code: Path, port: int) -> None:
-    env = {
-        **mesh.env,
-        "PYTHONPATH": str(code),
-        "CCBRIDGE_SESSION_PORT": str(port),
-        "CCBRIDGE_SESSION_METRICS_PORT": "0",  # the mesh's session serves on its own
-    }
+    env = {**mesh.env, "PYTHONPATH": str(code), "CCBRIDGE_SESSION_PORT": str(port)}
     mesh.group.start(name, env, port, module="ccbridge.services.session")
     mesh.group.wait_ready(name, "grpc")
 

@@ -244,10 +244,15 @@ def running_mesh(
     }
     if not mtls:
         base["CCBRIDGE_MESH_INSECURE"] = "true"
+    # Each component's metrics port is its process's own setting (not in the shared
+    # environment): replicas a test starts from ``mesh.env`` serve none, and take no port.
     metrics_ports = {name: free_port() for name in METRICS_PORT_ENV}
-    env = mesh_env(base, ports, redis_url, metrics_ports)
+    env = mesh_env(base, ports, redis_url)
+    own = {name: dict(values) for name, values in (own_env or {}).items()}
+    for name, var in METRICS_PORT_ENV.items():
+        own.setdefault(name, {})[var] = str(metrics_ports[name])
     pki = create_mesh_pki(log_dir / "pki") if mtls else None
-    group = ProcessGroup(log_dir=log_dir, pki=pki, own_env=own_env or {})
+    group = ProcessGroup(log_dir=log_dir, pki=pki, own_env=own)
     handle: Mesh | None = None
     record = log_dir / "infobip-exchanges.jsonl"
     try:
