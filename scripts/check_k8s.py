@@ -41,7 +41,12 @@ import kubernetes_validate
 import yaml
 
 # The ports table the code uses: the manifests must agree with it.
-from ccbridge.services.runtime.ports import GRPC_PORTS, HTTP_PORTS, METRICS_PORTS
+from ccbridge.services.runtime.ports import (
+    GRPC_PORTS,
+    HTTP_PORTS,
+    METRICS_PORT_ENV,
+    METRICS_PORTS,
+)
 from ccbridge.services.runtime.redis_acl import REDIS_COMPONENTS, acl_rules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -619,7 +624,8 @@ def check_services(docs: list[Doc]) -> list[str]:
 
 
 def check_settings(docs: list[Doc]) -> list[str]:
-    """The shared settings: bind host, JSON logs and dns:/// peers that resolve here."""
+    """The shared settings: bind host, JSON logs, metrics ports and dns:/// peers that
+    resolve here."""
     settings = _settings(docs)
     if not settings:
         return ["ConfigMap ccbridge-settings is not rendered"]
@@ -630,6 +636,10 @@ def check_settings(docs: list[Doc]) -> list[str]:
         problems.append("ccbridge-settings: LOG_FORMAT must be json")
     if "REDIS_URL" in settings:
         problems.append("ccbridge-settings: REDIS_URL belongs to session and connector only")
+    for component, port in METRICS_PORTS.items():
+        key = METRICS_PORT_ENV[component]
+        if settings.get(key) != str(port):
+            problems.append(f"ccbridge-settings: {key} must be {port} (services/runtime/ports.py)")
     services = _by_kind(docs, "Service")
     for key, service in PEER_ADDRS.items():
         value = settings.get(key, "")

@@ -130,10 +130,6 @@ class ProcessGroup:
         of ``name``."""
         out = dict(env)
         identity = identity or name
-        # A process given no metrics port of its own serves none (tests start several
-        # replicas from one environment; ``ccbridge up`` sets every one: mesh_env).
-        if identity in METRICS_PORT_ENV:
-            out.setdefault(METRICS_PORT_ENV[identity], "0")
         if self.pki is not None and identity in self.pki:
             out.pop("CCBRIDGE_MESH_INSECURE", None)
             out.update(self.pki[identity].env())
@@ -349,10 +345,10 @@ def mesh_env(
     metrics_ports: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
     """The environment every mesh component gets: ports, peer addresses, Redis, and the
-    metrics ports (``metrics_ports``; without them no component serves metrics)."""
+    metrics ports of ``metrics_ports`` (the others serve none, unless ``base`` says)."""
     env = dict(base)
-    for name, var in METRICS_PORT_ENV.items():
-        env[var] = str((metrics_ports or {}).get(name, 0))
+    for name, port in (metrics_ports or {}).items():
+        env[METRICS_PORT_ENV[name]] = str(port)
     env["REDIS_URL"] = redis_url
     env.setdefault("CCBRIDGE_BIND_HOST", "127.0.0.1")
     for name, port in ports.items():

@@ -38,11 +38,12 @@ ADDR_ENV: Mapping[str, str] = MappingProxyType(
 
 
 # The plaintext HTTP listener of each gRPC component that serves only ``GET /metrics``
-# (services/runtime/metrics.py); the gateway serves /metrics on its HTTP port.
+# (services/runtime/metrics.py); the gateway serves /metrics on its HTTP port. The
+# setting defaults to 0 (none); k8s/base/settings.env and ``ccbridge up`` use these.
 METRICS_PORTS: Mapping[str, int] = MappingProxyType(
     {"session": 9101, "history": 9102, "routing": 9103, "connector": 9104}
 )
-# The setting that overrides each one (0: no metrics listener).
+# The setting of each one (0, the default: no metrics listener).
 METRICS_PORT_ENV: Mapping[str, str] = MappingProxyType(
     {
         "session": "CCBRIDGE_SESSION_METRICS_PORT",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ccbridge.services.runtime.channels import KEEPALIVE_MS
 from ccbridge.services.runtime.mesh_tls import INSECURE, MeshTls
-from ccbridge.services.runtime.ports import METRICS_PORT_ENV, METRICS_PORTS
+from ccbridge.services.runtime.ports import METRICS_PORT_ENV
 
 # Every token and secret the operator chooses is at least this long (a comma-separated
 # list, for rotation: each of its parts); secrets issued by others (the Infobip API key,
@@ -194,7 +194,8 @@ class CommonSettings:
     # At least 1 s: grpc sends no two pings closer together.
     grpc_keepalive_ms: int = KEEPALIVE_MS
     # The plaintext HTTP port that serves only GET /metrics (services/runtime/metrics.py),
-    # on the component's bind host; 0: none (what settings built directly in tests get).
+    # on the component's bind host; 0: none. Off unless set: k8s/base and `ccbridge up`
+    # set the ports of services/runtime/ports.py (in-process tests bind none).
     metrics_port: int = 0
 
     @classmethod
@@ -203,9 +204,7 @@ class CommonSettings:
         (``CCBRIDGE_<COMPONENT>_METRICS_PORT``, services/runtime/ports.py)."""
         metrics_port = 0
         if component in METRICS_PORT_ENV:
-            metrics_port = env.int(
-                METRICS_PORT_ENV[component], METRICS_PORTS[component], minimum=0, maximum=65535
-            )
+            metrics_port = env.int(METRICS_PORT_ENV[component], 0, minimum=0, maximum=65535)
         return cls(
             redis_url=env.str("REDIS_URL", "redis://127.0.0.1:6379/0"),
             log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),

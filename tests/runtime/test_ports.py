@@ -63,14 +63,13 @@ def test_settings_default_to_the_table() -> None:
         default_addr("connector"),
     )
     assert gateway.session_addr == connector.session_addr == default_addr("session")
-    metrics_ports = [s.common.metrics_port for s in (session, history, routing, connector)]
-    assert metrics_ports == [
-        METRICS_PORTS[n] for n in ("session", "history", "routing", "connector")
-    ]
-    overridden = RoutingSettings.from_env(
-        {"CCBRIDGE_MESH_INSECURE": "true", METRICS_PORT_ENV["routing"]: "0"}
+    # No metrics listener unless its setting names a port (k8s/base and `ccbridge up`).
+    components = (session, history, routing, connector)
+    assert [s.common.metrics_port for s in components] == [0, 0, 0, 0]
+    routing_on = RoutingSettings.from_env(
+        {"CCBRIDGE_MESH_INSECURE": "true", METRICS_PORT_ENV["routing"]: "9103"}
     )
-    assert overridden.common.metrics_port == 0
+    assert routing_on.common.metrics_port == 9103
 
 
 def test_readme_and_dockerfile_show_the_table() -> None:
@@ -80,7 +79,7 @@ def test_readme_and_dockerfile_show_the_table() -> None:
     for name, var in ADDR_ENV.items():
         assert re.search(rf"\| `{var}` \| `{default_addr(name)}` \|", readme), var
     for name, var in METRICS_PORT_ENV.items():
-        assert re.search(rf"\| `{var}` \| `{METRICS_PORTS[name]}` \|", readme), var
+        assert re.search(rf"\| `{var}` \| `0` \(none; `{METRICS_PORTS[name]}` in", readme), var
     expose = re.search(r"^EXPOSE (.+)$", (ROOT / "Dockerfile").read_text(), re.M)
     assert expose is not None
     assert sorted(int(p) for p in expose.group(1).split()) == sorted(
