@@ -23,6 +23,7 @@ from ccbridge.gateway.routes import ApiRoutes
 from ccbridge.gateway.settings import GatewaySettings
 from ccbridge.gateway.webhooks import WebhookRoutes
 from ccbridge.services.runtime.tracing import asgi_middleware
+from ccbridge.services.runtime.metrics import collecting
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ def create_app(settings: GatewaySettings, *, ready_cache_s: float = 1.0) -> Star
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await backends.open()
+        with collecting(metrics.runtime):
+            await backends.open()
         log.info(
             "gateway backends open (session=%s, connector=%s)",
             settings.session_addr,

@@ -37,6 +37,7 @@ neither skips agent replies nor posts a message twice (docs/deploy.md, "Upgrades
 from __future__ import annotations
 
 from ccbridge.services.runtime.lease import Lease, Liveness
+from ccbridge.services.runtime.metrics import current as current_metrics
 from ccbridge.services.runtime.redis import RedisClient
 
 
@@ -51,6 +52,8 @@ class ConnectorStore:
         # This replica's heartbeat: a successor takes its poll leases over as soon as it
         # is gone (crashed, frozen), not after their TTL (services/runtime/lease.py).
         self.liveness = liveness
+        # Leases made later (per queue, on first poll) count takeovers here too.
+        self._metrics = current_metrics()
 
     # -- the service's poll lease --------------------------------------------------------------
     def poll_lease(self, connector: str, ttl_s: float) -> Lease:
@@ -61,6 +64,8 @@ class ConnectorStore:
             max(int(ttl_s * 1000), 1000),
             guard_key=f"ccbridge:connector:poll-lease:{{{connector}}}",
             liveness=self.liveness,
+            kind="poll",
+            metrics=self._metrics,
         )
 
     # -- the rt adapter ----------------------------------------------------------------------
@@ -75,6 +80,8 @@ class ConnectorStore:
             f"{self.p}:rt:lease:{{{queue}}}",
             ttl_ms,
             liveness=self.liveness,
+            kind="poll",
+            metrics=self._metrics,
         )
 
     @property

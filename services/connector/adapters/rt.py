@@ -456,12 +456,14 @@ class RtAdapter(Adapter):
             },
             timeout_s=settings.timeout_s,
             max_answer_bytes=MAX_ANSWER_BYTES,
+            system="rt",  # the operation is the HTTP method: RT's paths carry ticket ids
         )
         # Inbound media downloads: whole URLs, never with the RT token.
         self._files = HttpClient(
             timeout_s=settings.timeout_s,
             max_answer_bytes=max(1, settings.attach_max_bytes),
             headers={"User-Agent": "ccbridge"},
+            system="rt",
         )
         # Files of agent replies: RT's own download URL (raw bytes, with the RT token).
         self._downloads = HttpClient(
@@ -826,7 +828,7 @@ class RtAdapter(Adapter):
         if not url or limit == 0:
             return [], ""
         try:
-            answer = await self._files.request("GET", url)
+            answer = await self._files.request("GET", url, operation="download attachment")
         except AnswerTooLarge:
             return [], f"(not attached: larger than {limit} bytes; open the link above)"
         except HttpFailure as exc:
