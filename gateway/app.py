@@ -22,8 +22,8 @@ from ccbridge.gateway.middleware import RequestContextMiddleware
 from ccbridge.gateway.routes import ApiRoutes
 from ccbridge.gateway.settings import GatewaySettings
 from ccbridge.gateway.webhooks import WebhookRoutes
-from ccbridge.services.runtime.tracing import asgi_middleware
 from ccbridge.services.runtime.metrics import collecting
+from ccbridge.services.runtime.tracing import asgi_middleware
 
 log = logging.getLogger(__name__)
 

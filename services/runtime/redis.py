@@ -51,8 +51,8 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ccbridge.services.runtime.tracing import redis_batch_span
 from ccbridge.services.runtime.metrics import current as current_metrics
+from ccbridge.services.runtime.tracing import redis_batch_span
 
 SENTINEL_SCHEME = "redis+sentinel"
 # Cluster scheme → the scheme of one node's URL (its options are read as redis-py does).

@@ -55,8 +55,8 @@ from ccbridge.services.runtime.mesh_tls import (
     peer_identity,
     server_credentials,
 )
-from ccbridge.services.runtime.tracing import bind_conversation
 from ccbridge.services.runtime.metrics import RuntimeMetrics
+from ccbridge.services.runtime.tracing import bind_conversation
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from ccbridge.services.runtime.channels import KEEPALIVE_MS
 from ccbridge.services.runtime.mesh_tls import INSECURE, MeshTls
-from ccbridge.services.runtime.tracing import MODES as TRACING_MODES
 from ccbridge.services.runtime.ports import METRICS_PORT_ENV
+from ccbridge.services.runtime.tracing import MODES as TRACING_MODES
 
 # Every token and secret the operator chooses is at least this long (a comma-separated
 # list, for rotation: each of its parts); secrets issued by others (the Infobip API key,

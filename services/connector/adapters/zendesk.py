@@ -423,6 +423,7 @@ class ZendeskAdapter(Adapter):
         self._webhook_secrets = tuple(s.value.encode() for s in settings.webhook_secrets)
         basic = base64.b64encode(f"{settings.key_id}:{settings.key_secret.value}".encode())
         self._http = HttpClient(
+            system="zendesk",  # ccbridge_farside_* (the operation: the HTTP method)
             base_url=settings.api,
             headers={
                 "Authorization": f"Basic {basic.decode()}",
