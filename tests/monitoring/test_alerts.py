@@ -21,6 +21,7 @@ from tests.support.monitoring import (
     ROOT,
     alerts,
     dashboard,
+    grouping_labels,
     queries,
     rule_groups,
     selectors,
@@ -140,3 +141,19 @@ def test_the_dashboard_shows_what_the_alerts_watch() -> None:
     missing = metrics("alert ") - metrics("panel ")
     assert missing == set()
     assert dashboard()["uid"] == "ccbridge-overview"
+
+
+def test_selectors_finds_metric_names_and_matched_labels() -> None:
+    expr = """
+        # a comment naming words like up and metric
+        sum by (namespace, direction) (rate(a_total{code=~"5..|x", b!="y"}[5m]))
+          / on (namespace) group_left (direction) max without (pod) (b_seconds_bucket)
+          > 0.1 and on (namespace) c{state="ACTIVE"} unless absent(d) offset 5m
+    """
+    assert selectors(expr) == [
+        ("a_total", frozenset({"code", "b"})),
+        ("b_seconds_bucket", frozenset()),
+        ("c", frozenset({"state"})),
+        ("d", frozenset()),
+    ]
+    assert grouping_labels(expr) == {"namespace", "direction", "pod"}

@@ -34,6 +34,8 @@ _KEYWORDS = frozenset(
     {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "inf", "nan"}
 )
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+_COMMENT = re.compile(r"#[^\n]*")
+_NUMBER = re.compile(r"(?<![A-Za-z0-9_:.])\d[A-Za-z0-9_.]*")  # 0.95, 5m (offset), 1e3
 _RANGE = re.compile(r"\[[^\]]*\]")
 _STRING = r'"(?:[^"\\]|\\.)*"'
 _SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)?\s*(\{(?:[^}\"]|" + _STRING + r")*\})?")
@@ -92,7 +94,7 @@ def queries() -> list[Query]:
 
 def selectors(expr: str) -> list[tuple[str, frozenset[str]]]:
     """(metric name, label names of its matchers) of every series selector in ``expr``."""
-    text = _RANGE.sub(" ", _GROUPING.sub(" ", expr))
+    text = _NUMBER.sub(" ", _RANGE.sub(" ", _GROUPING.sub(" ", _COMMENT.sub("", expr))))
     found = []
     for match in _SELECTOR.finditer(text):
         name, braces = match.group(1), match.group(2)
@@ -115,7 +117,7 @@ def grouping_labels(expr: str) -> frozenset[str]:
     """The label names of every by/without/on/ignoring/group_left/group_right clause."""
     return frozenset(
         label.strip()
-        for clause in _GROUPING.finditer(expr)
+        for clause in _GROUPING.finditer(_COMMENT.sub("", expr))
         for label in clause.group(1).split(",")
         if label.strip()
     )
