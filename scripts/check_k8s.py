@@ -8,7 +8,9 @@ validated strictly against the Kubernetes schema of ``KUBERNETES_VERSION`` with
 container, hardened securityContext, native gRPC probes, gRPC ports named ``grpc`` with
 ``appProtocol: grpc`` on headless Services, terminationGracePeriodSeconds above drain +
 grace, placeholder-only Secrets, parseable routing rules, the prod/dev promises (replicas,
-PDBs, HPAs, limits, external Redis), and the exact set of flows the NetworkPolicies allow.
+PDBs, HPAs, limits, external Redis), the exact set of flows the NetworkPolicies allow, and
+(monitoring component) that the PodMonitor scrapes every component and that every alert
+carries a severity and a runbook.
 skaffold.yaml is checked for its schema version, the paths it names and every profile's
 manifests; the Dockerfile for its stages, user and entry point.
 
