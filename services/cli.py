@@ -2,11 +2,12 @@
 
 ``ccbridge serve <component>``   run one component in this process (what a pod runs)
 ``ccbridge up [--demo]``         run the whole mesh locally as separate processes
-``ccbridge sim infobip|ccaas``   run a simulator
+``ccbridge sim infobip|ccaas|genesys``   run a simulator
 ``ccbridge erase conversation|end-user X --yes``   a data-protection request
 ``ccbridge handovers ...``       look up, list, close handovers (gRPC, for operators)
 ``ccbridge dead-letters ...``    list and replay dead letters
 ``ccbridge infobip ...``         point an Infobip account at the gateway
+``ccbridge genesys setup``       check Genesys Cloud, point its Open Messaging webhook here
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import grpc
 import orjson
 from google.protobuf.json_format import MessageToDict
 
+from ccbridge.services.connector.genesys_cli import add_genesys_commands
 from ccbridge.services.infobip.cli import add_infobip_commands
 from ccbridge.services.runtime.channels import create_blocking_channel
 from ccbridge.services.runtime.ports import default_addr
@@ -49,11 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _sim(args: argparse.Namespace) -> int:
-    module = importlib.import_module(
-        "ccbridge.simulators.infobip.__main__"
-        if args.which == "infobip"
-        else "ccbridge.simulators.ccaas.__main__"
-    )
+    module = importlib.import_module(f"ccbridge.simulators.{args.which}.__main__")
     module.main(args.rest)
     return 0
 
@@ -207,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_up)
 
     sim = sub.add_parser("sim", help="run a simulator (pass --help after the name)")
-    sim.add_argument("which", choices=("infobip", "ccaas"))
+    sim.add_argument("which", choices=("infobip", "ccaas", "genesys"))
     sim.add_argument("rest", nargs=argparse.REMAINDER)
     sim.set_defaults(func=_sim)
 
@@ -251,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     erase.set_defaults(func=_erase)
 
     add_infobip_commands(sub.add_parser)
+    add_genesys_commands(sub.add_parser)
     return parser
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from ccbridge.services.connector.adapters.genesys_settings import GenesysSettings
 from ccbridge.services.connector.adapters.rt_settings import RtSettings
 from ccbridge.services.connector.adapters.webhook_settings import WebhookSettings
 from ccbridge.services.connector.base import Adapter
@@ -43,9 +44,16 @@ def _rt(settings: RtSettings, store: ConnectorStore) -> Adapter:
     return rt.build(settings, store)
 
 
+def _genesys(settings: GenesysSettings, store: ConnectorStore) -> Adapter:
+    from ccbridge.services.connector.adapters import genesys
+
+    return genesys.build(settings, store)
+
+
 ADAPTERS: Mapping[str, AdapterSpec[Any]] = {
     "webhook": AdapterSpec(WebhookSettings.read, _webhook),
     "rt": AdapterSpec(RtSettings.read, _rt),
+    "genesys": AdapterSpec(GenesysSettings.read, _genesys),
 }
 
 

@@ -10,6 +10,12 @@
 ``ccb:rt:open:{conversation}``           RT: lock of one conversation's ticket creation
 ``ccb:rt:msg:{conversation}:<key>``      RT: a posted customer message's transaction id
 ``ccb:rt:msglock:{conversation}:<key>``  RT: lock of one customer message's post
+``ccb:connector:genesys:case:{user}``   Genesys: the open case of an end-user identity
+                                         (Genesys conversation id, Infobip conversation,
+                                         idType, transcript parts sent)
+``ccb:connector:genesys:open``           Genesys: set of end-user identities with an open
+                                         case (polled for the conversation's end)
+``ccb:connector:genesys:msg:{user}:<k>`` Genesys: a posted customer message's Genesys id
 ``ccb:connector:live:<replica>``         a connector replica's liveness key (3 s TTL,
                                          renewed every second); its leases' tokens name it
 =======================================  ==================================================
@@ -83,3 +89,14 @@ class ConnectorStore:
         is another key; read when the key itself is missing."""
         v1 = "ccb" + key[len(self.p) :]
         return v1 if v1 != key else None
+
+    # -- the genesys adapter (under the connector's own key family) ---------------------------
+    def genesys_case(self, end_user: str) -> str:
+        return f"{self.p}:connector:genesys:case:{{{end_user}}}"
+
+    @property
+    def genesys_open(self) -> str:
+        return f"{self.p}:connector:genesys:open"
+
+    def genesys_message(self, end_user: str, key: str) -> str:
+        return f"{self.p}:connector:genesys:msg:{{{end_user}}}:{key}"

@@ -21,7 +21,9 @@ from typing import TypeVar
 
 import pytest
 
-from tests.conformance.drivers import FarSideDriver, RtDriver, WebhookDriver
+from ccbridge.services.local.supervisor import free_port
+from tests.conformance.drivers import FarSideDriver, GenesysDriver, RtDriver, WebhookDriver
+from tests.support.local_genesys import GENESYS_ENV, start_genesys_sim
 from tests.support.mesh import Mesh, running_mesh
 from tests.support.rt import RtPeer
 
@@ -101,6 +103,7 @@ class Bridge:
 CONNECTORS = [
     pytest.param("webhook", id="webhook"),
     pytest.param("rt", id="rt", marks=pytest.mark.rt),
+    pytest.param("genesys", id="genesys"),
 ]
 
 
@@ -127,6 +130,18 @@ def bridge(
 
         def make_driver(mesh: Mesh) -> FarSideDriver:
             return RtDriver(peer)
+    elif name == "genesys":
+        genesys_port = free_port()
+        extra |= GENESYS_ENV | {
+            "CCBRIDGE_CONNECTORS": "webhook,genesys",
+            "CCBRIDGE_ROUTING_DEFAULT_CONNECTOR": "genesys",
+            "CCBRIDGE_GENESYS_BASE_URL": f"http://127.0.0.1:{genesys_port}",
+            "CCBRIDGE_GENESYS_TIMEOUT_S": "5",
+            "CCBRIDGE_POLL_INTERVAL_S": "0.5",
+        }
+
+        def make_driver(mesh: Mesh) -> FarSideDriver:
+            return GenesysDriver(start_genesys_sim(mesh, genesys_port))
     else:
 
         def make_driver(mesh: Mesh) -> FarSideDriver:

@@ -451,3 +451,138 @@ class RtDriver(FarSideDriver):
     def close(self) -> None:
         self.bridge.close()
         self.agent.close()
+
+
+_NOTICE = "ccbridge.notice"
+
+
+class GenesysDriver(FarSideDriver):
+    """Genesys Cloud Open Messaging (docs/connectors/genesys.md) against the Genesys
+    simulator: the case is the end user's Open Messaging identity (``channel.from.id``);
+    the transcript is the conversation's first inbound messages (``[time] role: text``
+    lines, message ids ``<conversation>:transcript:<n>``); customer messages are the
+    other inbound messages; the agent (Alice) replies, sends files and disconnects
+    through the simulator's control API, which signs and POSTs Genesys's outbound
+    notifications. Every request the bridge sent must fit the SDK's models (the
+    simulator refuses any that does not, and ``close`` checks none was refused)."""
+
+    name = "genesys"
+    bulk_messages = 100
+    outage_messages = 20
+    probe_interval_s = 0.05
+    timeout_s = 60.0
+    can_send_location = False  # Open Messaging's content has no location
+
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=30)
+
+    def _conversation(self, case: str) -> dict[str, Any]:
+        """The case's latest Genesys conversation, with its messages."""
+        found = self.http.get("/_sim/conversations", params={"fromId": case}).json()
+        assert found["conversations"], f"no Genesys conversation for {case!r}"
+        latest = found["conversations"][-1]["id"]
+        response = self.http.get(f"/_sim/conversations/{latest}")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def find_case(self, conversation_id: str) -> str | None:
+        found = self.http.get("/_sim/conversations", params={"conversationId": conversation_id})
+        conversations = found.json()["conversations"]
+        assert len(conversations) <= 1, conversations
+        return str(conversations[0]["fromId"]) if conversations else None
+
+    def transcript(self, case: str) -> list[TranscriptLine]:
+        seen: list[TranscriptLine] = []
+        parts = [
+            m
+            for m in self._conversation(case)["messages"]
+            if ":transcript:" in str(m.get("messageId", ""))
+        ]
+        assert parts, "the conversation has no transcript messages"
+        for part in parts:
+            heading, _, body = str(part["text"]).partition("\n")
+            assert heading.startswith("Transcript (times UTC, oldest first)"), heading
+            for line in body.split("\n"):
+                match = _TRANSCRIPT_LINE.match(line)
+                if match:
+                    seen.append(TranscriptLine(match[1], match[2], match[3]))
+                elif line.startswith("    ") and seen:
+                    last = seen[-1]
+                    seen[-1] = TranscriptLine(last.at, last.role, f"{last.text}\n{line[4:]}")
+        return seen
+
+    def _customer(self, case: str) -> list[dict[str, Any]]:
+        return [
+            m
+            for m in self._conversation(case)["messages"]
+            if m["direction"] == "Inbound"
+            and ":transcript:" not in str(m.get("messageId", ""))
+            and not (m.get("metadata") or {}).get(_NOTICE)
+        ]
+
+    def customer_messages(self, case: str) -> list[str]:
+        return [str(m["text"]) for m in self._customer(case)]
+
+    def customer_content(self, case: str) -> list[dict[str, Any]]:
+        seen = []
+        for m in self._customer(case):
+            text = str(m["text"])
+            kind = re.match(r"\[([a-z0-9_]+)\]", text)
+            urls = [
+                str(item["attachment"]["url"])
+                for item in m.get("content") or []
+                if isinstance(item.get("attachment"), dict)
+            ]
+            seen.append(
+                {
+                    "type": kind[1].upper() if kind else "TEXT",
+                    "text": text,
+                    "file": None,
+                    "url": urls[0] if urls else None,
+                }
+            )
+        return seen
+
+    def _act(self, case: str, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        conversation = self._conversation(case)["id"]
+        answer = self.http.post(f"/_sim/conversations/{conversation}/{action}", json=body)
+        answer.raise_for_status()
+        return dict(answer.json())
+
+    def agent_reply(self, case: str, text: str) -> None:
+        answer = self._act(case, "reply", {"text": text})
+        assert answer["bridgeStatus"] == 200, answer
+
+    def agent_send_file(
+        self, case: str, name: str, content_type: str, data: bytes, caption: str = ""
+    ) -> None:
+        stored = self.http.post("/_sim/files", content=data, headers={"content-type": content_type})
+        stored.raise_for_status()
+        file = stored.json()
+        attachment = {
+            "url": file["url"],
+            "mediaType": file["mediaType"],
+            "mime": content_type,
+            "filename": name,
+        }
+        answer = self._act(case, "reply", {"text": caption, "attachments": [attachment]})
+        assert answer["bridgeStatus"] == 200, answer
+
+    def agent_close(self, case: str) -> None:
+        self._act(case, "disconnect", {})
+
+    def is_closed(self, case: str) -> bool:
+        return bool(self._conversation(case)["state"] == "ended")
+
+    def take_down(self) -> None:
+        self.http.post("/_sim/down").raise_for_status()
+
+    def bring_back(self) -> None:
+        self.http.post("/_sim/up").raise_for_status()
+
+    def close(self) -> None:
+        try:
+            rejected = self.http.get("/_sim/rejected").json()["rejected"]
+            assert not rejected, f"the simulator refused requests of the bridge: {rejected[:3]}"
+        finally:
+            self.http.close()
