@@ -22,6 +22,7 @@ from ccbridge.gateway.middleware import RequestContextMiddleware
 from ccbridge.gateway.routes import ApiRoutes
 from ccbridge.gateway.settings import GatewaySettings
 from ccbridge.gateway.webhooks import WebhookRoutes
+from ccbridge.services.runtime.tracing import asgi_middleware
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,13 @@ def create_app(settings: GatewaySettings, *, ready_cache_s: float = 1.0) -> Star
             *media.routes(),
         ],
         middleware=[
+            # Outermost, when tracing is on: the request's span covers everything below.
+            *((traced,) if (traced := asgi_middleware()) is not None else ()),
             Middleware(
                 RequestContextMiddleware,
                 metrics=metrics,
                 max_concurrent=settings.max_concurrent_requests,
-            )
+            ),
         ],
         exception_handlers={HttpError: _on_http_error, HTTPException: _on_starlette_error},
         lifespan=lifespan,

@@ -40,3 +40,14 @@ ADDR_ENV: Mapping[str, str] = MappingProxyType(
 def default_addr(component: str) -> str:
     """The loopback address a peer dials when ``<PEER>_ADDR`` is not set."""
     return f"127.0.0.1:{DEFAULT_PORTS[component]}"
+
+
+def peer_addr(component: str, environ: Mapping[str, str]) -> str:
+    """The address the operator's tools dial for ``component``, from the same settings
+    ``ccbridge up`` reads: ``<PEER>_ADDR`` when set, else loopback on the component's
+    ``CCBRIDGE_<COMPONENT>_PORT``, else its default port."""
+    explicit = environ.get(ADDR_ENV.get(component, ""), "").strip()
+    if explicit:
+        return explicit
+    port = environ.get(PORT_ENV[component], "").strip()
+    return f"127.0.0.1:{port}" if port.isdigit() else default_addr(component)

@@ -50,6 +50,8 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ccbridge.services.runtime.tracing import redis_batch_span
+
 SENTINEL_SCHEME = "redis+sentinel"
 # Cluster scheme → the scheme of one node's URL (its options are read as redis-py does).
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -436,7 +438,8 @@ class RawPipeline(Batch):
         self._closed = False
 
     async def _send_batch(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        return await self._send(self._pack(commands), len(commands))
+        with redis_batch_span(commands):  # redis-py's instrumentation does not see it
+            return await self._send(self._pack(commands), len(commands))
 
     async def aclose(self) -> None:
         """Closes the idle connections now and the busy ones when their round trip ends."""

@@ -47,13 +47,14 @@ from ccbridge.services.runtime.errors import (
     InvalidArgument,
     ResourceExhausted,
 )
-from ccbridge.services.runtime.logging import conversation_id_var, request_id_var, rpc_var
+from ccbridge.services.runtime.logging import request_id_var, rpc_var
 from ccbridge.services.runtime.mesh_tls import (
     INSECURE_WARNING,
     MeshTls,
     peer_identity,
     server_credentials,
 )
+from ccbridge.services.runtime.tracing import bind_conversation
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):
             request_id_var.set(str(request_id or uuid.uuid4().hex[:16]))
             rpc_var.set(rpc)
             cid = getattr(request, "conversation_id", "")
-            conversation_id_var.set(cid if isinstance(cid, str) else "")
+            bind_conversation(cid if isinstance(cid, str) else "")
 
         # The stubs type a handler's behaviour for the sync server; under grpc.aio it is a
         # coroutine or async generator function taking a grpc.aio.ServicerContext.

@@ -49,8 +49,8 @@ from ccbridge.services.infobip.outbound import EMAIL_CHANNEL, Part, Unsupported,
 from ccbridge.services.runtime.errors import FarSideError
 from ccbridge.services.runtime.farside import FarSideGate, GatePolicy
 from ccbridge.services.runtime.lease import holder_of
-from ccbridge.services.runtime.logging import conversation_id_var
 from ccbridge.services.runtime.media import MediaLinks
+from ccbridge.services.runtime.tracing import bind_conversation, delivery_span
 from ccbridge.services.session.delivery import (
     Delivery,
     Failure,
@@ -409,7 +409,7 @@ class ConversationWorker:
 
     async def run_step(self, lane: Lane, cid: str) -> None:
         """Runs one step of a conversation's lane if the lane's lease can be taken."""
-        conversation_id_var.set(cid)
+        bind_conversation(cid)
         async with self._lease(lane, cid) as (token, snapshot):
             if token is None:
                 # Another replica works on it; look again when its lease could expire, or
@@ -766,6 +766,18 @@ class ConversationWorker:
         message: common_pb2.Message,
     ) -> None:
         """One head message to its far side, through the far side's health gate."""
+        # The message's trace continues here (it waited in Redis since it was queued).
+        with delivery_span(f"session.deliver {lane.queue}", (message,)):
+            await self._deliver_one(lane, rec, token, payload, message)
+
+    async def _deliver_one(
+        self,
+        lane: Lane,
+        rec: HandoverRecord,
+        token: str,
+        payload: bytes,
+        message: common_pb2.Message,
+    ) -> None:
         name = self.delivery.far_side(lane, rec.get("connector"))
         admission = await self.delivery.admit(lane, name)
         if not admission.allowed:

@@ -67,3 +67,12 @@ def test_readme_and_dockerfile_show_the_table() -> None:
     expose = re.search(r"^EXPOSE (.+)$", (ROOT / "Dockerfile").read_text(), re.M)
     assert expose is not None
     assert sorted(int(p) for p in expose.group(1).split()) == sorted(DEFAULT_PORTS.values())
+
+
+def test_the_operators_tools_find_a_peer_as_ccbridge_up_places_it() -> None:
+    from ccbridge.services.runtime.ports import peer_addr
+
+    assert peer_addr("session", {}) == default_addr("session")
+    assert peer_addr("session", {"CCBRIDGE_SESSION_PORT": "6001"}) == "127.0.0.1:6001"
+    both = {"CCBRIDGE_SESSION_PORT": "6001", "SESSION_ADDR": "session.ns:50051"}
+    assert peer_addr("session", both) == "session.ns:50051"

@@ -139,7 +139,8 @@ class ConnectorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListConnectors(self, request, context):
-        """Lists the configured connectors and whether each is reachable.
+        """Lists the configured connectors and their mode (push or poll). It does not call the
+        CCaaS: `ccbridge doctor` checks each connector's far side.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

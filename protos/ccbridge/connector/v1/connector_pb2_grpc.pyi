@@ -61,7 +61,9 @@ class ConnectorServiceStub:
     relayed=false.
     """
     ListConnectors: _grpc.UnaryUnaryMultiCallable[_connector_pb2.ListConnectorsRequest, _connector_pb2.ListConnectorsResponse]
-    """Lists the configured connectors and whether each is reachable."""
+    """Lists the configured connectors and their mode (push or poll). It does not call the
+    CCaaS: `ccbridge doctor` checks each connector's far side.
+    """
 
 @_typing.type_check_only
 class ConnectorServiceAsyncStub(ConnectorServiceStub):
@@ -96,7 +98,9 @@ class ConnectorServiceAsyncStub(ConnectorServiceStub):
     relayed=false.
     """
     ListConnectors: _aio.UnaryUnaryMultiCallable[_connector_pb2.ListConnectorsRequest, _connector_pb2.ListConnectorsResponse]  # type: ignore[assignment]
-    """Lists the configured connectors and whether each is reachable."""
+    """Lists the configured connectors and their mode (push or poll). It does not call the
+    CCaaS: `ccbridge doctor` checks each connector's far side.
+    """
 
 class ConnectorServiceServicer(metaclass=_abc_1.ABCMeta):
     """Talks to contact centers. Every call names the connector that serves it."""
@@ -176,6 +180,8 @@ class ConnectorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _connector_pb2.ListConnectorsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_connector_pb2.ListConnectorsResponse, _abc.Awaitable[_connector_pb2.ListConnectorsResponse]]:
-        """Lists the configured connectors and whether each is reachable."""
+        """Lists the configured connectors and their mode (push or poll). It does not call the
+        CCaaS: `ccbridge doctor` checks each connector's far side.
+        """
 
 def add_ConnectorServiceServicer_to_server(servicer: ConnectorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
