@@ -352,6 +352,7 @@ class WebhookRoutes:
         counts = await self._ingest(messages, "legacy")
         counts.ignored += skipped
         self._metrics.count_ingest("legacy", "skipped", skipped)
+        self._metrics.webhook_accepted("legacy")
         return JsonResponse(
             {
                 "accepted": counts.accepted,
@@ -473,6 +474,7 @@ class WebhookRoutes:
                 counts.rejected += 1
             else:
                 counts.ignored += 1
+        self._metrics.webhook_accepted("events")
         return JsonResponse(
             {
                 "accepted": counts.accepted,

@@ -43,7 +43,12 @@ import kubernetes_validate
 import yaml
 
 # The ports table the code uses: the manifests must agree with it.
-from ccbridge.services.runtime.ports import GRPC_PORTS, HTTP_PORTS
+from ccbridge.services.runtime.ports import (
+    GRPC_PORTS,
+    HTTP_PORTS,
+    METRICS_PORT_ENV,
+    METRICS_PORTS,
+)
 from ccbridge.services.runtime.redis_acl import REDIS_COMPONENTS, acl_rules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -421,10 +426,12 @@ def _check_ports(ref: str, c: Mapping[str, Any], component: str | None) -> list[
         health = ports.get("grpc-health")
         if not health or health.get("containerPort") != HEALTH_PORT:
             problems.append(f"{ref}: needs a port named grpc-health = {HEALTH_PORT}")
-        if set(ports) - {"grpc", "grpc-health"}:
-            problems.append(
-                f"{ref}: unexpected ports {sorted(set(ports) - {'grpc', 'grpc-health'})}"
-            )
+        metrics = ports.get("metrics")
+        if not metrics or metrics.get("containerPort") != METRICS_PORTS[component]:
+            problems.append(f"{ref}: needs a port named metrics = {METRICS_PORTS[component]}")
+        known = {"grpc", "grpc-health", "metrics"}
+        if set(ports) - known:
+            problems.append(f"{ref}: unexpected ports {sorted(set(ports) - known)}")
     elif component is not None and component in HTTP_PORTS:
         http = ports.get("http")
         if not http or http.get("containerPort") != HTTP_PORTS[component]:
@@ -433,6 +440,22 @@ def _check_ports(ref: str, c: Mapping[str, Any], component: str | None) -> list[
         if not port.get("name"):
             problems.append(f"{ref}: port {port.get('containerPort')} has no name")
     return problems
+
+
+def _check_scrape(ref: str, metadata: Mapping[str, Any], component: str) -> list[str]:
+    """Prometheus's scrape annotations name the component's metrics port and path."""
+    port = METRICS_PORTS.get(component, HTTP_PORTS.get(component))
+    want = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+    }
+    annotations = metadata.get("annotations") or {}
+    return [
+        f"{ref}: pod annotation {key} must be {value!r}"
+        for key, value in want.items()
+        if annotations.get(key) != value
+    ]
 
 
 def check_workloads(docs: list[Doc], *, limits_required: bool = False) -> list[str]:
@@ -513,6 +536,8 @@ def check_workloads(docs: list[Doc], *, limits_required: bool = False) -> list[s
             if c in pod.get("containers", []):
                 problems += _check_probes(cref, c, component)
             problems += _check_ports(cref, c, component)
+            if component is not None:
+                problems += _check_scrape(ref, template.get("metadata") or {}, component)
 
             mounts = {m["mountPath"]: m for m in c.get("volumeMounts") or ()}
             if component is not None:
@@ -617,7 +642,8 @@ def check_services(docs: list[Doc]) -> list[str]:
 
 
 def check_settings(docs: list[Doc]) -> list[str]:
-    """The shared settings: bind host, JSON logs and dns:/// peers that resolve here."""
+    """The shared settings: bind host, JSON logs, metrics ports and dns:/// peers that
+    resolve here."""
     settings = _settings(docs)
     if not settings:
         return ["ConfigMap ccbridge-settings is not rendered"]
@@ -628,6 +654,10 @@ def check_settings(docs: list[Doc]) -> list[str]:
         problems.append("ccbridge-settings: LOG_FORMAT must be json")
     if "REDIS_URL" in settings:
         problems.append("ccbridge-settings: REDIS_URL belongs to session and connector only")
+    for component, port in METRICS_PORTS.items():
+        key = METRICS_PORT_ENV[component]
+        if settings.get(key) != str(port):
+            problems.append(f"ccbridge-settings: {key} must be {port} (services/runtime/ports.py)")
     services = _by_kind(docs, "Service")
     for key, service in PEER_ADDRS.items():
         value = settings.get(key, "")
@@ -1034,6 +1064,10 @@ def _peers(docs: list[Doc]) -> list[Peer]:
             {"app.kubernetes.io/name": "ccbridge-operator", "app.kubernetes.io/part-of": PART_OF},
         ),
         Peer("other-pod", OTHER_NS, {"app": "something-else"}),
+        # Prometheus where the metrics policy expects it; and one wearing its label in
+        # another namespace, which must not get in.
+        Peer("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"}),
+        Peer("prometheus-elsewhere", OTHER_NS, {"app.kubernetes.io/name": "prometheus"}),
         Peer("internet", ip=INTERNET_IP, ports=(("TCP", 443), ("TCP", 80))),
         Peer("external-redis", ip=REDIS_IP, ports=(("TCP", 6379), ("TCP", 6380))),
     ]
@@ -1107,6 +1141,9 @@ def _allowed(policies: list[Doc], src: Peer, dst: Peer, protocol: str, port: int
     )
 
 
+PROMETHEUS = ("prometheus", "prometheus-elsewhere")
+
+
 def expected_flows(docs: list[Doc], components: Iterable[str]) -> set[tuple[str, str, int]]:
     """The flows the mesh needs, and nothing more (docs/deploy.md has the diagram)."""
     workloads = {w["metadata"]["name"] for w in _workloads(docs)}
@@ -1126,6 +1163,11 @@ def expected_flows(docs: list[Doc], components: Iterable[str]) -> set[tuple[str,
         ("operator", "session", 50051),
         ("operator", "routing", 50053),
         ("operator", "connector", 50054),
+        # Prometheus: each gRPC component's metrics listener; the gateway's /metrics is on
+        # its open port 8000 (as for any pod).
+        *(("prometheus", name, port) for name, port in METRICS_PORTS.items()),
+        ("prometheus", "gateway", 8000),
+        ("prometheus-elsewhere", "gateway", 8000),
     }
     for name in workloads:
         flows.add((name, "dns", 53))
@@ -1137,7 +1179,7 @@ def expected_flows(docs: list[Doc], components: Iterable[str]) -> set[tuple[str,
     return {
         f
         for f in flows
-        if f[0] in workloads | {"other-pod", "grpc-client", "operator"}
+        if f[0] in workloads | {"other-pod", "grpc-client", "operator", *PROMETHEUS}
         and f[1] in workloads | {"dns", "internet", "external-redis"}
     }
 

@@ -2,13 +2,14 @@
 
 ``ccbridge serve <component>``   run one component in this process (what a pod runs)
 ``ccbridge up [--demo]``         run the whole mesh locally as separate processes
-``ccbridge sim infobip|ccaas|genesys``   run a simulator
+``ccbridge sim infobip|ccaas|genesys|zendesk``   run a simulator
 ``ccbridge erase conversation|end-user X --yes``   a data-protection request
 ``ccbridge handovers ...``       look up, list, close handovers (gRPC, for operators)
 ``ccbridge dead-letters ...``    list and replay dead letters
 ``ccbridge doctor``              check settings, Redis, the mesh, Infobip, the connector
 ``ccbridge infobip ...``         point an Infobip account at the gateway
 ``ccbridge genesys setup``       check Genesys Cloud, point its Open Messaging webhook here
+``ccbridge zendesk setup``       make a Sunshine Conversations app ready for the connector
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ccbridge.services.connector.adapters.zendesk_setup import add_zendesk_commands
 from ccbridge.services.connector.genesys_cli import add_genesys_commands
 from ccbridge.services.infobip.cli import add_infobip_commands
 from ccbridge.services.local.admin import add_admin_commands
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_up)
 
     sim = sub.add_parser("sim", help="run a simulator (pass --help after the name)")
-    sim.add_argument("which", choices=("infobip", "ccaas", "genesys"))
+    sim.add_argument("which", choices=("infobip", "ccaas", "genesys", "zendesk"))
     sim.add_argument("rest", nargs=argparse.REMAINDER)
     sim.set_defaults(func=_sim)
 
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_doctor_command(sub)
     add_infobip_commands(sub.add_parser)
     add_genesys_commands(sub.add_parser)
+    add_zendesk_commands(sub.add_parser)
     return parser
 
 

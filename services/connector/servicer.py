@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import grpc
 
@@ -226,6 +226,27 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
             duplicates=response.duplicates,
             ignored=response.ignored + batch.ignored,
         )
+
+    async def FetchAgentFile(
+        self,
+        request: connector_pb2.FetchAgentFileRequest,
+        context: grpc.aio.ServicerContext[
+            connector_pb2.FetchAgentFileRequest, connector_pb2.FetchAgentFileResponse
+        ],
+    ) -> AsyncIterator[connector_pb2.FetchAgentFileResponse]:
+        adapter = self._adapter(request.connector)
+        if not request.file_ref:
+            raise InvalidArgument("file_ref is required")
+        async with adapter.agent_file(request.file_ref) as found:
+            yield connector_pb2.FetchAgentFileResponse(
+                head=connector_pb2.AgentFileHead(
+                    content_type=found.content_type,
+                    content_length=found.content_length or 0,
+                    file_name=found.name,
+                )
+            )
+            async for chunk in found.chunks:
+                yield connector_pb2.FetchAgentFileResponse(chunk=chunk)
 
     async def ListConnectors(
         self,

@@ -33,7 +33,13 @@ from ccbridge.services.local.supervisor import (
     port_open,
     private_dir,
 )
-from ccbridge.services.runtime.ports import ADDR_ENV, DEFAULT_PORTS, PORT_ENV
+from ccbridge.services.runtime.ports import (
+    ADDR_ENV,
+    DEFAULT_PORTS,
+    METRICS_PORT_ENV,
+    METRICS_PORTS,
+    PORT_ENV,
+)
 from ccbridge.services.runtime.settings import EnvReader
 
 ORDER = ("routing", "history", "connector", "session", "gateway")
@@ -115,34 +121,56 @@ def start_simulators(
 
 
 def start_mesh(
-    group: ProcessGroup, env: Mapping[str, str], ports: Mapping[str, int], *, quiet: bool = False
+    group: ProcessGroup,
+    env: Mapping[str, str],
+    ports: Mapping[str, int],
+    *,
+    quiet: bool = False,
+    metrics_ports: Mapping[str, int] | None = None,
 ) -> None:
-    """Starts the five components in dependency order and waits for each to be ready."""
+    """Starts the five components in dependency order and waits for each to be ready;
+    ``metrics_ports``: where each gRPC component serves /metrics (as ``env`` says:
+    mesh_env), printed with it (the gateway serves it on its own port)."""
+    metrics_ports = {k: v for k, v in (metrics_ports or {}).items() if v}
     for name in ORDER:
-        if port_open(ports[name]):
-            raise RuntimeError(
-                f"port {ports[name]} for {name} is taken; set "
-                f"the {name} port variable (see README) to a free port"
-            )
+        for port, what in ((ports[name], "port"), (metrics_ports.get(name, 0), "metrics port")):
+            if port and port_open(port):
+                raise RuntimeError(
+                    f"{what} {port} for {name} is taken; set "
+                    f"the {name} {what} variable (see README) to a free port"
+                )
         group.start(name, env, ports[name])
     for name in ORDER:
         group.wait_ready(name, "http:/readyz" if name == "gateway" else "grpc")
-        _status(
-            f"  ✓ {name:<10} {'http' if name == 'gateway' else 'grpc'}://127.0.0.1:{ports[name]}"
+        scheme = "http" if name == "gateway" else "grpc"
+        metrics = (
+            f"http://127.0.0.1:{ports[name]}/metrics"
+            if name == "gateway"
+            else f"http://127.0.0.1:{metrics_ports[name]}/metrics"
+            if name in metrics_ports
+            else "off"
         )
+        _status(f"  ✓ {name:<10} {scheme}://127.0.0.1:{ports[name]}  metrics {metrics}")
 
 
-def up_settings(environ: Mapping[str, str]) -> tuple[dict[str, int], int, str, list[str]]:
-    """``ccbridge up``'s own settings: the component ports, the embedded Redis's port and
-    fsync mode, and every problem with them."""
+def up_settings(
+    environ: Mapping[str, str],
+) -> tuple[dict[str, int], dict[str, int], int, str, list[str]]:
+    """``ccbridge up``'s own settings: the component ports, the gRPC components' metrics
+    ports (0: none), the embedded Redis's port and fsync mode, and every problem with
+    them."""
     env = EnvReader(environ)
     ports = {
         name: env.int(PORT_ENV[name], default, minimum=1, maximum=65535)
         for name, default in DEFAULT_PORTS.items()
     }
+    metrics_ports = {
+        name: env.int(METRICS_PORT_ENV[name], default, minimum=0, maximum=65535)
+        for name, default in METRICS_PORTS.items()
+    }
     redis_port = env.int("CCBRIDGE_REDIS_PORT", 0, minimum=0, maximum=65535)
     appendfsync = env.choice("CCBRIDGE_REDIS_APPENDFSYNC", "everysec", APPENDFSYNC_MODES)
-    return ports, redis_port, appendfsync, list(env.errors)
+    return ports, metrics_ports, redis_port, appendfsync, list(env.errors)
 
 
 def fresh_logs(data: Path) -> None:
@@ -196,7 +224,7 @@ def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
     Every setting of every component is checked before anything starts."""
     data = Path(data_dir).resolve()
     environ = dict(os.environ)
-    ports, redis_port, appendfsync, own_problems = up_settings(environ)
+    ports, metrics_ports, redis_port, appendfsync, own_problems = up_settings(environ)
     # A throwaway CA per run: the local mesh is mutual TLS as in production.
     pki = create_mesh_pki(data / "pki")
     group = ProcessGroup(log_dir=data / "logs", pki=pki)
@@ -209,11 +237,16 @@ def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
     if demo:
         infobip_port, ccaas_port = free_port(), free_port()
         environ = demo_environment(environ, infobip_port, ccaas_port, ports["gateway"])
-    env = mesh_env(environ, ports, redis_url)
+    env = mesh_env(environ, ports, redis_url, metrics_ports)
     taken = [
         f"port {port} for {name} is taken: set {PORT_ENV[name]} to a free port  (ccbridge up)"
         for name, port in ports.items()
         if port_open(port)
+    ] + [
+        f"metrics port {port} for {name} is taken: set {METRICS_PORT_ENV[name]} to a free "
+        "port, or 0 for none  (ccbridge up)"
+        for name, port in metrics_ports.items()
+        if port and port_open(port)
     ]
     if redis is not None and redis_port and port_open(redis_port):
         taken.append(
@@ -257,14 +290,14 @@ def run_up(*, demo: bool, data_dir: str, keep_running: bool = True) -> int:
                 f"  ✓ ccaas-sim   http://127.0.0.1:{ccaas_port}/_sim/ui  (a contact center; "
                 "open it in a browser)"
             )
-            start_mesh(group, env, ports)
+            start_mesh(group, env, ports, metrics_ports=metrics_ports)
             _status(f"  logs: {data / 'logs'}")
             asyncio.run(play_demo(env, infobip_port, ccaas_port, ports["gateway"]))
             if not keep_running:
                 return 0
             _status(try_it_yourself(env, ports, infobip_port, ccaas_port, operator_env))
         else:
-            start_mesh(group, env, ports)
+            start_mesh(group, env, ports, metrics_ports=metrics_ports)
             _status(f"  logs: {data / 'logs'}")
         _status(
             "  operator certificate (for `ccbridge handovers`/`dead-letters`/`doctor`): "

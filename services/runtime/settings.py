@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ccbridge.services.runtime.channels import KEEPALIVE_MS
 from ccbridge.services.runtime.mesh_tls import INSECURE, MeshTls
+from ccbridge.services.runtime.ports import METRICS_PORT_ENV
 from ccbridge.services.runtime.tracing import MODES as TRACING_MODES
 
 # Every token and secret the operator chooses is at least this long (a comma-separated
@@ -203,9 +204,18 @@ class CommonSettings:
     # CCBRIDGE_TRACING: "off" (the default unless an OTLP endpoint is set) or "otlp"
     # (services/runtime/tracing.py; the OTEL_* variables configure the rest).
     tracing: str = "off"
+    # The plaintext HTTP port that serves only GET /metrics (services/runtime/metrics.py),
+    # on the component's bind host; 0: none. Off unless set: k8s/base and `ccbridge up`
+    # set the ports of services/runtime/ports.py (in-process tests bind none).
+    metrics_port: int = 0
 
     @classmethod
-    def read(cls, env: EnvReader) -> CommonSettings:
+    def read(cls, env: EnvReader, component: str = "") -> CommonSettings:
+        """``component``: a gRPC component's name, for its metrics port setting
+        (``CCBRIDGE_<COMPONENT>_METRICS_PORT``, services/runtime/ports.py)."""
+        metrics_port = 0
+        if component in METRICS_PORT_ENV:
+            metrics_port = env.int(METRICS_PORT_ENV[component], 0, minimum=0, maximum=65535)
         return cls(
             redis_url=env.str("REDIS_URL", "redis://127.0.0.1:6379/0"),
             log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -220,6 +230,7 @@ class CommonSettings:
                 "CCBRIDGE_GRPC_KEEPALIVE_MS", KEEPALIVE_MS, minimum=1000, maximum=3_600_000
             ),
             tracing=read_tracing_mode(env),
+            metrics_port=metrics_port,
         )
 
 

@@ -161,6 +161,8 @@ class InboxRelay:
                 log.warning("lease lost during a relay batch; another worker continues")
                 busy.append(cid)
                 continue
+            if self.delivery.metrics is not None:
+                self.delivery.metrics.delivered(Lane.INBOX, "delivered", plan.delivered)
             if plan.failure is not None:
                 await self._fail(plan)
                 busy.append(cid)  # the full step applies the back-off from here

@@ -60,6 +60,7 @@ from ccbridge.services.session.delivery import (
     held,
 )
 from ccbridge.services.session.inbound import InboundContent
+from ccbridge.services.session.metrics import SessionMetrics
 from ccbridge.services.session.reconciler import Reconciler
 from ccbridge.services.session.relay import InboxRelay
 from ccbridge.services.session.settings import SessionSettings
@@ -148,8 +149,15 @@ class Peers:
 class ConversationWorker:
     """Schedules and runs lane steps; see the module docstring."""
 
-    def __init__(self, store: SessionStore, peers: Peers, settings: SessionSettings) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        peers: Peers,
+        settings: SessionSettings,
+        metrics: SessionMetrics | None = None,
+    ) -> None:
         self.store = store
+        self.metrics = metrics
         self.peers = peers
         self.s = settings
         self.policy = RetryPolicy(
@@ -183,6 +191,7 @@ class ConversationWorker:
                 ),
             },
             self.wake,
+            metrics,
         )
         self._wake = {lane: asyncio.Event() for lane in LANES}
         self._hot: dict[Lane, set[str]] = {lane: set() for lane in LANES}  # given work
@@ -525,6 +534,8 @@ class ConversationWorker:
             )
             if ok:
                 await self.store.finish_rejected(cid)
+                if self.metrics is not None:
+                    self.metrics.opened("rejected")
             return
         except Failure as failure:
             attempts = rec.get_int("open_attempts") + 1
@@ -537,6 +548,8 @@ class ConversationWorker:
                     lease_token=token,
                     values={"failure_reason": failure.reason[:500], "open_attempts": str(attempts)},
                 )
+                if ok and self.metrics is not None:
+                    self.metrics.opened("failed")
                 if ok and self.s.route_back_on_failed:
                     await self._route_back(cid)
                 return
@@ -598,6 +611,8 @@ class ConversationWorker:
             )
         elif not ok:
             raise LeaseLost()
+        if ok and self.metrics is not None:
+            self.metrics.opened("ok", rec.get_int("created_at"))
         await self.store.release_case(cid, connector, external_id)
         await self._annotate(rec, connector, external_id)
         log.info(
@@ -750,6 +765,8 @@ class ConversationWorker:
                     continue  # dead-lettered: on with the next message
                 return
             popped = await self._pop(lane, cid, token, payload, reset=attempts > 0)
+            if self.metrics is not None:
+                self.metrics.delivered(lane, "delivered")
             if lane is Lane.OUTBOX:
                 await self.store.clear_sending(cid)
             if not popped:

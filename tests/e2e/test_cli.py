@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from ccbridge.services.local.supervisor import free_port, port_open
-from ccbridge.services.runtime.ports import PORT_ENV
+from ccbridge.services.runtime.ports import METRICS_PORT_ENV, PORT_ENV
 
 pytestmark = pytest.mark.e2e
 
 
 def test_demo_plays_a_whole_handover(tmp_path: Path) -> None:
-    env = {**os.environ, **{var: str(free_port()) for var in PORT_ENV.values()}}
+    ports = (*PORT_ENV.values(), *METRICS_PORT_ENV.values())
+    env = {**os.environ, **{var: str(free_port()) for var in ports}}
     env.pop("REDIS_URL", None)  # the demo embeds its own Redis
     result = subprocess.run(
         [
@@ -123,6 +124,8 @@ def test_installed_wheel_works_without_the_source_tree(tmp_path: Path) -> None:
         # The Infobip simulator's contract (package data) loads without the source tree.
         "from ccbridge.simulators.infobip.contract import default_contract;"
         "assert default_contract().match('POST', '/ccaas/1/conversations/c/messages');"
+        "from ccbridge.simulators.zendesk.contract import SHA256, digest, document_bytes;"
+        "assert digest(document_bytes()) == SHA256;"
         "from ccbridge.services.cli import build_parser;"
         " build_parser().parse_args(['serve', 'session'])"
     )
@@ -144,7 +147,8 @@ def test_up_runs_five_processes_and_sigterm_stops_them_all(tmp_path: Path) -> No
 
     import httpx
 
-    ports = {var: free_port() for var in PORT_ENV.values()}
+    # The metrics listeners too: `ccbridge up` serves them (checked open below).
+    ports = {var: free_port() for var in (*PORT_ENV.values(), *METRICS_PORT_ENV.values())}
     env = {
         **os.environ,
         **{k: str(v) for k, v in ports.items()},
