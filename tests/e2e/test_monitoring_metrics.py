@@ -30,10 +30,6 @@ EXTERNAL: Mapping[str, str] = {
 }
 # Labels Prometheus adds at scrape (the PodMonitor's target labels), and histograms' le.
 TARGET_LABELS = frozenset({"job", "namespace", "pod", "container", "instance", "endpoint"})
-# Declared in the scrape, but with no series until what they count happens.
-NO_SERIES_YET: Mapping[str, str] = {
-    "ccbridge_lease_takeovers_total": "only when a replica's lease is taken over",
-}
 _TYPE = re.compile(r"^# TYPE (\S+) (\w+)$", re.MULTILINE)
 _SUFFIXES = {
     "counter": ("", "_created"),
@@ -120,8 +116,6 @@ def test_every_label_the_queries_use_is_on_the_scraped_series(scrape: Scrape) ->
             continue  # their labels are kube-state-metrics' and Prometheus'
         known = set(TARGET_LABELS | {"le"})
         for metric, matched in found:
-            if metric in NO_SERIES_YET:
-                continue
             if metric not in scrape.labels:
                 problems.append(f"{query.where}: no series of {metric} after a handover")
                 continue
@@ -130,6 +124,6 @@ def test_every_label_the_queries_use_is_on_the_scraped_series(scrape: Scrape) ->
             if unknown:
                 problems.append(f"{query.where}: {metric} has no label {sorted(unknown)}")
         unknown_groups = grouping_labels(query.expr) - known
-        if unknown_groups and not any(m in NO_SERIES_YET for m, _ in found):
+        if unknown_groups:
             problems.append(f"{query.where}: groups by unknown labels {sorted(unknown_groups)}")
     assert problems == []
