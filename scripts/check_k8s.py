@@ -8,7 +8,9 @@ validated strictly against the Kubernetes schema of ``KUBERNETES_VERSION`` with
 container, hardened securityContext, native gRPC probes, gRPC ports named ``grpc`` with
 ``appProtocol: grpc`` on headless Services, terminationGracePeriodSeconds above drain +
 grace, placeholder-only Secrets, parseable routing rules, the prod/dev promises (replicas,
-PDBs, HPAs, limits, external Redis), and the exact set of flows the NetworkPolicies allow.
+PDBs, HPAs, limits, external Redis), the exact set of flows the NetworkPolicies allow, and
+(monitoring component) that the PodMonitor scrapes every component and that every alert
+carries a severity and a runbook.
 skaffold.yaml is checked for its schema version, the paths it names and every profile's
 manifests; the Dockerfile for its stages, user and entry point.
 
@@ -78,7 +80,13 @@ DEFAULT_GRACE_S = 5.0  # CCBRIDGE_SHUTDOWN_GRACE_S default
 EXTERNAL_SECRETS = frozenset({"ccbridge-secrets", "ccbridge-redis"})
 PLACEHOLDER = "REPLACE_ME"
 # Components of k8s/components in the order an overlay must list them.
-COMPONENT_ORDER = ("example-secret", "cert-manager", "network-policies", "external-redis")
+COMPONENT_ORDER = (
+    "example-secret",
+    "cert-manager",
+    "network-policies",
+    "external-redis",
+    "monitoring",
+)
 # Mesh mTLS: each pod mounts its own <component>-mesh-tls Secret (cert-manager's keys) at
 # the folder of CCBRIDGE_TLS_*; these are the only Secrets mounted as files.
 MESH_TLS_SECRET = "{}-mesh-tls"
@@ -86,7 +94,17 @@ MESH_TLS_DIR = "/etc/ccbridge/tls"
 MESH_IDENTITIES = (*COMPONENTS, "operator")
 HEALTH_PORT = 8081  # CCBRIDGE_GRPC_HEALTH_PORT: plaintext, health only, for kubelet
 # Kinds of CRDs with no offline schema: checked by check_certificates instead.
-UNVALIDATED_API_GROUPS = ("cert-manager.io/",)
+# Kinds of CRDs with no offline schema: checked by check_certificates and check_monitoring
+# instead.
+UNVALIDATED_API_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")
+# The monitoring component (docs/operations.md): the scrape job its alerts select on, the
+# severities they use, the annotations each carries, the label Grafana's sidecar loads
+# dashboards by.
+SCRAPE_JOB = PART_OF
+SEVERITIES = ("critical", "warning")
+ALERT_ANNOTATIONS = ("summary", "description", "runbook_url")
+RUNBOOK_PREFIX = "docs/operations.md#"
+DASHBOARD_LABEL = "grafana_dashboard"
 HPA_COMPONENTS = ("gateway", "session", "connector")
 REQUIRED_LABELS = (
     "app.kubernetes.io/name",
@@ -909,6 +927,94 @@ def check_overlay(docs: list[Doc], overlay: str) -> list[str]:
     return problems
 
 
+# --- monitoring -------------------------------------------------------------------------
+
+
+def _check_pod_monitor(monitor: Doc, docs: list[Doc]) -> list[str]:
+    ref = _ref(monitor)
+    spec = monitor.get("spec") or {}
+    problems = []
+    endpoints = spec.get("podMetricsEndpoints") or []
+    for endpoint in endpoints:
+        if not endpoint.get("port") or endpoint.get("path", "/metrics") != "/metrics":
+            problems.append(f"{ref}: every endpoint names a port and scrapes /metrics")
+    ports = {str(e.get("port")) for e in endpoints}
+    for wl in _workloads(docs):
+        template = wl["spec"]["template"]
+        containers = template["spec"]["containers"]
+        if not any(_ccbridge_component(c) in COMPONENTS for c in containers):
+            continue
+        labels = _labels(template.get("metadata"))
+        if not _selector_matches(spec.get("selector"), labels):
+            problems.append(f"{ref}: does not select the pods of {_ref(wl)}")
+            continue
+        if labels.get(str(spec.get("jobLabel"))) != SCRAPE_JOB:
+            problems.append(f"{ref}: jobLabel must give the pods of {_ref(wl)} job {SCRAPE_JOB}")
+        named = {str(p.get("name")) for c in containers for p in c.get("ports") or ()}
+        if not ports & named:
+            problems.append(f"{ref}: no endpoint port is a port of {_ref(wl)} ({sorted(named)})")
+        if "grpc" in ports:
+            problems.append(f"{ref}: the grpc port needs a client certificate; scrape metrics")
+    return problems
+
+
+def _check_alert(ref: str, rule: Mapping[str, Any]) -> list[str]:
+    name = rule["alert"]
+    problems = []
+    if (rule.get("labels") or {}).get("severity") not in SEVERITIES:
+        problems.append(f"{ref}: alert {name} needs a severity of {SEVERITIES}")
+    annotations = rule.get("annotations") or {}
+    for key in ALERT_ANNOTATIONS:
+        if not str(annotations.get(key, "")).strip():
+            problems.append(f"{ref}: alert {name} has no {key}")
+    if not str(annotations.get("runbook_url", "")).startswith(RUNBOOK_PREFIX):
+        problems.append(f"{ref}: alert {name}: runbook_url must point into {RUNBOOK_PREFIX}")
+    if not str(rule.get("expr", "")).strip():
+        problems.append(f"{ref}: alert {name} has no expr")
+    return problems
+
+
+def _check_dashboard(config_map: Doc) -> list[str]:
+    problems = []
+    for key, text in (config_map.get("data") or {}).items():
+        ref = f"{_ref(config_map)} {key}"
+        try:
+            dashboard = json.loads(text)
+        except ValueError as exc:
+            problems.append(f"{ref}: not JSON: {exc}")
+            continue
+        panels = [p for p in dashboard.get("panels") or () if p.get("type") != "row"]
+        if not dashboard.get("uid") or not panels:
+            problems.append(f"{ref}: a dashboard needs a uid and panels")
+        for panel in panels:
+            if not [t for t in panel.get("targets") or () if str(t.get("expr", "")).strip()]:
+                problems.append(f"{ref}: panel {panel.get('title')!r} has no query")
+    return problems
+
+
+def check_monitoring(docs: list[Doc]) -> list[str]:
+    """With the monitoring component rendered: the PodMonitor scrapes every component on
+    a port its pods have, as job ccbridge; every alert has a severity, a summary, a
+    description and a runbook in docs/operations.md; each dashboard parses and every
+    panel has a query. (promtool checks the rules themselves: tests/monitoring.)"""
+    problems = []
+    for doc in docs:
+        kind = doc.get("kind")
+        if kind == "PodMonitor":
+            problems += _check_pod_monitor(doc, docs)
+        elif kind == "PrometheusRule":
+            groups = (doc.get("spec") or {}).get("groups") or []
+            rules = [r for g in groups for r in g.get("rules") or ()]
+            if not any("alert" in r for r in rules):
+                problems.append(f"{_ref(doc)}: no alerts")
+            for rule in rules:
+                if "alert" in rule:
+                    problems += _check_alert(_ref(doc), rule)
+        elif kind == "ConfigMap" and DASHBOARD_LABEL in _labels(doc.get("metadata")):
+            problems += _check_dashboard(doc)
+    return problems
+
+
 # --- network policies -------------------------------------------------------------------
 
 
@@ -1120,6 +1226,7 @@ def check_docs(docs: list[Doc], target: Target, version: str = KUBERNETES_VERSIO
     problems += check_secrets(docs)
     problems += check_redis(docs)
     problems += check_network_policies(docs, target.components)
+    problems += check_monitoring(docs)
     if target.overlay is not None:
         problems += check_overlay(docs, target.overlay)
         order = [c for c in COMPONENT_ORDER if c in target.components]
