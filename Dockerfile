@@ -59,8 +59,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 WORKDIR /tmp
 
-# gateway HTTP; session, history, routing, connector gRPC.
-EXPOSE 8000 50051 50052 50053 50054
+# gateway HTTP; session, history, routing, connector gRPC; their metrics listeners.
+EXPOSE 8000 50051 50052 50053 50054 9101 9102 9103 9104
 
 ENTRYPOINT ["ccbridge"]
 CMD ["serve", "gateway"]

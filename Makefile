@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 PIN := $(BIN)/pip install --quiet --no-build-isolation -c $(LOCK)
 
-.PHONY: setup test check protos demo bench soak fuzz faults lock lock-upgrade clean
+.PHONY: buf setup test check protos demo bench soak fuzz faults lock lock-upgrade clean
 
 $(BIN)/ccbridge: pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,11 @@ check: setup
 
 protos: setup
 	$(BIN)/python scripts/gen_protos.py
+
+# The gRPC API's compatibility gate: buf lint + buf breaking against the last release tag
+# (docs/grpc.md; buf: npm install --prefix .tools @bufbuild/buf, as .ci/run does).
+buf:
+	scripts/buf-check.sh
 
 demo: setup
 	$(BIN)/ccbridge up --demo

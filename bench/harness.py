@@ -26,6 +26,8 @@ class Status:
         self.stream = stream
         self.tty = stream.isatty()
         self.phase_name = ""
+        # "3/9": which of the run's stages is running (set by the run; "" when unknown).
+        self.stage = ""
         self.started = mono()
         self.phase_started = mono()
         self._lock = threading.Lock()
@@ -35,7 +37,7 @@ class Status:
             self.phase_name = name
             self.phase_started = mono()
             if not self.tty:
-                self.stream.write(f"[{mono() - self.started:6.1f}s] {name}\n")
+                self.stream.write(f"[{mono() - self.started:6.1f}s] {self._stage()}{name}\n")
                 self.stream.flush()
         self.show("")
 
@@ -44,11 +46,14 @@ class Status:
             return
         with self._lock:
             line = (
-                f"[{mono() - self.started:6.1f}s] {self.phase_name}  "
+                f"[{mono() - self.started:6.1f}s] {self._stage()}{self.phase_name}  "
                 f"({mono() - self.phase_started:4.1f}s)  {detail}"
             )
             self.stream.write("\r\x1b[K" + line[:160])
             self.stream.flush()
+
+    def _stage(self) -> str:
+        return f"stage {self.stage}: " if self.stage else ""
 
     def finish(self, text: str = "") -> None:
         if self.tty:

@@ -1034,15 +1034,20 @@ def run(profile: Profile, status: Status) -> dict[str, Any]:
     t0 = mono()
     ok = False
     try:
-        bench.start()
-        bench.setup_conversations()
-        bench.measure_idle_rss()
-        bench.phase_opening()
-        bench.phase_relay()
-        bench.phase_ingest()
-        bench.phase_memory()
-        bench.rss_figures()
-        bench.background_figure()
+        stages = (
+            bench.start,
+            bench.setup_conversations,
+            bench.measure_idle_rss,
+            bench.phase_opening,
+            bench.phase_relay,
+            bench.phase_ingest,
+            bench.phase_memory,
+            bench.rss_figures,
+            bench.background_figure,
+        )
+        for number, stage in enumerate(stages, 1):
+            status.stage = f"{number}/{len(stages)}"  # shown before every phase line
+            stage()
         ok = True
     except BaseException:
         status.finish()

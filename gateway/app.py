@@ -22,6 +22,8 @@ from ccbridge.gateway.middleware import RequestContextMiddleware
 from ccbridge.gateway.routes import ApiRoutes
 from ccbridge.gateway.settings import GatewaySettings
 from ccbridge.gateway.webhooks import WebhookRoutes
+from ccbridge.services.runtime.metrics import collecting
+from ccbridge.services.runtime.tracing import asgi_middleware
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ def create_app(settings: GatewaySettings, *, ready_cache_s: float = 1.0) -> Star
     """
     metrics = GatewayMetrics()
     backends = Backends(settings, metrics, ready_cache_s=ready_cache_s)
-    media = MediaRoutes(settings, metrics)
+    media = MediaRoutes(settings, metrics, backends)
     if not settings.events_hmac_enabled and not settings.events_basic_enabled:
         log.warning(
             "no Infobip events webhook authentication configured: "
@@ -62,7 +64,8 @@ def create_app(settings: GatewaySettings, *, ready_cache_s: float = 1.0) -> Star
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await backends.open()
+        with collecting(metrics.runtime):
+            await backends.open()
         log.info(
             "gateway backends open (session=%s, connector=%s)",
             settings.session_addr,
@@ -81,11 +84,13 @@ def create_app(settings: GatewaySettings, *, ready_cache_s: float = 1.0) -> Star
             *media.routes(),
         ],
         middleware=[
+            # Outermost, when tracing is on: the request's span covers everything below.
+            *((traced,) if (traced := asgi_middleware()) is not None else ()),
             Middleware(
                 RequestContextMiddleware,
                 metrics=metrics,
                 max_concurrent=settings.max_concurrent_requests,
-            )
+            ),
         ],
         exception_handlers={HttpError: _on_http_error, HTTPException: _on_starlette_error},
         lifespan=lifespan,

@@ -6,17 +6,25 @@ tests independent. Label children are cached because the request path is hot.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
+
+from ccbridge.services.runtime.metrics import RuntimeMetrics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class GatewayMetrics:
-    """Request counts and latency by route, ingest outcomes, gRPC errors by code."""
+    """Request counts and latency by route, ingest outcomes, gRPC errors by code, the
+    last accepted Infobip webhook by source."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # Process metrics and the series every component shares (the gateway records
+        # its gRPC client calls there: the channels open under ``collecting(runtime)``).
+        self.runtime = RuntimeMetrics(self.registry, "gateway")
         self.requests = Counter(
             "ccbridge_gateway_requests_total",
             "HTTP requests answered, by route and status.",
@@ -55,6 +63,13 @@ class GatewayMetrics:
             ("reason",),
             registry=self.registry,
         )
+        self.last_webhook = Gauge(
+            "ccbridge_gateway_last_webhook_timestamp_seconds",
+            "When this gateway last accepted an Infobip webhook request (Unix time), by "
+            "source (legacy: the messages webhook; events: the subscription's events).",
+            ("source",),
+            registry=self.registry,
+        )
         self._children: dict[tuple[str, ...], MetricWrapperBase] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -75,6 +90,13 @@ class GatewayMetrics:
             if child is None:
                 child = self._children[key] = self.ingest.labels(source, outcome)
             child.inc(n)  # type: ignore[attr-defined]
+
+    def webhook_accepted(self, source: str) -> None:
+        key = ("w", source)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.last_webhook.labels(source)
+        child.set(time.time())  # type: ignore[attr-defined]
 
     def count_grpc_error(self, rpc: str, code: str) -> None:
         self.grpc_errors.labels(rpc, code).inc()

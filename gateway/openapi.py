@@ -414,13 +414,16 @@ def openapi_document() -> dict[str, Any]:
             "/media/{token}": {
                 "get": {
                     "operationId": "media",
-                    "summary": "An inbound media file, streamed from Infobip.",
+                    "summary": "A media file: an end user's from Infobip, or an agent's "
+                    "from the CCaaS.",
                     "description": "The link Session put in a message's content when "
                     "CCBRIDGE_MEDIA_PROXY is on: the token (signed with CCBRIDGE_MEDIA_SECRET, "
                     "valid CCBRIDGE_MEDIA_URL_TTL_S) is the credential. The file is fetched "
                     "from Infobip with the API key and streamed as it comes; Content-Type, "
                     "Content-Length and Content-Disposition are Infobip's. A file without a "
-                    "length that grows beyond CCBRIDGE_MEDIA_MAX_BYTES is cut off.",
+                    "length that grows beyond CCBRIDGE_MEDIA_MAX_BYTES is cut off. A link the "
+                    "connector service signed (a file an agent attached in RT) is streamed from "
+                    "the connector service, which reads it with the CCaaS's credentials.",
                     "security": [],
                     "parameters": [
                         {
@@ -441,10 +444,14 @@ def openapi_document() -> dict[str, Any]:
                         },
                         "403": _error("Forged or malformed link."),
                         "404": _error(
-                            "Expired link, the media proxy off, or no such file at Infobip."
+                            "Expired link, the media proxy off, or no such file at Infobip "
+                            "or the CCaaS."
                         ),
                         "413": _error("The file is larger than CCBRIDGE_MEDIA_MAX_BYTES."),
-                        "502": _error("Infobip failed or could not be reached."),
+                        "502": _error(
+                            "Infobip, the CCaaS or the connector service failed or could not "
+                            "be reached."
+                        ),
                         "503": _error(
                             "CCBRIDGE_MEDIA_MAX_STREAMS downloads in progress; retry.",
                             retry_after=True,

@@ -23,7 +23,7 @@ from ccbridge.gateway.openapi import openapi_document
 from ccbridge.gateway.settings import GatewaySettings
 from ccbridge.services.runtime.handover_limits import MAX_METADATA_KEYS, MAX_TAG_CHARS, MAX_TAGS
 from ccbridge.services.runtime.ids import CONVERSATION_ID_RULE, is_conversation_id
-from ccbridge.services.runtime.logging import conversation_id_var
+from ccbridge.services.runtime.tracing import bind_conversation
 from ccbridge.session.v1 import session_pb2
 
 MAX_METADATA_KEY_CHARS = 128
@@ -187,7 +187,7 @@ class ApiRoutes:
         if not isinstance(doc, dict):
             raise HttpError(400, "invalid_body", "body must be a JSON object")
         conversation_id = _conversation_id(doc.get("conversationId"))
-        conversation_id_var.set(conversation_id)
+        bind_conversation(conversation_id)
         escalation = session_pb2.EscalateRequest(
             conversation_id=conversation_id,
             tags=_tags(doc.get("tags")),
@@ -209,7 +209,7 @@ class ApiRoutes:
         """The handover of a conversation (404 when there is none)."""
         self._authorize(request)
         conversation_id = _conversation_id(request.path_params["conversationId"])
-        conversation_id_var.set(conversation_id)
+        bind_conversation(conversation_id)
         try:
             response = await self._backends.call(
                 "GetHandover",

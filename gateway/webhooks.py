@@ -56,7 +56,7 @@ from ccbridge.services.runtime.ids import (
     is_conversation_id,
     is_message_id,
 )
-from ccbridge.services.runtime.logging import conversation_id_var
+from ccbridge.services.runtime.tracing import bind_conversation, traceparent
 from ccbridge.session.v1 import session_pb2
 
 log = logging.getLogger(__name__)
@@ -352,6 +352,7 @@ class WebhookRoutes:
         counts = await self._ingest(messages, "legacy")
         counts.ignored += skipped
         self._metrics.count_ingest("legacy", "skipped", skipped)
+        self._metrics.webhook_accepted("legacy")
         return JsonResponse(
             {
                 "accepted": counts.accepted,
@@ -473,6 +474,7 @@ class WebhookRoutes:
                 counts.rejected += 1
             else:
                 counts.ignored += 1
+        self._metrics.webhook_accepted("events")
         return JsonResponse(
             {
                 "accepted": counts.accepted,
@@ -545,7 +547,7 @@ class WebhookRoutes:
         """CloseHandover(INFOBIP, event time): ``closed``; ``none`` when Session has no
         such handover; ``stale`` when the event is older than the handover (Session
         leaves it open)."""
-        conversation_id_var.set(conversation_id)
+        bind_conversation(conversation_id)
         request = session_pb2.CloseHandoverRequest(
             conversation_id=conversation_id,
             initiator=session_pb2.CLOSE_INITIATOR_INFOBIP,
@@ -584,7 +586,13 @@ class WebhookRoutes:
                 await self._end_user_typing(indicator)
         if not messages:
             return counts
-        conversation_id_var.set(messages[0].conversation_id)
+        bind_conversation(messages[0].conversation_id)
+        queued_by = traceparent()
+        if queued_by:
+            # Each message continues this request's trace when delivered (it is batched
+            # with other requests' messages on the way and at delivery).
+            for message in messages:
+                message.trace_parent = queued_by
         try:
             results = await self._backends.ingest(messages)
         except grpc.aio.AioRpcError as exc:

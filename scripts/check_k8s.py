@@ -8,7 +8,9 @@ validated strictly against the Kubernetes schema of ``KUBERNETES_VERSION`` with
 container, hardened securityContext, native gRPC probes, gRPC ports named ``grpc`` with
 ``appProtocol: grpc`` on headless Services, terminationGracePeriodSeconds above drain +
 grace, placeholder-only Secrets, parseable routing rules, the prod/dev promises (replicas,
-PDBs, HPAs, limits, external Redis), and the exact set of flows the NetworkPolicies allow.
+PDBs, HPAs, limits, external Redis), the exact set of flows the NetworkPolicies allow, and
+(monitoring component) that the PodMonitor scrapes every component and that every alert
+carries a severity and a runbook.
 skaffold.yaml is checked for its schema version, the paths it names and every profile's
 manifests; the Dockerfile for its stages, user and entry point.
 
@@ -41,7 +43,12 @@ import kubernetes_validate
 import yaml
 
 # The ports table the code uses: the manifests must agree with it.
-from ccbridge.services.runtime.ports import GRPC_PORTS, HTTP_PORTS
+from ccbridge.services.runtime.ports import (
+    GRPC_PORTS,
+    HTTP_PORTS,
+    METRICS_PORT_ENV,
+    METRICS_PORTS,
+)
 from ccbridge.services.runtime.redis_acl import REDIS_COMPONENTS, acl_rules
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +80,13 @@ DEFAULT_GRACE_S = 5.0  # CCBRIDGE_SHUTDOWN_GRACE_S default
 EXTERNAL_SECRETS = frozenset({"ccbridge-secrets", "ccbridge-redis"})
 PLACEHOLDER = "REPLACE_ME"
 # Components of k8s/components in the order an overlay must list them.
-COMPONENT_ORDER = ("example-secret", "cert-manager", "network-policies", "external-redis")
+COMPONENT_ORDER = (
+    "example-secret",
+    "cert-manager",
+    "network-policies",
+    "external-redis",
+    "monitoring",
+)
 # Mesh mTLS: each pod mounts its own <component>-mesh-tls Secret (cert-manager's keys) at
 # the folder of CCBRIDGE_TLS_*; these are the only Secrets mounted as files.
 MESH_TLS_SECRET = "{}-mesh-tls"
@@ -81,7 +94,17 @@ MESH_TLS_DIR = "/etc/ccbridge/tls"
 MESH_IDENTITIES = (*COMPONENTS, "operator")
 HEALTH_PORT = 8081  # CCBRIDGE_GRPC_HEALTH_PORT: plaintext, health only, for kubelet
 # Kinds of CRDs with no offline schema: checked by check_certificates instead.
-UNVALIDATED_API_GROUPS = ("cert-manager.io/",)
+# Kinds of CRDs with no offline schema: checked by check_certificates and check_monitoring
+# instead.
+UNVALIDATED_API_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")
+# The monitoring component (docs/operations.md): the scrape job its alerts select on, the
+# severities they use, the annotations each carries, the label Grafana's sidecar loads
+# dashboards by.
+SCRAPE_JOB = PART_OF
+SEVERITIES = ("critical", "warning")
+ALERT_ANNOTATIONS = ("summary", "description", "runbook_url")
+RUNBOOK_PREFIX = "docs/operations.md#"
+DASHBOARD_LABEL = "grafana_dashboard"
 HPA_COMPONENTS = ("gateway", "session", "connector")
 REQUIRED_LABELS = (
     "app.kubernetes.io/name",
@@ -403,10 +426,12 @@ def _check_ports(ref: str, c: Mapping[str, Any], component: str | None) -> list[
         health = ports.get("grpc-health")
         if not health or health.get("containerPort") != HEALTH_PORT:
             problems.append(f"{ref}: needs a port named grpc-health = {HEALTH_PORT}")
-        if set(ports) - {"grpc", "grpc-health"}:
-            problems.append(
-                f"{ref}: unexpected ports {sorted(set(ports) - {'grpc', 'grpc-health'})}"
-            )
+        metrics = ports.get("metrics")
+        if not metrics or metrics.get("containerPort") != METRICS_PORTS[component]:
+            problems.append(f"{ref}: needs a port named metrics = {METRICS_PORTS[component]}")
+        known = {"grpc", "grpc-health", "metrics"}
+        if set(ports) - known:
+            problems.append(f"{ref}: unexpected ports {sorted(set(ports) - known)}")
     elif component is not None and component in HTTP_PORTS:
         http = ports.get("http")
         if not http or http.get("containerPort") != HTTP_PORTS[component]:
@@ -415,6 +440,22 @@ def _check_ports(ref: str, c: Mapping[str, Any], component: str | None) -> list[
         if not port.get("name"):
             problems.append(f"{ref}: port {port.get('containerPort')} has no name")
     return problems
+
+
+def _check_scrape(ref: str, metadata: Mapping[str, Any], component: str) -> list[str]:
+    """Prometheus's scrape annotations name the component's metrics port and path."""
+    port = METRICS_PORTS.get(component, HTTP_PORTS.get(component))
+    want = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+    }
+    annotations = metadata.get("annotations") or {}
+    return [
+        f"{ref}: pod annotation {key} must be {value!r}"
+        for key, value in want.items()
+        if annotations.get(key) != value
+    ]
 
 
 def check_workloads(docs: list[Doc], *, limits_required: bool = False) -> list[str]:
@@ -495,6 +536,8 @@ def check_workloads(docs: list[Doc], *, limits_required: bool = False) -> list[s
             if c in pod.get("containers", []):
                 problems += _check_probes(cref, c, component)
             problems += _check_ports(cref, c, component)
+            if component is not None:
+                problems += _check_scrape(ref, template.get("metadata") or {}, component)
 
             mounts = {m["mountPath"]: m for m in c.get("volumeMounts") or ()}
             if component is not None:
@@ -599,7 +642,8 @@ def check_services(docs: list[Doc]) -> list[str]:
 
 
 def check_settings(docs: list[Doc]) -> list[str]:
-    """The shared settings: bind host, JSON logs and dns:/// peers that resolve here."""
+    """The shared settings: bind host, JSON logs, metrics ports and dns:/// peers that
+    resolve here."""
     settings = _settings(docs)
     if not settings:
         return ["ConfigMap ccbridge-settings is not rendered"]
@@ -610,6 +654,10 @@ def check_settings(docs: list[Doc]) -> list[str]:
         problems.append("ccbridge-settings: LOG_FORMAT must be json")
     if "REDIS_URL" in settings:
         problems.append("ccbridge-settings: REDIS_URL belongs to session and connector only")
+    for component, port in METRICS_PORTS.items():
+        key = METRICS_PORT_ENV[component]
+        if settings.get(key) != str(port):
+            problems.append(f"ccbridge-settings: {key} must be {port} (services/runtime/ports.py)")
     services = _by_kind(docs, "Service")
     for key, service in PEER_ADDRS.items():
         value = settings.get(key, "")
@@ -879,6 +927,94 @@ def check_overlay(docs: list[Doc], overlay: str) -> list[str]:
     return problems
 
 
+# --- monitoring -------------------------------------------------------------------------
+
+
+def _check_pod_monitor(monitor: Doc, docs: list[Doc]) -> list[str]:
+    ref = _ref(monitor)
+    spec = monitor.get("spec") or {}
+    problems = []
+    endpoints = spec.get("podMetricsEndpoints") or []
+    for endpoint in endpoints:
+        if not endpoint.get("port") or endpoint.get("path", "/metrics") != "/metrics":
+            problems.append(f"{ref}: every endpoint names a port and scrapes /metrics")
+    ports = {str(e.get("port")) for e in endpoints}
+    for wl in _workloads(docs):
+        template = wl["spec"]["template"]
+        containers = template["spec"]["containers"]
+        if not any(_ccbridge_component(c) in COMPONENTS for c in containers):
+            continue
+        labels = _labels(template.get("metadata"))
+        if not _selector_matches(spec.get("selector"), labels):
+            problems.append(f"{ref}: does not select the pods of {_ref(wl)}")
+            continue
+        if labels.get(str(spec.get("jobLabel"))) != SCRAPE_JOB:
+            problems.append(f"{ref}: jobLabel must give the pods of {_ref(wl)} job {SCRAPE_JOB}")
+        named = {str(p.get("name")) for c in containers for p in c.get("ports") or ()}
+        if not ports & named:
+            problems.append(f"{ref}: no endpoint port is a port of {_ref(wl)} ({sorted(named)})")
+        if "grpc" in ports:
+            problems.append(f"{ref}: the grpc port needs a client certificate; scrape metrics")
+    return problems
+
+
+def _check_alert(ref: str, rule: Mapping[str, Any]) -> list[str]:
+    name = rule["alert"]
+    problems = []
+    if (rule.get("labels") or {}).get("severity") not in SEVERITIES:
+        problems.append(f"{ref}: alert {name} needs a severity of {SEVERITIES}")
+    annotations = rule.get("annotations") or {}
+    for key in ALERT_ANNOTATIONS:
+        if not str(annotations.get(key, "")).strip():
+            problems.append(f"{ref}: alert {name} has no {key}")
+    if not str(annotations.get("runbook_url", "")).startswith(RUNBOOK_PREFIX):
+        problems.append(f"{ref}: alert {name}: runbook_url must point into {RUNBOOK_PREFIX}")
+    if not str(rule.get("expr", "")).strip():
+        problems.append(f"{ref}: alert {name} has no expr")
+    return problems
+
+
+def _check_dashboard(config_map: Doc) -> list[str]:
+    problems = []
+    for key, text in (config_map.get("data") or {}).items():
+        ref = f"{_ref(config_map)} {key}"
+        try:
+            dashboard = json.loads(text)
+        except ValueError as exc:
+            problems.append(f"{ref}: not JSON: {exc}")
+            continue
+        panels = [p for p in dashboard.get("panels") or () if p.get("type") != "row"]
+        if not dashboard.get("uid") or not panels:
+            problems.append(f"{ref}: a dashboard needs a uid and panels")
+        for panel in panels:
+            if not [t for t in panel.get("targets") or () if str(t.get("expr", "")).strip()]:
+                problems.append(f"{ref}: panel {panel.get('title')!r} has no query")
+    return problems
+
+
+def check_monitoring(docs: list[Doc]) -> list[str]:
+    """With the monitoring component rendered: the PodMonitor scrapes every component on
+    a port its pods have, as job ccbridge; every alert has a severity, a summary, a
+    description and a runbook in docs/operations.md; each dashboard parses and every
+    panel has a query. (promtool checks the rules themselves: tests/monitoring.)"""
+    problems = []
+    for doc in docs:
+        kind = doc.get("kind")
+        if kind == "PodMonitor":
+            problems += _check_pod_monitor(doc, docs)
+        elif kind == "PrometheusRule":
+            groups = (doc.get("spec") or {}).get("groups") or []
+            rules = [r for g in groups for r in g.get("rules") or ()]
+            if not any("alert" in r for r in rules):
+                problems.append(f"{_ref(doc)}: no alerts")
+            for rule in rules:
+                if "alert" in rule:
+                    problems += _check_alert(_ref(doc), rule)
+        elif kind == "ConfigMap" and DASHBOARD_LABEL in _labels(doc.get("metadata")):
+            problems += _check_dashboard(doc)
+    return problems
+
+
 # --- network policies -------------------------------------------------------------------
 
 
@@ -928,6 +1064,10 @@ def _peers(docs: list[Doc]) -> list[Peer]:
             {"app.kubernetes.io/name": "ccbridge-operator", "app.kubernetes.io/part-of": PART_OF},
         ),
         Peer("other-pod", OTHER_NS, {"app": "something-else"}),
+        # Prometheus where the metrics policy expects it; and one wearing its label in
+        # another namespace, which must not get in.
+        Peer("prometheus", "monitoring", {"app.kubernetes.io/name": "prometheus"}),
+        Peer("prometheus-elsewhere", OTHER_NS, {"app.kubernetes.io/name": "prometheus"}),
         Peer("internet", ip=INTERNET_IP, ports=(("TCP", 443), ("TCP", 80))),
         Peer("external-redis", ip=REDIS_IP, ports=(("TCP", 6379), ("TCP", 6380))),
     ]
@@ -1001,6 +1141,9 @@ def _allowed(policies: list[Doc], src: Peer, dst: Peer, protocol: str, port: int
     )
 
 
+PROMETHEUS = ("prometheus", "prometheus-elsewhere")
+
+
 def expected_flows(docs: list[Doc], components: Iterable[str]) -> set[tuple[str, str, int]]:
     """The flows the mesh needs, and nothing more (docs/deploy.md has the diagram)."""
     workloads = {w["metadata"]["name"] for w in _workloads(docs)}
@@ -1020,6 +1163,11 @@ def expected_flows(docs: list[Doc], components: Iterable[str]) -> set[tuple[str,
         ("operator", "session", 50051),
         ("operator", "routing", 50053),
         ("operator", "connector", 50054),
+        # Prometheus: each gRPC component's metrics listener; the gateway's /metrics is on
+        # its open port 8000 (as for any pod).
+        *(("prometheus", name, port) for name, port in METRICS_PORTS.items()),
+        ("prometheus", "gateway", 8000),
+        ("prometheus-elsewhere", "gateway", 8000),
     }
     for name in workloads:
         flows.add((name, "dns", 53))
@@ -1031,7 +1179,7 @@ def expected_flows(docs: list[Doc], components: Iterable[str]) -> set[tuple[str,
     return {
         f
         for f in flows
-        if f[0] in workloads | {"other-pod", "grpc-client", "operator"}
+        if f[0] in workloads | {"other-pod", "grpc-client", "operator", *PROMETHEUS}
         and f[1] in workloads | {"dns", "internet", "external-redis"}
     }
 
@@ -1078,6 +1226,7 @@ def check_docs(docs: list[Doc], target: Target, version: str = KUBERNETES_VERSIO
     problems += check_secrets(docs)
     problems += check_redis(docs)
     problems += check_network_policies(docs, target.components)
+    problems += check_monitoring(docs)
     if target.overlay is not None:
         problems += check_overlay(docs, target.overlay)
         order = [c for c in COMPONENT_ORDER if c in target.components]

@@ -70,6 +70,14 @@ require_installed() {
 
 rt_version() { dpkg-query -W -f='${Version}' request-tracker5; }
 
+# Progress of long steps: "[n/N] what (elapsed)" lines on stderr; apt's own progress bar on
+# a terminal, its quiet log-friendly output (no progress indicators) elsewhere.
+T0=$(now)
+step() { say "[$1/$2] $3 ($(took "$T0"))"; }
+apt_progress() {
+  if [[ -t 1 ]]; then echo "-o Dpkg::Progress-Fancy=1"; else echo "-q -o Dpkg::Use-Pty=0"; fi
+}
+
 cmd_install() {
   require_apt
   require_root install
@@ -77,11 +85,15 @@ cmd_install() {
     say "already installed (request-tracker5 $(rt_version))"
     return 0
   fi
-  local t0; t0=$(now)
+  T0=$(now)
+  local progress count
+  progress=$(apt_progress)
   # Our site config points RT at the peer's database; the package's own database setup
   # must not see it (start writes it again).
   rm -f "$SITE_CONFIG"
-  apt-get update
+  step 1 3 "apt-get update"
+  # shellcheck disable=SC2086  # the options are separate words
+  apt-get $progress update
   debconf-set-selections <<'EOF'
 request-tracker5 request-tracker5/rtname string rt.bridge.test
 request-tracker5 request-tracker5/organization string rt.bridge.test
@@ -95,8 +107,13 @@ request-tracker5 request-tracker5/initial-root-password password rootpass123
 request-tracker5 request-tracker5/dbconfig-install boolean true
 request-tracker5 request-tracker5/database-type select sqlite3
 EOF
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${PACKAGES[@]}"
-  say "installed request-tracker5 $(rt_version) in $(took "$t0")"
+  count=$(apt-get install -s --no-install-recommends "${PACKAGES[@]}" 2>/dev/null \
+    | grep -c '^Inst ' || true)
+  step 2 3 "downloading and unpacking $count packages (RT 5 and its Perl dependencies; minutes)"
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive apt-get $progress install -y --no-install-recommends \
+    "${PACKAGES[@]}"
+  step 3 3 "installed request-tracker5 $(rt_version)"
 }
 
 # --- state ---------------------------------------------------------------------------
@@ -217,6 +234,7 @@ EOF
 build_database() {
   # Fresh schema + RT core data + our seed, into the peer's own SQLite file, then snapshot it.
   local t0 tmp_tokens; t0=$(now)
+  say "building a clean seeded database (schema, RT's data, our seed; once per RT version)"
   write_seed
   rm -rf "$DB_DIR"
   mkdir -p "$DB_DIR"
@@ -224,6 +242,7 @@ build_database() {
   chmod 0700 "$DB_DIR"
   "$RT_SETUP" --action init --dba '' --dba-password '' >"$RT_PEER_DIR/setup.log" 2>&1 \
     || { tail -20 "$RT_PEER_DIR/setup.log" >&2; die 1 "rt-setup-database --action init failed"; }
+  say "  schema ready ($(took "$t0")); seeding the queue, users and tokens"
   tmp_tokens=$(mktemp "$RT_PEER_DIR/tokens.XXXXXX")
   RT_PEER_TOKENS_OUT="$tmp_tokens" "$RT_SETUP" --action insert --datafile "$SEED_FILE" \
     >>"$RT_PEER_DIR/setup.log" 2>&1 \

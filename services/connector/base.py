@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import contextvars
 import time
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from ccbridge.common.v1 import common_pb2
-from ccbridge.services.runtime.errors import FarSideError, InvalidArgument
+from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, NotFound
 
 # Cases the default post_customer_messages delivers at the same time.
 CASE_CONCURRENCY = 16
@@ -140,6 +141,17 @@ class CaseDelivery:
 
 
 @dataclass(frozen=True)
+class AgentFile:
+    """A file an agent attached at the CCaaS, open for reading (``FetchAgentFile``):
+    ``chunks`` yields its bytes as they come, never the whole file at once."""
+
+    content_type: str
+    content_length: int | None  # None: not announced
+    name: str
+    chunks: AsyncIterator[bytes]
+
+
+@dataclass(frozen=True)
 class WebhookBatch:
     """What one pushed webhook carried: the events for Session, and how many items the
     adapter skipped on purpose (event types it does not handle)."""
@@ -228,6 +240,14 @@ class Adapter(abc.ABC):
         when the CCaaS has no typing indicator, which is the default: adapters whose
         CCaaS has one override it."""
         return False
+
+    def agent_file(self, ref: str) -> contextlib.AbstractAsyncContextManager[AgentFile]:
+        """Opens a file an agent attached, by the reference the adapter put in its signed
+        media link (services/runtime/media.py), reading it with the CCaaS's credentials.
+        Raises NotFound (no such file), OutOfRange (above CCBRIDGE_MEDIA_MAX_BYTES) or
+        FarSideError. The default: this CCaaS's agent files are not served by the bridge
+        (its attachments carry URLs anyone can open)."""
+        raise NotFound(f"connector {self.name!r} serves no agent files")
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[CaseEvent]:
         """Verifies (raise Unauthenticated) and parses (raise InvalidArgument) a push."""

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 from ccbridge.services.connector.adapters.genesys_settings import GenesysSettings
 from ccbridge.services.connector.adapters.rt_settings import RtSettings
 from ccbridge.services.connector.adapters.webhook_settings import WebhookSettings
+from ccbridge.services.connector.adapters.zendesk_settings import ZendeskSettings
 from ccbridge.services.connector.base import Adapter
 from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime.settings import EnvReader
@@ -50,10 +51,17 @@ def _genesys(settings: GenesysSettings, store: ConnectorStore) -> Adapter:
     return genesys.build(settings, store)
 
 
+def _zendesk(settings: ZendeskSettings, store: ConnectorStore) -> Adapter:
+    from ccbridge.services.connector.adapters import zendesk
+
+    return zendesk.build(settings, store)
+
+
 ADAPTERS: Mapping[str, AdapterSpec[Any]] = {
     "webhook": AdapterSpec(WebhookSettings.read, _webhook),
     "rt": AdapterSpec(RtSettings.read, _rt),
     "genesys": AdapterSpec(GenesysSettings.read, _genesys),
+    "zendesk": AdapterSpec(ZendeskSettings.read, _zendesk),
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 
 import grpc
 
@@ -13,7 +13,7 @@ from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
 from ccbridge.services.connector.base import START_POSTS_UNTIL, Adapter, CaseMessages, CaseToOpen
 from ccbridge.services.connector.session_client import SessionReporter
 from ccbridge.services.runtime.errors import InvalidArgument, NotFound
-from ccbridge.services.runtime.logging import conversation_id_var
+from ccbridge.services.runtime.tracing import bind_conversation
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
         if not request.HasField("case") or not request.case.conversation_id:
             raise InvalidArgument("case.conversation_id is required")
         case = request.case
-        conversation_id_var.set(case.conversation_id)
+        bind_conversation(case.conversation_id)
         opened = await adapter.open_case(
             CaseToOpen(
                 conversation_id=case.conversation_id,
@@ -115,7 +115,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
                     )
             cases.append(CaseMessages(case.external_id, case.conversation_id, list(case.messages)))
         if len(cases) == 1:
-            conversation_id_var.set(cases[0].conversation_id)
+            bind_conversation(cases[0].conversation_id)
         remaining = context.time_remaining()
         if remaining is not None:
             # Half the deadline to start posts, half for the last ones to finish.
@@ -171,7 +171,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
         adapter = self._case_adapter(request.connector, request.external_id)
         if not request.message_id:
             raise InvalidArgument("message_id is required")
-        conversation_id_var.set(request.conversation_id)
+        bind_conversation(request.conversation_id)
         await adapter.report_message_failed(
             request.external_id,
             request.conversation_id,
@@ -189,7 +189,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
         ],
     ) -> connector_pb2.PostTypingResponse:
         adapter = self._case_adapter(request.connector, request.external_id)
-        conversation_id_var.set(request.conversation_id)
+        bind_conversation(request.conversation_id)
         relayed = await adapter.post_typing(
             request.external_id, request.conversation_id, request.typing
         )
@@ -226,6 +226,27 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServiceServicer):
             duplicates=response.duplicates,
             ignored=response.ignored + batch.ignored,
         )
+
+    async def FetchAgentFile(
+        self,
+        request: connector_pb2.FetchAgentFileRequest,
+        context: grpc.aio.ServicerContext[
+            connector_pb2.FetchAgentFileRequest, connector_pb2.FetchAgentFileResponse
+        ],
+    ) -> AsyncIterator[connector_pb2.FetchAgentFileResponse]:
+        adapter = self._adapter(request.connector)
+        if not request.file_ref:
+            raise InvalidArgument("file_ref is required")
+        async with adapter.agent_file(request.file_ref) as found:
+            yield connector_pb2.FetchAgentFileResponse(
+                head=connector_pb2.AgentFileHead(
+                    content_type=found.content_type,
+                    content_length=found.content_length or 0,
+                    file_name=found.name,
+                )
+            )
+            async for chunk in found.chunks:
+                yield connector_pb2.FetchAgentFileResponse(chunk=chunk)
 
     async def ListConnectors(
         self,

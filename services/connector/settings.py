@@ -54,7 +54,7 @@ class ConnectorSettings:
         if not names and not env.errors:
             env.errors.append("CCBRIDGE_CONNECTORS names no connector")
         settings = cls(
-            common=CommonSettings.read(env),
+            common=CommonSettings.read(env, "connector"),
             bind_host=env.str("CCBRIDGE_BIND_HOST", "127.0.0.1"),
             port=env.int(
                 "CCBRIDGE_CONNECTOR_PORT", DEFAULT_PORTS["connector"], minimum=0, maximum=65535

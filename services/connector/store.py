@@ -16,6 +16,12 @@
 ``ccb:connector:genesys:open``           Genesys: set of end-user identities with an open
                                          case (polled for the conversation's end)
 ``ccb:connector:genesys:msg:{user}:<k>`` Genesys: a posted customer message's Genesys id
+``ccb:zendesk:case:{conversation}``      Zendesk: the Sunshine conversation of one
+                                         Infobip conversation and how far its opening
+                                         got (hash: user, conversation, passed)
+``ccb:zendesk:open:{conversation}``      Zendesk: lock of one conversation's opening
+``ccb:zendesk:msg:{conversation}:<k>``   Zendesk: a posted message's Sunshine id
+``ccb:zendesk:msglock:{conversation}:<k>``  Zendesk: lock of one message's post
 ``ccb:connector:live:<replica>``         a connector replica's liveness key (3 s TTL,
                                          renewed every second); its leases' tokens name it
 =======================================  ==================================================
@@ -31,6 +37,7 @@ neither skips agent replies nor posts a message twice (docs/deploy.md, "Upgrades
 from __future__ import annotations
 
 from ccbridge.services.runtime.lease import Lease, Liveness
+from ccbridge.services.runtime.metrics import current as current_metrics
 from ccbridge.services.runtime.redis import RedisClient
 
 
@@ -45,6 +52,8 @@ class ConnectorStore:
         # This replica's heartbeat: a successor takes its poll leases over as soon as it
         # is gone (crashed, frozen), not after their TTL (services/runtime/lease.py).
         self.liveness = liveness
+        # Leases made later (per queue, on first poll) count takeovers here too.
+        self._metrics = current_metrics()
 
     # -- the service's poll lease --------------------------------------------------------------
     def poll_lease(self, connector: str, ttl_s: float) -> Lease:
@@ -55,6 +64,8 @@ class ConnectorStore:
             max(int(ttl_s * 1000), 1000),
             guard_key=f"ccbridge:connector:poll-lease:{{{connector}}}",
             liveness=self.liveness,
+            kind="poll",
+            metrics=self._metrics,
         )
 
     # -- the rt adapter ----------------------------------------------------------------------
@@ -69,6 +80,8 @@ class ConnectorStore:
             f"{self.p}:rt:lease:{{{queue}}}",
             ttl_ms,
             liveness=self.liveness,
+            kind="poll",
+            metrics=self._metrics,
         )
 
     @property
@@ -100,3 +113,16 @@ class ConnectorStore:
 
     def genesys_message(self, end_user: str, key: str) -> str:
         return f"{self.p}:connector:genesys:msg:{{{end_user}}}:{key}"
+
+    # -- the zendesk adapter -----------------------------------------------------------------
+    def zendesk_case(self, conversation_id: str) -> str:
+        return f"{self.p}:zendesk:case:{{{conversation_id}}}"
+
+    def zendesk_open_lock(self, conversation_id: str) -> str:
+        return f"{self.p}:zendesk:open:{{{conversation_id}}}"
+
+    def zendesk_message(self, conversation_id: str, key: str) -> str:
+        return f"{self.p}:zendesk:msg:{{{conversation_id}}}:{key}"
+
+    def zendesk_message_lock(self, conversation_id: str, key: str) -> str:
+        return f"{self.p}:zendesk:msglock:{{{conversation_id}}}:{key}"

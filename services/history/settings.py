@@ -35,7 +35,7 @@ class HistorySettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> HistorySettings:
         env = EnvReader(environ)
-        common = CommonSettings.read(env)
+        common = CommonSettings.read(env, "history")
         base_url = env.str("INFOBIP_BASE_URL")
         if base_url and not base_url.startswith(("https://", "http://")):
             env.errors.append(

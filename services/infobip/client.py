@@ -217,6 +217,7 @@ class InfobipClient:
             timeout_s=timeout_s,
             max_answer_bytes=MAX_ANSWER_BYTES,
             max_connections=64,
+            system="infobip",
         )
 
     async def aclose(self) -> None:
@@ -249,6 +250,7 @@ class InfobipClient:
                 json_body=json_body,
                 headers=headers,
                 timeout_s=timeout_s,
+                operation=what,
             )
         except HttpFailure as exc:
             verdict = farside.judge_failure(exc)

@@ -5,15 +5,24 @@ one photo each way (the CCaaS simulator's page shows both)."""
 from __future__ import annotations
 
 import asyncio
+import shlex
 import struct
+import sys
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+from ccbridge.services.local.console import styled
 from ccbridge.services.runtime.http_client import HttpAnswer, HttpClient
 
-GREEN, DIM, BOLD, RESET = "\033[32m", "\033[2m", "\033[1m", "\033[0m"
+
+def _codes() -> tuple[str, str, str, str]:
+    """Green, dim, bold, reset: on a terminal only (never in a pipe or a log file)."""
+    if styled(sys.stdout):
+        return "\033[32m", "\033[2m", "\033[1m", "\033[0m"
+    return "", "", "", ""
 
 
 class _Clock:
@@ -22,6 +31,7 @@ class _Clock:
         self.pace_s = pace_s
 
     async def say(self, who: str, text: str) -> None:
+        _, DIM, BOLD, RESET = _codes()
         print(
             f"{DIM}+{(time.monotonic() - self.t0) * 1000:8.0f} ms{RESET}  "
             f"{BOLD}{who:<10}{RESET} {text}",
@@ -110,6 +120,7 @@ async def play_demo(
     auth = {"Authorization": f"Bearer {env['CCBRIDGE_ESCALATION_TOKEN']}"}
     gateway = _Side(gateway_port, headers=auth)
     clock = _Clock(pace_s)
+    GREEN, _, BOLD, RESET = _codes()
     try:
         print(f"\n{BOLD}Demo: a WhatsApp chat goes from the bot to a human agent and back{RESET}")
         conv = await infobip.post(
@@ -255,3 +266,42 @@ async def play_demo(
     finally:
         for side in (infobip, ccaas, gateway):
             await side.http.aclose()
+
+
+def try_it_yourself(
+    env: Mapping[str, str],
+    ports: Mapping[str, int],
+    infobip_port: int,
+    ccaas_port: int,
+    operator_env: Path,
+) -> str:
+    """The commands that play a handover by hand against this run, with the tokens it
+    generated (each ``$ `` line runs as is in a POSIX shell, in this order)."""
+    _, _, BOLD, RESET = _codes()
+    gateway = f"http://127.0.0.1:{ports['gateway']}"
+    infobip = f"http://127.0.0.1:{infobip_port}"
+    json_header = "-H 'Content-Type: application/json'"
+    token = shlex.quote(f"Authorization: Bearer {env['CCBRIDGE_ESCALATION_TOKEN']}")
+    return "\n".join(
+        [
+            f"\n{BOLD}Try it yourself{RESET} (this run's generated tokens; they change every run):",
+            "  1. a conversation at the Infobip simulator (its id goes into CID):",
+            f"    $ CID=$(curl -sS -X POST {infobip}/_sim/conversations {json_header} "
+            """-d '{"history": 3}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')""",  # noqa: E501
+            "  2. the chatbot hands it to an agent:",
+            f"    $ curl -sS -X POST {gateway}/v1/escalations -H {token} {json_header} "
+            '-d "{\\"conversationId\\": \\"$CID\\"}"',
+            "  3. the end user writes:",
+            f"    $ curl -sS -X POST {infobip}/_sim/conversations/$CID/send {json_header} "
+            """-d '{"text": "Hello, is anyone there?"}'""",
+            f"  4. answer as the agent: http://127.0.0.1:{ccaas_port}/_sim/ui",
+            "  5. look at it as an operator, with this run's settings and operator certificate:",
+            f"    $ set -a; . {shlex.quote(str(operator_env))}; set +a",
+            "    $ ccbridge handovers list",
+            "    $ ccbridge handovers get $CID",
+            "    $ ccbridge dead-letters list",
+            "  6. check the installation (the demo feeds the gateway through Infobip's account",
+            "     webhook, not a subscription, hence the skip):",
+            "    $ ccbridge doctor --skip subscription",
+        ]
+    )

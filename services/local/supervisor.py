@@ -29,7 +29,7 @@ from ccbridge.services.runtime.authz import OPERATOR
 from ccbridge.services.runtime.channels import create_blocking_channel
 from ccbridge.services.runtime.http_client import HttpClient, HttpFailure
 from ccbridge.services.runtime.mesh_tls import INSECURE, MeshTls
-from ccbridge.services.runtime.ports import ADDR_ENV, DEFAULT_PORTS, PORT_ENV
+from ccbridge.services.runtime.ports import ADDR_ENV, METRICS_PORT_ENV, PORT_ENV
 
 COMPONENT_MODULES = {
     "gateway": "ccbridge.gateway",
@@ -332,9 +332,17 @@ class EmbeddedRedis:
                 self.popen.kill()
 
 
-def mesh_env(base: Mapping[str, str], ports: Mapping[str, int], redis_url: str) -> dict[str, str]:
-    """The environment every mesh component gets: ports, peer addresses, Redis."""
+def mesh_env(
+    base: Mapping[str, str],
+    ports: Mapping[str, int],
+    redis_url: str,
+    metrics_ports: Mapping[str, int] | None = None,
+) -> dict[str, str]:
+    """The environment every mesh component gets: ports, peer addresses, Redis, and the
+    metrics ports of ``metrics_ports`` (the others serve none, unless ``base`` says)."""
     env = dict(base)
+    for name, port in (metrics_ports or {}).items():
+        env[METRICS_PORT_ENV[name]] = str(port)
     env["REDIS_URL"] = redis_url
     env.setdefault("CCBRIDGE_BIND_HOST", "127.0.0.1")
     for name, port in ports.items():
@@ -344,12 +352,3 @@ def mesh_env(base: Mapping[str, str], ports: Mapping[str, int], redis_url: str) 
             env[ADDR_ENV[name]] = f"127.0.0.1:{port}"
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
-
-
-def default_ports(environ: Mapping[str, str]) -> dict[str, int]:
-    """Ports from CCBRIDGE_*_PORT, else the defaults."""
-    ports = {}
-    for name, default in DEFAULT_PORTS.items():
-        raw = environ.get(PORT_ENV[name], "")
-        ports[name] = int(raw) if raw.isdigit() else default
-    return ports

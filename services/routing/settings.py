@@ -31,7 +31,7 @@ class RoutingSettings:
     def from_env(cls, environ: Mapping[str, str]) -> RoutingSettings:
         env = EnvReader(environ)
         settings = cls(
-            common=CommonSettings.read(env),
+            common=CommonSettings.read(env, "routing"),
             bind_host=env.str("CCBRIDGE_BIND_HOST", "127.0.0.1"),
             port=env.int(
                 "CCBRIDGE_ROUTING_PORT", DEFAULT_PORTS["routing"], minimum=0, maximum=65535

@@ -60,6 +60,7 @@ RPC_CALLERS: Mapping[str, Mapping[str, frozenset[str]]] = MappingProxyType(
             "HandleWebhook": frozenset({GATEWAY}),
             "ReportMessageFailed": frozenset({SESSION}),
             "PostTyping": frozenset({SESSION}),
+            "FetchAgentFile": frozenset({GATEWAY}),
             "ListConnectors": frozenset({OPERATOR}),
         },
     }

@@ -43,6 +43,8 @@ from typing import Generic, Protocol, TypeVar, cast
 
 import grpc
 
+from ccbridge.services.runtime.tracing import detached
+
 log = logging.getLogger(__name__)
 
 STREAMS = 2
@@ -224,7 +226,9 @@ class BatchStreams(Generic[Req, Ans]):
         self._streams = [s for s in self._streams if s.taking or s.pending]
         taking = [s for s in self._streams if s.taking]
         if len(taking) < self._size:
-            fresh: _Stream[Req, Ans] = _Stream(self._open_call())
+            # Not a child of the request that happens to open it (it outlives it).
+            with detached():
+                fresh: _Stream[Req, Ans] = _Stream(self._open_call())
             self._streams.append(fresh)
             return fresh
         return taking[next(self._turn) % len(taking)]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -30,6 +31,8 @@ import grpc
 import orjson
 
 from ccbridge.services.runtime.mesh_tls import INSECURE_WARNING, KeyMaterial, MeshTls, Watched
+from ccbridge.services.runtime.metrics import ClientCallMetrics
+from ccbridge.services.runtime.metrics import current as current_metrics
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +97,18 @@ def create_channel(
 ) -> grpc.aio.Channel:
     """Opens a channel to the component ``peer`` (``session``, ``history``, ...) at
     ``address`` (``host:port``, ``dns:///name:port`` or ``ipv4:a:port,b:port``): mutual
-    TLS, or plaintext when ``tls.insecure`` (development)."""
+    TLS, or plaintext when ``tls.insecure`` (development). Created while a component is
+    built, its calls are counted in the component's metrics (services/runtime/metrics.py)."""
+    metrics = current_metrics()
+    interceptors = [ClientCallMetrics(metrics)] if metrics is not None else None
     if tls.insecure:
         log.warning(INSECURE_WARNING)
-        return grpc.aio.insecure_channel(address, options=channel_options(keepalive_ms))
-    return ReloadingChannel(address, tls, peer, keepalive_ms=keepalive_ms)
+        return grpc.aio.insecure_channel(
+            address, options=channel_options(keepalive_ms), interceptors=interceptors
+        )
+    return ReloadingChannel(
+        address, tls, peer, keepalive_ms=keepalive_ms, interceptors=interceptors
+    )
 
 
 # How often a channel looks at its certificate files (a stat of three files).
@@ -168,8 +178,10 @@ class ReloadingChannel(grpc.aio.Channel):
         *,
         check_every_s: float = RELOAD_CHECK_S,
         keepalive_ms: int = KEEPALIVE_MS,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
     ) -> None:
         self._address, self._peer, self._check_every_s = address, peer, check_every_s
+        self._interceptors = interceptors
         self._keepalive_ms = keepalive_ms
         self._watched = Watched(tls)
         self._channel = self._open()
@@ -185,6 +197,7 @@ class ReloadingChannel(grpc.aio.Channel):
                 *channel_options(self._keepalive_ms),
                 ("grpc.ssl_target_name_override", self._peer),
             ],
+            interceptors=self._interceptors,
         )
 
     @property

@@ -12,8 +12,11 @@ production; :func:`serve` is ``start`` + wait for SIGTERM/SIGINT + :meth:`Runnin
 Metrics: every component gets its own ``prometheus_client.CollectorRegistry`` (passed to
 ``build``, kept as ``Component.metrics`` and ``Running.metrics``). Components register
 their collectors there, never in the global default registry, so in-process tests and
-``ccbridge up`` don't mix them; the scrape endpoint that serves ``Running.metrics`` is added
-by the operators' issue.
+``ccbridge up`` don't mix them. :func:`start` adds the shared series
+(:class:`~ccbridge.services.runtime.metrics.RuntimeMetrics`; the clients created by
+``build`` record into them) and, when the settings name a metrics port, serves the registry
+on its own plaintext listener (``GET /metrics`` only; ``Component.scrape`` hooks refresh
+gauges first). It starts with the gRPC server and stops after it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from ccbridge.services.runtime.entry import run_component
+from ccbridge.services.runtime.metrics import (
+    MetricsServer,
+    Refresh,
+    RuntimeMetrics,
+    collecting,
+    start_metrics_server,
+)
 from ccbridge.services.runtime.server import (
     ReadyCheck,
     ServiceHealth,
@@ -92,6 +102,8 @@ class Component(Generic[P]):
     background: Sequence[Background] = ()
     drain: Sequence[Callable[[], None]] = ()
     closers: Sequence[Closer] = ()
+    # Run before each scrape of the metrics endpoint (gauges read from Redis).
+    scrape: Sequence[Refresh] = ()
 
     async def close(self) -> None:
         """Runs every closer in reverse order; one failing does not skip the others."""
@@ -118,6 +130,7 @@ class Running(Generic[P]):
     drain_delay_s: float
     health_server: grpc.aio.Server | None = None
     health_port: int = 0
+    metrics_server: MetricsServer | None = None
     _stopping: asyncio.Future[None] | None = field(default=None, repr=False)
 
     @property
@@ -132,6 +145,11 @@ class Running(Generic[P]):
     def address(self) -> str:
         """Loopback address of the server (what tests and local peers dial)."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def metrics_port(self) -> int:
+        """The bound port of the metrics listener (0: none)."""
+        return self.metrics_server.port if self.metrics_server is not None else 0
 
     async def stop(self) -> None:
         """The one stop order (idempotent; a second call waits for the first)."""
@@ -152,6 +170,8 @@ class Running(Generic[P]):
             await self.server.stop(self.grace_s)
             if self.health_server is not None:
                 await self.health_server.stop(0)
+            if self.metrics_server is not None:
+                await self.metrics_server.stop()
             for job in reversed(self.component.background):
                 try:
                     await job.stop()
@@ -166,10 +186,15 @@ class Running(Generic[P]):
 async def start(build: Build[S, P], settings: S) -> Running[P]:
     """Builds the component (its clients are created in the running loop), binds
     ``settings.address``, starts the server, then readiness, then background jobs."""
-    component = await build(settings, CollectorRegistry(auto_describe=True))
+    registry = CollectorRegistry(auto_describe=True)
+    runtime_metrics = RuntimeMetrics(registry)
+    with collecting(runtime_metrics):
+        component = await build(settings, registry)
+    runtime_metrics.component = component.name
     started: list[Background] = []
     server: grpc.aio.Server | None = None
     health_server: grpc.aio.Server | None = None
+    metrics_server: MetricsServer | None = None
     health_port = 0
     health: ServiceHealth | None = None
     common = settings.common
@@ -188,6 +213,7 @@ async def start(build: Build[S, P], settings: S) -> Running[P]:
             tls=common.mesh_tls,
             reflection=common.grpc_reflection,
             keepalive_ms=common.grpc_keepalive_ms,
+            metrics=runtime_metrics,
         )
         await server.start()
         if common.grpc_health_port:
@@ -195,6 +221,13 @@ async def start(build: Build[S, P], settings: S) -> Running[P]:
                 f"{settings.address.rpartition(':')[0]}:{common.grpc_health_port}", health
             )
             await health_server.start()
+        if common.metrics_port:
+            metrics_server = await start_metrics_server(
+                settings.address.rpartition(":")[0].strip("[]") or "0.0.0.0",
+                common.metrics_port,
+                registry,
+                component.scrape,
+            )
         await health.start()
         for job in component.background:
             job.start()
@@ -206,11 +239,15 @@ async def start(build: Build[S, P], settings: S) -> Running[P]:
             await server.stop(0)
         if health_server is not None:
             await health_server.stop(0)
+        if metrics_server is not None:
+            await metrics_server.stop()
         for job in reversed(started):
             await job.stop()
         await component.close()
         raise
     log.info("%s serving on port %d", component.name, port)
+    if metrics_server is not None:
+        log.info("%s metrics on port %d at /metrics", component.name, metrics_server.port)
     return Running(
         component,
         server,
@@ -220,6 +257,7 @@ async def start(build: Build[S, P], settings: S) -> Running[P]:
         drain_delay_s=common.drain_delay_s,
         health_server=health_server,
         health_port=health_port,
+        metrics_server=metrics_server,
     )
 
 

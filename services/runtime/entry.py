@@ -1,5 +1,6 @@
 """The one way a service process starts: settings from the environment (fail fast with one
-line naming every bad key, exit 2), logging configured once, then ``serve`` until SIGTERM."""
+line naming every bad key, exit 2), logging and tracing configured once, then ``serve``
+until SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 from ccbridge.services.runtime.gc_tuning import settle_after_startup
 from ccbridge.services.runtime.logging import configure_logging
 from ccbridge.services.runtime.settings import CommonSettings, SettingsError
+from ccbridge.services.runtime.tracing import setup_tracing
 
 
 class _HasCommon(Protocol):
@@ -50,6 +52,9 @@ def run_component(
         print(f"ccbridge {component}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(component, settings.common.log_level, settings.common.log_format)
+    # Before anything opens a channel, a server or a client: the instrumentation wraps
+    # their constructors. Off: nothing installed.
+    tracing = setup_tracing(component, settings.common.tracing)
     errors: tuple[type[Exception], ...] = (SettingsError, *fatal)
     settle_after_startup()
     try:
@@ -58,3 +63,6 @@ def run_component(
     except errors as exc:
         print(f"ccbridge {component}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # exports what is still batched

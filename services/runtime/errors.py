@@ -69,6 +69,13 @@ class ResourceExhausted(CcbridgeError):
         self.retry_after = retry_after
 
 
+class OutOfRange(CcbridgeError):
+    """A size bound is passed for good (e.g. a file above CCBRIDGE_MEDIA_MAX_BYTES); no
+    retry helps."""
+
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
 class Unavailable(CcbridgeError):
     """A dependency (Redis, a peer service, the far side) is unavailable; retry later."""
 

@@ -21,12 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
 import aiohttp
 import orjson
+
+from ccbridge.services.runtime.metrics import current as current_metrics
 
 
 class HttpFailure(Exception):
@@ -124,8 +127,15 @@ class HttpClient:
         base_url: str = "",
         headers: Mapping[str, str] | None = None,
         max_connections: int = 100,
+        system: str = "",
     ) -> None:
         self.timeout_s = timeout_s
+        # ``system``: the far side's name in ccbridge_farside_* ("infobip", a connector's
+        # name). A client created while a component is built, with a system, counts and
+        # times each request there (services/runtime/metrics.py).
+        metrics = current_metrics() if system else None
+        self._system = system
+        self._observe = metrics.observe_farside if metrics is not None else None
         self.max_answer_bytes = max_answer_bytes
         self._base_url = base_url
         # sock_connect: a connect timeout raises its own error (ConnectFailed: not sent).
@@ -155,8 +165,12 @@ class HttpClient:
         json_body: object = None,
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
+        operation: str = "",
     ) -> HttpAnswer:
         """Sends one request and reads its whole answer, whatever its status.
+
+        ``operation``: what the request does, for the far-side metrics (a fixed name such
+        as "create message", never data of the request); the HTTP method when empty.
 
         ``timeout_s`` bounds this request instead of the client's (e.g. a caller whose
         right to send ends sooner).
@@ -187,6 +201,9 @@ class HttpClient:
             if timeout_s is None
             else aiohttp.ClientTimeout(total=timeout_s, sock_connect=timeout_s)
         )
+        observe = self._observe
+        started = time.perf_counter() if observe is not None else 0.0
+        status = "error"
         try:
             async with self._client().request(
                 method,
@@ -196,10 +213,16 @@ class HttpClient:
                 allow_redirects=False,
                 timeout=timeout,
             ) as response:
+                status = str(response.status)
                 return HttpAnswer(response.status, response.headers, await self._read(response))
         # AnswerTooLarge (from _read) is none of these and passes through.
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._failure(exc, limit) from None
+            failure = self._failure(exc, limit)
+            status = "timeout" if isinstance(failure, RequestTimeout) else "error"
+            raise failure from None
+        finally:
+            if observe is not None:
+                observe(self._system, operation or method, status, time.perf_counter() - started)
 
     def _target(self, url: str, params: Params | None) -> str:
         target = self._base_url + url

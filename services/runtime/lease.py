@@ -29,6 +29,8 @@ import logging
 import time
 import uuid
 
+from ccbridge.services.runtime.metrics import RuntimeMetrics
+from ccbridge.services.runtime.metrics import current as current_metrics
 from ccbridge.services.runtime.redis import RedisClient
 
 log = logging.getLogger(__name__)
@@ -123,9 +125,17 @@ class Lease:
         *,
         guard_key: str | None = None,
         liveness: Liveness | None = None,
+        kind: str = "lease",
+        metrics: RuntimeMetrics | None = None,
     ) -> None:
+        """``kind`` names the lease in ``ccbridge_lease_takeovers_total``; ``metrics``:
+        where takeovers are counted (default: those of the component being built)."""
         self.r = redis
         self.key = key
+        self.kind = kind
+        self._metrics = metrics if metrics is not None else current_metrics()
+        if self._metrics is not None:
+            self._metrics.lease_kind(kind)
         self.guard_key = guard_key
         self.ttl_ms = ttl_ms
         self.liveness = liveness
@@ -151,6 +161,8 @@ class Lease:
                 raw = await self._take_over(keys=keys, args=[self.ttl_ms, holder, _text(owner)])
                 if raw is not None:
                     log.info("took over lease %s from a replica that is gone", self.key)
+                    if self._metrics is not None:
+                        self._metrics.lease_taken_over(self.kind)
         self.token = _text(raw) if raw is not None else None
         return self.token
 

@@ -1,7 +1,9 @@
 """One logging stack for every process: stdlib logging with a JSON formatter.
 
 Request context (request id, conversation id, rpc) lives in contextvars, set by the gRPC
-interceptor and the gateway middleware, and is added to every record. Message text is
+interceptor and the gateway middleware, and is added to every record, with the trace and
+span ids (``trace_id``, ``span_id``: W3C hex) of the active span when tracing records one
+(services/runtime/tracing.py). Message text is
 never put into log records by ccbridge code; secrets are wrapped in ``Secret``.
 """
 
@@ -13,6 +15,7 @@ import sys
 import time
 
 import orjson
+from opentelemetry import trace
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 conversation_id_var: contextvars.ContextVar[str] = contextvars.ContextVar(
@@ -47,6 +50,9 @@ class JsonFormatter(logging.Formatter):
             value = var.get()
             if value:
                 doc[key] = value
+        ids = trace_ids()
+        if ids is not None:
+            doc["trace_id"], doc["span_id"] = ids
         for key, value in record.__dict__.items():
             if key not in _STD_ATTRS and not key.startswith("_"):
                 doc[key] = value
@@ -68,6 +74,15 @@ _DUMPS = (
 )
 
 
+def trace_ids() -> tuple[str, str] | None:
+    """(trace id, span id) of the active span as W3C hex, None when no span records
+    (always None with tracing off: no provider, no span)."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
 def _escaped(value: object) -> str:
     return str(value).encode("utf-8", "backslashreplace").decode()
 
@@ -81,7 +96,10 @@ class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         cid = conversation_id_var.get()
-        return f"{text} [conversation={cid}]" if cid else text
+        if cid:
+            text = f"{text} [conversation={cid}]"
+        ids = trace_ids()
+        return f"{text} [trace={ids[0]} span={ids[1]}]" if ids is not None else text
 
 
 def configure_logging(component: str, level: str = "INFO", fmt: str = "json") -> None:

@@ -7,9 +7,16 @@ message that points at Infobip (the host of ``INFOBIP_BASE_URL``) by
 from Infobip with the key. A URL on another host is left as it is (the key never goes
 anywhere but Infobip).
 
-A token is ``<payload>.<mac>``: the payload is base64url JSON ``{"u": url, "e": expiry}``
-(unix seconds), the mac the base64url HMAC-SHA256 of the payload text with the first
-``CCBRIDGE_MEDIA_SECRET``; any secret of the list verifies (rotation). Nothing is stored.
+Outbound, the same links carry files an agent attached at a CCaaS that needs credentials
+(RT): the connector service signs a link naming itself and its reference of the file, and
+the gateway streams the file from the connector service (``FetchAgentFile``), which reads
+it with the CCaaS's credentials.
+
+A token is ``<payload>.<mac>``: the payload is base64url JSON, ``{"u": url, "e": expiry}``
+(an Infobip file) or ``{"k": "f", "c": connector, "r": file ref, "e": expiry}`` (a
+connector's file); ``e`` in unix seconds. The mac is the base64url HMAC-SHA256 of the
+payload text with the first ``CCBRIDGE_MEDIA_SECRET``; any secret of the list verifies
+(rotation). Nothing is stored.
 """
 
 from __future__ import annotations
@@ -58,15 +65,44 @@ def _mac(secret: Secret, payload: str) -> bytes:
     return hmac.new(secret.value.encode(), payload.encode(), hashlib.sha256).digest()
 
 
-def sign(secret: Secret, url: str, expires_at: int) -> str:
-    """A token for ``url`` valid until ``expires_at`` (unix seconds)."""
-    payload = _b64(orjson.dumps({"u": url, "e": expires_at}))
+@dataclass(frozen=True)
+class InfobipFile:
+    """A token's target: an Infobip media URL (fetched with the API key)."""
+
+    url: str
+
+
+@dataclass(frozen=True)
+class ConnectorFile:
+    """A token's target: a file an agent attached at a CCaaS, which the named connector
+    reads by its reference (``FetchAgentFile``)."""
+
+    connector: str
+    ref: str
+
+
+MediaTarget = InfobipFile | ConnectorFile
+
+
+def _signed(secret: Secret, body: dict[str, object]) -> str:
+    payload = _b64(orjson.dumps(body))
     return f"{payload}.{_b64(_mac(secret, payload))}"
 
 
-def verify(secrets: Sequence[Secret], token: str, *, now: float | None = None) -> str:
-    """The URL of a valid token; raises :class:`MediaTokenError` otherwise. The signature
-    is checked (in constant time, against every secret) before the payload is read."""
+def sign(secret: Secret, url: str, expires_at: int) -> str:
+    """A token for the Infobip file ``url`` valid until ``expires_at`` (unix seconds)."""
+    return _signed(secret, {"u": url, "e": expires_at})
+
+
+def sign_file(secret: Secret, connector: str, ref: str, expires_at: int) -> str:
+    """A token for the file ``ref`` of ``connector`` valid until ``expires_at``."""
+    return _signed(secret, {"k": "f", "c": connector, "r": ref, "e": expires_at})
+
+
+def verify(secrets: Sequence[Secret], token: str, *, now: float | None = None) -> MediaTarget:
+    """The target of a valid token; raises :class:`MediaTokenError` otherwise. The
+    signature is checked (in constant time, against every secret) before the payload is
+    read."""
     payload, dot, mac_text = token.partition(".")
     if not dot or not payload or len(token) > MAX_TOKEN_CHARS:
         raise MediaTokenError("forged")
@@ -83,12 +119,24 @@ def verify(secrets: Sequence[Secret], token: str, *, now: float | None = None) -
         body = orjson.loads(_unb64(payload))
     except (binascii.Error, ValueError):
         raise MediaTokenError("forged") from None
-    url, expiry = (body.get("u"), body.get("e")) if isinstance(body, dict) else (None, None)
-    if not isinstance(url, str) or not isinstance(expiry, int) or isinstance(expiry, bool):
+    if not isinstance(body, dict):
+        raise MediaTokenError("forged")
+    expiry = body.get("e")
+    target: MediaTarget
+    if body.get("k") == "f":
+        connector, ref = body.get("c"), body.get("r")
+        if not isinstance(connector, str) or not isinstance(ref, str) or not connector:
+            raise MediaTokenError("forged")
+        target = ConnectorFile(connector, ref)
+    elif "k" in body or not isinstance(body.get("u"), str):
+        raise MediaTokenError("forged")
+    else:
+        target = InfobipFile(str(body["u"]))
+    if not isinstance(expiry, int) or isinstance(expiry, bool):
         raise MediaTokenError("forged")
     if expiry < (time.time() if now is None else now):
         raise MediaTokenError("expired")
-    return url
+    return target
 
 
 def origin(url: str) -> tuple[str, str] | None:
@@ -169,3 +217,30 @@ class MediaLinks:
         if isinstance(content, list):
             return [self.rewrite(item, now=now, depth=depth + 1) for item in content]
         return content
+
+
+class AgentFileLinks:
+    """Signed gateway links to files agents attached at a CCaaS (the connector service
+    signs them; the gateway serves them through ``FetchAgentFile``)."""
+
+    def __init__(self, settings: MediaProxySettings) -> None:
+        self._settings = settings
+
+    @property
+    def max_bytes(self) -> int:
+        return self._settings.max_bytes
+
+    def unavailable(self) -> str:
+        """Why no link can be made ('' when links can be made)."""
+        if not self._settings.enabled:
+            return "the bridge's media proxy is off (CCBRIDGE_MEDIA_PROXY)"
+        if origin(self._settings.public_url) is None:
+            return "the bridge has no public URL (CCBRIDGE_PUBLIC_URL)"
+        return ""
+
+    def link(self, connector: str, ref: str, *, now: float | None = None) -> str:
+        """The gateway link of file ``ref`` of ``connector`` (only when ``unavailable()``
+        is empty)."""
+        expiry = int(time.time() if now is None else now) + self._settings.ttl_s
+        token = sign_file(self._settings.secrets[0], connector, ref, expiry)
+        return f"{self._settings.public_url}/media/{token}"

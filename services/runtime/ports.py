@@ -37,6 +37,34 @@ ADDR_ENV: Mapping[str, str] = MappingProxyType(
 )
 
 
+# The plaintext HTTP listener of each gRPC component that serves only ``GET /metrics``
+# (services/runtime/metrics.py); the gateway serves /metrics on its HTTP port. The
+# setting defaults to 0 (none); k8s/base/settings.env and ``ccbridge up`` use these.
+METRICS_PORTS: Mapping[str, int] = MappingProxyType(
+    {"session": 9101, "history": 9102, "routing": 9103, "connector": 9104}
+)
+# The setting of each one (0, the default: no metrics listener).
+METRICS_PORT_ENV: Mapping[str, str] = MappingProxyType(
+    {
+        "session": "CCBRIDGE_SESSION_METRICS_PORT",
+        "history": "CCBRIDGE_HISTORY_METRICS_PORT",
+        "routing": "CCBRIDGE_ROUTING_METRICS_PORT",
+        "connector": "CCBRIDGE_CONNECTOR_METRICS_PORT",
+    }
+)
+
+
 def default_addr(component: str) -> str:
     """The loopback address a peer dials when ``<PEER>_ADDR`` is not set."""
     return f"127.0.0.1:{DEFAULT_PORTS[component]}"
+
+
+def peer_addr(component: str, environ: Mapping[str, str]) -> str:
+    """The address the operator's tools dial for ``component``, from the same settings
+    ``ccbridge up`` reads: ``<PEER>_ADDR`` when set, else loopback on the component's
+    ``CCBRIDGE_<COMPONENT>_PORT``, else its default port."""
+    explicit = environ.get(ADDR_ENV.get(component, ""), "").strip()
+    if explicit:
+        return explicit
+    port = environ.get(PORT_ENV[component], "").strip()
+    return f"127.0.0.1:{port}" if port.isdigit() else default_addr(component)

@@ -28,6 +28,7 @@ import abc
 import asyncio
 import hashlib
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -49,6 +50,9 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ccbridge.services.runtime.metrics import current as current_metrics
+from ccbridge.services.runtime.tracing import redis_batch_span
 
 SENTINEL_SCHEME = "redis+sentinel"
 # Cluster scheme → the scheme of one node's URL (its options are read as redis-py does).
@@ -246,6 +250,10 @@ class Batch(abc.ABC):
 
     def __init__(self) -> None:
         self._scripts: dict[str, bytes] = {}
+        # Created while a component is built: each round trip is timed into its
+        # ccbridge_redis_command_duration_seconds (services/runtime/metrics.py).
+        metrics = current_metrics()
+        self._observe = metrics.observe_redis if metrics is not None else None
 
     def register_script(self, source: str | bytes) -> RawScript:
         """A script whose calls (:meth:`RawScript.command`) run again as ``EVAL`` when
@@ -257,7 +265,15 @@ class Batch(abc.ABC):
     async def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         if not commands:
             return []
-        replies = await self._send_batch(commands)
+        observe = self._observe
+        if observe is None:
+            replies = await self._send_batch(commands)
+        else:
+            started = time.perf_counter()
+            try:
+                replies = await self._send_batch(commands)
+            finally:
+                observe(time.perf_counter() - started)
         missing = [
             i
             for i, reply in enumerate(replies)
@@ -436,7 +452,8 @@ class RawPipeline(Batch):
         self._closed = False
 
     async def _send_batch(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        return await self._send(self._pack(commands), len(commands))
+        with redis_batch_span(commands):  # redis-py's instrumentation does not see it
+            return await self._send(self._pack(commands), len(commands))
 
     async def aclose(self) -> None:
         """Closes the idle connections now and the busy ones when their round trip ends."""

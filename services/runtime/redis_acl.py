@@ -59,6 +59,7 @@ _KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "connector": (
             "{p}:connector:*",
             "{p}:rt:*",
+            "{p}:zendesk:*",
             # Older releases' keys, read during a rolling upgrade (connector/store.py).
             "ccbridge:connector:poll-lease:*",
             "ccb:rt:*",

@@ -27,6 +27,7 @@ import contextlib
 import inspect
 import logging
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -47,13 +48,15 @@ from ccbridge.services.runtime.errors import (
     InvalidArgument,
     ResourceExhausted,
 )
-from ccbridge.services.runtime.logging import conversation_id_var, request_id_var, rpc_var
+from ccbridge.services.runtime.logging import request_id_var, rpc_var
 from ccbridge.services.runtime.mesh_tls import (
     INSECURE_WARNING,
     MeshTls,
     peer_identity,
     server_credentials,
 )
+from ccbridge.services.runtime.metrics import RuntimeMetrics
+from ccbridge.services.runtime.tracing import bind_conversation
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +187,9 @@ class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):
     """Authorizes the caller (mutual TLS: ``authorize``), sets request context variables and
     applies the error policy, for every handler kind."""
 
-    def __init__(self, *, authorize: bool) -> None:
+    def __init__(self, *, authorize: bool, metrics: RuntimeMetrics | None = None) -> None:
         self._authorize = authorize
+        self._metrics = metrics
 
     async def intercept_service(
         self,
@@ -200,13 +204,14 @@ class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         rpc = method.rsplit("/", 1)[-1]
         authorize = self._authorize
+        record = self._metrics.grpc_server_call(method) if self._metrics is not None else None
         request_id = dict(handler_call_details.invocation_metadata or ()).get("x-request-id")
 
         def enter(request: Any) -> None:
             request_id_var.set(str(request_id or uuid.uuid4().hex[:16]))
             rpc_var.set(rpc)
             cid = getattr(request, "conversation_id", "")
-            conversation_id_var.set(cid if isinstance(cid, str) else "")
+            bind_conversation(cid if isinstance(cid, str) else "")
 
         # The stubs type a handler's behaviour for the sync server; under grpc.aio it is a
         # coroutine or async generator function taking a grpc.aio.ServicerContext.
@@ -232,34 +237,62 @@ class ContextAndErrorInterceptor(grpc.aio.ServerInterceptor):
             async def streamed(
                 request: Any, context: grpc.aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
-                if authorize:
-                    await _authorize(context, method)
-                enter(first(request))
+                started = time.perf_counter()
+                code: object = grpc.StatusCode.UNKNOWN
                 try:
-                    if isinstance(request, _Undecodable):
-                        raise InvalidArgument(request.problem)
-                    async for item in inner(request, context):
-                        yield item
-                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    if authorize:
+                        await _authorize(context, method)
+                    enter(first(request))
+                    try:
+                        if isinstance(request, _Undecodable):
+                            raise InvalidArgument(request.problem)
+                        async for item in inner(request, context):
+                            yield item
+                    except (asyncio.CancelledError, grpc.aio.AbortError):
+                        raise
+                    except Exception as exc:
+                        await _abort(context, exc)
+                    code = context.code() or grpc.StatusCode.OK
+                except (asyncio.CancelledError, GeneratorExit):
+                    code = grpc.StatusCode.CANCELLED
                     raise
-                except Exception as exc:
-                    await _abort(context, exc)
+                except grpc.aio.AbortError:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                finally:
+                    if record is not None:
+                        record(code, time.perf_counter() - started)
 
             behaviour: Callable[..., Any] = streamed
         else:
 
             async def called(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                if authorize:
-                    await _authorize(context, method)
-                enter(first(request))
+                started = time.perf_counter()
+                code: object = grpc.StatusCode.UNKNOWN
                 try:
-                    if isinstance(request, _Undecodable):
-                        raise InvalidArgument(request.problem)
-                    return await inner(request, context)
-                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    if authorize:
+                        await _authorize(context, method)
+                    enter(first(request))
+                    try:
+                        if isinstance(request, _Undecodable):
+                            raise InvalidArgument(request.problem)
+                        response = await inner(request, context)
+                    except (asyncio.CancelledError, grpc.aio.AbortError):
+                        raise
+                    except Exception as exc:
+                        await _abort(context, exc)
+                        response = None  # not reached: abort raises
+                    code = context.code() or grpc.StatusCode.OK
+                    return response
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
                     raise
-                except Exception as exc:
-                    await _abort(context, exc)
+                except grpc.aio.AbortError:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                finally:
+                    if record is not None:
+                        record(code, time.perf_counter() - started)
 
             behaviour = called
         return make(
@@ -340,6 +373,7 @@ def create_server(
     tls: MeshTls,
     reflection: bool = False,
     keepalive_ms: int = KEEPALIVE_MS,
+    metrics: RuntimeMetrics | None = None,
 ) -> tuple[grpc.aio.Server, int, ServiceHealth]:
     """Builds the server; ``register`` adds servicers and returns their full service names.
 
@@ -347,10 +381,11 @@ def create_server(
     plaintext that lets every caller in. ``reflection`` adds the reflection service
     (operators only). ``keepalive_ms``: the clients' ping interval to permit. Returns the
     server (not started), the bound port (use ``127.0.0.1:0`` in tests) and the health
-    keeper (start it after the server starts).
+    keeper (start it after the server starts). ``metrics``: where every call is counted
+    and timed (``ccbridge_grpc_server_*``).
     """
     server = grpc.aio.server(
-        interceptors=[ContextAndErrorInterceptor(authorize=not tls.insecure)],
+        interceptors=[ContextAndErrorInterceptor(authorize=not tls.insecure, metrics=metrics)],
         options=server_options(keepalive_ms),
     )
     names = tuple(register(server))

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from ccbridge.services.runtime.channels import KEEPALIVE_MS
 from ccbridge.services.runtime.mesh_tls import INSECURE, MeshTls
+from ccbridge.services.runtime.ports import METRICS_PORT_ENV
+from ccbridge.services.runtime.tracing import MODES as TRACING_MODES
 
 # Every token and secret the operator chooses is at least this long (a comma-separated
 # list, for rotation: each of its parts); secrets issued by others (the Infobip API key,
@@ -21,7 +23,12 @@ MIN_SECRET_CHARS = 16
 
 
 class SettingsError(ValueError):
-    """One or more settings are missing or invalid; the message names all of them."""
+    """One or more settings are missing or invalid; the message names all of them,
+    ``problems`` lists them one by one."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)
 
 
 @dataclass(frozen=True)
@@ -166,7 +173,9 @@ class EnvReader:
 
     def done(self, what: builtins.str) -> None:
         if self.errors:
-            raise SettingsError(f"invalid {what} settings: " + "; ".join(self.errors))
+            raise SettingsError(
+                f"invalid {what} settings: " + "; ".join(self.errors), tuple(self.errors)
+            )
 
 
 @dataclass(frozen=True)
@@ -192,9 +201,21 @@ class CommonSettings:
     # replica stops receiving calls within about twice this (services/runtime/channels.py).
     # At least 1 s: grpc sends no two pings closer together.
     grpc_keepalive_ms: int = KEEPALIVE_MS
+    # CCBRIDGE_TRACING: "off" (the default unless an OTLP endpoint is set) or "otlp"
+    # (services/runtime/tracing.py; the OTEL_* variables configure the rest).
+    tracing: str = "off"
+    # The plaintext HTTP port that serves only GET /metrics (services/runtime/metrics.py),
+    # on the component's bind host; 0: none. Off unless set: k8s/base and `ccbridge up`
+    # set the ports of services/runtime/ports.py (in-process tests bind none).
+    metrics_port: int = 0
 
     @classmethod
-    def read(cls, env: EnvReader) -> CommonSettings:
+    def read(cls, env: EnvReader, component: str = "") -> CommonSettings:
+        """``component``: a gRPC component's name, for its metrics port setting
+        (``CCBRIDGE_<COMPONENT>_METRICS_PORT``, services/runtime/ports.py)."""
+        metrics_port = 0
+        if component in METRICS_PORT_ENV:
+            metrics_port = env.int(METRICS_PORT_ENV[component], 0, minimum=0, maximum=65535)
         return cls(
             redis_url=env.str("REDIS_URL", "redis://127.0.0.1:6379/0"),
             log_level=env.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
@@ -208,7 +229,18 @@ class CommonSettings:
             grpc_keepalive_ms=env.int(
                 "CCBRIDGE_GRPC_KEEPALIVE_MS", KEEPALIVE_MS, minimum=1000, maximum=3_600_000
             ),
+            tracing=read_tracing_mode(env),
+            metrics_port=metrics_port,
         )
+
+
+def read_tracing_mode(env: EnvReader) -> str:
+    """``CCBRIDGE_TRACING`` (off|otlp; services/runtime/tracing.py): off unless an OTLP
+    endpoint is configured (the SDK reads the ``OTEL_*`` variables itself)."""
+    configured = env.optional("OTEL_EXPORTER_OTLP_ENDPOINT") or env.optional(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )
+    return env.choice("CCBRIDGE_TRACING", "otlp" if configured else "off", TRACING_MODES)
 
 
 def read_mesh_tls(env: EnvReader) -> MeshTls:

@@ -22,6 +22,7 @@ from ccbridge.services.runtime.component import (
 )
 from ccbridge.services.runtime.lease import Liveness
 from ccbridge.services.runtime.redis import create_redis, redis_ready
+from ccbridge.services.session.metrics import SessionMetrics
 from ccbridge.services.session.servicer import SessionServicer
 from ccbridge.services.session.settings import SessionSettings
 from ccbridge.services.session.store import ReplicaWait, Retention, SessionStore
@@ -47,6 +48,7 @@ RunningSession = Running[SessionParts]
 async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Component[SessionParts]:
     """Creates the Redis client, peer channels, Infobip client, worker and servicer."""
     redis = create_redis(settings.common.redis_url)
+    session_metrics = SessionMetrics(metrics)
     liveness = Liveness(
         redis,
         settings.common.redis_prefix,
@@ -72,6 +74,7 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
             else None
         ),
         liveness=liveness if settings.workers_enabled else None,
+        on_dead_letter=session_metrics.dead_letter,
     )
     tls, keepalive_ms = settings.common.mesh_tls, settings.common.grpc_keepalive_ms
     history_ch = create_channel(settings.history_addr, tls, "history", keepalive_ms=keepalive_ms)
@@ -90,7 +93,11 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
         connector_pb2_grpc.ConnectorServiceStub(connector_ch),
         infobip,
     )
-    worker = ConversationWorker(store, peers, settings) if settings.workers_enabled else None
+    worker = (
+        ConversationWorker(store, peers, settings, session_metrics)
+        if settings.workers_enabled
+        else None
+    )
     typing = TypingRelay(store, infobip, peers.connector)
     servicer = SessionServicer(
         store, worker, escalate_wait_ms=settings.escalate_wait_ms, typing=typing
@@ -112,6 +119,7 @@ async def build(settings: SessionSettings, metrics: CollectorRegistry) -> Compon
         metrics=metrics,
         parts=SessionParts(store, servicer, worker),
         ready=redis_ready(redis),
+        scrape=[lambda: session_metrics.refresh(store)],
         background=background,
         drain=[servicer.start_draining],
         closers=[

@@ -26,6 +26,7 @@ import grpc
 
 from ccbridge.services.runtime.errors import RETRYABLE_CODES, FarSideError, retry_after_from
 from ccbridge.services.runtime.farside import ALLOW, Admission, FarSideGate, Parking
+from ccbridge.services.session.metrics import SessionMetrics
 from ccbridge.services.session.store import Lane, SessionStore, message_id, now_ms
 from ccbridge.services.session.timeline import EventKind, TimelineEvent
 
@@ -110,8 +111,10 @@ class Delivery:
         policy: RetryPolicy,
         gates: Mapping[Lane, FarSideGate] | None = None,
         wake: Callable[[Iterable[str], Iterable[Lane]], None] | None = None,
+        metrics: SessionMetrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics
         self.policy = policy
         self.gates = dict(gates or {})
         self._wake = wake
@@ -208,6 +211,8 @@ class Delivery:
             # budget is untouched (docs/reliability.md).
             own = int((failure.retry_after or 0) * 1000)
             wait_ms = self._wait_ms(parking, own, held=True)
+            if self.metrics is not None:
+                self.metrics.retry(lane)
             await self.store.transition(
                 cid,
                 allowed=("ACTIVE", "CLOSING"),
@@ -237,6 +242,9 @@ class Delivery:
             )
             return True
         log.warning("%s delivery failed (attempt %d): %s", lane.queue, attempts, failure.reason)
+        if self.metrics is not None:
+            self.metrics.delivered(lane, "retried")
+            self.metrics.retry(lane)
         delay = self.policy.delay_ms(attempts, failure.retry_after)
         next_at = now_ms() + self._wait_ms(parking, delay, held=False)
         await self.store.transition(

@@ -90,7 +90,7 @@ class Reconciler:
         # Held from one pass to the next (renewed at each), so other replicas skip
         # passes while the holder lives, and take over within two intervals if it dies.
         ttl_ms = max(settings.lease_ttl_ms, int(settings.reconcile_interval_s * 2000))
-        self.lease = Lease(store.r, store.k_reconcile_lease, ttl_ms)
+        self.lease = Lease(store.r, store.k_reconcile_lease, ttl_ms, kind="reconcile")
         self.margin_ms = int(settings.reconcile_margin_s * 1000)
 
     async def run_once(self) -> dict[str, int] | None:

@@ -38,7 +38,7 @@ import grpc
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.connector.v1 import connector_pb2, connector_pb2_grpc
-from ccbridge.services.runtime.logging import conversation_id_var
+from ccbridge.services.runtime.tracing import bind_conversation, delivery_span
 from ccbridge.services.session.delivery import (
     Delivery,
     Failure,
@@ -127,6 +127,11 @@ class InboxRelay:
     async def deliver(self, claims: list[Claim]) -> list[str]:
         """Delivers claimed inbox heads; returns the conversations scheduled again now."""
         plans = [_Plan(c, [common_pb2.Message.FromString(p) for p in c.head], []) for c in claims]
+        # One span for the batch, linked to the trace of every message it carries.
+        with delivery_span("session.relay inbox", (m for p in plans for m in p.messages)):
+            return await self._deliver(plans)
+
+    async def _deliver(self, plans: list[_Plan]) -> list[str]:
         flags = await self.store.in_transcript_batch(
             [(p.claim.conversation_id, [m.id for m in p.messages]) for p in plans]
         )
@@ -156,6 +161,8 @@ class InboxRelay:
                 log.warning("lease lost during a relay batch; another worker continues")
                 busy.append(cid)
                 continue
+            if self.delivery.metrics is not None:
+                self.delivery.metrics.delivered(Lane.INBOX, "delivered", plan.delivered)
             if plan.failure is not None:
                 await self._fail(plan)
                 busy.append(cid)  # the full step applies the back-off from here
@@ -167,7 +174,7 @@ class InboxRelay:
     async def _fail(self, plan: _Plan) -> None:
         claim, failure, payload = plan.claim, plan.failure, plan.failed_payload()
         assert failure is not None
-        conversation_id_var.set(claim.conversation_id)
+        bind_conversation(claim.conversation_id)
         try:
             if payload is not None:
                 # A message after accepted ones is a new head: its first attempt; a call

@@ -26,6 +26,7 @@ from ccbridge.services.runtime.ids import (
 )
 from ccbridge.services.runtime.logging import rpc_var
 from ccbridge.services.runtime.server import status_for
+from ccbridge.services.runtime.tracing import bind_conversation, traceparent
 from ccbridge.services.session.errors import (
     HandoverNotFound,
     HandoverStateConflict,
@@ -342,6 +343,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                 msg.CopyFrom(event.agent_message)
                 msg.id = msg.id or event.event_id
                 msg.direction = common_pb2.DIRECTION_OUTBOUND
+                # Its delivery to Infobip continues this call's trace.
+                msg.trace_parent = msg.trace_parent or traceparent()
                 dedupe_id, payload, reason = agent_message_key(msg.id), msg, ""
             elif kind == "case_closed":
                 dedupe_id, payload = case_closed_key(event.event_id), None
@@ -366,6 +369,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
                     retry_after=PARK_FULL_RETRY_AFTER_S,
                 )
             if cid is not None:
+                bind_conversation(cid)
                 if payload is not None:
                     payload.conversation_id = cid
                 result = await self.store.agent_event(
@@ -510,6 +514,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         msg.direction = common_pb2.DIRECTION_OUTBOUND
         msg.author_type = msg.author_type or "AGENT"
         msg.content_type = msg.content_type or "TEXT"
+        msg.trace_parent = msg.trace_parent or traceparent()
         try:
             content = orjson.loads(msg.content_json or "null")
         except ValueError:

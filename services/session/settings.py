@@ -73,7 +73,7 @@ class SessionSettings:
     def from_env(cls, environ: Mapping[str, str]) -> SessionSettings:
         env = EnvReader(environ)
         settings = cls(
-            common=CommonSettings.read(env),
+            common=CommonSettings.read(env, "session"),
             bind_host=env.str("CCBRIDGE_BIND_HOST", "127.0.0.1"),
             port=env.int(
                 "CCBRIDGE_SESSION_PORT", DEFAULT_PORTS["session"], minimum=0, maximum=65535

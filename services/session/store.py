@@ -77,7 +77,7 @@ import logging
 import time
 import uuid
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +87,7 @@ from google.protobuf.message import DecodeError
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.errors import Unavailable
 from ccbridge.services.runtime.lease import LEASE_LUA, Liveness
+from ccbridge.services.runtime.metrics import current as current_metrics
 from ccbridge.services.runtime.redis import RawPipeline, RawScript, RedisClient, create_batch
 from ccbridge.services.session.settings import DUE_SHARDS  # CCBRIDGE_DUE_SHARDS
 from ccbridge.services.session.timeline import (
@@ -656,6 +657,7 @@ class SessionStore:
         due_shards: int = DUE_SHARDS,
         replica_wait: ReplicaWait | None = None,
         liveness: Liveness | None = None,
+        on_dead_letter: Callable[[Lane], None] | None = None,
     ) -> None:
         if due_shards < 1:
             raise ValueError("due_shards must be at least 1")
@@ -671,6 +673,13 @@ class SessionStore:
         self.retention = retention or Retention()
         self.inbox_max = inbox_max
         self.raw = create_batch(redis)
+        # Each dead letter is counted (services/session/metrics.py); lease takeovers in
+        # the component's shared metrics (those of the build that creates the store).
+        self.on_dead_letter = on_dead_letter
+        self._runtime_metrics = current_metrics()
+        if self._runtime_metrics is not None:
+            for lane in LANES:
+                self._runtime_metrics.lease_kind(lane.queue)
         if replica_wait is not None and not isinstance(self.raw, RawPipeline):
             # WAIT counts one server's replicas: a cluster would need it per node.
             raise ValueError("CCBRIDGE_REDIS_WAIT_REPLICAS is not supported on Redis Cluster")
@@ -915,6 +924,8 @@ class SessionStore:
             )
             if _text(reply[0]):
                 log.info("took over a %s lease from a replica that is gone", lane.queue)
+                if self._runtime_metrics is not None:
+                    self._runtime_metrics.lease_taken_over(lane.queue)
         token = _text(reply[0])
         flat = reply[1]
         raw = dict(zip(flat[0::2], flat[1::2], strict=True))
@@ -1635,6 +1646,8 @@ class SessionStore:
             await self.raw.execute([("HINCRBY", self.k_h(cid), "dead_letters", 1), *recorded]),
             len(recorded),
         )
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(lane)
         return True
 
     async def list_dead_letters(

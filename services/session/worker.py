@@ -49,8 +49,8 @@ from ccbridge.services.infobip.outbound import EMAIL_CHANNEL, Part, Unsupported,
 from ccbridge.services.runtime.errors import FarSideError
 from ccbridge.services.runtime.farside import FarSideGate, GatePolicy
 from ccbridge.services.runtime.lease import holder_of
-from ccbridge.services.runtime.logging import conversation_id_var
 from ccbridge.services.runtime.media import MediaLinks
+from ccbridge.services.runtime.tracing import bind_conversation, delivery_span
 from ccbridge.services.session.delivery import (
     Delivery,
     Failure,
@@ -60,6 +60,7 @@ from ccbridge.services.session.delivery import (
     held,
 )
 from ccbridge.services.session.inbound import InboundContent
+from ccbridge.services.session.metrics import SessionMetrics
 from ccbridge.services.session.reconciler import Reconciler
 from ccbridge.services.session.relay import InboxRelay
 from ccbridge.services.session.settings import SessionSettings
@@ -149,8 +150,15 @@ class Peers:
 class ConversationWorker:
     """Schedules and runs lane steps; see the module docstring."""
 
-    def __init__(self, store: SessionStore, peers: Peers, settings: SessionSettings) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        peers: Peers,
+        settings: SessionSettings,
+        metrics: SessionMetrics | None = None,
+    ) -> None:
         self.store = store
+        self.metrics = metrics
         self.peers = peers
         self.s = settings
         self.policy = RetryPolicy(
@@ -184,6 +192,7 @@ class ConversationWorker:
                 ),
             },
             self.wake,
+            metrics,
         )
         self._wake = {lane: asyncio.Event() for lane in LANES}
         self._hot: dict[Lane, set[str]] = {lane: set() for lane in LANES}  # given work
@@ -410,7 +419,7 @@ class ConversationWorker:
 
     async def run_step(self, lane: Lane, cid: str) -> None:
         """Runs one step of a conversation's lane if the lane's lease can be taken."""
-        conversation_id_var.set(cid)
+        bind_conversation(cid)
         async with self._lease(lane, cid) as (token, snapshot):
             if token is None:
                 # Another replica works on it; look again when its lease could expire, or
@@ -526,6 +535,8 @@ class ConversationWorker:
             )
             if ok:
                 await self.store.finish_rejected(cid)
+                if self.metrics is not None:
+                    self.metrics.opened("rejected")
             return
         except Failure as failure:
             attempts = rec.get_int("open_attempts") + 1
@@ -538,6 +549,8 @@ class ConversationWorker:
                     lease_token=token,
                     values={"failure_reason": failure.reason[:500], "open_attempts": str(attempts)},
                 )
+                if ok and self.metrics is not None:
+                    self.metrics.opened("failed")
                 if ok and self.s.route_back_on_failed:
                     await self._route_back(cid)
                 return
@@ -607,6 +620,8 @@ class ConversationWorker:
             )
         elif not ok:
             raise LeaseLost()
+        if ok and self.metrics is not None:
+            self.metrics.opened("ok", rec.get_int("created_at"))
         await self.store.release_case(cid, connector, external_id)
         await self._annotate(rec, connector, external_id)
         log.info(
@@ -759,6 +774,8 @@ class ConversationWorker:
                     continue  # dead-lettered: on with the next message
                 return
             popped = await self._pop(lane, cid, token, payload, reset=attempts > 0)
+            if self.metrics is not None:
+                self.metrics.delivered(lane, "delivered")
             if lane is Lane.OUTBOX:
                 await self.store.clear_sending(cid)
             if not popped:
@@ -775,6 +792,18 @@ class ConversationWorker:
         message: common_pb2.Message,
     ) -> None:
         """One head message to its far side, through the far side's health gate."""
+        # The message's trace continues here (it waited in Redis since it was queued).
+        with delivery_span(f"session.deliver {lane.queue}", (message,)):
+            await self._deliver_one(lane, rec, token, payload, message)
+
+    async def _deliver_one(
+        self,
+        lane: Lane,
+        rec: HandoverRecord,
+        token: str,
+        payload: bytes,
+        message: common_pb2.Message,
+    ) -> None:
         name = self.delivery.far_side(lane, rec.get("connector"))
         admission = await self.delivery.admit(lane, name)
         if not admission.allowed:

@@ -10,6 +10,7 @@ Tracker (``rt_peer``): where RT cannot run, its tests are skipped with the how-t
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -22,10 +23,17 @@ from typing import TypeVar
 import pytest
 
 from ccbridge.services.local.supervisor import free_port
-from tests.conformance.drivers import FarSideDriver, GenesysDriver, RtDriver, WebhookDriver
+from tests.conformance.drivers import (
+    FarSideDriver,
+    GenesysDriver,
+    RtDriver,
+    WebhookDriver,
+    ZendeskDriver,
+)
 from tests.support.local_genesys import GENESYS_ENV, start_genesys_sim
 from tests.support.mesh import Mesh, running_mesh
 from tests.support.rt import RtPeer
+from tests.support.zendesk import run_setup, zendesk_sim
 
 T = TypeVar("T")
 
@@ -104,6 +112,7 @@ CONNECTORS = [
     pytest.param("webhook", id="webhook"),
     pytest.param("rt", id="rt", marks=pytest.mark.rt),
     pytest.param("genesys", id="genesys"),
+    pytest.param("zendesk", id="zendesk"),
 ]
 
 
@@ -116,6 +125,7 @@ def bridge(
     # Infobip's media links reach the far side as the gateway's signed links (the content
     # family tests open them, and RT downloads them to attach the file).
     extra: dict[str, str] = {"CCBRIDGE_MEDIA_PROXY": "true"}
+    far_stack = contextlib.ExitStack()
     if name == "rt":
         peer: RtPeer = request.getfixturevalue("rt_peer")  # skips with the how-to hint
         extra |= {
@@ -142,12 +152,23 @@ def bridge(
 
         def make_driver(mesh: Mesh) -> FarSideDriver:
             return GenesysDriver(start_genesys_sim(mesh, genesys_port))
+    elif name == "zendesk":
+        zendesk = far_stack.enter_context(zendesk_sim(log_dir))
+        extra |= {
+            "CCBRIDGE_CONNECTORS": "webhook,zendesk",
+            "CCBRIDGE_ROUTING_DEFAULT_CONNECTOR": "zendesk",
+            **zendesk.env,
+        }
+
+        def make_driver(mesh: Mesh) -> FarSideDriver:
+            run_setup(mesh.env, mesh.ports["gateway"])  # the operator's step, for real
+            return ZendeskDriver(zendesk.url)
     else:
 
         def make_driver(mesh: Mesh) -> FarSideDriver:
             return WebhookDriver(f"http://127.0.0.1:{mesh.ports['ccaas-sim']}")
 
-    with running_mesh(redis_url, log_dir, extra) as mesh:
+    with far_stack, running_mesh(redis_url, log_dir, extra) as mesh:
         driver = make_driver(mesh)
         try:
             yield Bridge(mesh, driver)

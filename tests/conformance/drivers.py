@@ -586,3 +586,124 @@ class GenesysDriver(FarSideDriver):
             assert not rejected, f"the simulator refused requests of the bridge: {rejected[:3]}"
         finally:
             self.http.close()
+
+
+_ZENDESK_HEADING = re.compile(r"^Transcript part \d+/\d+ \(times UTC, oldest first\)$")
+AGENT_WORKSPACE = "zd-agentWorkspace"
+
+
+class ZendeskDriver(FarSideDriver):
+    """Zendesk (Sunshine Conversations v2) against the Zendesk simulator
+    (docs/connectors/zendesk.md): the case is a Sunshine conversation whose metadata
+    names the Infobip conversation; the transcript is the bridge's ``Transcript part
+    i/n`` messages; customer messages are the user's messages; the agent acts through
+    the simulator's control API (Agent Workspace) and solving the ticket passes control
+    back to the switchboard's default integration."""
+
+    name = "zendesk"
+    bulk_messages = 100
+    outage_messages = 20
+    probe_interval_s = 0.05
+    timeout_s = 60.0
+    can_send_location = True
+
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=30)
+
+    def _conversation(self, case: str) -> dict[str, Any]:
+        response = self.http.get(f"/_sim/conversations/{case}")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def _user_messages(self, case: str) -> list[dict[str, Any]]:
+        return [m for m in self._conversation(case)["messages"] if m["author"]["type"] == "user"]
+
+    def find_case(self, conversation_id: str) -> str | None:
+        found = self.http.get(
+            "/_sim/conversations", params={"conversationId": conversation_id}
+        ).json()["conversations"]
+        assert len(found) <= 1, f"{len(found)} conversations for {conversation_id}"
+        return str(found[0]["id"]) if found else None
+
+    def transcript(self, case: str) -> list[TranscriptLine]:
+        seen: list[TranscriptLine] = []
+        for message in self._conversation(case)["messages"]:
+            if (message.get("metadata") or {}).get("ccbridge_kind") != "transcript":
+                continue
+            lines = str(message["content"]["text"]).split("\n")
+            start = next(i for i, line in enumerate(lines) if _ZENDESK_HEADING.match(line))
+            for line in lines[start + 1 :]:
+                match = _TRANSCRIPT_LINE.match(line)
+                if match:
+                    seen.append(TranscriptLine(match[1], match[2], match[3]))
+                elif line.startswith("    ") and seen:
+                    last = seen[-1]
+                    seen[-1] = TranscriptLine(last.at, last.role, f"{last.text}\n{line[4:]}")
+        return seen
+
+    def customer_messages(self, case: str) -> list[str]:
+        return [
+            str(m["content"].get("text") or m["content"].get("mediaUrl") or "")
+            for m in self._user_messages(case)
+        ]
+
+    def customer_content(self, case: str) -> list[dict[str, Any]]:
+        seen: list[dict[str, Any]] = []
+        for m in self._user_messages(case):
+            content = m["content"]
+            kind = str((m.get("metadata") or {}).get("ccbridge_content_type") or "TEXT")
+            if content["type"] == "location":
+                place = content.get("location") or {}
+                where = f"{content['coordinates']['lat']},{content['coordinates']['long']}"
+                shown = " ".join(
+                    str(p) for p in (where, place.get("name"), place.get("address")) if p
+                )
+            else:
+                shown = str(content.get("text") or "")
+            url = content.get("mediaUrl") if content["type"] in ("image", "file") else None
+            seen.append({"type": kind, "text": shown, "file": None, "url": url})
+        return seen
+
+    def _agent(self, case: str, body: dict[str, Any]) -> None:
+        answer = self.http.post(
+            f"/_sim/conversations/{case}/agent", json={**body, "agentName": "Alice"}
+        )
+        answer.raise_for_status()
+        assert answer.json()["bridgeStatus"] == 200, answer.text
+
+    def agent_reply(self, case: str, text: str) -> None:
+        self._agent(case, {"text": text})
+
+    def agent_send_file(
+        self, case: str, name: str, content_type: str, data: bytes, caption: str = ""
+    ) -> None:
+        file: dict[str, Any] = {
+            "name": name,
+            "contentType": content_type,
+            "data": base64.b64encode(data).decode(),
+        }
+        self._agent(case, {"file": {**file, **({"text": caption} if caption else {})}})
+
+    def agent_send_location(
+        self, case: str, latitude: float, longitude: float, name: str = ""
+    ) -> None:
+        pin: dict[str, Any] = {"lat": latitude, "long": longitude}
+        self._agent(case, {"location": {**pin, **({"name": name} if name else {})}})
+
+    def agent_close(self, case: str) -> None:
+        answer = self.http.post(f"/_sim/conversations/{case}/pass-back", json={})
+        answer.raise_for_status()
+        assert answer.json()["bridgeStatus"] == 200, answer.text
+
+    def is_closed(self, case: str) -> bool:
+        active = self._conversation(case).get("activeSwitchboardIntegration") or {}
+        return bool(active.get("name") != AGENT_WORKSPACE)
+
+    def take_down(self) -> None:
+        self.http.post("/_sim/down").raise_for_status()
+
+    def bring_back(self) -> None:
+        self.http.post("/_sim/up").raise_for_status()
+
+    def close(self) -> None:
+        self.http.close()

@@ -320,15 +320,7 @@ def _agent_messages_settled(bridge: Bridge, cid: str, count: int) -> list[dict[s
     return bridge.mesh.agent_messages(cid)
 
 
-def test_agent_file_reaches_the_end_user_once_in_order(
-    bridge: Bridge, request: pytest.FixtureRequest
-) -> None:
-    if bridge.far.name == "rt":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True, reason="RT reply attachments are not bridged yet (issue 14 point 4)"
-            )
-        )
+def test_agent_file_reaches_the_end_user_once_in_order(bridge: Bridge) -> None:
     cid, case = bridge.active_conversation()
     _send_all(bridge, cid, ["can I have a return label?"])
     bridge.eventually(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -11,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from ccbridge.services.local.supervisor import free_port
-from ccbridge.services.runtime.ports import PORT_ENV
+from ccbridge.services.local.supervisor import free_port, port_open
+from ccbridge.services.runtime.ports import METRICS_PORT_ENV, PORT_ENV
 
 pytestmark = pytest.mark.e2e
 
 
 def test_demo_plays_a_whole_handover(tmp_path: Path) -> None:
-    env = {**os.environ, **{var: str(free_port()) for var in PORT_ENV.values()}}
+    ports = (*PORT_ENV.values(), *METRICS_PORT_ENV.values())
+    env = {**os.environ, **{var: str(free_port()) for var in ports}}
     env.pop("REDIS_URL", None)  # the demo embeds its own Redis
     result = subprocess.run(
         [
@@ -122,6 +124,8 @@ def test_installed_wheel_works_without_the_source_tree(tmp_path: Path) -> None:
         # The Infobip simulator's contract (package data) loads without the source tree.
         "from ccbridge.simulators.infobip.contract import default_contract;"
         "assert default_contract().match('POST', '/ccaas/1/conversations/c/messages');"
+        "from ccbridge.simulators.zendesk.contract import SHA256, digest, document_bytes;"
+        "assert digest(document_bytes()) == SHA256;"
         "from ccbridge.services.cli import build_parser;"
         " build_parser().parse_args(['serve', 'session'])"
     )
@@ -143,9 +147,8 @@ def test_up_runs_five_processes_and_sigterm_stops_them_all(tmp_path: Path) -> No
 
     import httpx
 
-    from ccbridge.services.local.supervisor import port_open
-
-    ports = {var: free_port() for var in PORT_ENV.values()}
+    # The metrics listeners too: `ccbridge up` serves them (checked open below).
+    ports = {var: free_port() for var in (*PORT_ENV.values(), *METRICS_PORT_ENV.values())}
     env = {
         **os.environ,
         **{k: str(v) for k, v in ports.items()},
@@ -157,6 +160,9 @@ def test_up_runs_five_processes_and_sigterm_stops_them_all(tmp_path: Path) -> No
         "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET": "connector-secret-0123456789",
     }
     env.pop("REDIS_URL", None)
+    # A log of an earlier run: this run's logs start fresh (it moves to logs/previous/).
+    (tmp_path / "data" / "logs").mkdir(parents=True)
+    (tmp_path / "data" / "logs" / "session.log").write_text("stale error of an earlier run\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ccbridge.services.cli", "up", "--data-dir", str(tmp_path / "data")],
         cwd=tmp_path,
@@ -209,6 +215,109 @@ def test_up_runs_five_processes_and_sigterm_stops_them_all(tmp_path: Path) -> No
     assert "stopped" in out
     assert not any(port_open(p) for p in ports.values()), "every component stopped"
     assert (tmp_path / "data" / "logs" / "session.log").exists()
+    assert "stale error" not in (tmp_path / "data" / "logs" / "session.log").read_text()
+    previous = tmp_path / "data" / "logs" / "previous" / "session.log"
+    assert "stale error" in previous.read_text()
+
+
+def test_up_names_every_bad_setting_of_every_component_before_starting_anything(
+    tmp_path: Path,
+) -> None:
+    ports = {var: str(free_port()) for var in PORT_ENV.values()}
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        **ports,
+        PORT_ENV["session"]: "not-a-port",
+        "CCBRIDGE_ESCALATION_TOKEN": "short",
+        "CCBRIDGE_ROUTING_RULES": str(tmp_path / "missing-rules.yaml"),
+        "CCBRIDGE_REDIS_APPENDFSYNC": "sometimes",
+    }
+    with socket.socket() as busy:  # the gateway's port, taken by someone else
+        busy.bind(("127.0.0.1", int(ports[PORT_ENV["gateway"]])))
+        busy.listen()
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ccbridge.services.cli",
+                "up",
+                "--data-dir",
+                str(tmp_path / "d"),
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = result.stderr
+    assert message.startswith("ccbridge up: nothing was started")
+    for problem in (
+        "CCBRIDGE_SESSION_PORT must be an integer",  # up's own
+        "CCBRIDGE_REDIS_APPENDFSYNC must be one of",
+        "CCBRIDGE_ESCALATION_TOKEN must be at least 16 characters  (gateway)",
+        "CCBRIDGE_WEBHOOK_TOKEN is required",  # gateway
+        "INFOBIP_API_KEY is required (a secret)  (session, history)",  # once, both named
+        "CCBRIDGE_WEBHOOK_CONNECTOR_URL is required",  # connector
+        "missing-rules.yaml",  # routing's rules file, read as routing reads it
+        f"port {ports[PORT_ENV['gateway']]} for gateway is taken: set CCBRIDGE_HTTP_PORT",
+    ):
+        assert problem in message, message
+    assert message.count("INFOBIP_API_KEY is required") == 1
+    assert "✓" not in result.stdout, "nothing started"
+    assert not any(port_open(int(p)) for p in ports.values() if p.isdigit()), "nothing runs"
+    assert not (tmp_path / "d" / "logs").exists()
+
+
+def test_demo_prints_commands_that_work(tmp_path: Path) -> None:
+    """The "Try it yourself" lines run as printed (``ccbridge`` is this interpreter's)."""
+    env = {**os.environ, **{var: str(free_port()) for var in PORT_ENV.values()}}
+    env.pop("REDIS_URL", None)
+    env.pop("SESSION_ADDR", None)
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ccbridge.services.cli", "up", "--demo", "--data-dir", str(data)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if line.startswith("ccbridge is up"):
+                break
+        else:
+            raise AssertionError("".join(seen))
+        printed = "".join(seen)
+        assert "\x1b[" not in printed, "no terminal codes in a pipe"
+        steps = [line.strip()[2:] for line in seen if line.strip().startswith("$ ")]
+        assert any("/v1/escalations" in step and "Bearer " in step for step in steps)
+        ccbridge = f"{sys.executable} -m ccbridge.services.cli"
+        script = "set -e\n" + "\n".join(
+            f"{ccbridge} {step.removeprefix('ccbridge ')}" if step.startswith("ccbridge ") else step
+            for step in steps
+        )
+        clean = {k: v for k, v in env.items() if not k.startswith(("CCBRIDGE_", "INFOBIP_"))}
+        result = subprocess.run(
+            ["bash", "-c", script],
+            cwd=tmp_path,
+            env=clean,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "ACTIVE" in result.stdout or "OPENING" in result.stdout
+        assert "5 ok, 0 failed" in result.stdout, result.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -268,6 +377,8 @@ def test_local_run_keeps_secrets_off_command_lines_and_files_private(tmp_path: P
                 assert value not in cmdline, (pid, cmdline)
             assert "requirepass" not in cmdline
         assert "redis://:" not in "".join(seen)  # the status lines show no Redis password
+        # Every setting of the run, secrets included, for the operator's shell: 0600.
+        assert stat.S_IMODE((data / "operator.env").stat().st_mode) == 0o600
         for folder in (data / "logs", data / "redis"):
             assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
             for path in folder.rglob("*"):

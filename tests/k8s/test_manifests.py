@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -455,3 +456,88 @@ def test_the_in_cluster_redis_users_work_on_a_real_redis_server(
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# --- monitoring (docs/operations.md) ----------------------------------------------------
+
+
+def _with_monitoring(tmp_path: Path, overlay: str) -> Any:
+    """An overlay with the monitoring component added, as docs/deploy.md tells operators
+    to do (their own kustomization on top of ours)."""
+    base = next(t for t in ck.overlay_targets() if t.overlay == overlay)
+    directory = tmp_path / f"{overlay}+monitoring"
+    directory.mkdir()
+    kust = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": "ccbridge",
+        "resources": [os.path.relpath(base.path, directory)],
+        "components": [os.path.relpath(ck.K8S / "components" / "monitoring", directory)],
+    }
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kust))
+    return ck.Target(
+        f"overlays/{overlay}+monitoring",
+        directory,
+        (*base.components, "monitoring"),
+        overlay=overlay,
+    )
+
+
+@pytest.fixture(scope="module")
+def monitored(renderer: list[str], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return _with_monitoring(tmp_path_factory.mktemp("monitoring"), "prod")
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_an_overlay_with_the_monitoring_component_passes_every_check(
+    overlay: str, renderer: list[str], tmp_path: Path
+) -> None:
+    target = _with_monitoring(tmp_path, overlay)
+    assert ck.check_target(target, renderer) == []
+    docs = ck.render(target.path, renderer)
+    monitor = _find(docs, "PodMonitor", "ccbridge")
+    rules = _find(docs, "PrometheusRule", "ccbridge")
+    board = _find(docs, "ConfigMap", "ccbridge-dashboard")
+    for doc in (monitor, rules, board):
+        assert doc["metadata"]["namespace"] == "ccbridge"
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    # The ConfigMap carries dashboard.json as it is in the repository.
+    assert (
+        board["data"]["ccbridge.json"]
+        == (ck.K8S / "components" / "monitoring" / "dashboard.json").read_text()
+    )
+
+
+def test_a_pod_monitor_that_misses_a_component_is_caught(
+    renderer: list[str], monitored: Any
+) -> None:
+    docs = copy.deepcopy(ck.render(monitored.path, renderer))
+    spec = _find(docs, "PodMonitor", "ccbridge")["spec"]
+    spec["selector"]["matchExpressions"][0]["values"].remove("routing")
+    spec["podMetricsEndpoints"] = [e for e in spec["podMetricsEndpoints"] if e["port"] != "http"]
+    problems = _problems(docs, monitored)
+    assert "PodMonitor/ccbridge: does not select the pods of Deployment/routing" in problems
+    assert any(
+        p.startswith("PodMonitor/ccbridge: no endpoint port is a port of Deployment/gateway")
+        for p in problems
+    )
+
+
+def test_an_alert_without_runbook_or_severity_is_caught(
+    renderer: list[str], monitored: Any
+) -> None:
+    docs = copy.deepcopy(ck.render(monitored.path, renderer))
+    rules = _find(docs, "PrometheusRule", "ccbridge")["spec"]["groups"][0]["rules"]
+    del rules[0]["annotations"]["runbook_url"]
+    rules[1]["labels"]["severity"] = "page"
+    problems = _problems(docs, monitored)
+    name0, name1 = rules[0]["alert"], rules[1]["alert"]
+    assert f"PrometheusRule/ccbridge: alert {name0} has no runbook_url" in problems
+    assert any(f"alert {name1} needs a severity" in p for p in problems)
+
+
+def test_a_broken_dashboard_is_caught(renderer: list[str], monitored: Any) -> None:
+    docs = copy.deepcopy(ck.render(monitored.path, renderer))
+    _find(docs, "ConfigMap", "ccbridge-dashboard")["data"]["ccbridge.json"] = "{panels: []"
+    problems = _problems(docs, monitored)
+    assert any("ConfigMap/ccbridge-dashboard ccbridge.json: not JSON" in p for p in problems)

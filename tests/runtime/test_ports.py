@@ -11,7 +11,14 @@ from ccbridge.gateway.settings import GatewaySettings
 from ccbridge.services.connector.settings import ConnectorSettings
 from ccbridge.services.history.settings import HistorySettings
 from ccbridge.services.routing.settings import RoutingSettings
-from ccbridge.services.runtime.ports import ADDR_ENV, DEFAULT_PORTS, PORT_ENV, default_addr
+from ccbridge.services.runtime.ports import (
+    ADDR_ENV,
+    DEFAULT_PORTS,
+    METRICS_PORT_ENV,
+    METRICS_PORTS,
+    PORT_ENV,
+    default_addr,
+)
 from ccbridge.services.session.settings import SessionSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +63,13 @@ def test_settings_default_to_the_table() -> None:
         default_addr("connector"),
     )
     assert gateway.session_addr == connector.session_addr == default_addr("session")
+    # No metrics listener unless its setting names a port (k8s/base and `ccbridge up`).
+    components = (session, history, routing, connector)
+    assert [s.common.metrics_port for s in components] == [0, 0, 0, 0]
+    routing_on = RoutingSettings.from_env(
+        {"CCBRIDGE_MESH_INSECURE": "true", METRICS_PORT_ENV["routing"]: "9103"}
+    )
+    assert routing_on.common.metrics_port == 9103
 
 
 def test_readme_and_dockerfile_show_the_table() -> None:
@@ -64,6 +78,19 @@ def test_readme_and_dockerfile_show_the_table() -> None:
         assert re.search(rf"\| `{var}` \| `{DEFAULT_PORTS[name]}` \|", readme), var
     for name, var in ADDR_ENV.items():
         assert re.search(rf"\| `{var}` \| `{default_addr(name)}` \|", readme), var
+    for name, var in METRICS_PORT_ENV.items():
+        assert re.search(rf"\| `{var}` \| `0` \(none; `{METRICS_PORTS[name]}` in", readme), var
     expose = re.search(r"^EXPOSE (.+)$", (ROOT / "Dockerfile").read_text(), re.M)
     assert expose is not None
-    assert sorted(int(p) for p in expose.group(1).split()) == sorted(DEFAULT_PORTS.values())
+    assert sorted(int(p) for p in expose.group(1).split()) == sorted(
+        [*DEFAULT_PORTS.values(), *METRICS_PORTS.values()]
+    )
+
+
+def test_the_operators_tools_find_a_peer_as_ccbridge_up_places_it() -> None:
+    from ccbridge.services.runtime.ports import peer_addr
+
+    assert peer_addr("session", {}) == default_addr("session")
+    assert peer_addr("session", {"CCBRIDGE_SESSION_PORT": "6001"}) == "127.0.0.1:6001"
+    both = {"CCBRIDGE_SESSION_PORT": "6001", "SESSION_ADDR": "session.ns:50051"}
+    assert peer_addr("session", both) == "session.ns:50051"

@@ -20,7 +20,7 @@ from ccbridge.services.local.mesh_ca import create_mesh_pki
 from ccbridge.services.local.run import ORDER, start_mesh, start_simulators
 from ccbridge.services.local.supervisor import ProcessGroup, free_port, mesh_env
 from ccbridge.services.runtime.channels import create_blocking_channel
-from ccbridge.services.runtime.ports import ADDR_ENV, PORT_ENV
+from ccbridge.services.runtime.ports import ADDR_ENV, METRICS_PORT_ENV, PORT_ENV
 from tests.support.infobip_contract import assert_conforms
 from tests.support.redis_server import flush_db
 
@@ -35,6 +35,9 @@ class Mesh:
     env: dict[str, str]
     ports: dict[str, int]
     redis_url: str
+    # Where each process serves /metrics: the gRPC components (and their replicas) on
+    # their own port, the gateway on its HTTP port.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     gateway: httpx.Client = field(init=False)
     infobip: httpx.Client = field(init=False)
     ccaas: httpx.Client = field(init=False)
@@ -161,7 +164,11 @@ def start_component(mesh: Mesh, name: str) -> None:
     """Starts component (or replica) ``name`` on its port in ``mesh.ports`` and waits
     until it is ready."""
     role = replica_role(name)
-    env = mesh.env if role == name else {**mesh.env, PORT_ENV[role]: str(mesh.ports[name])}
+    env = mesh.env
+    if role != name:
+        env = {**mesh.env, PORT_ENV[role]: str(mesh.ports[name])}
+        if role in METRICS_PORT_ENV:
+            env[METRICS_PORT_ENV[role]] = str(mesh.metrics_ports[name])
     mesh.group.start(name, env, mesh.ports[name], identity=role)
     mesh.group.wait_ready(name, "http:/readyz" if role == "gateway" else "grpc", peer=role)
 
@@ -176,6 +183,8 @@ def scale_out(mesh: Mesh, replicas: Mapping[str, int]) -> list[str]:
         names[role] += [f"{role}-{i}" for i in range(2, count + 1)]
         for name in names[role][1:]:
             mesh.ports[name] = free_port()
+            if role in METRICS_PORT_ENV:
+                mesh.metrics_ports[name] = free_port()
         if role in ADDR_ENV:
             mesh.env[ADDR_ENV[role]] = "ipv4:" + ",".join(
                 f"127.0.0.1:{mesh.ports[n]}" for n in names[role]
@@ -235,9 +244,15 @@ def running_mesh(
     }
     if not mtls:
         base["CCBRIDGE_MESH_INSECURE"] = "true"
+    # Each component's metrics port is its process's own setting (not in the shared
+    # environment): replicas a test starts from ``mesh.env`` serve none, and take no port.
+    metrics_ports = {name: free_port() for name in METRICS_PORT_ENV}
     env = mesh_env(base, ports, redis_url)
+    own = {name: dict(values) for name, values in (own_env or {}).items()}
+    for name, var in METRICS_PORT_ENV.items():
+        own.setdefault(name, {})[var] = str(metrics_ports[name])
     pki = create_mesh_pki(log_dir / "pki") if mtls else None
-    group = ProcessGroup(log_dir=log_dir, pki=pki, own_env=own_env or {})
+    group = ProcessGroup(log_dir=log_dir, pki=pki, own_env=own)
     handle: Mesh | None = None
     record = log_dir / "infobip-exchanges.jsonl"
     try:
@@ -250,8 +265,8 @@ def running_mesh(
             contract="strict",
             record=record,
         )
-        start_mesh(group, env, ports, quiet=True)
-        handle = Mesh(group, env, ports, redis_url)
+        start_mesh(group, env, ports, quiet=True, metrics_ports=metrics_ports)
+        handle = Mesh(group, env, ports, redis_url, {**metrics_ports, "gateway": ports["gateway"]})
         yield handle
         assert_conforms(record)
     except BaseException:

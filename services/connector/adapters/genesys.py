@@ -412,6 +412,7 @@ class GenesysApi:
         self.settings = settings
         self._clock = clock
         self._http = HttpClient(
+            system="genesys",  # ccbridge_farside_* (the operation: the HTTP method)
             headers={"User-Agent": "ccbridge-genesys-connector/1", "Accept": "application/json"},
             timeout_s=settings.timeout_s,
             max_answer_bytes=MAX_RESPONSE_BYTES,

@@ -6,7 +6,10 @@ field. Customer messages are appended as correspondence by the bridge's RT user,
 carrying a ``(ccb:<key>)`` marker in its subject so that a retry after a crash finds the
 message it already posted. Agent replies and resolutions are found by ONE TransactionSQL
 query per queue and poll, from a cursor (the highest transaction id handled) kept in
-Redis; a Redis lease lets only one replica poll a queue. See docs/connectors/rt.md.
+Redis; a Redis lease lets only one replica poll a queue. Files agents attach to replies
+reach the end user as signed gateway links that the gateway serves through
+``FetchAgentFile`` (``agent_file`` streams them from RT with the RT token). See
+docs/connectors/rt.md.
 Its Redis keys are named by services/connector/store.py.
 """
 
@@ -14,16 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import logging
 import mimetypes
 import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any, Literal
+from urllib.parse import quote
 
 import orjson
 
@@ -31,6 +36,7 @@ from ccbridge.common.v1 import common_pb2
 from ccbridge.services.connector.adapters.rt_settings import RtSettings
 from ccbridge.services.connector.base import (
     Adapter,
+    AgentFile,
     AgentMessage,
     CaseClosedEvent,
     CaseEvent,
@@ -39,14 +45,16 @@ from ccbridge.services.connector.base import (
 )
 from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime import farside
-from ccbridge.services.runtime.errors import FarSideError
+from ccbridge.services.runtime.errors import FarSideError, NotFound, OutOfRange
 from ccbridge.services.runtime.http_client import (
     AnswerTooLarge,
     HttpAnswer,
     HttpClient,
     HttpFailure,
+    HttpStream,
 )
 from ccbridge.services.runtime.lease import LEASE_LUA, Lease, release_if_held
+from ccbridge.services.runtime.media import AgentFileLinks
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +382,45 @@ def _user_id(value: Any) -> str:
     return str(value or "")
 
 
+def infobip_kind(mime_type: str) -> str:
+    """The Infobip content type an agent's file is sent as, by its MIME type."""
+    major = mime_type.split("/", 1)[0].strip().lower()
+    return {"image": "IMAGE", "video": "VIDEO", "audio": "AUDIO"}.get(major, "DOCUMENT")
+
+
+def is_file(mime_type: str, file_name: str, size: int | None) -> bool:
+    """Whether an attachment of a reply is a file the agent attached, rather than the
+    reply's body (text/plain, text/html), a MIME container (multipart/*, message/*) or the
+    empty body part RT adds to a reply without text (``size``: its length, None when not
+    known)."""
+    if file_name:
+        return True
+    kind = mime_type.strip().lower()
+    if not kind or kind.startswith(("text/", "multipart/", "message/")):
+        return False
+    return size != 0
+
+
+def part_size(item: Mapping[str, Any]) -> int | None:
+    """The decoded length of an attachment as RT recorded it (its ``Content-Length``
+    header), None when the listing did not say."""
+    match = re.search(r"(?im)^Content-Length:\s*(\d{1,18})\s*$", str(item.get("Headers") or ""))
+    return int(match.group(1)) if match else None
+
+
+_FILE_REF = re.compile(r"(\d{1,18})/(\d{1,18})")
+"""An RT file reference in a signed media link: ``<transaction id>/<attachment id>``."""
+
+
+@dataclass(frozen=True)
+class ReplyFile:
+    """A file attached to an agent's reply."""
+
+    attachment_id: int
+    name: str
+    mime_type: str
+
+
 @dataclass(frozen=True)
 class _Ticket:
     """What the poll needs to know about a ticket."""
@@ -409,13 +456,23 @@ class RtAdapter(Adapter):
             },
             timeout_s=settings.timeout_s,
             max_answer_bytes=MAX_ANSWER_BYTES,
+            system="rt",  # the operation is the HTTP method: RT's paths carry ticket ids
         )
         # Inbound media downloads: whole URLs, never with the RT token.
         self._files = HttpClient(
             timeout_s=settings.timeout_s,
             max_answer_bytes=max(1, settings.attach_max_bytes),
             headers={"User-Agent": "ccbridge"},
+            system="rt",
         )
+        # Files of agent replies: RT's own download URL (raw bytes, with the RT token).
+        self._downloads = HttpClient(
+            base_url=settings.url,
+            headers={"Authorization": f"token {settings.token.value}"},
+            timeout_s=settings.timeout_s,
+            max_answer_bytes=settings.media.max_bytes,
+        )
+        self._links = AgentFileLinks(settings.media)
         self._leases: dict[str, Lease] = {}  # queue → its poll lease
         self._pending: dict[str, _QueuePoll] = {}  # queue → last poll, until committed
         self._lease_ms = int(settings.lease_ttl_s * 1000)
@@ -737,22 +794,26 @@ class RtAdapter(Adapter):
         if not external_id.isdigit():
             raise FarSideError(f"not an RT ticket id: {external_id!r}", retryable=False)
         marker = message_marker(idempotency_key or f"failed:{message_id}")
+        await self._comment(
+            external_id,
+            marker,
+            f"Reply not delivered {marker}",
+            "The reply below was NOT delivered to the customer.\n"
+            f"Reason: {reason}\nReply: {message_id}",
+        )
+        log.info("rt: told ticket %s a reply was not delivered", external_id)
+
+    async def _comment(self, external_id: str, marker: str, subject: str, content: str) -> None:
+        """A comment on the ticket for the agents (the requestor does not see it, and the
+        poller never reads it back), posted once: found by its marker first."""
         if await self._find_posted(external_id, marker, "Comment"):
             return
         await self._call(
             "POST",
             f"/ticket/{external_id}/comment",
             expect=(201,),
-            json_body={
-                "Subject": f"Reply not delivered {marker}",
-                "Content": (
-                    "The reply below was NOT delivered to the customer.\n"
-                    f"Reason: {reason}\nReply: {message_id}"
-                ),
-                "ContentType": "text/plain",
-            },
+            json_body={"Subject": subject, "Content": content, "ContentType": "text/plain"},
         )
-        log.info("rt: told ticket %s a reply was not delivered", external_id)
 
     async def _attachments(self, message: common_pb2.Message) -> tuple[list[dict[str, str]], str]:
         """The RT ``Attachments`` of a media message and a note for its text.
@@ -767,7 +828,7 @@ class RtAdapter(Adapter):
         if not url or limit == 0:
             return [], ""
         try:
-            answer = await self._files.request("GET", url)
+            answer = await self._files.request("GET", url, operation="download attachment")
         except AnswerTooLarge:
             return [], f"(not attached: larger than {limit} bytes; open the link above)"
         except HttpFailure as exc:
@@ -784,6 +845,87 @@ class RtAdapter(Adapter):
             "FileContent": base64.b64encode(answer.body).decode(),
         }
         return [attachment], ""
+
+    # --- files of agent replies --------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def agent_file(self, ref: str) -> AsyncIterator[AgentFile]:
+        """A reply's file, streamed from RT's own download URL
+        (``/Ticket/Attachment/<transaction>/<attachment>``, raw bytes, with the RT token)
+        after REST2 confirmed it is a file of that transaction; capped by
+        CCBRIDGE_MEDIA_MAX_BYTES."""
+        match = _FILE_REF.fullmatch(ref)
+        if match is None:
+            raise NotFound("not an RT file reference")
+        txn_id, attachment_id = int(match[1]), int(match[2])
+        try:
+            items = await self._items(
+                f"/transaction/{txn_id}/attachments",
+                {"fields": "ContentType,Filename,Headers", "per_page": 100},
+            )
+        except FarSideError as exc:
+            if exc.status == 404:
+                raise NotFound("RT has no such transaction") from None
+            raise
+        found = next((item for item in items if item_id(item) == attachment_id), None)
+        if found is None:
+            raise NotFound("RT has no such file")
+        mime_type = str(found.get("ContentType") or "").lower() or "application/octet-stream"
+        name = str(found.get("Filename") or "")
+        size = part_size(found)
+        if not is_file(mime_type, name, size):
+            raise NotFound("not a file of the reply")
+        limit = self.settings.media.max_bytes
+        if size is not None and size > limit:
+            raise OutOfRange("the file is larger than CCBRIDGE_MEDIA_MAX_BYTES")
+        path = f"/Ticket/Attachment/{txn_id}/{attachment_id}/{quote(name or 'file', safe='')}"
+        try:
+            async with self._downloads.stream("GET", path) as upstream:
+                self._check_download(upstream, mime_type, limit)
+                yield AgentFile(
+                    content_type=mime_type,
+                    content_length=upstream.content_length,
+                    name=name,
+                    chunks=self._download_chunks(upstream, limit),
+                )
+        except HttpFailure as exc:
+            raise farside.failure_error("RT file download", exc) from exc
+
+    @staticmethod
+    def _check_download(upstream: HttpStream, mime_type: str, limit: int) -> None:
+        if upstream.status in (400, 404):
+            raise NotFound("RT has no such file")
+        if 300 <= upstream.status < 400:
+            # RT sends a request it did not authenticate to its login page.
+            raise FarSideError(
+                "RT file download: redirected to RT's login page (is CCBRIDGE_RT_TOKEN valid?)",
+                retryable=False,
+                status=upstream.status,
+            )
+        if upstream.status != 200:
+            verdict = farside.judge_status(upstream.status, upstream.headers)
+            raise farside.error("RT file download", verdict)
+        served = upstream.headers.get("content-type", "").split(";")[0].strip().lower()
+        if served == "text/html" and mime_type != "text/html":
+            # Never pass a web page of RT's (an error or login page) off as the file.
+            raise FarSideError(
+                "RT file download: answered with a web page (is CCBRIDGE_RT_TOKEN valid?)",
+                retryable=False,
+            )
+        if upstream.content_length is not None and upstream.content_length > limit:
+            raise OutOfRange("the file is larger than CCBRIDGE_MEDIA_MAX_BYTES")
+
+    @staticmethod
+    async def _download_chunks(upstream: HttpStream, limit: int) -> AsyncIterator[bytes]:
+        size = 0
+        try:
+            async for chunk in upstream.chunks():
+                size += len(chunk)
+                if size > limit:
+                    raise OutOfRange("the file is larger than CCBRIDGE_MEDIA_MAX_BYTES")
+                yield chunk
+        except HttpFailure as exc:
+            raise farside.failure_error("RT file download", exc) from exc
 
     # --- close -------------------------------------------------------------------------
 
@@ -893,30 +1035,76 @@ class RtAdapter(Adapter):
             cache[ticket_id] = _Ticket(requestors=requestors, conversation_id=conversation)
         return cache[ticket_id]
 
-    async def _reply_text(self, txn_id: int) -> str:
+    async def _reply(self, txn_id: int) -> tuple[str, list[ReplyFile]]:
+        """The text of a reply (its plain body, else its HTML body as text) and the files
+        attached to it, in RT's order."""
         # Never ask for Parent here: RT 5.0.3 answers 500.
         items = await self._items(
             f"/transaction/{txn_id}/attachments",
             {
-                "fields": "ContentType,Content,Filename",
+                "fields": "ContentType,Content,Filename,Headers",
                 "per_page": 100,
             },
         )
         plain: list[str] = []
         html: list[str] = []
-        files: list[str] = []
+        files: list[ReplyFile] = []
         for item in items:
             kind = str(item.get("ContentType", "")).lower()
             name = str(item.get("Filename") or "")
             content = item.get("Content")
-            if name:
-                files.append(f"[attachment: {name}]")
+            if is_file(kind, name, part_size(item)):
+                attachment_id = item_id(item)
+                if attachment_id is not None:
+                    files.append(ReplyFile(attachment_id, name, kind))
             elif kind == "text/plain" and isinstance(content, str) and content.strip():
                 plain.append(content.strip())
             elif kind == "text/html" and isinstance(content, str) and content.strip():
                 html.append(html_to_text(content))
         body = plain or html  # multipart/alternative: the plain part, else the HTML one
-        return "\n\n".join([*body, *files]).strip()
+        return "\n\n".join(body).strip(), files
+
+    async def _reply_attachments(
+        self, ticket_id: str, txn_id: int, files: Sequence[ReplyFile]
+    ) -> tuple[common_pb2.Attachment, ...]:
+        """The Infobip attachments of a reply's files: signed gateway links, which the
+        gateway serves through ``FetchAgentFile``. When no link can be made, none is sent
+        and the agents are told on the ticket why (once: the comment carries a marker)."""
+        if not files:
+            return ()
+        reason = self._links.unavailable()
+        if not reason:
+            return tuple(
+                common_pb2.Attachment(
+                    url=self._links.link(self.name, f"{txn_id}/{file.attachment_id}"),
+                    content_type=infobip_kind(file.mime_type),
+                    name=file.name,
+                )
+                for file in files
+            )
+        log.warning(
+            "rt: %d files of transaction %s on ticket %s not sent to the customer: %s",
+            len(files),
+            txn_id,
+            ticket_id,
+            reason,
+        )
+        marker = message_marker(f"files:rt-txn-{txn_id}")
+        names = ", ".join(file.name or f"attachment {file.attachment_id}" for file in files)
+        try:
+            await self._comment(
+                ticket_id,
+                marker,
+                f"Files not sent {marker}",
+                f"The files of the reply below were NOT sent to the customer: {names}.\n"
+                f"Reason: {reason}\nReply: rt-txn-{txn_id}\n"
+                "Its text (if any) was sent.",
+            )
+        except FarSideError as exc:
+            if exc.retryable:
+                raise
+            log.warning("rt: could not tell ticket %s (%s)", ticket_id, exc.status)
+        return ()
 
     async def _to_event(
         self, txn_id: int, item: dict[str, Any], tickets: dict[str, _Ticket]
@@ -949,7 +1137,7 @@ class RtAdapter(Adapter):
         if creator.lower() in ticket.requestors:
             return None
         try:
-            text = await self._reply_text(txn_id)
+            text, files = await self._reply(txn_id)
         except FarSideError as exc:
             if exc.retryable:
                 raise
@@ -960,7 +1148,8 @@ class RtAdapter(Adapter):
                 exc.status,
             )
             return None
-        if not text:
+        attachments = await self._reply_attachments(ticket_id, txn_id, files)
+        if not text and not attachments:
             log.info("rt: transaction %s on ticket %s has no content; skipped", txn_id, ticket_id)
             return None
         return AgentMessage(
@@ -969,6 +1158,7 @@ class RtAdapter(Adapter):
             message_id=event_id,
             text=text,
             agent_name=creator,
+            attachments=attachments,
         )
 
     async def poll(self) -> list[CaseEvent]:
@@ -1023,3 +1213,4 @@ class RtAdapter(Adapter):
         self._leases.clear()
         await self._http.aclose()
         await self._files.aclose()
+        await self._downloads.aclose()

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ccbridge.services.runtime.media import MediaProxySettings
 from ccbridge.services.runtime.settings import EnvReader, Secret
 
 
@@ -27,6 +28,8 @@ class RtSettings:
     poll_page: int  # transactions per page (RT allows up to 100)
     lease_ttl_s: float  # poll lease per queue; renewed on every poll
     attach_max_bytes: int  # inbound media up to this size is attached; larger is linked
+    # Files of agent replies reach Infobip as signed gateway links (CCBRIDGE_MEDIA_*).
+    media: MediaProxySettings
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> RtSettings:
@@ -56,6 +59,8 @@ class RtSettings:
             attach_max_bytes=env.int(
                 "CCBRIDGE_RT_ATTACH_MAX_BYTES", 10 * 1024 * 1024, minimum=0, maximum=1 << 30
             ),
+            # Not required: without a public URL, replies' files are reported on the ticket.
+            media=MediaProxySettings.read(env, signer=False),
         )
         if "{" in settings.conversation_field or "}" in settings.conversation_field:
             env.errors.append("CCBRIDGE_RT_CONVERSATION_FIELD must not contain braces")

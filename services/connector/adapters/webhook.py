@@ -448,6 +448,7 @@ class WebhookAdapter(Adapter):
             headers={"User-Agent": "ccbridge-webhook-connector/1", "Accept": "application/json"},
             timeout_s=settings.timeout_s,
             max_answer_bytes=MAX_RESPONSE_BYTES,
+            system="webhook",
         )
 
     async def aclose(self) -> None:
@@ -615,7 +616,7 @@ class WebhookAdapter(Adapter):
         }
         what = f"a batch of {len(docs)} case.message events"
         try:
-            answer = await self._post(what, body, headers)
+            answer = await self._post(what, body, headers, operation="case.message batch")
             if not answer.ok:
                 if not farside.is_retryable_status(answer.status):
                     # The CCaaS may refuse arrays, or one bad event spoils the request:
@@ -676,18 +677,22 @@ class WebhookAdapter(Adapter):
             IDEMPOTENCY_HEADER: key,
             **signed_headers(self._secrets[0], body, now=now),
         }
-        answer = await self._post(event_type, body, headers)
+        answer = await self._post(event_type, body, headers, operation=event_type)
         if not answer.ok:
             raise self._status_error(event_type, answer, now)
         replayed = answer.headers.get(REPLAYED_HEADER, "").lower() == "true"
         return _json_object(answer.body), replayed
 
-    async def _post(self, what: str, body: bytes, headers: Mapping[str, str]) -> HttpAnswer:
+    async def _post(
+        self, what: str, body: bytes, headers: Mapping[str, str], *, operation: str
+    ) -> HttpAnswer:
         """POSTs ``body``. Transport failures, and a 2xx answer over MAX_RESPONSE_BYTES,
         raise the FarSideError they mean (farside); a non-2xx answer is returned (its
         body, unused, may be cut to b'')."""
         try:
-            return await self._http.request("POST", self.url, body=body, headers=headers)
+            return await self._http.request(
+                "POST", self.url, body=body, headers=headers, operation=operation
+            )
         except AnswerTooLarge as exc:
             if not 200 <= exc.status < 300:
                 return HttpAnswer(exc.status, exc.headers, b"")

@@ -281,7 +281,7 @@ async def test_far_side_client_errors_are_failed_precondition(mesh: Mesh) -> Non
 
 async def test_bad_requests_are_invalid_argument(mesh: Mesh) -> None:
     unknown = open_request()
-    unknown.connector = "zendesk"
+    unknown.connector = "no-such-desk"
     assert (
         await rpc_error(mesh.stub.OpenCase(unknown, timeout=5))
     ).code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -515,14 +515,14 @@ def test_settings_report_every_problem() -> None:
         ConnectorSettings.from_env(
             {
                 "CCBRIDGE_MESH_INSECURE": "true",
-                "CCBRIDGE_CONNECTORS": "webhook,zendesk",
+                "CCBRIDGE_CONNECTORS": "webhook,no-such-desk",
                 "CCBRIDGE_WEBHOOK_CONNECTOR_URL": "ftp://x",
                 "CCBRIDGE_POLL_INTERVAL_S": "often",
             }
         )
     text = str(info.value)
     for fragment in (
-        "unknown connector 'zendesk'",
+        "unknown connector 'no-such-desk'",
         "CCBRIDGE_WEBHOOK_CONNECTOR_URL",
         "CCBRIDGE_WEBHOOK_CONNECTOR_SECRET",
         "CCBRIDGE_POLL_INTERVAL_S",

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.infobip.client import InfobipClient
-from ccbridge.services.runtime.media import MediaLinks, MediaProxySettings, verify
+from ccbridge.services.runtime.media import InfobipFile, MediaLinks, MediaProxySettings, verify
 from ccbridge.services.runtime.settings import Secret
 from ccbridge.services.session.delivery import Failure
 from ccbridge.services.session.inbound import InboundContent
@@ -133,7 +133,7 @@ async def test_media_on_infobip_becomes_a_gateway_link(sim: Sim) -> None:
     content = orjson.loads(ready.content_json)
     link = content["file"]["url"]
     assert link.startswith("https://bridge.example.com/media/")
-    assert verify([SECRET], link.rsplit("/", 1)[1], now=time.time()) == on_infobip
+    assert verify([SECRET], link.rsplit("/", 1)[1], now=time.time()) == InfobipFile(on_infobip)
     assert content["thumbnail"]["url"] == "https://cdn.example.com/t"  # not Infobip's: as is
     assert orjson.loads(message.content_json)["file"]["url"] == on_infobip  # input unchanged
     huge = f"{sim.url}/_sim/media/{'x' * 4000}"

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x63\x62ridge/common/v1/common.proto\x12\x12\x63\x63\x62ridge.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x02\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x30\n\tdirection\x18\x03 \x01(\x0e\x32\x1d.ccbridge.common.v1.Direction\x12\x0f\n\x07\x63hannel\x18\x04 \x01(\t\x12\x0c\n\x04\x66rom\x18\x05 \x01(\t\x12\n\n\x02to\x18\x06 \x01(\t\x12\x13\n\x0b\x61uthor_type\x18\x07 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x08 \x01(\t\x12\x14\n\x0c\x63ontent_json\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61uthor_name\x18\x0b \x01(\t\x12\x33\n\x0b\x61ttachments\x18\x0c \x03(\x0b\x32\x1e.ccbridge.common.v1.Attachment\x12.\n\x08location\x18\r \x01(\x0b\x32\x1c.ccbridge.common.v1.Location\"\\\n\nAttachment\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\x03\"N\n\x08Location\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"v\n\x0fRoutingDecision\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x0e\n\x06skills\x18\x04 \x03(\t\x12\x0c\n\x04rule\x18\x05 \x01(\t\x12\x11\n\trejection\x18\x06 \x01(\t\"\x84\x02\n\x13\x43onversationContext\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12G\n\x08metadata\x18\x04 \x03(\x0b\x32\x35.ccbridge.common.v1.ConversationContext.MetadataEntry\x12\x10\n\x08\x65nd_user\x18\x05 \x01(\t\x12\x17\n\x0f\x62usiness_sender\x18\x06 \x01(\t\x12\x10\n\x08language\x18\x07 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x01\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x63\x62ridge/common/v1/common.proto\x12\x12\x63\x63\x62ridge.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x03\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x30\n\tdirection\x18\x03 \x01(\x0e\x32\x1d.ccbridge.common.v1.Direction\x12\x0f\n\x07\x63hannel\x18\x04 \x01(\t\x12\x0c\n\x04\x66rom\x18\x05 \x01(\t\x12\n\n\x02to\x18\x06 \x01(\t\x12\x13\n\x0b\x61uthor_type\x18\x07 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x08 \x01(\t\x12\x14\n\x0c\x63ontent_json\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x61uthor_name\x18\x0b \x01(\t\x12\x33\n\x0b\x61ttachments\x18\x0c \x03(\x0b\x32\x1e.ccbridge.common.v1.Attachment\x12.\n\x08location\x18\r \x01(\x0b\x32\x1c.ccbridge.common.v1.Location\x12\x14\n\x0ctrace_parent\x18\x0e \x01(\t\"\\\n\nAttachment\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61ption\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\x03\"N\n\x08Location\x12\x10\n\x08latitude\x18\x01 \x01(\x01\x12\x11\n\tlongitude\x18\x02 \x01(\x01\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\"v\n\x0fRoutingDecision\x12\x11\n\tconnector\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\x05\x12\x0e\n\x06skills\x18\x04 \x03(\t\x12\x0c\n\x04rule\x18\x05 \x01(\t\x12\x11\n\trejection\x18\x06 \x01(\t\"\x84\x02\n\x13\x43onversationContext\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12G\n\x08metadata\x18\x04 \x03(\x0b\x32\x35.ccbridge.common.v1.ConversationContext.MetadataEntry\x12\x10\n\x08\x65nd_user\x18\x05 \x01(\t\x12\x17\n\x0f\x62usiness_sender\x18\x06 \x01(\t\x12\x10\n\x08language\x18\x07 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44IRECTION_INBOUND\x10\x01\x12\x16\n\x12\x44IRECTION_OUTBOUND\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CONVERSATIONCONTEXT_METADATAENTRY']._loaded_options = None
   _globals['_CONVERSATIONCONTEXT_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_DIRECTION']._serialized_start=1022
-  _globals['_DIRECTION']._serialized_end=1107
+  _globals['_DIRECTION']._serialized_start=1044
+  _globals['_DIRECTION']._serialized_end=1129
   _globals['_MESSAGE']._serialized_start=89
-  _globals['_MESSAGE']._serialized_end=463
-  _globals['_ATTACHMENT']._serialized_start=465
-  _globals['_ATTACHMENT']._serialized_end=557
-  _globals['_LOCATION']._serialized_start=559
-  _globals['_LOCATION']._serialized_end=637
-  _globals['_ROUTINGDECISION']._serialized_start=639
-  _globals['_ROUTINGDECISION']._serialized_end=757
-  _globals['_CONVERSATIONCONTEXT']._serialized_start=760
-  _globals['_CONVERSATIONCONTEXT']._serialized_end=1020
-  _globals['_CONVERSATIONCONTEXT_METADATAENTRY']._serialized_start=973
-  _globals['_CONVERSATIONCONTEXT_METADATAENTRY']._serialized_end=1020
+  _globals['_MESSAGE']._serialized_end=485
+  _globals['_ATTACHMENT']._serialized_start=487
+  _globals['_ATTACHMENT']._serialized_end=579
+  _globals['_LOCATION']._serialized_start=581
+  _globals['_LOCATION']._serialized_end=659
+  _globals['_ROUTINGDECISION']._serialized_start=661
+  _globals['_ROUTINGDECISION']._serialized_end=779
+  _globals['_CONVERSATIONCONTEXT']._serialized_start=782
+  _globals['_CONVERSATIONCONTEXT']._serialized_end=1042
+  _globals['_CONVERSATIONCONTEXT_METADATAENTRY']._serialized_start=995
+  _globals['_CONVERSATIONCONTEXT_METADATAENTRY']._serialized_end=1042
 # @@protoc_insertion_point(module_scope)

@@ -65,6 +65,7 @@ class Message(_message.Message):
     AUTHOR_NAME_FIELD_NUMBER: _builtins.int
     ATTACHMENTS_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
+    TRACE_PARENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Infobip message id (inbound, transcript) or the CCaaS message id (agent replies)."""
     conversation_id: _builtins.str
@@ -83,6 +84,12 @@ class Message(_message.Message):
     """The Infobip `content` object, JSON encoded (e.g. {"text":"hi"})."""
     author_name: _builtins.str
     """Display name of the author when known (agent name for agent replies)."""
+    trace_parent: _builtins.str
+    """W3C trace context (`traceparent`) of the request that queued the message, so its
+    delivery continues that trace (docs/operations.md, "Tracing"). Set by the gateway and
+    Session when tracing is on; empty otherwise and in messages queued before it existed.
+    Not message content: connectors and transcripts ignore it.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the message was created at its origin."""
@@ -112,10 +119,11 @@ class Message(_message.Message):
         author_name: _builtins.str = ...,
         attachments: _abc.Iterable[Global___Attachment] | None = ...,
         location: Global___Location | None = ...,
+        trace_parent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "location", b"location"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "author_name", b"author_name", "author_type", b"author_type", "channel", b"channel", "content_json", b"content_json", "content_type", b"content_type", "conversation_id", b"conversation_id", "created_at", b"created_at", "direction", b"direction", "from", b"from", "id", b"id", "location", b"location", "to", b"to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachments", b"attachments", "author_name", b"author_name", "author_type", b"author_type", "channel", b"channel", "content_json", b"content_json", "content_type", b"content_type", "conversation_id", b"conversation_id", "created_at", b"created_at", "direction", b"direction", "from", b"from", "id", b"id", "location", b"location", "to", b"to", "trace_parent", b"trace_parent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

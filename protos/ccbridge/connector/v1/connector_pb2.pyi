@@ -608,6 +608,94 @@ class PostTypingResponse(_message.Message):
 Global___PostTypingResponse: _TypeAlias = PostTypingResponse  # noqa: Y015
 
 @_typing.final
+class FetchAgentFileRequest(_message.Message):
+    """Request of FetchAgentFile."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONNECTOR_FIELD_NUMBER: _builtins.int
+    FILE_REF_FIELD_NUMBER: _builtins.int
+    connector: _builtins.str
+    """Connector name (from the signed media token)."""
+    file_ref: _builtins.str
+    """The connector's reference of the file (from the signed media token), e.g. RT's
+    "<transaction id>/<attachment id>".
+    """
+    def __init__(
+        self,
+        *,
+        connector: _builtins.str = ...,
+        file_ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector", b"connector", "file_ref", b"file_ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchAgentFileRequest: _TypeAlias = FetchAgentFileRequest  # noqa: Y015
+
+@_typing.final
+class AgentFileHead(_message.Message):
+    """What a fetched file is, sent before its bytes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    CONTENT_LENGTH_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    content_type: _builtins.str
+    """MIME type, e.g. "image/png"."""
+    content_length: _builtins.int
+    """Size in bytes; 0 when the CCaaS did not announce it."""
+    file_name: _builtins.str
+    """File name as the agent attached it (may be empty)."""
+    def __init__(
+        self,
+        *,
+        content_type: _builtins.str = ...,
+        content_length: _builtins.int = ...,
+        file_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_length", b"content_length", "content_type", b"content_type", "file_name", b"file_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentFileHead: _TypeAlias = AgentFileHead  # noqa: Y015
+
+@_typing.final
+class FetchAgentFileResponse(_message.Message):
+    """One answer of FetchAgentFile: the head first, then the bytes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HEAD_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """The next bytes of the file."""
+    @_builtins.property
+    def head(self) -> Global___AgentFileHead:
+        """The first answer."""
+
+    def __init__(
+        self,
+        *,
+        head: Global___AgentFileHead | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "head", b"head", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "head", b"head", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["head", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___FetchAgentFileResponse: _TypeAlias = FetchAgentFileResponse  # noqa: Y015
+
+@_typing.final
 class ListConnectorsRequest(_message.Message):
     """Request of ListConnectors."""
 

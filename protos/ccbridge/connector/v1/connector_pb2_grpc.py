@@ -70,6 +70,11 @@ class ConnectorServiceStub:
                 request_serializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostTypingRequest.SerializeToString,
                 response_deserializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostTypingResponse.FromString,
                 _registered_method=True)
+        self.FetchAgentFile = channel.unary_stream(
+                '/ccbridge.connector.v1.ConnectorService/FetchAgentFile',
+                request_serializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.FetchAgentFileRequest.SerializeToString,
+                response_deserializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.FetchAgentFileResponse.FromString,
+                _registered_method=True)
         self.ListConnectors = channel.unary_unary(
                 '/ccbridge.connector.v1.ConnectorService/ListConnectors',
                 request_serializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.ListConnectorsRequest.SerializeToString,
@@ -138,8 +143,20 @@ class ConnectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchAgentFile(self, request, context):
+        """Streams a file an agent attached at the CCaaS (e.g. an RT reply's attachment), read
+        with the connector's credentials, for the gateway's GET /media/{token}: the first
+        answer is the head (type, length, name), the next ones the bytes in order. Nothing is
+        stored or held whole. NOT_FOUND: no such file; OUT_OF_RANGE: larger than
+        CCBRIDGE_MEDIA_MAX_BYTES; UNAVAILABLE or FAILED_PRECONDITION: the CCaaS failed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListConnectors(self, request, context):
-        """Lists the configured connectors and whether each is reachable.
+        """Lists the configured connectors and their mode (push or poll). It does not call the
+        CCaaS: `ccbridge doctor` checks each connector's far side.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -182,6 +199,11 @@ def add_ConnectorServiceServicer_to_server(servicer, server):
                     servicer.PostTyping,
                     request_deserializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostTypingRequest.FromString,
                     response_serializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostTypingResponse.SerializeToString,
+            ),
+            'FetchAgentFile': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchAgentFile,
+                    request_deserializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.FetchAgentFileRequest.FromString,
+                    response_serializer=ccbridge_dot_connector_dot_v1_dot_connector__pb2.FetchAgentFileResponse.SerializeToString,
             ),
             'ListConnectors': grpc.unary_unary_rpc_method_handler(
                     servicer.ListConnectors,
@@ -379,6 +401,33 @@ class ConnectorService:
             '/ccbridge.connector.v1.ConnectorService/PostTyping',
             ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostTypingRequest.SerializeToString,
             ccbridge_dot_connector_dot_v1_dot_connector__pb2.PostTypingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchAgentFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ccbridge.connector.v1.ConnectorService/FetchAgentFile',
+            ccbridge_dot_connector_dot_v1_dot_connector__pb2.FetchAgentFileRequest.SerializeToString,
+            ccbridge_dot_connector_dot_v1_dot_connector__pb2.FetchAgentFileResponse.FromString,
             options,
             channel_credentials,
             insecure,

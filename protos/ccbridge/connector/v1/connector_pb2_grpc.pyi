@@ -60,8 +60,17 @@ class ConnectorServiceStub:
     late indicator is worse than none); a CCaaS without typing indicators answers
     relayed=false.
     """
+    FetchAgentFile: _grpc.UnaryStreamMultiCallable[_connector_pb2.FetchAgentFileRequest, _connector_pb2.FetchAgentFileResponse]
+    """Streams a file an agent attached at the CCaaS (e.g. an RT reply's attachment), read
+    with the connector's credentials, for the gateway's GET /media/{token}: the first
+    answer is the head (type, length, name), the next ones the bytes in order. Nothing is
+    stored or held whole. NOT_FOUND: no such file; OUT_OF_RANGE: larger than
+    CCBRIDGE_MEDIA_MAX_BYTES; UNAVAILABLE or FAILED_PRECONDITION: the CCaaS failed.
+    """
     ListConnectors: _grpc.UnaryUnaryMultiCallable[_connector_pb2.ListConnectorsRequest, _connector_pb2.ListConnectorsResponse]
-    """Lists the configured connectors and whether each is reachable."""
+    """Lists the configured connectors and their mode (push or poll). It does not call the
+    CCaaS: `ccbridge doctor` checks each connector's far side.
+    """
 
 @_typing.type_check_only
 class ConnectorServiceAsyncStub(ConnectorServiceStub):
@@ -95,8 +104,17 @@ class ConnectorServiceAsyncStub(ConnectorServiceStub):
     late indicator is worse than none); a CCaaS without typing indicators answers
     relayed=false.
     """
+    FetchAgentFile: _aio.UnaryStreamMultiCallable[_connector_pb2.FetchAgentFileRequest, _connector_pb2.FetchAgentFileResponse]  # type: ignore[assignment]
+    """Streams a file an agent attached at the CCaaS (e.g. an RT reply's attachment), read
+    with the connector's credentials, for the gateway's GET /media/{token}: the first
+    answer is the head (type, length, name), the next ones the bytes in order. Nothing is
+    stored or held whole. NOT_FOUND: no such file; OUT_OF_RANGE: larger than
+    CCBRIDGE_MEDIA_MAX_BYTES; UNAVAILABLE or FAILED_PRECONDITION: the CCaaS failed.
+    """
     ListConnectors: _aio.UnaryUnaryMultiCallable[_connector_pb2.ListConnectorsRequest, _connector_pb2.ListConnectorsResponse]  # type: ignore[assignment]
-    """Lists the configured connectors and whether each is reachable."""
+    """Lists the configured connectors and their mode (push or poll). It does not call the
+    CCaaS: `ccbridge doctor` checks each connector's far side.
+    """
 
 class ConnectorServiceServicer(metaclass=_abc_1.ABCMeta):
     """Talks to contact centers. Every call names the connector that serves it."""
@@ -171,11 +189,26 @@ class ConnectorServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def FetchAgentFile(
+        self,
+        request: _connector_pb2.FetchAgentFileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_connector_pb2.FetchAgentFileResponse], _abc.AsyncIterator[_connector_pb2.FetchAgentFileResponse]]:
+        """Streams a file an agent attached at the CCaaS (e.g. an RT reply's attachment), read
+        with the connector's credentials, for the gateway's GET /media/{token}: the first
+        answer is the head (type, length, name), the next ones the bytes in order. Nothing is
+        stored or held whole. NOT_FOUND: no such file; OUT_OF_RANGE: larger than
+        CCBRIDGE_MEDIA_MAX_BYTES; UNAVAILABLE or FAILED_PRECONDITION: the CCaaS failed.
+        """
+
+    @_abc_1.abstractmethod
     def ListConnectors(
         self,
         request: _connector_pb2.ListConnectorsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_connector_pb2.ListConnectorsResponse, _abc.Awaitable[_connector_pb2.ListConnectorsResponse]]:
-        """Lists the configured connectors and whether each is reachable."""
+        """Lists the configured connectors and their mode (push or poll). It does not call the
+        CCaaS: `ccbridge doctor` checks each connector's far side.
+        """
 
 def add_ConnectorServiceServicer_to_server(servicer: ConnectorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
