@@ -18,7 +18,9 @@ $(BIN)/ccbridge: pyproject.toml $(LOCK)
 
 setup: $(BIN)/ccbridge
 
+# scripts/test-tools.sh first: RT, Chromium, promtool and buf where missing (root + apt).
 test: setup
+	bash scripts/test-tools.sh
 	$(BIN)/pytest
 
 check: setup
