@@ -385,7 +385,7 @@ class TokenCache:
             if answer.status in (400, 401):  # wrong client id/secret: an operator's fix
                 error = FarSideError(str(error), retryable=True, status=answer.status)
             raise error
-        doc = _json_object(answer.body)
+        doc = answer.json_object()
         token = doc.get("access_token")
         expires_in = doc.get("expires_in")
         if not isinstance(token, str) or not token:
@@ -509,7 +509,7 @@ class GenesysAdapter(Adapter):
             body=body,
             params={"prefetchConversationId": "true"},
         )
-        return _json_object(answer.body)
+        return answer.json_object()
 
     # -- records -----------------------------------------------------------------------------
 
@@ -673,7 +673,7 @@ class GenesysAdapter(Adapter):
             f"/api/v2/conversations/messages/{quote(conversation, safe='')}",
             allow=frozenset({404}),
         )
-        return None if answer.status == 404 else _json_object(answer.body)
+        return None if answer.status == 404 else answer.json_object()
 
     async def _customer(self, conversation: str) -> dict[str, Any] | None:
         found = await self._conversation(conversation)
@@ -763,16 +763,6 @@ def is_closed(conversation: Mapping[str, Any] | None, *, since: float = 0.0) -> 
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
-        return {}
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def build(settings: GenesysSettings, store: ConnectorStore) -> GenesysAdapter:

@@ -681,7 +681,7 @@ class WebhookAdapter(Adapter):
         if not answer.ok:
             raise self._status_error(event_type, answer, now)
         replayed = answer.headers.get(REPLAYED_HEADER, "").lower() == "true"
-        return _json_object(answer.body), replayed
+        return answer.json_object(), replayed
 
     async def _post(
         self, what: str, body: bytes, headers: Mapping[str, str], *, operation: str
@@ -724,16 +724,6 @@ class WebhookAdapter(Adapter):
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[CaseEvent]:
         return self.parse_webhook_batch(headers, body).events
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
-        return {}
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def build(settings: WebhookSettings, store: object) -> WebhookAdapter:
