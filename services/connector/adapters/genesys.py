@@ -43,11 +43,6 @@ import orjson
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.connector.adapters.genesys_settings import GenesysSettings
-from ccbridge.services.connector.adapters.rt import (
-    media_url,
-    message_text,
-    transcript_lines,
-)
 from ccbridge.services.connector.base import (
     Adapter,
     AgentMessage,
@@ -58,6 +53,11 @@ from ccbridge.services.connector.base import (
     OpenedCase,
     WebhookBatch,
     gather_all,
+)
+from ccbridge.services.connector.case_text import (
+    media_url,
+    message_text,
+    transcript_lines,
 )
 from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime import farside

@@ -36,11 +36,6 @@ from urllib.parse import quote
 import orjson
 
 from ccbridge.common.v1 import common_pb2
-from ccbridge.services.connector.adapters.rt import (
-    media_url,
-    message_text,
-    transcript_lines,
-)
 from ccbridge.services.connector.adapters.zendesk_settings import ZendeskSettings
 from ccbridge.services.connector.base import (
     Adapter,
@@ -51,6 +46,12 @@ from ccbridge.services.connector.base import (
     CaseToOpen,
     OpenedCase,
     WebhookBatch,
+)
+from ccbridge.services.connector.case_text import (
+    case_fields,
+    media_url,
+    message_text,
+    transcript_lines,
 )
 from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime import farside
@@ -128,22 +129,8 @@ def context_lines(case: CaseToOpen) -> list[str]:
         "Chat handed over by the Infobip bridge. Reply in this conversation to answer the",
         "customer; pass control back (or close the ticket) to end the chat.",
         "",
-        f"Conversation: {case.conversation_id}",
-        f"Channel: {case.channel}",
-        f"Customer: {case.end_user}",
+        *case_fields(case),
     ]
-    if case.queue:
-        head.append(f"Queue: {case.queue}")
-    if case.rule:
-        head.append(f"Routing rule: {case.rule}")
-    if case.skills:
-        head.append(f"Skills: {', '.join(case.skills)}")
-    if case.priority:
-        head.append(f"Priority: {case.priority}")
-    if case.tags:
-        head.append(f"Tags: {', '.join(case.tags)}")
-    if case.metadata:
-        head.append("Metadata: " + "; ".join(f"{k}={v}" for k, v in sorted(case.metadata.items())))
     if case.transcript_truncated:
         head.append("(Transcript capped: earlier messages left out.)")
     # Each line bounded, so the context always fits the first part (the full metadata

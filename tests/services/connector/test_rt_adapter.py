@@ -21,12 +21,12 @@ from ccbridge.common.v1 import common_pb2
 from ccbridge.services.connector.adapters.rt import (
     RtAdapter,
     build,
-    html_to_text,
     message_marker,
     requestor_address,
 )
 from ccbridge.services.connector.adapters.rt_settings import RtSettings
 from ccbridge.services.connector.base import AgentMessage, CaseClosedEvent, CaseEvent, CaseToOpen
+from ccbridge.services.connector.case_text import html_to_text
 from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime.errors import FarSideError
 from ccbridge.services.runtime.settings import SettingsError

@@ -18,7 +18,8 @@ import redis.asyncio as aioredis
 from ccbridge.common.v1 import common_pb2
 from ccbridge.gateway.__main__ import start
 from ccbridge.gateway.settings import GatewaySettings
-from ccbridge.services.connector.adapters.rt import RtAdapter, file_name, message_text
+from ccbridge.services.connector.adapters.rt import RtAdapter, file_name
+from ccbridge.services.connector.case_text import message_text
 from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime.media import MediaLinks, MediaProxySettings
 from ccbridge.services.runtime.settings import EnvReader
