@@ -44,10 +44,11 @@ from urllib.parse import parse_qs
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ccbridge.services.runtime.http_client import HttpClient, HttpFailure
+from ccbridge.simulators import agent_ui
 from ccbridge.simulators.genesys.models import fields, validate
 from ccbridge.simulators.genesys.state import (
     MAX_FILE_BYTES,
@@ -556,9 +557,6 @@ def create_app(
         config["bridge_webhook_url"] = url
         return JsonResponse({"bridgeWebhookUrl": url})
 
-    async def ui(request: Request) -> Response:
-        return HTMLResponse(_UI_HTML.read_text(encoding="utf-8"))
-
     api = "/api/v2/conversations/messages"
     return Starlette(
         routes=[
@@ -600,6 +598,6 @@ def create_app(
             Route("/_sim/files", put_file, methods=["POST"]),
             Route("/_sim/files/{file_id}", get_file, methods=["GET"]),
             Route("/_sim/config", set_config, methods=["POST"]),
-            Route("/_sim/ui", ui, methods=["GET"]),
+            *agent_ui.routes(_UI_HTML),
         ]
     )
