@@ -39,8 +39,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
-import orjson
-
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.connector.adapters.genesys_settings import GenesysSettings
 from ccbridge.services.connector.base import (
@@ -53,6 +51,7 @@ from ccbridge.services.connector.base import (
     OpenedCase,
     WebhookBatch,
     gather_all,
+    webhook_json,
 )
 from ccbridge.services.connector.case_text import (
     media_url,
@@ -63,7 +62,6 @@ from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime import farside
 from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unauthenticated
 from ccbridge.services.runtime.http_client import HttpAnswer, HttpClient, HttpFailure
-from ccbridge.services.runtime.json_depth import MAX_JSON_DEPTH, too_deep
 
 log = logging.getLogger(__name__)
 
@@ -266,12 +264,7 @@ def _agent_name(channel: Mapping[str, Any]) -> str:
 
 def parse_notification(body: bytes) -> WebhookBatch:
     """Parses a verified outbound notification (one normalized message)."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidArgument(f"body is not JSON ({exc})") from None
-    if too_deep(body, doc):
-        raise InvalidArgument(f"body nests deeper than {MAX_JSON_DEPTH} levels")
+    doc = webhook_json(body)
     if not isinstance(doc, dict):
         raise InvalidArgument("body must be a JSON object")
     channel = doc.get("channel")

@@ -46,6 +46,7 @@ from ccbridge.services.connector.base import (
     WebhookBatch,
     gather_all,
     may_start_post,
+    webhook_json,
 )
 from ccbridge.services.infobip.outbound import FILE_TYPES
 from ccbridge.services.runtime import farside
@@ -57,7 +58,6 @@ from ccbridge.services.runtime.http_client import (
     HttpFailure,
 )
 from ccbridge.services.runtime.ids import MESSAGE_ID_RULE, is_message_id
-from ccbridge.services.runtime.json_depth import MAX_JSON_DEPTH, too_deep
 
 log = logging.getLogger(__name__)
 
@@ -262,12 +262,7 @@ def _location(value: object, where: str) -> common_pb2.Location | None:
 
 def parse_events(body: bytes) -> WebhookBatch:
     """Parses a verified body: one event object or an array of them."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidArgument(f"body is not JSON ({exc})") from None
-    if too_deep(body, doc):
-        raise InvalidArgument(f"body nests deeper than {MAX_JSON_DEPTH} levels")
+    doc = webhook_json(body)
     items = doc if isinstance(doc, list) else [doc]
     if len(items) > MAX_EVENTS_PER_WEBHOOK:
         raise InvalidArgument(f"more than {MAX_EVENTS_PER_WEBHOOK} events in one webhook")

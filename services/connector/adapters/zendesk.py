@@ -46,6 +46,7 @@ from ccbridge.services.connector.base import (
     CaseToOpen,
     OpenedCase,
     WebhookBatch,
+    webhook_json,
 )
 from ccbridge.services.connector.case_text import (
     case_fields,
@@ -58,7 +59,6 @@ from ccbridge.services.runtime import farside
 from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unauthenticated
 from ccbridge.services.runtime.http_client import HttpAnswer, HttpClient, HttpFailure
 from ccbridge.services.runtime.ids import is_message_id
-from ccbridge.services.runtime.json_depth import MAX_JSON_DEPTH, too_deep
 from ccbridge.services.runtime.lease import release_if_held
 
 log = logging.getLogger(__name__)
@@ -306,12 +306,7 @@ def agent_message(conversation_id: str, message: Mapping[str, Any], where: str) 
 
 def parse_events(body: bytes, agent_integration: str) -> WebhookBatch:
     """The events of a verified webhook body (``{"app", "webhook", "events": [...]}``)."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidArgument(f"body is not JSON ({exc})") from None
-    if too_deep(body, doc):
-        raise InvalidArgument(f"body nests deeper than {MAX_JSON_DEPTH} levels")
+    doc = webhook_json(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
         raise InvalidArgument("body must be an object with an events array")
     items = doc["events"]
