@@ -62,6 +62,7 @@ from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime import farside
 from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unauthenticated
 from ccbridge.services.runtime.http_client import HttpAnswer, HttpClient, HttpFailure
+from ccbridge.services.runtime.redis import redis_text
 
 log = logging.getLogger(__name__)
 
@@ -508,7 +509,7 @@ class GenesysAdapter(Adapter):
 
     async def _record(self, external_id: str) -> dict[str, str]:
         raw = await self._redis.hgetall(self._store.genesys_case(external_id))
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {redis_text(k): redis_text(v) for k, v in raw.items()}
 
     # -- bridge → Genesys ----------------------------------------------------------------------
 
@@ -574,7 +575,7 @@ class GenesysAdapter(Adapter):
         done_key = self._store.genesys_message(external_id, idempotency_key or message.id)
         done = await self._redis.get(done_key)
         if done is not None:
-            return _text(done)
+            return redis_text(done)
         record = await self._record(external_id)
         if not record:
             raise FarSideError("genesys: no open case for this end user", retryable=False)
@@ -683,7 +684,7 @@ class GenesysAdapter(Adapter):
     async def _forget(self, external_id: str, conversation: str) -> None:
         key = self._store.genesys_case(external_id)
         current = await self._redis.hget(key, "conversation")
-        if current is None or _text(current) == conversation:
+        if current is None or redis_text(current) == conversation:
             await self._redis.delete(key)
             await self._redis.srem(self._store.genesys_open, external_id)
 
@@ -699,7 +700,9 @@ class GenesysAdapter(Adapter):
 
     async def poll(self) -> list[CaseEvent]:
         """A close event for each open case whose Genesys conversation has ended."""
-        members = sorted(_text(m) for m in await self._redis.smembers(self._store.genesys_open))
+        members = sorted(
+            redis_text(m) for m in await self._redis.smembers(self._store.genesys_open)
+        )
         gate = asyncio.Semaphore(POLL_CONCURRENCY)
 
         async def check(external_id: str) -> CaseEvent | None:
@@ -752,10 +755,6 @@ def is_closed(conversation: Mapping[str, Any] | None, *, since: float = 0.0) -> 
     agents = [p for p in participants if p.get("purpose") in ("agent", "user")]
     others = [p for p in participants if p.get("purpose") in _ACTIVE_PURPOSES]
     return bool(agents) and all(str(p.get("state")) in ENDED for p in others)
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def build(settings: GenesysSettings, store: ConnectorStore) -> GenesysAdapter:

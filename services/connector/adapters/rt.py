@@ -61,6 +61,7 @@ from ccbridge.services.runtime.http_client import (
 )
 from ccbridge.services.runtime.lease import LEASE_LUA, Lease, release_if_held
 from ccbridge.services.runtime.media import AgentFileLinks
+from ccbridge.services.runtime.redis import redis_text
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +377,7 @@ class RtAdapter(Adapter):
         raw = await self._redis.get(key)
         if raw is None:
             return None
-        return raw.decode() if isinstance(raw, bytes) else str(raw)
+        return redis_text(raw)
 
     async def _release(self, key: str, token: str) -> None:
         await release_if_held(self._redis, key, token)
@@ -782,7 +783,7 @@ class RtAdapter(Adapter):
         for key in (self._store.rt_queues, *([v1] if v1 else [])):
             found |= await self._redis.smembers(key)  # one slot each (Redis Cluster)
         for raw in sorted(found):
-            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            name = redis_text(raw)
             if name not in queues:
                 queues.append(name)
         return queues

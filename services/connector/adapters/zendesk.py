@@ -60,6 +60,7 @@ from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unau
 from ccbridge.services.runtime.http_client import HttpAnswer, HttpClient, HttpFailure
 from ccbridge.services.runtime.ids import is_message_id
 from ccbridge.services.runtime.lease import release_if_held
+from ccbridge.services.runtime.redis import redis_text
 
 log = logging.getLogger(__name__)
 
@@ -767,6 +768,4 @@ class ZendeskAdapter(Adapter):
 
 
 def _s(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode()
-    return "" if value is None else str(value)
+    return "" if value is None else redis_text(value)
