@@ -33,3 +33,29 @@ function wireUpDown(render) {
   document.getElementById("down").onclick = async () => { await post("/_sim/down"); render(); };
   document.getElementById("up").onclick = async () => { await post("/_sim/up"); render(); };
 }
+// A page listing cases, drawn now, every `everyMs` and after the bar's buttons: the status
+// line (`statusText` of /_sim/status), then the items of `listUrl` (`items` picks them out
+// of the answer) newest first, each drawn by `render` into #`rootId` (`empty` when there
+// are none). The list is left alone while the agent types in one of `fields`.
+// Returns the redraw function (for handlers that change something).
+function listPage({listUrl, items, render, rootId, empty, statusText, fields, everyMs}) {
+  async function redraw() {
+    try {
+      const [found, status] = await Promise.all([
+        fetch(listUrl).then(r => r.json()), fetch("/_sim/status").then(r => r.json())]);
+      document.getElementById("status").textContent = statusText(status);
+      const focused = document.activeElement && fields.includes(document.activeElement.name);
+      if (focused) return;  // do not re-render under the typing agent
+      const list = items(found);
+      const root = document.getElementById(rootId);
+      root.replaceChildren(...list.slice().reverse().map(render));
+      if (!list.length) root.append(el("p", "meta", empty));
+    } catch (e) {
+      document.getElementById("status").textContent = "simulator unreachable";
+    }
+  }
+  wireUpDown(redraw);
+  redraw();
+  setInterval(redraw, everyMs);
+  return redraw;
+}
