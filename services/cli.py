@@ -25,9 +25,9 @@ from ccbridge.services.connector.genesys_cli import add_genesys_commands
 from ccbridge.services.infobip.cli import add_infobip_commands
 from ccbridge.services.local.admin import add_admin_commands
 from ccbridge.services.local.doctor import add_doctor_command
+from ccbridge.services.local.settings_check import COMPONENTS
 from ccbridge.services.runtime.settings import SettingsError
 
-COMPONENTS = ("gateway", "session", "history", "routing", "connector")
 _MODULES = {
     "gateway": "ccbridge.gateway.__main__",
     "session": "ccbridge.services.session.__main__",

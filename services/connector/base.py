@@ -19,8 +19,11 @@ from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
+import orjson
+
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, NotFound
+from ccbridge.services.runtime.json_depth import MAX_JSON_DEPTH, too_deep
 
 # Cases the default post_customer_messages delivers at the same time.
 CASE_CONCURRENCY = 16
@@ -53,6 +56,18 @@ async def gather_all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+def webhook_json(body: bytes) -> object:
+    """A pushed webhook's (verified) body parsed; InvalidArgument when it is not JSON or
+    nests deeper than ``MAX_JSON_DEPTH`` levels. The adapter checks its shape."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"body is not JSON ({exc})") from None
+    if too_deep(body, doc):
+        raise InvalidArgument(f"body nests deeper than {MAX_JSON_DEPTH} levels")
+    return doc
 
 
 @dataclass(frozen=True)

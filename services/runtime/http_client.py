@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -87,6 +88,17 @@ class HttpAnswer:
     def json(self) -> object:
         """The body parsed as JSON (raises ValueError when it is not JSON)."""
         return orjson.loads(self.body)
+
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object; ``{}`` when it is empty, not JSON or not an object
+        (for answers whose content is optional: the caller checks what it needs)."""
+        if not self.body.strip():
+            return {}
+        try:
+            doc = orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            return {}
+        return doc if isinstance(doc, dict) else {}
 
 
 Params = Mapping[str, "str | int | Sequence[str]"]

@@ -31,7 +31,7 @@ import uuid
 
 from ccbridge.services.runtime.metrics import RuntimeMetrics
 from ccbridge.services.runtime.metrics import current as current_metrics
-from ccbridge.services.runtime.redis import RedisClient
+from ccbridge.services.runtime.redis import RedisClient, redis_text
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,6 @@ _RENEW = LEASE_LUA + "return lease_renew(KEYS[1], ARGV[1], ARGV[2], KEYS[2])"
 _RELEASE = LEASE_LUA + "return lease_release(KEYS[1], ARGV[1])"
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def release_if_held(redis: RedisClient, key: str, token: str) -> bool:
     """Deletes ``key`` only while it still holds ``token``: the release of a lease, or of
     a plain lock taken with ``SET key token NX PX`` (whose holder needs no fencing)."""
@@ -156,14 +152,16 @@ class Lease:
         raw = await self._acquire(keys=keys, args=[self.ttl_ms, holder])
         if raw is None and self.liveness is not None:
             owner = await self.r.get(self.key)
-            if owner and await self.liveness.gone(_text(owner)):
+            if owner and await self.liveness.gone(redis_text(owner)):
                 # Replaces exactly the dead holder's token (fencing holds).
-                raw = await self._take_over(keys=keys, args=[self.ttl_ms, holder, _text(owner)])
+                raw = await self._take_over(
+                    keys=keys, args=[self.ttl_ms, holder, redis_text(owner)]
+                )
                 if raw is not None:
                     log.info("took over lease %s from a replica that is gone", self.key)
                     if self._metrics is not None:
                         self._metrics.lease_taken_over(self.kind)
-        self.token = _text(raw) if raw is not None else None
+        self.token = redis_text(raw) if raw is not None else None
         return self.token
 
     async def renew(self) -> bool:

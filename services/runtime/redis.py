@@ -152,6 +152,12 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     return nodes, options
 
 
+def redis_text(value: object) -> str:
+    """A Redis reply as text: replies are bytes (``decode_responses=False``); some paths
+    (scripts, cluster pipelines) give str or numbers."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def create_redis(url: str, *, max_connections: int = 64) -> RedisClient:
     """Creates a client with timeouts and a short retry on connection errors."""
     options = _client_options(max_connections)

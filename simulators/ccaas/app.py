@@ -28,10 +28,11 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ccbridge.services.runtime.http_client import HttpClient, HttpFailure
+from ccbridge.simulators import agent_ui
 from ccbridge.simulators.ccaas.state import (
     MAX_FILE_BYTES,
     Answer,
@@ -546,9 +547,6 @@ def create_app(
         data, kind = found
         return Response(data, media_type=kind)
 
-    async def ui(request: Request) -> Response:
-        return HTMLResponse(_UI_HTML.read_text(encoding="utf-8"))
-
     app = Starlette(
         routes=[
             Route("/webhook", receive, methods=["POST"]),
@@ -569,7 +567,7 @@ def create_app(
             Route("/_sim/config", set_config, methods=["POST"]),
             Route("/_sim/files", put_file, methods=["POST"]),
             Route("/_sim/files/{file_id}", get_file, methods=["GET"]),
-            Route("/_sim/ui", ui, methods=["GET"]),
+            *agent_ui.routes(_UI_HTML),
         ]
     )
     app.state.ccaas = sim

@@ -44,10 +44,11 @@ from urllib.parse import parse_qs
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ccbridge.services.runtime.http_client import HttpClient, HttpFailure
+from ccbridge.simulators import agent_ui
 from ccbridge.simulators.genesys.models import fields, validate
 from ccbridge.simulators.genesys.state import (
     MAX_FILE_BYTES,
@@ -137,22 +138,22 @@ def create_app(
             return _error(401, "bad.credentials", "Invalid login credentials.")
         return None
 
-    async def json_body(request: Request) -> tuple[Any, Response | None]:
+    async def valid_body(request: Request, model: str, path: str) -> tuple[Any, Response | None]:
+        """The JSON body, recorded under ``path`` and checked against ``model``; else the
+        API's error answer (413, 400)."""
         raw = await request.body()
         if len(raw) > MAX_BODY_BYTES:
             return None, _error(413, "request.entity.too.large", "The body is too large")
         try:
-            return orjson.loads(raw), None
+            doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return None, _error(400, "bad.request", "The request body is not valid JSON")
-
-    def checked(path: str, model: str, doc: Any) -> Response | None:
         errors = validate(model, doc)
         state.record({"path": path, "model": model, "errors": errors, "body": doc})
         if errors:
             log.warning("genesys-sim: %s does not fit %s: %s", path, model, errors[:5])
-            return _error(400, "bad.request", f"{model}: " + "; ".join(errors[:10]))
-        return None
+            return None, _error(400, "bad.request", f"{model}: " + "; ".join(errors[:10]))
+        return doc, None
 
     def _integration(request: Request) -> Response | None:
         if request.path_params["integration_id"] != state.integration_id:
@@ -163,10 +164,7 @@ def create_app(
         refused = await gate(request) or _integration(request)
         if refused is not None:
             return refused
-        doc, problem = await json_body(request)
-        if problem is not None:
-            return problem
-        refused = checked(request.url.path, "OpenInboundNormalizedMessage", doc)
+        doc, refused = await valid_body(request, "OpenInboundNormalizedMessage", request.url.path)
         if refused is not None:
             return refused
         channel = doc["channel"]
@@ -219,10 +217,7 @@ def create_app(
         refused = await gate(request) or _integration(request)
         if refused is not None:
             return refused
-        doc, problem = await json_body(request)
-        if problem is not None:
-            return problem
-        refused = checked(request.url.path, "OpenInboundNormalizedEvent", doc)
+        doc, refused = await valid_body(request, "OpenInboundNormalizedEvent", request.url.path)
         if refused is not None:
             return refused
         sender = doc["channel"]["from"]
@@ -250,10 +245,7 @@ def create_app(
         refused = await gate(request) or _integration(request)
         if refused is not None:
             return refused
-        doc, problem = await json_body(request)
-        if problem is not None:
-            return problem
-        refused = checked(request.url.path, "OpenInboundNormalizedReceipt", doc)
+        doc, refused = await valid_body(request, "OpenInboundNormalizedReceipt", request.url.path)
         if refused is not None:
             return refused
         to = doc["channel"]["to"]
@@ -304,10 +296,9 @@ def create_app(
         refused = await gate(request) or _integration(request)
         if refused is not None:
             return refused
-        doc, problem = await json_body(request)
-        if problem is not None:
-            return problem
-        refused = checked("PATCH " + request.url.path, "OpenIntegrationUpdateRequest", doc)
+        doc, refused = await valid_body(
+            request, "OpenIntegrationUpdateRequest", "PATCH " + request.url.path
+        )
         if refused is not None:
             return refused
         if "outboundNotificationWebhookUrl" in doc:
@@ -335,10 +326,9 @@ def create_app(
         conversation = state.get(request.path_params["conversation_id"])
         if conversation is None:
             return _error(404, "not.found", "The conversation was not found")
-        doc, problem = await json_body(request)
-        if problem is not None:
-            return problem
-        refused = checked("PATCH " + request.url.path, "MediaParticipantRequest", doc)
+        doc, refused = await valid_body(
+            request, "MediaParticipantRequest", "PATCH " + request.url.path
+        )
         if refused is not None:
             return refused
         participant_id = request.path_params["participant_id"]
@@ -556,9 +546,6 @@ def create_app(
         config["bridge_webhook_url"] = url
         return JsonResponse({"bridgeWebhookUrl": url})
 
-    async def ui(request: Request) -> Response:
-        return HTMLResponse(_UI_HTML.read_text(encoding="utf-8"))
-
     api = "/api/v2/conversations/messages"
     return Starlette(
         routes=[
@@ -600,6 +587,6 @@ def create_app(
             Route("/_sim/files", put_file, methods=["POST"]),
             Route("/_sim/files/{file_id}", get_file, methods=["GET"]),
             Route("/_sim/config", set_config, methods=["POST"]),
-            Route("/_sim/ui", ui, methods=["GET"]),
+            *agent_ui.routes(_UI_HTML),
         ]
     )

@@ -40,10 +40,11 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ccbridge.services.runtime.http_client import HttpClient, HttpFailure
+from ccbridge.simulators import agent_ui
 from ccbridge.simulators.json_response import JsonResponse
 from ccbridge.simulators.zendesk.contract import Contract, ContractViolation
 
@@ -945,9 +946,6 @@ def create_app(
     async def deliveries(request: Request) -> Response:
         return JsonResponse({"deliveries": sim.deliveries[-500:]})
 
-    async def ui(request: Request) -> Response:
-        return HTMLResponse(_UI_HTML.read_text(encoding="utf-8"))
-
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
@@ -970,7 +968,7 @@ def create_app(
             Route("/_sim/conversations/{cid}/pass-back", pass_back, methods=["POST"]),
             Route("/_sim/files", store_file, methods=["POST"]),
             Route("/_sim/media/{mid}", get_media),
-            Route("/_sim/ui", ui),
+            *agent_ui.routes(_UI_HTML),
         ],
         lifespan=lifespan,
     )

@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -225,6 +226,20 @@ class WebhookDriver(FarSideDriver):
 
 
 _TRANSCRIPT_LINE = re.compile(r"^\[([^\]]*)\] (customer|bot|agent): (.*)$")
+
+
+def read_transcript(lines: Iterable[str], seen: list[TranscriptLine]) -> None:
+    """Appends the bridge's ``[time] role: text`` transcript lines to ``seen``; an indented
+    line continues the last one (also across transcript parts)."""
+    for line in lines:
+        match = _TRANSCRIPT_LINE.match(line)
+        if match:
+            seen.append(TranscriptLine(match[1], match[2], match[3]))
+        elif line.startswith("    ") and seen:  # a continuation of a multi-line text
+            last = seen[-1]
+            seen[-1] = TranscriptLine(last.at, last.role, f"{last.text}\n{line[4:]}")
+
+
 INACTIVE = frozenset({"resolved", "rejected", "deleted"})
 
 
@@ -322,13 +337,7 @@ class RtDriver(FarSideDriver):
         _, marker, lines = body.partition("Transcript (times UTC, oldest first)")
         assert marker, "the ticket's first message has no transcript"
         seen: list[TranscriptLine] = []
-        for line in lines.split("\n")[1:]:  # skip the rest of the heading line
-            match = _TRANSCRIPT_LINE.match(line)
-            if match:
-                seen.append(TranscriptLine(match[1], match[2], match[3]))
-            elif line.startswith("    ") and seen:  # a continuation of a multi-line text
-                last = seen[-1]
-                seen[-1] = TranscriptLine(last.at, last.role, f"{last.text}\n{line[4:]}")
+        read_transcript(lines.split("\n")[1:], seen)  # [1:]: the rest of the heading line
         return seen
 
     def _customer_posts(self, case: str) -> list[tuple[int, list[dict[str, Any]]]]:
@@ -502,13 +511,7 @@ class GenesysDriver(FarSideDriver):
         for part in parts:
             heading, _, body = str(part["text"]).partition("\n")
             assert heading.startswith("Transcript (times UTC, oldest first)"), heading
-            for line in body.split("\n"):
-                match = _TRANSCRIPT_LINE.match(line)
-                if match:
-                    seen.append(TranscriptLine(match[1], match[2], match[3]))
-                elif line.startswith("    ") and seen:
-                    last = seen[-1]
-                    seen[-1] = TranscriptLine(last.at, last.role, f"{last.text}\n{line[4:]}")
+            read_transcript(body.split("\n"), seen)
         return seen
 
     def _customer(self, case: str) -> list[dict[str, Any]]:
@@ -632,13 +635,7 @@ class ZendeskDriver(FarSideDriver):
                 continue
             lines = str(message["content"]["text"]).split("\n")
             start = next(i for i, line in enumerate(lines) if _ZENDESK_HEADING.match(line))
-            for line in lines[start + 1 :]:
-                match = _TRANSCRIPT_LINE.match(line)
-                if match:
-                    seen.append(TranscriptLine(match[1], match[2], match[3]))
-                elif line.startswith("    ") and seen:
-                    last = seen[-1]
-                    seen[-1] = TranscriptLine(last.at, last.role, f"{last.text}\n{line[4:]}")
+            read_transcript(lines[start + 1 :], seen)
         return seen
 
     def customer_messages(self, case: str) -> list[str]:

@@ -121,6 +121,8 @@ def test_installed_wheel_works_without_the_source_tree(tmp_path: Path) -> None:
         "assert not any(importlib.util.find_spec(n)"
         " for n in ('services', 'gateway', 'simulators'));"
         "assert files('ccbridge.simulators.ccaas').joinpath('ui.html').is_file();"
+        "assert files('ccbridge.simulators').joinpath('agent_ui.js').is_file();"
+        "assert files('ccbridge.simulators').joinpath('agent_ui.css').is_file();"
         # The Infobip simulator's contract (package data) loads without the source tree.
         "from ccbridge.simulators.infobip.contract import default_contract;"
         "assert default_contract().match('POST', '/ccaas/1/conversations/c/messages');"

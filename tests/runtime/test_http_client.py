@@ -17,6 +17,7 @@ from ccbridge.services.runtime.http_client import (
     AnswerTooLarge,
     ConnectFailed,
     ConnectionLost,
+    HttpAnswer,
     HttpClient,
     InvalidRequest,
     RequestTimeout,
@@ -49,6 +50,21 @@ async def test_request_and_answer() -> None:
     assert (put.headers["user-agent"], put.headers["x-call"]) == ("t/1", "1")
     assert put.json() == {"text": "žuta 😀", "n": 1}
     assert (post.body, post.headers["content-type"], raw.ok) == (b"\x00bytes", "x/y", True)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"a": [1]}', {"a": [1]}),
+        (b"", {}),
+        (b"  \n", {}),
+        (b"<html>", {}),
+        (b"[1, 2]", {}),
+        (b'"text"', {}),
+    ],
+)
+def test_json_object_is_the_body_object_or_empty(body: bytes, expected: object) -> None:
+    assert HttpAnswer(200, {}, body).json_object() == expected
 
 
 async def test_failure_answers_are_answers_and_redirects_are_not_followed() -> None:

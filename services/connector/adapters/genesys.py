@@ -39,15 +39,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
-import orjson
-
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.connector.adapters.genesys_settings import GenesysSettings
-from ccbridge.services.connector.adapters.rt import (
-    media_url,
-    message_text,
-    transcript_lines,
-)
 from ccbridge.services.connector.base import (
     Adapter,
     AgentMessage,
@@ -58,12 +51,18 @@ from ccbridge.services.connector.base import (
     OpenedCase,
     WebhookBatch,
     gather_all,
+    webhook_json,
+)
+from ccbridge.services.connector.case_text import (
+    media_url,
+    message_text,
+    transcript_lines,
 )
 from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime import farside
 from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unauthenticated
 from ccbridge.services.runtime.http_client import HttpAnswer, HttpClient, HttpFailure
-from ccbridge.services.runtime.json_depth import MAX_JSON_DEPTH, too_deep
+from ccbridge.services.runtime.redis import redis_text
 
 log = logging.getLogger(__name__)
 
@@ -266,12 +265,7 @@ def _agent_name(channel: Mapping[str, Any]) -> str:
 
 def parse_notification(body: bytes) -> WebhookBatch:
     """Parses a verified outbound notification (one normalized message)."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidArgument(f"body is not JSON ({exc})") from None
-    if too_deep(body, doc):
-        raise InvalidArgument(f"body nests deeper than {MAX_JSON_DEPTH} levels")
+    doc = webhook_json(body)
     if not isinstance(doc, dict):
         raise InvalidArgument("body must be a JSON object")
     channel = doc.get("channel")
@@ -385,7 +379,7 @@ class TokenCache:
             if answer.status in (400, 401):  # wrong client id/secret: an operator's fix
                 error = FarSideError(str(error), retryable=True, status=answer.status)
             raise error
-        doc = _json_object(answer.body)
+        doc = answer.json_object()
         token = doc.get("access_token")
         expires_in = doc.get("expires_in")
         if not isinstance(token, str) or not token:
@@ -509,13 +503,13 @@ class GenesysAdapter(Adapter):
             body=body,
             params={"prefetchConversationId": "true"},
         )
-        return _json_object(answer.body)
+        return answer.json_object()
 
     # -- records -----------------------------------------------------------------------------
 
     async def _record(self, external_id: str) -> dict[str, str]:
         raw = await self._redis.hgetall(self._store.genesys_case(external_id))
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {redis_text(k): redis_text(v) for k, v in raw.items()}
 
     # -- bridge → Genesys ----------------------------------------------------------------------
 
@@ -581,7 +575,7 @@ class GenesysAdapter(Adapter):
         done_key = self._store.genesys_message(external_id, idempotency_key or message.id)
         done = await self._redis.get(done_key)
         if done is not None:
-            return _text(done)
+            return redis_text(done)
         record = await self._record(external_id)
         if not record:
             raise FarSideError("genesys: no open case for this end user", retryable=False)
@@ -673,7 +667,7 @@ class GenesysAdapter(Adapter):
             f"/api/v2/conversations/messages/{quote(conversation, safe='')}",
             allow=frozenset({404}),
         )
-        return None if answer.status == 404 else _json_object(answer.body)
+        return None if answer.status == 404 else answer.json_object()
 
     async def _customer(self, conversation: str) -> dict[str, Any] | None:
         found = await self._conversation(conversation)
@@ -690,7 +684,7 @@ class GenesysAdapter(Adapter):
     async def _forget(self, external_id: str, conversation: str) -> None:
         key = self._store.genesys_case(external_id)
         current = await self._redis.hget(key, "conversation")
-        if current is None or _text(current) == conversation:
+        if current is None or redis_text(current) == conversation:
             await self._redis.delete(key)
             await self._redis.srem(self._store.genesys_open, external_id)
 
@@ -706,7 +700,9 @@ class GenesysAdapter(Adapter):
 
     async def poll(self) -> list[CaseEvent]:
         """A close event for each open case whose Genesys conversation has ended."""
-        members = sorted(_text(m) for m in await self._redis.smembers(self._store.genesys_open))
+        members = sorted(
+            redis_text(m) for m in await self._redis.smembers(self._store.genesys_open)
+        )
         gate = asyncio.Semaphore(POLL_CONCURRENCY)
 
         async def check(external_id: str) -> CaseEvent | None:
@@ -759,20 +755,6 @@ def is_closed(conversation: Mapping[str, Any] | None, *, since: float = 0.0) -> 
     agents = [p for p in participants if p.get("purpose") in ("agent", "user")]
     others = [p for p in participants if p.get("purpose") in _ACTIVE_PURPOSES]
     return bool(agents) and all(str(p.get("state")) in ENDED for p in others)
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
-        return {}
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def build(settings: GenesysSettings, store: ConnectorStore) -> GenesysAdapter:

@@ -23,14 +23,10 @@ import logging
 import mimetypes
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from html.parser import HTMLParser
 from typing import Any, Literal
 from urllib.parse import quote
-
-import orjson
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.connector.adapters.rt_settings import RtSettings
@@ -42,6 +38,16 @@ from ccbridge.services.connector.base import (
     CaseEvent,
     CaseToOpen,
     OpenedCase,
+)
+from ccbridge.services.connector.case_text import (
+    as_list,
+    author_role,
+    case_fields,
+    content_of,
+    html_to_text,
+    media_url,
+    message_text,
+    transcript_lines,
 )
 from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime import farside
@@ -55,6 +61,7 @@ from ccbridge.services.runtime.http_client import (
 )
 from ccbridge.services.runtime.lease import LEASE_LUA, Lease, release_if_held
 from ccbridge.services.runtime.media import AgentFileLinks
+from ccbridge.services.runtime.redis import redis_text
 
 log = logging.getLogger(__name__)
 
@@ -121,37 +128,10 @@ def requestor_address(channel: str, end_user: str, conversation_id: str, domain:
     return f"{local or 'customer'}@{domain}"
 
 
-def _content(message: common_pb2.Message) -> dict[str, Any]:
-    try:
-        loaded = orjson.loads(message.content_json) if message.content_json else {}
-    except ValueError:
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
-
-
-MEDIA_KINDS = frozenset(
-    {"IMAGE", "VIDEO", "DOCUMENT", "AUDIO", "FILE", "VOICE", "VIBER_BOT_VIDEO", "VIBER_BOT_FILE"}
-)
-"""Content types whose ``content.url`` is the file itself (attached to the ticket)."""
-
-_MAX_RAW_CHARS = 4000
-
-
-def media_url(message: common_pb2.Message) -> str:
-    """The URL of the file a media message carries ('' for other messages)."""
-    content = _content(message)
-    url = content.get("url")
-    if message.content_type.upper() == "RCS_FILE" and isinstance(content.get("file"), dict):
-        url = content["file"].get("url")
-    if message.content_type.upper() not in MEDIA_KINDS | {"RCS_FILE"}:
-        return ""
-    return url if isinstance(url, str) and url.startswith(("http://", "https://")) else ""
-
-
 def file_name(message: common_pb2.Message, disposition: str, mime_type: str) -> str:
     """The attachment's file name: the content's, else the download's
     Content-Disposition, else ``<type>-<message id><extension of the MIME type>``."""
-    content = _content(message)
+    content = content_of(message)
     name = next(
         (content[k] for k in ("filename", "fileName", "name") if isinstance(content.get(k), str)),
         "",
@@ -163,79 +143,6 @@ def file_name(message: common_pb2.Message, disposition: str, mime_type: str) -> 
         extension = mimetypes.guess_extension(mime_type) or ""
         name = f"{message.content_type.lower() or 'file'}-{message.id[:64]}{extension}"
     return re.sub(r"[\\/\x00-\x1f]+", "_", name).strip(" .")[:200] or "file"
-
-
-def _contact_text(content: dict[str, Any]) -> str:
-    people = []
-    for contact in _list(content.get("contacts")):
-        if not isinstance(contact, dict):
-            continue
-        found = contact.get("name")
-        name: dict[str, Any] = found if isinstance(found, dict) else {}
-        label = name.get("formatted_name") or " ".join(
-            str(name[k]) for k in ("first_name", "last_name") if name.get(k)
-        )
-        phones = [str(p.get("phone")) for p in _list(contact.get("phones")) if isinstance(p, dict)]
-        emails = [str(e.get("email")) for e in _list(contact.get("emails")) if isinstance(e, dict)]
-        people.append(", ".join(str(p) for p in (label, *phones, *emails) if p))
-    return "; ".join(people)
-
-
-def message_text(message: common_pb2.Message) -> str:
-    """Readable text of an Infobip message. Nothing is dropped: a content type without a
-    rendering of its own shows its content as JSON after ``[<type>]``."""
-    content = _content(message)
-    kind = (message.content_type or "TEXT").upper()
-    text = content.get("text")
-    if kind == "TEXT" and isinstance(text, str):
-        return text
-    if media_url(message) or kind in MEDIA_KINDS:
-        parts = [f"[{kind.lower()}]", media_url(message) or str(content.get("url", ""))]
-        parts += [str(content[k]) for k in ("caption", "text") if content.get(k)]
-        return " ".join(p for p in parts if p)
-    if kind == "LOCATION":
-        where = f"{content.get('latitude', '?')},{content.get('longitude', '?')}"
-        extra = [str(content[k]) for k in ("locationName", "name", "address") if content.get(k)]
-        return " ".join(["[location]", where, *extra])
-    if kind == "EMAIL":
-        body = content.get("contentText")
-        if not isinstance(body, str) and isinstance(content.get("contentHtml"), str):
-            body = html_to_text(str(content["contentHtml"]))
-        subject = content.get("subject")
-        # Marked like every other non-TEXT type: the agent sees it was an e-mail.
-        return "\n".join(str(p) for p in (f"[email] {subject or ''}".rstrip(), body) if p)
-    if kind == "CONTACT" and _contact_text(content):
-        return f"[contact] {_contact_text(content)}"
-    if isinstance(text, str) and text:
-        return f"[{kind.lower()}] {text}" if kind != "TEXT" else text
-    raw = orjson.dumps(content).decode() if content else ""
-    if len(raw) > _MAX_RAW_CHARS:
-        raw = raw[: _MAX_RAW_CHARS - 1] + "…"
-    return f"[{kind.lower()}] {raw}".rstrip()
-
-
-def author_role(message: common_pb2.Message) -> Literal["customer", "agent", "bot"]:
-    if message.direction == common_pb2.DIRECTION_INBOUND:
-        return "customer"
-    return "agent" if message.author_type.upper() == "AGENT" else "bot"
-
-
-def _timestamp(message: common_pb2.Message) -> str:
-    if not message.HasField("created_at") or message.created_at.seconds <= 0:
-        return "?"
-    moment = datetime.fromtimestamp(message.created_at.seconds, tz=UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def transcript_lines(transcript: Iterable[common_pb2.Message]) -> list[str]:
-    """``[time] customer|bot|agent: text``, one line per message (continuations indented)."""
-    lines = []
-    for message in transcript:
-        text = message_text(message).replace("\r\n", "\n").strip("\n")
-        first, *rest = text.split("\n") or [""]
-        lines.append(f"[{_timestamp(message)}] {author_role(message)}: {first}")
-        lines.extend(f"    {line}" for line in rest)
-    return lines
 
 
 def case_subject(case: CaseToOpen) -> str:
@@ -252,98 +159,13 @@ def case_content(case: CaseToOpen) -> str:
         "Chat handed over by the Infobip bridge. Reply here to answer the customer;",
         "comments stay internal. Resolve the ticket to end the chat.",
         "",
-        f"Conversation: {case.conversation_id}",
-        f"Channel: {case.channel}",
-        f"Customer: {case.end_user}",
+        # No Queue line: the ticket is in its queue.
+        *case_fields(case, queue=False),
     ]
-    if case.rule:
-        head.append(f"Routing rule: {case.rule}")
-    if case.skills:
-        head.append(f"Skills: {', '.join(case.skills)}")
-    if case.priority:
-        head.append(f"Priority: {case.priority}")
-    if case.tags:
-        head.append(f"Tags: {', '.join(case.tags)}")
-    if case.metadata:
-        head.append("Metadata: " + "; ".join(f"{k}={v}" for k, v in sorted(case.metadata.items())))
     note = " (capped: earlier messages left out)" if case.transcript_truncated else ""
     head += ["", f"Transcript (times UTC, oldest first){note}:"]
     body = transcript_lines(case.transcript) or ["(no messages)"]
     return "\n".join(head + body) + "\n"
-
-
-class _HtmlText(HTMLParser):
-    """HTML (RT's rich-text editor) → readable plain text."""
-
-    _BLOCK = frozenset(
-        {
-            "p",
-            "div",
-            "br",
-            "tr",
-            "table",
-            "ul",
-            "ol",
-            "blockquote",
-            "pre",
-            "h1",
-            "h2",
-            "h3",
-            "h4",
-            "h5",
-            "h6",
-            "hr",
-            "section",
-            "article",
-        }
-    )
-    _SKIP = frozenset({"script", "style", "head", "title"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self._skip = 0
-        self._pre = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._SKIP:
-            self._skip += 1
-        elif tag == "li":
-            self.out.append("\n- ")
-        elif tag in {"td", "th"}:
-            self.out.append(" ")
-        elif tag in self._BLOCK:
-            self.out.append("\n")
-            if tag == "pre":
-                self._pre += 1
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in {"br", "hr"}:
-            self.out.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP:
-            self._skip = max(0, self._skip - 1)
-        elif tag in self._BLOCK and tag != "br":
-            self.out.append("\n")
-            if tag == "pre":
-                self._pre = max(0, self._pre - 1)
-
-    def handle_data(self, data: str) -> None:
-        if self._skip:
-            return
-        self.out.append(data if self._pre else re.sub(r"\s+", " ", data))
-
-    def text(self) -> str:
-        lines = [line.strip() for line in "".join(self.out).replace("\xa0", " ").split("\n")]
-        return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-
-
-def html_to_text(markup: str) -> str:
-    parser = _HtmlText()
-    parser.feed(markup)
-    parser.close()
-    return parser.text()
 
 
 def _rt_message(answer: HttpAnswer) -> str:
@@ -368,11 +190,6 @@ def item_id(item: Mapping[str, Any]) -> int | None:
     if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     return None
-
-
-def _list(value: Any) -> list[Any]:
-    """A REST2 list field; anything else is empty."""
-    return value if isinstance(value, list) else []
 
 
 def _user_id(value: Any) -> str:
@@ -560,7 +377,7 @@ class RtAdapter(Adapter):
         raw = await self._redis.get(key)
         if raw is None:
             return None
-        return raw.decode() if isinstance(raw, bytes) else str(raw)
+        return redis_text(raw)
 
     async def _release(self, key: str, token: str) -> None:
         await release_if_held(self._redis, key, token)
@@ -966,7 +783,7 @@ class RtAdapter(Adapter):
         for key in (self._store.rt_queues, *([v1] if v1 else [])):
             found |= await self._redis.smembers(key)  # one slot each (Redis Cluster)
         for raw in sorted(found):
-            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            name = redis_text(raw)
             if name not in queues:
                 queues.append(name)
         return queues
@@ -1027,11 +844,11 @@ class RtAdapter(Adapter):
                 body = {}
             body = body if isinstance(body, dict) else {}
             conversation = ""
-            for cf in _list(body.get("CustomFields")):
+            for cf in as_list(body.get("CustomFields")):
                 if isinstance(cf, dict) and cf.get("name") == self.settings.conversation_field:
-                    values = _list(cf.get("values"))
+                    values = as_list(cf.get("values"))
                     conversation = values[0] if values and isinstance(values[0], str) else ""
-            requestors = frozenset(_user_id(p).lower() for p in _list(body.get("Requestor")))
+            requestors = frozenset(_user_id(p).lower() for p in as_list(body.get("Requestor")))
             cache[ticket_id] = _Ticket(requestors=requestors, conversation_id=conversation)
         return cache[ticket_id]
 

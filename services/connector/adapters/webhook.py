@@ -46,6 +46,7 @@ from ccbridge.services.connector.base import (
     WebhookBatch,
     gather_all,
     may_start_post,
+    webhook_json,
 )
 from ccbridge.services.infobip.outbound import FILE_TYPES
 from ccbridge.services.runtime import farside
@@ -57,7 +58,6 @@ from ccbridge.services.runtime.http_client import (
     HttpFailure,
 )
 from ccbridge.services.runtime.ids import MESSAGE_ID_RULE, is_message_id
-from ccbridge.services.runtime.json_depth import MAX_JSON_DEPTH, too_deep
 
 log = logging.getLogger(__name__)
 
@@ -262,12 +262,7 @@ def _location(value: object, where: str) -> common_pb2.Location | None:
 
 def parse_events(body: bytes) -> WebhookBatch:
     """Parses a verified body: one event object or an array of them."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidArgument(f"body is not JSON ({exc})") from None
-    if too_deep(body, doc):
-        raise InvalidArgument(f"body nests deeper than {MAX_JSON_DEPTH} levels")
+    doc = webhook_json(body)
     items = doc if isinstance(doc, list) else [doc]
     if len(items) > MAX_EVENTS_PER_WEBHOOK:
         raise InvalidArgument(f"more than {MAX_EVENTS_PER_WEBHOOK} events in one webhook")
@@ -681,7 +676,7 @@ class WebhookAdapter(Adapter):
         if not answer.ok:
             raise self._status_error(event_type, answer, now)
         replayed = answer.headers.get(REPLAYED_HEADER, "").lower() == "true"
-        return _json_object(answer.body), replayed
+        return answer.json_object(), replayed
 
     async def _post(
         self, what: str, body: bytes, headers: Mapping[str, str], *, operation: str
@@ -724,16 +719,6 @@ class WebhookAdapter(Adapter):
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> list[CaseEvent]:
         return self.parse_webhook_batch(headers, body).events
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    if not raw.strip():
-        return {}
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
 
 
 def build(settings: WebhookSettings, store: object) -> WebhookAdapter:

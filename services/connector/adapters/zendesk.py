@@ -36,11 +36,6 @@ from urllib.parse import quote
 import orjson
 
 from ccbridge.common.v1 import common_pb2
-from ccbridge.services.connector.adapters.rt import (
-    media_url,
-    message_text,
-    transcript_lines,
-)
 from ccbridge.services.connector.adapters.zendesk_settings import ZendeskSettings
 from ccbridge.services.connector.base import (
     Adapter,
@@ -51,14 +46,21 @@ from ccbridge.services.connector.base import (
     CaseToOpen,
     OpenedCase,
     WebhookBatch,
+    webhook_json,
+)
+from ccbridge.services.connector.case_text import (
+    case_fields,
+    media_url,
+    message_text,
+    transcript_lines,
 )
 from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime import farside
 from ccbridge.services.runtime.errors import FarSideError, InvalidArgument, Unauthenticated
 from ccbridge.services.runtime.http_client import HttpAnswer, HttpClient, HttpFailure
 from ccbridge.services.runtime.ids import is_message_id
-from ccbridge.services.runtime.json_depth import MAX_JSON_DEPTH, too_deep
 from ccbridge.services.runtime.lease import release_if_held
+from ccbridge.services.runtime.redis import redis_text
 
 log = logging.getLogger(__name__)
 
@@ -128,22 +130,8 @@ def context_lines(case: CaseToOpen) -> list[str]:
         "Chat handed over by the Infobip bridge. Reply in this conversation to answer the",
         "customer; pass control back (or close the ticket) to end the chat.",
         "",
-        f"Conversation: {case.conversation_id}",
-        f"Channel: {case.channel}",
-        f"Customer: {case.end_user}",
+        *case_fields(case),
     ]
-    if case.queue:
-        head.append(f"Queue: {case.queue}")
-    if case.rule:
-        head.append(f"Routing rule: {case.rule}")
-    if case.skills:
-        head.append(f"Skills: {', '.join(case.skills)}")
-    if case.priority:
-        head.append(f"Priority: {case.priority}")
-    if case.tags:
-        head.append(f"Tags: {', '.join(case.tags)}")
-    if case.metadata:
-        head.append("Metadata: " + "; ".join(f"{k}={v}" for k, v in sorted(case.metadata.items())))
     if case.transcript_truncated:
         head.append("(Transcript capped: earlier messages left out.)")
     # Each line bounded, so the context always fits the first part (the full metadata
@@ -319,12 +307,7 @@ def agent_message(conversation_id: str, message: Mapping[str, Any], where: str) 
 
 def parse_events(body: bytes, agent_integration: str) -> WebhookBatch:
     """The events of a verified webhook body (``{"app", "webhook", "events": [...]}``)."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidArgument(f"body is not JSON ({exc})") from None
-    if too_deep(body, doc):
-        raise InvalidArgument(f"body nests deeper than {MAX_JSON_DEPTH} levels")
+    doc = webhook_json(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
         raise InvalidArgument("body must be an object with an events array")
     items = doc["events"]
@@ -785,6 +768,4 @@ class ZendeskAdapter(Adapter):
 
 
 def _s(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode()
-    return "" if value is None else str(value)
+    return "" if value is None else redis_text(value)

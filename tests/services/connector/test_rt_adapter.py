@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -21,12 +21,12 @@ from ccbridge.common.v1 import common_pb2
 from ccbridge.services.connector.adapters.rt import (
     RtAdapter,
     build,
-    html_to_text,
     message_marker,
     requestor_address,
 )
 from ccbridge.services.connector.adapters.rt_settings import RtSettings
 from ccbridge.services.connector.base import AgentMessage, CaseClosedEvent, CaseEvent, CaseToOpen
+from ccbridge.services.connector.case_text import html_to_text
 from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime.errors import FarSideError
 from ccbridge.services.runtime.settings import SettingsError
@@ -101,45 +101,6 @@ def _settings(peer: RtPeer, **overrides: str) -> RtSettings:
     }
     env.update(overrides)
     return RtSettings.from_env({"CCBRIDGE_MESH_INSECURE": "true", **env})
-
-
-@pytest.fixture
-async def make_adapter(
-    rt_peer: RtPeer,
-    redis_client: aioredis.Redis,
-) -> AsyncIterator[Callable[..., RtAdapter]]:
-    made: list[RtAdapter] = []
-
-    def make(**overrides: str) -> RtAdapter:
-        adapter = RtAdapter(_settings(rt_peer, **overrides), ConnectorStore(redis_client))
-        made.append(adapter)
-        return adapter
-
-    try:
-        yield make
-    finally:
-        for adapter in made:
-            await adapter.aclose()
-
-
-@pytest.fixture
-async def agent(rt_peer: RtPeer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=rt_peer.rest2,
-        timeout=10,
-        headers={"Authorization": f"token {rt_peer.agent_token}"},
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-async def bridge_http(rt_peer: RtPeer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=rt_peer.rest2,
-        timeout=10,
-        headers={"Authorization": f"token {rt_peer.bridge_token}"},
-    ) as client:
-        yield client
 
 
 async def _history(client: httpx.AsyncClient, ticket: str) -> list[dict[str, Any]]:

@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.services.connector.adapters.rt import RtAdapter, infobip_kind, is_file
 from ccbridge.services.connector.base import AgentMessage, CaseEvent
-from ccbridge.services.connector.store import ConnectorStore
 from ccbridge.services.runtime.errors import FarSideError, NotFound, OutOfRange
 from ccbridge.services.runtime.media import ConnectorFile, verify
 from ccbridge.services.runtime.settings import Secret
-from tests.services.connector.test_rt_adapter import _case, _history, _mine, _poll_all, _settings
-from tests.support.rt import RtPeer
+from tests.services.connector.test_rt_adapter import _case, _history, _mine, _poll_all
 
 pytestmark = pytest.mark.rt
 
@@ -36,44 +33,6 @@ MEDIA_ON = {
     "CCBRIDGE_PUBLIC_URL": PUBLIC,
     "CCBRIDGE_MEDIA_SECRET": SECRET,
 }
-
-
-@pytest.fixture
-async def make_adapter(
-    rt_peer: RtPeer, redis_client: aioredis.Redis
-) -> AsyncIterator[Callable[..., RtAdapter]]:
-    made: list[RtAdapter] = []
-
-    def make(**env: str) -> RtAdapter:
-        adapter = RtAdapter(_settings(rt_peer, **env), ConnectorStore(redis_client))
-        made.append(adapter)
-        return adapter
-
-    try:
-        yield make
-    finally:
-        for adapter in made:
-            await adapter.aclose()
-
-
-@pytest.fixture
-async def agent(rt_peer: RtPeer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=rt_peer.rest2,
-        timeout=10,
-        headers={"Authorization": f"token {rt_peer.agent_token}"},
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-async def bridge_http(rt_peer: RtPeer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=rt_peer.rest2,
-        timeout=10,
-        headers={"Authorization": f"token {rt_peer.bridge_token}"},
-    ) as client:
-        yield client
 
 
 def _file(name: str, kind: str, data: bytes) -> dict[str, str]:

@@ -13,16 +13,15 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from ccbridge.common.v1 import common_pb2
 from ccbridge.gateway.__main__ import start
 from ccbridge.gateway.settings import GatewaySettings
-from ccbridge.services.connector.adapters.rt import RtAdapter, file_name, message_text
-from ccbridge.services.connector.store import ConnectorStore
+from ccbridge.services.connector.adapters.rt import RtAdapter, file_name
+from ccbridge.services.connector.case_text import message_text
 from ccbridge.services.runtime.media import MediaLinks, MediaProxySettings
 from ccbridge.services.runtime.settings import EnvReader
-from tests.services.connector.test_rt_adapter import _case, _msg, _settings
+from tests.services.connector.test_rt_adapter import _case, _msg
 from tests.simulators.infobip.harness import API_KEY, Sim, served_sim
 from tests.support.far_side import closed_port
 from tests.support.rt import RtPeer
@@ -37,24 +36,6 @@ PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 64  # a 16 KiB "JPEG"
 async def sim() -> AsyncIterator[Sim]:
     async with served_sim() as sim:
         yield sim
-
-
-@pytest.fixture
-async def make_adapter(
-    rt_peer: RtPeer, redis_client: aioredis.Redis
-) -> AsyncIterator[Callable[..., RtAdapter]]:
-    made: list[RtAdapter] = []
-
-    def make(**overrides: str) -> RtAdapter:
-        adapter = RtAdapter(_settings(rt_peer, **overrides), ConnectorStore(redis_client))
-        made.append(adapter)
-        return adapter
-
-    try:
-        yield make
-    finally:
-        for adapter in made:
-            await adapter.aclose()
 
 
 @pytest.fixture

@@ -422,7 +422,7 @@ async def test_an_agent_sends_files_and_a_place_and_hears_of_a_failure(
     assert (agent["attachments"], agent["location"]) == (files, place)
     assert agent["delivery"] == "not delivered: not sendable on SMS"
     assert [f["messageId"] for f in case["failures"]] == [message_id]
-    ui = (await client.get("/_sim/ui")).text
+    ui = (await client.get("/_sim/ui")).text + (await client.get("/_sim/ui.js")).text
     assert "img" in ui and "attachments" in ui
 
 
