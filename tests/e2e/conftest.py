@@ -30,7 +30,11 @@ def mesh(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[M
     rules = tmp_path_factory.mktemp("routing") / "rules.yaml"
     rules.write_text(ROUTING_RULES)
     log_dir = Path(tmp_path_factory.mktemp("mesh-logs"))
-    with running_mesh(redis_url, log_dir, {"CCBRIDGE_ROUTING_RULES": str(rules)}) as handle:
+    # With the metrics listeners: tests/e2e/test_metrics.py and test_monitoring_metrics.py
+    # scrape them.
+    with running_mesh(
+        redis_url, log_dir, {"CCBRIDGE_ROUTING_RULES": str(rules)}, metrics=True
+    ) as handle:
         yield handle
 
 

@@ -99,10 +99,15 @@ def _submit(browser: object, css: str) -> None:
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
+    from selenium.common.exceptions import WebDriverException
+
     assert isinstance(browser, WebDriver)
     page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, css).click()
-    wait = WebDriverWait(browser, 60)
+    # Chromium may answer a probe of the old page's node mid-navigation with "Node with
+    # given id does not belong to the document" (a WebDriverException, not a stale
+    # element): that probe is retried, the next one sees the node stale.
+    wait = WebDriverWait(browser, 60, ignored_exceptions=(WebDriverException,))
     wait.until(expected_conditions.staleness_of(page))
     # And until the next page is whole (WebDriver's own script, which the pages' CSP does
     # not govern).

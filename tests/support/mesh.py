@@ -167,7 +167,7 @@ def start_component(mesh: Mesh, name: str) -> None:
     env = mesh.env
     if role != name:
         env = {**mesh.env, PORT_ENV[role]: str(mesh.ports[name])}
-        if role in METRICS_PORT_ENV:
+        if role in METRICS_PORT_ENV and name in mesh.metrics_ports:
             env[METRICS_PORT_ENV[role]] = str(mesh.metrics_ports[name])
     mesh.group.start(name, env, mesh.ports[name], identity=role)
     mesh.group.wait_ready(name, "http:/readyz" if role == "gateway" else "grpc", peer=role)
@@ -183,7 +183,7 @@ def scale_out(mesh: Mesh, replicas: Mapping[str, int]) -> list[str]:
         names[role] += [f"{role}-{i}" for i in range(2, count + 1)]
         for name in names[role][1:]:
             mesh.ports[name] = free_port()
-            if role in METRICS_PORT_ENV:
+            if role in METRICS_PORT_ENV and role in mesh.metrics_ports:
                 mesh.metrics_ports[name] = free_port()
         if role in ADDR_ENV:
             mesh.env[ADDR_ENV[role]] = "ipv4:" + ",".join(
@@ -205,12 +205,16 @@ def running_mesh(
     *,
     mtls: bool = True,
     own_env: Mapping[str, Mapping[str, str]] | None = None,
+    metrics: bool = False,
 ) -> Iterator[Mesh]:
     """Both simulators and the five components as processes on loopback, with short
     timers (crash recovery and outages resolve in seconds) and ``extra_env`` on top.
     ``mtls``: every gRPC hop is mutual TLS with a throwaway CA (``mesh.group.pki``; the
     operator's certificate for the tests' own calls); else plaintext. ``own_env``: settings
-    of single components (e.g. their own Redis users).
+    of single components (e.g. their own Redis users). ``metrics``: the gRPC components
+    serve /metrics on ports of their own (``mesh.metrics_ports``); off by default, as in
+    production settings, so the many meshes of the suite pick four ports fewer each (every
+    port picked before its process binds it is a chance of a collision).
 
     The Infobip simulator runs with ``--contract strict`` and records every exchange; on
     a normal exit all of them (what the mesh sent, what the simulator answered and
@@ -246,11 +250,11 @@ def running_mesh(
         base["CCBRIDGE_MESH_INSECURE"] = "true"
     # Each component's metrics port is its process's own setting (not in the shared
     # environment): replicas a test starts from ``mesh.env`` serve none, and take no port.
-    metrics_ports = {name: free_port() for name in METRICS_PORT_ENV}
+    metrics_ports = {name: free_port() for name in METRICS_PORT_ENV} if metrics else {}
     env = mesh_env(base, ports, redis_url)
     own = {name: dict(values) for name, values in (own_env or {}).items()}
-    for name, var in METRICS_PORT_ENV.items():
-        own.setdefault(name, {})[var] = str(metrics_ports[name])
+    for name, port in metrics_ports.items():
+        own.setdefault(name, {})[METRICS_PORT_ENV[name]] = str(port)
     pki = create_mesh_pki(log_dir / "pki") if mtls else None
     group = ProcessGroup(log_dir=log_dir, pki=pki, own_env=own)
     handle: Mesh | None = None
