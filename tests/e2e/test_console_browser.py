@@ -94,12 +94,11 @@ def _active(mesh: Mesh, **extra: object) -> str:
 
 def _submit(browser: object, css: str) -> None:
     """Clicks the form button and waits until the next page has replaced this one."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
-
-    from selenium.common.exceptions import WebDriverException
 
     assert isinstance(browser, WebDriver)
     page = browser.find_element(By.TAG_NAME, "html")
