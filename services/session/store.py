@@ -36,8 +36,9 @@ live in one Redis Cluster slot):
                                so a cluster spreads them over its nodes; the un-sharded
                                ``ccb:due:in`` / ``ccb:due:out`` and ``ccb:due`` of older
                                releases are adopted (:meth:`SessionStore.due`)
-``ccb:tl:{cid}``               list: the handover's timeline, newest first, capped, with a
-                               TTL (services/session/timeline.py)
+``ccb:tl:{cid}``               list: the handover's timeline of message events, newest
+                               first, capped, with a TTL, created by the first one (state
+                               changes are read from the hash: services/session/timeline.py)
 ``ccb:state:<STATE>``          zset: conversations per state, scored by last change (ms)
 ``ccb:dlq`` / ``ccb:dl:<id>``  zset + hash: dead letters (kept: sweep_retention)
 ``ccb:dlc:{cid}``              zset: the conversation's dead letters (ListDeadLetters by id)
@@ -57,7 +58,9 @@ The handover hash keeps every value within Redis's ``hash-max-listpack-value`` (
 so Redis stores it as a compact listpack (about a third of a hashtable's memory): the
 routing decision is compact JSON without empty values, ``history`` records each
 transition as ``STATE@<ms after created_at>``, and empty values (no tags, no metadata, a
-cleared failure reason) are not stored at all: a missing field reads as empty.
+cleared failure reason) are not stored at all: a missing field reads as empty. A state
+change with a detail adds ``tl:<ms, base 36>:<STATE>`` (the detail, cut to 64 bytes) for
+the timeline; readers take the fields they know and ignore the rest.
 
 The two lanes of a conversation (inbox: end user → CCaaS, with the case's opening and
 closing; outbox: agent → end user) are scheduled and leased separately, so an agent
@@ -91,10 +94,15 @@ from ccbridge.services.runtime.metrics import current as current_metrics
 from ccbridge.services.runtime.redis import RawPipeline, RawScript, RedisClient, create_batch
 from ccbridge.services.session.settings import DUE_SHARDS  # CCBRIDGE_DUE_SHARDS
 from ccbridge.services.session.timeline import (
+    HASH_DETAIL_MAX,
     TIMELINE_MAX,
     EventKind,
     TimelineEvent,
     append_commands,
+    cut_utf8,
+    merged,
+    state_events,
+    state_field,
 )
 
 log = logging.getLogger(__name__)
@@ -221,7 +229,8 @@ return {1, 'OPENING'}
 """
 
 # Generic guarded transition. KEYS: h, lane lease   ARGV: lease token ('' = no lease
-# check), allowed states (comma list), new state, now, then field/value pairs to set.
+# check), allowed states (comma list), new state, now, the change's timeline detail field
+# and value (set only when the state changes; '' = none), then field/value pairs to set.
 _TRANSITION = (
     LEASE_LUA
     + """
@@ -237,10 +246,11 @@ if ARGV[3] ~= '' and ARGV[3] ~= st then
   local since = tonumber(ARGV[4]) - (tonumber(redis.call('HGET', KEYS[1], 'created_at')) or 0)
   redis.call('HSET', KEYS[1], 'history',
     hist .. ',' .. ARGV[3] .. '@' .. string.format('%d', since))
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], ARGV[5], ARGV[6]) end
 end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'version', 1)
-for i = 5, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   if ARGV[i + 1] == '' then redis.call('HDEL', KEYS[1], ARGV[i])
   else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
@@ -249,7 +259,7 @@ return {1, st}
 )
 
 # KEYS: h, out, agent-side seen   ARGV: dedupe member, msg bytes ('' for a close), ttl,
-# now, reason
+# now, reason, the close's timeline detail field and value
 _AGENT_EVENT = """
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return 0 end
@@ -267,6 +277,7 @@ if st ~= 'CLOSING' then
   local hist = redis.call('HGET', KEYS[1], 'history') or ''
   local since = tonumber(ARGV[4]) - (tonumber(redis.call('HGET', KEYS[1], 'created_at')) or 0)
   redis.call('HSET', KEYS[1], 'history', hist .. ',CLOSING@' .. string.format('%d', since))
+  redis.call('HSET', KEYS[1], ARGV[6], ARGV[7])
   redis.call('HINCRBY', KEYS[1], 'version', 1)
 end
 return 3
@@ -862,19 +873,26 @@ class SessionStore:
         return max(self.closed_retention_s, keep.failed_s, keep.dead_letter_s)
 
     def _timeline(self, cid: str, *events: TimelineEvent) -> list[tuple[Any, ...]]:
+        """The commands recording message events (state changes are recorded by the
+        scripts that make them, in the handover hash)."""
         return append_commands(self.k_tl(cid), list(events), self.timeline_ttl_s)
 
     async def record(self, cid: str, *events: TimelineEvent) -> None:
-        """Appends events to the handover's timeline (one round trip; a failure is
-        logged, never raised)."""
+        """Appends message events to the handover's timeline (one round trip; a failure
+        is logged, never raised)."""
         commands = self._timeline(cid, *events)
         _checked(await self.raw.execute(commands), len(commands))
 
     async def timeline(self, cid: str, limit: int) -> list[TimelineEvent]:
-        """The handover's newest ``limit`` events, newest first (unreadable entries of
-        another release are skipped)."""
-        raw = await self.r.lrange(self.k_tl(cid), 0, limit - 1)
-        return [event for item in raw if (event := TimelineEvent.decode(item)) is not None]
+        """The handover's newest ``limit`` events, newest first: its state changes (from
+        the hash) merged with its message events (unreadable entries are skipped)."""
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.k_h(cid))
+            pipe.lrange(self.k_tl(cid), 0, limit - 1)
+            raw_fields, raw_events = await pipe.execute()
+        fields = {_text(k): _text(v) for k, v in raw_fields.items()}
+        events = [e for item in raw_events if (e := TimelineEvent.decode(item)) is not None]
+        return merged(state_events(fields), events, limit)
 
     # -- handovers ---------------------------------------------------------------------
     async def create(self, cid: str, tags: Sequence[str], metadata: dict[str, str]) -> bool:
@@ -987,15 +1005,19 @@ class SessionStore:
 
         Returns (done, previous state or 'lease'/'missing')."""
         ts = now_ms()
+        known = values or {}
+        detail = known.get("failure_reason") or known.get("close_reason") or ""
         args: list[Any] = [lease_token, ",".join(allowed), new_state, ts]
-        for key, value in (values or {}).items():
+        if new_state and detail:  # recorded with the state change, in the hash
+            args += (state_field(ts, new_state), cut_utf8(detail, HASH_DETAIL_MAX))
+        else:
+            args += ("", "")
+        for key, value in known.items():
             args.extend((key, value))
         ok, prev = await self._transition(keys=[self.k_h(cid), self.k_lease(lane, cid)], args=args)
         prev_s = prev.decode() if isinstance(prev, bytes) else str(prev)
         if int(ok) and new_state and new_state != prev_s:
-            known = values or {}
-            detail = known.get("failure_reason") or known.get("close_reason") or ""
-            await self._index(cid, new_state, prev_s, ts, due=due, detail=detail)
+            await self._index(cid, new_state, prev_s, ts, due=due)
         elif int(ok):
             for due_lane in due:
                 await self.schedule(due_lane, cid, ts)
@@ -1009,21 +1031,16 @@ class SessionStore:
         ts: int,
         *,
         due: Sequence[Lane],
-        detail: str = "",
     ) -> None:
-        """Indexes a state change and records it on the timeline (one round trip)."""
+        """Indexes a state change (one round trip; its script recorded it in the hash,
+        which is the timeline's record of state changes)."""
         async with self.r.pipeline(transaction=False) as pipe:
             if prev and prev != state:
                 pipe.zrem(self.k_state(prev), cid)
             pipe.zadd(self.k_state(state), {cid: ts})
             for lane in due:
                 pipe.zadd(self.k_due(lane, cid), {cid: ts})
-            recorded = self._timeline(
-                cid, TimelineEvent(ts, EventKind.STATE, state=state, detail=detail)
-            )
-            for command in recorded:
-                pipe.execute_command(*command)
-            _checked(await pipe.execute(raise_on_error=False), len(recorded))
+            await pipe.execute()
 
     async def finish_closed(self, cid: str) -> None:
         """Housekeeping after CLOSED: drop from the schedule, expire the record."""
@@ -1158,23 +1175,25 @@ class SessionStore:
         result = int(
             await self._agent_event(
                 keys=[self.k_h(cid), self.k_out(cid), self.k_seen_agent(cid)],
-                args=[dedupe_id, message or b"", self.dedupe_ttl_s, ts, reason],
+                args=[
+                    dedupe_id,
+                    message or b"",
+                    self.dedupe_ttl_s,
+                    ts,
+                    reason,
+                    state_field(ts, "CLOSING"),
+                    cut_utf8(f"closed at the CCaaS: {reason}", HASH_DETAIL_MAX),
+                ],
             )
         )
         if result == 3:
-            closed = TimelineEvent(
-                ts, EventKind.STATE, state="CLOSING", detail=f"closed at the CCaaS: {reason}"
-            )
             async with self.r.pipeline(transaction=False) as pipe:
                 for state in ("OPENING", "ACTIVE"):
                     pipe.zrem(self.k_state(state), cid)
                 pipe.zadd(self.k_state("CLOSING"), {cid: ts})
                 for lane in LANES:
                     pipe.zadd(self.k_due(lane, cid), {cid: ts})
-                recorded = self._timeline(cid, closed)
-                for command in recorded:
-                    pipe.execute_command(*command)
-                _checked(await pipe.execute(raise_on_error=False), len(recorded))
+                await pipe.execute()
         elif result in (1, 2):
             # NX: an outbox in back-off keeps its time; the inbox's never matters here.
             # A duplicate too: the attempt that stored it may have failed before this

@@ -172,7 +172,12 @@ async def test_message_text_is_hidden_until_asked_and_the_ask_is_logged(
         detail = await client.get("/handovers/con-text")
         assert detail.status_code == 200
         assert SECRET_TEXT not in detail.text
-        assert "dead-lettered" in detail.text  # the timeline
+        # The timeline, newest first: message events and the state changes kept in the
+        # handover's hash, merged.
+        timeline = detail.text.split("Timeline (newest first)", 1)[1]
+        assert "dead-lettered" in timeline
+        assert 0 < timeline.index("dead-lettered") < timeline.index("stored")
+        assert timeline.index("stored") < timeline.index("OPENING")
         caplog.set_level("INFO", logger="ccbridge.gateway.console")
         shown = await client.post(
             f"/dead-letters/{dl_id}/text",
