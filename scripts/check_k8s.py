@@ -10,7 +10,9 @@ container, hardened securityContext, native gRPC probes, gRPC ports named ``grpc
 grace, placeholder-only Secrets, parseable routing rules, the prod/dev promises (replicas,
 PDBs, HPAs, limits, external Redis), the exact set of flows the NetworkPolicies allow, and
 (monitoring component) that the PodMonitor scrapes every component and that every alert
-carries a severity and a runbook.
+carries a severity and a runbook, and (console component) that the gateway's admin
+listener is reachable only through its own ClusterIP Service, with the operator's
+certificate mounted and its flows in the NetworkPolicies.
 skaffold.yaml is checked for its schema version, the paths it names and every profile's
 manifests; the Dockerfile for its stages, user and entry point.
 
@@ -43,6 +45,7 @@ import kubernetes_validate
 import yaml
 
 # The ports table the code uses: the manifests must agree with it.
+from ccbridge.gateway.settings import DEFAULT_ADMIN_PORT
 from ccbridge.services.runtime.ports import (
     GRPC_PORTS,
     HTTP_PORTS,
@@ -85,6 +88,7 @@ COMPONENT_ORDER = (
     "cert-manager",
     "network-policies",
     "external-redis",
+    "console",
     "monitoring",
 )
 # Mesh mTLS: each pod mounts its own <component>-mesh-tls Secret (cert-manager's keys) at
@@ -93,7 +97,16 @@ MESH_TLS_SECRET = "{}-mesh-tls"
 MESH_TLS_DIR = "/etc/ccbridge/tls"
 MESH_IDENTITIES = (*COMPONENTS, "operator")
 HEALTH_PORT = 8081  # CCBRIDGE_GRPC_HEALTH_PORT: plaintext, health only, for kubelet
-# Kinds of CRDs with no offline schema: checked by check_certificates instead.
+# The operator console (components/console; docs/deploy.md, "Operator console"): the
+# gateway's admin listener, on when the gateway container sets CCBRIDGE_ADMIN_TOKEN. Only
+# its own ClusterIP Service carries the admin port; the console presents the operator's
+# certificate (the one Secret besides its own that a gateway pod may mount).
+CONSOLE_SERVICE = "ccbridge-console"
+CONSOLE_PORT_NAME = "admin"
+CONSOLE_TLS_SECRET = MESH_TLS_SECRET.format("operator")
+CONSOLE_TLS_ENV = ("CCBRIDGE_ADMIN_TLS_CERT", "CCBRIDGE_ADMIN_TLS_KEY")
+# Mesh certificate paths a settings class checks for a file: stand-ins when mounted.
+TLS_FILE_ENV = re.compile(r"CCBRIDGE_(?:ADMIN_)?TLS_(?:CERT|KEY|CA)")
 # Kinds of CRDs with no offline schema: checked by check_certificates and check_monitoring
 # instead.
 UNVALIDATED_API_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")
@@ -468,11 +481,15 @@ def check_workloads(docs: list[Doc], *, limits_required: bool = False) -> list[s
     drain = float(_settings(docs).get("CCBRIDGE_DRAIN_DELAY_S", DRAIN_S))
     rules_path = _settings(docs).get("CCBRIDGE_ROUTING_RULES", "")
 
+    console = _console_container(docs)
     for wl in _workloads(docs):
         ref = _ref(wl)
         spec = wl["spec"]
         template = spec["template"]
         pod = template["spec"]
+        own_secrets = {MESH_TLS_SECRET.format(wl["metadata"]["name"])}
+        if console is not None and console[0] is wl:
+            own_secrets.add(CONSOLE_TLS_SECRET)
         template_labels = _labels(template.get("metadata"))
         if not _selector_matches(spec.get("selector"), template_labels):
             problems.append(f"{ref}: selector does not match the pod template labels")
@@ -503,13 +520,12 @@ def check_workloads(docs: list[Doc], *, limits_required: bool = False) -> list[s
         for volume in volumes.values():
             if "configMap" in volume and volume["configMap"]["name"] not in config_maps:
                 problems.append(f"{ref}: ConfigMap {volume['configMap']['name']} not rendered")
-            if "secret" in volume and volume["secret"].get("secretName") != MESH_TLS_SECRET.format(
-                wl["metadata"]["name"]
-            ):
+            if "secret" in volume and volume["secret"].get("secretName") not in own_secrets:
                 problems.append(
                     f"{ref}: mounts Secret {volume['secret'].get('secretName')}; "
                     "ccbridge reads secrets from the environment (only its own "
-                    "mesh certificate is a mounted Secret)"
+                    "mesh certificate, and the console's operator certificate, are "
+                    "mounted Secrets)"
                 )
 
         tgps = pod.get("terminationGracePeriodSeconds", 30)
@@ -788,9 +804,10 @@ def check_component_settings(docs: list[Doc]) -> list[str]:
                 problems.append(f"{_ref(wl)}: cannot load {SETTINGS_CLASSES[component]}: {exc}")
                 continue
             env = container_environment(docs, c)
-            for key in ("CCBRIDGE_TLS_CERT", "CCBRIDGE_TLS_KEY", "CCBRIDGE_TLS_CA"):
-                # Files of the mounted Secret: only that they are inside the mount matters.
-                if os.path.dirname(env.get(key, "")) == MESH_TLS_DIR:
+            mounted = {MESH_TLS_DIR, *(m["mountPath"] for m in c.get("volumeMounts") or ())}
+            for key, value in list(env.items()):
+                # Files of a mounted Secret: only that they are inside the mount matters.
+                if TLS_FILE_ENV.fullmatch(key) and os.path.dirname(value) in mounted:
                     env[key] = STAND_IN_FILE
             try:
                 settings_class.from_env(env)
@@ -1015,6 +1032,110 @@ def check_monitoring(docs: list[Doc]) -> list[str]:
     return problems
 
 
+# --- operator console -------------------------------------------------------------------
+
+
+def _console_container(docs: Iterable[Doc]) -> tuple[Doc, Doc] | None:
+    """The gateway workload and container that run the console (CCBRIDGE_ADMIN_TOKEN)."""
+    for wl in _workloads(docs):
+        for c in wl["spec"]["template"]["spec"]["containers"]:
+            names = {e.get("name") for e in c.get("env") or ()}
+            if _ccbridge_component(c) == "gateway" and "CCBRIDGE_ADMIN_TOKEN" in names:
+                return wl, c
+    return None
+
+
+def console_port(docs: list[Doc]) -> int | None:
+    """The console's port when a gateway runs it (CCBRIDGE_ADMIN_PORT), else None."""
+    found = _console_container(docs)
+    if found is None:
+        return None
+    raw = container_environment(docs, found[1]).get("CCBRIDGE_ADMIN_PORT", "")
+    return int(raw) if raw.isdigit() else DEFAULT_ADMIN_PORT
+
+
+def _ingress_services(ingress: Mapping[str, Any]) -> set[str]:
+    spec = ingress.get("spec") or {}
+    backends = [spec.get("defaultBackend") or {}]
+    for rule in spec.get("rules") or ():
+        backends += [p.get("backend") or {} for p in (rule.get("http") or {}).get("paths") or ()]
+    return {str((b.get("service") or {}).get("name")) for b in backends if b.get("service")}
+
+
+def check_console(docs: list[Doc]) -> list[str]:
+    """With the console on: its token from a Secret, its own port on every interface of
+    the pod, the operator's certificate from a read-only mount of operator-mesh-tls,
+    ROUTING_ADDR set, and the admin port only on the ClusterIP Service ccbridge-console
+    (never the public gateway Service, a LoadBalancer, a NodePort or an Ingress)."""
+    services = [d for d in docs if d.get("kind") == "Service"]
+    found = _console_container(docs)
+    if found is None:
+        if any(s["metadata"]["name"] == CONSOLE_SERVICE for s in services):
+            return [
+                f"Service/{CONSOLE_SERVICE}: no gateway runs the console (CCBRIDGE_ADMIN_TOKEN)"
+            ]
+        return []
+    wl, c = found
+    ref = f"{_ref(wl)} container {c['name']}"
+    problems = []
+    env = container_environment(docs, c)
+    token = next(e for e in c["env"] if e["name"] == "CCBRIDGE_ADMIN_TOKEN")
+    key_ref = (token.get("valueFrom") or {}).get("secretKeyRef")
+    if not key_ref or key_ref.get("optional"):
+        problems.append(f"{ref}: CCBRIDGE_ADMIN_TOKEN must come from a Secret (not optional)")
+    port = console_port(docs)
+    admin = {p.get("name"): p for p in c.get("ports") or ()}.get(CONSOLE_PORT_NAME)
+    if not admin or admin.get("containerPort") != port:
+        problems.append(f"{ref}: needs a port named {CONSOLE_PORT_NAME} = {port}")
+    if env.get("CCBRIDGE_ADMIN_BIND_HOST") != "0.0.0.0":
+        problems.append(
+            f"{ref}: CCBRIDGE_ADMIN_BIND_HOST must be 0.0.0.0 in the pod (its Service "
+            f"{CONSOLE_SERVICE} decides who reaches it)"
+        )
+    if not env.get("ROUTING_ADDR"):
+        problems.append(f"{ref}: ROUTING_ADDR is not set (the console's explain page)")
+    mounts = {m["mountPath"]: m for m in c.get("volumeMounts") or ()}
+    volumes = {v["name"]: v for v in wl["spec"]["template"]["spec"].get("volumes") or ()}
+    for key in CONSOLE_TLS_ENV:
+        mount = mounts.get(os.path.dirname(env.get(key, "")))
+        secret = volumes.get(mount["name"], {}).get("secret", {}) if mount else {}
+        if not mount or secret.get("secretName") != CONSOLE_TLS_SECRET:
+            problems.append(f"{ref}: {key} must be a file of Secret {CONSOLE_TLS_SECRET}")
+        elif mount.get("subPath") or not mount.get("readOnly"):
+            problems.append(f"{ref}: mount {CONSOLE_TLS_SECRET} read-only, no subPath")
+
+    labels = _labels(wl["spec"]["template"].get("metadata"))
+    console_service = None
+    for svc in services:
+        spec = svc["spec"]
+        if not spec.get("selector") or not _selector_matches(
+            {"matchLabels": spec["selector"]}, labels
+        ):
+            continue
+        svc_ports = spec.get("ports") or []
+        on_admin = [
+            p for p in svc_ports if p.get("targetPort", p.get("port")) in (CONSOLE_PORT_NAME, port)
+        ]
+        if svc["metadata"]["name"] != CONSOLE_SERVICE:
+            if on_admin:
+                problems.append(
+                    f"{_ref(svc)}: carries the console's admin port; only "
+                    f"Service/{CONSOLE_SERVICE} may (never the public gateway Service)"
+                )
+            continue
+        console_service = svc
+        if spec.get("type", "ClusterIP") != "ClusterIP" or spec.get("externalIPs"):
+            problems.append(f"{_ref(svc)}: must be a ClusterIP Service without externalIPs")
+        if not on_admin or len(on_admin) != len(svc_ports):
+            problems.append(f"{_ref(svc)}: must carry the admin port and nothing else")
+    if console_service is None:
+        problems.append(f"Service/{CONSOLE_SERVICE} is missing (the console's only way in)")
+    for ingress in (d for d in docs if d.get("kind") == "Ingress"):
+        if CONSOLE_SERVICE in _ingress_services(ingress):
+            problems.append(f"{_ref(ingress)}: never put the console behind an Ingress")
+    return problems
+
+
 # --- network policies -------------------------------------------------------------------
 
 
@@ -1173,6 +1294,14 @@ def expected_flows(docs: list[Doc], components: Iterable[str]) -> set[tuple[str,
         flows.add((name, "dns", 53))
     if "redis" in workloads:
         flows |= {("session", "redis", 6379), ("connector", "redis", 6379)}
+    admin_port = console_port(docs)
+    if admin_port is not None:
+        # The console: operators' pods open it in-cluster (kubectl port-forward needs no
+        # policy); its explain page calls routing as the operator identity.
+        flows |= {
+            ("operator", "gateway", admin_port),
+            ("gateway", "routing", GRPC_PORTS["routing"]),
+        }
     if "external-redis" in components:
         for port in (6379, 6380):
             flows |= {("session", "external-redis", port), ("connector", "external-redis", port)}
@@ -1227,6 +1356,7 @@ def check_docs(docs: list[Doc], target: Target, version: str = KUBERNETES_VERSIO
     problems += check_redis(docs)
     problems += check_network_policies(docs, target.components)
     problems += check_monitoring(docs)
+    problems += check_console(docs)
     if target.overlay is not None:
         problems += check_overlay(docs, target.overlay)
         order = [c for c in COMPONENT_ORDER if c in target.components]

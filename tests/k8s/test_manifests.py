@@ -541,3 +541,150 @@ def test_a_broken_dashboard_is_caught(renderer: list[str], monitored: Any) -> No
     _find(docs, "ConfigMap", "ccbridge-dashboard")["data"]["ccbridge.json"] = "{panels: []"
     problems = _problems(docs, monitored)
     assert any("ConfigMap/ccbridge-dashboard ccbridge.json: not JSON" in p for p in problems)
+
+
+# --- operator console (docs/deploy.md, "Operator console") ------------------------------
+
+
+def _with_console(tmp_path: Path, overlay: str) -> Any:
+    """An overlay with the console component added, as docs/deploy.md tells operators to
+    do (their own kustomization on top of ours)."""
+    base = next(t for t in ck.overlay_targets() if t.overlay == overlay)
+    directory = tmp_path / f"{overlay}+console"
+    directory.mkdir()
+    kust = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": "ccbridge",
+        "resources": [os.path.relpath(base.path, directory)],
+        "components": [os.path.relpath(ck.K8S / "components" / "console", directory)],
+    }
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kust))
+    return ck.Target(
+        f"overlays/{overlay}+console", directory, (*base.components, "console"), overlay=overlay
+    )
+
+
+@pytest.fixture(scope="module")
+def with_console(renderer: list[str], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return _with_console(tmp_path_factory.mktemp("console"), "prod")
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_an_overlay_with_the_console_component_passes_every_check(
+    overlay: str, renderer: list[str], tmp_path: Path
+) -> None:
+    target = _with_console(tmp_path, overlay)
+    assert ck.check_target(target, renderer) == []
+    docs = ck.render(target.path, renderer)
+    console = _find(docs, "Service", "ccbridge-console")
+    assert console["metadata"]["namespace"] == "ccbridge"
+    assert console["spec"]["type"] == "ClusterIP"
+    assert [p["port"] for p in console["spec"]["ports"]] == [8001]
+    # The public Service keeps only the webhook port.
+    assert [p["port"] for p in _find(docs, "Service", "gateway")["spec"]["ports"]] == [8000]
+    gateway = _container(docs, "gateway")
+    env = ck.container_environment(docs, gateway)
+    assert env["CCBRIDGE_ADMIN_PORT"] == "8001"
+    assert env["CCBRIDGE_ADMIN_TLS_CERT"] == "/etc/ccbridge/operator-tls/tls.crt"
+    assert env["ROUTING_ADDR"] == "dns:///routing:50053"
+    volumes = _find(docs, "Deployment", "gateway")["spec"]["template"]["spec"]["volumes"]
+    assert {v["secret"]["secretName"] for v in volumes if "secret" in v} == {
+        "gateway-mesh-tls",
+        "operator-mesh-tls",
+    }
+    if overlay == "dev":
+        secret = _find(docs, "Secret", "ccbridge-secrets")
+        assert "CCBRIDGE_ADMIN_TOKEN" in secret["stringData"]
+    # The admin port: operators' pods of this namespace only (and kubectl port-forward,
+    # which no policy governs); the console reaches routing.
+    peers = {p.name: p for p in ck._peers(docs)}
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    assert ck._allowed(policies, peers["operator"], peers["gateway"], "TCP", 8001)
+    for outsider in ("other-pod", "grpc-client", "prometheus", "session"):
+        assert not ck._allowed(policies, peers[outsider], peers["gateway"], "TCP", 8001)
+    assert ck._allowed(policies, peers["gateway"], peers["routing"], "TCP", 50053)
+
+
+def test_an_overlay_without_the_console_keeps_it_off(renderer: list[str]) -> None:
+    for target in ck.overlay_targets():
+        docs = ck.render(target.path, renderer)
+        assert ck.console_port(docs) is None
+        assert "CCBRIDGE_ADMIN_TOKEN" not in ck.container_environment(
+            docs, _container(docs, "gateway")
+        )
+        assert not any(d["metadata"]["name"] == "ccbridge-console" for d in docs)
+        policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+        peers = {p.name: p for p in ck._peers(docs)}
+        assert not ck._allowed(policies, peers["gateway"], peers["routing"], "TCP", 50053)
+
+
+def test_the_admin_port_on_the_public_gateway_service_is_caught(
+    renderer: list[str], with_console: Any
+) -> None:
+    docs = copy.deepcopy(ck.render(with_console.path, renderer))
+    _find(docs, "Service", "gateway")["spec"]["ports"].append(
+        {"name": "admin", "port": 8001, "targetPort": "admin", "protocol": "TCP"}
+    )
+    problems = _problems(docs, with_console)
+    assert any(p.startswith("Service/gateway: carries the console's admin port") for p in problems)
+
+
+def test_a_console_service_that_leaves_the_cluster_is_caught(
+    renderer: list[str], with_console: Any
+) -> None:
+    docs = copy.deepcopy(ck.render(with_console.path, renderer))
+    _find(docs, "Service", "ccbridge-console")["spec"]["type"] = "LoadBalancer"
+    docs.append(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": "console", "namespace": "ccbridge"},
+            "spec": {"defaultBackend": {"service": {"name": "ccbridge-console"}}},
+        }
+    )
+    problems = _problems(docs, with_console)
+    assert "Service/ccbridge-console: must be a ClusterIP Service without externalIPs" in problems
+    assert "Ingress/console: never put the console behind an Ingress" in problems
+
+
+def test_a_console_without_the_operator_certificate_or_its_port_is_caught(
+    renderer: list[str], with_console: Any
+) -> None:
+    docs = copy.deepcopy(ck.render(with_console.path, renderer))
+    gateway = _container(docs, "gateway")
+    gateway["volumeMounts"] = [
+        m for m in gateway["volumeMounts"] if m["mountPath"] != "/etc/ccbridge/operator-tls"
+    ]
+    gateway["ports"] = [p for p in gateway["ports"] if p["name"] != "admin"]
+    problems = _problems(docs, with_console)
+    assert any(
+        "CCBRIDGE_ADMIN_TLS_CERT must be a file of Secret operator-mesh-tls" in p for p in problems
+    )
+    assert any("needs a port named admin = 8001" in p for p in problems)
+    # The gateway's settings refuse a certificate path that is not there.
+    assert any("gateway refuses its environment" in p for p in problems)
+
+
+def test_the_operator_certificate_outside_the_console_is_caught(
+    prod_docs: list[Doc], prod_target: Any
+) -> None:
+    def mount_operator(docs: list[Doc]) -> None:
+        pod = _find(docs, "Deployment", "gateway")["spec"]["template"]["spec"]
+        pod["volumes"].append({"name": "op", "secret": {"secretName": "operator-mesh-tls"}})
+
+    problems = _broken(prod_docs, prod_target, mount_operator)
+    assert any("Deployment/gateway: mounts Secret operator-mesh-tls" in p for p in problems)
+
+
+def test_console_flows_missing_from_the_policies_are_caught(
+    renderer: list[str], with_console: Any
+) -> None:
+    docs = copy.deepcopy(ck.render(with_console.path, renderer))
+    routing = _find(docs, "NetworkPolicy", "routing")["spec"]
+    routing["ingress"] = routing["ingress"][:-1]  # the component's rule (appended last)
+    gateway = _find(docs, "NetworkPolicy", "gateway")["spec"]
+    gateway["ingress"][-1]["from"] = []  # the admin port from anywhere
+    problems = _problems(docs, with_console)
+    assert "NetworkPolicy: gateway -> routing:50053 is needed but denied" in problems
+    assert "NetworkPolicy: other-pod -> gateway:8001 is allowed but not needed" in problems
