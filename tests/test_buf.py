@@ -1,6 +1,6 @@
 """The gRPC API stays compatible: ``buf lint`` and ``buf breaking`` against the protos of
 the last release (scripts/buf-check.sh, docs/grpc.md "Compatibility"), run from a fresh
-clone as CI runs them; without the release tag the check fails instead of passing."""
+clone as CI runs them; without the release (tag or commit) the check fails instead of passing."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def _clone(tmp_path: Path, *options: str) -> Path:
     """A fresh clone of this commit (the committed tree, as CI checks it out)."""
     head = _git("rev-parse", "HEAD")
     target = tmp_path / "clone"
-    _git("clone", "-q", *options, str(ROOT), str(target), cwd=tmp_path)
+    # file://: a local path clone ignores --depth.
+    _git("clone", "-q", *options, f"file://{ROOT}", str(target), cwd=tmp_path)
     _git("checkout", "-q", head, cwd=target)
     return target
 
@@ -74,10 +75,18 @@ def test_a_fresh_clone_checks_against_the_tag_and_catches_a_break(tmp_path: Path
     assert 'changed name from "failure_reason" to "last_error"' in broken.stdout + broken.stderr
 
 
-def test_without_the_release_tag_the_check_fails_loudly(tmp_path: Path) -> None:
+def test_a_clone_without_tags_checks_against_the_release_commit(tmp_path: Path) -> None:
     buf = _buf()
     tree = _clone(tmp_path, "--no-tags")
     assert not _git("tag", "-l", cwd=tree)
     result = _check(tree, buf)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no breaking change against v0.1.0 (commit 3c49abc98767" in result.stdout
+
+
+def test_without_the_release_the_check_fails_loudly(tmp_path: Path) -> None:
+    buf = _buf()
+    tree = _clone(tmp_path, "--no-tags", "--depth", "1")
+    result = _check(tree, buf)
     assert result.returncode == 2
-    assert "FAILED: no release tag" in result.stderr and "git fetch --tags" in result.stderr
+    assert "FAILED: neither a release tag" in result.stderr and "--unshallow" in result.stderr
