@@ -35,6 +35,7 @@ from ccbridge.common.v1 import common_pb2
 from ccbridge.gateway.console_auth import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
+    LoginThrottle,
     Session,
     SessionSigner,
     new_nonce,
@@ -221,6 +222,7 @@ class Console:
         self.console = console
         self.backends = ConsoleBackends(settings, console)
         self.signer = SessionSigner(console.token)
+        self.throttle = LoginThrottle()
 
     # -- plumbing ------------------------------------------------------------------------
     def routes(self) -> list[Route]:
@@ -349,7 +351,18 @@ class Console:
             response = _html(login_page(fresh, error="Reload the page and log in again."), 403)
             self._cookie(response, LOGIN_COOKIE, fresh, 3600)
             return response
+        if not self.throttle.allowed():
+            log.warning("console: a login refused unchecked: too many wrong tokens lately")
+            fresh = new_nonce()
+            wait_s = self.throttle.retry_after_s()
+            response = _html(
+                login_page(fresh, error=f"Too many failed logins. Try again in {wait_s} s."), 429
+            )
+            response.headers["Retry-After"] = str(wait_s)
+            self._cookie(response, LOGIN_COOKIE, fresh, 3600)
+            return response
         if not token_matches(form.get("token", ""), self.console.token):
+            self.throttle.failed()
             log.warning("console: a login with a wrong token")
             fresh = new_nonce()
             response = _html(login_page(fresh, error="Wrong token."), 401)

@@ -8,6 +8,10 @@
   unless ``CCBRIDGE_ADMIN_COOKIE_SECURE=false``, path ``/``) holding its expiry and the
   session's CSRF token, signed with HMAC-SHA256 under a key derived from the admin token:
   rotating the token ends every session. Nothing is kept on the server.
+- **Guessing**: wrong tokens are throttled (:class:`LoginThrottle`): after
+  ``LOGIN_FAILURES_BURST`` failures, one more try per ``LOGIN_FAILURE_REFILL_S`` seconds;
+  beyond that a login is answered 429 without comparing anything. The budget is the
+  process's, not a client's (behind ``kubectl port-forward`` every client is 127.0.0.1).
 - **CSRF**: every POST carries the session's CSRF token in a hidden ``csrf`` field,
   compared in constant time with the one in the signed cookie; a POST whose ``Origin``
   header names another origin is refused as well.
@@ -17,8 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ccbridge.services.runtime.settings import Secret
@@ -28,6 +34,44 @@ LOGIN_COOKIE = "ccb_console_login"
 # How long a login lasts (one on-call shift).
 SESSION_TTL_S = 8 * 3600
 _KEY_LABEL = b"ccbridge console session v1"
+# Failed logins allowed at once, and the seconds that give one more back.
+LOGIN_FAILURES_BURST = 10
+LOGIN_FAILURE_REFILL_S = 6.0
+
+
+class LoginThrottle:
+    """A token bucket of failed logins: ``allowed()`` says whether a login may be
+    checked at all, ``failed()`` spends one token. Successful logins spend nothing."""
+
+    def __init__(
+        self,
+        burst: int = LOGIN_FAILURES_BURST,
+        refill_s: float = LOGIN_FAILURE_REFILL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._burst = burst
+        self._refill_s = refill_s
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) / self._refill_s)
+        self._at = now
+
+    def allowed(self) -> bool:
+        self._refill()
+        return self._tokens >= 1.0
+
+    def retry_after_s(self) -> int:
+        """Whole seconds until the next login may be checked (at least 1)."""
+        self._refill()
+        return max(1, math.ceil((1.0 - self._tokens) * self._refill_s))
+
+    def failed(self) -> None:
+        self._refill()
+        self._tokens = max(0.0, self._tokens - 1.0)
 
 
 def token_matches(given: str, token: Secret) -> bool:

@@ -18,7 +18,12 @@ from ccbridge.common.v1 import common_pb2
 from ccbridge.gateway.__main__ import start
 from ccbridge.gateway.app import create_app
 from ccbridge.gateway.console import create_console_app
-from ccbridge.gateway.console_auth import SESSION_COOKIE, SessionSigner
+from ccbridge.gateway.console_auth import (
+    LOGIN_FAILURES_BURST,
+    SESSION_COOKIE,
+    LoginThrottle,
+    SessionSigner,
+)
 from ccbridge.gateway.settings import GatewaySettings
 from ccbridge.services.runtime.component import start as start_component
 from ccbridge.services.runtime.settings import Secret, SettingsError
@@ -134,6 +139,36 @@ async def test_login_itself_needs_the_forms_csrf_nonce(session_server: RunningSe
         forged = await client.post("/login", data={"csrf": "guessed", "token": ADMIN_TOKEN})
         assert forged.status_code == 403
         assert SESSION_COOKIE not in client.cookies
+
+
+async def test_guessing_the_token_is_throttled(session_server: RunningSession) -> None:
+    async with console_client(f"127.0.0.1:{session_server.port}") as (client, _):
+        for _ in range(LOGIN_FAILURES_BURST):
+            assert (await login(client, "y" * len(ADMIN_TOKEN))).status_code == 401
+        # The budget is spent: even the right token is not compared, and nothing is issued.
+        refused = await login(client)
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) >= 1
+        assert SESSION_COOKIE not in refused.cookies
+
+
+def test_the_login_throttle_gives_tries_back_over_time() -> None:
+    now = [0.0]
+    throttle = LoginThrottle(burst=2, refill_s=5.0, clock=lambda: now[0])
+    assert throttle.allowed()
+    throttle.failed()
+    throttle.failed()
+    assert not throttle.allowed()
+    assert throttle.retry_after_s() == 5
+    now[0] = 4.0
+    assert not throttle.allowed() and throttle.retry_after_s() == 1
+    now[0] = 5.0
+    assert throttle.allowed()
+    now[0] = 1000.0  # refills up to the burst, not beyond
+    for _ in range(2):
+        assert throttle.allowed()
+        throttle.failed()
+    assert not throttle.allowed()
 
 
 async def test_posts_without_the_sessions_csrf_token_are_refused(
